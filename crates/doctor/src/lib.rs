@@ -1,0 +1,1 @@
+//! Placeholder: the doctor is built under issue 4.

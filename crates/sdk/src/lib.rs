@@ -1,0 +1,1 @@
+//! Placeholder: the SDK is built under issue 6.
