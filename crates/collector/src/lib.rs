@@ -1,1 +1,33 @@
-//! Placeholder.
+//! The agentrace collector: OTLP in, durable store, Jaeger-shaped API out.
+//!
+//! The modules follow the data's road:
+//!
+//! 1. [`receive`]: OTLP/gRPC and OTLP/HTTP receivers decode and validate
+//!    with the bounded decoders of `agentrace_model::otlp`;
+//! 2. [`store`]: SQLite in WAL mode, group-committed by one writer thread;
+//!    a request is acknowledged only once its spans are durable;
+//! 3. [`api`]: Jaeger api_v3 retrieval, sessions, `/metrics`, `/health`.
+//!
+//! Beside the road: [`config`] (the YAML file), [`metrics`] (the
+//! collector's own health) and [`server`] (listeners, TLS, auth).
+//!
+//! # Getting started
+//!
+//! ```no_run
+//! use agentrace_collector::{config::Config, server::Collector};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = Config::default();
+//! config.storage.data_dir = "/tmp/agentrace-data".into();
+//! let collector = Collector::start(config).await?;
+//! println!("OTLP/gRPC on {:?}", collector.grpc_addr);
+//! collector.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod receive;
+pub mod server;
+pub mod store;

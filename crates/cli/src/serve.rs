@@ -1,0 +1,112 @@
+//! `agentrace serve`: the collector, with its embedded store and API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agentrace_collector::config::Config;
+use agentrace_collector::server::Collector;
+use anyhow::Context;
+
+/// Run the collector.
+///
+/// Receives OTLP on the standard ports, stores every span durably under the
+/// data directory, and serves the Jaeger-compatible API on the UI address.
+/// Point any OpenTelemetry SDK at it with
+/// `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317` (gRPC) or
+/// `http://127.0.0.1:4318` (HTTP). Flags override the config file.
+///
+/// Stops cleanly on Ctrl-C or SIGTERM: requests in flight finish and
+/// everything acknowledged is on disk. Exit status: 0 after a clean stop,
+/// 1 when it cannot start (bad config, port in use, unreadable data dir).
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// YAML config file (see config/agentrace.example.yaml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the embedded store [default: ./agentrace-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
+    #[arg(long, value_name = "ADDR")]
+    otlp_grpc_addr: Option<SocketAddr>,
+    /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
+    #[arg(long, value_name = "ADDR")]
+    otlp_http_addr: Option<SocketAddr>,
+    /// Web UI and JSON API listen address [default: 127.0.0.1:4380].
+    #[arg(long, value_name = "ADDR")]
+    ui_addr: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(dir) = self.data_dir {
+            config.storage.data_dir = dir;
+        }
+        if let Some(addr) = self.otlp_grpc_addr {
+            config.receivers.otlp.grpc_endpoint = Some(addr);
+        }
+        if let Some(addr) = self.otlp_http_addr {
+            config.receivers.otlp.http_endpoint = Some(addr);
+        }
+        if let Some(addr) = self.ui_addr {
+            config.api.endpoint = Some(addr);
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the collector until Ctrl-C or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config = args.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    runtime.block_on(async move {
+        let data_dir = config.storage.data_dir.clone();
+        let collector = Collector::start(config).await?;
+        let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+        eprintln!(
+            "agentrace collector running\n  OTLP/gRPC  {}\n  OTLP/HTTP  {}  (POST /v1/traces)\n  UI + API   {}\n  data       {}",
+            show(collector.grpc_addr),
+            show(collector.http_addr),
+            collector.api_addr.map(|a| format!("http://{a}")).unwrap_or_else(|| "off".into()),
+            data_dir.display(),
+        );
+        wait_for_signal().await;
+        eprintln!("agentrace: stopping; finishing requests in flight");
+        collector.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTRACE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,agentrace_collector=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

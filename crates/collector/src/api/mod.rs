@@ -1,0 +1,205 @@
+//! The JSON API: Jaeger's api_v3 retrieval routes, sessions, and the
+//! collector's own `/metrics` and `/health`. The end of the data's road.
+//!
+//! Traces come back in OTLP JSON exactly as they were received, so
+//! Jaeger-compatible tools can read agentrace:
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /api/v3/traces/{trace_id}` | `{"result": {"resourceSpans": [...]}}` |
+//! | `GET /api/v3/traces?query.service_name=…&query.start_time_min=…` | the same, for every matching trace |
+//! | `GET /api/v3/services` | `{"services": [...]}` |
+//! | `GET /api/v3/operations?service=NAME[&span_kind=server]` | `{"operations": [{"name", "spanKind"}]}` |
+//! | `GET /api/v3/sessions/{session_id}/spans` | every span of every trace of a session (`session.id` or `gen_ai.conversation.id`) |
+//! | `GET /api/v3/sessions/{session_id}/traces` | `{"traces": [{"traceId", "startTimeUnixNano", …}]}` |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /health` | `{"status": "ok"}` |
+//!
+//! Errors answer `{"error": {"httpCode": N, "message": "…"}}`, as Jaeger's
+//! api_v3 gateway does.
+
+mod search;
+
+use std::sync::Arc;
+
+use agentrace_model::TraceId;
+use axum::Router;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{StatusCode, header};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::metrics::Metrics;
+use crate::store::{IndexedKey, Store, StoreError, query};
+
+#[derive(Clone)]
+struct ApiState {
+    store: Store,
+    metrics: Arc<Metrics>,
+    default_search_depth: usize,
+}
+
+/// The API's routes.
+pub fn router(store: Store, metrics: Arc<Metrics>, default_search_depth: usize) -> Router {
+    Router::new()
+        .route("/api/v3/traces/{trace_id}", get(get_trace))
+        .route("/api/v3/traces", get(find_traces))
+        .route("/api/v3/services", get(get_services))
+        .route("/api/v3/operations", get(get_operations))
+        .route("/api/v3/sessions/{session_id}/spans", get(get_session_spans))
+        .route("/api/v3/sessions/{session_id}/traces", get(get_session_traces))
+        .route("/metrics", get(get_metrics))
+        .route("/health", get(health))
+        .with_state(ApiState { store, metrics, default_search_depth })
+}
+
+/// An API error, rendered the way Jaeger's api_v3 gateway renders them.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+
+    pub(crate) fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::UNAUTHORIZED, message: message.into() }
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::NOT_FOUND, message: message.into() }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %e, "API read failed");
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: e.to_string() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"httpCode": self.status.as_u16(), "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+fn otlp_result(request: ExportTraceServiceRequest) -> Response {
+    // `opentelemetry-proto`'s serde mapping is OTLP JSON: hex IDs, camelCase.
+    let body = json!({"result": request});
+    axum::Json(body).into_response()
+}
+
+async fn get_trace(State(state): State<ApiState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
+    let id = TraceId::from_hex(&trace_id).map_err(|e| ApiError::bad_request(format!("invalid trace id: {e}")))?;
+    let key = id.as_bytes().to_vec();
+    let request = state.store.read(move |conn| query::load_traces(conn, &[key])).await?;
+    if request.resource_spans.is_empty() {
+        return Err(ApiError::not_found(format!("trace {id} not found")));
+    }
+    Ok(otlp_result(request))
+}
+
+async fn find_traces(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let search = search::parse(raw.as_deref().unwrap_or(""), state.default_search_depth)?;
+    let request = state
+        .store
+        .read(move |conn| {
+            let ids = query::search(conn, &search)?;
+            query::load_traces(conn, &ids)
+        })
+        .await?;
+    Ok(otlp_result(request))
+}
+
+async fn get_services(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let services = state.store.read(|conn| query::services(conn)).await?;
+    Ok(axum::Json(json!({ "services": services })).into_response())
+}
+
+#[derive(Deserialize)]
+struct OperationsParams {
+    service: Option<String>,
+    span_kind: Option<String>,
+}
+
+async fn get_operations(
+    State(state): State<ApiState>,
+    Query(params): Query<OperationsParams>,
+) -> Result<Response, ApiError> {
+    let service =
+        params.service.filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad_request("service is required"))?;
+    let ops = state.store.read(move |conn| query::operations(conn, &service)).await?;
+    let wanted = params.span_kind.filter(|k| !k.is_empty()).map(|k| k.to_ascii_lowercase());
+    let operations: Vec<_> = ops
+        .into_iter()
+        .map(|(name, kind)| (name, kind_name(kind)))
+        .filter(|(_, kind)| wanted.as_deref().is_none_or(|w| w == *kind))
+        .map(|(name, kind)| json!({"name": name, "spanKind": kind}))
+        .collect();
+    Ok(axum::Json(json!({ "operations": operations })).into_response())
+}
+
+/// Span kind as Jaeger's API names it.
+fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+const SESSION_KEYS: [IndexedKey; 2] = [IndexedKey::SessionId, IndexedKey::ConversationId];
+
+async fn get_session_spans(State(state): State<ApiState>, Path(session): Path<String>) -> Result<Response, ApiError> {
+    let request = state
+        .store
+        .read(move |conn| {
+            let ids = query::trace_ids_by_key(conn, &SESSION_KEYS, &session)?;
+            query::load_traces(conn, &ids)
+        })
+        .await?;
+    Ok(otlp_result(request))
+}
+
+async fn get_session_traces(State(state): State<ApiState>, Path(session): Path<String>) -> Result<Response, ApiError> {
+    let summaries = state
+        .store
+        .read(move |conn| {
+            let ids = query::trace_ids_by_key(conn, &SESSION_KEYS, &session)?;
+            query::summaries(conn, &ids)
+        })
+        .await?;
+    let traces: Vec<_> = summaries
+        .into_iter()
+        .map(|s| {
+            json!({
+                "traceId": s.trace_id,
+                "startTimeUnixNano": s.start_ns.to_string(),
+                "endTimeUnixNano": s.end_ns.to_string(),
+                "spanCount": s.spans,
+                "errorCount": s.errors,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "traces": traces })).into_response())
+}
+
+async fn get_metrics(State(state): State<ApiState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}
+
+async fn health(State(state): State<ApiState>) -> Response {
+    let pending = state.store.pending();
+    axum::Json(json!({"status": "ok", "pendingSpans": pending})).into_response()
+}

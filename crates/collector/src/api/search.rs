@@ -1,0 +1,138 @@
+//! Parsing Jaeger api_v3 `FindTraces` query parameters.
+//!
+//! Jaeger names them `query.service_name`, `query.operation_name`,
+//! `query.start_time_min`/`max` (RFC 3339), `query.duration_min`/`max`
+//! (`1.5s`, `250ms`), `query.search_depth`, and attributes either as
+//! `query.attributes[key]=value` or `query.attributes={"key":"value"}`.
+//! Only the indexed session and join keys can be searched by attribute;
+//! another key is refused with a message listing those that can.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::ApiError;
+use crate::store::{IndexedKey, SearchQuery};
+
+const SEARCHABLE: &[(&str, IndexedKey)] = &[
+    ("session.id", IndexedKey::SessionId),
+    ("gen_ai.conversation.id", IndexedKey::ConversationId),
+    ("user.id", IndexedKey::UserId),
+    ("messaging.message.id", IndexedKey::MessageId),
+    ("gen_ai.tool.call.id", IndexedKey::ToolCallId),
+];
+
+/// Parses a raw query string into a search.
+pub(crate) fn parse(raw: &str, default_depth: usize) -> Result<SearchQuery, ApiError> {
+    let mut query = SearchQuery { limit: default_depth, ..SearchQuery::default() };
+    for pair in raw.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(key);
+        let value = percent_decode(value);
+        if value.is_empty() {
+            continue;
+        }
+        match key.as_str() {
+            "query.service_name" => query.service = Some(value),
+            "query.operation_name" => query.operation = Some(value),
+            "query.start_time_min" => query.start_min_ns = Some(rfc3339_nanos(&key, &value)?),
+            "query.start_time_max" => query.start_max_ns = Some(rfc3339_nanos(&key, &value)?),
+            "query.duration_min" => query.duration_min_ns = Some(duration_nanos(&key, &value)?),
+            "query.duration_max" => query.duration_max_ns = Some(duration_nanos(&key, &value)?),
+            "query.search_depth" | "query.num_traces" => {
+                let n: usize = value
+                    .parse()
+                    .map_err(|_| ApiError::bad_request(format!("{key} must be a positive integer, got {value:?}")))?;
+                query.limit = n.clamp(1, 10_000);
+            }
+            "query.attributes" => {
+                let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&value).map_err(|e| {
+                    ApiError::bad_request(format!("query.attributes must be a JSON object of strings: {e}"))
+                })?;
+                for (k, v) in map {
+                    let text = match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    query.attributes.push((searchable(&k)?, text));
+                }
+            }
+            k if k.starts_with("query.attributes[") && k.ends_with(']') => {
+                let name = &k["query.attributes[".len()..k.len() - 1];
+                query.attributes.push((searchable(name)?, value));
+            }
+            _ => {}
+        }
+    }
+    Ok(query)
+}
+
+fn searchable(name: &str) -> Result<IndexedKey, ApiError> {
+    SEARCHABLE.iter().find(|(n, _)| *n == name).map(|(_, k)| *k).ok_or_else(|| {
+        let names: Vec<&str> = SEARCHABLE.iter().map(|(n, _)| *n).collect();
+        ApiError::bad_request(format!("attribute {name:?} is not searchable; searchable: {}", names.join(", ")))
+    })
+}
+
+fn rfc3339_nanos(key: &str, value: &str) -> Result<i64, ApiError> {
+    let t: SystemTime = humantime::parse_rfc3339_weak(value)
+        .map_err(|e| ApiError::bad_request(format!("{key} must be an RFC 3339 time like 2026-11-24T10:00:00Z: {e}")))?;
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    Ok(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn duration_nanos(key: &str, value: &str) -> Result<i64, ApiError> {
+    let d = humantime::parse_duration(value)
+        .map_err(|e| ApiError::bad_request(format!("{key} must be a duration like 250ms or 1.5s: {e}")))?;
+    Ok(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jaeger_parameters_parse() {
+        let q = parse(
+            "query.service_name=planner&query.start_time_min=2026-11-24T10%3A00%3A00Z&query.duration_min=1.5s\
+             &query.search_depth=5&query.attributes%5Bsession.id%5D=s-1",
+            20,
+        )
+        .unwrap();
+        assert_eq!(q.service.as_deref(), Some("planner"));
+        assert_eq!(q.start_min_ns, Some(1_795_514_400_000_000_000));
+        assert_eq!(q.duration_min_ns, Some(1_500_000_000));
+        assert_eq!(q.limit, 5);
+        assert_eq!(q.attributes, vec![(IndexedKey::SessionId, "s-1".to_owned())]);
+    }
+
+    #[test]
+    fn bad_parameters_say_what_is_wrong() {
+        let e = parse("query.start_time_min=yesterday", 20).unwrap_err();
+        assert!(e.message.contains("RFC 3339"), "{}", e.message);
+        let e = parse("query.attributes%5Bhttp.method%5D=GET", 20).unwrap_err();
+        assert!(e.message.contains("not searchable"), "{}", e.message);
+        assert!(percent_decode("a%2").ends_with("%2"));
+    }
+}

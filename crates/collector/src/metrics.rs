@@ -1,0 +1,302 @@
+//! The collector's own health, as Prometheus text on `/metrics`.
+//!
+//! Beside the data's road rather than on it: every stage bumps counters
+//! here, and the API renders them. Counters are plain atomics; the request
+//! latency is a fixed-bucket histogram, so recording never allocates or
+//! locks on the hot path.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Which receiver a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with a protobuf body.
+    HttpProtobuf,
+    /// OTLP/HTTP with a JSON body.
+    HttpJson,
+}
+
+impl Transport {
+    const ALL: [Transport; 3] = [Transport::Grpc, Transport::HttpProtobuf, Transport::HttpJson];
+
+    fn label(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::HttpProtobuf => "http_protobuf",
+            Transport::HttpJson => "http_json",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why spans or requests were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// The body could not be decoded.
+    Malformed,
+    /// A span failed validation (bad IDs, nesting).
+    InvalidSpan,
+    /// The body was over the size limit (compressed or inflated).
+    TooLarge,
+    /// The pending-span budget was full (backpressure).
+    Backpressure,
+    /// The store failed to write.
+    StoreError,
+    /// No or wrong bearer token.
+    Unauthenticated,
+    /// Unsupported content type or encoding.
+    UnsupportedMedia,
+}
+
+impl RefuseReason {
+    const ALL: [RefuseReason; 7] = [
+        RefuseReason::Malformed,
+        RefuseReason::InvalidSpan,
+        RefuseReason::TooLarge,
+        RefuseReason::Backpressure,
+        RefuseReason::StoreError,
+        RefuseReason::Unauthenticated,
+        RefuseReason::UnsupportedMedia,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            RefuseReason::Malformed => "malformed",
+            RefuseReason::InvalidSpan => "invalid_span",
+            RefuseReason::TooLarge => "too_large",
+            RefuseReason::Backpressure => "backpressure",
+            RefuseReason::StoreError => "store_error",
+            RefuseReason::Unauthenticated => "unauthenticated",
+            RefuseReason::UnsupportedMedia => "unsupported_media",
+        }
+    }
+}
+
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn record(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Every counter the collector keeps about itself.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    spans_received: [AtomicU64; 3],
+    spans_accepted: [AtomicU64; 3],
+    spans_duplicate: AtomicU64,
+    bytes_received: [AtomicU64; 3],
+    requests: [AtomicU64; 3],
+    refused_spans: [AtomicU64; 7],
+    refused_requests: [AtomicU64; 7],
+    latency: [Histogram; 3],
+    pending_spans: AtomicU64,
+    store_bytes: AtomicU64,
+    store_commits: AtomicU64,
+    retention_deleted_spans: AtomicU64,
+}
+
+impl Metrics {
+    /// A request arrived with `bytes` on the wire.
+    pub fn request(&self, t: Transport, bytes: usize) {
+        self.requests[t.index()].fetch_add(1, Ordering::Relaxed);
+        self.bytes_received[t.index()].fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Spans decoded from a request (valid or not).
+    pub fn received(&self, t: Transport, spans: u64) {
+        self.spans_received[t.index()].fetch_add(spans, Ordering::Relaxed);
+    }
+
+    /// Spans made durable (duplicates included: they were acknowledged).
+    pub fn accepted(&self, t: Transport, spans: u64) {
+        self.spans_accepted[t.index()].fetch_add(spans, Ordering::Relaxed);
+    }
+
+    /// Spans that were already stored (a client retry) and were not written again.
+    pub fn duplicates(&self, spans: u64) {
+        self.spans_duplicate.fetch_add(spans, Ordering::Relaxed);
+    }
+
+    /// A whole request was refused; `spans` is how many it held, if known.
+    pub fn refused_request(&self, reason: RefuseReason, spans: u64) {
+        self.refused_requests[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.refused_spans[reason as usize].fetch_add(spans, Ordering::Relaxed);
+    }
+
+    /// Some spans of an accepted request were refused.
+    pub fn refused_spans(&self, reason: RefuseReason, spans: u64) {
+        self.refused_spans[reason as usize].fetch_add(spans, Ordering::Relaxed);
+    }
+
+    /// How long a request took from arrival to answer.
+    pub fn latency(&self, t: Transport, d: Duration) {
+        self.latency[t.index()].record(d);
+    }
+
+    /// Spans currently waiting to be written.
+    pub fn set_pending(&self, spans: u64) {
+        self.pending_spans.store(spans, Ordering::Relaxed);
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn set_store_bytes(&self, bytes: u64) {
+        self.store_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// One transaction committed.
+    pub fn commit(&self) {
+        self.store_commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Retention deleted spans.
+    pub fn retention_deleted(&self, spans: u64) {
+        self.retention_deleted_spans.fetch_add(spans, Ordering::Relaxed);
+    }
+
+    /// Total spans accepted over all transports.
+    pub fn total_accepted(&self) -> u64 {
+        self.spans_accepted.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Renders everything in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let per_transport = |out: &mut String, name: &str, help: &str, values: &[AtomicU64; 3]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for t in Transport::ALL {
+                let _ = writeln!(
+                    out,
+                    "{name}{{transport=\"{}\"}} {}",
+                    t.label(),
+                    values[t.index()].load(Ordering::Relaxed)
+                );
+            }
+        };
+        per_transport(&mut out, "agentrace_receiver_requests_total", "Export requests received.", &self.requests);
+        per_transport(
+            &mut out,
+            "agentrace_receiver_bytes_total",
+            "Request body bytes received, as sent on the wire.",
+            &self.bytes_received,
+        );
+        per_transport(
+            &mut out,
+            "agentrace_receiver_spans_received_total",
+            "Spans decoded from requests, valid or not.",
+            &self.spans_received,
+        );
+        per_transport(
+            &mut out,
+            "agentrace_receiver_spans_accepted_total",
+            "Spans made durable and acknowledged.",
+            &self.spans_accepted,
+        );
+        let by_reason = |out: &mut String, name: &str, help: &str, values: &[AtomicU64; 7]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for r in RefuseReason::ALL {
+                let _ =
+                    writeln!(out, "{name}{{reason=\"{}\"}} {}", r.label(), values[r as usize].load(Ordering::Relaxed));
+            }
+        };
+        by_reason(&mut out, "agentrace_receiver_spans_refused_total", "Spans refused, by reason.", &self.refused_spans);
+        by_reason(
+            &mut out,
+            "agentrace_receiver_requests_refused_total",
+            "Whole requests refused, by reason.",
+            &self.refused_requests,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP agentrace_receiver_request_duration_seconds Time from a request's arrival to its answer.\n\
+             # TYPE agentrace_receiver_request_duration_seconds histogram"
+        );
+        for t in Transport::ALL {
+            let h = &self.latency[t.index()];
+            let mut cumulative = 0;
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "agentrace_receiver_request_duration_seconds_bucket{{transport=\"{}\",le=\"{bound}\"}} {cumulative}",
+                    t.label()
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "agentrace_receiver_request_duration_seconds_bucket{{transport=\"{0}\",le=\"+Inf\"}} {count}\n\
+                 agentrace_receiver_request_duration_seconds_sum{{transport=\"{0}\"}} {1}\n\
+                 agentrace_receiver_request_duration_seconds_count{{transport=\"{0}\"}} {count}",
+                t.label(),
+                h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            );
+        }
+        let scalar = |out: &mut String, name: &str, kind: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+        };
+        scalar(
+            &mut out,
+            "agentrace_receiver_spans_duplicate_total",
+            "counter",
+            "Spans acknowledged but not written again because they were already stored (client retries).",
+            &self.spans_duplicate,
+        );
+        scalar(&mut out, "agentrace_pending_spans", "gauge", "Spans waiting to be written.", &self.pending_spans);
+        scalar(&mut out, "agentrace_store_size_bytes", "gauge", "Bytes the store occupies on disk.", &self.store_bytes);
+        scalar(
+            &mut out,
+            "agentrace_store_commits_total",
+            "counter",
+            "Store transactions committed.",
+            &self.store_commits,
+        );
+        scalar(
+            &mut out,
+            "agentrace_store_retention_deleted_spans_total",
+            "counter",
+            "Spans deleted by retention (age or size).",
+            &self.retention_deleted_spans,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_counters_labelled() {
+        let m = Metrics::default();
+        m.latency(Transport::Grpc, Duration::from_millis(3));
+        m.latency(Transport::Grpc, Duration::from_millis(30));
+        m.refused_request(RefuseReason::Backpressure, 100);
+        let text = m.render();
+        assert!(text.contains("agentrace_receiver_request_duration_seconds_bucket{transport=\"grpc\",le=\"0.005\"} 1"));
+        assert!(text.contains("agentrace_receiver_request_duration_seconds_bucket{transport=\"grpc\",le=\"0.05\"} 2"));
+        assert!(text.contains("agentrace_receiver_request_duration_seconds_count{transport=\"grpc\"} 2"));
+        assert!(text.contains("agentrace_receiver_spans_refused_total{reason=\"backpressure\"} 100"));
+    }
+}

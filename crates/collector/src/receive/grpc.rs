@@ -1,0 +1,196 @@
+//! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+//!
+//! The service is written out here rather than generated, for one reason:
+//! the generated server decodes with tonic's prost codec, which answers a
+//! malformed message with `INTERNAL`. OTLP wants `INVALID_ARGUMENT` (not
+//! retryable) and a message saying what was wrong, so tonic hands us the
+//! raw (already decompressed, size-capped) bytes and our own bounded decoder
+//! does the rest, the same one the HTTP receiver and the fuzz targets use.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use agentrace_model::otlp;
+use bytes::{Buf, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EnabledCompressionEncodings};
+use tonic::{Code, Status};
+
+use super::{Ingest, IngestError, RETRY_AFTER};
+use crate::metrics::{RefuseReason, Transport};
+
+/// The gRPC method path.
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The trace service, ready to be routed (see [`tonic::service::Routes`]).
+#[derive(Clone)]
+pub struct TraceGrpc {
+    ingest: Ingest,
+    max_message_bytes: usize,
+}
+
+impl TraceGrpc {
+    /// A service over `ingest`. `max_message_bytes` caps a message both as
+    /// sent and after gzip inflation (tonic applies one limit to both).
+    pub fn new(ingest: Ingest, max_message_bytes: usize) -> TraceGrpc {
+        TraceGrpc { ingest, max_message_bytes }
+    }
+}
+
+impl tonic::server::NamedService for TraceGrpc {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<B> tower::Service<http::Request<B>> for TraceGrpc
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != EXPORT_PATH {
+            return Box::pin(async {
+                Ok(Status::unimplemented("agentrace receives traces only (TraceService/Export)").into_http())
+            });
+        }
+        let this = self.clone();
+        Box::pin(async move {
+            let mut encodings = EnabledCompressionEncodings::default();
+            encodings.enable(tonic::codec::CompressionEncoding::Gzip);
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_compression_config(encodings, encodings)
+                .apply_max_message_size_config(Some(this.max_message_bytes), None);
+            Ok(grpc.unary(ExportCall(this), req).await)
+        })
+    }
+}
+
+struct ExportCall(TraceGrpc);
+
+impl tonic::server::UnaryService<Bytes> for ExportCall {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<Result<tonic::Response<ExportTraceServiceResponse>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let ingest = self.0.ingest.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let body = request.into_inner();
+            let metrics = ingest.metrics().clone();
+            metrics.request(Transport::Grpc, body.len());
+            let result = export(&ingest, &body).await;
+            metrics.latency(Transport::Grpc, started.elapsed());
+            result.map(tonic::Response::new)
+        })
+    }
+}
+
+async fn export(ingest: &Ingest, body: &[u8]) -> Result<ExportTraceServiceResponse, Status> {
+    let decoded = match otlp::decode_protobuf(body, ingest.limits()) {
+        Ok(d) => d,
+        Err(e) => {
+            ingest.metrics().refused_request(RefuseReason::Malformed, 0);
+            return Err(Status::invalid_argument(e.to_string()));
+        }
+    };
+    match ingest.ingest(decoded, Transport::Grpc).await {
+        Ok(accepted) => Ok(ExportTraceServiceResponse {
+            partial_success: (accepted.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: accepted.rejected_spans as i64,
+                error_message: accepted.error_message,
+            }),
+        }),
+        Err(e @ IngestError::Busy(_)) => Err(retryable(Code::ResourceExhausted, e.to_string())),
+        Err(e @ IngestError::Unavailable(_)) => Err(retryable(Code::Unavailable, e.to_string())),
+    }
+}
+
+/// A status with `google.rpc.RetryInfo`, which OTLP clients need to treat
+/// `RESOURCE_EXHAUSTED` as retryable and which tells them how long to wait.
+fn retryable(code: Code, message: String) -> Status {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Duration {
+        #[prost(int64, tag = "1")]
+        seconds: i64,
+        #[prost(int32, tag = "2")]
+        nanos: i32,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<Duration>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Any {
+        #[prost(string, tag = "1")]
+        type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RpcStatus {
+        #[prost(int32, tag = "1")]
+        code: i32,
+        #[prost(string, tag = "2")]
+        message: String,
+        #[prost(message, repeated, tag = "3")]
+        details: Vec<Any>,
+    }
+    let retry = RetryInfo {
+        retry_delay: Some(Duration { seconds: RETRY_AFTER.as_secs() as i64, nanos: RETRY_AFTER.subsec_nanos() as i32 }),
+    };
+    let details = RpcStatus {
+        code: code as i32,
+        message: message.clone(),
+        details: vec![Any {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: retry.encode_to_vec(),
+        }],
+    };
+    Status::with_details(code, message, Bytes::from(details.encode_to_vec()))
+}
+
+/// A codec that hands the request through as bytes and encodes the
+/// response with prost.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = tonic_prost::ProstEncoder<ExportTraceServiceResponse>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstCodec::<ExportTraceServiceResponse, ExportTraceServiceResponse>::default().encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = buf.remaining();
+        Ok(Some(buf.copy_to_bytes(n)))
+    }
+}

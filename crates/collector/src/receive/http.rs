@@ -1,0 +1,176 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, protobuf or JSON, plain or gzip.
+//!
+//! Answers as the OTLP/HTTP specification says: `200` with an
+//! `ExportTraceServiceResponse` (partial success when spans were rejected),
+//! `400` with a `google.rpc.Status` naming the problem, `413` for a body
+//! over the limit, `415` for an unsupported content type or encoding, and
+//! `429`/`503` with `Retry-After` when agentrace cannot take more right now.
+//! Each answer is encoded in the request's own content type.
+
+use std::time::Instant;
+
+use agentrace_model::otlp::{self, DecodeError};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use prost::Message;
+
+use super::{Ingest, IngestError, RETRY_AFTER};
+use crate::metrics::{RefuseReason, Transport};
+
+/// The OTLP/HTTP traces path.
+pub const TRACES_PATH: &str = "/v1/traces";
+
+#[derive(Clone)]
+struct HttpState {
+    ingest: Ingest,
+    max_request_bytes: usize,
+}
+
+/// The receiver's routes.
+pub fn router(ingest: Ingest, max_request_bytes: usize) -> Router {
+    Router::new().route(TRACES_PATH, post(export)).with_state(HttpState { ingest, max_request_bytes })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn transport(self) -> Transport {
+        match self {
+            Encoding::Protobuf => Transport::HttpProtobuf,
+            Encoding::Json => Transport::HttpJson,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let metrics = state.ingest.metrics().clone();
+    let mime = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let encoding = match essence.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
+        "application/json" => Encoding::Json,
+        _ => {
+            metrics.refused_request(RefuseReason::UnsupportedMedia, 0);
+            let message = format!("unsupported Content-Type {mime:?}: send application/x-protobuf or application/json");
+            return status_response(Encoding::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message);
+        }
+    };
+    let response = receive(&state, &headers, body, encoding).await;
+    metrics.latency(encoding.transport(), started.elapsed());
+    response
+}
+
+async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: Encoding) -> Response {
+    let metrics = state.ingest.metrics();
+    let limit = state.max_request_bytes;
+    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            metrics.refused_request(RefuseReason::TooLarge, 0);
+            let message = format!("request body is larger than the limit of {limit} bytes");
+            return status_response(encoding, StatusCode::PAYLOAD_TOO_LARGE, 8, message);
+        }
+        Err(e) => {
+            metrics.refused_request(RefuseReason::Malformed, 0);
+            return status_response(encoding, StatusCode::BAD_REQUEST, 3, format!("cannot read request body: {e}"));
+        }
+    };
+    metrics.request(encoding.transport(), bytes.len());
+    let content_encoding =
+        headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim();
+    let inflated;
+    let payload: &[u8] = match content_encoding.to_ascii_lowercase().as_str() {
+        "" | "identity" => &bytes,
+        "gzip" | "x-gzip" => match otlp::gunzip(&bytes, state.ingest.limits().max_decompressed_bytes) {
+            Ok(v) => {
+                inflated = v;
+                &inflated
+            }
+            Err(e @ DecodeError::DecompressedTooLarge { .. }) => {
+                metrics.refused_request(RefuseReason::TooLarge, 0);
+                return status_response(encoding, StatusCode::PAYLOAD_TOO_LARGE, 8, e.to_string());
+            }
+            Err(e) => {
+                metrics.refused_request(RefuseReason::Malformed, 0);
+                return status_response(encoding, StatusCode::BAD_REQUEST, 3, e.to_string());
+            }
+        },
+        other => {
+            metrics.refused_request(RefuseReason::UnsupportedMedia, 0);
+            let message = format!("unsupported Content-Encoding {other:?}: send gzip or no encoding");
+            return status_response(encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message);
+        }
+    };
+    let decoded = match encoding {
+        Encoding::Protobuf => otlp::decode_protobuf(payload, state.ingest.limits()),
+        Encoding::Json => otlp::decode_json(payload, state.ingest.limits()),
+    };
+    let decoded = match decoded {
+        Ok(d) => d,
+        Err(e) => {
+            metrics.refused_request(RefuseReason::Malformed, 0);
+            return status_response(encoding, StatusCode::BAD_REQUEST, 3, e.to_string());
+        }
+    };
+    match state.ingest.ingest(decoded, encoding.transport()).await {
+        Ok(accepted) => {
+            let response = ExportTraceServiceResponse {
+                partial_success: (accepted.rejected_spans > 0).then(|| ExportTracePartialSuccess {
+                    rejected_spans: accepted.rejected_spans as i64,
+                    error_message: accepted.error_message,
+                }),
+            };
+            let body = match encoding {
+                Encoding::Protobuf => response.encode_to_vec(),
+                Encoding::Json => serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),
+            };
+            ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+        }
+        Err(e @ IngestError::Busy(_)) => retry_later(encoding, StatusCode::TOO_MANY_REQUESTS, 8, e.to_string()),
+        Err(e @ IngestError::Unavailable(_)) => {
+            retry_later(encoding, StatusCode::SERVICE_UNAVAILABLE, 14, e.to_string())
+        }
+    }
+}
+
+/// `google.rpc.Status`, the error body OTLP/HTTP prescribes.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+fn status_response(encoding: Encoding, status: StatusCode, code: i32, message: String) -> Response {
+    let rpc = RpcStatus { code, message };
+    let body = match encoding {
+        Encoding::Protobuf => rpc.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(&rpc).unwrap_or_default(),
+    };
+    (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+}
+
+fn retry_later(encoding: Encoding, status: StatusCode, code: i32, message: String) -> Response {
+    let mut response = status_response(encoding, status, code, message);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER.as_secs().max(1)));
+    response
+}

@@ -1,0 +1,104 @@
+//! Receivers: where spans enter the collector, the first stop on the road.
+//!
+//! Both transports ([`grpc`] and [`http`]) decode with the bounded decoders
+//! of `agentrace_model::otlp`, then hand the validated request to
+//! [`Ingest`], which prepares it for the store, waits until it is durable,
+//! and only then lets the transport acknowledge. Answers follow the OTLP
+//! specification: partial success with a count and a reason, invalid
+//! argument for undecodable bodies, and a retryable refusal with a delay
+//! when the store is behind.
+
+pub mod grpc;
+pub mod http;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentrace_model::otlp::{Decoded, Limits};
+
+use crate::metrics::{Metrics, RefuseReason, Transport};
+use crate::store::{PreparedBatch, Store, SubmitError};
+
+/// How long a refused sender is told to wait before retrying.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// What an export request came to, for the transport to encode.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Accepted {
+    /// Spans rejected by validation (OTLP `rejected_spans`).
+    pub rejected_spans: u64,
+    /// Why, when some were rejected.
+    pub error_message: String,
+}
+
+/// Why a whole request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Too much is pending; retryable after [`RETRY_AFTER`].
+    #[error("agentrace is busy: {0}")]
+    Busy(String),
+    /// The store failed; retryable.
+    #[error("agentrace could not store the spans: {0}")]
+    Unavailable(String),
+}
+
+/// The shared path from a decoded request to a durable one.
+#[derive(Clone)]
+pub struct Ingest {
+    store: Store,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+}
+
+impl Ingest {
+    /// An ingest path writing to `store`.
+    pub fn new(store: Store, metrics: Arc<Metrics>, limits: Limits) -> Ingest {
+        Ingest { store, metrics, limits }
+    }
+
+    /// The decoding limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The collector's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stores a decoded request and waits until it is durable.
+    pub async fn ingest(&self, decoded: Decoded, transport: Transport) -> Result<Accepted, IngestError> {
+        self.metrics.received(transport, decoded.accepted_spans + decoded.rejected_spans);
+        if decoded.rejected_spans > 0 {
+            self.metrics.refused_spans(RefuseReason::InvalidSpan, decoded.rejected_spans);
+        }
+        let accepted = Accepted { rejected_spans: decoded.rejected_spans, error_message: decoded.error_message };
+        if decoded.accepted_spans == 0 {
+            return Ok(accepted);
+        }
+        let batch = PreparedBatch::from_request(decoded.request);
+        let n = batch.len() as u64;
+        let durable = match self.store.submit(batch) {
+            Ok(durable) => durable,
+            Err(SubmitError::Backpressure(b)) => {
+                self.metrics.refused_request(RefuseReason::Backpressure, n);
+                return Err(IngestError::Busy(b.to_string()));
+            }
+            Err(SubmitError::Store(e)) => {
+                self.metrics.refused_request(RefuseReason::StoreError, n);
+                return Err(IngestError::Unavailable(e.to_string()));
+            }
+        };
+        match durable.await {
+            Ok(outcome) => {
+                self.metrics.accepted(transport, n);
+                self.metrics.duplicates(outcome.duplicates);
+                Ok(accepted)
+            }
+            Err(e) => {
+                self.metrics.refused_request(RefuseReason::StoreError, n);
+                Err(IngestError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Wiring: opens the store, builds the receivers and the API, and serves
+//! each on its listener with optional TLS and bearer-token authentication.
+//!
+//! Every listener is served the same way: an accept loop handing each
+//! connection to hyper's auto (HTTP/1 + HTTP/2) connection builder, so
+//! gRPC, OTLP/HTTP and the API share one code path for TLS, auth and
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentrace_model::otlp::Limits;
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+
+use crate::config::{Config, TlsConfig};
+use crate::metrics::{Metrics, RefuseReason};
+use crate::receive::{Ingest, grpc, http};
+use crate::store::{Store, StoreError};
+
+/// Why the collector could not start. The message names the address or
+/// file at fault; the operator should fix the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// A running collector.
+pub struct Collector {
+    /// The OTLP/gRPC address actually bound (useful with port 0).
+    pub grpc_addr: Option<SocketAddr>,
+    /// The OTLP/HTTP address actually bound.
+    pub http_addr: Option<SocketAddr>,
+    /// The API/UI address actually bound.
+    pub api_addr: Option<SocketAddr>,
+    /// The store.
+    pub store: Store,
+    /// The collector's metrics.
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Collector {
+    /// Opens the store and starts every configured listener.
+    pub async fn start(config: Config) -> Result<Collector, StartError> {
+        config.check()?;
+        let token = config.bearer_token()?;
+        let tls = config.tls.as_ref().map(load_tls).transpose()?;
+        let metrics = Arc::new(Metrics::default());
+        let receiver = &config.receivers.otlp;
+        let store = Store::open(&config.storage, receiver.max_pending_spans, Arc::clone(&metrics))?;
+        let limits = Limits {
+            max_decompressed_bytes: usize::try_from(receiver.max_decompressed_bytes).unwrap_or(usize::MAX),
+            max_attributes: receiver.max_attributes,
+            max_value_depth: receiver.max_value_depth,
+        };
+        let max_grpc_message = limits.max_decompressed_bytes.max(max_request_bytes(&config));
+        let ingest = Ingest::new(store.clone(), Arc::clone(&metrics), limits);
+        let max_request = max_request_bytes(&config);
+        let (shutdown, watch_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let auth = Auth { token: token.map(Arc::from), metrics: Arc::clone(&metrics) };
+
+        let mut bind = async |what: &'static str, addr: Option<SocketAddr>, router: Router| {
+            let Some(addr) = addr else { return Ok(None) };
+            let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })?;
+            let local = listener.local_addr().map_err(|source| StartError::Bind { what, addr, source })?;
+            let router = auth.clone().wrap(router);
+            tasks.spawn(serve(listener, router, tls.clone(), watch_rx.clone()));
+            tracing::info!(%local, what, "listening");
+            Ok::<_, StartError>(Some(local))
+        };
+
+        let grpc_service = grpc::TraceGrpc::new(ingest.clone(), max_grpc_message);
+        let grpc_router = tonic::service::Routes::new(grpc_service).prepare().into_axum_router();
+        let grpc_addr = bind("OTLP/gRPC", receiver.grpc_endpoint, grpc_router).await?;
+        let http_addr = bind("OTLP/HTTP", receiver.http_endpoint, http::router(ingest.clone(), max_request)).await?;
+        let api_router = crate::api::router(store.clone(), Arc::clone(&metrics), config.api.default_search_depth);
+        let api_addr = bind("API", config.api.endpoint, api_router).await?;
+        Ok(Collector { grpc_addr, http_addr, api_addr, store, metrics, shutdown, tasks })
+    }
+
+    /// Stops listening, lets requests in flight finish (up to 10 s), then
+    /// waits for the store to commit what it holds.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+            tracing::warn!("requests still running after 10 s; closing anyway");
+            self.tasks.abort_all();
+        }
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+}
+
+/// Bearer-token check, shared by every listener. `/health` stays open so
+/// that orchestrators can probe without the secret.
+#[derive(Clone)]
+struct Auth {
+    token: Option<Arc<str>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Auth {
+    fn wrap(self, router: Router) -> Router {
+        if self.token.is_none() {
+            return router;
+        }
+        router.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+            let auth = self.clone();
+            async move { auth.check(req, next).await }
+        }))
+    }
+
+    async fn check(&self, req: Request, next: Next) -> Response {
+        let Some(token) = &self.token else { return next.run(req).await };
+        if req.uri().path() == "/health" {
+            return next.run(req).await;
+        }
+        let presented = req
+            .headers()
+            .get(::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            return next.run(req).await;
+        }
+        self.metrics.refused_request(RefuseReason::Unauthenticated, 0);
+        let message = "missing or wrong bearer token: send Authorization: Bearer <token>";
+        let is_grpc = req
+            .headers()
+            .get(::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        if is_grpc {
+            return tonic::Status::unauthenticated(message).into_http::<axum::body::Body>().into_response();
+        }
+        let mut response = crate::api::ApiError::unauthorized(message).into_response();
+        response.headers_mut().insert(::http::header::WWW_AUTHENTICATE, ::http::HeaderValue::from_static("Bearer"));
+        response
+    }
+}
+
+fn max_request_bytes(config: &Config) -> usize {
+    usize::try_from(config.receivers.otlp.max_request_bytes).unwrap_or(usize::MAX)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn load_tls(config: &TlsConfig) -> Result<TlsAcceptor, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert_file)
+        .and_then(|iter| iter.collect())
+        .map_err(|e| StartError::Tls(format!("cannot read certificates from {}: {e}", config.cert_file.display())))?;
+    if certs.is_empty() {
+        return Err(StartError::Tls(format!("no certificate in {}", config.cert_file.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(&config.key_file)
+        .map_err(|e| StartError::Tls(format!("cannot read private key from {}: {e}", config.key_file.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartError::Tls(format!("certificate and key do not match: {e}")))?;
+    // gRPC needs HTTP/2; OTLP/HTTP and the API speak either.
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+async fn serve(listener: TcpListener, router: Router, tls: Option<TlsAcceptor>, mut stop: watch::Receiver<bool>) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        match &tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}

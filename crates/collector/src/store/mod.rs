@@ -1,0 +1,258 @@
+//! The embedded store: SQLite (bundled) in WAL mode under `--data-dir`.
+//!
+//! The last stop on the data's road before the API. One writer thread owns
+//! the write connection and commits every pending request in one
+//! transaction (group commit); a request is acknowledged only after the
+//! transaction holding its spans has committed, so an acknowledged span
+//! survives `kill -9` (WAL with `synchronous=NORMAL`; `full` for power loss).
+//! Readers use their own connections, which WAL lets run beside the writer.
+//!
+//! The store must never hold more than the configured number of pending
+//! spans in memory: [`Store::submit`] refuses past it, and the receivers turn
+//! that into a retryable answer.
+//!
+//! What is kept is lossless: every span's protobuf as it arrived, its
+//! resource and scope once each, plus indexed columns (trace ID, time,
+//! service, name) and an index of session and join keys.
+
+mod prepare;
+pub mod query;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+pub use prepare::{IndexedKey, PreparedBatch, mcp_request_key};
+pub use query::{SearchQuery, TraceSummary};
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::config::{RetentionConfig, StorageConfig, Synchronous};
+use crate::metrics::Metrics;
+
+/// Why the store failed. Receivers answer a retryable "unavailable"; the API
+/// answers 500. Nothing already committed is affected.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error (disk full, I/O error, corrupt file…).
+    #[error("store error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The writer thread has stopped (shutdown, or a fatal error earlier).
+    #[error("the store's writer has stopped")]
+    WriterGone,
+    /// A stored row could not be decoded: the file was changed by something
+    /// other than agentrace.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Why a batch was not taken. Retryable: the sender should wait and resend.
+#[derive(Debug, thiserror::Error)]
+#[error("{pending} spans are waiting to be written (limit {limit}); retry shortly")]
+pub struct Backpressure {
+    /// Spans pending when the batch was refused.
+    pub pending: u64,
+    /// The configured limit.
+    pub limit: u64,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteOutcome {
+    /// Spans newly written.
+    pub inserted: u64,
+    /// Spans already stored (a client retry), acknowledged but not written again.
+    pub duplicates: u64,
+}
+
+pub(crate) struct WriteJob {
+    batch: PreparedBatch,
+    ack: oneshot::Sender<Result<WriteOutcome, String>>,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::SyncSender<WriteJob>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    pending: Arc<AtomicU64>,
+    max_pending: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `config.data_dir`, and
+    /// starts its writer thread.
+    pub fn open(config: &StorageConfig, max_pending_spans: usize, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StoreError::DataDir { path: config.data_dir.clone(), source })?;
+        let path = config.data_dir.join("agentrace.db");
+        let conn = open_connection(&path, config.synchronous)?;
+        writer::create_schema(&conn)?;
+        // Jobs are counted in requests, spans in `pending`; the channel only
+        // needs to be big enough never to be the limit.
+        let (tx, rx) = mpsc::sync_channel::<WriteJob>(max_pending_spans.max(1024));
+        let pending = Arc::new(AtomicU64::new(0));
+        let writer = writer::Writer::new(
+            conn,
+            path.clone(),
+            config.retention.clone(),
+            Arc::clone(&pending),
+            Arc::clone(&metrics),
+        );
+        let handle = std::thread::Builder::new()
+            .name("agentrace-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                path,
+                jobs: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                readers: Mutex::new(Vec::new()),
+                pending,
+                max_pending: max_pending_spans as u64,
+                metrics,
+            }),
+        };
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Hands a batch to the writer. The returned future resolves once the
+    /// batch is durable. Refuses at once when too many spans are pending.
+    pub fn submit(
+        &self,
+        batch: PreparedBatch,
+    ) -> Result<impl Future<Output = Result<WriteOutcome, StoreError>> + use<>, SubmitError> {
+        let n = batch.len() as u64;
+        let before = self.inner.pending.fetch_add(n, Ordering::AcqRel);
+        // One request is always let through on an idle store, whatever its
+        // size, or a request bigger than the budget could never be taken.
+        if before > 0 && before + n > self.inner.max_pending {
+            self.inner.pending.fetch_sub(n, Ordering::AcqRel);
+            return Err(SubmitError::Backpressure(Backpressure { pending: before, limit: self.inner.max_pending }));
+        }
+        self.inner.metrics.set_pending(before + n);
+        let (ack, done) = oneshot::channel();
+        let sent = {
+            let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            match jobs.as_ref() {
+                Some(tx) => tx.try_send(WriteJob { batch, ack }).map_err(|_| ()),
+                None => Err(()),
+            }
+        };
+        if sent.is_err() {
+            self.inner.pending.fetch_sub(n, Ordering::AcqRel);
+            return Err(SubmitError::Store(StoreError::WriterGone));
+        }
+        Ok(async move {
+            match done.await {
+                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(message)) => Err(StoreError::Corrupt(message)),
+                Err(_) => Err(StoreError::WriterGone),
+            }
+        })
+    }
+
+    /// Runs a read on a pooled reader connection, off the async runtime.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_reader(&inner.path)?,
+            };
+            let result = f(&conn);
+            let mut readers = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if readers.len() < 8 {
+                readers.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("reader task failed: {e}")))?
+    }
+
+    /// Stops accepting writes, lets the writer commit what it has, and waits for it.
+    pub fn close(&self) {
+        self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Spans currently pending.
+    pub fn pending(&self) -> u64 {
+        self.inner.pending.load(Ordering::Acquire)
+    }
+}
+
+/// Why [`Store::submit`] refused a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Too many spans pending: retry later.
+    #[error(transparent)]
+    Backpressure(#[from] Backpressure),
+    /// The store cannot write.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // auto_vacuum must be chosen before the first table exists; on an
+    // existing file this is a no-op.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        },
+    )?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -64_000)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Retention settings as the writer applies them.
+pub(crate) fn retention_due(config: &RetentionConfig) -> bool {
+    config.max_age.is_some() || config.max_bytes.is_some()
+}

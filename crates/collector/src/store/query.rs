@@ -1,0 +1,233 @@
+//! Reads: traces by ID, search, services and operations, session and join keys.
+//!
+//! Every function takes a reader connection (see [`super::Store::read`]) and
+//! rebuilds OTLP messages from the stored bytes, so what comes out is what
+//! went in.
+
+use std::collections::HashMap;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value as SqlValue};
+
+use super::{IndexedKey, StoreError};
+
+/// A search over stored spans, as Jaeger's `FindTraces` takes it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchQuery {
+    /// Only traces with a span of this service.
+    pub service: Option<String>,
+    /// Only traces with a span of this name (with `service`, of that service).
+    pub operation: Option<String>,
+    /// Earliest span start, Unix nanoseconds.
+    pub start_min_ns: Option<i64>,
+    /// Latest span start, Unix nanoseconds.
+    pub start_max_ns: Option<i64>,
+    /// Shortest matching span, nanoseconds.
+    pub duration_min_ns: Option<i64>,
+    /// Longest matching span, nanoseconds.
+    pub duration_max_ns: Option<i64>,
+    /// Span attributes the matching span must have among the indexed keys
+    /// (`session.id`, `gen_ai.conversation.id`, `user.id`,
+    /// `messaging.message.id`, `gen_ai.tool.call.id`).
+    pub attributes: Vec<(IndexedKey, String)>,
+    /// Most traces returned, newest first.
+    pub limit: usize,
+}
+
+/// One row of a trace list.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TraceSummary {
+    /// Lowercase hex trace ID.
+    pub trace_id: String,
+    /// Earliest span start, Unix nanoseconds.
+    pub start_ns: i64,
+    /// Latest span end, Unix nanoseconds.
+    pub end_ns: i64,
+    /// Spans stored for the trace.
+    pub spans: i64,
+    /// Spans with status ERROR.
+    pub errors: i64,
+}
+
+/// Trace IDs matching a search, newest first.
+pub fn search(conn: &Connection, query: &SearchQuery) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut sql = String::from("SELECT s.trace_id, MAX(s.start_ns) AS latest FROM spans s");
+    let mut params: Vec<SqlValue> = Vec::new();
+    let mut clauses: Vec<String> = Vec::new();
+    for (i, (key, value)) in query.attributes.iter().enumerate() {
+        sql.push_str(&format!(
+            " JOIN span_keys k{i} ON k{i}.trace_id = s.trace_id AND k{i}.span_id = s.span_id \
+              AND k{i}.key = ?{} AND k{i}.value = ?{}",
+            params.len() + 1,
+            params.len() + 2
+        ));
+        params.push(SqlValue::Integer(*key as i64));
+        params.push(SqlValue::Text(value.clone()));
+    }
+    let mut add = |clause: &str, value: SqlValue| {
+        params.push(value);
+        clauses.push(clause.replace('?', &format!("?{}", params.len())));
+    };
+    if let Some(service) = &query.service {
+        add("s.service = ?", SqlValue::Text(service.clone()));
+    }
+    if let Some(operation) = &query.operation {
+        add("s.name = ?", SqlValue::Text(operation.clone()));
+    }
+    if let Some(t) = query.start_min_ns {
+        add("s.start_ns >= ?", SqlValue::Integer(t));
+    }
+    if let Some(t) = query.start_max_ns {
+        add("s.start_ns <= ?", SqlValue::Integer(t));
+    }
+    if let Some(d) = query.duration_min_ns {
+        add("s.end_ns - s.start_ns >= ?", SqlValue::Integer(d));
+    }
+    if let Some(d) = query.duration_max_ns {
+        add("s.end_ns - s.start_ns <= ?", SqlValue::Integer(d));
+    }
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    params.push(SqlValue::Integer(query.limit.max(1) as i64));
+    sql.push_str(&format!(" GROUP BY s.trace_id ORDER BY latest DESC LIMIT ?{}", params.len()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(params), |r| r.get::<_, Vec<u8>>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Summaries of the given traces, in the given order.
+pub fn summaries(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<Vec<TraceSummary>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT MIN(start_ns), MAX(end_ns), COUNT(*), SUM(status_code = 2) FROM spans WHERE trace_id = ?1",
+    )?;
+    let mut out = Vec::with_capacity(trace_ids.len());
+    for id in trace_ids {
+        let summary = stmt.query_row([id], |r| {
+            Ok(TraceSummary {
+                trace_id: agentrace_model::ids::to_hex(id),
+                start_ns: r.get::<_, Option<i64>>(0)?.unwrap_or(0),
+                end_ns: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                spans: r.get(2)?,
+                errors: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+            })
+        })?;
+        if summary.spans > 0 {
+            out.push(summary);
+        }
+    }
+    Ok(out)
+}
+
+/// Trace IDs having a span whose indexed `key` is one of `keys` with `value`.
+pub fn trace_ids_by_key(conn: &Connection, keys: &[IndexedKey], value: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT trace_id, MIN(start_ns) AS first FROM span_keys WHERE key = ?1 AND value = ?2
+         GROUP BY trace_id ORDER BY first",
+    )?;
+    for key in keys {
+        for id in stmt.query_map(rusqlite::params![*key as u8, value], |r| r.get::<_, Vec<u8>>(0))? {
+            let id = id?;
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every service that has sent a span, sorted.
+pub fn services(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT service FROM operations ORDER BY service")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Span names and kinds of one service, sorted.
+pub fn operations(conn: &Connection, service: &str) -> Result<Vec<(String, i32)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT name, kind FROM operations WHERE service = ?1 ORDER BY name, kind")?;
+    let rows = stmt.query_map([service], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Whether a trace has any stored span.
+pub fn trace_exists(conn: &Connection, trace_id: &[u8]) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM spans WHERE trace_id = ?1 LIMIT 1")?
+        .query_row([trace_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Rebuilds the given traces as one export request: per trace, one
+/// `ResourceSpans` per resource and one `ScopeSpans` per scope, spans in
+/// arrival order.
+pub fn load_traces(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<ExportTraceServiceRequest, StoreError> {
+    let mut out = ExportTraceServiceRequest::default();
+    let mut resources: HashMap<i64, ResourceSpans> = HashMap::new();
+    let mut scopes: HashMap<i64, ScopeSpans> = HashMap::new();
+    let mut spans_stmt =
+        conn.prepare_cached("SELECT resource_id, scope_id, body FROM spans WHERE trace_id = ?1 ORDER BY id")?;
+    for trace_id in trace_ids {
+        // (resource id) -> index in out.resource_spans, for this trace.
+        let mut resource_index: HashMap<i64, usize> = HashMap::new();
+        let mut scope_index: HashMap<(i64, i64), usize> = HashMap::new();
+        let mut rows = spans_stmt.query([trace_id])?;
+        while let Some(row) = rows.next()? {
+            let resource_id: i64 = row.get(0)?;
+            let scope_id: i64 = row.get(1)?;
+            let body: Vec<u8> = row.get(2)?;
+            let span = Span::decode(body.as_slice()).map_err(|e| StoreError::Corrupt(format!("span row: {e}")))?;
+            let ri = match resource_index.get(&resource_id) {
+                Some(i) => *i,
+                None => {
+                    let shell = match resources.get(&resource_id) {
+                        Some(r) => r.clone(),
+                        None => {
+                            let r = load_resource(conn, resource_id)?;
+                            resources.insert(resource_id, r.clone());
+                            r
+                        }
+                    };
+                    out.resource_spans.push(shell);
+                    resource_index.insert(resource_id, out.resource_spans.len() - 1);
+                    out.resource_spans.len() - 1
+                }
+            };
+            let si = match scope_index.get(&(resource_id, scope_id)) {
+                Some(i) => *i,
+                None => {
+                    let shell = match scopes.get(&scope_id) {
+                        Some(s) => s.clone(),
+                        None => {
+                            let s = load_scope(conn, scope_id)?;
+                            scopes.insert(scope_id, s.clone());
+                            s
+                        }
+                    };
+                    let list = &mut out.resource_spans[ri].scope_spans;
+                    list.push(shell);
+                    scope_index.insert((resource_id, scope_id), list.len() - 1);
+                    list.len() - 1
+                }
+            };
+            out.resource_spans[ri].scope_spans[si].spans.push(span);
+        }
+    }
+    Ok(out)
+}
+
+fn load_resource(conn: &Connection, id: i64) -> Result<ResourceSpans, StoreError> {
+    let body: Vec<u8> =
+        conn.prepare_cached("SELECT body FROM resources WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
+    ResourceSpans::decode(body.as_slice()).map_err(|e| StoreError::Corrupt(format!("resource row {id}: {e}")))
+}
+
+fn load_scope(conn: &Connection, id: i64) -> Result<ScopeSpans, StoreError> {
+    let body: Vec<u8> = conn.prepare_cached("SELECT body FROM scopes WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
+    ScopeSpans::decode(body.as_slice()).map_err(|e| StoreError::Corrupt(format!("scope row {id}: {e}")))
+}

@@ -1,0 +1,334 @@
+//! The writer thread: group commit, then acknowledgements, then retention.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, params};
+
+use super::{WriteJob, WriteOutcome, retention_due};
+use crate::config::RetentionConfig;
+use crate::metrics::Metrics;
+
+/// Most spans one transaction takes before it commits and acknowledges.
+const MAX_SPANS_PER_COMMIT: usize = 50_000;
+
+pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS resources (
+             id INTEGER PRIMARY KEY,
+             body BLOB NOT NULL UNIQUE,
+             service TEXT NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS scopes (
+             id INTEGER PRIMARY KEY,
+             body BLOB NOT NULL UNIQUE
+         );
+         CREATE TABLE IF NOT EXISTS spans (
+             id INTEGER PRIMARY KEY,
+             trace_id BLOB NOT NULL,
+             span_id BLOB NOT NULL,
+             parent_span_id BLOB,
+             resource_id INTEGER NOT NULL,
+             scope_id INTEGER NOT NULL,
+             service TEXT NOT NULL,
+             name TEXT NOT NULL,
+             kind INTEGER NOT NULL,
+             start_ns INTEGER NOT NULL,
+             end_ns INTEGER NOT NULL,
+             status_code INTEGER NOT NULL,
+             body BLOB NOT NULL
+         );
+         CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id, span_id);
+         CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
+         CREATE INDEX IF NOT EXISTS spans_by_service ON spans (service, start_ns);
+         CREATE TABLE IF NOT EXISTS span_keys (
+             key INTEGER NOT NULL,
+             value TEXT NOT NULL,
+             trace_id BLOB NOT NULL,
+             span_id BLOB NOT NULL,
+             start_ns INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS span_keys_by_value ON span_keys (key, value);
+         CREATE INDEX IF NOT EXISTS span_keys_by_start ON span_keys (start_ns);
+         CREATE TABLE IF NOT EXISTS operations (
+             service TEXT NOT NULL,
+             name TEXT NOT NULL,
+             kind INTEGER NOT NULL,
+             PRIMARY KEY (service, name, kind)
+         ) WITHOUT ROWID;",
+    )
+}
+
+pub(crate) struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    retention: RetentionConfig,
+    pending: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    resource_ids: HashMap<Vec<u8>, i64>,
+    scope_ids: HashMap<Vec<u8>, i64>,
+    operations: HashSet<(String, String, i32)>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        conn: Connection,
+        path: PathBuf,
+        retention: RetentionConfig,
+        pending: Arc<AtomicU64>,
+        metrics: Arc<Metrics>,
+    ) -> Writer {
+        Writer {
+            conn,
+            path,
+            retention,
+            pending,
+            metrics,
+            resource_ids: HashMap::new(),
+            scope_ids: HashMap::new(),
+            operations: HashSet::new(),
+        }
+    }
+
+    pub(crate) fn run(mut self, jobs: mpsc::Receiver<WriteJob>) {
+        let mut next_retention = Instant::now();
+        let mut next_size = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_retention {
+                if retention_due(&self.retention)
+                    && let Err(e) = self.apply_retention()
+                {
+                    tracing::error!(error = %e, "retention failed; will retry");
+                }
+                next_retention = now + self.retention.interval;
+            }
+            if now >= next_size {
+                self.metrics.set_store_bytes(self.store_bytes());
+                next_size = now + Duration::from_secs(1);
+            }
+            let first = match jobs.recv_timeout(next_retention.min(next_size).saturating_duration_since(now)) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            let mut spans = batch[0].batch.len();
+            while spans < MAX_SPANS_PER_COMMIT {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        spans += job.batch.len();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch, spans as u64);
+        }
+        self.metrics.set_store_bytes(self.store_bytes());
+    }
+
+    fn commit(&mut self, jobs: Vec<WriteJob>, spans: u64) {
+        let result = self.write(&jobs);
+        if result.is_err() {
+            // The transaction rolled back: IDs cached during it may not exist.
+            self.resource_ids.clear();
+            self.scope_ids.clear();
+            self.operations.clear();
+        } else {
+            self.metrics.commit();
+        }
+        let left = self.pending.fetch_sub(spans, Ordering::AcqRel) - spans;
+        self.metrics.set_pending(left);
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.ack.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, spans, "store write failed; the senders will retry");
+                let message = e.to_string();
+                for job in jobs {
+                    let _ = job.ack.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, jobs: &[WriteJob]) -> rusqlite::Result<Vec<WriteOutcome>> {
+        let tx = self.conn.transaction()?;
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        {
+            let mut insert_span = tx.prepare_cached(
+                "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, resource_id, scope_id, service, name,
+                     kind, start_ns, end_ns, status_code, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            let mut insert_key = tx.prepare_cached(
+                "INSERT INTO span_keys (key, value, trace_id, span_id, start_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut insert_resource = tx.prepare_cached(
+                "INSERT INTO resources (body, service) VALUES (?1, ?2)
+                 ON CONFLICT (body) DO UPDATE SET service = excluded.service RETURNING id",
+            )?;
+            let mut insert_scope = tx.prepare_cached(
+                "INSERT INTO scopes (body) VALUES (?1) ON CONFLICT (body) DO UPDATE SET body = excluded.body RETURNING id",
+            )?;
+            let mut insert_operation =
+                tx.prepare_cached("INSERT OR IGNORE INTO operations (service, name, kind) VALUES (?1, ?2, ?3)")?;
+            for job in jobs {
+                let batch = &job.batch;
+                let mut resource_ids = Vec::with_capacity(batch.resources.len());
+                for (body, service) in &batch.resources {
+                    let id = match self.resource_ids.get(body) {
+                        Some(id) => *id,
+                        None => {
+                            let id: i64 = insert_resource.query_row(params![body, service], |r| r.get(0))?;
+                            if self.resource_ids.len() > 10_000 {
+                                self.resource_ids.clear();
+                            }
+                            self.resource_ids.insert(body.clone(), id);
+                            id
+                        }
+                    };
+                    resource_ids.push(id);
+                }
+                let mut scope_ids = Vec::with_capacity(batch.scopes.len());
+                for body in &batch.scopes {
+                    let id = match self.scope_ids.get(body) {
+                        Some(id) => *id,
+                        None => {
+                            let id: i64 = insert_scope.query_row(params![body], |r| r.get(0))?;
+                            if self.scope_ids.len() > 10_000 {
+                                self.scope_ids.clear();
+                            }
+                            self.scope_ids.insert(body.clone(), id);
+                            id
+                        }
+                    };
+                    scope_ids.push(id);
+                }
+                let mut outcome = WriteOutcome::default();
+                for span in &batch.spans {
+                    let service = &batch.resources[span.resource].1;
+                    let inserted = insert_span.execute(params![
+                        span.trace_id,
+                        span.span_id,
+                        span.parent_span_id,
+                        resource_ids[span.resource],
+                        scope_ids[span.scope],
+                        service,
+                        span.name,
+                        span.kind,
+                        span.start_ns,
+                        span.end_ns,
+                        span.status_code,
+                        span.body,
+                    ])?;
+                    if inserted == 0 {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    outcome.inserted += 1;
+                    for (key, value) in &span.keys {
+                        insert_key.execute(params![*key as u8, value, span.trace_id, span.span_id, span.start_ns])?;
+                    }
+                    let op = (service.clone(), span.name.clone(), span.kind);
+                    if !self.operations.contains(&op) {
+                        insert_operation.execute(params![op.0, op.1, op.2])?;
+                        if self.operations.len() > 100_000 {
+                            self.operations.clear();
+                        }
+                        self.operations.insert(op);
+                    }
+                }
+                outcomes.push(outcome);
+            }
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    fn store_bytes(&self) -> u64 {
+        let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        size(&self.path) + size(&PathBuf::from(wal))
+    }
+
+    /// Bytes held by live pages (free pages are reused before the file grows).
+    fn used_bytes(&self) -> rusqlite::Result<u64> {
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = self.conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok(((pages - free).max(0) * page_size) as u64)
+    }
+
+    /// Deletes spans that are too old, then the oldest spans while the store
+    /// is over its size limit. Runs between commits, in chunks, so it never
+    /// holds the write lock for long.
+    fn apply_retention(&mut self) -> rusqlite::Result<()> {
+        let mut deleted = 0u64;
+        if let Some(max_age) = self.retention.max_age {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let cutoff = i64::try_from(now.saturating_sub(max_age).as_nanos()).unwrap_or(i64::MAX);
+            loop {
+                let (spans, keys) = self.delete_before(cutoff)?;
+                deleted += spans;
+                if spans == 0 && keys == 0 {
+                    break;
+                }
+            }
+        }
+        if let Some(max_bytes) = self.retention.max_bytes {
+            while self.used_bytes()? > max_bytes {
+                // Delete the oldest 5% of spans (at least one chunk) and look again.
+                let total: i64 = self.conn.query_row("SELECT count(*) FROM spans", [], |r| r.get(0))?;
+                if total == 0 {
+                    break;
+                }
+                let offset = (total / 20).max(1);
+                let cutoff: i64 = self.conn.query_row(
+                    "SELECT start_ns FROM spans ORDER BY start_ns LIMIT 1 OFFSET ?1",
+                    [offset.min(total - 1)],
+                    |r| r.get(0),
+                )?;
+                loop {
+                    let (spans, keys) = self.delete_before(cutoff + 1)?;
+                    deleted += spans;
+                    if spans == 0 && keys == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if deleted > 0 {
+            self.metrics.retention_deleted(deleted);
+            // Hand freed pages back to the file system.
+            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+            tracing::info!(deleted, "retention deleted spans");
+        }
+        Ok(())
+    }
+
+    /// Deletes one chunk of spans and of key rows older than `cutoff`;
+    /// returns how many of each went.
+    fn delete_before(&mut self, cutoff: i64) -> rusqlite::Result<(u64, u64)> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)",
+            [cutoff],
+        )?;
+        let keys = tx.execute(
+            "DELETE FROM span_keys WHERE rowid IN
+                 (SELECT rowid FROM span_keys WHERE start_ns < ?1 ORDER BY start_ns LIMIT 100000)",
+            [cutoff],
+        )?;
+        tx.commit()?;
+        Ok((n as u64, keys as u64))
+    }
+}

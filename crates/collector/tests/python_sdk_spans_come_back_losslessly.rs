@@ -1,0 +1,55 @@
+//! Claim: spans sent by the official OpenTelemetry Python SDK, over gRPC and
+//! over HTTP/protobuf, come back from `/api/v3/traces/{id}` equal in every
+//! field: resource, scope, attributes of every type, events, links, status,
+//! trace state, flags.
+
+mod support;
+
+fn round_trip(protocol: &str) {
+    let collector = support::start(|_| {});
+    let endpoint = if protocol == "grpc" { collector.grpc() } else { collector.http() };
+    let sent = support::python_send(&["--protocol", protocol, "--endpoint", &endpoint, "--requests", "2"]);
+    assert_eq!(sent.spans, 12, "the sender made the spans it should");
+    assert_eq!(sent.trace_ids.len(), 4, "two requests, each a trace and an orphan consumer");
+    for trace_id in &sent.trace_ids {
+        let got = support::fetch_trace(&collector.api(), trace_id);
+        support::assert_same_spans(&support::only_trace(&sent.request, trace_id), &got);
+    }
+    let accepted = support::metric(
+        &collector.api(),
+        if protocol == "grpc" {
+            "agentrace_receiver_spans_accepted_total{transport=\"grpc\"}"
+        } else {
+            "agentrace_receiver_spans_accepted_total{transport=\"http_protobuf\"}"
+        },
+    );
+    assert_eq!(accepted, 12.0);
+}
+
+#[test]
+fn over_grpc() {
+    round_trip("grpc");
+}
+
+#[test]
+fn over_http_protobuf() {
+    round_trip("http/protobuf");
+}
+
+#[test]
+fn sessions_find_the_traces_that_carry_their_id() {
+    let collector = support::start(|_| {});
+    let sent = support::python_send(&["--protocol", "grpc", "--endpoint", &collector.grpc(), "--requests", "2"]);
+    let (status, body) = support::get_json(&format!("{}/api/v3/sessions/session-1/traces", collector.api()));
+    assert_eq!(status, 200);
+    let traces = body["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 1, "{body}");
+    assert!(sent.trace_ids.contains(&traces[0]["traceId"].as_str().unwrap().to_owned()));
+    assert_eq!(traces[0]["spanCount"], 5);
+    assert_eq!(traces[0]["errorCount"], 1);
+    let (_, services) = support::get_json(&format!("{}/api/v3/services", collector.api()));
+    assert_eq!(services["services"], serde_json::json!(["py-orchestrator"]));
+    let (_, ops) =
+        support::get_json(&format!("{}/api/v3/operations?service=py-orchestrator&span_kind=consumer", collector.api()));
+    assert_eq!(ops["operations"], serde_json::json!([{"name": "process tasks", "spanKind": "consumer"}]));
+}

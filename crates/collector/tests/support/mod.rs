@@ -1,0 +1,196 @@
+//! Shared set-up for the collector's integration tests: a collector on
+//! ephemeral ports over a temporary store, the Python virtualenv that holds
+//! the official OpenTelemetry SDK, and a field-by-field comparison of what a
+//! client sent with what the API returns.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use agentrace_collector::config::Config;
+use agentrace_collector::server::Collector;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+/// A collector running on its own runtime, with its data in a temp dir.
+pub struct Running {
+    pub runtime: tokio::runtime::Runtime,
+    pub collector: Option<Collector>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn grpc(&self) -> String {
+        format!("http://{}", self.collector.as_ref().unwrap().grpc_addr.unwrap())
+    }
+    pub fn http(&self) -> String {
+        format!("http://{}", self.collector.as_ref().unwrap().http_addr.unwrap())
+    }
+    pub fn api(&self) -> String {
+        format!("http://{}", self.collector.as_ref().unwrap().api_addr.unwrap())
+    }
+    pub fn stop(&mut self) {
+        if let Some(c) = self.collector.take() {
+            self.runtime.block_on(c.shutdown());
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts a collector on 127.0.0.1 with ephemeral ports; `tweak` adjusts the config.
+pub fn start(tweak: impl FnOnce(&mut Config)) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.storage.data_dir = dir.path().join("data");
+    let any = "127.0.0.1:0".parse().unwrap();
+    config.receivers.otlp.grpc_endpoint = Some(any);
+    config.receivers.otlp.http_endpoint = Some(any);
+    config.api.endpoint = Some(any);
+    tweak(&mut config);
+    start_with(config, dir)
+}
+
+pub fn start_with(config: Config, dir: tempfile::TempDir) -> Running {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let collector = runtime.block_on(Collector::start(config)).expect("collector starts");
+    Running { runtime, collector: Some(collector), dir }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The virtualenv's Python, which `scripts/test.sh` creates with the
+/// official OpenTelemetry SDK from PyPI. Missing it is a failure, not a skip.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("AGENTRACE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} not found: run scripts/test.sh (or `python3 -m venv .venv && .venv/bin/pip install -r scripts/requirements-test.txt`)",
+        path.display()
+    );
+    path
+}
+
+/// What the Python sender printed.
+pub struct PythonSent {
+    pub request: ExportTraceServiceRequest,
+    pub trace_ids: Vec<String>,
+    pub spans: usize,
+}
+
+/// Runs `tests/python/send_spans.py` with `args`; panics with its stderr if it failed.
+pub fn python_send(args: &[&str]) -> PythonSent {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/send_spans.py");
+    let out = Command::new(python()).arg(script).args(args).output().expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python sender failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("sender prints JSON");
+    let bytes = hex_decode(v["sent_hex"].as_str().unwrap());
+    let request = <ExportTraceServiceRequest as prost::Message>::decode(bytes.as_slice()).unwrap();
+    PythonSent {
+        request,
+        trace_ids: v["trace_ids"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect(),
+        spans: v["spans"].as_u64().unwrap() as usize,
+    }
+}
+
+pub fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// GET a JSON document from the API.
+pub fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::blocking::get(url).unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(serde_json::Value::Null))
+}
+
+/// Fetches a trace from `/api/v3/traces/{id}` and decodes its OTLP JSON.
+pub fn fetch_trace(api: &str, trace_id: &str) -> ExportTraceServiceRequest {
+    let (status, body) = get_json(&format!("{api}/api/v3/traces/{trace_id}"));
+    assert_eq!(status, 200, "trace {trace_id}: {body}");
+    let result = serde_json::to_vec(&body["result"]).unwrap();
+    agentrace_model::otlp::decode_json(&result, &Default::default()).unwrap().request
+}
+
+/// One span with its resource and scope shells, for comparison.
+#[derive(Debug, PartialEq)]
+pub struct Placed {
+    pub resource: ResourceSpans,
+    pub scope: ScopeSpans,
+    pub span: Span,
+}
+
+/// Flattens a request into span id -> (resource, scope, span).
+pub fn by_span_id(request: &ExportTraceServiceRequest) -> BTreeMap<Vec<u8>, Placed> {
+    let mut out = BTreeMap::new();
+    for rs in &request.resource_spans {
+        let resource = ResourceSpans { scope_spans: vec![], ..rs.clone() };
+        for ss in &rs.scope_spans {
+            let scope = ScopeSpans { spans: vec![], ..ss.clone() };
+            for span in &ss.spans {
+                out.insert(
+                    span.span_id.clone(),
+                    Placed { resource: resource.clone(), scope: scope.clone(), span: span.clone() },
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Asserts that every span in `sent` came back in `got` equal in every
+/// field, with its resource and scope, and that nothing else came back.
+pub fn assert_same_spans(sent: &ExportTraceServiceRequest, got: &ExportTraceServiceRequest) {
+    let sent = by_span_id(sent);
+    let got = by_span_id(got);
+    assert_eq!(
+        sent.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>(),
+        "the API returned a different set of spans than was sent"
+    );
+    for (id, expected) in &sent {
+        let actual = &got[id];
+        assert_eq!(expected.span, actual.span, "span {} differs", agentrace_model::ids::to_hex(id));
+        assert_eq!(expected.resource, actual.resource, "resource of span {} differs", agentrace_model::ids::to_hex(id));
+        assert_eq!(expected.scope, actual.scope, "scope of span {} differs", agentrace_model::ids::to_hex(id));
+    }
+}
+
+/// Spans of `request` whose trace id is `trace_id` (hex), as a request.
+pub fn only_trace(request: &ExportTraceServiceRequest, trace_id: &str) -> ExportTraceServiceRequest {
+    let mut out = request.clone();
+    for rs in &mut out.resource_spans {
+        for ss in &mut rs.scope_spans {
+            ss.spans.retain(|s| agentrace_model::ids::to_hex(&s.trace_id) == trace_id);
+        }
+        rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+    }
+    out.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+    out
+}
+
+/// The value of a Prometheus sample line, e.g. `name{label="x"}`.
+pub fn metric(api: &str, sample: &str) -> f64 {
+    let text = reqwest::blocking::get(format!("{api}/metrics")).unwrap().text().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("metric {sample} not found in:\n{text}"))
+        .parse()
+        .unwrap()
+}
