@@ -1,1 +1,327 @@
-//! Placeholder: the doctor is built under issue 4.
+//! The doctor: finds where trace context broke in a multi-agent system,
+//! repairs the trace from evidence, and says what failed and where the time
+//! went.
+//!
+//! A pure library: spans in, a [`Diagnosis`] out. No I/O, no clocks, no
+//! randomness; the same spans in any order give the same answer, byte for
+//! byte. `agentrace doctor` runs it on files or on spans fetched from the
+//! collector; the collector runs it on every assembled trace.
+//!
+//! The road, module by module:
+//!
+//! 1. [`conventions`] reads each span once: what it is (LLM, tool,
+//!    retrieval, hand-off, agent) under GenAI, MCP, messaging, OpenInference
+//!    and Traceloop names, and its join keys;
+//! 2. `assemble` sorts spans into one canonical order and indexes traces,
+//!    parents, sessions and service instances;
+//! 3. `repair` asks every root who called it, strongest evidence first, and
+//!    names the breaks (`orphan_root`, `tool_root`, `lost_context`,
+//!    `missing_parent`);
+//! 4. `connect` builds the connected view: one tree per request, synthetic
+//!    queue-transit spans, each span's agent;
+//! 5. `timing` finds timing gaps and walks the critical path;
+//! 6. `failure` finds each request's earliest causal error;
+//! 7. `agents` builds the agent graph with tokens and cost ([`pricing`]);
+//! 8. [`render`] prints a [`Diagnosis`] for a terminal.
+//!
+//! # Getting started
+//!
+//! ```
+//! use agentrace_doctor::{Config, Doctor, FindingKind};
+//! use agentrace_model::{otlp, Span};
+//!
+//! // A consumer that started a new trace, though it handled the producer's message.
+//! let body = br#"{"resourceSpans":[
+//!  {"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"planner"}}]},
+//!   "scopeSpans":[{"spans":[
+//!    {"traceId":"11111111111111111111111111111111","spanId":"1111111111111111","name":"plan",
+//!     "kind":2,"startTimeUnixNano":"1000000000","endTimeUnixNano":"1500000000"},
+//!    {"traceId":"11111111111111111111111111111111","spanId":"2222222222222222",
+//!     "parentSpanId":"1111111111111111","name":"send tasks","kind":4,
+//!     "startTimeUnixNano":"1100000000","endTimeUnixNano":"1110000000",
+//!     "attributes":[{"key":"messaging.message.id","value":{"stringValue":"m-1"}}]}]}]},
+//!  {"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"worker"}}]},
+//!   "scopeSpans":[{"spans":[
+//!    {"traceId":"22222222222222222222222222222222","spanId":"3333333333333333",
+//!     "name":"process tasks","kind":5,"startTimeUnixNano":"1200000000","endTimeUnixNano":"1400000000",
+//!     "attributes":[{"key":"messaging.message.id","value":{"stringValue":"m-1"}}]}]}]}]}"#;
+//! let decoded = otlp::decode_json(body, &otlp::Limits::default())?;
+//! let spans = Span::from_request(&decoded.request);
+//!
+//! let doctor = Doctor::new(Config::default());
+//! let (diagnosis, connected) = doctor.analyse_with_view(&spans);
+//! assert!(diagnosis.findings.iter().any(|f| f.kind == FindingKind::OrphanRoot));
+//! assert!(diagnosis.repairs[0].applied);
+//! // The connected view: the consumer now lives in the producer's trace,
+//! // with a synthetic span for the time its message spent in the queue.
+//! assert!(connected.iter().all(|s| s.trace_id == spans[0].trace_id));
+//! assert!(connected.iter().any(|s| s.attributes.get("agentrace.synthetic").is_some()));
+//! println!("{}", agentrace_doctor::render::text(&diagnosis, &Default::default()));
+//! # Ok::<(), otlp::DecodeError>(())
+//! ```
+
+mod agents;
+mod assemble;
+pub mod config;
+mod connect;
+pub mod conventions;
+pub mod diagnosis;
+mod failure;
+pub mod pricing;
+pub mod render;
+mod repair;
+mod timing;
+
+use std::collections::BTreeMap;
+
+use agentrace_model::{Span, TraceId};
+
+pub use config::{Config, ConfigError, RepairMode};
+pub use conventions::Category;
+pub use diagnosis::{
+    AgentStats, ChainLink, Delegation, Diagnosis, Evidence, Failure, Finding, FindingKind, Repair, Request, Rollup,
+    SessionSummary, Summary, TimeShare, TreeSpan,
+};
+pub use pricing::{ModelPrice, PriceTable};
+
+use crate::diagnosis::ms;
+
+/// Runs the analysis with one configuration; cheap to build, reusable, and
+/// safe to share between threads.
+#[derive(Debug, Clone, Default)]
+pub struct Doctor {
+    config: Config,
+}
+
+impl Doctor {
+    /// A doctor with this configuration.
+    pub fn new(config: Config) -> Doctor {
+        Doctor { config }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Diagnoses a set of spans: any number of traces and sessions, in any
+    /// order, duplicates allowed. Never fails: what cannot be understood is
+    /// left as it is.
+    pub fn analyse(&self, spans: &[Span]) -> Diagnosis {
+        self.run(spans, false).0
+    }
+
+    /// Like [`Doctor::analyse`], and also returns the connected view as
+    /// spans: every input span (duplicates removed) with applied repairs
+    /// marked as the [`RepairMode`] says, followed by synthetic queue-transit
+    /// spans (`agentrace.synthetic = true`). This is what a live pipeline
+    /// forwards.
+    pub fn analyse_with_view(&self, spans: &[Span]) -> (Diagnosis, Vec<Span>) {
+        self.run(spans, true)
+    }
+
+    fn run(&self, input: &[Span], want_view: bool) -> (Diagnosis, Vec<Span>) {
+        let config = &self.config;
+        let ix = assemble::Index::build(input);
+        let repaired = repair::repair(&ix, config);
+        let tree = connect::build(&ix, &repaired);
+        let timing = timing::analyse(&ix, &tree, config);
+        let failures = failure::analyse(&ix, &tree, config);
+        let graph = agents::analyse(&ix, &tree, config, &failures.causal);
+
+        let mut findings = repaired.findings.clone();
+        findings.extend(timing.findings.iter().cloned());
+        findings.extend(discontinuities(&ix, &tree, &repaired));
+        findings.sort_by(|(ta, a), (tb, b)| (ta, a.kind, a.trace_id, a.span_id).cmp(&(tb, b.kind, b.trace_id, b.span_id)));
+        let findings: Vec<Finding> = findings.into_iter().map(|(_, f)| f).collect();
+
+        let requests = requests(&ix, &tree, &repaired, &timing, config);
+        let sessions = sessions(&ix, &tree);
+        let failure = failures
+            .per_request
+            .iter()
+            .min_by_key(|(t, f)| (*t, f.trace_id, f.span_id))
+            .map(|(_, f)| f.clone());
+        let applied = repaired.repairs.iter().filter(|r| r.applied).count() as u64;
+        let diagnosis = Diagnosis {
+            summary: Summary {
+                spans: ix.len() as u64,
+                traces: ix.traces.len() as u64,
+                requests: tree.roots.len() as u64,
+                sessions: ix.sessions.len() as u64,
+                findings: findings.len() as u64,
+                repairs_applied: applied,
+                repairs_suggested: repaired.repairs.len() as u64 - applied,
+                synthetic_spans: tree.transits.len() as u64,
+            },
+            findings,
+            repairs: repaired.repairs.clone(),
+            failure,
+            failures: failures.per_request.into_iter().map(|(_, f)| f).collect(),
+            time_breakdown: timing.breakdown.clone(),
+            critical_path_ms: ms(timing.total),
+            agents: graph.agents,
+            delegations: graph.delegations,
+            unpriced_models: graph.unpriced,
+            sessions,
+            requests,
+        };
+        let view = if want_view { connect::export(&ix, &repaired, &tree, config) } else { Vec::new() };
+        (diagnosis, view)
+    }
+}
+
+/// One `trace_discontinuity` per connected request that spans several trace
+/// IDs, reported at the request's root.
+fn discontinuities(
+    ix: &assemble::Index,
+    tree: &connect::Tree,
+    repaired: &repair::Repaired,
+) -> Vec<(u64, Finding)> {
+    let mut per_root: BTreeMap<u32, Vec<TraceId>> = BTreeMap::new();
+    let mut evidence: BTreeMap<u32, Vec<&'static str>> = BTreeMap::new();
+    for (&orphan, &ri) in &repaired.joined {
+        let root = tree.root_of[orphan as usize];
+        per_root.entry(root).or_default();
+        evidence.entry(root).or_default().push(repaired.repairs[ri].evidence.as_str());
+    }
+    let mut out = Vec::new();
+    for (root, _) in per_root {
+        let mut traces: Vec<TraceId> = tree
+            .order
+            .iter()
+            .filter(|&&n| tree.is_real(n) && tree.root_of[n as usize] == root)
+            .map(|&n| ix.spans[n as usize].trace_id)
+            .collect();
+        traces.sort_unstable();
+        traces.dedup();
+        if traces.len() < 2 {
+            continue;
+        }
+        let mut how = evidence.remove(&root).unwrap_or_default();
+        how.sort_unstable();
+        how.dedup();
+        let span = ix.spans[root as usize];
+        let list: Vec<String> = traces.iter().map(TraceId::to_string).collect();
+        let message = format!(
+            "request `{}` ({}) is split over {} trace IDs ({}); the connected view joins them by {}; fix: propagate trace context across the hops reported for this request so every backend sees one trace",
+            span.name,
+            span.service_name(),
+            traces.len(),
+            list.join(", "),
+            how.join(", ")
+        );
+        out.push((
+            span.start_unix_nano,
+            Finding {
+                kind: FindingKind::TraceDiscontinuity,
+                trace_id: span.trace_id,
+                span_id: span.span_id,
+                message,
+                name: span.name.clone(),
+                service: span.service_name().to_owned(),
+                evidence: None,
+            },
+        ));
+    }
+    out
+}
+
+fn requests(
+    ix: &assemble::Index,
+    tree: &connect::Tree,
+    repaired: &repair::Repaired,
+    timing: &timing::Timing,
+    config: &Config,
+) -> Vec<Request> {
+    let mut by_root: Vec<Vec<u32>> = vec![Vec::new(); tree.roots.len()];
+    let mut position = vec![usize::MAX; tree.len()];
+    for (k, &r) in tree.roots.iter().enumerate() {
+        position[r as usize] = k;
+    }
+    for &node in &tree.order {
+        by_root[position[tree.root_of[node as usize] as usize]].push(node);
+    }
+    tree.roots
+        .iter()
+        .zip(by_root)
+        .zip(&timing.per_root)
+        .map(|((&root, nodes), &critical)| {
+            let base = tree.start[root as usize];
+            let mut originals: Vec<TraceId> =
+                nodes.iter().filter(|&&n| tree.is_real(n)).map(|&n| ix.spans[n as usize].trace_id).collect();
+            originals.sort_unstable();
+            originals.dedup();
+            let session = nodes
+                .iter()
+                .filter(|&&n| tree.is_real(n))
+                .find_map(|&n| ix.session_of(n))
+                .map(|s| ix.sessions[s as usize].clone());
+            let spans = if config.include_tree {
+                nodes
+                    .iter()
+                    .map(|&n| {
+                        let real = tree.is_real(n);
+                        TreeSpan {
+                            span_id: tree.span_id(ix, n),
+                            parent_span_id: tree.parent[n as usize].map(|p| tree.span_id(ix, p)),
+                            original_trace_id: if real {
+                                ix.spans[n as usize].trace_id
+                            } else {
+                                ix.spans[tree.transits[n as usize - tree.real].producer as usize].trace_id
+                            },
+                            depth: tree.depth[n as usize],
+                            name: tree.name(ix, n),
+                            service: tree.service(ix, n).to_owned(),
+                            agent: tree.agents[tree.agent[n as usize] as usize].clone(),
+                            kind: if real { ix.spans[n as usize].kind } else { agentrace_model::SpanKind::Internal },
+                            category: tree.category(ix, n),
+                            offset_ms: ((tree.start[n as usize] as i128 - base as i128) as f64 / 1e3).round() / 1e3,
+                            duration_ms: ms(tree.end[n as usize] - tree.start[n as usize]),
+                            error: real && ix.facts[n as usize].error,
+                            synthetic: !real,
+                            repaired: repaired.joined.get(&n).map(|&ri| repaired.repairs[ri].evidence),
+                            critical: timing.critical[n as usize],
+                        }
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let span = ix.spans[root as usize];
+            Request {
+                trace_id: span.trace_id,
+                span_id: span.span_id,
+                name: span.name.clone(),
+                service: span.service_name().to_owned(),
+                session,
+                start_unix_nano: base,
+                duration_ms: ms(tree.reach[root as usize] - base),
+                critical_path_ms: ms(critical),
+                original_traces: originals,
+                spans,
+            }
+        })
+        .collect()
+}
+
+fn sessions(ix: &assemble::Index, tree: &connect::Tree) -> Vec<SessionSummary> {
+    let mut traces: Vec<Vec<TraceId>> = vec![Vec::new(); ix.sessions.len()];
+    for (t, s) in ix.trace_session.iter().enumerate() {
+        if let Some(s) = s {
+            traces[*s as usize].push(ix.spans[ix.traces[t].start as usize].trace_id);
+        }
+    }
+    let mut requests = vec![0u64; ix.sessions.len()];
+    for &root in &tree.roots {
+        if let Some(s) = ix.session_of(root) {
+            requests[s as usize] += 1;
+        }
+    }
+    ix.sessions
+        .iter()
+        .zip(traces)
+        .zip(requests)
+        .map(|((id, traces), requests)| SessionSummary { id: id.clone(), traces, requests })
+        .collect()
+}

@@ -1,0 +1,179 @@
+//! The agent graph: who delegated to whom, and what each agent spent.
+//!
+//! Last analysis on the road, reading the connected [`Tree`]. Agents are
+//! nodes (by `gen_ai.agent.name`, else service); a span whose parent belongs
+//! to another agent is a delegation. Each agent counts its own LLM calls,
+//! tool calls, tokens, cost and causal errors; nested wrappers of one call
+//! (a framework's LLM span around the provider's) count once. Totals roll
+//! up over every agent reachable below, each counted once even when the
+//! graph is not a tree.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use agentrace_model::SpanKind;
+
+use crate::assemble::Index;
+use crate::config::Config;
+use crate::connect::Tree;
+use crate::conventions::Category;
+use crate::diagnosis::{AgentStats, Delegation, Rollup, ms, round};
+
+pub(crate) struct Graph {
+    pub agents: Vec<AgentStats>,
+    pub delegations: Vec<Delegation>,
+    pub unpriced: Vec<String>,
+}
+
+pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool]) -> Graph {
+    let count = tree.agents.len();
+    let mut own = vec![Rollup::default(); count];
+    let mut duration = vec![0u64; count];
+    let mut depth = vec![u32::MAX; count];
+    let mut node_depth = vec![0u32; tree.len()];
+    let mut edges: BTreeMap<(u32, u32, &'static str), u64> = BTreeMap::new();
+    let mut unpriced = BTreeSet::new();
+    // For a nested LLM span: the outermost LLM span of its call, and
+    // whether that one reported tokens itself.
+    let mut llm_top: Vec<u32> = vec![u32::MAX; tree.len()];
+    let mut top_has_tokens = vec![false; tree.len()];
+
+    for &node in &tree.order {
+        let n = node as usize;
+        let agent = tree.agent[n];
+        let parent = tree.parent[n];
+        let parent_agent = parent.map(|p| tree.agent[p as usize]);
+        node_depth[n] = match (parent, parent_agent) {
+            (Some(p), Some(pa)) => node_depth[p as usize] + u32::from(pa != agent),
+            _ => 0,
+        };
+        depth[agent as usize] = depth[agent as usize].min(node_depth[n]);
+        if !tree.is_real(node) {
+            continue;
+        }
+        if parent_agent != Some(agent) {
+            duration[agent as usize] += tree.end[n] - tree.start[n];
+        }
+        if let (Some(p), Some(pa)) = (parent, parent_agent)
+            && pa != agent
+        {
+            edges.entry((pa, agent, via(ix, tree, p, node))).and_modify(|c| *c += 1).or_insert(1);
+        }
+        let facts = &ix.facts[n];
+        let category = facts.category();
+        let parent_category = parent.map(|p| tree.category(ix, p));
+        if causal[n] {
+            own[agent as usize].errors += 1;
+        }
+        if category == Category::Tool && parent_category != Some(Category::Tool) {
+            own[agent as usize].tool_calls += 1;
+        }
+        let tokens = facts.input_tokens.is_some() || facts.output_tokens.is_some();
+        let counts_tokens = match category {
+            Category::Llm => {
+                if let Some(p) = parent.filter(|_| parent_category == Some(Category::Llm)) {
+                    let top = llm_top[p as usize];
+                    llm_top[n] = top;
+                    !top_has_tokens[top as usize]
+                } else {
+                    llm_top[n] = node;
+                    top_has_tokens[n] = tokens;
+                    own[agent as usize].llm_calls += 1;
+                    true
+                }
+            }
+            // Embedding calls cost tokens too; they are retrieval by category.
+            Category::Retrieval => true,
+            _ => false,
+        };
+        if counts_tokens && tokens {
+            let input = facts.input_tokens.unwrap_or(0).max(0) as u64;
+            let output = facts.output_tokens.unwrap_or(0).max(0) as u64;
+            // Tokens of a nested span go to the agent of the call's outer span.
+            let target = if llm_top[n] != u32::MAX { tree.agent[llm_top[n] as usize] } else { agent } as usize;
+            own[target].input_tokens += input;
+            own[target].output_tokens += output;
+            match facts.model.as_deref().map(|m| (m, config.prices.cost(m, input, output))) {
+                Some((_, Some(cost))) => own[target].cost_usd += cost,
+                Some((m, None)) => {
+                    unpriced.insert(m.to_owned());
+                }
+                None => {
+                    unpriced.insert("(no model name)".to_owned());
+                }
+            }
+        }
+    }
+
+    let mut out_edges: Vec<Vec<u32>> = vec![Vec::new(); count];
+    for &(from, to, _) in edges.keys() {
+        if !out_edges[from as usize].contains(&to) {
+            out_edges[from as usize].push(to);
+        }
+    }
+    let mut agents: Vec<AgentStats> = (0..count)
+        .map(|a| {
+            // Everything reachable below, each agent once.
+            let mut seen = vec![false; count];
+            let mut stack = vec![a as u32];
+            let mut subtree = Rollup::default();
+            while let Some(x) = stack.pop() {
+                if std::mem::replace(&mut seen[x as usize], true) {
+                    continue;
+                }
+                let o = &own[x as usize];
+                subtree.llm_calls += o.llm_calls;
+                subtree.tool_calls += o.tool_calls;
+                subtree.input_tokens += o.input_tokens;
+                subtree.output_tokens += o.output_tokens;
+                subtree.cost_usd += o.cost_usd;
+                subtree.errors += o.errors;
+                stack.extend(out_edges[x as usize].iter().copied());
+            }
+            subtree.cost_usd = round(subtree.cost_usd, 6);
+            let o = &own[a];
+            let mut delegates_to: Vec<String> = out_edges[a].iter().map(|t| tree.agents[*t as usize].clone()).collect();
+            delegates_to.sort();
+            AgentStats {
+                name: tree.agents[a].clone(),
+                depth: if depth[a] == u32::MAX { 0 } else { depth[a] },
+                llm_calls: o.llm_calls,
+                tool_calls: o.tool_calls,
+                input_tokens: o.input_tokens,
+                output_tokens: o.output_tokens,
+                cost_usd: round(o.cost_usd, 6),
+                duration_ms: ms(duration[a]),
+                errors: o.errors,
+                delegates_to,
+                subtree,
+            }
+        })
+        .collect();
+    agents.sort_by(|a, b| (a.depth, &a.name).cmp(&(b.depth, &b.name)));
+    let delegations = edges
+        .into_iter()
+        .map(|((from, to, via), count)| Delegation {
+            from: tree.agents[from as usize].clone(),
+            to: tree.agents[to as usize].clone(),
+            via: via.to_owned(),
+            count,
+        })
+        .collect();
+    Graph { agents, delegations, unpriced: unpriced.into_iter().collect() }
+}
+
+/// How work crossed from the parent's agent to the child's.
+fn via(ix: &Index, tree: &Tree, parent: u32, child: u32) -> &'static str {
+    let kinds = |n: u32| if tree.is_real(n) { ix.spans[n as usize].kind } else { SpanKind::Internal };
+    if !tree.is_real(parent)
+        || matches!(kinds(child), SpanKind::Consumer)
+        || matches!(kinds(parent), SpanKind::Producer)
+    {
+        "queue"
+    } else if tree.category(ix, parent) == Category::Tool || tree.category(ix, child) == Category::Tool {
+        "tool"
+    } else if tree.category(ix, parent) == Category::Agent || tree.category(ix, child) == Category::Agent {
+        "invoke_agent"
+    } else {
+        "call"
+    }
+}

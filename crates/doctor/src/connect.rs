@@ -1,0 +1,374 @@
+//! The connected view: one tree per request, orphans under their true
+//! parents, queue waits as synthetic spans.
+//!
+//! Fourth stop on the road, after [`crate::repair`]. The tree is a table of
+//! nodes — the real spans in index order, then synthetic queue-transit
+//! spans — with parents, children (by start time), a depth-first order and
+//! each node's agent. Timing, failure and agent analyses all walk this
+//! table; [`export`] turns it back into spans, marked as PRODUCT.md says, for
+//! a live pipeline to forward.
+
+use std::sync::Arc;
+
+use agentrace_model::{Link, Resource, Span, SpanId, SpanKind, TraceId, Value};
+
+use crate::assemble::{Index, Ix};
+use crate::config::{Config, RepairMode};
+use crate::conventions::Category;
+use crate::repair::Repaired;
+
+/// A queue transit the doctor made up: from the producer's end to the consumer's start.
+pub(crate) struct Transit {
+    pub producer: Ix,
+    pub consumer: Ix,
+    pub span_id: SpanId,
+}
+
+pub(crate) struct Tree {
+    /// Number of real spans; nodes from here on are transits.
+    pub real: usize,
+    pub transits: Vec<Transit>,
+    pub parent: Vec<Option<u32>>,
+    pub start: Vec<u64>,
+    pub end: Vec<u64>,
+    /// End of the last work the node caused (its subtree's latest end).
+    pub reach: Vec<u64>,
+    /// Start, never before the parent's (clock skew between services).
+    pub clamped_start: Vec<u64>,
+    child_offsets: Vec<u32>,
+    child_list: Vec<u32>,
+    /// Roots, by start time then IDs.
+    pub roots: Vec<u32>,
+    /// Depth-first order of every node, root by root.
+    pub order: Vec<u32>,
+    pub depth: Vec<u32>,
+    pub root_of: Vec<u32>,
+    /// Agent of each node, as an index into `agents` (sorted names).
+    pub agent: Vec<u32>,
+    pub agents: Vec<String>,
+}
+
+impl Tree {
+    pub fn len(&self) -> usize {
+        self.parent.len()
+    }
+
+    pub fn children(&self, node: u32) -> &[u32] {
+        let n = node as usize;
+        &self.child_list[self.child_offsets[n] as usize..self.child_offsets[n + 1] as usize]
+    }
+
+    pub fn is_real(&self, node: u32) -> bool {
+        (node as usize) < self.real
+    }
+
+    pub fn category(&self, ix: &Index, node: u32) -> Category {
+        if self.is_real(node) { ix.facts[node as usize].category() } else { Category::Handoff }
+    }
+
+    pub fn span_id(&self, ix: &Index, node: u32) -> SpanId {
+        if self.is_real(node) {
+            ix.spans[node as usize].span_id
+        } else {
+            self.transits[node as usize - self.real].span_id
+        }
+    }
+
+    pub fn name(&self, ix: &Index, node: u32) -> String {
+        if self.is_real(node) {
+            ix.spans[node as usize].name.clone()
+        } else {
+            let t = &self.transits[node as usize - self.real];
+            transit_name(ix, t)
+        }
+    }
+
+    pub fn service<'a>(&self, ix: &'a Index, node: u32) -> &'a str {
+        if self.is_real(node) { ix.spans[node as usize].service_name() } else { SYNTHETIC_SERVICE }
+    }
+
+    /// The connected trace ID: the one its root arrived with.
+    pub fn trace_id(&self, ix: &Index, node: u32) -> TraceId {
+        ix.spans[self.root_of[node as usize] as usize].trace_id
+    }
+}
+
+const SYNTHETIC_SERVICE: &str = "agentrace";
+
+fn transit_name(ix: &Index, t: &Transit) -> String {
+    let dest = ix.facts[t.consumer as usize].destination.as_deref().or(ix.facts[t.producer as usize].destination.as_deref());
+    match dest {
+        Some(d) => format!("queue transit {d}"),
+        None => "queue transit".to_owned(),
+    }
+}
+
+/// A span ID for a synthetic span, derived from the consumer's IDs so the
+/// same input always yields the same ID (FNV-1a; never zero).
+fn synthetic_id(consumer: &Span) -> SpanId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in consumer.trace_id.as_bytes().iter().chain(consumer.span_id.as_bytes()).chain(b"transit") {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    SpanId::new(h.max(1).to_be_bytes()).unwrap_or_else(|_| consumer.span_id)
+}
+
+pub(crate) fn build(ix: &Index, repaired: &Repaired) -> Tree {
+    let real = ix.len();
+    let mut parent: Vec<Option<u32>> = repaired.parent.clone();
+    let mut start: Vec<u64> = (0..real as Ix).map(|i| ix.start(i)).collect();
+    let mut end: Vec<u64> = (0..real as Ix).map(|i| ix.end(i)).collect();
+
+    let mut transits = Vec::new();
+    for c in 0..real {
+        if let Some(p) = parent[c]
+            && ix.spans[p as usize].kind == SpanKind::Producer
+            && start[c] > end[p as usize]
+        {
+            transits.push(Transit { producer: p, consumer: c as Ix, span_id: synthetic_id(ix.spans[c]) });
+        }
+    }
+    for t in &transits {
+        parent.push(Some(t.producer));
+        start.push(end[t.producer as usize]);
+        end.push(start[t.consumer as usize]);
+    }
+    let len = parent.len();
+    break_cycles(&mut parent);
+
+    // Children in CSR form, each list by (start, span ID).
+    let mut counts = vec![0u32; len + 1];
+    for p in parent.iter().flatten() {
+        counts[*p as usize + 1] += 1;
+    }
+    for i in 0..len {
+        counts[i + 1] += counts[i];
+    }
+    let child_offsets = counts.clone();
+    let mut fill = counts;
+    let mut child_list = vec![0u32; child_offsets[len] as usize];
+    for (c, p) in parent.iter().enumerate() {
+        if let Some(p) = p {
+            child_list[fill[*p as usize] as usize] = c as u32;
+            fill[*p as usize] += 1;
+        }
+    }
+    let span_id_of = |n: u32| -> SpanId {
+        if (n as usize) < real { ix.spans[n as usize].span_id } else { transits[n as usize - real].span_id }
+    };
+    for p in 0..len {
+        let slice = &mut child_list[child_offsets[p] as usize..child_offsets[p + 1] as usize];
+        slice.sort_unstable_by_key(|&c| (start[c as usize], span_id_of(c), c));
+    }
+
+    let mut roots: Vec<u32> = (0..len as u32).filter(|&i| parent[i as usize].is_none()).collect();
+    let root_key = |r: u32| (start[r as usize], ix.spans[r as usize].trace_id, ix.spans[r as usize].span_id);
+    roots.sort_unstable_by_key(|&r| root_key(r));
+
+    let mut tree = Tree {
+        real,
+        transits,
+        parent,
+        start,
+        end,
+        reach: Vec::new(),
+        clamped_start: vec![0; len],
+        child_offsets,
+        child_list,
+        roots: Vec::new(),
+        order: Vec::with_capacity(len),
+        depth: vec![0; len],
+        root_of: vec![u32::MAX; len],
+        agent: Vec::new(),
+        agents: Vec::new(),
+    };
+
+    for &root in &roots {
+        tree.clamped_start[root as usize] = tree.start[root as usize];
+        tree.root_of[root as usize] = root;
+        let mut stack = vec![root];
+        while let Some(node) = stack.pop() {
+            tree.order.push(node);
+            let (a, b) = (tree.child_offsets[node as usize] as usize, tree.child_offsets[node as usize + 1] as usize);
+            for &c in tree.child_list[a..b].iter().rev() {
+                tree.depth[c as usize] = tree.depth[node as usize] + 1;
+                tree.clamped_start[c as usize] = tree.start[c as usize].max(tree.clamped_start[node as usize]);
+                tree.root_of[c as usize] = root;
+                stack.push(c);
+            }
+        }
+    }
+    tree.roots = roots;
+
+    let mut reach = tree.end.clone();
+    for &node in tree.order.iter().rev() {
+        if let Some(p) = tree.parent[node as usize] {
+            reach[p as usize] = reach[p as usize].max(reach[node as usize]);
+        }
+    }
+    tree.reach = reach;
+    assign_agents(ix, &mut tree);
+    tree
+}
+
+/// Cuts parent cycles (malformed input: A's parent is B, B's is A) at the
+/// lowest index on the cycle, so that every span hangs under some root.
+fn break_cycles(parent: &mut [Option<u32>]) {
+    let mut state = vec![0u8; parent.len()];
+    for s in 0..parent.len() {
+        let mut path = Vec::new();
+        let mut x = Some(s as u32);
+        while let Some(v) = x {
+            match state[v as usize] {
+                0 => {
+                    state[v as usize] = 1;
+                    path.push(v);
+                    x = parent[v as usize];
+                }
+                1 => {
+                    let pos = path.iter().position(|&p| p == v).unwrap_or(0);
+                    if let Some(&cut) = path[pos..].iter().min() {
+                        parent[cut as usize] = None;
+                    }
+                    break;
+                }
+                _ => break,
+            }
+        }
+        for p in path {
+            state[p as usize] = 2;
+        }
+    }
+}
+
+/// An agent is named by `gen_ai.agent.name` on its own spans (a CLIENT
+/// `invoke_agent` span names the agent it calls, so it does not count);
+/// other spans belong to their parent's agent while they stay in the same
+/// service, and to their service otherwise. A queue transit belongs to the
+/// agent that consumes the message: the wait is its capacity's doing.
+fn assign_agents(ix: &Index, tree: &mut Tree) {
+    let mut names: Vec<String> = Vec::new();
+    let mut ids: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut intern = |name: &str| -> u32 {
+        if let Some(id) = ids.get(name) {
+            return *id;
+        }
+        names.push(name.to_owned());
+        ids.insert(name.to_owned(), names.len() as u32 - 1);
+        names.len() as u32 - 1
+    };
+    let mut agent = vec![0u32; tree.len()];
+    for &node in &tree.order {
+        if !tree.is_real(node) {
+            continue;
+        }
+        let (s, f) = (ix.spans[node as usize], &ix.facts[node as usize]);
+        let own = f.agent_name.as_deref().filter(|_| s.kind != SpanKind::Client);
+        agent[node as usize] = match (own, tree.parent[node as usize]) {
+            (Some(name), _) => intern(name),
+            (None, Some(p)) if tree.is_real(p) && ix.spans[p as usize].service_name() == s.service_name() => {
+                agent[p as usize]
+            }
+            _ => intern(s.service_name()),
+        };
+    }
+    for (k, t) in tree.transits.iter().enumerate() {
+        agent[tree.real + k] = agent[t.consumer as usize];
+    }
+    // Renumber by name so that nothing depends on visiting order.
+    let mut order: Vec<u32> = (0..names.len() as u32).collect();
+    order.sort_unstable_by(|a, b| names[*a as usize].cmp(&names[*b as usize]));
+    let mut renumber = vec![0u32; names.len()];
+    for (new, old) in order.iter().enumerate() {
+        renumber[*old as usize] = new as u32;
+    }
+    tree.agent = agent.into_iter().map(|a| renumber.get(a as usize).copied().unwrap_or(0)).collect();
+    tree.agents = order.iter().map(|o| names[*o as usize].clone()).collect();
+}
+
+/// The connected view as spans, ready to forward: repairs applied as the
+/// configured [`RepairMode`] says, synthetic spans appended.
+pub(crate) fn export(ix: &Index, repaired: &Repaired, tree: &Tree, config: &Config) -> Vec<Span> {
+    let mut out = Vec::with_capacity(tree.len());
+    // The repair that moved each node: its own, else its parent's.
+    let mut moved_by: Vec<Option<usize>> = vec![None; tree.len()];
+    for &node in &tree.order {
+        moved_by[node as usize] = repaired
+            .joined
+            .get(&node)
+            .copied()
+            .or_else(|| tree.parent[node as usize].and_then(|p| moved_by[p as usize]));
+    }
+    for i in 0..tree.real {
+        let mut span = ix.spans[i].clone();
+        let Some(ri) = moved_by[i] else {
+            out.push(span);
+            continue;
+        };
+        let repair = &repaired.repairs[ri];
+        let is_orphan = repaired.joined.get(&(i as Ix)) == Some(&ri);
+        match config.repair_mode {
+            RepairMode::Reparent => {
+                let connected = tree.trace_id(ix, i as u32);
+                if connected != span.trace_id {
+                    span.attributes.set("agentrace.repair.original_trace_id", span.trace_id.to_string());
+                    span.trace_id = connected;
+                }
+                if is_orphan {
+                    if let Some(old) = span.parent_span_id {
+                        span.attributes.set("agentrace.repair.original_parent_span_id", old.to_string());
+                    }
+                    span.parent_span_id = Some(repair.parent_span_id);
+                }
+                span.attributes.set("agentrace.repair.evidence", repair.evidence.as_str());
+                span.attributes.set("agentrace.repair.confidence", repair.confidence);
+            }
+            RepairMode::Link => {
+                if !is_orphan {
+                    out.push(span);
+                    continue;
+                }
+                span.attributes.set("agentrace.repair.evidence", repair.evidence.as_str());
+                span.attributes.set("agentrace.repair.confidence", repair.confidence);
+                span.links.push(Link {
+                    trace_id: repair.parent_trace_id,
+                    span_id: repair.parent_span_id,
+                    trace_state: String::new(),
+                    attributes: [
+                        ("agentrace.link.kind", Value::from("inferred_parent")),
+                        ("agentrace.repair.evidence", Value::from(repair.evidence.as_str())),
+                        ("agentrace.repair.confidence", Value::from(repair.confidence)),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    dropped_attributes_count: 0,
+                    flags: 0,
+                });
+            }
+        }
+        out.push(span);
+    }
+    let resource = Arc::new(Resource::for_service(SYNTHETIC_SERVICE));
+    for (k, t) in tree.transits.iter().enumerate() {
+        let node = (tree.real + k) as u32;
+        let producer = ix.spans[t.producer as usize];
+        let trace = match config.repair_mode {
+            RepairMode::Reparent => tree.trace_id(ix, node),
+            RepairMode::Link => producer.trace_id,
+        };
+        let mut span = Span::new(trace, t.span_id, Some(producer.span_id), &transit_name(ix, t));
+        span.kind = SpanKind::Internal;
+        span.start_unix_nano = tree.start[node as usize];
+        span.end_unix_nano = tree.end[node as usize];
+        span.resource = Arc::clone(&resource);
+        span.attributes.set("agentrace.synthetic", true);
+        span.attributes.set("agentrace.synthetic.kind", "queue_transit");
+        if let Some(d) = ix.facts[t.consumer as usize].destination.as_deref() {
+            span.attributes.set("messaging.destination.name", d);
+        }
+        span.attributes.set("agentrace.synthetic.consumer_span_id", ix.spans[t.consumer as usize].span_id.to_string());
+        out.push(span);
+    }
+    out
+}

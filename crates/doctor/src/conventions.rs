@@ -1,0 +1,369 @@
+//! Recognising what a span is, under every naming convention in the field.
+//!
+//! First stop on the doctor's road: each span's attributes are read once,
+//! in one pass, into [`Facts`] — its category (LLM call, tool call, …), its
+//! session, agent, model, tokens, and the join keys repairs use. Everything
+//! downstream reads facts, never attribute names, so a new convention is a
+//! change to this file alone.
+//!
+//! Understood without configuration: the OpenTelemetry GenAI conventions
+//! (current and legacy: `gen_ai.system`, `gen_ai.usage.prompt_tokens`, …),
+//! the MCP and messaging conventions, OpenInference (`openinference.span.kind`,
+//! `llm.token_count.*`, `llm.model_name`), OpenLLMetry/Traceloop
+//! (`traceloop.span.kind`, `traceloop.entity.name`, `llm.usage.*`) and openlit
+//! (which emits the GenAI names).
+
+use std::borrow::Cow;
+
+use agentrace_model::{Span, SpanKind, StatusCode, Value};
+
+/// What kind of work a span does. The same names serve the failure
+/// categories of PRODUCT.md; time uses [`Category::Agent`] for
+/// [`Category::Other`] and adds [`Category::Unexplained`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// A call to a language model (chat, completion, content generation).
+    Llm,
+    /// A tool call: `execute_tool`, MCP `tools/call`, a framework's tool span.
+    Tool,
+    /// Retrieval: vector or database queries, embeddings, rerankers.
+    Retrieval,
+    /// A hand-off between agents: messaging spans and queue transit.
+    Handoff,
+    /// Agent logic: agent, workflow and chain spans.
+    Agent,
+    /// Nothing recognised (plain HTTP, internal work without conventions).
+    Other,
+    /// Time on the critical path that no span explains (time only).
+    Unexplained,
+}
+
+impl Category {
+    /// The category this span's self time counts under.
+    pub fn for_time(self) -> Category {
+        match self {
+            Category::Other => Category::Agent,
+            c => c,
+        }
+    }
+
+    /// The lowercase name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Llm => "llm",
+            Category::Tool => "tool",
+            Category::Retrieval => "retrieval",
+            Category::Handoff => "handoff",
+            Category::Agent => "agent",
+            Category::Other => "other",
+            Category::Unexplained => "unexplained",
+        }
+    }
+}
+
+/// What the doctor knows about one span after reading its attributes once.
+/// Strings borrow from the span where they can.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Facts<'a> {
+    pub category: Option<Category>,
+    pub session: Option<Cow<'a, str>>,
+    pub agent_name: Option<Cow<'a, str>>,
+    pub model: Option<Cow<'a, str>>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub message_id: Option<Cow<'a, str>>,
+    pub destination: Option<Cow<'a, str>>,
+    pub mcp_session: Option<Cow<'a, str>>,
+    pub jsonrpc_id: Option<Cow<'a, str>>,
+    pub tool_call_id: Option<Cow<'a, str>>,
+    pub tool_name: Option<Cow<'a, str>>,
+    pub peer_service: Option<Cow<'a, str>>,
+    pub server_address: Option<Cow<'a, str>>,
+    pub error: bool,
+    pub error_type: Option<Cow<'a, str>>,
+    pub error_message: Option<Cow<'a, str>>,
+    pub synthetic: bool,
+}
+
+impl Facts<'_> {
+    pub fn category(&self) -> Category {
+        self.category.unwrap_or(Category::Other)
+    }
+
+    /// Whether the error looks like a step that could not use its input:
+    /// a parse, decode or validation failure.
+    pub fn is_parse_error(&self, name: &str) -> bool {
+        const MARKERS: [&str; 10] =
+            ["parse", "json", "decode", "validat", "schema", "pydantic", "deserial", "malformed", "syntax", "unexpected token"];
+        let texts = [self.error_type.as_deref(), self.error_message.as_deref(), Some(name)];
+        texts.iter().flatten().any(|t| {
+            let lower = t.to_ascii_lowercase();
+            MARKERS.iter().any(|m| lower.contains(m))
+        })
+    }
+}
+
+fn text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::Str(s) if s.is_empty() => None,
+        Value::Str(s) => Some(Cow::Borrowed(s.as_str())),
+        Value::Int(_) | Value::Double(_) | Value::Bool(_) => Some(Cow::Owned(value.to_text())),
+        _ => None,
+    }
+}
+
+/// Keeps the first value seen for a slot whose sources rank equally, and
+/// lets a better-ranked source replace a worse one: `rank` is 0 for the
+/// current convention, higher for legacy names.
+fn put<'a>(slot: &mut Option<(u8, Cow<'a, str>)>, rank: u8, value: Option<Cow<'a, str>>) {
+    if let Some(v) = value
+        && slot.as_ref().is_none_or(|(r, _)| rank < *r)
+    {
+        *slot = Some((rank, v));
+    }
+}
+
+fn put_i64(slot: &mut Option<(u8, i64)>, rank: u8, value: &Value) {
+    if let Some(v) = value.as_i64()
+        && slot.as_ref().is_none_or(|(r, _)| rank < *r)
+    {
+        *slot = Some((rank, v));
+    }
+}
+
+/// Reads a span's attributes and events once into [`Facts`].
+pub(crate) fn read(span: &Span) -> Facts<'_> {
+    let mut operation: Option<&str> = None;
+    let mut oi_kind: Option<&str> = None;
+    let mut tl_kind: Option<&str> = None;
+    let mut tl_entity: Option<&str> = None;
+    let mut mcp_method: Option<&str> = None;
+    let mut llm_hint = false;
+    let mut messaging = false;
+    let mut database = false;
+    let mut session = None;
+    let mut agent = None;
+    let mut model = None;
+    let mut input = None;
+    let mut output = None;
+    let mut jsonrpc = None;
+    let mut tool_call = None;
+    let mut tool_name = None;
+    let mut f = Facts::default();
+
+    for (key, value) in span.attributes.iter() {
+        match key {
+            "gen_ai.operation.name" => operation = value.as_str(),
+            "openinference.span.kind" => oi_kind = value.as_str(),
+            "traceloop.span.kind" => tl_kind = value.as_str(),
+            "traceloop.entity.name" => tl_entity = value.as_str(),
+            "mcp.method.name" => mcp_method = value.as_str(),
+            "gen_ai.provider.name" | "gen_ai.system" | "llm.provider" | "llm.system" => llm_hint = true,
+            "gen_ai.response.model" => put(&mut model, 0, text(value)),
+            "gen_ai.request.model" => put(&mut model, 1, text(value)),
+            "llm.model_name" | "llm.response.model" => put(&mut model, 2, text(value)),
+            "llm.request.model" => put(&mut model, 3, text(value)),
+            "gen_ai.usage.input_tokens" => put_i64(&mut input, 0, value),
+            "gen_ai.usage.prompt_tokens" => put_i64(&mut input, 1, value),
+            "llm.token_count.prompt" => put_i64(&mut input, 2, value),
+            "llm.usage.prompt_tokens" => put_i64(&mut input, 3, value),
+            "gen_ai.usage.output_tokens" => put_i64(&mut output, 0, value),
+            "gen_ai.usage.completion_tokens" => put_i64(&mut output, 1, value),
+            "llm.token_count.completion" => put_i64(&mut output, 2, value),
+            "llm.usage.completion_tokens" => put_i64(&mut output, 3, value),
+            "session.id" => put(&mut session, 0, text(value)),
+            "gen_ai.conversation.id" => put(&mut session, 1, text(value)),
+            "traceloop.association.properties.session_id" => put(&mut session, 2, text(value)),
+            "langfuse.session.id" => put(&mut session, 3, text(value)),
+            "gen_ai.agent.name" => put(&mut agent, 0, text(value)),
+            "agent.name" => put(&mut agent, 1, text(value)),
+            "messaging.message.id" => f.message_id = text(value),
+            "messaging.destination.name" => f.destination = text(value),
+            "messaging.system" => messaging = true,
+            "mcp.session.id" => f.mcp_session = text(value),
+            "jsonrpc.request.id" => put(&mut jsonrpc, 0, text(value)),
+            "mcp.request.id" => put(&mut jsonrpc, 1, text(value)),
+            "gen_ai.tool.call.id" => put(&mut tool_call, 0, text(value)),
+            "tool_call.id" => put(&mut tool_call, 1, text(value)),
+            "gen_ai.tool.name" => put(&mut tool_name, 0, text(value)),
+            "mcp.tool.name" => put(&mut tool_name, 1, text(value)),
+            "tool.name" => put(&mut tool_name, 2, text(value)),
+            "peer.service" => f.peer_service = text(value),
+            "server.address" => f.server_address = text(value),
+            "db.system" | "db.system.name" => database = true,
+            "error.type" => {
+                f.error = true;
+                f.error_type = text(value);
+            }
+            "agentrace.synthetic" => f.synthetic = value.as_bool().unwrap_or(false),
+            _ => {}
+        }
+    }
+    if span.status_code == StatusCode::Error {
+        f.error = true;
+        if !span.status_message.is_empty() {
+            f.error_message = Some(Cow::Borrowed(span.status_message.as_str()));
+        }
+    }
+    for event in &span.events {
+        if event.name == "exception" {
+            f.error = true;
+            if f.error_message.is_none() {
+                f.error_message = event.attributes.get("exception.message").and_then(text);
+            }
+            if let Some(t) = event.attributes.get("exception.type").and_then(text) {
+                f.error_type = Some(t);
+            }
+        }
+    }
+
+    let name = span.name.as_str();
+    let category = classify(span.kind, operation, oi_kind, tl_kind, mcp_method, llm_hint || model.is_some(), messaging, database, name);
+    if agent.is_none() && category == Category::Agent {
+        // Traceloop names agents by entity; GenAI span names are
+        // `invoke_agent {name}` when the attribute is missing.
+        if tl_kind == Some("agent") {
+            agent = tl_entity.map(|e| (4, Cow::Borrowed(e)));
+        } else if let Some(rest) = name.strip_prefix("invoke_agent ").or_else(|| name.strip_prefix("create_agent ")) {
+            agent = Some((5, Cow::Borrowed(rest.trim())));
+        }
+    }
+    if tool_name.is_none() && category == Category::Tool {
+        let rest = name.strip_prefix("execute_tool ").or_else(|| name.strip_prefix("tools/call "));
+        tool_name = rest.map(|r| (5, Cow::Borrowed(r.trim()))).or_else(|| tl_entity.map(|e| (6, Cow::Borrowed(e))));
+    }
+    f.category = Some(category);
+    f.session = session.map(|(_, v)| v);
+    f.agent_name = agent.map(|(_, v)| v);
+    f.model = model.map(|(_, v)| v);
+    f.input_tokens = input.map(|(_, v)| v);
+    f.output_tokens = output.map(|(_, v)| v);
+    f.jsonrpc_id = jsonrpc.map(|(_, v)| v);
+    f.tool_call_id = tool_call.map(|(_, v)| v);
+    f.tool_name = tool_name.map(|(_, v)| v);
+    f
+}
+
+#[allow(clippy::too_many_arguments)]
+fn classify(
+    kind: SpanKind,
+    operation: Option<&str>,
+    oi_kind: Option<&str>,
+    tl_kind: Option<&str>,
+    mcp_method: Option<&str>,
+    llm_hint: bool,
+    messaging: bool,
+    database: bool,
+    name: &str,
+) -> Category {
+    // The explicit operation names of each convention come first, in order
+    // of how precisely they are defined; attribute hints and span names last.
+    if let Some(op) = operation {
+        match op {
+            "chat" | "text_completion" | "generate_content" => return Category::Llm,
+            "embeddings" | "retrieval" => return Category::Retrieval,
+            "execute_tool" => return Category::Tool,
+            "invoke_agent" | "create_agent" | "invoke_workflow" => return Category::Agent,
+            _ => {}
+        }
+    }
+    if mcp_method.is_some() {
+        return Category::Tool;
+    }
+    if let Some(k) = oi_kind {
+        match k.to_ascii_uppercase().as_str() {
+            "LLM" => return Category::Llm,
+            "EMBEDDING" | "RETRIEVER" | "RERANKER" => return Category::Retrieval,
+            "TOOL" => return Category::Tool,
+            "AGENT" | "CHAIN" => return Category::Agent,
+            _ => {}
+        }
+    }
+    if let Some(k) = tl_kind {
+        match k {
+            "tool" => return Category::Tool,
+            "agent" | "workflow" | "task" => return Category::Agent,
+            _ => {}
+        }
+    }
+    if llm_hint {
+        return Category::Llm;
+    }
+    if messaging || matches!(kind, SpanKind::Producer | SpanKind::Consumer) {
+        return Category::Handoff;
+    }
+    if database {
+        return Category::Retrieval;
+    }
+    let first = name.split_whitespace().next().unwrap_or("");
+    match first {
+        "chat" | "text_completion" | "generate_content" => Category::Llm,
+        "execute_tool" | "tools/call" => Category::Tool,
+        "invoke_agent" | "create_agent" | "invoke_workflow" => Category::Agent,
+        "retrieval" | "embeddings" => Category::Retrieval,
+        _ => Category::Other,
+    }
+}
+
+/// The identity of the process that emitted a span, for "same service
+/// instance" questions; `strong` when the resource names the instance, not
+/// just the service (replicas share a service name).
+pub(crate) fn instance_key(span: &Span) -> (String, bool) {
+    let attrs = &span.resource.attributes;
+    let service = span.service_name();
+    if let Some(id) = attrs.first_text(&["service.instance.id"]) {
+        return (format!("{service}\u{0}{id}"), true);
+    }
+    match (attrs.first_text(&["host.name"]), attrs.first_text(&["process.pid"])) {
+        (Some(h), Some(p)) => (format!("{service}\u{0}{h}\u{0}{p}"), true),
+        _ => (service.to_owned(), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentrace_model::{SpanId, TraceId};
+
+    fn span(attrs: &[(&str, Value)]) -> Span {
+        let mut s = Span::new(TraceId::new([1; 16]).unwrap(), SpanId::new([1; 8]).unwrap(), None, "x");
+        for (k, v) in attrs {
+            s.attributes.set(*k, v.clone());
+        }
+        s
+    }
+
+    #[test]
+    fn legacy_token_names_are_read_and_current_names_win() {
+        let s = span(&[
+            ("gen_ai.system", "openai".into()),
+            ("gen_ai.usage.prompt_tokens", 10i64.into()),
+            ("gen_ai.usage.input_tokens", 12i64.into()),
+            ("llm.token_count.completion", "7".into()),
+        ]);
+        let f = read(&s);
+        assert_eq!(f.category(), Category::Llm);
+        assert_eq!(f.input_tokens, Some(12));
+        assert_eq!(f.output_tokens, Some(7));
+    }
+
+    #[test]
+    fn openinference_and_traceloop_kinds_are_recognised() {
+        assert_eq!(read(&span(&[("openinference.span.kind", "RETRIEVER".into())])).category(), Category::Retrieval);
+        let s = span(&[("traceloop.span.kind", "agent".into()), ("traceloop.entity.name", "planner".into())]);
+        let f = read(&s);
+        assert_eq!(f.category(), Category::Agent);
+        assert_eq!(f.agent_name.as_deref(), Some("planner"));
+    }
+
+    #[test]
+    fn parse_errors_are_told_from_other_errors() {
+        let s = span(&[]);
+        let mut f = read(&s);
+        f.error_type = Some("json.decoder.JSONDecodeError".into());
+        assert!(f.is_parse_error("plan"));
+        f.error_type = Some("TimeoutError".into());
+        assert!(!f.is_parse_error("plan"));
+    }
+}

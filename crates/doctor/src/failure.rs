@@ -1,0 +1,151 @@
+//! What failed: the earliest causal error of each request.
+//!
+//! Sixth stop on the road, reading the connected [`Tree`]. An error (status
+//! ERROR, an `exception` event, or `error.type`) is *causal* when nothing
+//! below it failed: errors passed up the stack are consequences. Of a
+//! request's causal errors the one that happened first (earliest end) is
+//! the answer, with the chain from the request's root down to it. One rule
+//! on top: a parse or validation error right after a tool call blames the
+//! tool whose output could not be used, not the parser.
+
+use crate::assemble::Index;
+use crate::config::Config;
+use crate::connect::Tree;
+use crate::conventions::Category;
+use crate::diagnosis::{ChainLink, Failure};
+
+pub(crate) struct Failures {
+    /// One per failed request, in request order, with the time the error happened.
+    pub per_request: Vec<(u64, Failure)>,
+    /// Whether each node is a causal error.
+    pub causal: Vec<bool>,
+}
+
+pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
+    let len = tree.len();
+    let is_error = |n: u32| tree.is_real(n) && ix.facts[n as usize].error;
+    let mut below = vec![false; len];
+    let mut causal = vec![false; len];
+    for &node in tree.order.iter().rev() {
+        let n = node as usize;
+        causal[n] = is_error(node) && !below[n];
+        if let Some(p) = tree.parent[n] {
+            below[p as usize] |= below[n] || is_error(node);
+        }
+    }
+    let mut first: Vec<Option<u32>> = vec![None; len];
+    for &node in &tree.order {
+        if !causal[node as usize] {
+            continue;
+        }
+        let root = tree.root_of[node as usize] as usize;
+        let key = |n: u32| (tree.end[n as usize], tree.start[n as usize], tree.span_id(ix, n));
+        if first[root].is_none_or(|best| key(node) < key(best)) {
+            first[root] = Some(node);
+        }
+    }
+    let mut per_request = Vec::new();
+    for &root in &tree.roots {
+        if let Some(e) = first[root as usize] {
+            per_request.push((tree.end[e as usize], describe(ix, tree, e, config)));
+        }
+    }
+    Failures { per_request, causal }
+}
+
+/// Finds the tool call whose output a failing parse step consumed: a tool
+/// span under the failing span, else just before it among its siblings,
+/// else just before its parent.
+fn blamed_tool(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Option<u32> {
+    let is_tool = |n: u32| {
+        tree.category(ix, n) == Category::Tool
+            && tree.parent[n as usize].is_none_or(|p| tree.category(ix, p) != Category::Tool)
+    };
+    let latest = |candidates: &mut dyn Iterator<Item = u32>| {
+        candidates.max_by_key(|&n| (tree.end[n as usize], tree.start[n as usize], n))
+    };
+    let skew = config.skew();
+    let end_e = tree.end[e as usize];
+    if let Some(t) = latest(&mut tree.children(e).iter().copied().filter(|&c| is_tool(c) && tree.end[c as usize] <= end_e)) {
+        return Some(t);
+    }
+    let mut current = e;
+    for _ in 0..2 {
+        let parent = tree.parent[current as usize]?;
+        let start = tree.start[current as usize] + skew;
+        let before = tree.children(parent).iter().copied().filter(|&c| c != current && is_tool(c) && tree.end[c as usize] <= start);
+        if let Some(t) = latest(&mut before.into_iter()) {
+            return Some(t);
+        }
+        current = parent;
+    }
+    None
+}
+
+fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
+    let span = ix.spans[e as usize];
+    let facts = &ix.facts[e as usize];
+    let error_type = facts.error_type.as_deref().map(str::to_owned);
+    let message = facts.error_message.as_deref().map(str::to_owned);
+    let what = match (&error_type, &message) {
+        (Some(t), Some(m)) => format!("{t}: {m}"),
+        (Some(t), None) => t.clone(),
+        (None, Some(m)) => m.clone(),
+        (None, None) => "error status without a message".to_owned(),
+    };
+    let tool = if facts.is_parse_error(&span.name) && facts.category() != Category::Tool {
+        blamed_tool(ix, tree, e, config)
+    } else {
+        None
+    };
+    let (blamed, category, summary) = match tool {
+        Some(t) => {
+            let ts = ix.spans[t as usize];
+            let tool_name = ix.facts[t as usize].tool_name.as_deref().unwrap_or(ts.name.as_str());
+            let summary = format!(
+                "tool `{tool_name}` ({}) returned output that `{}` ({}) could not use: {what}",
+                ts.service_name(),
+                span.name,
+                span.service_name()
+            );
+            (t, Category::Tool, summary)
+        }
+        None => {
+            let category = facts.category();
+            let label = match category {
+                Category::Llm => "LLM call",
+                Category::Tool => "tool call",
+                Category::Retrieval => "retrieval",
+                Category::Handoff => "hand-off",
+                Category::Agent => "agent step",
+                Category::Other | Category::Unexplained => "step",
+            };
+            (e, category, format!("{label} `{}` ({}) failed: {what}", span.name, span.service_name()))
+        }
+    };
+    let mut chain = Vec::new();
+    let mut cursor = Some(blamed);
+    while let Some(n) = cursor {
+        chain.push(ChainLink {
+            span_id: tree.span_id(ix, n),
+            name: tree.name(ix, n),
+            service: tree.service(ix, n).to_owned(),
+            category: tree.category(ix, n),
+        });
+        cursor = tree.parent[n as usize];
+    }
+    chain.reverse();
+    let bs = ix.spans[blamed as usize];
+    Failure {
+        category,
+        trace_id: bs.trace_id,
+        span_id: bs.span_id,
+        summary,
+        name: bs.name.clone(),
+        service: bs.service_name().to_owned(),
+        error_type,
+        message,
+        surfaced_at: (blamed != e).then_some(span.span_id),
+        chain,
+    }
+}
