@@ -11,8 +11,10 @@ use std::process::Command;
 
 use agentrace_collector::config::Config;
 use agentrace_collector::server::Collector;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use bytes::{Buf, BufMut, Bytes};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
 
 /// A collector running on its own runtime, with its data in a temp dir.
 pub struct Running {
@@ -193,4 +195,48 @@ pub fn metric(api: &str, sample: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {sample} not found in:\n{text}"))
         .parse()
         .unwrap()
+}
+
+/// Sends raw bytes as a gRPC Export call, as a broken client would.
+pub fn grpc_raw(collector: &Running, body: Vec<u8>) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    #[derive(Clone, Default)]
+    struct RawCodec;
+    struct Enc;
+    struct Dec;
+    impl tonic::codec::Encoder for Enc {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            dst.put_slice(&item);
+            Ok(())
+        }
+    }
+    impl tonic::codec::Decoder for Dec {
+        type Item = ExportTraceServiceResponse;
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
+            let bytes: Bytes = src.copy_to_bytes(src.remaining());
+            Ok(Some(ExportTraceServiceResponse::decode(bytes).map_err(|e| tonic::Status::internal(e.to_string()))?))
+        }
+    }
+    impl tonic::codec::Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = ExportTraceServiceResponse;
+        type Encoder = Enc;
+        type Decoder = Dec;
+        fn encoder(&mut self) -> Enc {
+            Enc
+        }
+        fn decoder(&mut self) -> Dec {
+            Dec
+        }
+    }
+    let url = collector.grpc();
+    collector.runtime.block_on(async move {
+        let channel = tonic::transport::Channel::from_shared(url).unwrap().connect().await.unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+        grpc.unary(tonic::Request::new(body), path, RawCodec).await.map(|r| r.into_inner())
+    })
 }

@@ -1,0 +1,147 @@
+//! Claims about the store behind the receivers: a client retry does not
+//! duplicate spans; when too much is pending the receivers refuse with a
+//! retryable answer and a delay instead of growing memory; retention
+//! deletes by age and by size and nothing else.
+
+mod support;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use reqwest::blocking::Client;
+
+fn post_protobuf(url: &str, body: Vec<u8>) -> reqwest::blocking::Response {
+    Client::new().post(url).header("content-type", "application/x-protobuf").body(body).send().unwrap()
+}
+
+fn span_count(api: &str, trace_id: &str) -> usize {
+    support::by_span_id(&support::fetch_trace(api, trace_id)).len()
+}
+
+#[test]
+fn a_client_retry_does_not_duplicate_spans() {
+    let collector = support::start(|_| {});
+    let sent = support::python_send(&["--protocol", "grpc", "--endpoint", &collector.grpc()]);
+    let before: Vec<usize> = sent.trace_ids.iter().map(|t| span_count(&collector.api(), t)).collect();
+    // The same request again, as a client whose acknowledgement was lost would resend it.
+    let again = post_protobuf(&format!("{}/v1/traces", collector.http()), sent.request.encode_to_vec());
+    assert_eq!(again.status(), 200);
+    let after: Vec<usize> = sent.trace_ids.iter().map(|t| span_count(&collector.api(), t)).collect();
+    assert_eq!(before, after);
+    assert_eq!(before.iter().sum::<usize>(), sent.spans);
+    assert_eq!(support::metric(&collector.api(), "agentrace_receiver_spans_duplicate_total"), sent.spans as f64);
+}
+
+fn request_of(n: usize, trace_byte: u8, start_ns: u64) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: vec![trace_byte; 16],
+            span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
+            name: format!("span {i}"),
+            start_time_unix_nano: start_ns + i as u64,
+            end_time_unix_nano: start_ns + i as u64 + 1000,
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn past_the_pending_budget_senders_are_told_to_retry_later() {
+    let collector = support::start(|c| c.receivers.otlp.max_pending_spans = 150);
+    let db = collector.collector.as_ref().unwrap().store.path().to_owned();
+    // Another process holding the write lock stands in for a slow disk.
+    let blocker = rusqlite::Connection::open(&db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let url = format!("{}/v1/traces", collector.http());
+    let first = {
+        let url = url.clone();
+        std::thread::spawn(move || post_protobuf(&url, request_of(100, 0x11, 1)).status().as_u16())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, health) = support::get_json(&format!("{}/health", collector.api()));
+        if health["pendingSpans"] == 100 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first request never became pending: {health}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let refused = post_protobuf(&url, request_of(100, 0x22, 1));
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let err = support::grpc_raw(&collector, request_of(100, 0x33, 1)).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(!err.details().is_empty(), "RESOURCE_EXHAUSTED carries RetryInfo so OTLP clients retry");
+
+    blocker.execute_batch("COMMIT").unwrap();
+    assert_eq!(first.join().unwrap(), 200, "the pending request completes once the disk is back");
+    assert_eq!(span_count(&collector.api(), &"11".repeat(16)), 100);
+    let (status, _) = support::get_json(&format!("{}/api/v3/traces/{}", collector.api(), "22".repeat(16)));
+    assert_eq!(status, 404, "a refused request stores nothing");
+    assert_eq!(
+        support::metric(&collector.api(), "agentrace_receiver_requests_refused_total{reason=\"backpressure\"}"),
+        2.0
+    );
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn retention_deletes_spans_older_than_max_age() {
+    let collector = support::start(|c| {
+        c.storage.retention.max_age = Some(Duration::from_secs(3600));
+        c.storage.retention.max_bytes = None;
+        c.storage.retention.interval = Duration::from_millis(100);
+    });
+    let url = format!("{}/v1/traces", collector.http());
+    let two_hours_ago = now_ns() - 2 * 3600 * 1_000_000_000;
+    assert_eq!(post_protobuf(&url, request_of(10, 0x44, two_hours_ago)).status(), 200);
+    assert_eq!(post_protobuf(&url, request_of(10, 0x55, now_ns())).status(), 200);
+    let api = collector.api();
+    wait_for("the old trace to be deleted", || {
+        support::get_json(&format!("{api}/api/v3/traces/{}", "44".repeat(16))).0 == 404
+    });
+    assert_eq!(span_count(&api, &"55".repeat(16)), 10, "recent spans are kept");
+    assert_eq!(support::metric(&api, "agentrace_store_retention_deleted_spans_total"), 10.0);
+}
+
+#[test]
+fn retention_deletes_the_oldest_spans_past_max_bytes() {
+    let collector = support::start(|c| {
+        c.storage.retention.max_age = None;
+        c.storage.retention.max_bytes = Some(512 * 1024);
+        c.storage.retention.interval = Duration::from_millis(100);
+    });
+    let url = format!("{}/v1/traces", collector.http());
+    let base = now_ns() - 3_600_000_000_000;
+    // 40 traces of 200 spans, each newer than the last: a few MiB in all.
+    for t in 0..40u8 {
+        let status = post_protobuf(&url, request_of(200, t + 1, base + t as u64 * 1_000_000_000)).status();
+        assert_eq!(status, 200);
+    }
+    let api = collector.api();
+    wait_for("size retention to run", || support::metric(&api, "agentrace_store_retention_deleted_spans_total") > 0.0);
+    assert_eq!(support::get_json(&format!("{api}/api/v3/traces/{}", "01".repeat(16))).0, 404, "the oldest went first");
+    assert_eq!(span_count(&api, &"28".repeat(16)), 200, "the newest trace is whole");
+}
