@@ -46,13 +46,9 @@ impl<'a> Index<'a> {
             (a.trace_id, a.span_id, a.start_unix_nano, a.end_unix_nano, &a.name, a.parent_span_id)
                 .cmp(&(b.trace_id, b.span_id, b.start_unix_nano, b.end_unix_nano, &b.name, b.parent_span_id))
                 .then_with(|| {
-                    (a.kind.to_i32(), a.attributes.0.len(), a.status_code.to_i32(), a.events.len(), a.links.len()).cmp(&(
-                        b.kind.to_i32(),
-                        b.attributes.0.len(),
-                        b.status_code.to_i32(),
-                        b.events.len(),
-                        b.links.len(),
-                    ))
+                    (a.kind.to_i32(), a.attributes.0.len(), a.status_code.to_i32(), a.events.len(), a.links.len()).cmp(
+                        &(b.kind.to_i32(), b.attributes.0.len(), b.status_code.to_i32(), b.events.len(), b.links.len()),
+                    )
                 })
         });
         spans.dedup_by(|b, a| a.trace_id == b.trace_id && a.span_id == b.span_id);
@@ -126,7 +122,18 @@ impl<'a> Index<'a> {
         let instances = order.iter().map(|o| instances_unsorted[*o as usize].clone()).collect();
         instance_of.iter_mut().for_each(|i| *i = renumber[*i as usize]);
 
-        Index { spans, facts, parent, missing_parent, traces, trace_of, trace_session, sessions, instance_of, instances }
+        Index {
+            spans,
+            facts,
+            parent,
+            missing_parent,
+            traces,
+            trace_of,
+            trace_session,
+            sessions,
+            instance_of,
+            instances,
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -96,7 +96,8 @@ impl Tree {
 const SYNTHETIC_SERVICE: &str = "agentrace";
 
 fn transit_name(ix: &Index, t: &Transit) -> String {
-    let dest = ix.facts[t.consumer as usize].destination.as_deref().or(ix.facts[t.producer as usize].destination.as_deref());
+    let dest =
+        ix.facts[t.consumer as usize].destination.as_deref().or(ix.facts[t.producer as usize].destination.as_deref());
     match dest {
         Some(d) => format!("queue transit {d}"),
         None => "queue transit".to_owned(),

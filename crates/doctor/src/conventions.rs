@@ -94,8 +94,18 @@ impl Facts<'_> {
     /// Whether the error looks like a step that could not use its input:
     /// a parse, decode or validation failure.
     pub fn is_parse_error(&self, name: &str) -> bool {
-        const MARKERS: [&str; 10] =
-            ["parse", "json", "decode", "validat", "schema", "pydantic", "deserial", "malformed", "syntax", "unexpected token"];
+        const MARKERS: [&str; 10] = [
+            "parse",
+            "json",
+            "decode",
+            "validat",
+            "schema",
+            "pydantic",
+            "deserial",
+            "malformed",
+            "syntax",
+            "unexpected token",
+        ];
         let texts = [self.error_type.as_deref(), self.error_message.as_deref(), Some(name)];
         texts.iter().flatten().any(|t| {
             let lower = t.to_ascii_lowercase();
@@ -219,7 +229,17 @@ pub(crate) fn read(span: &Span) -> Facts<'_> {
     }
 
     let name = span.name.as_str();
-    let category = classify(span.kind, operation, oi_kind, tl_kind, mcp_method, llm_hint || model.is_some(), messaging, database, name);
+    let category = classify(
+        span.kind,
+        operation,
+        oi_kind,
+        tl_kind,
+        mcp_method,
+        llm_hint || model.is_some(),
+        messaging,
+        database,
+        name,
+    );
     if agent.is_none() && category == Category::Agent {
         // Traceloop names agents by entity; GenAI span names are
         // `invoke_agent {name}` when the attribute is missing.

@@ -66,14 +66,20 @@ fn blamed_tool(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Option<u32> 
     };
     let skew = config.skew();
     let end_e = tree.end[e as usize];
-    if let Some(t) = latest(&mut tree.children(e).iter().copied().filter(|&c| is_tool(c) && tree.end[c as usize] <= end_e)) {
+    if let Some(t) =
+        latest(&mut tree.children(e).iter().copied().filter(|&c| is_tool(c) && tree.end[c as usize] <= end_e))
+    {
         return Some(t);
     }
     let mut current = e;
     for _ in 0..2 {
         let parent = tree.parent[current as usize]?;
         let start = tree.start[current as usize] + skew;
-        let before = tree.children(parent).iter().copied().filter(|&c| c != current && is_tool(c) && tree.end[c as usize] <= start);
+        let before = tree
+            .children(parent)
+            .iter()
+            .copied()
+            .filter(|&c| c != current && is_tool(c) && tree.end[c as usize] <= start);
         if let Some(t) = latest(&mut before.into_iter()) {
             return Some(t);
         }
@@ -99,7 +105,17 @@ fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
         None
     };
     let (blamed, category, summary) = match tool {
-        Some(t) => {
+        Some(mut t) => {
+            // Follow the call down to where the output was made (the MCP
+            // server behind a client span), so the blame names that service.
+            while let Some(&deeper) = tree
+                .children(t)
+                .iter()
+                .filter(|&&c| tree.category(ix, c) == Category::Tool)
+                .max_by_key(|&&c| (tree.end[c as usize], c))
+            {
+                t = deeper;
+            }
             let ts = ix.spans[t as usize];
             let tool_name = ix.facts[t as usize].tool_name.as_deref().unwrap_or(ts.name.as_str());
             let summary = format!(

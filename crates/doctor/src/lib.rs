@@ -24,6 +24,9 @@
 //! 7. `agents` builds the agent graph with tokens and cost ([`pricing`]);
 //! 8. [`render`] prints a [`Diagnosis`] for a terminal.
 //!
+//! [`input`] is the on-ramp for files: it tells OTLP JSON, JSON lines and
+//! protobuf apart, for callers that did the reading.
+//!
 //! # Getting started
 //!
 //! ```
@@ -67,6 +70,7 @@ mod connect;
 pub mod conventions;
 pub mod diagnosis;
 mod failure;
+pub mod input;
 pub mod pricing;
 pub mod render;
 mod repair;
@@ -132,16 +136,14 @@ impl Doctor {
         let mut findings = repaired.findings.clone();
         findings.extend(timing.findings.iter().cloned());
         findings.extend(discontinuities(&ix, &tree, &repaired));
-        findings.sort_by(|(ta, a), (tb, b)| (ta, a.kind, a.trace_id, a.span_id).cmp(&(tb, b.kind, b.trace_id, b.span_id)));
+        findings
+            .sort_by(|(ta, a), (tb, b)| (ta, a.kind, a.trace_id, a.span_id).cmp(&(tb, b.kind, b.trace_id, b.span_id)));
         let findings: Vec<Finding> = findings.into_iter().map(|(_, f)| f).collect();
 
         let requests = requests(&ix, &tree, &repaired, &timing, config);
         let sessions = sessions(&ix, &tree);
-        let failure = failures
-            .per_request
-            .iter()
-            .min_by_key(|(t, f)| (*t, f.trace_id, f.span_id))
-            .map(|(_, f)| f.clone());
+        let failure =
+            failures.per_request.iter().min_by_key(|(t, f)| (*t, f.trace_id, f.span_id)).map(|(_, f)| f.clone());
         let applied = repaired.repairs.iter().filter(|r| r.applied).count() as u64;
         let diagnosis = Diagnosis {
             summary: Summary {
@@ -173,11 +175,7 @@ impl Doctor {
 
 /// One `trace_discontinuity` per connected request that spans several trace
 /// IDs, reported at the request's root.
-fn discontinuities(
-    ix: &assemble::Index,
-    tree: &connect::Tree,
-    repaired: &repair::Repaired,
-) -> Vec<(u64, Finding)> {
+fn discontinuities(ix: &assemble::Index, tree: &connect::Tree, repaired: &repair::Repaired) -> Vec<(u64, Finding)> {
     let mut per_root: BTreeMap<u32, Vec<TraceId>> = BTreeMap::new();
     let mut evidence: BTreeMap<u32, Vec<&'static str>> = BTreeMap::new();
     for (&orphan, &ri) in &repaired.joined {

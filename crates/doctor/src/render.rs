@@ -78,7 +78,8 @@ pub fn text(d: &Diagnosis, options: &TextOptions) -> String {
         request(&mut out, r, options, &p);
     }
     if d.requests.len() > options.max_requests {
-        let _ = writeln!(out, "\n… {} more requests (use --format json for all)", d.requests.len() - options.max_requests);
+        let _ =
+            writeln!(out, "\n… {} more requests (use --format json for all)", d.requests.len() - options.max_requests);
     }
 
     let _ = writeln!(out, "\n{}", p.bold("What broke"));
@@ -91,11 +92,7 @@ pub fn text(d: &Diagnosis, options: &TextOptions) -> String {
     if !d.repairs.is_empty() {
         let _ = writeln!(out, "  repairs:");
         for r in &d.repairs {
-            let state = if r.applied {
-                p.yellow("applied  ")
-            } else {
-                p.dim("suggested")
-            };
+            let state = if r.applied { p.yellow("applied  ") } else { p.dim("suggested") };
             let why = r.reason.as_deref().map(|w| format!(" — not applied: {w}")).unwrap_or_default();
             let _ = writeln!(
                 out,
@@ -209,7 +206,12 @@ fn request(out: &mut String, r: &Request, options: &TextOptions, p: &Paint) {
         if s.agent != s.service {
             label.push_str(&format!(" [{}]", s.agent));
         }
-        let mut line = format!("  {:>10.1} {:>10.1}  {}  ", s.offset_ms, s.duration_ms, if s.critical { bar.clone() } else { p.dim(&bar) });
+        let mut line = format!(
+            "  {:>10.1} {:>10.1}  {}  ",
+            s.offset_ms,
+            s.duration_ms,
+            if s.critical { bar.clone() } else { p.dim(&bar) }
+        );
         if s.synthetic {
             line.push_str(&p.dim(&format!("{label} (synthetic)")));
         } else if s.error {

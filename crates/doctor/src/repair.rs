@@ -155,7 +155,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             }
         }
     }
-    let roots: Vec<Ix> = (0..n as Ix).filter(|&i| ix.parent[i as usize].is_none() && !ix.missing_parent[i as usize]).collect();
+    let roots: Vec<Ix> =
+        (0..n as Ix).filter(|&i| ix.parent[i as usize].is_none() && !ix.missing_parent[i as usize]).collect();
 
     // Tiers 1–4: exact join keys.
     let mut proposals: Vec<Option<Proposal>> = Vec::with_capacity(roots.len());
@@ -163,7 +164,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         let (s, f) = (ix.spans[r as usize], &ix.facts[r as usize]);
         let t = ix.trace_of[r as usize];
         let other_trace = |c: &Ix| ix.trace_of[*c as usize] != t;
-        let mut links: Vec<Ix> = s.links.iter().filter_map(|l| ix.find(l.trace_id, l.span_id)).filter(other_trace).collect();
+        let mut links: Vec<Ix> =
+            s.links.iter().filter_map(|l| ix.find(l.trace_id, l.span_id)).filter(other_trace).collect();
         links.sort_unstable();
         links.dedup();
         let proposal = if !links.is_empty() {
@@ -195,18 +197,9 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         } else {
             None
         };
-        proposals.push(
-            proposal
-                .filter(|(_, _, c, _)| !c.is_empty())
-                .map(|(evidence, detail, candidates, base)| Proposal {
-                    orphan: r,
-                    evidence,
-                    detail,
-                    candidates,
-                    base,
-                    truncated: false,
-                }),
-        );
+        proposals.push(proposal.filter(|(_, _, c, _)| !c.is_empty()).map(|(evidence, detail, candidates, base)| {
+            Proposal { orphan: r, evidence, detail, candidates, base, truncated: false }
+        }));
     }
 
     // Parents claimed by exact evidence are not offered to heuristics.
@@ -235,7 +228,10 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             // A client that already reached an instrumented server, or a call
             // to an LLM provider (never instrumented by us), cannot be the
             // caller of an orphan server root.
-            if s.kind == SpanKind::Client && !server_child[i as usize] && ix.facts[i as usize].category() != Category::Llm {
+            if s.kind == SpanKind::Client
+                && !server_child[i as usize]
+                && ix.facts[i as usize].category() != Category::Llm
+            {
                 clients[sess].push(item);
             }
             if s.kind == SpanKind::Producer && !consumer_child[i as usize] {
@@ -520,8 +516,12 @@ fn caller_phrase(ix: &Index, p: &Proposal) -> String {
 fn orphan_message(ix: &Index, p: &Proposal) -> String {
     let r = p.orphan;
     let what = match p.evidence {
-        Evidence::SameInstance => "started a new trace while its own service instance was busy: in-process context was lost",
-        Evidence::MessageId | Evidence::PrecedingProducer => "started a new trace: the queue hand-off dropped trace context",
+        Evidence::SameInstance => {
+            "started a new trace while its own service instance was busy: in-process context was lost"
+        }
+        Evidence::MessageId | Evidence::PrecedingProducer => {
+            "started a new trace: the queue hand-off dropped trace context"
+        }
         Evidence::McpRequest => "started a new trace: the MCP call dropped trace context",
         Evidence::ToolCallId => "started a new trace: the tool call dropped trace context",
         Evidence::EnclosingClient => "started a new trace: the call dropped trace context",

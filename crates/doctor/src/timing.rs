@@ -35,7 +35,7 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Timing {
     let mut per_root = Vec::with_capacity(tree.roots.len());
     for &root in &tree.roots {
         let mut sum = 0u64;
-        critical_path(tree, root, |node, from, to| {
+        critical_path(tree, root, config.skew(), |node, from, to| {
             let len = to.saturating_sub(from);
             if len == 0 {
                 return;
@@ -72,7 +72,11 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Timing {
 
 /// Walks the critical path of one request; `section(node, from, to)` gets
 /// each stretch of self time on it.
-pub(crate) fn critical_path(tree: &Tree, root: u32, mut section: impl FnMut(u32, u64, u64)) {
+///
+/// A child that ends after the current point by no more than `skew` is
+/// taken as ending at it: with clocks tens of milliseconds apart, a consumer
+/// that "ends" just after the step it fed must not fall off the path.
+pub(crate) fn critical_path(tree: &Tree, root: u32, skew: u64, mut section: impl FnMut(u32, u64, u64)) {
     struct Frame {
         node: u32,
         cursor: u64,
@@ -95,8 +99,9 @@ pub(crate) fn critical_path(tree: &Tree, root: u32, mut section: impl FnMut(u32,
         while top.next < top.kids.len() {
             let c = top.kids[top.next];
             top.next += 1;
-            let (c_start, c_end) = (tree.clamped_start[c as usize], tree.reach[c as usize]);
-            if c_end <= top.cursor && c_end > c_start {
+            let (c_start, reach) = (tree.clamped_start[c as usize], tree.reach[c as usize]);
+            let c_end = reach.min(top.cursor);
+            if reach <= top.cursor.saturating_add(skew) && c_end > c_start {
                 section(node, c_end, top.cursor);
                 top.cursor = c_start;
                 descend = Some((c, c_end));

@@ -1,0 +1,67 @@
+//! A consumer that started a new trace is joined to the producer that sent
+//! its message: found, repaired, and marked as inferred in the exported view.
+
+mod common;
+
+use agentrace_doctor::{Config, Doctor, Evidence, FindingKind, RepairMode};
+use agentrace_model::{SpanKind, Value};
+
+#[test]
+fn orphan_consumer_is_joined_to_its_producer() {
+    let spans = common::load("broken_queue_message_id");
+    let (d, view) = Doctor::new(Config::default()).analyse_with_view(&spans);
+    let producer = spans.iter().find(|s| s.kind == SpanKind::Producer).expect("producer");
+    let consumer = spans.iter().find(|s| s.kind == SpanKind::Consumer).expect("consumer");
+
+    let orphan = d.findings.iter().find(|f| f.kind == FindingKind::OrphanRoot).expect("orphan found");
+    assert_eq!(orphan.span_id, consumer.span_id);
+    assert!(orphan.message.contains("messaging.message.id=1767225600200-0"), "{}", orphan.message);
+    assert!(d.findings.iter().any(|f| f.kind == FindingKind::TraceDiscontinuity));
+
+    assert_eq!(d.repairs.len(), 1);
+    let r = &d.repairs[0];
+    assert!(r.applied);
+    assert_eq!(
+        (r.evidence, r.parent_span_id, r.parent_trace_id),
+        (Evidence::MessageId, producer.span_id, producer.trace_id)
+    );
+
+    // Reparent mode: one trace, the consumer under the producer, originals kept.
+    assert!(view.iter().all(|s| s.trace_id == producer.trace_id));
+    let joined = view.iter().find(|s| s.span_id == consumer.span_id).expect("consumer exported");
+    assert_eq!(joined.parent_span_id, Some(producer.span_id));
+    assert_eq!(joined.attributes.str("agentrace.repair.evidence"), Some("messaging.message.id"));
+    assert_eq!(joined.attributes.get("agentrace.repair.confidence"), Some(&Value::Double(0.97)));
+    let original = consumer.trace_id.to_string();
+    assert_eq!(joined.attributes.str("agentrace.repair.original_trace_id"), Some(original.as_str()));
+    // The consumer's children moved with it and say so.
+    let child = view.iter().find(|s| s.parent_span_id == Some(consumer.span_id)).expect("child");
+    assert_eq!(child.attributes.str("agentrace.repair.original_trace_id"), Some(original.as_str()));
+
+    // The queue wait became a synthetic span from the producer's end to the consumer's start.
+    let transit =
+        view.iter().find(|s| s.attributes.get("agentrace.synthetic") == Some(&Value::Bool(true))).expect("transit");
+    assert_eq!(transit.parent_span_id, Some(producer.span_id));
+    assert_eq!((transit.start_unix_nano, transit.end_unix_nano), (producer.end_unix_nano, consumer.start_unix_nano));
+    assert_eq!(view.len(), spans.len() + 1);
+}
+
+#[test]
+fn link_mode_keeps_ids_and_adds_an_inferred_parent_link() {
+    let spans = common::load("broken_queue_message_id");
+    let config = Config::default().with_repair_mode(RepairMode::Link);
+    let (_, view) = Doctor::new(config).analyse_with_view(&spans);
+    let consumer = spans.iter().find(|s| s.kind == SpanKind::Consumer).expect("consumer");
+    let producer = spans.iter().find(|s| s.kind == SpanKind::Producer).expect("producer");
+    let exported = view.iter().find(|s| s.span_id == consumer.span_id).expect("exported");
+    assert_eq!((exported.trace_id, exported.parent_span_id), (consumer.trace_id, None));
+    let link = exported.links.last().expect("inferred link");
+    assert_eq!((link.trace_id, link.span_id), (producer.trace_id, producer.span_id));
+    assert_eq!(link.attributes.str("agentrace.link.kind"), Some("inferred_parent"));
+    // Everything else is exported exactly as it arrived.
+    for s in &spans {
+        if s.span_id != consumer.span_id {
+            assert!(view.contains(s), "{} unchanged", s.name);
+        }
+    }
+}
