@@ -4,6 +4,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod doctor;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -20,12 +21,15 @@ struct Cli {
 enum Command {
     /// Run the collector: OTLP receivers, embedded store, web UI and API.
     Serve(Box<serve::ServeArgs>),
+    /// Diagnose traces: what broke, the repaired trace, what failed, where the time went.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
+        Command::Doctor(args) => doctor::run(args),
     };
     match result {
         Ok(code) => code,

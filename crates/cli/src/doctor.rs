@@ -1,0 +1,281 @@
+//! `agentrace doctor`: the doctor library on files, stdin, or a running
+//! collector, printed for a terminal or as JSON.
+//!
+//! This file is an edge of the road: it reads bytes (files, stdin, HTTP),
+//! hands them to `agentrace_doctor::input` and `Doctor::analyse`, and
+//! prints. Every decision about traces lives in the library.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agentrace_doctor::render::{self, TextOptions};
+use agentrace_doctor::{Config, Doctor, RepairMode};
+use agentrace_model::otlp::Limits;
+use agentrace_model::{Span, TraceId};
+use anyhow::{Context, bail};
+
+const AFTER_HELP: &str = "\
+Input:
+  Each FILE holds OTLP JSON (one ExportTraceServiceRequest, or one per line as
+  the OpenTelemetry Collector's file exporter writes), OTLP protobuf, or gzip of
+  either. `-` reads stdin; with no FILE and no --server, stdin is read when it is
+  not a terminal. All files are analysed together, so the spans of one request
+  may be spread over several files.
+
+Exit status:
+  0  healthy: context reached every hop and no span recorded an error
+  1  the input could not be read (a file, stdin, the server)
+  2  usage error
+  3  findings: trace context broke somewhere (see \"What broke\")
+  4  no findings, but a request failed (see \"What failed\")
+
+Examples:
+  agentrace doctor traces.json
+  agentrace doctor --format json exports/*.jsonl | jq '.findings[].kind'
+  agentrace doctor --server http://127.0.0.1:4380 --session sess-42
+  agentrace doctor --format otlp broken.json > connected.json";
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The waterfall of each connected request, then what broke, what failed,
+    /// where the time went, and the agents.
+    Text,
+    /// One JSON object: findings, repairs, failure, time_breakdown, agents, …
+    Json,
+    /// The connected view as one OTLP JSON request: repaired spans marked with
+    /// `agentrace.repair.*`, synthetic spans with `agentrace.synthetic`.
+    Otlp,
+}
+
+/// Diagnose traces: find where trace context broke, join the pieces back
+/// from evidence, and say what failed and where the time went.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = AFTER_HELP)]
+pub struct DoctorArgs {
+    /// OTLP files (JSON, JSON lines, protobuf, gzip); `-` for stdin.
+    #[arg(value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Read from a running collector (its UI/API address, e.g. http://127.0.0.1:4380).
+    #[arg(long, value_name = "URL", conflicts_with = "files")]
+    server: Option<String>,
+    /// With --server: the trace to diagnose (32 hex digits).
+    #[arg(long, value_name = "ID", requires = "server", conflicts_with = "session")]
+    trace: Option<String>,
+    /// With --server: every trace of a session (`session.id` or `gen_ai.conversation.id`).
+    #[arg(long, value_name = "ID", requires = "server")]
+    session: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Apply repairs at or above this confidence (0 to 1); below, they are suggestions.
+    #[arg(long, value_name = "CONFIDENCE", default_value_t = Config::default().apply_threshold)]
+    apply_threshold: f64,
+    /// With --format otlp: mark repairs with an `inferred_parent` link instead of rewriting IDs.
+    #[arg(long)]
+    link_mode: bool,
+}
+
+/// Runs the command; see [`AFTER_HELP`] for the exit codes.
+pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::default().with_apply_threshold(args.apply_threshold);
+    if args.link_mode {
+        config = config.with_repair_mode(RepairMode::Link);
+    }
+    if let Err(e) = config.validate() {
+        return Ok(usage(&format!("--apply-threshold: {e}")));
+    }
+    let spans = match (&args.server, args.trace.as_deref(), args.session.as_deref()) {
+        (Some(server), Some(trace), None) => {
+            if TraceId::from_hex(trace).is_err() {
+                return Ok(usage(&format!("--trace {trace:?} is not a trace ID (32 hex digits)")));
+            }
+            fetch(&format!("{}/api/v3/traces/{}", server.trim_end_matches('/'), trace.to_ascii_lowercase()))?
+        }
+        (Some(server), None, Some(session)) => {
+            fetch(&format!("{}/api/v3/sessions/{}/spans", server.trim_end_matches('/'), percent_encode(session)))?
+        }
+        (Some(_), _, _) => return Ok(usage("--server needs --trace ID or --session ID")),
+        (None, _, _) => {
+            let mut files = args.files.clone();
+            if files.is_empty() {
+                if std::io::stdin().is_terminal() {
+                    return Ok(usage("no input: name FILEs, pipe spans to stdin, or use --server (see --help)"));
+                }
+                files.push(PathBuf::from("-"));
+            }
+            read_files(&files)?
+        }
+    };
+    if spans.is_empty() {
+        bail!("no spans in the input");
+    }
+
+    let doctor = Doctor::new(config);
+    let (diagnosis, connected) = if args.format == Format::Otlp {
+        doctor.analyse_with_view(&spans)
+    } else {
+        (doctor.analyse(&spans), Vec::new())
+    };
+    let output = match args.format {
+        Format::Text => {
+            let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            render::text(&diagnosis, &TextOptions { color, ..TextOptions::default() })
+        }
+        Format::Json => serde_json::to_string_pretty(&diagnosis)? + "\n",
+        Format::Otlp => serde_json::to_string(&Span::to_request(&connected))? + "\n",
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(output.as_bytes()).and_then(|_| stdout.flush()) {
+        // A reader that stops early (`| head`) is not an error of ours.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.context("writing to stdout")?,
+    }
+    Ok(if !diagnosis.findings.is_empty() {
+        ExitCode::from(3)
+    } else if diagnosis.failure.is_some() {
+        ExitCode::from(4)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("agentrace doctor: {message}");
+    ExitCode::from(2)
+}
+
+fn read_files(files: &[PathBuf]) -> anyhow::Result<Vec<Span>> {
+    let limits = Limits::default();
+    let mut spans = Vec::new();
+    for path in files {
+        let (bytes, name) = if path.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::stdin().lock().read_to_end(&mut buf).context("reading stdin")?;
+            (buf, "stdin".to_owned())
+        } else {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            (bytes, path.display().to_string())
+        };
+        let read = agentrace_doctor::input::spans_from_bytes(&bytes, &limits).with_context(|| name.clone())?;
+        if read.rejected > 0 {
+            eprintln!("agentrace doctor: {name}: skipped {} invalid span(s)", read.rejected);
+        }
+        spans.extend(read.spans);
+    }
+    Ok(spans)
+}
+
+fn fetch(url: &str) -> anyhow::Result<Vec<Span>> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("building the HTTP client")?;
+    let response = client.get(url).send().with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    let body = response.bytes().with_context(|| format!("reading the answer of GET {url}"))?;
+    if status == reqwest::StatusCode::NOT_FOUND {
+        bail!("GET {url}: not found (404): the collector has no such trace or session");
+    }
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        bail!("GET {url}: {status}: {text}");
+    }
+    let read = agentrace_doctor::input::spans_from_bytes(&body, &Limits::default())
+        .with_context(|| format!("decoding the answer of GET {url}"))?;
+    Ok(read.spans)
+}
+
+/// Percent-encodes a path segment (session IDs are user text).
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        args: DoctorArgs,
+    }
+
+    fn args(words: &[&str]) -> DoctorArgs {
+        Wrapper::try_parse_from(std::iter::once("doctor").chain(words.iter().copied())).expect("valid args").args
+    }
+
+    fn fixture(name: &str) -> String {
+        format!("{}/../doctor/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn exit_codes_say_healthy_broken_failed_and_usage() {
+        let code = |words: &[&str]| run(args(words)).expect("runs");
+        let json = ["--format", "json"];
+        assert_eq!(code(&[&fixture("healthy_request.json"), json[0], json[1]]), ExitCode::SUCCESS);
+        assert_eq!(code(&[&fixture("broken_queue_message_id.json"), json[0], json[1]]), ExitCode::from(3));
+        assert_eq!(code(&[&fixture("failure_llm.json"), json[0], json[1]]), ExitCode::from(4));
+        assert_eq!(code(&["--server", "http://127.0.0.1:9", json[0], json[1]]), ExitCode::from(2));
+        assert_eq!(code(&["--apply-threshold", "2", &fixture("healthy_request.json")]), ExitCode::from(2));
+        let missing = run(args(&["/nonexistent/trace.json"])).unwrap_err();
+        assert!(format!("{missing:#}").contains("reading /nonexistent/trace.json"), "{missing:#}");
+    }
+
+    /// A one-shot HTTP server standing in for the collector's api_v3.
+    fn serve_once(body: Vec<u8>) -> (String, std::thread::JoinHandle<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&body)).expect("write");
+            String::from_utf8_lossy(&request).lines().next().unwrap_or_default().to_owned()
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn server_sessions_are_fetched_from_the_api_and_diagnosed() {
+        let request = std::fs::read_to_string(fixture("broken_mcp_tool_root.json")).expect("fixture");
+        let (url, server) = serve_once(format!(r#"{{"result": {request}}}"#).into_bytes());
+        let code = run(args(&["--server", &url, "--session", "sess m/1", "--format", "json"])).expect("runs");
+        assert_eq!(code, ExitCode::from(3), "the MCP fixture has tool roots");
+        assert_eq!(server.join().expect("served"), "GET /api/v3/sessions/sess%20m%2F1/spans HTTP/1.1");
+
+        let (url, server) = serve_once(br#"{"result": {"resourceSpans": []}}"#.to_vec());
+        let trace = "A6E70000000000060000000000000001";
+        let err = run(args(&["--server", &url, "--trace", trace])).unwrap_err();
+        assert_eq!(err.to_string(), "no spans in the input");
+        assert_eq!(server.join().expect("served"), format!("GET /api/v3/traces/{} HTTP/1.1", trace.to_lowercase()));
+    }
+
+    #[test]
+    fn session_ids_are_encoded_as_one_path_segment() {
+        assert_eq!(percent_encode("sess-42"), "sess-42");
+        assert_eq!(percent_encode("a/b c?"), "a%2Fb%20c%3F");
+    }
+}
