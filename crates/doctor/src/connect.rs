@@ -112,7 +112,7 @@ fn synthetic_id(consumer: &Span) -> SpanId {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    SpanId::new(h.max(1).to_be_bytes()).unwrap_or_else(|_| consumer.span_id)
+    SpanId::new(h.max(1).to_be_bytes()).unwrap_or(consumer.span_id)
 }
 
 pub(crate) fn build(ix: &Index, repaired: &Repaired) -> Tree {
@@ -288,6 +288,20 @@ fn assign_agents(ix: &Index, tree: &mut Tree) {
     tree.agents = order.iter().map(|o| names[*o as usize].clone()).collect();
 }
 
+/// Links whose target moved to another trace follow it, so that no link in
+/// the connected view dangles; the link keeps the trace it named.
+fn retarget_links(ix: &Index, tree: &Tree, span: &mut Span) {
+    for link in &mut span.links {
+        if let Some(target) = ix.find(link.trace_id, link.span_id) {
+            let connected = tree.trace_id(ix, target);
+            if connected != link.trace_id {
+                link.attributes.set("agentrace.repair.original_trace_id", link.trace_id.to_string());
+                link.trace_id = connected;
+            }
+        }
+    }
+}
+
 /// The connected view as spans, ready to forward: repairs applied as the
 /// configured [`RepairMode`] says, synthetic spans appended.
 pub(crate) fn export(ix: &Index, repaired: &Repaired, tree: &Tree, config: &Config) -> Vec<Span> {
@@ -301,9 +315,12 @@ pub(crate) fn export(ix: &Index, repaired: &Repaired, tree: &Tree, config: &Conf
             .copied()
             .or_else(|| tree.parent[node as usize].and_then(|p| moved_by[p as usize]));
     }
-    for i in 0..tree.real {
+    for (i, moved) in moved_by.iter().enumerate().take(tree.real) {
         let mut span = ix.spans[i].clone();
-        let Some(ri) = moved_by[i] else {
+        if config.repair_mode == RepairMode::Reparent {
+            retarget_links(ix, tree, &mut span);
+        }
+        let Some(ri) = *moved else {
             out.push(span);
             continue;
         };

@@ -122,19 +122,25 @@ pub(crate) fn critical_path(tree: &Tree, root: u32, skew: u64, mut section: impl
 /// Finds gaps inside spans with children, and long queue waits.
 /// Returns the findings and, per span, the gap that the critical path
 /// should count as unexplained.
-fn find_gaps(ix: &Index, tree: &Tree, config: &Config) -> (Vec<(u64, Finding)>, BTreeMap<u32, (u64, u64)>) {
+/// Per span, the stretch of it that no child explains.
+type Gaps = BTreeMap<u32, (u64, u64)>;
+
+fn find_gaps(ix: &Index, tree: &Tree, config: &Config) -> (Vec<(u64, Finding)>, Gaps) {
     let mut findings = Vec::new();
     let mut gaps = BTreeMap::new();
     let min_gap = config.gap_min_ms.saturating_mul(1_000_000);
     for node in 0..tree.real as u32 {
-        let kids = tree.children(node);
+        let (s, e) = (tree.start[node as usize], tree.end[node as usize]);
+        // Children that start after the span ended are asynchronous (a
+        // consumer after its producer): they explain nothing inside it, and
+        // a span with only such children is a leaf as far as gaps go.
+        let kids: Vec<u32> = tree.children(node).iter().copied().filter(|&c| tree.start[c as usize] < e).collect();
         if kids.is_empty() {
             continue;
         }
-        let (s, e) = (tree.start[node as usize], tree.end[node as usize]);
         let mut cursor = s;
         let mut best = (0u64, s, s);
-        for &c in kids {
+        for c in kids {
             let cs = tree.start[c as usize].clamp(s, e);
             if cs > cursor && cs - cursor > best.0 {
                 best = (cs - cursor, cursor, cs);

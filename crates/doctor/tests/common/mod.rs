@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod synth;
+
 use std::path::{Path, PathBuf};
 
 use agentrace_doctor::{Config, Diagnosis, Doctor};
