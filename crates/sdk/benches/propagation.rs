@@ -1,0 +1,113 @@
+//! Propagation cost: inject + extract of traceparent + tracestate + baggage.
+//!
+//! Ours through the JSON envelope and through an `http::HeaderMap`, beside `opentelemetry_sdk`'s
+//! `TraceContextPropagator` (and its trace-context + baggage composite) on a `HashMap`, in the
+//! same run; and the baggage span processor's cost per span with four entries.
+//!
+//! Last figures: see the table filled in below (command, machine, ratios).
+//! FIGURES-PLACEHOLDER
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use agentrace::baggage::BaggageSpanProcessor;
+use agentrace::carrier::ContextCarrier;
+use agentrace::carrier::envelope::ContextEnvelope;
+use agentrace::propagation::{W3CPropagator, inject_context};
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::HeaderMap;
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+const TRACESTATE: &str = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
+const BAGGAGE: &str = "session.id=s-1234,user.id=u-42,app.tenant=acme,app.agent.name=planner";
+
+fn remote_context() -> Context {
+    let wire: HashMap<String, String> = [("traceparent", TRACEPARENT), ("tracestate", TRACESTATE), ("baggage", BAGGAGE)]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    W3CPropagator::new().extract_with_context(&Context::new(), &wire)
+}
+
+fn propagation(c: &mut Criterion) {
+    let cx = remote_context();
+    let mut group = c.benchmark_group("inject+extract tp+ts+baggage");
+
+    group.bench_function("ours: JSON envelope", |b| {
+        b.iter(|| {
+            let env = ContextEnvelope::from_context(black_box(&cx));
+            black_box(W3CPropagator::new().extract_with_context(&Context::new(), &env))
+        })
+    });
+    group.bench_function("ours: HeaderMap", |b| {
+        b.iter(|| {
+            let mut headers = HeaderMap::new();
+            inject_context(black_box(&cx), &mut agentrace::carrier::http::HeaderInjector(&mut headers));
+            black_box(
+                W3CPropagator::new()
+                    .extract_with_context(&Context::new(), &agentrace::carrier::http::HeaderExtractor(&headers)),
+            )
+        })
+    });
+    group.bench_function("ours: HeaderMap via ContextCarrier", |b| {
+        b.iter(|| {
+            let mut headers = HeaderMap::new();
+            headers.inject_context(black_box(&cx));
+            black_box(W3CPropagator::new().extract_with_context(&Context::new(), &agentrace::carrier::http::HeaderExtractor(&headers)))
+        })
+    });
+
+    let theirs_tc = TraceContextPropagator::new();
+    group.bench_function("theirs: TraceContextPropagator, HashMap (tp+ts only)", |b| {
+        b.iter(|| {
+            let mut map = HashMap::new();
+            theirs_tc.inject_context(black_box(&cx), &mut map);
+            black_box(theirs_tc.extract_with_context(&Context::new(), &map))
+        })
+    });
+    let theirs_all = TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]);
+    group.bench_function("theirs: TraceContext+Baggage composite, HashMap", |b| {
+        b.iter(|| {
+            let mut map = HashMap::new();
+            theirs_all.inject_context(black_box(&cx), &mut map);
+            black_box(theirs_all.extract_with_context(&Context::new(), &map))
+        })
+    });
+    group.finish();
+}
+
+fn baggage_processor(c: &mut Criterion) {
+    let cx = remote_context();
+    let plain = SdkTracerProvider::builder().build();
+    let with_processor = SdkTracerProvider::builder()
+        .with_span_processor(BaggageSpanProcessor::allow(["session.id", "user.id", "app.tenant", "app.agent.name"]))
+        .build();
+    let (t_plain, t_proc) = (plain.tracer("bench"), with_processor.tracer("bench"));
+    let mut group = c.benchmark_group("span start+end, 4 baggage entries");
+    group.bench_function("without baggage processor", |b| {
+        b.iter(|| {
+            let mut span = t_plain.start_with_context("op", black_box(&cx));
+            span.set_attribute(KeyValue::new("k", 1));
+            span.end();
+        })
+    });
+    group.bench_function("with baggage processor", |b| {
+        b.iter(|| {
+            let mut span = t_proc.start_with_context("op", black_box(&cx));
+            span.set_attribute(KeyValue::new("k", 1));
+            span.end();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, propagation, baggage_processor);
+criterion_main!(benches);

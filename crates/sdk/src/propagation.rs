@@ -1,0 +1,353 @@
+//! Strict W3C propagators that plug into OpenTelemetry's `TextMapPropagator` machinery.
+//!
+//! [`W3CPropagator`] handles `traceparent`, `tracestate` and `baggage` in one pass and is what
+//! every carrier in this crate uses by default; [`TraceContextPropagator`] and
+//! [`BaggagePropagator`] are the two halves, for users who compose their own propagator list.
+//! Install one globally with [`install_global_propagator`] so that other instrumentation (for
+//! example `tracing-opentelemetry`, or HTTP clients that call the global propagator) is strict too.
+//!
+//! A trust boundary is a propagator setting: [`InboundBaggage::Drop`] or
+//! [`InboundBaggage::AllowList`] on the service that receives traffic from outside, so a caller
+//! cannot plant `user.id=admin` into every span and every downstream call.
+
+use std::sync::{Arc, OnceLock};
+
+use opentelemetry::baggage::{Baggage, BaggageExt, BaggageMetadata};
+use opentelemetry::propagation::text_map_propagator::FieldIter;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TraceId, TraceState};
+use opentelemetry::Context;
+
+use crate::w3c::{baggage, traceparent, tracestate};
+
+/// Header (and carrier key) of the trace parent.
+pub const TRACEPARENT: &str = "traceparent";
+/// Header (and carrier key) of the vendor trace state.
+pub const TRACESTATE: &str = "tracestate";
+/// Header (and carrier key) of the W3C baggage.
+pub const BAGGAGE: &str = "baggage";
+
+fn all_fields() -> &'static [String] {
+    static FIELDS: OnceLock<[String; 3]> = OnceLock::new();
+    FIELDS.get_or_init(|| [TRACEPARENT.to_owned(), TRACESTATE.to_owned(), BAGGAGE.to_owned()])
+}
+
+/// What to do with baggage that arrives from a caller.
+#[derive(Debug, Clone, Default)]
+pub enum InboundBaggage {
+    /// Keep every valid entry (inside a trusted system).
+    #[default]
+    Accept,
+    /// Ignore the caller's baggage entirely: the edge of the system, facing the internet.
+    Drop,
+    /// Keep only these keys (for example `session.id` from a trusted gateway).
+    AllowList(Arc<[String]>),
+}
+
+impl InboundBaggage {
+    /// An allow-list policy from any list of keys.
+    pub fn allow<I, S>(keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        InboundBaggage::AllowList(keys.into_iter().map(Into::into).collect())
+    }
+
+    fn admits(&self, key: &str) -> bool {
+        match self {
+            InboundBaggage::Accept => true,
+            InboundBaggage::Drop => false,
+            InboundBaggage::AllowList(keys) => keys.iter().any(|k| k == key),
+        }
+    }
+}
+
+/// A tracestate that W3C Level 2 allows but `opentelemetry`'s `TraceState` type rejects (keys
+/// such as `foo@@bar`, or a vendor part longer than 14 characters). The span context then carries
+/// an empty `TraceState`, and this value, stored beside it in the [`Context`], is what we inject
+/// for spans of the same trace, so the vendor's state still reaches the next hop unchanged.
+#[derive(Debug, Clone)]
+struct PassThroughTraceState {
+    trace_id: TraceId,
+    header: Option<Arc<str>>,
+}
+
+/// Strict `traceparent` + `tracestate` propagator (W3C Trace Context).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceContextPropagator;
+
+/// Strict `baggage` propagator (W3C Baggage), with an inbound trust policy.
+#[derive(Debug, Clone, Default)]
+pub struct BaggagePropagator {
+    inbound: InboundBaggage,
+}
+
+impl BaggagePropagator {
+    /// A propagator that accepts all valid inbound baggage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets what to do with inbound baggage.
+    pub fn with_inbound(mut self, inbound: InboundBaggage) -> Self {
+        self.inbound = inbound;
+        self
+    }
+}
+
+/// Trace context and baggage in one propagator; the default for every carrier in this crate.
+#[derive(Debug, Clone, Default)]
+pub struct W3CPropagator {
+    baggage: BaggagePropagator,
+}
+
+impl W3CPropagator {
+    /// Strict trace context, accepting all valid inbound baggage.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets what to do with inbound baggage (a trust boundary).
+    pub fn with_inbound_baggage(mut self, inbound: InboundBaggage) -> Self {
+        self.baggage.inbound = inbound;
+        self
+    }
+}
+
+/// Installs [`W3CPropagator`] as OpenTelemetry's global text-map propagator.
+pub fn install_global_propagator(propagator: W3CPropagator) {
+    opentelemetry::global::set_text_map_propagator(propagator);
+}
+
+fn default_propagator() -> &'static W3CPropagator {
+    static DEFAULT: OnceLock<W3CPropagator> = OnceLock::new();
+    DEFAULT.get_or_init(W3CPropagator::default)
+}
+
+/// Injects `cx` into `carrier` with the default strict [`W3CPropagator`].
+pub fn inject_context(cx: &Context, carrier: &mut dyn Injector) {
+    default_propagator().inject_context(cx, carrier);
+}
+
+/// Extracts a context from `carrier` onto the current context with the default [`W3CPropagator`].
+/// An invalid or missing traceparent leaves the current context's span as the parent, so new spans
+/// start a new trace when there is none.
+pub fn extract_context(carrier: &dyn Extractor) -> Context {
+    Context::map_current(|cx| default_propagator().extract_with_context(cx, carrier))
+}
+
+fn inject_trace(cx: &Context, injector: &mut dyn Injector) {
+    let span = cx.span();
+    let sc = span.span_context();
+    let Some(tp) = traceparent::format(sc) else { return };
+    injector.set(TRACEPARENT, tp);
+    let ts = sc.trace_state();
+    if (&ts).into_iter().len() > 0 {
+        injector.set(TRACESTATE, tracestate::format(ts));
+    } else if let Some(PassThroughTraceState { trace_id, header: Some(header) }) = cx.get::<PassThroughTraceState>()
+        && *trace_id == sc.trace_id()
+    {
+        injector.set(TRACESTATE, header.to_string());
+    }
+}
+
+fn extract_trace(cx: &Context, extractor: &dyn Extractor) -> Context {
+    // Two traceparent values mean two parents: W3C says to restart the trace.
+    let parsed = match extractor.get_all(TRACEPARENT).as_deref() {
+        Some([one]) => traceparent::parse(one).ok(),
+        _ => None,
+    };
+    let Some(tp) = parsed else { return cx.clone() };
+    let members = match extractor.get_all(TRACESTATE) {
+        Some(lines) => tracestate::parse(lines).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let (trace_state, pass_through) = if members.is_empty() {
+        (TraceState::NONE, None)
+    } else {
+        match TraceState::from_key_value(members.iter().copied()) {
+            Ok(ts) => (ts, None),
+            Err(_) => (TraceState::NONE, Some(Arc::from(tracestate::format(members.iter().copied())))),
+        }
+    };
+    let trace_id = tp.trace_id;
+    let cx = cx.with_remote_span_context(tp.to_span_context(trace_state));
+    if pass_through.is_some() || cx.get::<PassThroughTraceState>().is_some() {
+        cx.with_value(PassThroughTraceState { trace_id, header: pass_through })
+    } else {
+        cx
+    }
+}
+
+fn inject_baggage(cx: &Context, injector: &mut dyn Injector) {
+    let bag = cx.baggage();
+    if bag.is_empty() {
+        return;
+    }
+    let header =
+        baggage::format(bag.iter().map(|(k, (v, meta))| (k.as_str(), v.as_str(), meta.as_str())));
+    if !header.is_empty() {
+        injector.set(BAGGAGE, header);
+    }
+}
+
+fn extract_baggage(cx: &Context, extractor: &dyn Extractor, inbound: &InboundBaggage) -> Context {
+    if matches!(inbound, InboundBaggage::Drop) {
+        return cx.clone();
+    }
+    let Some(lines) = extractor.get_all(BAGGAGE) else { return cx.clone() };
+    let members = baggage::parse(lines);
+    let mut bag = Baggage::new();
+    for m in members {
+        if inbound.admits(m.key) {
+            // Shared strings: the baggage span processor clones keys and values onto every span,
+            // and an `Arc` clone is a counter increment where a `String` clone is an allocation.
+            let key = opentelemetry::Key::from(Arc::<str>::from(m.key));
+            let value = opentelemetry::StringValue::from(Arc::<str>::from(m.value.as_ref()));
+            bag.insert_with_metadata(key, value, BaggageMetadata::from(m.properties));
+        }
+    }
+    if bag.is_empty() { cx.clone() } else { cx.with_baggage(bag) }
+}
+
+impl TextMapPropagator for TraceContextPropagator {
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        inject_trace(cx, injector);
+    }
+
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        extract_trace(cx, extractor)
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        FieldIter::new(&all_fields()[..2])
+    }
+}
+
+impl TextMapPropagator for BaggagePropagator {
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        inject_baggage(cx, injector);
+    }
+
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        extract_baggage(cx, extractor, &self.inbound)
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        FieldIter::new(&all_fields()[2..])
+    }
+}
+
+impl TextMapPropagator for W3CPropagator {
+    fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
+        inject_trace(cx, injector);
+        inject_baggage(cx, injector);
+    }
+
+    fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
+        let cx = extract_trace(cx, extractor);
+        extract_baggage(&cx, extractor, &self.baggage.inbound)
+    }
+
+    fn fields(&self) -> FieldIter<'_> {
+        FieldIter::new(all_fields())
+    }
+}
+
+/// Applies an inbound-baggage policy to a context that some other code already extracted (for
+/// example a framework's own middleware): the trust boundary, after the fact.
+pub fn apply_trust_boundary(cx: &Context, inbound: &InboundBaggage) -> Context {
+    match inbound {
+        InboundBaggage::Accept => cx.clone(),
+        InboundBaggage::Drop => cx.with_cleared_baggage(),
+        InboundBaggage::AllowList(_) => {
+            let kept: Baggage = cx
+                .baggage()
+                .iter()
+                .filter(|(k, _)| inbound.admits(k.as_str()))
+                .map(|(k, (v, m))| opentelemetry::baggage::KeyValueMetadata::new(k.clone(), v.clone(), m.clone()))
+                .collect();
+            cx.with_baggage(kept)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags};
+    use opentelemetry::KeyValue;
+
+    use super::*;
+
+    fn carrier(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    const TP: &str = "00-12345678901234567890123456789012-1234567890123456-01";
+
+    #[test]
+    fn extract_then_inject_preserves_everything() {
+        let input = carrier(&[(TRACEPARENT, TP), (TRACESTATE, "foo=1,bar=2"), (BAGGAGE, "tok=abc==,user.id=u%201")]);
+        let cx = W3CPropagator::new().extract_with_context(&Context::new(), &input);
+        assert_eq!(cx.baggage().get("tok").map(|v| v.as_str()), Some("abc=="));
+        assert_eq!(cx.baggage().get("user.id").map(|v| v.as_str()), Some("u 1"));
+        let mut out = HashMap::new();
+        W3CPropagator::new().inject_context(&cx, &mut out);
+        assert_eq!(out[TRACEPARENT], TP);
+        assert_eq!(out[TRACESTATE], "foo=1,bar=2");
+        let back = W3CPropagator::new().extract_with_context(&Context::new(), &out);
+        assert_eq!(back.baggage().get("tok").map(|v| v.as_str()), Some("abc=="));
+    }
+
+    #[test]
+    fn invalid_traceparent_yields_no_remote_parent_and_drops_tracestate() {
+        let input = carrier(&[(TRACEPARENT, "00-1234-1234567890123456-01"), (TRACESTATE, "foo=1")]);
+        let cx = W3CPropagator::new().extract_with_context(&Context::new(), &input);
+        assert!(!cx.span().span_context().is_valid());
+        let mut out = HashMap::new();
+        W3CPropagator::new().inject_context(&cx, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn level_two_tracestate_that_opentelemetry_rejects_is_passed_through() {
+        let input = carrier(&[(TRACEPARENT, TP), (TRACESTATE, "foo@@bar=1,bar=2")]);
+        let cx = W3CPropagator::new().extract_with_context(&Context::new(), &input);
+        let mut out = HashMap::new();
+        W3CPropagator::new().inject_context(&cx, &mut out);
+        assert_eq!(out[TRACESTATE], "foo@@bar=1,bar=2");
+        // A different trace in the same context must not inherit it.
+        let other = SpanContext::new(TraceId::from(7u128), SpanId::from(9u64), TraceFlags::SAMPLED, true, TraceState::NONE);
+        let cx2 = cx.with_remote_span_context(other);
+        let mut out2 = HashMap::new();
+        W3CPropagator::new().inject_context(&cx2, &mut out2);
+        assert!(!out2.contains_key(TRACESTATE));
+    }
+
+    #[test]
+    fn trust_boundary_drops_or_filters_inbound_baggage() {
+        let input = carrier(&[(TRACEPARENT, TP), (BAGGAGE, "user.id=admin,session.id=s1")]);
+        let dropped = W3CPropagator::new().with_inbound_baggage(InboundBaggage::Drop).extract(&input);
+        assert!(dropped.baggage().is_empty());
+        assert!(dropped.span().span_context().is_valid());
+        let filtered =
+            W3CPropagator::new().with_inbound_baggage(InboundBaggage::allow(["session.id"])).extract(&input);
+        assert_eq!(filtered.baggage().len(), 1);
+        assert!(filtered.baggage().get("session.id").is_some());
+
+        let cx = Context::new().with_baggage([KeyValue::new("user.id", "x"), KeyValue::new("session.id", "s")]);
+        let after = apply_trust_boundary(&cx, &InboundBaggage::allow(["user.id"]));
+        assert_eq!(after.baggage().len(), 1);
+        assert!(apply_trust_boundary(&cx, &InboundBaggage::Drop).baggage().is_empty());
+    }
+
+    #[test]
+    fn fields_are_the_three_w3c_headers() {
+        let propagator = W3CPropagator::new();
+        let fields: Vec<_> = propagator.fields().collect();
+        assert_eq!(fields, [TRACEPARENT, TRACESTATE, BAGGAGE]);
+    }
+}

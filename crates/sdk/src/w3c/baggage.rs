@@ -1,0 +1,228 @@
+//! The `baggage` header (W3C Baggage): `key=value;property,key2=value2`.
+//!
+//! Values are percent-decoded and may contain `=` (the official propagator cuts them there).
+//! Limits: at most 64 list members and 8192 bytes; members past a limit are dropped, and a member
+//! that breaks the grammar is dropped alone, so one bad entry from a peer does not cost the rest.
+
+use std::borrow::Cow;
+
+/// Most list members we accept or write.
+pub const MAX_MEMBERS: usize = 64;
+/// Most bytes of baggage we accept or write.
+pub const MAX_BYTES: usize = 8192;
+
+/// One decoded baggage list member, borrowed from the header where no decoding was needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member<'a> {
+    /// The key, an RFC 7230 token.
+    pub key: &'a str,
+    /// The value, percent-decoded (invalid UTF-8 becomes U+FFFD, as the specification says).
+    pub value: Cow<'a, str>,
+    /// The properties after the first `;`, as written (already validated), or `""`.
+    pub properties: &'a str,
+}
+
+// RFC 7230 tchar.
+fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_char)
+}
+
+// baggage-octet: %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E. Note that `=` (0x3D) is allowed.
+fn is_baggage_octet(c: u8) -> bool {
+    matches!(c, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes a raw value; `None` if it holds a character outside `baggage-octet` or a
+/// broken `%` escape.
+fn decode_value(raw: &str) -> Option<Cow<'_, str>> {
+    let b = raw.as_bytes();
+    if !b.iter().all(|&c| is_baggage_octet(c)) {
+        return None;
+    }
+    if !b.contains(&b'%') {
+        return Some(Cow::Borrowed(raw));
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hi = hex_val(*b.get(i + 1)?)?;
+            let lo = hex_val(*b.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(Cow::Owned(String::from_utf8_lossy(&out).into_owned()))
+}
+
+fn valid_property(p: &str) -> bool {
+    let p = super::trim_ows(p);
+    match p.split_once('=') {
+        None => is_token(p),
+        Some((k, v)) => is_token(super::trim_ows(k)) && super::trim_ows(v).bytes().all(is_baggage_octet),
+    }
+}
+
+fn parse_member(member: &str) -> Option<Member<'_>> {
+    let (kv, properties) = match member.split_once(';') {
+        Some((kv, props)) => (kv, props),
+        None => (member, ""),
+    };
+    let (key, value) = kv.split_once('=')?;
+    let key = super::trim_ows(key);
+    if !is_token(key) {
+        return None;
+    }
+    let value = decode_value(super::trim_ows(value))?;
+    if !properties.is_empty() && !properties.split(';').all(valid_property) {
+        return None;
+    }
+    Some(Member { key, value, properties: super::trim_ows(properties) })
+}
+
+/// Parses one or more baggage header lines into members. Invalid members are skipped; parsing
+/// stops at 64 members or once 8192 bytes have been read, whichever comes first.
+pub fn parse<'a, I>(lines: I) -> Vec<Member<'a>>
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    let mut out = Vec::new();
+    let mut budget = MAX_BYTES;
+    for line in lines {
+        for member in line.split(',') {
+            // The budget counts raw bytes, separators included, so a huge header costs at most
+            // 8 KiB of work however it is built.
+            let cost = member.len() + 1;
+            if cost > budget + 1 || out.len() == MAX_MEMBERS {
+                return out;
+            }
+            budget = budget.saturating_sub(cost);
+            let member = super::trim_ows(member);
+            if member.is_empty() {
+                continue;
+            }
+            if let Some(m) = parse_member(member) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// Appends `value` percent-encoded so that it is a valid `baggage-octet` string.
+pub fn encode_value_into(value: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in value.as_bytes() {
+        if is_baggage_octet(c) && c != b'%' {
+            out.push(c as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(c >> 4) as usize] as char);
+            out.push(HEX[(c & 0xf) as usize] as char);
+        }
+    }
+}
+
+/// Writes members as one header value, skipping keys that are not tokens and stopping before the
+/// 64-member or 8192-byte limit would be passed.
+pub fn format<'a, I>(members: I) -> String
+where
+    I: IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+{
+    let mut out = String::new();
+    let mut count = 0;
+    for (key, value, properties) in members {
+        if count == MAX_MEMBERS || !is_token(key) {
+            continue;
+        }
+        let mark = out.len();
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(key);
+        out.push('=');
+        encode_value_into(value, &mut out);
+        if !properties.is_empty() && properties.split(';').all(valid_property) {
+            out.push(';');
+            out.push_str(properties);
+        }
+        if out.len() > MAX_BYTES {
+            out.truncate(mark);
+            continue;
+        }
+        count += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_keep_their_equals_signs() {
+        let m = parse(["tok=abc==,k2=a=b"]);
+        assert_eq!(m[0].value, "abc==");
+        assert_eq!(m[1].value, "a=b");
+    }
+
+    #[test]
+    fn percent_encoding_round_trips() {
+        let mut out = String::new();
+        encode_value_into("a b,c;d%é=", &mut out);
+        assert_eq!(out, "a%20b%2Cc%3Bd%25%C3%A9=");
+        let header = format([("k", "a b,c;d%é=", "")]);
+        let m = parse([header.as_str()]);
+        assert_eq!(m[0].value, "a b,c;d%é=");
+    }
+
+    #[test]
+    fn properties_and_ows_are_handled() {
+        let m = parse([" userId = alice ; prop1 ; p2=v2 , sid=s1"]);
+        assert_eq!(m[0].key, "userId");
+        assert_eq!(m[0].value, "alice");
+        assert_eq!(m[0].properties, "prop1 ; p2=v2");
+        assert_eq!(m[1].key, "sid");
+    }
+
+    #[test]
+    fn bad_members_are_dropped_alone() {
+        let m = parse(["good=1,bad key=2,noeq,bad=\"q\",esc=%zz,ok=2"]);
+        let keys: Vec<_> = m.iter().map(|m| m.key).collect();
+        assert_eq!(keys, ["good", "ok"]);
+    }
+
+    #[test]
+    fn limits_are_enforced_on_read_and_write() {
+        let many: Vec<String> = (0..100).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(parse([many.join(",").as_str()]).len(), MAX_MEMBERS);
+        let big = format!("a={},b=2", "x".repeat(9000));
+        assert!(parse([big.as_str()]).is_empty());
+        let long = "y".repeat(5000);
+        let written = format([("a", long.as_str(), ""), ("b", long.as_str(), ""), ("c", "1", "")]);
+        assert!(written.len() <= MAX_BYTES);
+        assert!(written.ends_with(",c=1"));
+    }
+
+    #[test]
+    fn invalid_utf8_after_decoding_becomes_replacement_char() {
+        let m = parse(["k=%FF"]);
+        assert_eq!(m[0].value, "\u{FFFD}");
+    }
+}
