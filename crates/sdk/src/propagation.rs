@@ -153,16 +153,21 @@ fn inject_trace(cx: &Context, injector: &mut dyn Injector) {
 }
 
 fn extract_trace(cx: &Context, extractor: &dyn Extractor) -> Context {
+    let traceparents = extractor.get_all(TRACEPARENT).unwrap_or_default();
+    let tracestates = extractor.get_all(TRACESTATE).unwrap_or_default();
+    extract_trace_fields(cx, &traceparents, tracestates)
+}
+
+// The carrier-independent core: carriers that hold their fields directly (the envelope, a
+// `HeaderMap`) call it without building the `Vec`s that `Extractor::get_all` returns.
+fn extract_trace_fields<'a>(cx: &Context, traceparents: &[&str], tracestates: impl IntoIterator<Item = &'a str>) -> Context {
     // Two traceparent values mean two parents: W3C says to restart the trace.
-    let parsed = match extractor.get_all(TRACEPARENT).as_deref() {
-        Some([one]) => traceparent::parse(one).ok(),
+    let parsed = match traceparents {
+        [one] => traceparent::parse(one).ok(),
         _ => None,
     };
     let Some(tp) = parsed else { return cx.clone() };
-    let members = match extractor.get_all(TRACESTATE) {
-        Some(lines) => tracestate::parse(lines).unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let members = tracestate::parse(tracestates).unwrap_or_default();
     let (trace_state, pass_through) = if members.is_empty() {
         (TraceState::NONE, None)
     } else {
@@ -196,10 +201,18 @@ fn extract_baggage(cx: &Context, extractor: &dyn Extractor, inbound: &InboundBag
     if matches!(inbound, InboundBaggage::Drop) {
         return cx.clone();
     }
-    let Some(lines) = extractor.get_all(BAGGAGE) else { return cx.clone() };
-    let members = baggage::parse(lines);
+    match extractor.get_all(BAGGAGE) {
+        Some(lines) => extract_baggage_fields(cx, lines, inbound),
+        None => cx.clone(),
+    }
+}
+
+fn extract_baggage_fields<'a>(cx: &Context, lines: impl IntoIterator<Item = &'a str>, inbound: &InboundBaggage) -> Context {
+    if matches!(inbound, InboundBaggage::Drop) {
+        return cx.clone();
+    }
     let mut bag = Baggage::new();
-    for m in members {
+    for m in baggage::parse(lines) {
         if inbound.admits(m.key) {
             // Shared strings: the baggage span processor clones keys and values onto every span,
             // and an `Arc` clone is a counter increment where a `String` clone is an allocation.
@@ -209,6 +222,30 @@ fn extract_baggage(cx: &Context, extractor: &dyn Extractor, inbound: &InboundBag
         }
     }
     if bag.is_empty() { cx.clone() } else { cx.with_baggage(bag) }
+}
+
+impl W3CPropagator {
+    /// Extracts from the three W3C fields given directly, each as the list of values the carrier
+    /// holds for it (HTTP may repeat a header). This is what [`TextMapPropagator::extract_with_context`]
+    /// does after reading the fields, for carriers that can hand them over without an
+    /// [`Extractor`].
+    pub fn extract_fields<'a, S, B>(&self, cx: &Context, traceparents: &[&str], tracestates: S, baggages: B) -> Context
+    where
+        S: IntoIterator<Item = &'a str>,
+        B: IntoIterator<Item = &'a str>,
+    {
+        let cx = extract_trace_fields(cx, traceparents, tracestates);
+        extract_baggage_fields(&cx, baggages, &self.baggage.inbound)
+    }
+}
+
+/// [`W3CPropagator::extract_fields`] with the default propagator, on top of the current context.
+pub fn extract_fields<'a, S, B>(traceparents: &[&str], tracestates: S, baggages: B) -> Context
+where
+    S: IntoIterator<Item = &'a str>,
+    B: IntoIterator<Item = &'a str>,
+{
+    Context::map_current(|cx| default_propagator().extract_fields(cx, traceparents, tracestates, baggages))
 }
 
 impl TextMapPropagator for TraceContextPropagator {

@@ -90,7 +90,11 @@ impl ContextCarrier for ContextEnvelope {
     }
 
     fn extract_context(&self) -> Context {
-        propagation::extract_context(self)
+        propagation::extract_fields(
+            self.traceparent.as_deref().as_slice(),
+            self.tracestate.as_deref(),
+            self.baggage.as_deref(),
+        )
     }
 }
 

@@ -21,11 +21,25 @@ pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        // Our propagators only write ASCII, but another propagator may not; skip what HTTP cannot carry.
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(key.as_bytes()), HeaderValue::try_from(value)) {
+        // Known names skip header-name parsing; our propagators only write ASCII values, but
+        // another propagator may not: skip what HTTP cannot carry.
+        let name = match key {
+            propagation::TRACEPARENT => HeaderName::from_static(propagation::TRACEPARENT),
+            propagation::TRACESTATE => HeaderName::from_static(propagation::TRACESTATE),
+            propagation::BAGGAGE => HeaderName::from_static(propagation::BAGGAGE),
+            other => match HeaderName::from_bytes(other.as_bytes()) {
+                Ok(name) => name,
+                Err(_) => return,
+            },
+        };
+        if let Ok(value) = HeaderValue::try_from(value) {
             self.0.insert(name, value);
         }
     }
+}
+
+fn header_strs<'a>(headers: &'a HeaderMap, name: &'static str) -> impl Iterator<Item = &'a str> + 'a {
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok())
 }
 
 impl Extractor for HeaderExtractor<'_> {
@@ -52,7 +66,22 @@ impl ContextCarrier for HeaderMap {
     }
 
     fn extract_context(&self) -> Context {
-        propagation::extract_context(&HeaderExtractor(self))
+        // At most two traceparents matter: one is valid, two restart the trace.
+        let mut tp = header_strs(self, propagation::TRACEPARENT);
+        let one;
+        let traceparents: &[&str] = match [tp.next(), tp.next()] {
+            [Some(a), None] => {
+                one = [a];
+                &one
+            }
+            [None, _] => &[],
+            [Some(_), Some(_)] => &["", ""],
+        };
+        propagation::extract_fields(
+            traceparents,
+            header_strs(self, propagation::TRACESTATE),
+            header_strs(self, propagation::BAGGAGE),
+        )
     }
 }
 

@@ -14,7 +14,15 @@ pub mod env;
 pub mod envelope;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod meta;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 /// A type that can carry a trace context across a process boundary.
 pub trait ContextCarrier {

@@ -145,7 +145,7 @@ pub fn format<'a, I>(members: I) -> String
 where
     I: IntoIterator<Item = (&'a str, &'a str, &'a str)>,
 {
-    let mut out = String::new();
+    let mut out = String::with_capacity(128);
     let mut count = 0;
     for (key, value, properties) in members {
         if count == MAX_MEMBERS || !is_token(key) {

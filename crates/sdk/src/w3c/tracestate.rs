@@ -94,7 +94,7 @@ pub fn format<'a, I>(members: I) -> String
 where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
-    let mut out = String::new();
+    let mut out = String::with_capacity(64);
     for (key, value) in members {
         if !out.is_empty() {
             out.push(',');

@@ -1,0 +1,51 @@
+//! AMQP 0-9-1 message headers (lapin `FieldTable`, in `BasicProperties::with_headers`).
+//!
+//! Values are written as long strings; on read, long and short strings and byte arrays that
+//! are UTF-8 are accepted (other clients write either), any other AMQP type is ignored.
+
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::Context;
+
+use super::ContextCarrier;
+use crate::propagation;
+
+/// Writes into an AMQP header table.
+#[derive(Debug)]
+pub struct AmqpInjector<'a>(pub &'a mut FieldTable);
+
+/// Reads from an AMQP header table.
+#[derive(Debug, Clone, Copy)]
+pub struct AmqpExtractor<'a>(pub &'a FieldTable);
+
+impl Injector for AmqpInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(ShortString::from(key), AMQPValue::LongString(value.into()));
+    }
+}
+
+impl Extractor for AmqpExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        let value = self.0.inner().get(key)?;
+        match value {
+            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+            AMQPValue::ShortString(s) => Some(s.as_str()),
+            AMQPValue::ByteArray(b) => std::str::from_utf8(b.as_slice()).ok(),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.inner().keys().map(|k| k.as_str()).collect()
+    }
+}
+
+impl ContextCarrier for FieldTable {
+    fn inject_context(&mut self, cx: &Context) {
+        propagation::inject_context(cx, &mut AmqpInjector(self));
+    }
+
+    fn extract_context(&self) -> Context {
+        propagation::extract_context(&AmqpExtractor(self))
+    }
+}

@@ -1,0 +1,55 @@
+//! Redis stream entry fields: the context as `traceparent` / `tracestate` / `baggage` fields
+//! next to the payload fields of an `XADD`, read back from the entry an `XREAD` returns.
+//!
+//! (For a plain Redis value, a list element or a pub/sub message, use the JSON envelope.)
+
+use std::collections::HashMap;
+
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::Context;
+use redis::Value;
+
+use crate::propagation;
+
+/// Field/value pairs to append to an `XADD`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamFields(pub Vec<(String, String)>);
+
+impl Injector for StreamFields {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.retain(|(k, _)| k != key);
+        self.0.push((key.to_owned(), value));
+    }
+}
+
+impl StreamFields {
+    /// The fields that carry `cx`.
+    pub fn from_context(cx: &Context) -> Self {
+        let mut fields = StreamFields::default();
+        propagation::inject_context(cx, &mut fields);
+        fields
+    }
+}
+
+/// Reads the fields of a stream entry (`StreamId::map`); non-UTF-8 or non-string values are ignored.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamEntryExtractor<'a>(pub &'a HashMap<String, Value>);
+
+impl Extractor for StreamEntryExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        match self.0.get(key)? {
+            Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+            Value::SimpleString(s) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
+}
+
+/// The context carried by a stream entry's fields, on top of the current context.
+pub fn extract_from_entry(map: &HashMap<String, Value>) -> Context {
+    propagation::extract_context(&StreamEntryExtractor(map))
+}
