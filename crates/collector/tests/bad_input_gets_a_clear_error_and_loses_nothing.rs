@@ -124,14 +124,12 @@ fn http_bad_input() {
     assert_eq!((span.kind, span.status.as_ref().unwrap().code), (5, 2));
 
     // Wrong-length and all-zero IDs: those spans are rejected, counted, explained.
-    let mixed = format!(
-        r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[
-            {{"traceId":"33333333333333333333333333333333","spanId":"4444444444444444","name":"fine"}},
-            {{"traceId":"00000000000000000000000000000000","spanId":"4444444444444445","name":"zero"}},
-            {{"traceId":"3333333333333333333333333333","spanId":"4444444444444446","name":"short"}},
-            {{"traceId":"33333333333333333333333333333333","spanId":"44444444","name":"short span"}}]}}]}}]}}"#
-    );
-    let r = post(&client, &url, json, None, mixed.into_bytes());
+    let mixed = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+            {"traceId":"33333333333333333333333333333333","spanId":"4444444444444444","name":"fine"},
+            {"traceId":"00000000000000000000000000000000","spanId":"4444444444444445","name":"zero"},
+            {"traceId":"3333333333333333333333333333","spanId":"4444444444444446","name":"short"},
+            {"traceId":"33333333333333333333333333333333","spanId":"44444444","name":"short span"}]}]}]}"#;
+    let r = post(&client, &url, json, None, mixed.as_bytes().to_vec());
     assert_eq!(r.status, 200);
     let response: ExportTraceServiceResponse = serde_json::from_slice(&r.body).unwrap();
     let partial = response.partial_success.expect("partial success is reported");

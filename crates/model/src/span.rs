@@ -366,7 +366,8 @@ impl Span {
     /// distinct resource and one `ScopeSpans` per distinct scope within it,
     /// in order of first appearance.
     pub fn to_request(spans: &[Span]) -> ExportTraceServiceRequest {
-        let mut resources: Vec<(Arc<Resource>, Vec<(Arc<Scope>, Vec<OtlpSpan>)>)> = Vec::new();
+        type ScopeGroup = (Arc<Scope>, Vec<OtlpSpan>);
+        let mut resources: Vec<(Arc<Resource>, Vec<ScopeGroup>)> = Vec::new();
         let mut resource_index: HashMap<*const Resource, usize> = HashMap::new();
         for span in spans {
             let key = Arc::as_ptr(&span.resource);

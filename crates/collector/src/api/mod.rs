@@ -120,7 +120,7 @@ async fn find_traces(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> 
 }
 
 async fn get_services(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    let services = state.store.read(|conn| query::services(conn)).await?;
+    let services = state.store.read(query::services).await?;
     Ok(axum::Json(json!({ "services": services })).into_response())
 }
 

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use agentrace_model::otlp;
 use bytes::{Buf, Bytes};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EnabledCompressionEncodings};
 use tonic::{Code, Status};
@@ -106,12 +106,7 @@ async fn export(ingest: &Ingest, body: &[u8]) -> Result<ExportTraceServiceRespon
         }
     };
     match ingest.ingest(decoded, Transport::Grpc).await {
-        Ok(accepted) => Ok(ExportTraceServiceResponse {
-            partial_success: (accepted.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-                rejected_spans: accepted.rejected_spans as i64,
-                error_message: accepted.error_message,
-            }),
-        }),
+        Ok(accepted) => Ok(accepted.into_response()),
         Err(e @ IngestError::Busy(_)) => Err(retryable(Code::ResourceExhausted, e.to_string())),
         Err(e @ IngestError::Unavailable(_)) => Err(retryable(Code::Unavailable, e.to_string())),
     }

@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use prost::Message;
 
 use super::{Ingest, IngestError, RETRY_AFTER};
@@ -132,12 +131,7 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
     };
     match state.ingest.ingest(decoded, encoding.transport()).await {
         Ok(accepted) => {
-            let response = ExportTraceServiceResponse {
-                partial_success: (accepted.rejected_spans > 0).then(|| ExportTracePartialSuccess {
-                    rejected_spans: accepted.rejected_spans as i64,
-                    error_message: accepted.error_message,
-                }),
-            };
+            let response = accepted.into_response();
             let body = match encoding {
                 Encoding::Protobuf => response.encode_to_vec(),
                 Encoding::Json => serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),

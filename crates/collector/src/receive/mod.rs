@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentrace_model::otlp::{Decoded, Limits};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 
 use crate::metrics::{Metrics, RefuseReason, Transport};
 use crate::store::{PreparedBatch, Store, SubmitError};
@@ -29,6 +30,18 @@ pub struct Accepted {
     pub rejected_spans: u64,
     /// Why, when some were rejected.
     pub error_message: String,
+}
+
+impl Accepted {
+    /// The OTLP answer: partial success only when something was rejected.
+    pub fn into_response(self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: (self.rejected_spans > 0).then_some(ExportTracePartialSuccess {
+                rejected_spans: i64::try_from(self.rejected_spans).unwrap_or(i64::MAX),
+                error_message: self.error_message,
+            }),
+        }
+    }
 }
 
 /// Why a whole request was not accepted.

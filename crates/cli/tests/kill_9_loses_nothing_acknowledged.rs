@@ -1,0 +1,166 @@
+//! Claim: `kill -9` of `agentrace serve` at any moment loses nothing it
+//! acknowledged. Senders stream OTLP/HTTP requests from several threads;
+//! the server is killed mid-stream, restarted on the same data directory,
+//! and every trace that got a 200 must come back whole. Three rounds, each
+//! killed at a different moment.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+
+const SPANS_PER_REQUEST: usize = 50;
+
+struct Server {
+    child: Child,
+    http: String,
+    api: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A failed assertion must not leave a server running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data_dir: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentrace"))
+        .args([
+            "serve",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--ui-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut http, mut api) = (None, None);
+    while http.is_none() || api.is_none() {
+        let line = lines.next().expect("server printed its addresses").unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["OTLP/HTTP", addr, ..] => http = Some(format!("http://{addr}")),
+            ["UI", "+", "API", url] => api = Some(url.to_string()),
+            _ => {}
+        }
+    }
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, http: http.unwrap(), api: api.unwrap() }
+}
+
+/// Span times are recent: the default retention (7 days) would otherwise
+/// delete them on restart, which is retention working, not a loss.
+fn request(trace: u64) -> Vec<u8> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut trace_id = [0u8; 16];
+    trace_id[..8].copy_from_slice(&trace.to_be_bytes());
+    trace_id[15] = 1;
+    let spans = (0..SPANS_PER_REQUEST)
+        .map(|i| Span {
+            trace_id: trace_id.to_vec(),
+            span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
+            name: format!("step {i}"),
+            kind: 1,
+            start_time_unix_nano: now + i as u64,
+            end_time_unix_nano: now + i as u64 + 500,
+            attributes: (0..20)
+                .map(|a| KeyValue {
+                    key: format!("attr.{a}"),
+                    value: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("value-{a}-{i}"))) }),
+                    key_strindex: 0,
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue { value: Some(any_value::Value::StringValue("crash-test".into())) }),
+                    key_strindex: 0,
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn trace_hex(trace: u64) -> String {
+    format!("{trace:016x}{}", "00000000000000".to_owned() + "01")
+}
+
+#[test]
+fn kill_9_mid_stream_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let next = Arc::new(AtomicU64::new(1));
+    for (round, kill_after_ms) in [(0, 700), (1, 1300), (2, 400)] {
+        let mut server = start(dir.path());
+        let stop = Arc::new(AtomicBool::new(false));
+        let senders: Vec<_> = (0..4)
+            .map(|_| {
+                let (url, stop, next, acked) =
+                    (format!("{}/v1/traces", server.http), stop.clone(), next.clone(), acked.clone());
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let trace = next.fetch_add(1, Ordering::Relaxed);
+                        let sent = client
+                            .post(&url)
+                            .header("content-type", "application/x-protobuf")
+                            .body(request(trace))
+                            .send();
+                        match sent {
+                            Ok(r) if r.status() == 200 => acked.lock().unwrap().push(trace),
+                            Ok(r) => panic!("unexpected status {} before the kill", r.status()),
+                            Err(_) => break, // the server is gone
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(kill_after_ms));
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        drop(server);
+        stop.store(true, Ordering::Relaxed);
+        for s in senders {
+            s.join().unwrap();
+        }
+        let acknowledged = acked.lock().unwrap().clone();
+        assert!(acknowledged.len() > 10 * (round + 1), "round {round}: too few requests went through to prove much");
+
+        // Restart on the same data and check every acknowledged trace.
+        let server = start(dir.path());
+        let client = reqwest::blocking::Client::new();
+        for trace in &acknowledged {
+            let url = format!("{}/api/v3/traces/{}", server.api, trace_hex(*trace));
+            let r = client.get(&url).send().unwrap();
+            assert_eq!(r.status(), 200, "round {round}: acknowledged trace {trace} lost");
+            let body: serde_json::Value = r.json().unwrap();
+            let spans = body["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap().len();
+            assert_eq!(spans, SPANS_PER_REQUEST, "round {round}: trace {trace} came back partial");
+        }
+    }
+}

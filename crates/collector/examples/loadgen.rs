@@ -1,0 +1,277 @@
+//! Load generator for the collector: OTLP/gRPC with realistic agent spans.
+//!
+//! Each request carries `--spans-per-request` spans (default 100) of about
+//! twenty attributes each, shaped like a multi-agent workload (agent, LLM,
+//! tool, retrieval and queue spans with GenAI, messaging and session
+//! attributes). `--connections` clients send concurrently, each waiting for
+//! its acknowledgement before sending again, for `--duration`. It reports
+//! acknowledged spans/s, acknowledgement latency percentiles, refusals, and,
+//! given `--server-pid`, the server's peak RSS.
+//!
+//! ```sh
+//! cargo build --release -p agentrace-cli -p agentrace-collector --example loadgen
+//! taskset -c 0 target/release/agentrace serve --data-dir /tmp/lg &
+//! taskset -c 1 target/release/examples/loadgen --connections 4 --duration 20s --server-pid $!
+//! ```
+//!
+//! Figures (2-core Debian VM, rustc 1.95, release build, the server pinned
+//! to one core with `taskset -c 0`, the generator on the other; 4
+//! connections, 100 spans of 20 attributes per request, 20 s):
+//! see the collector's closing note and `crates/collector/benches/README.md`.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+struct Args {
+    endpoint: String,
+    connections: usize,
+    spans_per_request: usize,
+    duration: Duration,
+    rate: Option<u64>,
+    server_pid: Option<u32>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        endpoint: "http://127.0.0.1:4317".into(),
+        connections: 4,
+        spans_per_request: 100,
+        duration: Duration::from_secs(20),
+        rate: None,
+        server_pid: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--endpoint" => args.endpoint = value()?,
+            "--connections" => args.connections = value()?.parse().map_err(|e| format!("--connections: {e}"))?,
+            "--spans-per-request" => {
+                args.spans_per_request = value()?.parse().map_err(|e| format!("--spans-per-request: {e}"))?
+            }
+            "--duration" => {
+                args.duration = humantime::parse_duration(&value()?).map_err(|e| format!("--duration: {e}"))?
+            }
+            "--rate" => args.rate = Some(value()?.parse().map_err(|e| format!("--rate: {e}"))?),
+            "--server-pid" => args.server_pid = Some(value()?.parse().map_err(|e| format!("--server-pid: {e}"))?),
+            "--help" | "-h" => {
+                println!(
+                    "loadgen [--endpoint URL] [--connections N] [--spans-per-request N] [--duration 20s] \
+                     [--rate SPANS_PER_SEC] [--server-pid PID]\n\n\
+                     Sends OTLP/gRPC export requests of agent-shaped spans and reports acknowledged \
+                     spans/s, latency percentiles, refusals and the server's peak RSS.\n\
+                     --rate caps the offered load (all connections together); without it each \
+                     connection sends as fast as acknowledgements come back."
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown flag {other}; try --help")),
+        }
+    }
+    Ok(args)
+}
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 }
+}
+
+fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+fn i(v: i64) -> any_value::Value {
+    any_value::Value::IntValue(v)
+}
+
+/// One request of agent-shaped spans; `seq` makes IDs unique.
+fn request(seq: u64, n: usize) -> ExportTraceServiceRequest {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let mut trace_id = [0u8; 16];
+    trace_id[..8].copy_from_slice(&seq.to_be_bytes());
+    trace_id[8..].copy_from_slice(&(seq ^ 0x9e37_79b9_7f4a_7c15).to_be_bytes());
+    let session = format!("session-{}", seq % 1000);
+    let spans = (0..n)
+        .map(|k| {
+            let kind = [1, 3, 3, 4, 5, 2][k % 6];
+            let op = ["invoke_agent", "chat", "execute_tool", "send", "process", "retrieval"][k % 6];
+            let mut span_id = [0u8; 8];
+            span_id.copy_from_slice(&((seq << 16) | k as u64 | 1 << 63).to_be_bytes());
+            let parent = if k == 0 { Vec::new() } else { ((seq << 16) | 1 << 63).to_be_bytes().to_vec() };
+            Span {
+                trace_id: trace_id.to_vec(),
+                span_id: span_id.to_vec(),
+                parent_span_id: parent,
+                name: format!("{op} step-{}", k % 10),
+                kind,
+                start_time_unix_nano: now + k as u64 * 1_000_000,
+                end_time_unix_nano: now + k as u64 * 1_000_000 + 800_000,
+                attributes: vec![
+                    kv("gen_ai.operation.name", s(op)),
+                    kv("gen_ai.provider.name", s("openai")),
+                    kv("gen_ai.request.model", s("gpt-4o-mini")),
+                    kv("gen_ai.response.model", s("gpt-4o-mini-2024-07-18")),
+                    kv("gen_ai.agent.name", s(["planner", "researcher", "writer"][k % 3])),
+                    kv("gen_ai.usage.input_tokens", i(1200 + k as i64)),
+                    kv("gen_ai.usage.output_tokens", i(300 + k as i64)),
+                    kv("gen_ai.conversation.id", s(&session)),
+                    kv("session.id", s(&session)),
+                    kv("user.id", s("user-42")),
+                    kv("app.agent.role", s("specialist")),
+                    kv("app.agent.delegation.depth", i((k % 4) as i64)),
+                    kv("gen_ai.tool.name", s("web_search")),
+                    kv("gen_ai.tool.call.id", s(&format!("call-{seq}-{k}"))),
+                    kv("messaging.system", s("rabbitmq")),
+                    kv("messaging.destination.name", s("tasks")),
+                    kv("messaging.message.id", s(&format!("msg-{seq}-{k}"))),
+                    kv("server.address", s("api.example.internal")),
+                    kv("server.port", i(443)),
+                    kv("http.response.status_code", i(200)),
+                ],
+                status: Some(Status { code: if k % 50 == 49 { 2 } else { 0 }, message: String::new() }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", s("loadgen-agents")),
+                    kv("service.instance.id", s("instance-1")),
+                    kv("telemetry.sdk.language", s("rust")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { name: "agentrace.loadgen".into(), ..Default::default() }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A `/proc/PID/status` memory field (`VmRSS`, `VmHWM`) in KiB.
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
+    let acked = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let seq = Arc::new(AtomicU64::new(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let per_conn_rate = args.rate.map(|r| r as f64 / args.connections as f64);
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let channel = match tonic::transport::Channel::from_shared(args.endpoint.clone()) {
+            Ok(e) => match e.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("loadgen: cannot connect to {}: {e}", args.endpoint);
+                    std::process::exit(1);
+                }
+            },
+            Err(e) => {
+                eprintln!("loadgen: bad endpoint: {e}");
+                std::process::exit(2);
+            }
+        };
+        let mut client = TraceServiceClient::new(channel).max_decoding_message_size(64 << 20);
+        let (acked, refused, failed, seq, stop) =
+            (acked.clone(), refused.clone(), failed.clone(), seq.clone(), stop.clone());
+        let n = args.spans_per_request;
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let started = Instant::now();
+            let mut sent_spans = 0f64;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(rate) = per_conn_rate {
+                    let due = started + Duration::from_secs_f64(sent_spans / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let req = request(seq.fetch_add(1, Ordering::Relaxed), n);
+                sent_spans += n as f64;
+                let t = Instant::now();
+                match client.export(req).await {
+                    Ok(_) => {
+                        latencies.push(t.elapsed());
+                        acked.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(status)
+                        if matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable) =>
+                    {
+                        refused.fetch_add(n as u64, Ordering::Relaxed);
+                        // An OTLP exporter would back off as RetryInfo says; keep the offered load instead.
+                    }
+                    Err(status) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("loadgen: export failed: {status}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    let mut max_rss = 0;
+    while started.elapsed() < args.duration {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(pid) = args.server_pid {
+            max_rss = max_rss.max(proc_status_kib(pid, "VmRSS").unwrap_or(0));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap_or_default());
+    }
+    latencies.sort();
+    let pct =
+        |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied();
+    let ms = |d: Option<Duration>| d.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3)).unwrap_or("-".into());
+    println!("duration            {elapsed:.1} s");
+    println!("connections         {}", args.connections);
+    println!("spans per request   {}", args.spans_per_request);
+    if let Some(rate) = args.rate {
+        println!("offered             {rate} spans/s");
+    }
+    println!("acknowledged        {:.0} spans/s", acked.load(Ordering::Relaxed) as f64 / elapsed);
+    println!("refused (retryable) {:.0} spans/s", refused.load(Ordering::Relaxed) as f64 / elapsed);
+    println!("failed requests     {}", failed.load(Ordering::Relaxed));
+    println!("latency p50         {}", ms(pct(0.50)));
+    println!("latency p99         {}", ms(pct(0.99)));
+    println!("latency max         {}", ms(latencies.last().copied()));
+    if let Some(pid) = args.server_pid {
+        println!(
+            "server RSS sampled max {} MiB, kernel peak (VmHWM) {} MiB",
+            max_rss / 1024,
+            peak_proc_status_kib(pid, "VmRSS").unwrap_or(0) / 1024
+        );
+    }
+}
