@@ -271,7 +271,7 @@ async fn main() {
         println!(
             "server RSS sampled max {} MiB, kernel peak (VmHWM) {} MiB",
             max_rss / 1024,
-            peak_proc_status_kib(pid, "VmRSS").unwrap_or(0) / 1024
+            proc_status_kib(pid, "VmHWM").unwrap_or(0) / 1024
         );
     }
 }
