@@ -62,6 +62,8 @@
 pub mod baggage;
 pub mod carrier;
 pub mod genai;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod messaging;
 pub mod propagation;
 pub mod semconv;

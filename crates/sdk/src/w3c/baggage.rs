@@ -139,8 +139,8 @@ pub fn encode_value_into(value: &str, out: &mut String) {
     }
 }
 
-/// Writes members as one header value, skipping keys that are not tokens and stopping before the
-/// 64-member or 8192-byte limit would be passed.
+/// Writes members as one header value, in order, skipping keys that are not tokens and any member
+/// that would take the header past 8192 bytes; at most 64 members are written.
 pub fn format<'a, I>(members: I) -> String
 where
     I: IntoIterator<Item = (&'a str, &'a str, &'a str)>,

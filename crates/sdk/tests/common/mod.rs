@@ -1,6 +1,8 @@
 //! Shared test setup: an SDK tracer provider that exports to memory, with the baggage processor.
 #![allow(dead_code)]
 
+pub mod otlp_receiver;
+
 use agentrace::baggage::BaggageSpanProcessor;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracer, SdkTracerProvider, SpanData};
