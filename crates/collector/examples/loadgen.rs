@@ -92,6 +92,79 @@ fn i(v: i64) -> any_value::Value {
     any_value::Value::IntValue(v)
 }
 
+/// About twenty attributes, as an instrumented agent service would set
+/// them: ten common to every span (agent, session, conversation), ten
+/// specific to the operation. Join keys (`messaging.message.id`,
+/// `gen_ai.tool.call.id`, MCP ids) appear only on the spans that carry them
+/// in real systems.
+fn attributes(op: &str, seq: u64, k: usize, session: &str) -> Vec<KeyValue> {
+    let mut a = vec![
+        kv("gen_ai.operation.name", s(op)),
+        kv("gen_ai.agent.name", s(["planner", "researcher", "writer"][k % 3])),
+        kv("gen_ai.agent.id", s(["agent-p", "agent-r", "agent-w"][k % 3])),
+        kv("app.agent.role", s(if k % 3 == 0 { "orchestrator" } else { "specialist" })),
+        kv("app.agent.delegation.depth", i((k % 4) as i64)),
+        kv("session.id", s(session)),
+        kv("gen_ai.conversation.id", s(session)),
+        kv("user.id", s("user-42")),
+        kv("code.function.name", s("agents.run_step")),
+        kv("thread.id", i(7)),
+    ];
+    let id = format!("{seq}-{k}");
+    let specific: [(&str, any_value::Value); 10] = match op {
+        "chat" => [
+            ("gen_ai.provider.name", s("openai")),
+            ("gen_ai.request.model", s("gpt-4o-mini")),
+            ("gen_ai.response.model", s("gpt-4o-mini-2024-07-18")),
+            ("gen_ai.usage.input_tokens", i(1200 + k as i64)),
+            ("gen_ai.usage.output_tokens", i(300 + k as i64)),
+            ("gen_ai.request.temperature", any_value::Value::DoubleValue(0.2)),
+            ("gen_ai.request.max_tokens", i(1024)),
+            ("gen_ai.response.finish_reasons", s("stop")),
+            ("gen_ai.response.id", s(&format!("chatcmpl-{id}"))),
+            ("server.address", s("api.openai.com")),
+        ],
+        "execute_tool" => [
+            ("gen_ai.tool.name", s("web_search")),
+            ("gen_ai.tool.call.id", s(&format!("call-{id}"))),
+            ("gen_ai.tool.type", s("function")),
+            ("mcp.method.name", s("tools/call")),
+            ("mcp.session.id", s(session)),
+            ("jsonrpc.request.id", i(k as i64)),
+            ("mcp.protocol.version", s("2026-07-28")),
+            ("server.address", s("127.0.0.1")),
+            ("server.port", i(8931)),
+            ("network.transport", s("pipe")),
+        ],
+        "send" | "process" => [
+            ("messaging.system", s("rabbitmq")),
+            ("messaging.destination.name", s("tasks")),
+            ("messaging.message.id", s(&format!("msg-{id}"))),
+            ("messaging.operation.type", s(op)),
+            ("messaging.operation.name", s(if op == "send" { "publish" } else { "deliver" })),
+            ("messaging.client.id", s("worker-3")),
+            ("messaging.message.body.size", i(2048)),
+            ("server.address", s("rabbit.internal")),
+            ("server.port", i(5672)),
+            ("messaging.rabbitmq.destination.routing_key", s("tasks.research")),
+        ],
+        _ => [
+            ("db.system.name", s("qdrant")),
+            ("db.collection.name", s("docs")),
+            ("db.operation.name", s("search")),
+            ("gen_ai.data_source.id", s("kb-main")),
+            ("app.retrieval.top_k", i(8)),
+            ("app.retrieval.documents", i(8)),
+            ("server.address", s("qdrant.internal")),
+            ("server.port", i(6333)),
+            ("http.response.status_code", i(200)),
+            ("url.path", s("/collections/docs/points/search")),
+        ],
+    };
+    a.extend(specific.into_iter().map(|(key, v)| kv(key, v)));
+    a
+}
+
 /// One request of agent-shaped spans; `seq` makes IDs unique.
 fn request(seq: u64, n: usize) -> ExportTraceServiceRequest {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
@@ -114,28 +187,7 @@ fn request(seq: u64, n: usize) -> ExportTraceServiceRequest {
                 kind,
                 start_time_unix_nano: now + k as u64 * 1_000_000,
                 end_time_unix_nano: now + k as u64 * 1_000_000 + 800_000,
-                attributes: vec![
-                    kv("gen_ai.operation.name", s(op)),
-                    kv("gen_ai.provider.name", s("openai")),
-                    kv("gen_ai.request.model", s("gpt-4o-mini")),
-                    kv("gen_ai.response.model", s("gpt-4o-mini-2024-07-18")),
-                    kv("gen_ai.agent.name", s(["planner", "researcher", "writer"][k % 3])),
-                    kv("gen_ai.usage.input_tokens", i(1200 + k as i64)),
-                    kv("gen_ai.usage.output_tokens", i(300 + k as i64)),
-                    kv("gen_ai.conversation.id", s(&session)),
-                    kv("session.id", s(&session)),
-                    kv("user.id", s("user-42")),
-                    kv("app.agent.role", s("specialist")),
-                    kv("app.agent.delegation.depth", i((k % 4) as i64)),
-                    kv("gen_ai.tool.name", s("web_search")),
-                    kv("gen_ai.tool.call.id", s(&format!("call-{seq}-{k}"))),
-                    kv("messaging.system", s("rabbitmq")),
-                    kv("messaging.destination.name", s("tasks")),
-                    kv("messaging.message.id", s(&format!("msg-{seq}-{k}"))),
-                    kv("server.address", s("api.example.internal")),
-                    kv("server.port", i(443)),
-                    kv("http.response.status_code", i(200)),
-                ],
+                attributes: attributes(op, seq, k, &session),
                 status: Some(Status { code: if k % 50 == 49 { 2 } else { 0 }, message: String::new() }),
                 ..Default::default()
             }

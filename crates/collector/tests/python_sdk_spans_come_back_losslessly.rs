@@ -47,9 +47,25 @@ fn sessions_find_the_traces_that_carry_their_id() {
     assert!(sent.trace_ids.contains(&traces[0]["traceId"].as_str().unwrap().to_owned()));
     assert_eq!(traces[0]["spanCount"], 5);
     assert_eq!(traces[0]["errorCount"], 1);
+    // Jaeger-style search: by service and an indexed attribute, newest first.
+    let (status, found) = support::get_json(&format!(
+        "{}/api/v3/traces?query.service_name=py-orchestrator&query.attributes%5Bsession.id%5D=session-1",
+        collector.api()
+    ));
+    assert_eq!(status, 200);
+    let found = agentrace_model::otlp::decode_json(&serde_json::to_vec(&found["result"]).unwrap(), &Default::default())
+        .unwrap()
+        .request;
+    let traces: std::collections::BTreeSet<String> =
+        support::by_span_id(&found).values().map(|p| agentrace_model::ids::to_hex(&p.span.trace_id)).collect();
+    assert_eq!(traces.into_iter().collect::<Vec<_>>(), vec![traces_of_session_1(&body)]);
     let (_, services) = support::get_json(&format!("{}/api/v3/services", collector.api()));
     assert_eq!(services["services"], serde_json::json!(["py-orchestrator"]));
     let (_, ops) =
         support::get_json(&format!("{}/api/v3/operations?service=py-orchestrator&span_kind=consumer", collector.api()));
     assert_eq!(ops["operations"], serde_json::json!([{"name": "process tasks", "spanKind": "consumer"}]));
+}
+
+fn traces_of_session_1(body: &serde_json::Value) -> String {
+    body["traces"][0]["traceId"].as_str().unwrap().to_owned()
 }

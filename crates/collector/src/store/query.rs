@@ -28,7 +28,7 @@ pub struct SearchQuery {
     pub duration_min_ns: Option<i64>,
     /// Longest matching span, nanoseconds.
     pub duration_max_ns: Option<i64>,
-    /// Span attributes the matching span must have among the indexed keys
+    /// Attributes some span of the trace must have, among the indexed keys
     /// (`session.id`, `gen_ai.conversation.id`, `user.id`,
     /// `messaging.message.id`, `gen_ai.tool.call.id`).
     pub attributes: Vec<(IndexedKey, String)>,
@@ -58,8 +58,7 @@ pub fn search(conn: &Connection, query: &SearchQuery) -> Result<Vec<Vec<u8>>, St
     let mut clauses: Vec<String> = Vec::new();
     for (i, (key, value)) in query.attributes.iter().enumerate() {
         sql.push_str(&format!(
-            " JOIN span_keys k{i} ON k{i}.trace_id = s.trace_id AND k{i}.span_id = s.span_id \
-              AND k{i}.key = ?{} AND k{i}.value = ?{}",
+            " JOIN span_keys k{i} ON k{i}.trace_id = s.trace_id AND k{i}.key = ?{} AND k{i}.value = ?{}",
             params.len() + 1,
             params.len() + 2
         ));

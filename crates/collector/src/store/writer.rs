@@ -51,7 +51,7 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
              span_id BLOB NOT NULL,
              start_ns INTEGER NOT NULL
          );
-         CREATE INDEX IF NOT EXISTS span_keys_by_value ON span_keys (key, value);
+         CREATE INDEX IF NOT EXISTS span_keys_by_value ON span_keys (key, value, trace_id);
          CREATE INDEX IF NOT EXISTS span_keys_by_start ON span_keys (start_ns);
          CREATE TABLE IF NOT EXISTS operations (
              service TEXT NOT NULL,
@@ -162,6 +162,9 @@ impl Writer {
     fn write(&mut self, jobs: &[WriteJob]) -> rusqlite::Result<Vec<WriteOutcome>> {
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(jobs.len());
+        // Session keys repeat on every span of a trace; one row per
+        // (key, value, trace) is all a lookup by key needs.
+        let mut keys_written: HashSet<(u8, &str, &[u8])> = HashSet::new();
         {
             let mut insert_span = tx.prepare_cached(
                 "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, resource_id, scope_id, service, name,
@@ -235,7 +238,15 @@ impl Writer {
                     }
                     outcome.inserted += 1;
                     for (key, value) in &span.keys {
-                        insert_key.execute(params![*key as u8, value, span.trace_id, span.span_id, span.start_ns])?;
+                        if keys_written.insert((*key as u8, value.as_str(), span.trace_id.as_slice())) {
+                            insert_key.execute(params![
+                                *key as u8,
+                                value,
+                                span.trace_id,
+                                span.span_id,
+                                span.start_ns
+                            ])?;
+                        }
                     }
                     let op = (service.clone(), span.name.clone(), span.kind);
                     if !self.operations.contains(&op) {
