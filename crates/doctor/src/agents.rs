@@ -36,6 +36,8 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
     // whether that one reported tokens itself.
     let mut llm_top: Vec<u32> = vec![u32::MAX; tree.len()];
     let mut top_has_tokens = vec![false; tree.len()];
+    // Model names repeat on every call: look each one up once.
+    let mut prices: std::collections::HashMap<String, Option<crate::pricing::ModelPrice>> = Default::default();
 
     for &node in &tree.order {
         let n = node as usize;
@@ -92,7 +94,18 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
             let target = if llm_top[n] != u32::MAX { tree.agent[llm_top[n] as usize] } else { agent } as usize;
             own[target].input_tokens += input;
             own[target].output_tokens += output;
-            match facts.model.as_deref().map(|m| (m, config.prices.cost(m, input, output))) {
+            let mut price = |m: &str| match prices.get(m) {
+                Some(p) => *p,
+                None => {
+                    let p = config.prices.lookup(m);
+                    prices.insert(m.to_owned(), p);
+                    p
+                }
+            };
+            let cost = |p: Option<crate::pricing::ModelPrice>| {
+                p.map(|p| input as f64 * p.input_per_million / 1e6 + output as f64 * p.output_per_million / 1e6)
+            };
+            match facts.model.as_deref().map(|m| (m, cost(price(m)))) {
                 Some((_, Some(cost))) => own[target].cost_usd += cost,
                 Some((m, None)) => {
                     unpriced.insert(m.to_owned());

@@ -16,6 +16,33 @@ use agentrace_model::{Span, SpanId, TraceId};
 
 use crate::conventions::{self, Facts};
 
+/// A fast hasher (FxHash's multiply-rotate) for keys that are pointers or
+/// short IDs: lookups only, never iterated into output, so hash quality
+/// against adversaries matters less than speed on a million spans.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+}
+
+pub(crate) type FastHash = std::hash::BuildHasherDefault<FxHasher>;
+
 /// Index of a span in [`Index::spans`].
 pub(crate) type Ix = u32;
 
@@ -37,6 +64,8 @@ pub(crate) struct Index<'a> {
     /// resource names the instance, not just the service.
     pub instance_of: Vec<u32>,
     pub instances: Vec<(String, bool)>,
+    /// `service.name` of each span, read once per resource.
+    pub service: Vec<&'a str>,
 }
 
 impl<'a> Index<'a> {
@@ -83,9 +112,11 @@ impl<'a> Index<'a> {
             }
         }
 
-        let mut names: Vec<&str> = facts.iter().filter_map(|f| f.session.as_deref()).collect();
+        // Sessions repeat on every span of a trace: dedupe before sorting.
+        let unique: std::collections::HashSet<&str, FastHash> =
+            facts.iter().filter_map(|f| f.session.as_deref()).collect();
+        let mut names: Vec<&str> = unique.into_iter().collect();
         names.sort_unstable();
-        names.dedup();
         let sessions: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
         let trace_session = traces
             .iter()
@@ -97,20 +128,23 @@ impl<'a> Index<'a> {
 
         // Resources are shared between the spans of a batch: compute each
         // instance key once per resource object, then intern the keys.
-        let mut by_resource: HashMap<*const agentrace_model::Resource, u32> = HashMap::new();
-        let mut key_ids: HashMap<String, u32> = HashMap::new();
+        let mut by_resource: HashMap<*const agentrace_model::Resource, (u32, &'a str), FastHash> = HashMap::default();
+        let mut key_ids: HashMap<String, u32, FastHash> = HashMap::default();
         let mut instances_unsorted: Vec<(String, bool)> = Vec::new();
         let mut instance_of: Vec<u32> = Vec::with_capacity(spans.len());
+        let mut service: Vec<&'a str> = Vec::with_capacity(spans.len());
         for span in &spans {
             let ptr = std::sync::Arc::as_ptr(&span.resource);
-            let id = *by_resource.entry(ptr).or_insert_with(|| {
+            let (id, name) = *by_resource.entry(ptr).or_insert_with(|| {
                 let (key, strong) = conventions::instance_key(span);
-                *key_ids.entry(key.clone()).or_insert_with(|| {
+                let id = *key_ids.entry(key.clone()).or_insert_with(|| {
                     instances_unsorted.push((key, strong));
                     instances_unsorted.len() as u32 - 1
-                })
+                });
+                (id, span.service_name())
             });
             instance_of.push(id);
+            service.push(name);
         }
         // Renumber instances by key so numbering does not depend on input order.
         let mut order: Vec<u32> = (0..instances_unsorted.len() as u32).collect();
@@ -133,6 +167,7 @@ impl<'a> Index<'a> {
             sessions,
             instance_of,
             instances,
+            service,
         }
     }
 

@@ -84,7 +84,7 @@ impl Tree {
     }
 
     pub fn service<'a>(&self, ix: &'a Index, node: u32) -> &'a str {
-        if self.is_real(node) { ix.spans[node as usize].service_name() } else { SYNTHETIC_SERVICE }
+        if self.is_real(node) { ix.service[node as usize] } else { SYNTHETIC_SERVICE }
     }
 
     /// The connected trace ID: the one its root arrived with.
@@ -268,10 +268,10 @@ fn assign_agents(ix: &Index, tree: &mut Tree) {
         let own = f.agent_name.as_deref().filter(|_| s.kind != SpanKind::Client);
         agent[node as usize] = match (own, tree.parent[node as usize]) {
             (Some(name), _) => intern(name),
-            (None, Some(p)) if tree.is_real(p) && ix.spans[p as usize].service_name() == s.service_name() => {
+            (None, Some(p)) if tree.is_real(p) && ix.service[p as usize] == ix.service[node as usize] => {
                 agent[p as usize]
             }
-            _ => intern(s.service_name()),
+            _ => intern(ix.service[node as usize]),
         };
     }
     for (k, t) in tree.transits.iter().enumerate() {

@@ -176,21 +176,21 @@ impl Doctor {
 /// One `trace_discontinuity` per connected request that spans several trace
 /// IDs, reported at the request's root.
 fn discontinuities(ix: &assemble::Index, tree: &connect::Tree, repaired: &repair::Repaired) -> Vec<(u64, Finding)> {
-    let mut per_root: BTreeMap<u32, Vec<TraceId>> = BTreeMap::new();
     let mut evidence: BTreeMap<u32, Vec<&'static str>> = BTreeMap::new();
     for (&orphan, &ri) in &repaired.joined {
         let root = tree.root_of[orphan as usize];
-        per_root.entry(root).or_default();
         evidence.entry(root).or_default().push(repaired.repairs[ri].evidence.as_str());
     }
+    // One pass over the tree collects each joined request's trace IDs.
+    let mut traces_of: BTreeMap<u32, Vec<TraceId>> = BTreeMap::new();
+    for &n in &tree.order {
+        let root = tree.root_of[n as usize];
+        if tree.is_real(n) && evidence.contains_key(&root) {
+            traces_of.entry(root).or_default().push(ix.spans[n as usize].trace_id);
+        }
+    }
     let mut out = Vec::new();
-    for (root, _) in per_root {
-        let mut traces: Vec<TraceId> = tree
-            .order
-            .iter()
-            .filter(|&&n| tree.is_real(n) && tree.root_of[n as usize] == root)
-            .map(|&n| ix.spans[n as usize].trace_id)
-            .collect();
+    for (root, mut traces) in traces_of {
         traces.sort_unstable();
         traces.dedup();
         if traces.len() < 2 {

@@ -30,7 +30,18 @@ pub(crate) struct Timing {
 
 pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Timing {
     let (findings, gaps) = find_gaps(ix, tree, config);
-    let mut by_key: BTreeMap<(Category, u32), u64> = BTreeMap::new();
+    // Nanoseconds by (agent, category), flat: sections are many, keys few.
+    const CATEGORIES: [Category; 7] = [
+        Category::Llm,
+        Category::Tool,
+        Category::Retrieval,
+        Category::Handoff,
+        Category::Agent,
+        Category::Other,
+        Category::Unexplained,
+    ];
+    let slot = |c: Category| CATEGORIES.iter().position(|x| *x == c).unwrap_or(0);
+    let mut by_key = vec![0u64; tree.agents.len() * CATEGORIES.len()];
     let mut critical = vec![false; tree.len()];
     let mut per_root = Vec::with_capacity(tree.roots.len());
     for &root in &tree.roots {
@@ -48,18 +59,20 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Timing {
                 Some(&(gs, ge)) => to.min(ge).saturating_sub(from.max(gs)),
                 None => 0,
             };
-            *by_key.entry((Category::Unexplained, agent)).or_default() += unexplained;
-            *by_key.entry((category, agent)).or_default() += len - unexplained;
+            let base = agent as usize * CATEGORIES.len();
+            by_key[base + slot(Category::Unexplained)] += unexplained;
+            by_key[base + slot(category)] += len - unexplained;
         });
         per_root.push(sum);
     }
     let total: u64 = per_root.iter().sum();
     let mut breakdown: Vec<TimeShare> = by_key
         .into_iter()
+        .enumerate()
         .filter(|(_, v)| *v > 0)
-        .map(|((category, agent), nanos)| TimeShare {
-            category,
-            agent: tree.agents[agent as usize].clone(),
+        .map(|(k, nanos)| TimeShare {
+            category: CATEGORIES[k % CATEGORIES.len()],
+            agent: tree.agents[k / CATEGORIES.len()].clone(),
             ms: ms(nanos),
             share: if total == 0 { 0.0 } else { round(nanos as f64 / total as f64, 4) },
         })
