@@ -226,9 +226,6 @@ pub enum SubmitError {
 fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
-    // auto_vacuum must be chosen before the first table exists; on an
-    // existing file this is a no-op.
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
         None,
@@ -239,7 +236,6 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
         },
     )?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.pragma_update(None, "cache_size", -64_000)?;
     Ok(conn)
 }
 

@@ -318,9 +318,8 @@ impl Writer {
             }
         }
         if deleted > 0 {
+            // Freed pages are reused by later writes before the file grows.
             self.metrics.retention_deleted(deleted);
-            // Hand freed pages back to the file system.
-            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
             tracing::info!(deleted, "retention deleted spans");
         }
         Ok(())
