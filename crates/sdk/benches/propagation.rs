@@ -19,8 +19,8 @@ use http::HeaderMap;
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanProcessor};
 
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
@@ -28,10 +28,11 @@ const TRACESTATE: &str = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
 const BAGGAGE: &str = "session.id=s-1234,user.id=u-42,app.tenant=acme,app.agent.name=planner";
 
 fn remote_context() -> Context {
-    let wire: HashMap<String, String> = [("traceparent", TRACEPARENT), ("tracestate", TRACESTATE), ("baggage", BAGGAGE)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let wire: HashMap<String, String> =
+        [("traceparent", TRACEPARENT), ("tracestate", TRACESTATE), ("baggage", BAGGAGE)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
     W3CPropagator::new().extract_with_context(&Context::new(), &wire)
 }
 
@@ -59,7 +60,10 @@ fn propagation(c: &mut Criterion) {
         b.iter(|| {
             let mut headers = HeaderMap::new();
             headers.inject_context(black_box(&cx));
-            black_box(W3CPropagator::new().extract_with_context(&Context::new(), &agentrace::carrier::http::HeaderExtractor(&headers)))
+            black_box(
+                W3CPropagator::new()
+                    .extract_with_context(&Context::new(), &agentrace::carrier::http::HeaderExtractor(&headers)),
+            )
         })
     });
 

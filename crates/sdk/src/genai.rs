@@ -302,8 +302,8 @@ impl GenAiSpanExt for SpanRef<'_> {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::trace::TracerProvider as _;
     use opentelemetry::Value;
+    use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 
     use super::*;
@@ -345,7 +345,9 @@ mod tests {
         // Content never as an attribute; always as an event marked sensitive.
         assert!(chat.attributes.iter().all(|kv| !kv.value.to_string().contains("secret prompt")));
         let event = chat.events.iter().next().unwrap();
-        assert!(event.attributes.iter().any(|kv| kv.key.as_str() == semconv::SENSITIVE && kv.value == Value::Bool(true)));
+        assert!(
+            event.attributes.iter().any(|kv| kv.key.as_str() == semconv::SENSITIVE && kv.value == Value::Bool(true))
+        );
         // Nothing custom under gen_ai.*: every gen_ai key is one the conventions define.
         let standard = [
             semconv::GEN_AI_OPERATION_NAME,

@@ -26,7 +26,7 @@
 //! use agentrace::carrier::{envelope::Traced, ContextCarrier};
 //! use agentrace::propagation::{install_global_propagator, W3CPropagator};
 //! use opentelemetry::baggage::BaggageExt;
-//! use opentelemetry::trace::{TraceContextExt, Tracer, TracerProvider as _};
+//! use opentelemetry::trace::{Span as _, TraceContextExt, Tracer, TracerProvider as _};
 //! use opentelemetry::{Context, KeyValue};
 //! use opentelemetry_sdk::trace::SdkTracerProvider;
 //!

@@ -47,7 +47,10 @@ pub struct ProducerSpan {
 impl ProducerSpan {
     /// `send {destination}` on `system`, with the message id if the producer assigns one.
     pub fn new(system: &str, destination: &str, message_id: Option<&str>) -> Self {
-        ProducerSpan { destination: destination.to_owned(), attributes: base_attributes(system, destination, message_id, "send") }
+        ProducerSpan {
+            destination: destination.to_owned(),
+            attributes: base_attributes(system, destination, message_id, "send"),
+        }
     }
 
     /// Adds any attribute (for example `messaging.operation.name`).
@@ -142,8 +145,8 @@ mod tests {
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 
     use super::*;
-    use crate::carrier::envelope::ContextEnvelope;
     use crate::carrier::ContextCarrier;
+    use crate::carrier::envelope::ContextEnvelope;
 
     #[test]
     fn consumer_parents_on_and_links_to_the_creation_context() {
@@ -157,8 +160,9 @@ mod tests {
         let creation = envelope.extract_context();
         let process = ConsumerSpan::new(system::NATS, "tasks", Some("m-1")).start(&tracer, &creation);
         process.span().end();
-        let linked_only =
-            ConsumerSpan::new(system::NATS, "tasks", Some("m-1")).with_parent(ConsumerParent::Current).start(&tracer, &creation);
+        let linked_only = ConsumerSpan::new(system::NATS, "tasks", Some("m-1"))
+            .with_parent(ConsumerParent::Current)
+            .start(&tracer, &creation);
         linked_only.span().end();
 
         let spans = exporter.get_finished_spans().unwrap();

@@ -12,11 +12,11 @@
 
 use std::sync::{Arc, OnceLock};
 
+use opentelemetry::Context;
 use opentelemetry::baggage::{Baggage, BaggageExt, BaggageMetadata};
 use opentelemetry::propagation::text_map_propagator::FieldIter;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TraceId, TraceState};
-use opentelemetry::Context;
 
 use crate::w3c::{baggage, traceparent, tracestate};
 
@@ -63,15 +63,20 @@ impl InboundBaggage {
     }
 }
 
-/// A tracestate that W3C Level 2 allows but `opentelemetry`'s `TraceState` type rejects (keys
-/// such as `foo@@bar`, or a vendor part longer than 14 characters). The span context then carries
-/// an empty `TraceState`, and this value, stored beside it in the [`Context`], is what we inject
-/// for spans of the same trace, so the vendor's state still reaches the next hop unchanged.
+/// What the SDK's span context cannot hold about an inbound trace, stored beside it in the
+/// [`Context`] and injected again for spans of the same trace:
+/// - a tracestate that W3C Level 2 allows but `opentelemetry`'s `TraceState` type rejects (keys
+///   such as `foo@@bar`, or a vendor part longer than 14 characters);
+/// - the Level 2 `random` trace flag, which the SDK drops when it starts a child span.
 #[derive(Debug, Clone)]
 struct PassThroughTraceState {
     trace_id: TraceId,
     header: Option<Arc<str>>,
+    random: bool,
 }
+
+/// Trace flag (Level 2): the trace id's right 7 bytes are random.
+const RANDOM_FLAG: u8 = 0x02;
 
 /// Strict `traceparent` + `tracestate` propagator (W3C Trace Context).
 #[derive(Debug, Clone, Copy, Default)]
@@ -140,14 +145,14 @@ pub fn extract_context(carrier: &dyn Extractor) -> Context {
 fn inject_trace(cx: &Context, injector: &mut dyn Injector) {
     let span = cx.span();
     let sc = span.span_context();
-    let Some(tp) = traceparent::format(sc) else { return };
+    let inbound = cx.get::<PassThroughTraceState>().filter(|p| p.trace_id == sc.trace_id());
+    let extra_flags = if inbound.is_some_and(|p| p.random) { RANDOM_FLAG } else { 0 };
+    let Some(tp) = traceparent::format_with_flags(sc, extra_flags) else { return };
     injector.set(TRACEPARENT, tp);
     let ts = sc.trace_state();
-    if (&ts).into_iter().len() > 0 {
+    if ts.into_iter().len() > 0 {
         injector.set(TRACESTATE, tracestate::format(ts));
-    } else if let Some(PassThroughTraceState { trace_id, header: Some(header) }) = cx.get::<PassThroughTraceState>()
-        && *trace_id == sc.trace_id()
-    {
+    } else if let Some(PassThroughTraceState { header: Some(header), .. }) = inbound {
         injector.set(TRACESTATE, header.to_string());
     }
 }
@@ -160,7 +165,11 @@ fn extract_trace(cx: &Context, extractor: &dyn Extractor) -> Context {
 
 // The carrier-independent core: carriers that hold their fields directly (the envelope, a
 // `HeaderMap`) call it without building the `Vec`s that `Extractor::get_all` returns.
-fn extract_trace_fields<'a>(cx: &Context, traceparents: &[&str], tracestates: impl IntoIterator<Item = &'a str>) -> Context {
+fn extract_trace_fields<'a>(
+    cx: &Context,
+    traceparents: &[&str],
+    tracestates: impl IntoIterator<Item = &'a str>,
+) -> Context {
     // Two traceparent values mean two parents: W3C says to restart the trace.
     let parsed = match traceparents {
         [one] => traceparent::parse(one).ok(),
@@ -177,9 +186,11 @@ fn extract_trace_fields<'a>(cx: &Context, traceparents: &[&str], tracestates: im
         }
     };
     let trace_id = tp.trace_id;
+    let random = tp.flags.to_u8() & RANDOM_FLAG != 0;
     let cx = cx.with_remote_span_context(tp.to_span_context(trace_state));
-    if pass_through.is_some() || cx.get::<PassThroughTraceState>().is_some() {
-        cx.with_value(PassThroughTraceState { trace_id, header: pass_through })
+    // Only pay for a context value when there is something to carry, or a stale one to replace.
+    if pass_through.is_some() || random || cx.get::<PassThroughTraceState>().is_some() {
+        cx.with_value(PassThroughTraceState { trace_id, header: pass_through, random })
     } else {
         cx
     }
@@ -190,8 +201,7 @@ fn inject_baggage(cx: &Context, injector: &mut dyn Injector) {
     if bag.is_empty() {
         return;
     }
-    let header =
-        baggage::format(bag.iter().map(|(k, (v, meta))| (k.as_str(), v.as_str(), meta.as_str())));
+    let header = baggage::format(bag.iter().map(|(k, (v, meta))| (k.as_str(), v.as_str(), meta.as_str())));
     if !header.is_empty() {
         injector.set(BAGGAGE, header);
     }
@@ -207,7 +217,11 @@ fn extract_baggage(cx: &Context, extractor: &dyn Extractor, inbound: &InboundBag
     }
 }
 
-fn extract_baggage_fields<'a>(cx: &Context, lines: impl IntoIterator<Item = &'a str>, inbound: &InboundBaggage) -> Context {
+fn extract_baggage_fields<'a>(
+    cx: &Context,
+    lines: impl IntoIterator<Item = &'a str>,
+    inbound: &InboundBaggage,
+) -> Context {
     if matches!(inbound, InboundBaggage::Drop) {
         return cx.clone();
     }
@@ -314,8 +328,8 @@ pub fn apply_trust_boundary(cx: &Context, inbound: &InboundBaggage) -> Context {
 mod tests {
     use std::collections::HashMap;
 
-    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags};
     use opentelemetry::KeyValue;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags};
 
     use super::*;
 
@@ -357,11 +371,26 @@ mod tests {
         W3CPropagator::new().inject_context(&cx, &mut out);
         assert_eq!(out[TRACESTATE], "foo@@bar=1,bar=2");
         // A different trace in the same context must not inherit it.
-        let other = SpanContext::new(TraceId::from(7u128), SpanId::from(9u64), TraceFlags::SAMPLED, true, TraceState::NONE);
+        let other =
+            SpanContext::new(TraceId::from(7u128), SpanId::from(9u64), TraceFlags::SAMPLED, true, TraceState::NONE);
         let cx2 = cx.with_remote_span_context(other);
         let mut out2 = HashMap::new();
         W3CPropagator::new().inject_context(&cx2, &mut out2);
         assert!(!out2.contains_key(TRACESTATE));
+    }
+
+    #[test]
+    fn random_flag_survives_into_child_spans() {
+        use opentelemetry::trace::{Tracer, TracerProvider as _};
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let tracer = provider.tracer("t");
+        let input = carrier(&[(TRACEPARENT, "00-12345678901234567890123456789012-1234567890123456-03")]);
+        let cx = W3CPropagator::new().extract_with_context(&Context::new(), &input);
+        let child = cx.with_span(tracer.start_with_context("child", &cx));
+        let mut out = HashMap::new();
+        W3CPropagator::new().inject_context(&child, &mut out);
+        assert!(out[TRACEPARENT].ends_with("-03"), "{}", out[TRACEPARENT]);
+        assert!(!out[TRACEPARENT].contains("1234567890123456-"));
     }
 
     #[test]
@@ -370,8 +399,7 @@ mod tests {
         let dropped = W3CPropagator::new().with_inbound_baggage(InboundBaggage::Drop).extract(&input);
         assert!(dropped.baggage().is_empty());
         assert!(dropped.span().span_context().is_valid());
-        let filtered =
-            W3CPropagator::new().with_inbound_baggage(InboundBaggage::allow(["session.id"])).extract(&input);
+        let filtered = W3CPropagator::new().with_inbound_baggage(InboundBaggage::allow(["session.id"])).extract(&input);
         assert_eq!(filtered.baggage().len(), 1);
         assert!(filtered.baggage().get("session.id").is_some());
 

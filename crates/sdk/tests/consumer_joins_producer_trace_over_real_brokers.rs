@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use agentrace::carrier::ContextCarrier;
-use agentrace::messaging::{system, ConsumerSpan, ProducerSpan};
-use common::{attr, broker_missing, Telemetry, AMQP_URL, NATS_URL, REDIS_URL};
+use agentrace::messaging::{ConsumerSpan, ProducerSpan, system};
+use common::{AMQP_URL, NATS_URL, REDIS_URL, Telemetry, attr, broker_missing};
 use futures::StreamExt;
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::TraceContextExt;
@@ -59,7 +59,7 @@ async fn nats_consumer_joins_producer_trace() {
 
 #[tokio::test]
 async fn redis_stream_consumer_joins_producer_trace() {
-    use agentrace::carrier::redis::{extract_from_entry, StreamFields};
+    use agentrace::carrier::redis::{StreamFields, extract_from_entry};
     use redis::AsyncCommands;
     use redis::streams::{StreamReadOptions, StreamReadReply};
 
@@ -100,7 +100,11 @@ async fn amqp_consumer_joins_producer_trace() {
     let channel = conn.create_channel().await.unwrap();
     let queue = format!("agentrace.test.{}", std::process::id());
     channel
-        .queue_declare(queue.as_str().into(), QueueDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions { auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
 
@@ -120,8 +124,11 @@ async fn amqp_consumer_joins_producer_trace() {
         .basic_consume(queue.as_str().into(), "t".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .unwrap();
-    let delivery =
-        tokio::time::timeout(Duration::from_secs(10), consumer_stream.next()).await.expect("delivery in 10 s").unwrap().unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer_stream.next())
+        .await
+        .expect("delivery in 10 s")
+        .unwrap()
+        .unwrap();
     let headers = delivery.properties.headers().clone().expect("headers arrive");
     let creation = headers.extract_context();
     let id = delivery.properties.message_id().as_ref().map(|s| s.as_str().to_owned());

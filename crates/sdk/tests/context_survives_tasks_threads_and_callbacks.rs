@@ -8,8 +8,8 @@ use std::sync::mpsc;
 
 use agentrace::task::{self, Captured, FutureContextExt};
 use common::Telemetry;
-use opentelemetry::trace::{TraceContextExt, Tracer};
 use opentelemetry::Context;
+use opentelemetry::trace::{TraceContextExt, Tracer};
 use opentelemetry_sdk::trace::SdkTracer;
 use rayon::prelude::*;
 
@@ -25,8 +25,15 @@ async fn helpers_keep_the_parent_and_bare_primitives_lose_it() {
     let cx = Context::current_with_span(parent);
     let guard = cx.clone().attach();
 
-    let (t1, t2, t3, t4, t5, t6, t7) =
-        (tracer.clone(), tracer.clone(), tracer.clone(), tracer.clone(), tracer.clone(), tracer.clone(), tracer.clone());
+    let (t1, t2, t3, t4, t5, t6, t7) = (
+        tracer.clone(),
+        tracer.clone(),
+        tracer.clone(),
+        tracer.clone(),
+        tracer.clone(),
+        tracer.clone(),
+        tracer.clone(),
+    );
     task::spawn(async move { child(&t1, "tokio::spawn") }).await.unwrap();
     task::spawn_blocking(move || child(&t2, "spawn_blocking")).await.unwrap();
     task::spawn_thread(move || child(&t3, "thread")).join().unwrap();
@@ -52,7 +59,9 @@ async fn helpers_keep_the_parent_and_bare_primitives_lose_it() {
     let parent_id = cx.span().span_context().span_id();
     let trace_id = cx.span().span_context().trace_id();
     let spans = t.spans();
-    for name in ["tokio::spawn", "spawn_blocking", "thread", "rayon::spawn", "par_iter", "callback", "in_current_context"] {
+    for name in
+        ["tokio::spawn", "spawn_blocking", "thread", "rayon::spawn", "par_iter", "callback", "in_current_context"]
+    {
         let matching: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
         assert!(!matching.is_empty(), "{name} span missing");
         for s in matching {

@@ -5,8 +5,8 @@
 
 mod common;
 
-use agentrace::carrier::envelope::ContextEnvelope;
 use agentrace::carrier::ContextCarrier;
+use agentrace::carrier::envelope::ContextEnvelope;
 use agentrace::task;
 use common::Telemetry;
 use tracing::instrument;

@@ -182,8 +182,9 @@ async fn rust_client_and_rust_server_over_streamable_http() {
     for (k, v) in header_map.iter() {
         headers.insert(k.clone(), v.clone());
     }
-    let transport =
-        StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers));
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
+    );
     let client = ().serve(transport).await.expect("client connects");
     let result = call_tool(&tracer, client.peer(), CallToolRequestParams::new("ping"), None)
         .with_context(cx.clone())

@@ -4,8 +4,8 @@
 //! are UTF-8 are accepted (other clients write either), any other AMQP type is ignored.
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
 
 use super::ContextCarrier;
 use crate::propagation;

@@ -4,8 +4,8 @@
 //! The parent calls [`CommandExt::with_trace_context`] on its `Command`; the child calls
 //! [`extract_from_env`] once at start-up. An MCP server started over stdio is the typical child.
 
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
 
 use crate::propagation;
 
@@ -131,15 +131,21 @@ impl<T: EnvTarget> CommandExt for T {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry::KeyValue;
     use opentelemetry::baggage::BaggageExt;
     use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-    use opentelemetry::KeyValue;
 
     use super::*;
 
     #[test]
     fn child_process_sees_the_parent_context() {
-        let sc = SpanContext::new(TraceId::from(0x42u128), SpanId::from(0x7u64), TraceFlags::SAMPLED, false, TraceState::NONE);
+        let sc = SpanContext::new(
+            TraceId::from(0x42u128),
+            SpanId::from(0x7u64),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::NONE,
+        );
         let cx = Context::new().with_remote_span_context(sc).with_baggage([KeyValue::new("session.id", "s1")]);
         let out = std::process::Command::new("sh")
             .arg("-c")

@@ -12,8 +12,8 @@
 
 use std::fmt;
 
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -236,14 +236,20 @@ impl<'de> Deserialize<'de> for ContextEnvelope {
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry::KeyValue;
     use opentelemetry::baggage::BaggageExt;
     use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-    use opentelemetry::KeyValue;
 
     use super::*;
 
     fn remote_cx() -> Context {
-        let sc = SpanContext::new(TraceId::from(0xabcu128), SpanId::from(0x12u64), TraceFlags::SAMPLED, true, TraceState::NONE);
+        let sc = SpanContext::new(
+            TraceId::from(0xabcu128),
+            SpanId::from(0x12u64),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::NONE,
+        );
         Context::new().with_remote_span_context(sc).with_baggage([KeyValue::new("session.id", "s=1")])
     }
 

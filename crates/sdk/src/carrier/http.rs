@@ -5,8 +5,8 @@
 //! the trace, several `tracestate` or `baggage` headers form one list, as W3C requires.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
 
 use super::ContextCarrier;
 use crate::propagation;
@@ -115,8 +115,8 @@ pub use self::tower_layer::{ExtractContextLayer, ExtractContextService};
 mod tower_layer {
     use std::task::{Context as TaskContext, Poll};
 
-    use opentelemetry::context::{FutureExt, WithContext};
     use opentelemetry::Context;
+    use opentelemetry::context::{FutureExt, WithContext};
 
     use super::HeaderExtractor;
     use crate::propagation::{InboundBaggage, W3CPropagator};
@@ -198,12 +198,15 @@ mod tests {
     #[test]
     fn duplicate_traceparent_restarts_and_tracestate_lines_combine() {
         let mut headers = HeaderMap::new();
-        headers.append("traceparent", HeaderValue::from_static("00-12345678901234567890123456789011-1234567890123456-01"));
-        headers.append("traceparent", HeaderValue::from_static("00-12345678901234567890123456789012-1234567890123456-01"));
+        headers
+            .append("traceparent", HeaderValue::from_static("00-12345678901234567890123456789011-1234567890123456-01"));
+        headers
+            .append("traceparent", HeaderValue::from_static("00-12345678901234567890123456789012-1234567890123456-01"));
         assert!(!headers.extract_context().span().span_context().is_valid());
 
         let mut headers = HeaderMap::new();
-        headers.append("TraceParent", HeaderValue::from_static("00-12345678901234567890123456789012-1234567890123456-01"));
+        headers
+            .append("TraceParent", HeaderValue::from_static("00-12345678901234567890123456789012-1234567890123456-01"));
         headers.append("tracestate", HeaderValue::from_static("foo=1,bar=2"));
         headers.append("tracestate", HeaderValue::from_static("baz=3"));
         let cx = headers.extract_context();

@@ -2,8 +2,8 @@
 //! returns a new `OwnedHeaders` with the W3C headers appended; extraction reads any `Headers`
 //! (owned or borrowed from a received message). A repeated `traceparent` restarts the trace.
 
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
 use crate::propagation;
@@ -62,10 +62,23 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_duplicates_restart() {
-        let sc = SpanContext::new(TraceId::from(5u128), SpanId::from(6u64), TraceFlags::SAMPLED, true, TraceState::NONE);
-        let headers = inject_into(OwnedHeaders::new().insert(Header { key: "app", value: Some("x") }), &Context::new().with_remote_span_context(sc));
+        let sc =
+            SpanContext::new(TraceId::from(5u128), SpanId::from(6u64), TraceFlags::SAMPLED, true, TraceState::NONE);
+        let headers = inject_into(
+            OwnedHeaders::new().insert(Header { key: "app", value: Some("x") }),
+            &Context::new().with_remote_span_context(sc),
+        );
         assert_eq!(extract_from(&headers).span().span_context().trace_id(), TraceId::from(5u128));
-        let doubled = inject_into(headers, &Context::new().with_remote_span_context(SpanContext::new(TraceId::from(9u128), SpanId::from(6u64), TraceFlags::SAMPLED, true, TraceState::NONE)));
+        let doubled = inject_into(
+            headers,
+            &Context::new().with_remote_span_context(SpanContext::new(
+                TraceId::from(9u128),
+                SpanId::from(6u64),
+                TraceFlags::SAMPLED,
+                true,
+                TraceState::NONE,
+            )),
+        );
         assert!(!extract_from(&doubled).span().span_context().is_valid());
     }
 }

@@ -4,8 +4,8 @@
 //! Works on a plain `serde_json::Map`, which rmcp's `_meta` types dereference to. A `_meta` that
 //! is not an object, or a key whose value is not a string, is ignored.
 
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
 use serde_json::{Map, Value};
 
 use super::ContextCarrier;
@@ -66,10 +66,12 @@ mod tests {
 
     #[test]
     fn reads_sep_414_keys_and_ignores_wrong_types() {
-        let meta = json!({"traceparent": "00-12345678901234567890123456789012-1234567890123456-01", "progressToken": 3});
+        let meta =
+            json!({"traceparent": "00-12345678901234567890123456789012-1234567890123456-01", "progressToken": 3});
         let cx = extract_from_meta_value(Some(&meta));
         assert!(cx.span().span_context().is_valid());
-        for bad in [json!("00-12345678901234567890123456789012-1234567890123456-01"), json!([1]), json!({"traceparent": 1})]
+        for bad in
+            [json!("00-12345678901234567890123456789012-1234567890123456-01"), json!([1]), json!({"traceparent": 1})]
         {
             assert!(!extract_from_meta_value(Some(&bad)).span().span_context().is_valid());
         }

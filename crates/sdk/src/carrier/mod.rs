@@ -5,19 +5,19 @@
 //! or wrongly typed field is ignored (W3C: a new trace starts), it is never an error or a panic.
 //!
 //! Always available: [`envelope`] (JSON beside any payload), [`meta`] (MCP `params._meta`),
-//! [`env`] (`TRACEPARENT`/`TRACESTATE`/`BAGGAGE` of a subprocess). Behind features: `http`
+//! [`env`](mod@env) (`TRACEPARENT`/`TRACESTATE`/`BAGGAGE` of a subprocess). Behind features: `http`
 //! (`HeaderMap`, reqwest, tower), `nats`, `amqp`, `redis` (stream fields), `kafka`.
 
 use opentelemetry::Context;
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod env;
 pub mod envelope;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-#[cfg(feature = "amqp")]
-pub mod amqp;
 pub mod meta;
 #[cfg(feature = "nats")]
 pub mod nats;

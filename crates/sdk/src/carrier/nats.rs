@@ -2,8 +2,8 @@
 //! same way: two `traceparent`s restart the trace, several `tracestate`/`baggage` lines join.
 
 use async_nats::HeaderMap;
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
 
 use super::ContextCarrier;
 use crate::propagation;

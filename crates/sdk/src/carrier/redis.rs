@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, Injector};
 use redis::Value;
 
 use crate::propagation;

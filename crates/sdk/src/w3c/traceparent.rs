@@ -128,6 +128,12 @@ fn write_hex(out: &mut [u8], value: u128) {
 /// Writes a version `00` traceparent for a span context. Returns `None` for an invalid context,
 /// which must not be propagated.
 pub fn format(span_context: &SpanContext) -> Option<String> {
+    format_with_flags(span_context, 0)
+}
+
+/// [`format`](fn@format) with extra known flag bits set (the Level 2 `random` flag, which the SDK's span
+/// context does not keep for child spans).
+pub fn format_with_flags(span_context: &SpanContext, extra_flags: u8) -> Option<String> {
     if !span_context.is_valid() {
         return None;
     }
@@ -136,7 +142,7 @@ pub fn format(span_context: &SpanContext) -> Option<String> {
     buf[1] = b'0';
     write_hex(&mut buf[3..35], u128::from_be_bytes(span_context.trace_id().to_bytes()));
     write_hex(&mut buf[36..52], u64::from_be_bytes(span_context.span_id().to_bytes()) as u128);
-    write_hex(&mut buf[53..55], (span_context.trace_flags().to_u8() & KNOWN_FLAGS) as u128);
+    write_hex(&mut buf[53..55], ((span_context.trace_flags().to_u8() | extra_flags) & KNOWN_FLAGS) as u128);
     // Every byte written above is ASCII, so this conversion cannot fail.
     String::from_utf8(buf.to_vec()).ok()
 }

@@ -123,7 +123,9 @@ pub async fn wait_for_jsonl_span(path: &std::path::Path, name: &str, timeout: Du
                     parent_span_id: v["parent_span_id"].as_str().unwrap_or_default().to_owned(),
                     attributes: v["attributes"]
                         .as_object()
-                        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+                        .map(|m| {
+                            m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect()
+                        })
                         .unwrap_or_default(),
                     links: Vec::new(),
                 };
