@@ -4,8 +4,28 @@
 //! `TraceContextPropagator` (and its trace-context + baggage composite) on a `HashMap`, in the
 //! same run; and the baggage span processor's cost per span with four entries.
 //!
-//! Last figures: see the table filled in below (command, machine, ratios).
-//! FIGURES-PLACEHOLDER
+//! Last figures (2026-11-25), `cargo bench -p agentrace --bench propagation -- --warm-up-time 2
+//! --measurement-time 5`, machine: 2 cores, shared with two other builds (load average 3-4), so
+//! absolute times are inflated; ratios are within one run. Median times:
+//!
+//! | inject + extract                                         | time     | ratio to theirs (tp+ts) |
+//! |----------------------------------------------------------|----------|-------------------------|
+//! | theirs: `TraceContextPropagator`, `HashMap`, tp+ts        | 831 ns   | 1.00x                   |
+//! | ours: JSON envelope, tp+ts                                | 334 ns   | 0.40x                   |
+//! | ours: `HeaderMap`, tp+ts                                  | 692 ns   | 0.83x                   |
+//! | ours: JSON envelope, tp+ts+baggage (4 entries)            | 1.45 us  | 1.75x                   |
+//! | ours: `HeaderMap`, tp+ts+baggage                          | 2.18 us  | 2.62x                   |
+//! | theirs: TraceContext+Baggage composite, `HashMap`, all 3  | 2.17 us  | 2.61x                   |
+//!
+//! Like for like, ours is 0.40x (envelope) / 0.83x (`HeaderMap`) of `TraceContextPropagator` for
+//! trace context, and 0.67x / 1.00x of the official composite with baggage. With baggage we are
+//! NOT within 1.0x of `TraceContextPropagator` alone, which does no baggage work: building the
+//! SDK's `Baggage` (a `HashMap`, one allocation per key and value) and a second `Context` entry
+//! costs about 1.1 us of the 1.45 us.
+//!
+//! Baggage span processor, span start+end with 4 allow-listed entries: 264 ns with a no-op
+//! processor, 455 ns with ours: +191 ns per span, above the 100 ns target (four attribute pushes
+//! with a `Vec` regrowth inside the SDK span, plus shared-string clones and drops).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -13,11 +33,11 @@ use std::hint::black_box;
 use agentrace::baggage::BaggageSpanProcessor;
 use agentrace::carrier::ContextCarrier;
 use agentrace::carrier::envelope::ContextEnvelope;
-use agentrace::propagation::{W3CPropagator, inject_context};
+use agentrace::propagation::W3CPropagator;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
@@ -49,21 +69,24 @@ fn propagation(c: &mut Criterion) {
     group.bench_function("ours: HeaderMap", |b| {
         b.iter(|| {
             let mut headers = HeaderMap::new();
-            inject_context(black_box(&cx), &mut agentrace::carrier::http::HeaderInjector(&mut headers));
-            black_box(
-                W3CPropagator::new()
-                    .extract_with_context(&Context::new(), &agentrace::carrier::http::HeaderExtractor(&headers)),
-            )
+            headers.inject_context(black_box(&cx));
+            black_box(headers.extract_context())
         })
     });
-    group.bench_function("ours: HeaderMap via ContextCarrier", |b| {
+
+    // Like for like with TraceContextPropagator: the same context without baggage.
+    let cx_no_baggage = Context::new().with_remote_span_context(cx.span().span_context().clone());
+    group.bench_function("ours: JSON envelope (tp+ts only)", |b| {
+        b.iter(|| {
+            let env = ContextEnvelope::from_context(black_box(&cx_no_baggage));
+            black_box(W3CPropagator::new().extract_with_context(&Context::new(), &env))
+        })
+    });
+    group.bench_function("ours: HeaderMap (tp+ts only)", |b| {
         b.iter(|| {
             let mut headers = HeaderMap::new();
-            headers.inject_context(black_box(&cx));
-            black_box(
-                W3CPropagator::new()
-                    .extract_with_context(&Context::new(), &agentrace::carrier::http::HeaderExtractor(&headers)),
-            )
+            headers.inject_context(black_box(&cx_no_baggage));
+            black_box(headers.extract_context())
         })
     });
 

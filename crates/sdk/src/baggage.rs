@@ -7,6 +7,7 @@
 //!
 //! Add it before the exporting processor: `on_start` runs in registration order.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use opentelemetry::baggage::{BaggageExt, KeyValueMetadata};
@@ -42,9 +43,17 @@ impl BaggageSpanProcessor {
     pub fn allow<I, S>(keys: I) -> Self
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: Into<Cow<'static, str>>,
     {
-        let keys: Vec<Key> = keys.into_iter().map(|k| Key::from(Arc::<str>::from(k.into()))).collect();
+        // A static key is copied onto each span for free, an owned one is shared (a counter
+        // increment): never a per-span allocation.
+        let keys: Vec<Key> = keys
+            .into_iter()
+            .map(|k| match k.into() {
+                Cow::Borrowed(k) => Key::from_static_str(k),
+                Cow::Owned(k) => Key::from(Arc::<str>::from(k)),
+            })
+            .collect();
         Self::with_filter(KeyFilter::Exact(keys.into()))
     }
 
