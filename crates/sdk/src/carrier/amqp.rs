@@ -49,3 +49,27 @@ impl ContextCarrier for FieldTable {
         propagation::extract_context(&AmqpExtractor(self))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TraceContextExt;
+
+    use super::*;
+
+    #[test]
+    fn string_types_are_read_and_other_types_ignored() {
+        let tp = "00-12345678901234567890123456789012-1234567890123456-01";
+        for value in [
+            AMQPValue::LongString(tp.into()),
+            AMQPValue::ShortString(tp.into()),
+            AMQPValue::ByteArray(tp.as_bytes().to_vec().into()),
+        ] {
+            let mut table = FieldTable::default();
+            table.insert("traceparent".into(), value);
+            assert!(table.extract_context().span().span_context().is_valid());
+        }
+        let mut table = FieldTable::default();
+        table.insert("traceparent".into(), AMQPValue::LongUInt(7));
+        assert!(!table.extract_context().span().span_context().is_valid());
+    }
+}

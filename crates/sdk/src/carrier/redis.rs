@@ -53,3 +53,22 @@ impl Extractor for StreamEntryExtractor<'_> {
 pub fn extract_from_entry(map: &HashMap<String, Value>) -> Context {
     propagation::extract_context(&StreamEntryExtractor(map))
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TraceContextExt;
+
+    use super::*;
+
+    #[test]
+    fn non_string_fields_are_ignored() {
+        let tp = "00-12345678901234567890123456789012-1234567890123456-01";
+        let mut map = HashMap::new();
+        map.insert("traceparent".to_owned(), Value::BulkString(tp.as_bytes().to_vec()));
+        assert!(extract_from_entry(&map).span().span_context().is_valid());
+        map.insert("traceparent".to_owned(), Value::Int(3));
+        assert!(!extract_from_entry(&map).span().span_context().is_valid());
+        map.insert("traceparent".to_owned(), Value::BulkString(vec![0xff, 0xfe]));
+        assert!(!extract_from_entry(&map).span().span_context().is_valid());
+    }
+}
