@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ async fn start() -> (Service, String, String, Seen) {
     let exe = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/w3c-test-service");
     assert!(exe.exists(), "{} missing: `cargo test -p agentrace` builds the examples", exe.display());
     let port = free_port();
-    let child = std::process::Command::new(PathBuf::from(exe))
+    let child = std::process::Command::new(exe)
         .arg(format!("127.0.0.1:{port}"))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9") // nothing listens: export is not under test
         .spawn()
