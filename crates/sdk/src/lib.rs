@@ -16,6 +16,15 @@
 //!   conventions, plus agent-coordination attributes under `app.agent.*` ([`semconv`]);
 //! - `mcp` (feature `mcp`): client and server instrumentation for `rmcp`.
 //!
+//! ## Features
+//!
+//! The core needs only `opentelemetry`, `opentelemetry_sdk` and serde. Each integration is a
+//! feature, so a service pulls only the clients it uses: `http` (`HeaderMap`), `reqwest`
+//! (request extension), `tower` (server layer), `tokio` (spawn helpers, `tokio::process`
+//! carrier), `tracing` (re-enter `tracing` spans in spawned work), `rayon`, `nats` (async-nats),
+//! `amqp` (lapin), `redis` (streams), `kafka` (rdkafka), `mcp` (rmcp). None of them pulls the
+//! collector's server stack.
+//!
 //! Never on the request path: a panic or an error because a peer sent a bad header. Bad input is
 //! ignored exactly as the W3C specifications say, and a new trace starts.
 //!
