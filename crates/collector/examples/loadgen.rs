@@ -25,11 +25,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::{Buf, BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
 
 struct Args {
     endpoint: String,
@@ -69,8 +71,10 @@ fn parse_args() -> Result<Args, String> {
                      [--rate SPANS_PER_SEC] [--server-pid PID]\n\n\
                      Sends OTLP/gRPC export requests of agent-shaped spans and reports acknowledged \
                      spans/s, latency percentiles, refusals and the server's peak RSS.\n\
-                     --rate caps the offered load (all connections together); without it each \
-                     connection sends as fast as acknowledgements come back."
+                     Without --rate each connection sends its next request when the last is \
+                     acknowledged (closed loop). --rate sets an offered load in spans/s over all \
+                     connections, sent whether or not earlier requests were answered (open loop, \
+                     up to 256 in flight per connection): use it to overload the server."
                 );
                 std::process::exit(0);
             }
@@ -102,7 +106,7 @@ fn attributes(op: &str, seq: u64, k: usize, session: &str) -> Vec<KeyValue> {
         kv("gen_ai.operation.name", s(op)),
         kv("gen_ai.agent.name", s(["planner", "researcher", "writer"][k % 3])),
         kv("gen_ai.agent.id", s(["agent-p", "agent-r", "agent-w"][k % 3])),
-        kv("app.agent.role", s(if k % 3 == 0 { "orchestrator" } else { "specialist" })),
+        kv("app.agent.role", s(if k.is_multiple_of(3) { "orchestrator" } else { "specialist" })),
         kv("app.agent.delegation.depth", i((k % 4) as i64)),
         kv("session.id", s(session)),
         kv("gen_ai.conversation.id", s(session)),
@@ -222,6 +226,74 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// A pre-encoded request whose trace ID is patched per send, so that the
+/// generator spends its time sending, not encoding: it must never be the
+/// bottleneck it is measuring.
+struct Template {
+    bytes: Vec<u8>,
+    offsets: Vec<usize>,
+}
+
+impl Template {
+    fn new(variant: u64, n: usize) -> Template {
+        let req = request(variant, n);
+        let marker = req.resource_spans[0].scope_spans[0].spans[0].trace_id.clone();
+        let bytes = req.encode_to_vec();
+        let offsets = bytes.windows(marker.len()).enumerate().filter(|(_, w)| *w == marker).map(|(i, _)| i).collect();
+        Template { bytes, offsets }
+    }
+
+    fn render(&self, seq: u64) -> Bytes {
+        let mut out = self.bytes.clone();
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&seq.to_be_bytes());
+        id[8..].copy_from_slice(&(seq ^ 0x9e37_79b9_7f4a_7c15).to_be_bytes());
+        for &o in &self.offsets {
+            out[o..o + 16].copy_from_slice(&id);
+        }
+        Bytes::from(out)
+    }
+}
+
+/// Sends pre-encoded bytes as the request, decodes the response with prost.
+#[derive(Clone, Default)]
+struct RawCodec;
+struct RawEncoder;
+struct ResponseDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
+        let bytes = src.copy_to_bytes(src.remaining());
+        ExportTraceServiceResponse::decode(bytes).map(Some).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = match parse_args() {
@@ -237,6 +309,7 @@ async fn main() {
     let seq = Arc::new(AtomicU64::new(1));
     let stop = Arc::new(AtomicBool::new(false));
     let per_conn_rate = args.rate.map(|r| r as f64 / args.connections as f64);
+    let templates: Arc<Vec<Template>> = Arc::new((0..16).map(|v| Template::new(v, args.spans_per_request)).collect());
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
         let channel = match tonic::transport::Channel::from_shared(args.endpoint.clone()) {
@@ -252,41 +325,65 @@ async fn main() {
                 std::process::exit(2);
             }
         };
-        let mut client = TraceServiceClient::new(channel).max_decoding_message_size(64 << 20);
-        let (acked, refused, failed, seq, stop) =
-            (acked.clone(), refused.clone(), failed.clone(), seq.clone(), stop.clone());
+        let client = tonic::client::Grpc::new(channel);
+        let (acked, refused, failed, seq, stop, templates) =
+            (acked.clone(), refused.clone(), failed.clone(), seq.clone(), stop.clone(), templates.clone());
         let n = args.spans_per_request;
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
             let started = Instant::now();
             let mut sent_spans = 0f64;
+            let mut in_flight = tokio::task::JoinSet::new();
             while !stop.load(Ordering::Relaxed) {
                 if let Some(rate) = per_conn_rate {
                     let due = started + Duration::from_secs_f64(sent_spans / rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let req = request(seq.fetch_add(1, Ordering::Relaxed), n);
+                let seq_now = seq.fetch_add(1, Ordering::Relaxed);
+                let req = templates[(seq_now % templates.len() as u64) as usize].render(seq_now);
                 sent_spans += n as f64;
-                let t = Instant::now();
-                match client.export(req).await {
-                    Ok(_) => {
-                        latencies.push(t.elapsed());
-                        acked.fetch_add(n as u64, Ordering::Relaxed);
+                let mut client = client.clone();
+                let (acked, refused, failed, latencies) =
+                    (acked.clone(), refused.clone(), failed.clone(), latencies.clone());
+                let call = async move {
+                    let t = Instant::now();
+                    let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
+                    let sent = match client.ready().await {
+                        Ok(()) => client.unary(tonic::Request::new(req), path, RawCodec).await,
+                        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+                    };
+                    match sent {
+                        Ok(_) => {
+                            latencies.lock().unwrap_or_else(|p| p.into_inner()).push(t.elapsed());
+                            acked.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(status)
+                            if matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable) =>
+                        {
+                            // An OTLP exporter would back off as RetryInfo says;
+                            // the generator keeps the offered load instead.
+                            refused.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                        Err(status) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("loadgen: export failed: {status}");
+                        }
                     }
-                    Err(status)
-                        if matches!(status.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable) =>
-                    {
-                        refused.fetch_add(n as u64, Ordering::Relaxed);
-                        // An OTLP exporter would back off as RetryInfo says; keep the offered load instead.
+                };
+                if per_conn_rate.is_some() {
+                    // Open loop: the offered rate does not slow down when the
+                    // server does, which is what an overload is. Bounded so
+                    // the generator itself cannot run out of memory.
+                    while in_flight.len() >= 256 {
+                        in_flight.join_next().await;
                     }
-                    Err(status) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("loadgen: export failed: {status}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                    in_flight.spawn(call);
+                } else {
+                    call.await;
                 }
             }
-            latencies
+            while in_flight.join_next().await.is_some() {}
+            std::mem::take(&mut *latencies.lock().unwrap_or_else(|p| p.into_inner()))
         }));
     }
     let started = Instant::now();

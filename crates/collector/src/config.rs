@@ -85,6 +85,11 @@ pub struct OtlpReceiverConfig {
     /// Most spans waiting to be written at once. Past it the receivers
     /// answer 429 / `RESOURCE_EXHAUSTED` with a retry delay, so memory stays bounded.
     pub max_pending_spans: usize,
+    /// Most export requests handled at once, over both receivers. A request
+    /// past it is refused at once with 429 / `RESOURCE_EXHAUSTED` and a retry
+    /// delay, before its body is read: under overload the collector answers
+    /// fast and its memory stays bounded instead of queueing without end.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -97,6 +102,7 @@ impl Default for OtlpReceiverConfig {
             max_attributes: 1024,
             max_value_depth: 16,
             max_pending_spans: 100_000,
+            max_concurrent_requests: 32,
         }
     }
 }
@@ -229,6 +235,9 @@ impl Config {
         let r = &self.receivers.otlp;
         if r.max_request_bytes == 0 || r.max_decompressed_bytes == 0 {
             return Err(ConfigError::Invalid("receivers.otlp size limits must be above zero".into()));
+        }
+        if r.max_concurrent_requests == 0 {
+            return Err(ConfigError::Invalid("receivers.otlp.max_concurrent_requests must be above zero".into()));
         }
         if r.max_pending_spans == 0 {
             return Err(ConfigError::Invalid("receivers.otlp.max_pending_spans must be above zero".into()));

@@ -84,7 +84,7 @@ impl Collector {
             max_value_depth: receiver.max_value_depth,
         };
         let max_grpc_message = limits.max_decompressed_bytes.max(max_request_bytes(&config));
-        let ingest = Ingest::new(store.clone(), Arc::clone(&metrics), limits);
+        let ingest = Ingest::new(store.clone(), Arc::clone(&metrics), limits, receiver.max_concurrent_requests);
         let max_request = max_request_bytes(&config);
         let (shutdown, watch_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();

@@ -54,28 +54,37 @@ fn request_of(n: usize, trace_byte: u8, start_ns: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-#[test]
-fn past_the_pending_budget_senders_are_told_to_retry_later() {
-    let collector = support::start(|c| c.receivers.otlp.max_pending_spans = 150);
+/// Takes SQLite's write lock from outside (a stand-in for a slow disk),
+/// sends one request of `spans` spans in the background, and waits until
+/// the collector holds it as pending. Commit the returned connection to
+/// let the writer go on; the handle yields the first request's status.
+fn stall_writer_with_one_request(
+    collector: &support::Running,
+    spans: usize,
+    trace_byte: u8,
+) -> (rusqlite::Connection, std::thread::JoinHandle<u16>) {
     let db = collector.collector.as_ref().unwrap().store.path().to_owned();
-    // Another process holding the write lock stands in for a slow disk.
     let blocker = rusqlite::Connection::open(&db).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-
     let url = format!("{}/v1/traces", collector.http());
-    let first = {
-        let url = url.clone();
-        std::thread::spawn(move || post_protobuf(&url, request_of(100, 0x11, 1)).status().as_u16())
-    };
+    let first = std::thread::spawn(move || post_protobuf(&url, request_of(spans, trace_byte, 1)).status().as_u16());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (_, health) = support::get_json(&format!("{}/health", collector.api()));
-        if health["pendingSpans"] == 100 {
+        if health["pendingSpans"] == spans {
             break;
         }
         assert!(Instant::now() < deadline, "the first request never became pending: {health}");
         std::thread::sleep(Duration::from_millis(10));
     }
+    (blocker, first)
+}
+
+#[test]
+fn past_the_pending_budget_senders_are_told_to_retry_later() {
+    let collector = support::start(|c| c.receivers.otlp.max_pending_spans = 150);
+    let (blocker, first) = stall_writer_with_one_request(&collector, 100, 0x11);
+    let url = format!("{}/v1/traces", collector.http());
 
     let refused = post_protobuf(&url, request_of(100, 0x22, 1));
     assert_eq!(refused.status(), 429);
@@ -93,6 +102,23 @@ fn past_the_pending_budget_senders_are_told_to_retry_later() {
         support::metric(&collector.api(), "agentrace_receiver_requests_refused_total{reason=\"backpressure\"}"),
         2.0
     );
+}
+
+#[test]
+fn past_the_concurrent_request_limit_senders_are_refused_before_their_body_is_read() {
+    let collector = support::start(|c| c.receivers.otlp.max_concurrent_requests = 1);
+    let (blocker, first) = stall_writer_with_one_request(&collector, 10, 0x66);
+    let url = format!("{}/v1/traces", collector.http());
+    // The one place is taken: the next request is refused at once.
+    let refused = post_protobuf(&url, request_of(1, 0x77, 1));
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let err = support::grpc_raw(&collector, request_of(1, 0x78, 1)).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    blocker.execute_batch("COMMIT").unwrap();
+    assert_eq!(first.join().unwrap(), 200);
+    // The place is free again.
+    assert_eq!(post_protobuf(&url, request_of(1, 0x79, 1)).status(), 200);
 }
 
 fn now_ns() -> u64 {

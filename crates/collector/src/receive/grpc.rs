@@ -67,12 +67,19 @@ where
         }
         let this = self.clone();
         Box::pin(async move {
+            // Refuse before tonic reads and decodes the body.
+            let admitted = match this.ingest.admit() {
+                Ok(a) => a,
+                Err(e) => return Ok(retryable(Code::ResourceExhausted, e.to_string()).into_http()),
+            };
             let mut encodings = EnabledCompressionEncodings::default();
             encodings.enable(tonic::codec::CompressionEncoding::Gzip);
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .apply_compression_config(encodings, encodings)
                 .apply_max_message_size_config(Some(this.max_message_bytes), None);
-            Ok(grpc.unary(ExportCall(this), req).await)
+            let response = grpc.unary(ExportCall(this), req).await;
+            drop(admitted);
+            Ok(response)
         })
     }
 }

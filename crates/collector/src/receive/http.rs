@@ -72,7 +72,10 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
             return status_response(Encoding::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message);
         }
     };
-    let response = receive(&state, &headers, body, encoding).await;
+    let response = match state.ingest.admit() {
+        Ok(_admitted) => receive(&state, &headers, body, encoding).await,
+        Err(e) => retry_later(encoding, StatusCode::TOO_MANY_REQUESTS, 8, e.to_string()),
+    };
     metrics.latency(encoding.transport(), started.elapsed());
     response
 }

@@ -61,12 +61,30 @@ pub struct Ingest {
     store: Store,
     metrics: Arc<Metrics>,
     limits: Limits,
+    admission: Arc<tokio::sync::Semaphore>,
 }
+
+/// A place among the requests handled at once; dropping it frees the place.
+pub struct Admitted(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl Ingest {
     /// An ingest path writing to `store`.
-    pub fn new(store: Store, metrics: Arc<Metrics>, limits: Limits) -> Ingest {
-        Ingest { store, metrics, limits }
+    pub fn new(store: Store, metrics: Arc<Metrics>, limits: Limits, max_concurrent_requests: usize) -> Ingest {
+        let admission = Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests));
+        Ingest { store, metrics, limits, admission }
+    }
+
+    /// Takes a place among the requests handled at once, or says why not.
+    /// Transports call this before reading a body, so that refusing under
+    /// overload costs nothing.
+    pub fn admit(&self) -> Result<Admitted, IngestError> {
+        match Arc::clone(&self.admission).try_acquire_owned() {
+            Ok(permit) => Ok(Admitted(permit)),
+            Err(_) => {
+                self.metrics.refused_request(RefuseReason::Backpressure, 0);
+                Err(IngestError::Busy("too many export requests in progress; retry shortly".into()))
+            }
+        }
     }
 
     /// The decoding limits in force.
