@@ -8,11 +8,11 @@
 //! up over every agent reachable below, each counted once even when the
 //! graph is not a tree.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use agentrace_model::SpanKind;
 
-use crate::assemble::Index;
+use crate::assemble::{FastHash, Index};
 use crate::config::Config;
 use crate::connect::Tree;
 use crate::conventions::Category;
@@ -30,14 +30,15 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
     let mut duration = vec![0u64; count];
     let mut depth = vec![u32::MAX; count];
     let mut node_depth = vec![0u32; tree.len()];
-    let mut edges: BTreeMap<(u32, u32, &'static str), u64> = BTreeMap::new();
+    // Counted in a hash map (one entry per delegating span), ordered once at the end.
+    let mut edge_counts: HashMap<(u32, u32, &'static str), u64, FastHash> = HashMap::default();
     let mut unpriced = BTreeSet::new();
     // For a nested LLM span: the outermost LLM span of its call, and
     // whether that one reported tokens itself.
     let mut llm_top: Vec<u32> = vec![u32::MAX; tree.len()];
     let mut top_has_tokens = vec![false; tree.len()];
-    // Model names repeat on every call: look each one up once.
-    let mut prices: std::collections::HashMap<String, Option<crate::pricing::ModelPrice>> = Default::default();
+    // Model names repeat on every call: look each one up once, by symbol.
+    let mut prices: Vec<Option<Option<crate::pricing::ModelPrice>>> = vec![None; ix.texts.len()];
 
     for &node in &tree.order {
         let n = node as usize;
@@ -58,7 +59,7 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
         if let (Some(p), Some(pa)) = (parent, parent_agent)
             && pa != agent
         {
-            edges.entry((pa, agent, via(ix, tree, p, node))).and_modify(|c| *c += 1).or_insert(1);
+            *edge_counts.entry((pa, agent, via(ix, tree, p, node))).or_insert(0) += 1;
         }
         let facts = &ix.facts[n];
         let category = facts.category();
@@ -94,21 +95,16 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
             let target = if llm_top[n] != u32::MAX { tree.agent[llm_top[n] as usize] } else { agent } as usize;
             own[target].input_tokens += input;
             own[target].output_tokens += output;
-            let mut price = |m: &str| match prices.get(m) {
-                Some(p) => *p,
-                None => {
-                    let p = config.prices.lookup(m);
-                    prices.insert(m.to_owned(), p);
-                    p
-                }
+            let mut price = |m: crate::conventions::Sym| {
+                *prices[m.index()].get_or_insert_with(|| config.prices.lookup(ix.texts.get(m)))
             };
             let cost = |p: Option<crate::pricing::ModelPrice>| {
                 p.map(|p| input as f64 * p.input_per_million / 1e6 + output as f64 * p.output_per_million / 1e6)
             };
-            match facts.model.as_deref().map(|m| (m, cost(price(m)))) {
+            match facts.model.map(|m| (m, cost(price(m)))) {
                 Some((_, Some(cost))) => own[target].cost_usd += cost,
                 Some((m, None)) => {
-                    unpriced.insert(m.to_owned());
+                    unpriced.insert(ix.texts.get(m).to_owned());
                 }
                 None => {
                     unpriced.insert("(no model name)".to_owned());
@@ -117,6 +113,7 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
         }
     }
 
+    let edges: BTreeMap<(u32, u32, &'static str), u64> = edge_counts.into_iter().collect();
     let mut out_edges: Vec<Vec<u32>> = vec![Vec::new(); count];
     for &(from, to, _) in edges.keys() {
         if !out_edges[from as usize].contains(&to) {

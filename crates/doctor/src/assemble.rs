@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use agentrace_model::{Span, SpanId, TraceId};
 
-use crate::conventions::{self, Facts};
+use crate::conventions::{self, Facts, Texts};
 
 /// A fast hasher (FxHash's multiply-rotate) for keys that are pointers or
 /// short IDs: lookups only, never iterated into output, so hash quality
@@ -27,11 +27,22 @@ impl std::hash::Hasher for FxHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
+        // Whole words, then the tail byte by byte: a variable-length copy
+        // here would call memmove once per word.
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
             let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
+            b.copy_from_slice(word);
             self.write_u64(u64::from_le_bytes(b));
         }
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let v = tail.iter().rev().fold(0u64, |v, &b| v << 8 | u64::from(b));
+            self.write_u64(v);
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
     }
     fn write_u64(&mut self, v: u64) {
         self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
@@ -48,7 +59,9 @@ pub(crate) type Ix = u32;
 
 pub(crate) struct Index<'a> {
     pub spans: Vec<&'a Span>,
-    pub facts: Vec<Facts<'a>>,
+    pub facts: Vec<Facts>,
+    /// The texts `facts` refer to.
+    pub texts: Texts<'a>,
     /// Parent within the same trace, as sent.
     pub parent: Vec<Option<Ix>>,
     /// The span names a parent that is not in the input.
@@ -56,6 +69,11 @@ pub(crate) struct Index<'a> {
     /// Trace ranges over `spans` (contiguous, since spans sort by trace).
     pub traces: Vec<Range<Ix>>,
     pub trace_of: Vec<u32>,
+    /// Each trace's ID as an integer (same order as the bytes), for lookups
+    /// that touch no span.
+    trace_keys: Vec<u128>,
+    /// Each span's ID as an integer, likewise.
+    span_keys: Vec<u64>,
     /// Session of each trace: the smallest session ID any of its spans carries.
     pub trace_session: Vec<Option<u32>>,
     /// Session names, sorted; `trace_session` indexes into it.
@@ -68,81 +86,121 @@ pub(crate) struct Index<'a> {
     pub service: Vec<&'a str>,
 }
 
+fn trace_key(t: TraceId) -> u128 {
+    u128::from_be_bytes(t.to_bytes())
+}
+
+fn span_key(s: SpanId) -> u64 {
+    u64::from_be_bytes(s.to_bytes())
+}
+
+/// The canonical order of two spans with the same IDs (duplicates, or
+/// conflicting copies): by content, so the copy kept never depends on
+/// arrival order.
+fn content_order(a: &Span, b: &Span) -> std::cmp::Ordering {
+    (a.start_unix_nano, a.end_unix_nano, &a.name, a.parent_span_id)
+        .cmp(&(b.start_unix_nano, b.end_unix_nano, &b.name, b.parent_span_id))
+        .then_with(|| {
+            (a.kind.to_i32(), a.attributes.0.len(), a.status_code.to_i32(), a.events.len(), a.links.len()).cmp(&(
+                b.kind.to_i32(),
+                b.attributes.0.len(),
+                b.status_code.to_i32(),
+                b.events.len(),
+                b.links.len(),
+            ))
+        })
+}
+
 impl<'a> Index<'a> {
     pub fn build(input: &'a [Span]) -> Index<'a> {
-        let mut spans: Vec<&Span> = input.iter().collect();
-        spans.sort_unstable_by(|a, b| {
-            (a.trace_id, a.span_id, a.start_unix_nano, a.end_unix_nano, &a.name, a.parent_span_id)
-                .cmp(&(b.trace_id, b.span_id, b.start_unix_nano, b.end_unix_nano, &b.name, b.parent_span_id))
-                .then_with(|| {
-                    (a.kind.to_i32(), a.attributes.0.len(), a.status_code.to_i32(), a.events.len(), a.links.len()).cmp(
-                        &(b.kind.to_i32(), b.attributes.0.len(), b.status_code.to_i32(), b.events.len(), b.links.len()),
-                    )
-                })
-        });
-        spans.dedup_by(|b, a| a.trace_id == b.trace_id && a.span_id == b.span_id);
-        // Index sizes are u32: more than four billion spans in one analysis
-        // is out of scope; refuse silently by truncating rather than panic.
-        spans.truncate(u32::MAX as usize - 1);
-
-        let facts: Vec<Facts<'a>> = spans.iter().map(|s| conventions::read(s)).collect();
-
+        // Sort integer keys, not spans: one cache line per comparison instead
+        // of two pointer chases. Only runs of equal IDs look at content.
+        let mut keys: Vec<(u128, u64, u32)> = input
+            .iter()
+            .take(u32::MAX as usize - 1)
+            .enumerate()
+            .map(|(i, s)| (trace_key(s.trace_id), span_key(s.span_id), i as u32))
+            .collect();
+        keys.sort_unstable_by_key(|&(t, s, _)| (t, s));
+        let mut spans: Vec<&Span> = Vec::with_capacity(keys.len());
+        let mut trace_keys: Vec<u128> = Vec::new();
+        let mut span_keys: Vec<u64> = Vec::with_capacity(keys.len());
         let mut traces = Vec::new();
-        let mut trace_of = vec![0u32; spans.len()];
-        let mut start = 0usize;
-        for i in 1..=spans.len() {
-            if i == spans.len() || spans[i].trace_id != spans[start].trace_id {
-                let t = traces.len() as u32;
-                trace_of[start..i].iter_mut().for_each(|x| *x = t);
-                traces.push(start as Ix..i as Ix);
-                start = i;
+        let mut trace_of = Vec::with_capacity(keys.len());
+        let mut run = 0;
+        while run < keys.len() {
+            let (t, s, first) = keys[run];
+            let mut end = run + 1;
+            while end < keys.len() && keys[end].0 == t && keys[end].1 == s {
+                end += 1;
             }
+            // Duplicates: keep the least by content.
+            let kept = keys[run..end]
+                .iter()
+                .map(|k| &input[k.2 as usize])
+                .min_by(|a, b| content_order(a, b))
+                .unwrap_or(&input[first as usize]);
+            if trace_keys.last() != Some(&t) {
+                if let Some(open) = traces.last_mut() {
+                    let open: &mut Range<Ix> = open;
+                    open.end = spans.len() as Ix;
+                }
+                trace_keys.push(t);
+                traces.push(spans.len() as Ix..spans.len() as Ix);
+            }
+            trace_of.push(trace_keys.len() as u32 - 1);
+            spans.push(kept);
+            span_keys.push(s);
+            run = end;
         }
+        if let Some(open) = traces.last_mut() {
+            open.end = spans.len() as Ix;
+        }
+        drop(keys);
 
         let mut parent = vec![None; spans.len()];
         let mut missing_parent = vec![false; spans.len()];
         for (i, span) in spans.iter().enumerate() {
             if let Some(p) = span.parent_span_id {
                 let range = &traces[trace_of[i] as usize];
-                let slice = &spans[range.start as usize..range.end as usize];
-                match slice.binary_search_by(|s| s.span_id.cmp(&p)) {
+                let slice = &span_keys[range.start as usize..range.end as usize];
+                match slice.binary_search(&span_key(p)) {
                     Ok(j) if range.start as usize + j != i => parent[i] = Some(range.start + j as Ix),
                     _ => missing_parent[i] = true,
                 }
             }
         }
 
-        // Sessions repeat on every span of a trace: dedupe before sorting.
-        let unique: std::collections::HashSet<&str, FastHash> =
-            facts.iter().filter_map(|f| f.session.as_deref()).collect();
-        let mut names: Vec<&str> = unique.into_iter().collect();
-        names.sort_unstable();
-        let sessions: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
-        let trace_session = traces
-            .iter()
-            .map(|r| {
-                let best = facts[r.start as usize..r.end as usize].iter().filter_map(|f| f.session.as_deref()).min();
-                best.and_then(|s| sessions.binary_search_by(|x| x.as_str().cmp(s)).ok()).map(|i| i as u32)
-            })
-            .collect();
-
-        // Resources are shared between the spans of a batch: compute each
-        // instance key once per resource object, then intern the keys.
+        // One pass over the spans reads their facts and their resources.
+        // Resources are shared between the spans of a batch, and a batch's
+        // spans mostly sort next to each other: remember the last one, and
+        // compute each instance key once per resource object.
+        let mut texts = Texts::default();
+        let mut facts: Vec<Facts> = Vec::with_capacity(spans.len());
         let mut by_resource: HashMap<*const agentrace_model::Resource, (u32, &'a str), FastHash> = HashMap::default();
         let mut key_ids: HashMap<String, u32, FastHash> = HashMap::default();
         let mut instances_unsorted: Vec<(String, bool)> = Vec::new();
         let mut instance_of: Vec<u32> = Vec::with_capacity(spans.len());
         let mut service: Vec<&'a str> = Vec::with_capacity(spans.len());
+        let mut last: Option<(*const agentrace_model::Resource, (u32, &'a str))> = None;
         for span in &spans {
+            facts.push(conventions::read(span, &mut texts));
             let ptr = std::sync::Arc::as_ptr(&span.resource);
-            let (id, name) = *by_resource.entry(ptr).or_insert_with(|| {
-                let (key, strong) = conventions::instance_key(span);
-                let id = *key_ids.entry(key.clone()).or_insert_with(|| {
-                    instances_unsorted.push((key, strong));
-                    instances_unsorted.len() as u32 - 1
-                });
-                (id, span.service_name())
-            });
+            let (id, name) = match last {
+                Some((p, found)) if p == ptr => found,
+                _ => {
+                    let found = *by_resource.entry(ptr).or_insert_with(|| {
+                        let (key, strong) = conventions::instance_key(span);
+                        let id = *key_ids.entry(key.clone()).or_insert_with(|| {
+                            instances_unsorted.push((key, strong));
+                            instances_unsorted.len() as u32 - 1
+                        });
+                        (id, span.service_name())
+                    });
+                    last = Some((ptr, found));
+                    found
+                }
+            };
             instance_of.push(id);
             service.push(name);
         }
@@ -156,13 +214,41 @@ impl<'a> Index<'a> {
         let instances = order.iter().map(|o| instances_unsorted[*o as usize].clone()).collect();
         instance_of.iter_mut().for_each(|i| *i = renumber[*i as usize]);
 
+        // Sessions: the texts used as one, sorted; each trace takes the
+        // smallest of its spans'.
+        const NONE: u32 = u32::MAX;
+        let mut rank = vec![NONE; texts.len()];
+        let mut names: Vec<(&str, usize)> = Vec::new();
+        for f in &facts {
+            if let Some(sym) = f.session
+                && rank[sym.index()] == NONE
+            {
+                rank[sym.index()] = 0;
+                names.push((texts.get(sym), sym.index()));
+            }
+        }
+        names.sort_unstable();
+        for (k, (_, sym)) in names.iter().enumerate() {
+            rank[*sym] = k as u32;
+        }
+        let sessions: Vec<String> = names.iter().map(|(s, _)| (*s).to_owned()).collect();
+        let trace_session = traces
+            .iter()
+            .map(|r| {
+                facts[r.start as usize..r.end as usize].iter().filter_map(|f| f.session).map(|s| rank[s.index()]).min()
+            })
+            .collect();
+
         Index {
             spans,
             facts,
+            texts,
             parent,
             missing_parent,
             traces,
             trace_of,
+            trace_keys,
+            span_keys,
             trace_session,
             sessions,
             instance_of,
@@ -177,7 +263,10 @@ impl<'a> Index<'a> {
 
     /// The span with these IDs, if it arrived.
     pub fn find(&self, trace: TraceId, span: SpanId) -> Option<Ix> {
-        self.spans.binary_search_by(|s| (s.trace_id, s.span_id).cmp(&(trace, span))).ok().map(|i| i as Ix)
+        let t = self.trace_keys.binary_search(&trace_key(trace)).ok()?;
+        let range = &self.traces[t];
+        let slice = &self.span_keys[range.start as usize..range.end as usize];
+        slice.binary_search(&span_key(span)).ok().map(|j| range.start + j as Ix)
     }
 
     pub fn session_of(&self, i: Ix) -> Option<u32> {

@@ -8,11 +8,12 @@
 //! table; [`export`] turns it back into spans, marked as PRODUCT.md says, for
 //! a live pipeline to forward.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use agentrace_model::{Link, Resource, Span, SpanId, SpanKind, TraceId, Value};
 
-use crate::assemble::{Index, Ix};
+use crate::assemble::{FastHash, Index, Ix};
 use crate::config::{Config, RepairMode};
 use crate::conventions::Category;
 use crate::repair::Repaired;
@@ -41,6 +42,8 @@ pub(crate) struct Tree {
     pub roots: Vec<u32>,
     /// Depth-first order of every node, root by root.
     pub order: Vec<u32>,
+    /// Where each root's nodes start in `order` (one more entry at the end).
+    request_offsets: Vec<u32>,
     pub depth: Vec<u32>,
     pub root_of: Vec<u32>,
     /// Agent of each node, as an index into `agents` (sorted names).
@@ -56,6 +59,11 @@ impl Tree {
     pub fn children(&self, node: u32) -> &[u32] {
         let n = node as usize;
         &self.child_list[self.child_offsets[n] as usize..self.child_offsets[n + 1] as usize]
+    }
+
+    /// The nodes of the `k`-th request (`roots[k]`), depth-first.
+    pub fn request_nodes(&self, k: usize) -> &[u32] {
+        &self.order[self.request_offsets[k] as usize..self.request_offsets[k + 1] as usize]
     }
 
     pub fn is_real(&self, node: u32) -> bool {
@@ -96,9 +104,8 @@ impl Tree {
 const SYNTHETIC_SERVICE: &str = "agentrace";
 
 fn transit_name(ix: &Index, t: &Transit) -> String {
-    let dest =
-        ix.facts[t.consumer as usize].destination.as_deref().or(ix.facts[t.producer as usize].destination.as_deref());
-    match dest {
+    let dest = ix.facts[t.consumer as usize].destination.or(ix.facts[t.producer as usize].destination);
+    match ix.texts.opt(dest) {
         Some(d) => format!("queue transit {d}"),
         None => "queue transit".to_owned(),
     }
@@ -179,16 +186,19 @@ pub(crate) fn build(ix: &Index, repaired: &Repaired) -> Tree {
         child_list,
         roots: Vec::new(),
         order: Vec::with_capacity(len),
+        request_offsets: Vec::with_capacity(roots.len() + 1),
         depth: vec![0; len],
         root_of: vec![u32::MAX; len],
         agent: Vec::new(),
         agents: Vec::new(),
     };
 
+    let mut stack = Vec::new();
     for &root in &roots {
+        tree.request_offsets.push(tree.order.len() as u32);
         tree.clamped_start[root as usize] = tree.start[root as usize];
         tree.root_of[root as usize] = root;
-        let mut stack = vec![root];
+        stack.push(root);
         while let Some(node) = stack.pop() {
             tree.order.push(node);
             let (a, b) = (tree.child_offsets[node as usize] as usize, tree.child_offsets[node as usize + 1] as usize);
@@ -200,6 +210,7 @@ pub(crate) fn build(ix: &Index, repaired: &Repaired) -> Tree {
             }
         }
     }
+    tree.request_offsets.push(tree.order.len() as u32);
     tree.roots = roots;
 
     let mut reach = tree.end.clone();
@@ -217,8 +228,9 @@ pub(crate) fn build(ix: &Index, repaired: &Repaired) -> Tree {
 /// lowest index on the cycle, so that every span hangs under some root.
 fn break_cycles(parent: &mut [Option<u32>]) {
     let mut state = vec![0u8; parent.len()];
+    let mut path = Vec::new();
     for s in 0..parent.len() {
-        let mut path = Vec::new();
+        path.clear();
         let mut x = Some(s as u32);
         while let Some(v) = x {
             match state[v as usize] {
@@ -237,7 +249,7 @@ fn break_cycles(parent: &mut [Option<u32>]) {
                 _ => break,
             }
         }
-        for p in path {
+        for &p in &path {
             state[p as usize] = 2;
         }
     }
@@ -249,25 +261,31 @@ fn break_cycles(parent: &mut [Option<u32>]) {
 /// service, and to their service otherwise. A queue transit belongs to the
 /// agent that consumes the message: the wait is its capacity's doing.
 fn assign_agents(ix: &Index, tree: &mut Tree) {
-    let mut names: Vec<String> = Vec::new();
-    let mut ids: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
-    let mut intern = |name: &str| -> u32 {
-        if let Some(id) = ids.get(name) {
-            return *id;
-        }
-        names.push(name.to_owned());
-        ids.insert(name.to_owned(), names.len() as u32 - 1);
-        names.len() as u32 - 1
+    let mut names: Vec<&str> = Vec::new();
+    let mut ids: HashMap<&str, u32, FastHash> = HashMap::default();
+    let mut intern = |name| -> u32 {
+        *ids.entry(name).or_insert_with(|| {
+            names.push(name);
+            names.len() as u32 - 1
+        })
     };
+    // Agent names repeat on every span of the agent: resolve each symbol once.
+    let mut by_sym = vec![u32::MAX; ix.texts.len()];
     let mut agent = vec![0u32; tree.len()];
     for &node in &tree.order {
         if !tree.is_real(node) {
             continue;
         }
         let (s, f) = (ix.spans[node as usize], &ix.facts[node as usize]);
-        let own = f.agent_name.as_deref().filter(|_| s.kind != SpanKind::Client);
+        let own = f.agent_name.filter(|_| s.kind != SpanKind::Client);
         agent[node as usize] = match (own, tree.parent[node as usize]) {
-            (Some(name), _) => intern(name),
+            (Some(sym), _) => {
+                let slot = &mut by_sym[sym.index()];
+                if *slot == u32::MAX {
+                    *slot = intern(ix.texts.get(sym));
+                }
+                *slot
+            }
             (None, Some(p)) if tree.is_real(p) && ix.service[p as usize] == ix.service[node as usize] => {
                 agent[p as usize]
             }
@@ -279,13 +297,13 @@ fn assign_agents(ix: &Index, tree: &mut Tree) {
     }
     // Renumber by name so that nothing depends on visiting order.
     let mut order: Vec<u32> = (0..names.len() as u32).collect();
-    order.sort_unstable_by(|a, b| names[*a as usize].cmp(&names[*b as usize]));
+    order.sort_unstable_by(|a, b| names[*a as usize].cmp(names[*b as usize]));
     let mut renumber = vec![0u32; names.len()];
     for (new, old) in order.iter().enumerate() {
         renumber[*old as usize] = new as u32;
     }
     tree.agent = agent.into_iter().map(|a| renumber.get(a as usize).copied().unwrap_or(0)).collect();
-    tree.agents = order.iter().map(|o| names[*o as usize].clone()).collect();
+    tree.agents = order.iter().map(|o| names[*o as usize].to_owned()).collect();
 }
 
 /// Links whose target moved to another trace follow it, so that no link in
@@ -309,11 +327,8 @@ pub(crate) fn export(ix: &Index, repaired: &Repaired, tree: &Tree, config: &Conf
     // The repair that moved each node: its own, else its parent's.
     let mut moved_by: Vec<Option<usize>> = vec![None; tree.len()];
     for &node in &tree.order {
-        moved_by[node as usize] = repaired
-            .joined
-            .get(&node)
-            .copied()
-            .or_else(|| tree.parent[node as usize].and_then(|p| moved_by[p as usize]));
+        moved_by[node as usize] =
+            repaired.joined(node).or_else(|| tree.parent[node as usize].and_then(|p| moved_by[p as usize]));
     }
     for (i, moved) in moved_by.iter().enumerate().take(tree.real) {
         let mut span = ix.spans[i].clone();
@@ -325,7 +340,7 @@ pub(crate) fn export(ix: &Index, repaired: &Repaired, tree: &Tree, config: &Conf
             continue;
         };
         let repair = &repaired.repairs[ri];
-        let is_orphan = repaired.joined.get(&(i as Ix)) == Some(&ri);
+        let is_orphan = repaired.joined(i as Ix) == Some(ri);
         match config.repair_mode {
             RepairMode::Reparent => {
                 let connected = tree.trace_id(ix, i as u32);
@@ -382,7 +397,7 @@ pub(crate) fn export(ix: &Index, repaired: &Repaired, tree: &Tree, config: &Conf
         span.resource = Arc::clone(&resource);
         span.attributes.set("agentrace.synthetic", true);
         span.attributes.set("agentrace.synthetic.kind", "queue_transit");
-        if let Some(d) = ix.facts[t.consumer as usize].destination.as_deref() {
+        if let Some(d) = ix.texts.opt(ix.facts[t.consumer as usize].destination) {
             span.attributes.set("messaging.destination.name", d);
         }
         span.attributes.set("agentrace.synthetic.consumer_span_id", ix.spans[t.consumer as usize].span_id.to_string());

@@ -14,8 +14,12 @@
 //! (which emits the GenAI names).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
 
 use agentrace_model::{Span, SpanKind, StatusCode, Value};
+
+use crate::assemble::FastHash;
 
 /// What kind of work a span does. The same names serve the failure
 /// categories of PRODUCT.md; time uses [`Category::Agent`] for
@@ -62,38 +66,86 @@ impl Category {
     }
 }
 
-/// What the doctor knows about one span after reading its attributes once.
-/// Strings borrow from the span where they can.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Facts<'a> {
-    pub category: Option<Category>,
-    pub session: Option<Cow<'a, str>>,
-    pub agent_name: Option<Cow<'a, str>>,
-    pub model: Option<Cow<'a, str>>,
-    pub input_tokens: Option<i64>,
-    pub output_tokens: Option<i64>,
-    pub message_id: Option<Cow<'a, str>>,
-    pub destination: Option<Cow<'a, str>>,
-    pub mcp_session: Option<Cow<'a, str>>,
-    pub jsonrpc_id: Option<Cow<'a, str>>,
-    pub tool_call_id: Option<Cow<'a, str>>,
-    pub tool_name: Option<Cow<'a, str>>,
-    pub peer_service: Option<Cow<'a, str>>,
-    pub server_address: Option<Cow<'a, str>>,
-    pub error: bool,
-    pub error_type: Option<Cow<'a, str>>,
-    pub error_message: Option<Cow<'a, str>>,
-    pub synthetic: bool,
+/// A text that spans carried (a session ID, a message ID, a model name),
+/// interned: equal texts get equal symbols, so everything downstream
+/// compares and indexes small integers instead of strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Sym(NonZeroU32);
+
+impl Sym {
+    /// Position in [`Texts`], dense from zero.
+    pub fn index(self) -> usize {
+        self.0.get() as usize - 1
+    }
 }
 
-impl Facts<'_> {
+/// The interned texts of one analysis. Texts borrow from the spans; only
+/// values that are not strings (an integer `jsonrpc.request.id`) are owned.
+#[derive(Debug, Default)]
+pub(crate) struct Texts<'a> {
+    list: Vec<Cow<'a, str>>,
+    ids: HashMap<Cow<'a, str>, Sym, FastHash>,
+}
+
+impl<'a> Texts<'a> {
+    pub fn intern(&mut self, text: Cow<'a, str>) -> Sym {
+        if let Some(&sym) = self.ids.get(text.as_ref()) {
+            return sym;
+        }
+        // More than four billion distinct texts cannot occur: spans are
+        // capped below that, and each carries a handful.
+        let sym = Sym(u32::try_from(self.list.len() + 1).ok().and_then(NonZeroU32::new).unwrap_or(NonZeroU32::MAX));
+        self.list.push(text.clone());
+        self.ids.insert(text, sym);
+        sym
+    }
+
+    pub fn get(&self, sym: Sym) -> &str {
+        self.list.get(sym.index()).map_or("", |t| t.as_ref())
+    }
+
+    /// The text of an optional symbol.
+    pub fn opt(&self, sym: Option<Sym>) -> Option<&str> {
+        sym.map(|s| self.get(s))
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+}
+
+/// What the doctor knows about one span after reading its attributes once:
+/// small and `Copy`, with every text interned in [`Texts`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Facts {
+    pub category: Option<Category>,
+    pub error: bool,
+    pub synthetic: bool,
+    pub session: Option<Sym>,
+    pub agent_name: Option<Sym>,
+    pub model: Option<Sym>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub message_id: Option<Sym>,
+    pub destination: Option<Sym>,
+    pub mcp_session: Option<Sym>,
+    pub jsonrpc_id: Option<Sym>,
+    pub tool_call_id: Option<Sym>,
+    pub tool_name: Option<Sym>,
+    pub peer_service: Option<Sym>,
+    pub server_address: Option<Sym>,
+    pub error_type: Option<Sym>,
+    pub error_message: Option<Sym>,
+}
+
+impl Facts {
     pub fn category(&self) -> Category {
         self.category.unwrap_or(Category::Other)
     }
 
     /// Whether the error looks like a step that could not use its input:
     /// a parse, decode or validation failure.
-    pub fn is_parse_error(&self, name: &str) -> bool {
+    pub fn is_parse_error(&self, texts: &Texts, name: &str) -> bool {
         const MARKERS: [&str; 10] = [
             "parse",
             "json",
@@ -106,8 +158,8 @@ impl Facts<'_> {
             "syntax",
             "unexpected token",
         ];
-        let texts = [self.error_type.as_deref(), self.error_message.as_deref(), Some(name)];
-        texts.iter().flatten().any(|t| {
+        let found = [texts.opt(self.error_type), texts.opt(self.error_message), Some(name)];
+        found.iter().flatten().any(|t| {
             let lower = t.to_ascii_lowercase();
             MARKERS.iter().any(|m| lower.contains(m))
         })
@@ -142,8 +194,21 @@ fn put_i64(slot: &mut Option<(u8, i64)>, rank: u8, value: &Value) {
     }
 }
 
-/// Reads a span's attributes and events once into [`Facts`].
-pub(crate) fn read(span: &Span) -> Facts<'_> {
+/// The texts of [`Facts`] before interning.
+#[derive(Default)]
+struct Raw<'a> {
+    message_id: Option<Cow<'a, str>>,
+    destination: Option<Cow<'a, str>>,
+    mcp_session: Option<Cow<'a, str>>,
+    peer_service: Option<Cow<'a, str>>,
+    server_address: Option<Cow<'a, str>>,
+    error_type: Option<Cow<'a, str>>,
+    error_message: Option<Cow<'a, str>>,
+}
+
+/// Reads a span's attributes and events once into [`Facts`], interning
+/// their texts into `texts`.
+pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut operation: Option<&str> = None;
     let mut oi_kind: Option<&str> = None;
     let mut tl_kind: Option<&str> = None;
@@ -161,6 +226,7 @@ pub(crate) fn read(span: &Span) -> Facts<'_> {
     let mut tool_call = None;
     let mut tool_name = None;
     let mut f = Facts::default();
+    let mut raw = Raw::default();
 
     for (key, value) in span.attributes.iter() {
         match key {
@@ -188,10 +254,10 @@ pub(crate) fn read(span: &Span) -> Facts<'_> {
             "langfuse.session.id" => put(&mut session, 3, text(value)),
             "gen_ai.agent.name" => put(&mut agent, 0, text(value)),
             "agent.name" => put(&mut agent, 1, text(value)),
-            "messaging.message.id" => f.message_id = text(value),
-            "messaging.destination.name" => f.destination = text(value),
+            "messaging.message.id" => raw.message_id = text(value),
+            "messaging.destination.name" => raw.destination = text(value),
             "messaging.system" => messaging = true,
-            "mcp.session.id" => f.mcp_session = text(value),
+            "mcp.session.id" => raw.mcp_session = text(value),
             "jsonrpc.request.id" => put(&mut jsonrpc, 0, text(value)),
             "mcp.request.id" => put(&mut jsonrpc, 1, text(value)),
             "gen_ai.tool.call.id" => put(&mut tool_call, 0, text(value)),
@@ -199,12 +265,12 @@ pub(crate) fn read(span: &Span) -> Facts<'_> {
             "gen_ai.tool.name" => put(&mut tool_name, 0, text(value)),
             "mcp.tool.name" => put(&mut tool_name, 1, text(value)),
             "tool.name" => put(&mut tool_name, 2, text(value)),
-            "peer.service" => f.peer_service = text(value),
-            "server.address" => f.server_address = text(value),
+            "peer.service" => raw.peer_service = text(value),
+            "server.address" => raw.server_address = text(value),
             "db.system" | "db.system.name" => database = true,
             "error.type" => {
                 f.error = true;
-                f.error_type = text(value);
+                raw.error_type = text(value);
             }
             "agentrace.synthetic" => f.synthetic = value.as_bool().unwrap_or(false),
             _ => {}
@@ -213,17 +279,17 @@ pub(crate) fn read(span: &Span) -> Facts<'_> {
     if span.status_code == StatusCode::Error {
         f.error = true;
         if !span.status_message.is_empty() {
-            f.error_message = Some(Cow::Borrowed(span.status_message.as_str()));
+            raw.error_message = Some(Cow::Borrowed(span.status_message.as_str()));
         }
     }
     for event in &span.events {
         if event.name == "exception" {
             f.error = true;
-            if f.error_message.is_none() {
-                f.error_message = event.attributes.get("exception.message").and_then(text);
+            if raw.error_message.is_none() {
+                raw.error_message = event.attributes.get("exception.message").and_then(text);
             }
             if let Some(t) = event.attributes.get("exception.type").and_then(text) {
-                f.error_type = Some(t);
+                raw.error_type = Some(t);
             }
         }
     }
@@ -253,15 +319,23 @@ pub(crate) fn read(span: &Span) -> Facts<'_> {
         let rest = name.strip_prefix("execute_tool ").or_else(|| name.strip_prefix("tools/call "));
         tool_name = rest.map(|r| (5, Cow::Borrowed(r.trim()))).or_else(|| tl_entity.map(|e| (6, Cow::Borrowed(e))));
     }
+    let mut intern = |t: Option<Cow<'a, str>>| t.map(|t| texts.intern(t));
     f.category = Some(category);
-    f.session = session.map(|(_, v)| v);
-    f.agent_name = agent.map(|(_, v)| v);
-    f.model = model.map(|(_, v)| v);
+    f.session = intern(session.map(|(_, v)| v));
+    f.agent_name = intern(agent.map(|(_, v)| v));
+    f.model = intern(model.map(|(_, v)| v));
     f.input_tokens = input.map(|(_, v)| v);
     f.output_tokens = output.map(|(_, v)| v);
-    f.jsonrpc_id = jsonrpc.map(|(_, v)| v);
-    f.tool_call_id = tool_call.map(|(_, v)| v);
-    f.tool_name = tool_name.map(|(_, v)| v);
+    f.jsonrpc_id = intern(jsonrpc.map(|(_, v)| v));
+    f.tool_call_id = intern(tool_call.map(|(_, v)| v));
+    f.tool_name = intern(tool_name.map(|(_, v)| v));
+    f.message_id = intern(raw.message_id);
+    f.destination = intern(raw.destination);
+    f.mcp_session = intern(raw.mcp_session);
+    f.peer_service = intern(raw.peer_service);
+    f.server_address = intern(raw.server_address);
+    f.error_type = intern(raw.error_type);
+    f.error_message = intern(raw.error_message);
     f
 }
 
@@ -362,7 +436,7 @@ mod tests {
             ("gen_ai.usage.input_tokens", 12i64.into()),
             ("llm.token_count.completion", "7".into()),
         ]);
-        let f = read(&s);
+        let f = read(&s, &mut Texts::default());
         assert_eq!(f.category(), Category::Llm);
         assert_eq!(f.input_tokens, Some(12));
         assert_eq!(f.output_tokens, Some(7));
@@ -370,20 +444,23 @@ mod tests {
 
     #[test]
     fn openinference_and_traceloop_kinds_are_recognised() {
-        assert_eq!(read(&span(&[("openinference.span.kind", "RETRIEVER".into())])).category(), Category::Retrieval);
+        let retriever = span(&[("openinference.span.kind", "RETRIEVER".into())]);
+        assert_eq!(read(&retriever, &mut Texts::default()).category(), Category::Retrieval);
         let s = span(&[("traceloop.span.kind", "agent".into()), ("traceloop.entity.name", "planner".into())]);
-        let f = read(&s);
+        let mut texts = Texts::default();
+        let f = read(&s, &mut texts);
         assert_eq!(f.category(), Category::Agent);
-        assert_eq!(f.agent_name.as_deref(), Some("planner"));
+        assert_eq!(texts.opt(f.agent_name), Some("planner"));
     }
 
     #[test]
     fn parse_errors_are_told_from_other_errors() {
         let s = span(&[]);
-        let mut f = read(&s);
-        f.error_type = Some("json.decoder.JSONDecodeError".into());
-        assert!(f.is_parse_error("plan"));
-        f.error_type = Some("TimeoutError".into());
-        assert!(!f.is_parse_error("plan"));
+        let mut texts = Texts::default();
+        let mut f = read(&s, &mut texts);
+        f.error_type = Some(texts.intern("json.decoder.JSONDecodeError".into()));
+        assert!(f.is_parse_error(&texts, "plan"));
+        f.error_type = Some(texts.intern("TimeoutError".into()));
+        assert!(!f.is_parse_error(&texts, "plan"));
     }
 }

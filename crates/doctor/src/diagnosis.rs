@@ -6,6 +6,8 @@
 //! delegations. IDs serialise as lowercase hex; durations are milliseconds
 //! rounded to the microsecond, so the same input always prints the same text.
 
+use std::sync::Arc;
+
 use agentrace_model::{SpanId, SpanKind, TraceId};
 use serde::{Deserialize, Serialize};
 
@@ -268,12 +270,16 @@ pub struct TreeSpan {
     pub original_trace_id: TraceId,
     /// Depth below the request root.
     pub depth: u32,
-    /// Name.
-    pub name: String,
+    /// Name. Tree strings are shared: a million spans carry a few dozen
+    /// distinct names, services and agents.
+    #[serde(with = "shared_str")]
+    pub name: Arc<str>,
     /// Service.
-    pub service: String,
+    #[serde(with = "shared_str")]
+    pub service: Arc<str>,
     /// Agent it is attributed to.
-    pub agent: String,
+    #[serde(with = "shared_str")]
+    pub agent: Arc<str>,
     /// Kind.
     pub kind: SpanKind,
     /// Category.
@@ -387,4 +393,20 @@ pub(crate) fn ms(nanos: u64) -> f64 {
 pub(crate) fn round(value: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (value * scale).round() / scale
+}
+
+/// Serde for shared strings without serde's `rc` feature: a plain string
+/// either way.
+mod shared_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(deserializer).map(Arc::from)
+    }
 }

@@ -91,15 +91,15 @@ fn blamed_tool(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Option<u32> 
 fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
     let span = ix.spans[e as usize];
     let facts = &ix.facts[e as usize];
-    let error_type = facts.error_type.as_deref().map(str::to_owned);
-    let message = facts.error_message.as_deref().map(str::to_owned);
+    let error_type = ix.texts.opt(facts.error_type).map(str::to_owned);
+    let message = ix.texts.opt(facts.error_message).map(str::to_owned);
     let what = match (&error_type, &message) {
         (Some(t), Some(m)) => format!("{t}: {m}"),
         (Some(t), None) => t.clone(),
         (None, Some(m)) => m.clone(),
         (None, None) => "error status without a message".to_owned(),
     };
-    let tool = if facts.is_parse_error(&span.name) && facts.category() != Category::Tool {
+    let tool = if facts.is_parse_error(&ix.texts, &span.name) && facts.category() != Category::Tool {
         blamed_tool(ix, tree, e, config)
     } else {
         None
@@ -117,7 +117,7 @@ fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
                 t = deeper;
             }
             let ts = ix.spans[t as usize];
-            let tool_name = ix.facts[t as usize].tool_name.as_deref().unwrap_or(ts.name.as_str());
+            let tool_name = ix.texts.opt(ix.facts[t as usize].tool_name).unwrap_or(ts.name.as_str());
             let summary = format!(
                 "tool `{tool_name}` ({}) returned output that `{}` ({}) could not use: {what}",
                 ts.service_name(),

@@ -76,7 +76,8 @@ pub mod render;
 mod repair;
 mod timing;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use agentrace_model::{Span, TraceId};
 
@@ -127,21 +128,23 @@ impl Doctor {
     fn run(&self, input: &[Span], want_view: bool) -> (Diagnosis, Vec<Span>) {
         let config = &self.config;
         let ix = assemble::Index::build(input);
-        let repaired = repair::repair(&ix, config);
+        let mut repaired = repair::repair(&ix, config);
         let tree = connect::build(&ix, &repaired);
-        let timing = timing::analyse(&ix, &tree, config);
+        let mut timing = timing::analyse(&ix, &tree, config);
         let failures = failure::analyse(&ix, &tree, config);
         let graph = agents::analyse(&ix, &tree, config, &failures.causal);
 
-        let mut findings = repaired.findings.clone();
-        findings.extend(timing.findings.iter().cloned());
-        findings.extend(discontinuities(&ix, &tree, &repaired));
+        // Everything that reads the repairs runs before they move into the answer.
+        let requests = requests(&ix, &tree, &repaired, &timing, config);
+        let sessions = sessions(&ix, &tree);
+        let view = if want_view { connect::export(&ix, &repaired, &tree, config) } else { Vec::new() };
+        let mut findings = discontinuities(&ix, &tree, &repaired);
+        findings.append(&mut repaired.findings);
+        findings.append(&mut timing.findings);
         findings
             .sort_by(|(ta, a), (tb, b)| (ta, a.kind, a.trace_id, a.span_id).cmp(&(tb, b.kind, b.trace_id, b.span_id)));
         let findings: Vec<Finding> = findings.into_iter().map(|(_, f)| f).collect();
 
-        let requests = requests(&ix, &tree, &repaired, &timing, config);
-        let sessions = sessions(&ix, &tree);
         let failure =
             failures.per_request.iter().min_by_key(|(t, f)| (*t, f.trace_id, f.span_id)).map(|(_, f)| f.clone());
         let applied = repaired.repairs.iter().filter(|r| r.applied).count() as u64;
@@ -157,10 +160,10 @@ impl Doctor {
                 synthetic_spans: tree.transits.len() as u64,
             },
             findings,
-            repairs: repaired.repairs.clone(),
+            repairs: std::mem::take(&mut repaired.repairs),
             failure,
             failures: failures.per_request.into_iter().map(|(_, f)| f).collect(),
-            time_breakdown: timing.breakdown.clone(),
+            time_breakdown: std::mem::take(&mut timing.breakdown),
             critical_path_ms: ms(timing.total),
             agents: graph.agents,
             delegations: graph.delegations,
@@ -168,7 +171,6 @@ impl Doctor {
             sessions,
             requests,
         };
-        let view = if want_view { connect::export(&ix, &repaired, &tree, config) } else { Vec::new() };
         (diagnosis, view)
     }
 }
@@ -177,26 +179,24 @@ impl Doctor {
 /// IDs, reported at the request's root.
 fn discontinuities(ix: &assemble::Index, tree: &connect::Tree, repaired: &repair::Repaired) -> Vec<(u64, Finding)> {
     let mut evidence: BTreeMap<u32, Vec<&'static str>> = BTreeMap::new();
-    for (&orphan, &ri) in &repaired.joined {
+    for (orphan, ri) in repaired.joined_orphans() {
         let root = tree.root_of[orphan as usize];
         evidence.entry(root).or_default().push(repaired.repairs[ri].evidence.as_str());
     }
-    // One pass over the tree collects each joined request's trace IDs.
-    let mut traces_of: BTreeMap<u32, Vec<TraceId>> = BTreeMap::new();
-    for &n in &tree.order {
-        let root = tree.root_of[n as usize];
-        if tree.is_real(n) && evidence.contains_key(&root) {
-            traces_of.entry(root).or_default().push(ix.spans[n as usize].trace_id);
-        }
-    }
     let mut out = Vec::new();
-    for (root, mut traces) in traces_of {
+    for (k, &root) in tree.roots.iter().enumerate() {
+        let Some(mut how) = evidence.remove(&root) else { continue };
+        let mut traces: Vec<TraceId> = tree
+            .request_nodes(k)
+            .iter()
+            .filter(|&&n| tree.is_real(n))
+            .map(|&n| ix.spans[n as usize].trace_id)
+            .collect();
         traces.sort_unstable();
         traces.dedup();
         if traces.len() < 2 {
             continue;
         }
-        let mut how = evidence.remove(&root).unwrap_or_default();
         how.sort_unstable();
         how.dedup();
         let span = ix.spans[root as usize];
@@ -232,19 +232,23 @@ fn requests(
     timing: &timing::Timing,
     config: &Config,
 ) -> Vec<Request> {
-    let mut by_root: Vec<Vec<u32>> = vec![Vec::new(); tree.roots.len()];
-    let mut position = vec![usize::MAX; tree.len()];
-    for (k, &r) in tree.roots.iter().enumerate() {
-        position[r as usize] = k;
-    }
-    for &node in &tree.order {
-        by_root[position[tree.root_of[node as usize] as usize]].push(node);
-    }
+    // Tree strings repeat on every span of a kind: share one copy of each.
+    let mut shared: HashSet<Arc<str>, assemble::FastHash> = HashSet::default();
+    let mut share = |text: &str| -> Arc<str> {
+        if let Some(t) = shared.get(text) {
+            return Arc::clone(t);
+        }
+        let t: Arc<str> = Arc::from(text);
+        shared.insert(Arc::clone(&t));
+        t
+    };
+    let agents: Vec<Arc<str>> = tree.agents.iter().map(|a| Arc::from(a.as_str())).collect();
     tree.roots
         .iter()
-        .zip(by_root)
+        .enumerate()
         .zip(&timing.per_root)
-        .map(|((&root, nodes), &critical)| {
+        .map(|((k, &root), &critical)| {
+            let nodes = tree.request_nodes(k);
             let base = tree.start[root as usize];
             let mut originals: Vec<TraceId> =
                 nodes.iter().filter(|&&n| tree.is_real(n)).map(|&n| ix.spans[n as usize].trace_id).collect();
@@ -269,16 +273,16 @@ fn requests(
                                 ix.spans[tree.transits[n as usize - tree.real].producer as usize].trace_id
                             },
                             depth: tree.depth[n as usize],
-                            name: tree.name(ix, n),
-                            service: tree.service(ix, n).to_owned(),
-                            agent: tree.agents[tree.agent[n as usize] as usize].clone(),
+                            name: if real { share(&ix.spans[n as usize].name) } else { share(&tree.name(ix, n)) },
+                            service: share(tree.service(ix, n)),
+                            agent: Arc::clone(&agents[tree.agent[n as usize] as usize]),
                             kind: if real { ix.spans[n as usize].kind } else { agentrace_model::SpanKind::Internal },
                             category: tree.category(ix, n),
                             offset_ms: ((tree.start[n as usize] as i128 - base as i128) as f64 / 1e3).round() / 1e3,
                             duration_ms: ms(tree.end[n as usize] - tree.start[n as usize]),
                             error: real && ix.facts[n as usize].error,
                             synthetic: !real,
-                            repaired: repaired.joined.get(&n).map(|&ri| repaired.repairs[ri].evidence),
+                            repaired: repaired.joined(n).map(|ri| repaired.repairs[ri].evidence),
                             critical: timing.critical[n as usize],
                         }
                     })

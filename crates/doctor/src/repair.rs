@@ -19,9 +19,9 @@ use std::collections::HashMap;
 
 use agentrace_model::SpanKind;
 
-use crate::assemble::{Index, Ix};
+use crate::assemble::{FastHash, Index, Ix};
 use crate::config::Config;
-use crate::conventions::Category;
+use crate::conventions::{Category, Sym};
 use crate::diagnosis::{Evidence, Finding, FindingKind, Repair};
 
 /// How many spans an interval query may look at before it gives up and
@@ -36,10 +36,23 @@ pub(crate) struct Repaired {
     pub repairs: Vec<Repair>,
     /// Parent in the connected view: the sent parent, or the applied repair's.
     pub parent: Vec<Option<Ix>>,
-    /// For an orphan joined by an applied repair, the repair's index.
-    pub joined: HashMap<Ix, usize>,
+    /// For an orphan joined by an applied repair, the repair's index;
+    /// indexed by span (see [`Repaired::joined`]).
+    joined: Vec<Option<u32>>,
     /// Findings, each with the time it is sorted by.
     pub findings: Vec<(u64, Finding)>,
+}
+
+impl Repaired {
+    /// The applied repair that joined this node, if it is an orphan that was joined.
+    pub fn joined(&self, node: u32) -> Option<usize> {
+        self.joined.get(node as usize).copied().flatten().map(|r| r as usize)
+    }
+
+    /// Every joined orphan with its repair, in index order.
+    pub fn joined_orphans(&self) -> impl Iterator<Item = (Ix, usize)> + '_ {
+        self.joined.iter().enumerate().filter_map(|(i, r)| r.map(|r| (i as Ix, r as usize)))
+    }
 }
 
 struct Proposal {
@@ -94,9 +107,42 @@ impl Timeline {
     }
 }
 
+/// Spans grouped by a small integer key (instance, session), each group in
+/// index order: a counting sort, one allocation for all groups.
+struct Groups {
+    offsets: Vec<u32>,
+    members: Vec<Ix>,
+}
+
+impl Groups {
+    fn new(keys: usize, spans: impl Iterator<Item = (Option<u32>, Ix)> + Clone) -> Groups {
+        let mut offsets = vec![0u32; keys + 1];
+        for (k, _) in spans.clone() {
+            if let Some(k) = k {
+                offsets[k as usize + 1] += 1;
+            }
+        }
+        for k in 0..keys {
+            offsets[k + 1] += offsets[k];
+        }
+        let mut fill = offsets.clone();
+        let mut members = vec![0; offsets[keys] as usize];
+        for (k, i) in spans {
+            if let Some(k) = k {
+                members[fill[k as usize] as usize] = i;
+                fill[k as usize] += 1;
+            }
+        }
+        Groups { offsets, members }
+    }
+
+    fn get(&self, key: usize) -> &[Ix] {
+        &self.members[self.offsets[key] as usize..self.offsets[key + 1] as usize]
+    }
+}
+
 fn describe(ix: &Index, i: Ix) -> String {
-    let s = ix.spans[i as usize];
-    format!("`{}` ({})", s.name, s.service_name())
+    format!("`{}` ({})", ix.spans[i as usize].name, ix.service[i as usize])
 }
 
 /// Keeps, of candidates in the same trace, the innermost (latest start):
@@ -119,7 +165,7 @@ fn innermost_per_trace(ix: &Index, mut candidates: Vec<Ix>) -> Vec<Ix> {
     out
 }
 
-fn compatible(a: Option<&str>, b: Option<&str>) -> bool {
+fn compatible<T: PartialEq>(a: Option<T>, b: Option<T>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a == b,
         _ => true,
@@ -131,20 +177,20 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     let skew = config.skew();
 
     // Join keys, each list in index order (so deterministic).
-    let mut producers: HashMap<&str, Vec<Ix>> = HashMap::new();
-    let mut mcp_clients: HashMap<(&str, &str), Vec<Ix>> = HashMap::new();
-    let mut tool_calls: HashMap<&str, Vec<Ix>> = HashMap::new();
+    let mut producers: HashMap<Sym, Vec<Ix>, FastHash> = HashMap::default();
+    let mut mcp_clients: HashMap<(Sym, Sym), Vec<Ix>, FastHash> = HashMap::default();
+    let mut tool_calls: HashMap<Sym, Vec<Ix>, FastHash> = HashMap::default();
     let mut server_child = vec![false; n];
     let mut consumer_child = vec![false; n];
     for i in 0..n {
         let (s, f) = (ix.spans[i], &ix.facts[i]);
-        if let (Some(m), SpanKind::Producer) = (f.message_id.as_deref(), s.kind) {
+        if let (Some(m), SpanKind::Producer) = (f.message_id, s.kind) {
             producers.entry(m).or_default().push(i as Ix);
         }
-        if let (Some(a), Some(b), SpanKind::Client) = (f.mcp_session.as_deref(), f.jsonrpc_id.as_deref(), s.kind) {
+        if let (Some(a), Some(b), SpanKind::Client) = (f.mcp_session, f.jsonrpc_id, s.kind) {
             mcp_clients.entry((a, b)).or_default().push(i as Ix);
         }
-        if let Some(t) = f.tool_call_id.as_deref() {
+        if let Some(t) = f.tool_call_id {
             tool_calls.entry(t).or_default().push(i as Ix);
         }
         if let Some(p) = ix.parent[i] {
@@ -171,29 +217,31 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         let proposal = if !links.is_empty() {
             let detail = format!("link to span {}", ix.spans[links[0] as usize].span_id);
             Some((Evidence::Link, detail, links, 0.99))
-        } else if let Some(m) = f.message_id.as_deref().filter(|_| s.kind != SpanKind::Producer)
-            && let Some(list) = producers.get(m)
+        } else if let Some(m) = f.message_id.filter(|_| s.kind != SpanKind::Producer)
+            && let Some(list) = producers.get(&m)
         {
-            let dest = f.destination.as_deref();
+            let dest = f.destination;
             let c: Vec<Ix> = list
                 .iter()
                 .copied()
                 .filter(other_trace)
-                .filter(|p| compatible(dest, ix.facts[*p as usize].destination.as_deref()))
+                .filter(|p| compatible(dest, ix.facts[*p as usize].destination))
                 .collect();
-            Some((Evidence::MessageId, format!("messaging.message.id={m}"), innermost_per_trace(ix, c), 0.97))
-        } else if let (Some(a), Some(b), SpanKind::Server) = (f.mcp_session.as_deref(), f.jsonrpc_id.as_deref(), s.kind)
+            let detail = format!("messaging.message.id={}", ix.texts.get(m));
+            Some((Evidence::MessageId, detail, innermost_per_trace(ix, c), 0.97))
+        } else if let (Some(a), Some(b), SpanKind::Server) = (f.mcp_session, f.jsonrpc_id, s.kind)
             && let Some(list) = mcp_clients.get(&(a, b))
         {
             let c: Vec<Ix> = list.iter().copied().filter(other_trace).collect();
-            let detail = format!("mcp.session.id={a}, jsonrpc.request.id={b}");
+            let detail = format!("mcp.session.id={}, jsonrpc.request.id={}", ix.texts.get(a), ix.texts.get(b));
             Some((Evidence::McpRequest, detail, innermost_per_trace(ix, c), 0.95))
-        } else if let Some(id) = f.tool_call_id.as_deref()
-            && let Some(list) = tool_calls.get(id)
+        } else if let Some(id) = f.tool_call_id
+            && let Some(list) = tool_calls.get(&id)
         {
             let c: Vec<Ix> =
                 list.iter().copied().filter(other_trace).filter(|c| ix.start(*c) <= ix.start(r) + skew).collect();
-            Some((Evidence::ToolCallId, format!("gen_ai.tool.call.id={id}"), innermost_per_trace(ix, c), 0.90))
+            let detail = format!("gen_ai.tool.call.id={}", ix.texts.get(id));
+            Some((Evidence::ToolCallId, detail, innermost_per_trace(ix, c), 0.90))
         } else {
             None
         };
@@ -210,39 +258,28 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         }
     }
 
-    // Tier 5: heuristics, over service instances and sessions.
-    let mut per_instance: Vec<Vec<(u64, u64, Ix)>> = vec![Vec::new(); ix.instances.len()];
-    let mut per_session: Vec<Vec<(u64, u64, Ix)>> = vec![Vec::new(); ix.sessions.len()];
-    let mut clients: Vec<Vec<(u64, u64, Ix)>> = vec![Vec::new(); ix.sessions.len()];
-    let mut session_producers: Vec<Vec<(u64, Ix)>> = vec![Vec::new(); ix.sessions.len()];
-    for i in 0..n as Ix {
-        let item = (ix.start(i), ix.end(i), i);
-        per_instance[ix.instance_of[i as usize] as usize].push(item);
-        if let Some(sess) = ix.session_of(i) {
-            let sess = sess as usize;
-            per_session[sess].push(item);
-            let s = ix.spans[i as usize];
-            if claimed[i as usize] {
-                continue;
-            }
-            // A client that already reached an instrumented server, or a call
-            // to an LLM provider (never instrumented by us), cannot be the
-            // caller of an orphan server root.
-            if s.kind == SpanKind::Client
-                && !server_child[i as usize]
-                && ix.facts[i as usize].category() != Category::Llm
-            {
-                clients[sess].push(item);
-            }
-            if s.kind == SpanKind::Producer && !consumer_child[i as usize] {
-                session_producers[sess].push((ix.end(i), i));
-            }
-        }
-    }
-    let instance_lines: Vec<Timeline> = per_instance.into_iter().map(Timeline::new).collect();
-    let session_lines: Vec<Timeline> = per_session.into_iter().map(Timeline::new).collect();
-    let client_lines: Vec<Timeline> = clients.into_iter().map(Timeline::new).collect();
-    session_producers.iter_mut().for_each(|v| v.sort_unstable());
+    // Tier 5: heuristics, over service instances and sessions. Most roots
+    // are settled by exact evidence above, so each timeline is built the
+    // first time a root asks for it, from spans grouped once by key.
+    let by_instance = Groups::new(ix.instances.len(), (0..n as Ix).map(|i| (Some(ix.instance_of[i as usize]), i)));
+    let by_session = Groups::new(ix.sessions.len(), (0..n as Ix).map(|i| (ix.session_of(i), i)));
+    let item = |i: Ix| (ix.start(i), ix.end(i), i);
+    let mut instance_lines: Vec<Option<Timeline>> = (0..ix.instances.len()).map(|_| None).collect();
+    let mut session_lines: Vec<Option<Timeline>> = (0..ix.sessions.len()).map(|_| None).collect();
+    let mut client_lines: Vec<Option<Timeline>> = (0..ix.sessions.len()).map(|_| None).collect();
+    let mut session_producers: Vec<Option<Vec<(u64, Ix)>>> = vec![None; ix.sessions.len()];
+    // A client that already reached an instrumented server, or a call to an
+    // LLM provider (never instrumented by us), cannot be the caller of an
+    // orphan server root; a claimed parent is not offered again.
+    let is_free_client = |i: Ix| {
+        let i = i as usize;
+        !claimed[i]
+            && ix.spans[i].kind == SpanKind::Client
+            && !server_child[i]
+            && ix.facts[i].category() != Category::Llm
+    };
+    let is_free_producer =
+        |i: Ix| !claimed[i as usize] && ix.spans[i as usize].kind == SpanKind::Producer && !consumer_child[i as usize];
 
     let mut no_evidence_mid_session = vec![false; roots.len()];
     for (k, &r) in roots.iter().enumerate() {
@@ -258,7 +295,10 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         if !new_work {
             let (_, strong) = &ix.instances[ix.instance_of[r as usize] as usize];
             let mut c = Vec::new();
-            let complete = instance_lines[ix.instance_of[r as usize] as usize].visit(start, start + 1, |p| {
+            let instance = ix.instance_of[r as usize] as usize;
+            let line = instance_lines[instance]
+                .get_or_insert_with(|| Timeline::new(by_instance.get(instance).iter().map(|&i| item(i)).collect()));
+            let complete = line.visit(start, start + 1, |p| {
                 if ix.trace_of[p as usize] != t && ix.start(p) <= start {
                     c.push(p);
                 }
@@ -274,7 +314,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 proposals[k] = Some(Proposal {
                     orphan: r,
                     evidence: Evidence::SameInstance,
-                    detail: format!("active in the same service instance ({})", s.service_name()),
+                    detail: format!("active in the same service instance ({})", ix.service[r as usize]),
                     candidates: c,
                     base: if *strong { 0.85 } else { 0.6 },
                     truncated: !complete,
@@ -287,13 +327,17 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         if s.kind != SpanKind::Consumer {
             let mut c = Vec::new();
             let mut addressed = false;
-            let complete = client_lines[sess].visit(start + skew, end.saturating_sub(skew), |p| {
-                let (ps, pf) = (ix.spans[p as usize], &ix.facts[p as usize]);
-                let peer = pf.peer_service.as_deref();
+            let service = ix.service[r as usize];
+            let line = client_lines[sess].get_or_insert_with(|| {
+                Timeline::new(by_session.get(sess).iter().copied().filter(|&i| is_free_client(i)).map(item).collect())
+            });
+            let complete = line.visit(start + skew, end.saturating_sub(skew), |p| {
+                let pf = &ix.facts[p as usize];
+                let peer = ix.texts.opt(pf.peer_service);
                 if ix.trace_of[p as usize] == t
-                    || ps.service_name() == s.service_name()
-                    || !compatible(peer, Some(s.service_name()))
-                    || !compatible(pf.server_address.as_deref(), f.server_address.as_deref())
+                    || ix.service[p as usize] == service
+                    || !compatible(peer, Some(service))
+                    || !compatible(pf.server_address, f.server_address)
                 {
                     return;
                 }
@@ -319,14 +363,24 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             }
         }
         if s.kind != SpanKind::Server {
-            let list = &session_producers[sess];
+            let list = session_producers[sess].get_or_insert_with(|| {
+                let mut list: Vec<(u64, Ix)> = by_session
+                    .get(sess)
+                    .iter()
+                    .copied()
+                    .filter(|&i| is_free_producer(i))
+                    .map(|i| (ix.end(i), i))
+                    .collect();
+                list.sort_unstable();
+                list
+            });
             let upto = list.partition_point(|(e, _)| *e <= start + skew);
-            let dest = f.destination.as_deref();
+            let dest = f.destination;
             let c: Vec<Ix> = list[upto.saturating_sub(PRODUCER_CAP)..upto]
                 .iter()
                 .map(|(_, p)| *p)
                 .filter(|p| ix.trace_of[*p as usize] != t)
-                .filter(|p| compatible(dest, ix.facts[*p as usize].destination.as_deref()))
+                .filter(|p| compatible(dest, ix.facts[*p as usize].destination))
                 .collect();
             let c = innermost_per_trace(ix, c);
             if !c.is_empty() {
@@ -346,7 +400,9 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             // No caller in evidence; still an orphan if it starts while
             // other work of its session is clearly under way.
             let mut busy = false;
-            session_lines[sess].visit(start.saturating_sub(skew), start + skew, |p| {
+            let line = session_lines[sess]
+                .get_or_insert_with(|| Timeline::new(by_session.get(sess).iter().map(|&i| item(i)).collect()));
+            line.visit(start.saturating_sub(skew), start + skew, |p| {
                 busy |= ix.trace_of[p as usize] != t;
             });
             no_evidence_mid_session[k] = busy;
@@ -355,7 +411,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
 
     // One heuristic parent serves one orphan: a client call reaches one
     // server, a message one consumer. Contested parents are not applied.
-    let mut heuristic_uses: HashMap<Ix, u32> = HashMap::new();
+    let mut heuristic_uses: HashMap<Ix, u32, FastHash> = HashMap::default();
     for p in proposals.iter().flatten() {
         if matches!(p.evidence, Evidence::EnclosingClient | Evidence::PrecedingProducer) && p.candidates.len() == 1 {
             *heuristic_uses.entry(p.candidates[0]).or_default() += 1;
@@ -429,7 +485,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             .then_with(|| (ix.start(a.1), a.1).cmp(&(ix.start(b.1), b.1)))
     });
     let mut parent = ix.parent.clone();
-    let mut joined = HashMap::new();
+    let mut joined = vec![None; n];
     for (ri, orphan, candidate) in applicable {
         let mut cursor = Some(candidate);
         let mut steps = 0usize;
@@ -448,7 +504,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         }
         parent[orphan as usize] = Some(candidate);
         repairs[ri].applied = true;
-        joined.insert(orphan, ri);
+        joined[orphan as usize] = Some(ri as u32);
     }
 
     for i in 0..n as Ix {

@@ -96,8 +96,12 @@ pub(crate) fn critical_path(tree: &Tree, root: u32, skew: u64, mut section: impl
         kids: Vec<u32>,
         next: usize,
     }
-    let frame = |node: u32, cursor: u64| {
-        let mut kids = tree.children(node).to_vec();
+    let mut scratch: Vec<Vec<u32>> = Vec::new();
+    let frame = |node: u32, cursor: u64, spare: &mut Vec<Vec<u32>>| {
+        // Reuse the lists of finished frames: one allocation per depth, not per span.
+        let mut kids = spare.pop().unwrap_or_default();
+        kids.clear();
+        kids.extend_from_slice(tree.children(node));
         // Last-finishing first; ties go to the later start, then the ID order.
         kids.sort_unstable_by(|a, b| {
             let (a, b) = (*a as usize, *b as usize);
@@ -105,7 +109,7 @@ pub(crate) fn critical_path(tree: &Tree, root: u32, skew: u64, mut section: impl
         });
         Frame { node, cursor, kids, next: 0 }
     };
-    let mut stack = vec![frame(root, tree.reach[root as usize])];
+    let mut stack = vec![frame(root, tree.reach[root as usize], &mut scratch)];
     while let Some(top) = stack.last_mut() {
         let node = top.node;
         let mut descend = None;
@@ -122,11 +126,16 @@ pub(crate) fn critical_path(tree: &Tree, root: u32, skew: u64, mut section: impl
             }
         }
         match descend {
-            Some((c, c_end)) => stack.push(frame(c, c_end)),
+            Some((c, c_end)) => {
+                let next = frame(c, c_end, &mut scratch);
+                stack.push(next);
+            }
             None => {
                 let from = tree.clamped_start[node as usize];
                 section(node, from, top.cursor.max(from));
-                stack.pop();
+                if let Some(done) = stack.pop() {
+                    scratch.push(done.kids);
+                }
             }
         }
     }
@@ -147,8 +156,8 @@ fn find_gaps(ix: &Index, tree: &Tree, config: &Config) -> (Vec<(u64, Finding)>, 
         // Children that start after the span ended are asynchronous (a
         // consumer after its producer): they explain nothing inside it, and
         // a span with only such children is a leaf as far as gaps go.
-        let kids: Vec<u32> = tree.children(node).iter().copied().filter(|&c| tree.start[c as usize] < e).collect();
-        if kids.is_empty() {
+        let mut kids = tree.children(node).iter().copied().filter(|&c| tree.start[c as usize] < e).peekable();
+        if kids.peek().is_none() {
             continue;
         }
         let mut cursor = s;
