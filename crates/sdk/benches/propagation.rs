@@ -5,27 +5,30 @@
 //! same run; and the baggage span processor's cost per span with four entries.
 //!
 //! Last figures (2026-11-25), `cargo bench -p agentrace --bench propagation -- --warm-up-time 2
-//! --measurement-time 5`, machine: 2 cores, shared with two other builds (load average 3-4), so
-//! absolute times are inflated; ratios are within one run. Median times:
+//! --measurement-time 6`, machine: 2 cores, shared with two other builds (load average about 3),
+//! so absolute times are inflated; ratios are within one run. Median times:
 //!
 //! | inject + extract                                         | time     | ratio to theirs (tp+ts) |
 //! |----------------------------------------------------------|----------|-------------------------|
-//! | theirs: `TraceContextPropagator`, `HashMap`, tp+ts        | 831 ns   | 1.00x                   |
-//! | ours: JSON envelope, tp+ts                                | 334 ns   | 0.40x                   |
-//! | ours: `HeaderMap`, tp+ts                                  | 692 ns   | 0.83x                   |
-//! | ours: JSON envelope, tp+ts+baggage (4 entries)            | 1.45 us  | 1.75x                   |
-//! | ours: `HeaderMap`, tp+ts+baggage                          | 2.18 us  | 2.62x                   |
-//! | theirs: TraceContext+Baggage composite, `HashMap`, all 3  | 2.17 us  | 2.61x                   |
+//! | theirs: `TraceContextPropagator`, `HashMap`, tp+ts        | 845 ns   | 1.00x                   |
+//! | ours: JSON envelope, tp+ts                                | 340 ns   | 0.40x                   |
+//! | ours: `HeaderMap`, tp+ts                                  | 547 ns   | 0.65x                   |
+//! | ours: JSON envelope, tp+ts+baggage (4 entries)            | 1.68 us  | 1.99x                   |
+//! | ours: `HeaderMap`, tp+ts+baggage                          | 1.77 us  | 2.10x                   |
+//! | theirs: TraceContext+Baggage composite, `HashMap`, all 3  | 2.20 us  | 2.60x                   |
 //!
-//! Like for like, ours is 0.40x (envelope) / 0.83x (`HeaderMap`) of `TraceContextPropagator` for
-//! trace context, and 0.67x / 1.00x of the official composite with baggage. With baggage we are
+//! (An earlier run under heavier load: 0.40x, 0.83x, 1.75x, 2.62x, 2.61x.)
+//!
+//! Like for like, ours is 0.40x (envelope) / 0.65x (`HeaderMap`) of `TraceContextPropagator` for
+//! trace context, and 0.77x / 0.81x of the official composite with baggage. With baggage we are
 //! NOT within 1.0x of `TraceContextPropagator` alone, which does no baggage work: building the
-//! SDK's `Baggage` (a `HashMap`, one allocation per key and value) and a second `Context` entry
-//! costs about 1.1 us of the 1.45 us.
+//! SDK's `Baggage` (a `HashMap`, one allocation per key and per value) and a second `Context`
+//! entry is most of the difference.
 //!
-//! Baggage span processor, span start+end with 4 allow-listed entries: 264 ns with a no-op
-//! processor, 455 ns with ours: +191 ns per span, above the 100 ns target (four attribute pushes
-//! with a `Vec` regrowth inside the SDK span, plus shared-string clones and drops).
+//! Baggage span processor, span start+end with 4 allow-listed entries: 266 ns with a no-op
+//! processor, 418 ns with ours: +152 ns per span (+191 ns in the earlier run), above the 100 ns
+//! target: four attribute pushes with a `Vec` regrowth inside the SDK span, and the shared-string
+//! clones and drops of the four values.
 
 use std::collections::HashMap;
 use std::hint::black_box;
