@@ -37,11 +37,16 @@ install_missing() {
   [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
-    # Debian's postinst would try to start the system services; we run our own instances.
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    # Debian's postinst would try to start the system services; we run our own instances. Leave
+    # an existing policy-rc.d alone (it is the machine's), remove only the one we wrote.
+    local own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server redis-server rabbitmq-server >/dev/null
-    rm -f /usr/sbin/policy-rc.d
+    [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    return 0
   fi
 }
 
