@@ -85,10 +85,26 @@ impl Sym {
 pub(crate) struct Texts<'a> {
     list: Vec<Cow<'a, str>>,
     ids: HashMap<Cow<'a, str>, Sym, FastHash>,
+    /// The last few texts interned: neighbouring spans repeat the same
+    /// session, agent and model, and a compare is cheaper than a hash.
+    recent: [Option<Sym>; 4],
+    next_recent: usize,
 }
 
 impl<'a> Texts<'a> {
     pub fn intern(&mut self, text: Cow<'a, str>) -> Sym {
+        for sym in self.recent.iter().flatten() {
+            if self.list[sym.index()] == text {
+                return *sym;
+            }
+        }
+        let sym = self.lookup_or_insert(text);
+        self.recent[self.next_recent] = Some(sym);
+        self.next_recent = (self.next_recent + 1) % self.recent.len();
+        sym
+    }
+
+    fn lookup_or_insert(&mut self, text: Cow<'a, str>) -> Sym {
         if let Some(&sym) = self.ids.get(text.as_ref()) {
             return sym;
         }

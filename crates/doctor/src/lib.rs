@@ -243,6 +243,8 @@ fn requests(
         t
     };
     let agents: Vec<Arc<str>> = tree.agents.iter().map(|a| Arc::from(a.as_str())).collect();
+    // An instance has one service: resolve it once per instance, not per span.
+    let mut instance_service: Vec<Option<Arc<str>>> = vec![None; ix.instances.len()];
     tree.roots
         .iter()
         .enumerate()
@@ -274,7 +276,12 @@ fn requests(
                             },
                             depth: tree.depth[n as usize],
                             name: if real { share(&ix.spans[n as usize].name) } else { share(&tree.name(ix, n)) },
-                            service: share(tree.service(ix, n)),
+                            service: if real {
+                                let slot = &mut instance_service[ix.instance_of[n as usize] as usize];
+                                Arc::clone(slot.get_or_insert_with(|| share(ix.service[n as usize])))
+                            } else {
+                                share(tree.service(ix, n))
+                            },
                             agent: Arc::clone(&agents[tree.agent[n as usize] as usize]),
                             kind: if real { ix.spans[n as usize].kind } else { agentrace_model::SpanKind::Internal },
                             category: tree.category(ix, n),

@@ -107,6 +107,47 @@ impl Timeline {
     }
 }
 
+/// Spans listed by a join key (a message ID, a tool call ID), in the order
+/// pushed: one list head per symbol and one link per span, so a million
+/// unique keys cost no allocation each.
+struct SpansBySym {
+    first: Vec<Ix>,
+    last: Vec<Ix>,
+    next: Vec<Ix>,
+}
+
+impl SpansBySym {
+    const NONE: Ix = Ix::MAX;
+
+    fn new(symbols: usize, spans: usize) -> SpansBySym {
+        SpansBySym { first: vec![Self::NONE; symbols], last: vec![Self::NONE; symbols], next: vec![Self::NONE; spans] }
+    }
+
+    fn push(&mut self, key: Sym, span: Ix) {
+        let k = key.index();
+        match self.last[k] {
+            Self::NONE => self.first[k] = span,
+            tail => self.next[tail as usize] = span,
+        }
+        self.last[k] = span;
+    }
+
+    fn has(&self, key: Sym) -> bool {
+        self.first[key.index()] != Self::NONE
+    }
+
+    fn get(&self, key: Sym) -> impl Iterator<Item = Ix> + '_ {
+        let mut at = self.first[key.index()];
+        std::iter::from_fn(move || {
+            let here = at;
+            (here != Self::NONE).then(|| {
+                at = self.next[here as usize];
+                here
+            })
+        })
+    }
+}
+
 /// Spans grouped by a small integer key (instance, session), each group in
 /// index order: a counting sort, one allocation for all groups.
 struct Groups {
@@ -177,21 +218,21 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     let skew = config.skew();
 
     // Join keys, each list in index order (so deterministic).
-    let mut producers: HashMap<Sym, Vec<Ix>, FastHash> = HashMap::default();
+    let mut producers = SpansBySym::new(ix.texts.len(), n);
     let mut mcp_clients: HashMap<(Sym, Sym), Vec<Ix>, FastHash> = HashMap::default();
-    let mut tool_calls: HashMap<Sym, Vec<Ix>, FastHash> = HashMap::default();
+    let mut tool_calls = SpansBySym::new(ix.texts.len(), n);
     let mut server_child = vec![false; n];
     let mut consumer_child = vec![false; n];
     for i in 0..n {
         let (s, f) = (ix.spans[i], &ix.facts[i]);
         if let (Some(m), SpanKind::Producer) = (f.message_id, s.kind) {
-            producers.entry(m).or_default().push(i as Ix);
+            producers.push(m, i as Ix);
         }
         if let (Some(a), Some(b), SpanKind::Client) = (f.mcp_session, f.jsonrpc_id, s.kind) {
             mcp_clients.entry((a, b)).or_default().push(i as Ix);
         }
         if let Some(t) = f.tool_call_id {
-            tool_calls.entry(t).or_default().push(i as Ix);
+            tool_calls.push(t, i as Ix);
         }
         if let Some(p) = ix.parent[i] {
             match s.kind {
@@ -218,12 +259,11 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             let detail = format!("link to span {}", ix.spans[links[0] as usize].span_id);
             Some((Evidence::Link, detail, links, 0.99))
         } else if let Some(m) = f.message_id.filter(|_| s.kind != SpanKind::Producer)
-            && let Some(list) = producers.get(&m)
+            && producers.has(m)
         {
             let dest = f.destination;
-            let c: Vec<Ix> = list
-                .iter()
-                .copied()
+            let c: Vec<Ix> = producers
+                .get(m)
                 .filter(other_trace)
                 .filter(|p| compatible(dest, ix.facts[*p as usize].destination))
                 .collect();
@@ -236,10 +276,10 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             let detail = format!("mcp.session.id={}, jsonrpc.request.id={}", ix.texts.get(a), ix.texts.get(b));
             Some((Evidence::McpRequest, detail, innermost_per_trace(ix, c), 0.95))
         } else if let Some(id) = f.tool_call_id
-            && let Some(list) = tool_calls.get(&id)
+            && tool_calls.has(id)
         {
             let c: Vec<Ix> =
-                list.iter().copied().filter(other_trace).filter(|c| ix.start(*c) <= ix.start(r) + skew).collect();
+                tool_calls.get(id).filter(other_trace).filter(|c| ix.start(*c) <= ix.start(r) + skew).collect();
             let detail = format!("gen_ai.tool.call.id={}", ix.texts.get(id));
             Some((Evidence::ToolCallId, detail, innermost_per_trace(ix, c), 0.90))
         } else {
