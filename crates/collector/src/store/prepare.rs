@@ -6,8 +6,12 @@
 //!
 //! Resources and scopes are stored once each: a resource row holds an
 //! encoded `ResourceSpans` with no scopes (so its `schema_url` is kept), a
-//! scope row an encoded `ScopeSpans` with no spans. Each span row holds the
-//! encoded `Span` exactly as it arrived.
+//! scope row an encoded `ScopeSpans` with no spans. The spans of a request
+//! are encoded exactly as they arrived, one after the other, and
+//! compressed together into one chunk (LZ4): spans of one request repeat
+//! their attribute keys and much of their values, so a chunk is several
+//! times smaller than its spans, and the store writes that much less. Each
+//! span row keeps its indexed columns and its place in the chunk.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
@@ -58,7 +62,7 @@ pub struct SpanRow {
     pub(crate) start_ns: i64,
     pub(crate) end_ns: i64,
     pub(crate) status_code: i32,
-    pub(crate) body: Vec<u8>,
+    pub(crate) chunk_index: u32,
     pub(crate) keys: Vec<(IndexedKey, String)>,
 }
 
@@ -71,6 +75,11 @@ pub struct PreparedBatch {
     pub(crate) scopes: Vec<Vec<u8>>,
     /// Spans, pointing into `resources` and `scopes` by index.
     pub(crate) spans: Vec<SpanRow>,
+    /// Every span of the request, length-delimited, LZ4-compressed with
+    /// its size prepended; `SpanRow::chunk_index` counts into it.
+    pub(crate) chunk: Vec<u8>,
+    /// Latest span start in the chunk, for retention.
+    pub(crate) chunk_max_start_ns: i64,
 }
 
 impl PreparedBatch {
@@ -88,6 +97,7 @@ impl PreparedBatch {
     /// already checked (IDs have the right lengths).
     pub fn from_request(request: ExportTraceServiceRequest) -> PreparedBatch {
         let mut batch = PreparedBatch::default();
+        let mut plain = Vec::with_capacity(request.encoded_len());
         for rs in request.resource_spans {
             let service = rs
                 .resource
@@ -103,7 +113,9 @@ impl PreparedBatch {
                 let shell = ScopeSpans { scope: ss.scope, spans: Vec::new(), schema_url: ss.schema_url };
                 batch.scopes.push(shell.encode_to_vec());
                 for span in ss.spans {
-                    let body = span.encode_to_vec();
+                    let chunk_index = u32::try_from(batch.spans.len()).unwrap_or(u32::MAX);
+                    // Writing to a Vec cannot fail.
+                    let _ = span.encode_length_delimited(&mut plain);
                     let keys = indexed_keys(&span.attributes);
                     batch.spans.push(SpanRow {
                         parent_span_id: (!span.parent_span_id.is_empty()).then_some(span.parent_span_id),
@@ -116,13 +128,55 @@ impl PreparedBatch {
                         start_ns: clamp_time(span.start_time_unix_nano),
                         end_ns: clamp_time(span.end_time_unix_nano),
                         status_code: span.status.map(|s| s.code).unwrap_or(0),
-                        body,
+                        chunk_index,
                         keys,
                     });
                 }
             }
         }
+        batch.chunk_max_start_ns = batch.spans.iter().map(|s| s.start_ns).max().unwrap_or(0);
+        batch.chunk = lz4_flex::block::compress_prepend_size(&plain);
         batch
+    }
+}
+
+/// Most bytes a stored chunk may claim to inflate to; a larger claim means
+/// the file was damaged, and is refused rather than allocated.
+const MAX_CHUNK_BYTES: usize = 1 << 30;
+
+/// The spans of a stored chunk: byte ranges of each encoded span within
+/// the inflated chunk.
+pub(crate) struct Chunk {
+    bytes: Vec<u8>,
+    spans: Vec<std::ops::Range<usize>>,
+}
+
+impl Chunk {
+    /// Inflates and splits a chunk as [`PreparedBatch::from_request`] wrote it.
+    pub(crate) fn open(compressed: &[u8]) -> Result<Chunk, String> {
+        let claimed = compressed.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        if claimed.is_none_or(|n| n > MAX_CHUNK_BYTES) {
+            return Err("chunk header is damaged".into());
+        }
+        let bytes = lz4_flex::block::decompress_size_prepended(compressed).map_err(|e| e.to_string())?;
+        let mut spans = Vec::new();
+        let mut rest: &[u8] = &bytes;
+        while !rest.is_empty() {
+            let before = rest.len();
+            let len = prost::encoding::decode_varint(&mut rest).map_err(|e| e.to_string())? as usize;
+            let start = bytes.len() - rest.len();
+            if len > rest.len() {
+                return Err(format!("chunk is truncated at byte {}", bytes.len() - before));
+            }
+            spans.push(start..start + len);
+            rest = &rest[len..];
+        }
+        Ok(Chunk { bytes, spans })
+    }
+
+    /// The encoded span at `index`.
+    pub(crate) fn span(&self, index: usize) -> Option<&[u8]> {
+        self.spans.get(index).map(|r| &self.bytes[r.clone()])
     }
 }
 
@@ -175,4 +229,49 @@ fn indexed_keys(attributes: &[KeyValue]) -> Vec<(IndexedKey, String)> {
 /// since a request id alone repeats across sessions.
 pub fn mcp_request_key(session: &str, request_id: &str) -> String {
     format!("{session}\u{1f}{request_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    fn request(n: usize) -> ExportTraceServiceRequest {
+        let spans = (0..n)
+            .map(|i| Span {
+                trace_id: vec![7; 16],
+                span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                name: format!("step {i}"),
+                ..Default::default()
+            })
+            .collect();
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn a_chunk_gives_back_every_span_byte_for_byte() {
+        let req = request(50);
+        let batch = PreparedBatch::from_request(req.clone());
+        let chunk = Chunk::open(&batch.chunk).unwrap();
+        for (i, span) in req.resource_spans[0].scope_spans[0].spans.iter().enumerate() {
+            assert_eq!(chunk.span(batch.spans[i].chunk_index as usize).unwrap(), span.encode_to_vec().as_slice());
+        }
+        assert!(chunk.span(50).is_none());
+        assert!(batch.chunk.len() < req.encoded_len(), "similar spans compress");
+    }
+
+    #[test]
+    fn a_damaged_chunk_is_an_error_not_a_panic_or_a_huge_allocation() {
+        let batch = PreparedBatch::from_request(request(5));
+        let mut huge = batch.chunk.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Chunk::open(&huge).is_err());
+        assert!(Chunk::open(&batch.chunk[..batch.chunk.len() / 2]).is_err());
+        assert!(Chunk::open(&[1, 2]).is_err());
+    }
 }

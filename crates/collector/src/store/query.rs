@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value as SqlValue};
 
+use super::prepare::Chunk;
 use super::{IndexedKey, StoreError};
 
 /// A search over stored spans, as Jaeger's `FindTraces` takes it.
@@ -169,8 +170,11 @@ pub fn load_traces(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<ExportTra
     let mut out = ExportTraceServiceRequest::default();
     let mut resources: HashMap<i64, ResourceSpans> = HashMap::new();
     let mut scopes: HashMap<i64, ScopeSpans> = HashMap::new();
-    let mut spans_stmt =
-        conn.prepare_cached("SELECT resource_id, scope_id, body FROM spans WHERE trace_id = ?1 ORDER BY id")?;
+    let mut chunks: HashMap<i64, Chunk> = HashMap::new();
+    let mut chunk_stmt = conn.prepare_cached("SELECT body FROM chunks WHERE id = ?1")?;
+    let mut spans_stmt = conn.prepare_cached(
+        "SELECT resource_id, scope_id, chunk_id, chunk_index FROM spans WHERE trace_id = ?1 ORDER BY id",
+    )?;
     for trace_id in trace_ids {
         // (resource id) -> index in out.resource_spans, for this trace.
         let mut resource_index: HashMap<i64, usize> = HashMap::new();
@@ -179,8 +183,21 @@ pub fn load_traces(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<ExportTra
         while let Some(row) = rows.next()? {
             let resource_id: i64 = row.get(0)?;
             let scope_id: i64 = row.get(1)?;
-            let body: Vec<u8> = row.get(2)?;
-            let span = Span::decode(body.as_slice()).map_err(|e| StoreError::Corrupt(format!("span row: {e}")))?;
+            let chunk_id: i64 = row.get(2)?;
+            let chunk_index: i64 = row.get(3)?;
+            let chunk = match chunks.entry(chunk_id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let body: Vec<u8> = chunk_stmt.query_row([chunk_id], |r| r.get(0))?;
+                    e.insert(Chunk::open(&body).map_err(|e| StoreError::Corrupt(format!("chunk {chunk_id}: {e}")))?)
+                }
+            };
+            let bytes = usize::try_from(chunk_index)
+                .ok()
+                .and_then(|i| chunk.span(i))
+                .ok_or_else(|| StoreError::Corrupt(format!("chunk {chunk_id} has no span {chunk_index}")))?;
+            let span =
+                Span::decode(bytes).map_err(|e| StoreError::Corrupt(format!("span in chunk {chunk_id}: {e}")))?;
             let ri = match resource_index.get(&resource_id) {
                 Some(i) => *i,
                 None => {

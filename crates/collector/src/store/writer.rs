@@ -39,8 +39,15 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
              start_ns INTEGER NOT NULL,
              end_ns INTEGER NOT NULL,
              status_code INTEGER NOT NULL,
+             chunk_id INTEGER NOT NULL,
+             chunk_index INTEGER NOT NULL
+         );
+         CREATE TABLE IF NOT EXISTS chunks (
+             id INTEGER PRIMARY KEY,
+             max_start_ns INTEGER NOT NULL,
              body BLOB NOT NULL
          );
+         CREATE INDEX IF NOT EXISTS chunks_by_start ON chunks (max_start_ns);
          CREATE UNIQUE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id, span_id);
          CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
          CREATE INDEX IF NOT EXISTS spans_by_service ON spans (service, start_ns);
@@ -71,6 +78,7 @@ pub(crate) struct Writer {
     resource_ids: HashMap<Vec<u8>, i64>,
     scope_ids: HashMap<Vec<u8>, i64>,
     operations: HashSet<(String, String, i32)>,
+    next_chunk_id: Option<i64>,
 }
 
 impl Writer {
@@ -90,6 +98,7 @@ impl Writer {
             resource_ids: HashMap::new(),
             scope_ids: HashMap::new(),
             operations: HashSet::new(),
+            next_chunk_id: None,
         }
     }
 
@@ -138,6 +147,7 @@ impl Writer {
             self.resource_ids.clear();
             self.scope_ids.clear();
             self.operations.clear();
+            self.next_chunk_id = None;
         } else {
             self.metrics.commit();
         }
@@ -160,6 +170,10 @@ impl Writer {
     }
 
     fn write(&mut self, jobs: &[WriteJob]) -> rusqlite::Result<Vec<WriteOutcome>> {
+        let mut next_chunk_id = match self.next_chunk_id {
+            Some(id) => id,
+            None => self.conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM chunks", [], |r| r.get(0))?,
+        };
         let tx = self.conn.transaction()?;
         let mut outcomes = Vec::with_capacity(jobs.len());
         // Session keys repeat on every span of a trace; one row per
@@ -168,9 +182,11 @@ impl Writer {
         {
             let mut insert_span = tx.prepare_cached(
                 "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, resource_id, scope_id, service, name,
-                     kind, start_ns, end_ns, status_code, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     kind, start_ns, end_ns, status_code, chunk_id, chunk_index)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
+            let mut insert_chunk =
+                tx.prepare_cached("INSERT INTO chunks (id, max_start_ns, body) VALUES (?1, ?2, ?3)")?;
             let mut insert_key = tx.prepare_cached(
                 "INSERT INTO span_keys (key, value, trace_id, span_id, start_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
@@ -216,6 +232,7 @@ impl Writer {
                     scope_ids.push(id);
                 }
                 let mut outcome = WriteOutcome::default();
+                let chunk_id = next_chunk_id;
                 for span in &batch.spans {
                     let service = &batch.resources[span.resource].1;
                     let inserted = insert_span.execute(params![
@@ -230,7 +247,8 @@ impl Writer {
                         span.start_ns,
                         span.end_ns,
                         span.status_code,
-                        span.body,
+                        chunk_id,
+                        span.chunk_index,
                     ])?;
                     if inserted == 0 {
                         outcome.duplicates += 1;
@@ -257,10 +275,16 @@ impl Writer {
                         self.operations.insert(op);
                     }
                 }
+                // A request that was all duplicates (a retry) adds no chunk.
+                if outcome.inserted > 0 {
+                    insert_chunk.execute(params![chunk_id, batch.chunk_max_start_ns, batch.chunk])?;
+                    next_chunk_id += 1;
+                }
                 outcomes.push(outcome);
             }
         }
         tx.commit()?;
+        self.next_chunk_id = Some(next_chunk_id);
         Ok(outcomes)
     }
 
@@ -325,8 +349,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes one chunk of spans and of key rows older than `cutoff`;
-    /// returns how many of each went.
+    /// Deletes one batch of spans, key rows and chunks older than
+    /// `cutoff`; returns how many spans went, and how many other rows.
     fn delete_before(&mut self, cutoff: i64) -> rusqlite::Result<(u64, u64)> {
         let tx = self.conn.transaction()?;
         let n = tx.execute(
@@ -338,7 +362,14 @@ impl Writer {
                  (SELECT rowid FROM span_keys WHERE start_ns < ?1 ORDER BY start_ns LIMIT 100000)",
             [cutoff],
         )?;
+        // A chunk goes once every span in it is older than the cutoff, so
+        // no remaining span row can point at a deleted chunk.
+        let chunks = tx.execute(
+            "DELETE FROM chunks WHERE id IN
+                 (SELECT id FROM chunks WHERE max_start_ns < ?1 ORDER BY max_start_ns LIMIT 1000)",
+            [cutoff],
+        )?;
         tx.commit()?;
-        Ok((n as u64, keys as u64))
+        Ok((n as u64, (keys + chunks) as u64))
     }
 }
