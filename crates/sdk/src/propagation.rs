@@ -10,6 +10,7 @@
 //! [`InboundBaggage::AllowList`] on the service that receives traffic from outside, so a caller
 //! cannot plant `user.id=admin` into every span and every downstream call.
 
+use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 use opentelemetry::Context;
@@ -151,7 +152,11 @@ fn inject_trace(cx: &Context, injector: &mut dyn Injector) {
     injector.set(TRACEPARENT, tp);
     let ts = sc.trace_state();
     if ts.into_iter().len() > 0 {
-        injector.set(TRACESTATE, tracestate::format(ts));
+        // Exact size: see `inject_baggage`.
+        let size = ts.into_iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>() - 1;
+        let mut header = String::with_capacity(size);
+        tracestate::format_into(ts, &mut header);
+        injector.set(TRACESTATE, header);
     } else if let Some(PassThroughTraceState { header: Some(header), .. }) = inbound {
         injector.set(TRACESTATE, header.to_string());
     }
@@ -201,7 +206,16 @@ fn inject_baggage(cx: &Context, injector: &mut dyn Injector) {
     if bag.is_empty() {
         return;
     }
-    let header = baggage::format(bag.iter().map(|(k, (v, meta))| (k.as_str(), v.as_str(), meta.as_str())));
+    let members = || bag.iter().map(|(k, (v, meta))| (k.as_str(), v.as_str(), meta.as_str()));
+    // Exactly the size of the header when every member is written (the usual case), so that an
+    // HTTP header value takes the buffer over instead of allocating beside it.
+    let size: usize = members()
+        .map(|(k, v, meta)| k.len() + 1 + baggage::encoded_len(v) + if meta.is_empty() { 0 } else { 1 + meta.len() })
+        .sum::<usize>()
+        + bag.len()
+        - 1;
+    let mut header = String::with_capacity(size.min(baggage::MAX_BYTES));
+    baggage::format_into(members(), &mut header);
     if !header.is_empty() {
         injector.set(BAGGAGE, header);
     }
@@ -226,16 +240,50 @@ fn extract_baggage_fields<'a>(
         return cx.clone();
     }
     let mut bag = Baggage::new();
-    for m in baggage::parse(lines) {
+    baggage::for_each_member(lines, |m| {
         if inbound.admits(m.key) {
             // Shared strings: the baggage span processor clones keys and values onto every span,
             // and an `Arc` clone is a counter increment where a `String` clone is an allocation.
-            let key = opentelemetry::Key::from(Arc::<str>::from(m.key));
             let value = opentelemetry::StringValue::from(Arc::<str>::from(m.value.as_ref()));
-            bag.insert_with_metadata(key, value, BaggageMetadata::from(m.properties));
+            bag.insert_with_metadata(shared_key(m.key), value, BaggageMetadata::from(m.properties));
         }
-    }
+    });
     if bag.is_empty() { cx.clone() } else { cx.with_baggage(bag) }
+}
+
+/// The baggage key `key` as a shared string, reusing one this thread made recently.
+///
+/// A service sees the same few keys (`session.id`, `user.id`, …) on every request, so each
+/// extraction would otherwise allocate, and each dropped context free, the same strings again.
+/// The cache is small, per thread (no lock) and bounded in size and key length, so keys a caller
+/// invents only cost the allocation they always cost.
+fn shared_key(key: &str) -> opentelemetry::Key {
+    const SLOTS: usize = 32;
+    const LONGEST: usize = 64;
+    thread_local! {
+        static RECENT: RefCell<(Vec<opentelemetry::Key>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+    }
+    let make = || opentelemetry::Key::from(Arc::<str>::from(key));
+    if key.len() > LONGEST {
+        return make();
+    }
+    RECENT
+        .try_with(|recent| {
+            let Ok(mut recent) = recent.try_borrow_mut() else { return make() };
+            let (keys, next) = &mut *recent;
+            if let Some(k) = keys.iter().find(|k| k.as_str() == key) {
+                return k.clone();
+            }
+            let k = make();
+            if keys.len() < SLOTS {
+                keys.push(k.clone());
+            } else {
+                keys[*next] = k.clone();
+                *next = (*next + 1) % SLOTS;
+            }
+            k
+        })
+        .unwrap_or_else(|_| make())
 }
 
 impl W3CPropagator {

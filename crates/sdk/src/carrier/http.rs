@@ -19,14 +19,20 @@ pub struct HeaderInjector<'a>(pub &'a mut HeaderMap);
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderExtractor<'a>(pub &'a HeaderMap);
 
+// Header names built once: looking a map up by `&str` parses and lower-cases the name
+// on every call, which costs as much as the lookup.
+static TRACEPARENT: HeaderName = HeaderName::from_static(propagation::TRACEPARENT);
+static TRACESTATE: HeaderName = HeaderName::from_static(propagation::TRACESTATE);
+static BAGGAGE: HeaderName = HeaderName::from_static(propagation::BAGGAGE);
+
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
         // Known names skip header-name parsing; our propagators only write ASCII values, but
         // another propagator may not: skip what HTTP cannot carry.
         let name = match key {
-            propagation::TRACEPARENT => HeaderName::from_static(propagation::TRACEPARENT),
-            propagation::TRACESTATE => HeaderName::from_static(propagation::TRACESTATE),
-            propagation::BAGGAGE => HeaderName::from_static(propagation::BAGGAGE),
+            propagation::TRACEPARENT => TRACEPARENT.clone(),
+            propagation::TRACESTATE => TRACESTATE.clone(),
+            propagation::BAGGAGE => BAGGAGE.clone(),
             other => match HeaderName::from_bytes(other.as_bytes()) {
                 Ok(name) => name,
                 Err(_) => return,
@@ -38,7 +44,7 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
-fn header_strs<'a>(headers: &'a HeaderMap, name: &'static str) -> impl Iterator<Item = &'a str> + 'a {
+fn header_strs<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> + 'a {
     headers.get_all(name).iter().filter_map(|v| v.to_str().ok())
 }
 
@@ -59,15 +65,18 @@ impl Extractor for HeaderExtractor<'_> {
 
 impl ContextCarrier for HeaderMap {
     fn inject_context(&mut self, cx: &Context) {
-        for key in [propagation::TRACEPARENT, propagation::TRACESTATE, propagation::BAGGAGE] {
-            self.remove(key);
+        // A fresh map (the usual case) has nothing to replace.
+        if !self.is_empty() {
+            for key in [&TRACEPARENT, &TRACESTATE, &BAGGAGE] {
+                self.remove(key);
+            }
         }
         propagation::inject_context(cx, &mut HeaderInjector(self));
     }
 
     fn extract_context(&self) -> Context {
         // At most two traceparents matter: one is valid, two restart the trace.
-        let mut tp = header_strs(self, propagation::TRACEPARENT);
+        let mut tp = header_strs(self, &TRACEPARENT);
         let one;
         let traceparents: &[&str] = match [tp.next(), tp.next()] {
             [Some(a), None] => {
@@ -77,11 +86,7 @@ impl ContextCarrier for HeaderMap {
             [None, _] => &[],
             [Some(_), Some(_)] => &["", ""],
         };
-        propagation::extract_fields(
-            traceparents,
-            header_strs(self, propagation::TRACESTATE),
-            header_strs(self, propagation::BAGGAGE),
-        )
+        propagation::extract_fields(traceparents, header_strs(self, &TRACESTATE), header_strs(self, &BAGGAGE))
     }
 }
 

@@ -95,15 +95,26 @@ where
     I: IntoIterator<Item = (&'a str, &'a str)>,
 {
     let mut out = String::with_capacity(64);
+    format_into(members, &mut out);
+    out
+}
+
+/// [`format`](fn@format), appending to `out` (which should be empty): a caller that knows the
+/// size can give a `String` of exactly that capacity, which an HTTP header then takes over
+/// without copying.
+pub fn format_into<'a, I>(members: I, out: &mut String)
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let base = out.len();
     for (key, value) in members {
-        if !out.is_empty() {
+        if out.len() > base {
             out.push(',');
         }
         out.push_str(key);
         out.push('=');
         out.push_str(value);
     }
-    out
 }
 
 #[cfg(test)]
