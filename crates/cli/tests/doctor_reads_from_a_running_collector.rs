@@ -7,12 +7,16 @@
 //! multi-agent flow whose callee started a new trace (joined back by the
 //! session heuristic), and a trace whose parent span never arrived.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+mod support;
+
+use support::Server;
 
 /// Both traces of this fixture carry `session.id = sess-h`, so the
 /// session endpoint returns all of its spans.
@@ -21,56 +25,17 @@ const SESSION: &str = "sess-h";
 /// One trace, whose spans name a parent that never arrived.
 const TRACE_FIXTURE: &str = "broken_missing_parent.json";
 
-struct Server {
-    child: Child,
-    http: String,
-    api: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A failed assertion must not leave a server running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(data_dir: &Path) -> Server {
     // The fixtures' spans are from January 2026: the default retention
     // (7 days) could delete them before the doctor reads them.
     let config = data_dir.join("agentrace.yaml");
     std::fs::write(&config, "storage:\n  retention:\n    max_age: null\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentrace"))
-        .args([
-            "serve",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--ui-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(data_dir.join("data"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut http, mut api) = (None, None);
-    while http.is_none() || api.is_none() {
-        let line = lines.next().expect("server printed its addresses").unwrap();
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["OTLP/HTTP", addr, ..] => http = Some(format!("http://{addr}")),
-            ["UI", "+", "API", url] => api = Some(url.to_string()),
-            _ => {}
-        }
-    }
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, http: http.unwrap(), api: api.unwrap() }
+    support::start([
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--data-dir"),
+        data_dir.join("data").as_os_str(),
+    ])
 }
 
 fn fixture(name: &str) -> PathBuf {

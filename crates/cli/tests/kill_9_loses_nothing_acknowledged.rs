@@ -4,8 +4,6 @@
 //! and every trace that got a 200 must come back whole. Three rounds, each
 //! killed at a different moment.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,52 +14,12 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
+mod support;
+
 const SPANS_PER_REQUEST: usize = 50;
 
-struct Server {
-    child: Child,
-    http: String,
-    api: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A failed assertion must not leave a server running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data_dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentrace"))
-        .args([
-            "serve",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--ui-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut http, mut api) = (None, None);
-    while http.is_none() || api.is_none() {
-        let line = lines.next().expect("server printed its addresses").unwrap();
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["OTLP/HTTP", addr, ..] => http = Some(format!("http://{addr}")),
-            ["UI", "+", "API", url] => api = Some(url.to_string()),
-            _ => {}
-        }
-    }
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, http: http.unwrap(), api: api.unwrap() }
+fn start(data_dir: &std::path::Path) -> support::Server {
+    support::start([std::ffi::OsStr::new("--data-dir"), data_dir.as_os_str()])
 }
 
 /// Span times are recent: the default retention (7 days) would otherwise
