@@ -10,8 +10,12 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 /// Connected, trustworthy traces for multi-agent AI systems.
+///
+/// `agentrace serve` receives OTLP from any OpenTelemetry SDK and stores it;
+/// `agentrace doctor` finds where trace context broke, repairs the trace from
+/// the evidence in the spans, and says what failed and where the time went.
 #[derive(Debug, Parser)]
-#[command(name = "agentrace", version, about, long_about = None)]
+#[command(name = "agentrace", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,7 +23,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the collector: OTLP receivers, embedded store, web UI and API.
+    /// Run the collector: OTLP receivers, embedded store, JSON API.
+    ///
+    /// Receives OTLP/gRPC and OTLP/HTTP on the standard ports, stores every
+    /// span durably under the data directory (a request is acknowledged only
+    /// once its spans are on disk), and serves the Jaeger-compatible api_v3
+    /// routes, /metrics and /health on the UI address. Point any
+    /// OpenTelemetry SDK at it with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317
+    /// (gRPC) or http://127.0.0.1:4318 (HTTP). Flags override the config file.
+    ///
+    /// Stops cleanly on Ctrl-C or SIGTERM. Exit status: 0 after a clean stop,
+    /// 1 when it cannot start (bad config, port in use, unusable data dir).
     Serve(Box<serve::ServeArgs>),
     /// Diagnose traces: what broke, the repaired trace, what failed, where the time went.
     Doctor(doctor::DoctorArgs),

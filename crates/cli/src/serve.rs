@@ -8,17 +8,7 @@ use agentrace_collector::config::Config;
 use agentrace_collector::server::Collector;
 use anyhow::Context;
 
-/// Run the collector.
-///
-/// Receives OTLP on the standard ports, stores every span durably under the
-/// data directory, and serves the Jaeger-compatible API on the UI address.
-/// Point any OpenTelemetry SDK at it with
-/// `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317` (gRPC) or
-/// `http://127.0.0.1:4318` (HTTP). Flags override the config file.
-///
-/// Stops cleanly on Ctrl-C or SIGTERM: requests in flight finish and
-/// everything acknowledged is on disk. Exit status: 0 after a clean stop,
-/// 1 when it cannot start (bad config, port in use, unreadable data dir).
+/// The flags of `agentrace serve` (its help text is on the subcommand).
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// YAML config file (see config/agentrace.example.yaml).
@@ -33,7 +23,7 @@ pub struct ServeArgs {
     /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
     #[arg(long, value_name = "ADDR")]
     otlp_http_addr: Option<SocketAddr>,
-    /// Web UI and JSON API listen address [default: 127.0.0.1:4380].
+    /// JSON API (and, later, web UI) listen address [default: 127.0.0.1:4380].
     #[arg(long, value_name = "ADDR")]
     ui_addr: Option<SocketAddr>,
 }
