@@ -43,10 +43,15 @@ fn sessions_find_the_traces_that_carry_their_id() {
     let (status, body) = support::get_json(&format!("{}/api/v3/sessions/session-1/traces", collector.api()));
     assert_eq!(status, 200);
     let traces = body["traces"].as_array().unwrap();
-    assert_eq!(traces.len(), 1, "{body}");
+    // The request's own trace, and the consumer that lost its context but
+    // shares the producer's messaging.message.id (it carries no session.id).
+    assert_eq!(traces.len(), 2, "{body}");
     assert!(sent.trace_ids.contains(&traces[0]["traceId"].as_str().unwrap().to_owned()));
     assert_eq!(traces[0]["spanCount"], 5);
     assert_eq!(traces[0]["errorCount"], 1);
+    assert_eq!(traces[1]["spanCount"], 1);
+    let consumer = support::fetch_trace(&collector.api(), traces[1]["traceId"].as_str().unwrap());
+    assert_eq!(consumer.resource_spans[0].scope_spans[0].spans[0].name, "process tasks");
     // Jaeger-style search: by service and an indexed attribute, newest first.
     let (status, found) = support::get_json(&format!(
         "{}/api/v3/traces?query.service_name=py-orchestrator&query.attributes%5Bsession.id%5D=session-1",

@@ -10,7 +10,7 @@
 //! | `GET /api/v3/traces?query.service_name=…&query.start_time_min=…` | the same, for every matching trace |
 //! | `GET /api/v3/services` | `{"services": [...]}` |
 //! | `GET /api/v3/operations?service=NAME[&span_kind=server]` | `{"operations": [{"name", "spanKind"}]}` |
-//! | `GET /api/v3/sessions/{session_id}/spans` | every span of every trace of a session (`session.id` or `gen_ai.conversation.id`) |
+//! | `GET /api/v3/sessions/{session_id}/spans` | every span of every trace of a session (`session.id` or `gen_ai.conversation.id`), and of the traces joined to those by a shared message, MCP request or tool call ID |
 //! | `GET /api/v3/sessions/{session_id}/traces` | `{"traces": [{"traceId", "startTimeUnixNano", …}]}` |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /health` | `{"status": "ok"}` |
@@ -165,7 +165,7 @@ async fn get_session_spans(State(state): State<ApiState>, Path(session): Path<St
     let request = state
         .store
         .read(move |conn| {
-            let ids = query::trace_ids_by_key(conn, &SESSION_KEYS, &session)?;
+            let ids = query::session_trace_ids(conn, &SESSION_KEYS, &session)?;
             query::load_traces(conn, &ids)
         })
         .await?;
@@ -176,7 +176,7 @@ async fn get_session_traces(State(state): State<ApiState>, Path(session): Path<S
     let summaries = state
         .store
         .read(move |conn| {
-            let ids = query::trace_ids_by_key(conn, &SESSION_KEYS, &session)?;
+            let ids = query::session_trace_ids(conn, &SESSION_KEYS, &session)?;
             query::summaries(conn, &ids)
         })
         .await?;

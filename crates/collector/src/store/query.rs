@@ -140,6 +140,45 @@ pub fn trace_ids_by_key(conn: &Connection, keys: &[IndexedKey], value: &str) -> 
     Ok(out)
 }
 
+/// Most traces one session lookup follows join keys to.
+const MAX_SESSION_TRACES: usize = 1000;
+
+/// The traces of a session: those carrying its ID under one of `keys`,
+/// then, repeatedly, the traces that share a join key with them
+/// (`messaging.message.id`, an MCP request, `gen_ai.tool.call.id`). A hop
+/// that lost trace context usually lost the session baggage with it, so
+/// without this the orphaned half of a hand-off would never be found by
+/// session. Bounded at [`MAX_SESSION_TRACES`] traces.
+pub fn session_trace_ids(conn: &Connection, keys: &[IndexedKey], session: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut traces = trace_ids_by_key(conn, keys, session)?;
+    let mut joins = conn.prepare_cached(
+        "SELECT DISTINCT other.trace_id FROM span_keys mine
+         JOIN span_keys other ON other.key = mine.key AND other.value = mine.value
+         WHERE mine.trace_id = ?1 AND mine.key IN (?2, ?3, ?4) AND other.trace_id != ?1",
+    )?;
+    let mut next = 0;
+    while next < traces.len() && traces.len() < MAX_SESSION_TRACES {
+        let found: Vec<Vec<u8>> = joins
+            .query_map(
+                rusqlite::params![
+                    traces[next],
+                    IndexedKey::MessageId as u8,
+                    IndexedKey::McpRequest as u8,
+                    IndexedKey::ToolCallId as u8
+                ],
+                |r| r.get(0),
+            )?
+            .collect::<Result<_, _>>()?;
+        for id in found {
+            if !traces.contains(&id) && traces.len() < MAX_SESSION_TRACES {
+                traces.push(id);
+            }
+        }
+        next += 1;
+    }
+    Ok(traces)
+}
+
 /// Every service that has sent a span, sorted.
 pub fn services(conn: &Connection) -> Result<Vec<String>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT DISTINCT service FROM operations ORDER BY service")?;
