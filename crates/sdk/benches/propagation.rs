@@ -32,6 +32,7 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::Arc;
 
 use agentrace::baggage::BaggageSpanProcessor;
 use agentrace::carrier::ContextCarrier;
@@ -39,6 +40,7 @@ use agentrace::carrier::envelope::ContextEnvelope;
 use agentrace::propagation::W3CPropagator;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
+use opentelemetry::baggage::{Baggage, BaggageExt};
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::{Span as _, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
@@ -112,6 +114,24 @@ fn propagation(c: &mut Criterion) {
             black_box(theirs_all.extract_with_context(&Context::new(), &map))
         })
     });
+
+    // The floor under any propagator that hands baggage to OpenTelemetry: building the SDK's
+    // `Baggage` from four ready-made shared keys and values and storing it in a context, no
+    // parsing or writing at all.
+    let entries: Vec<(opentelemetry::Key, opentelemetry::StringValue)> =
+        [("session.id", "s-1234"), ("user.id", "u-42"), ("app.tenant", "acme"), ("app.agent.name", "planner")]
+            .into_iter()
+            .map(|(k, v)| (opentelemetry::Key::from(Arc::<str>::from(k)), Arc::<str>::from(v).into()))
+            .collect();
+    group.bench_function("floor: SDK Baggage of 4 ready entries into a Context", |b| {
+        b.iter(|| {
+            let mut bag = Baggage::new();
+            for (k, v) in black_box(&entries) {
+                bag.insert(k.clone(), v.clone());
+            }
+            black_box(Context::new().with_baggage(bag))
+        })
+    });
     group.finish();
 }
 
@@ -139,7 +159,36 @@ fn baggage_processor(c: &mut Criterion) {
             span.end();
         })
     });
+    // The floor under any processor that adds four attributes through the SDK's `Span` API: four
+    // static attributes, no baggage lookup and no shared-string counters.
+    let floor = SdkTracerProvider::builder().with_span_processor(StaticAttributes).build();
+    let t_floor = floor.tracer("bench");
+    group.bench_function("floor: 4 static attributes", |b| {
+        b.iter(|| {
+            let mut span = t_floor.start_with_context("op", black_box(&cx));
+            span.set_attribute(KeyValue::new("k", 1));
+            span.end();
+        })
+    });
     group.finish();
+}
+
+#[derive(Debug)]
+struct StaticAttributes;
+
+impl SpanProcessor for StaticAttributes {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, _cx: &Context) {
+        for key in ["session.id", "user.id", "app.tenant", "app.agent.name"] {
+            span.set_attribute(KeyValue::new(key, "static"));
+        }
+    }
+    fn on_end(&self, _span: SpanData) {}
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+    fn shutdown_with_timeout(&self, _timeout: std::time::Duration) -> OTelSdkResult {
+        Ok(())
+    }
 }
 
 #[derive(Debug)]

@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 
+use super::{split_byte, split_once_byte};
+
 /// Most list members we accept or write.
 pub const MAX_MEMBERS: usize = 64;
 /// Most bytes of baggage we accept or write.
@@ -59,11 +61,8 @@ fn is_baggage_octet(c: u8) -> bool {
     BYTE_CLASS[c as usize] & OCTET != 0
 }
 
-// Byte searches without `memchr`: members are a few dozen bytes, where its set-up costs more
-// than the scan. Splitting at an ASCII byte always lands on a character boundary.
-fn split_once_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
-    let i = s.bytes().position(|c| c == sep)?;
-    Some((&s[..i], &s[i + 1..]))
+fn is_ows(c: u8) -> bool {
+    matches!(c, b' ' | b'\t')
 }
 
 fn hex_val(c: u8) -> Option<u8> {
@@ -75,20 +74,9 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
-/// Percent-decodes a raw value; `None` if it holds a character outside `baggage-octet` or a
-/// broken `%` escape.
-fn decode_value(raw: &str) -> Option<Cow<'_, str>> {
+/// Percent-decodes a value made of `baggage-octet`s that holds a `%`; `None` for a broken escape.
+fn percent_decode(raw: &str) -> Option<Cow<'_, str>> {
     let b = raw.as_bytes();
-    let mut escaped = false;
-    for &c in b {
-        if !is_baggage_octet(c) {
-            return None;
-        }
-        escaped |= c == b'%';
-    }
-    if !escaped {
-        return Some(Cow::Borrowed(raw));
-    }
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -117,32 +105,48 @@ fn valid_property(p: &str) -> bool {
 }
 
 fn valid_properties(properties: &str) -> bool {
-    let mut rest = properties;
-    loop {
-        match split_once_byte(rest, b';') {
-            Some((p, tail)) => {
-                if !valid_property(p) {
-                    return false;
-                }
-                rest = tail;
-            }
-            None => return valid_property(rest),
-        }
-    }
+    split_byte(properties, b';').all(valid_property)
 }
 
+// One pass over a member already trimmed of white space: `key OWS = OWS value OWS [; properties]`.
 fn parse_member(member: &str) -> Option<Member<'_>> {
-    let (kv, properties) = split_once_byte(member, b';').unwrap_or((member, ""));
-    let (key, value) = split_once_byte(kv, b'=')?;
-    let key = super::trim_ows(key);
-    if !is_token(key) {
+    let b = member.as_bytes();
+    let mut i = 0;
+    while i < b.len() && BYTE_CLASS[b[i] as usize] & TOKEN != 0 {
+        i += 1;
+    }
+    let key_end = i;
+    while i < b.len() && is_ows(b[i]) {
+        i += 1;
+    }
+    if key_end == 0 || b.get(i) != Some(&b'=') {
         return None;
     }
-    let value = decode_value(super::trim_ows(value))?;
+    i += 1;
+    while i < b.len() && is_ows(b[i]) {
+        i += 1;
+    }
+    let value_start = i;
+    let mut escaped = false;
+    while i < b.len() && is_baggage_octet(b[i]) {
+        escaped |= b[i] == b'%';
+        i += 1;
+    }
+    let value_end = i;
+    while i < b.len() && is_ows(b[i]) {
+        i += 1;
+    }
+    let properties = match b.get(i) {
+        None => "",
+        Some(b';') => &member[i + 1..],
+        Some(_) => return None,
+    };
+    let raw = &member[value_start..value_end];
+    let value = if escaped { percent_decode(raw)? } else { Cow::Borrowed(raw) };
     if !properties.is_empty() && !valid_properties(properties) {
         return None;
     }
-    Some(Member { key, value, properties: super::trim_ows(properties) })
+    Some(Member { key: &member[..key_end], value, properties: super::trim_ows(properties) })
 }
 
 /// Calls `f` with each valid member of one or more baggage header lines, in order, without
@@ -156,18 +160,7 @@ where
     let mut count = 0;
     let mut budget = MAX_BYTES;
     for line in lines {
-        let mut rest = Some(line);
-        while let Some(current) = rest {
-            let member = match split_once_byte(current, b',') {
-                Some((member, tail)) => {
-                    rest = Some(tail);
-                    member
-                }
-                None => {
-                    rest = None;
-                    current
-                }
-            };
+        for member in split_byte(line, b',') {
             // The budget counts raw bytes, separators included, so a huge header costs at most
             // 8 KiB of work however it is built.
             let cost = member.len() + 1;

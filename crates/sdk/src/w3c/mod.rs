@@ -27,3 +27,42 @@ pub(crate) fn trim_ows(s: &str) -> &str {
     }
     &s[start..end]
 }
+
+/// `s.split(sep)` for an ASCII separator, without `memchr`: list members are a few dozen bytes,
+/// where its set-up costs more than the scan. Cutting at an ASCII byte always lands on a
+/// character boundary.
+pub(crate) fn split_byte(s: &str, sep: u8) -> SplitByte<'_> {
+    debug_assert!(sep.is_ascii());
+    SplitByte { rest: Some(s), sep }
+}
+
+/// The iterator of [`split_byte`].
+pub(crate) struct SplitByte<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> Iterator for SplitByte<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        match s.bytes().position(|c| c == self.sep) {
+            Some(i) => {
+                self.rest = Some(&s[i + 1..]);
+                Some(&s[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(s)
+            }
+        }
+    }
+}
+
+/// `s.split_once(sep)` for an ASCII separator; see [`split_byte`].
+pub(crate) fn split_once_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
+    debug_assert!(sep.is_ascii());
+    let i = s.bytes().position(|c| c == sep)?;
+    Some((&s[..i], &s[i + 1..]))
+}

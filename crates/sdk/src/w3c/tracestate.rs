@@ -65,12 +65,12 @@ where
         if total > MAX_HEADER_LEN {
             return Err(TraceStateError::TooManyMembers);
         }
-        for member in line.split(',') {
+        for member in super::split_byte(line, b',') {
             let member = super::trim_ows(member);
             if member.is_empty() {
                 continue;
             }
-            let (key, value) = member.split_once('=').ok_or(TraceStateError::MissingEquals)?;
+            let (key, value) = super::split_once_byte(member, b'=').ok_or(TraceStateError::MissingEquals)?;
             if !valid_key(key) {
                 return Err(TraceStateError::Key);
             }
