@@ -175,11 +175,6 @@ impl Metrics {
         self.retention_deleted_spans.fetch_add(spans, Ordering::Relaxed);
     }
 
-    /// Total spans accepted over all transports.
-    pub fn total_accepted(&self) -> u64 {
-        self.spans_accepted.iter().map(|a| a.load(Ordering::Relaxed)).sum()
-    }
-
     /// Renders everything in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);

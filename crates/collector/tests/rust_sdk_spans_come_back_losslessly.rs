@@ -114,10 +114,24 @@ fn check(collector: &support::Running, memory: &InMemorySpanExporter, trace_id: 
     support::assert_same_spans(&sent, &got);
 }
 
+/// Sends one agent request through `exporter` beside an in-memory copy,
+/// and checks the collector returns what the SDK encoded.
+fn send_and_check(collector: &support::Running, exporter: SpanExporter) {
+    let memory = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource())
+        .with_simple_exporter(memory.clone())
+        .with_simple_exporter(exporter)
+        .build();
+    let trace_id = emit(&provider);
+    provider.force_flush().unwrap();
+    check(collector, &memory, &trace_id);
+    provider.shutdown().unwrap();
+}
+
 #[test]
 fn over_grpc_with_gzip() {
     let collector = support::start(|_| {});
-    let memory = InMemorySpanExporter::default();
     let exporter = collector.runtime.block_on(async {
         SpanExporter::builder()
             .with_tonic()
@@ -129,20 +143,11 @@ fn over_grpc_with_gzip() {
     // The simple processor exports on the thread that ends the span; tonic
     // needs that thread to see the runtime.
     let _guard = collector.runtime.enter();
-    let provider = SdkTracerProvider::builder()
-        .with_resource(resource())
-        .with_simple_exporter(memory.clone())
-        .with_simple_exporter(exporter)
-        .build();
-    let trace_id = emit(&provider);
-    provider.force_flush().unwrap();
-    check(&collector, &memory, &trace_id);
-    provider.shutdown().unwrap();
+    send_and_check(&collector, exporter);
 }
 
 fn over_http(protocol: Protocol, gzip: bool) {
     let collector = support::start(|_| {});
-    let memory = InMemorySpanExporter::default();
     let mut builder = SpanExporter::builder()
         .with_http()
         .with_protocol(protocol)
@@ -151,15 +156,7 @@ fn over_http(protocol: Protocol, gzip: bool) {
         builder = builder.with_compression(Compression::Gzip);
     }
     let exporter = builder.build().unwrap();
-    let provider = SdkTracerProvider::builder()
-        .with_resource(resource())
-        .with_simple_exporter(memory.clone())
-        .with_simple_exporter(exporter)
-        .build();
-    let trace_id = emit(&provider);
-    provider.force_flush().unwrap();
-    check(&collector, &memory, &trace_id);
-    provider.shutdown().unwrap();
+    send_and_check(&collector, exporter);
 }
 
 #[test]

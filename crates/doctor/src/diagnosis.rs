@@ -65,6 +65,21 @@ pub struct Finding {
     pub evidence: Option<Evidence>,
 }
 
+impl Finding {
+    /// A finding about `span`, naming it by its IDs, name and service.
+    pub fn at(span: &agentrace_model::Span, kind: FindingKind, evidence: Option<Evidence>, message: String) -> Finding {
+        Finding {
+            kind,
+            trace_id: span.trace_id,
+            span_id: span.span_id,
+            message,
+            name: span.name.clone(),
+            service: span.service_name().to_owned(),
+            evidence,
+        }
+    }
+}
+
 /// What tied an orphan to its parent, strongest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Evidence {

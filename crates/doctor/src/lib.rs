@@ -209,18 +209,7 @@ fn discontinuities(ix: &assemble::Index, tree: &connect::Tree, repaired: &repair
             list.join(", "),
             how.join(", ")
         );
-        out.push((
-            span.start_unix_nano,
-            Finding {
-                kind: FindingKind::TraceDiscontinuity,
-                trace_id: span.trace_id,
-                span_id: span.span_id,
-                message,
-                name: span.name.clone(),
-                service: span.service_name().to_owned(),
-                evidence: None,
-            },
-        ));
+        out.push((span.start_unix_nano, Finding::at(span, FindingKind::TraceDiscontinuity, None, message)));
     }
     out
 }

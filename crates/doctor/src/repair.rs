@@ -563,18 +563,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
 
 fn finding(ix: &Index, i: Ix, kind: FindingKind, evidence: Option<Evidence>, message: String) -> (u64, Finding) {
     let s = ix.spans[i as usize];
-    (
-        s.start_unix_nano,
-        Finding {
-            kind,
-            trace_id: s.trace_id,
-            span_id: s.span_id,
-            message,
-            name: s.name.clone(),
-            service: s.service_name().to_owned(),
-            evidence,
-        },
-    )
+    (s.start_unix_nano, Finding::at(s, kind, evidence, message))
 }
 
 fn fix_for(evidence: Option<Evidence>) -> &'static str {

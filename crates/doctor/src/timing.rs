@@ -210,13 +210,5 @@ fn find_gaps(ix: &Index, tree: &Tree, config: &Config) -> (Vec<(u64, Finding)>, 
 }
 
 fn gap_finding(span: &agentrace_model::Span, message: String) -> Finding {
-    Finding {
-        kind: FindingKind::TimingGap,
-        trace_id: span.trace_id,
-        span_id: span.span_id,
-        message,
-        name: span.name.clone(),
-        service: span.service_name().to_owned(),
-        evidence: None,
-    }
+    Finding::at(span, FindingKind::TimingGap, None, message)
 }

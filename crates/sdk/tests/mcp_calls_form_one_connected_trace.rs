@@ -71,6 +71,23 @@ fn spans_file(tag: &str) -> PathBuf {
     path
 }
 
+/// Starts `cmd` as an MCP server on stdio, calls its `whoami` tool inside
+/// `cx`, ends the agent's span, and returns what the server saw.
+async fn whoami_over_stdio(
+    tracer: &opentelemetry_sdk::trace::SdkTracer,
+    cmd: tokio::process::Command,
+    cx: &Context,
+) -> serde_json::Value {
+    let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("MCP server starts");
+    let result = call_tool(tracer, client.peer(), CallToolRequestParams::new("whoami"), None)
+        .with_context(cx.clone())
+        .await
+        .expect("tools/call whoami");
+    client.cancel().await.unwrap();
+    cx.span().end();
+    serde_json::from_str(&result.content[0].as_text().unwrap().text).unwrap()
+}
+
 fn agent_turn(t: &Telemetry, session: &str) -> Context {
     let edge = Context::new().with_baggage([KeyValue::new("session.id", session.to_owned())]);
     let span = t.tracer("agent").start_with_context("agent turn", &edge);
@@ -89,15 +106,7 @@ async fn rust_client_and_rust_server_over_stdio() {
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
         .env("OTEL_SERVICE_NAME", "mcp-demo-server");
-    let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("demo server starts");
-    let result = call_tool(&tracer, client.peer(), CallToolRequestParams::new("whoami"), None)
-        .with_context(cx.clone())
-        .await
-        .expect("tools/call whoami");
-    client.cancel().await.unwrap();
-    cx.span().end();
-
-    let seen: serde_json::Value = serde_json::from_str(&result.content[0].as_text().unwrap().text).unwrap();
+    let seen = whoami_over_stdio(&tracer, cmd, &cx).await;
     assert_eq!(seen["trace_id"], hex_trace(&cx));
     assert_eq!(seen["session_id"], "sess=stdio");
 
@@ -241,15 +250,7 @@ async fn rust_client_and_python_server() {
     let cx = agent_turn(&t, "sess=to-python");
     let mut cmd = tokio::process::Command::new(python());
     cmd.arg(python_script("mcp_server.py")).env("SPANS_FILE", &file).with_trace_context(&cx);
-    let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("python server starts");
-    let result = call_tool(&tracer, client.peer(), CallToolRequestParams::new("whoami"), None)
-        .with_context(cx.clone())
-        .await
-        .expect("tools/call whoami");
-    client.cancel().await.unwrap();
-    cx.span().end();
-
-    let seen: serde_json::Value = serde_json::from_str(&result.content[0].as_text().unwrap().text).unwrap();
+    let seen = whoami_over_stdio(&tracer, cmd, &cx).await;
     assert_eq!(seen["trace_id"], hex_trace(&cx));
     let client_span = t.span("tools/call whoami");
     let server_span = wait_for_jsonl_span(&file, "tools/call whoami", WAIT).await;

@@ -19,6 +19,7 @@ use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EnabledCompressionEncodings};
 use tonic::{Code, Status};
 
+use super::status::RpcStatus;
 use super::{Ingest, IngestError, RETRY_AFTER};
 use crate::metrics::{RefuseReason, Transport};
 
@@ -119,48 +120,9 @@ async fn export(ingest: &Ingest, body: &[u8]) -> Result<ExportTraceServiceRespon
     }
 }
 
-/// A status with `google.rpc.RetryInfo`, which OTLP clients need to treat
-/// `RESOURCE_EXHAUSTED` as retryable and which tells them how long to wait.
+/// A retryable status whose details carry how long to wait.
 fn retryable(code: Code, message: String) -> Status {
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Duration {
-        #[prost(int64, tag = "1")]
-        seconds: i64,
-        #[prost(int32, tag = "2")]
-        nanos: i32,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RetryInfo {
-        #[prost(message, optional, tag = "1")]
-        retry_delay: Option<Duration>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct Any {
-        #[prost(string, tag = "1")]
-        type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        value: Vec<u8>,
-    }
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-        #[prost(message, repeated, tag = "3")]
-        details: Vec<Any>,
-    }
-    let retry = RetryInfo {
-        retry_delay: Some(Duration { seconds: RETRY_AFTER.as_secs() as i64, nanos: RETRY_AFTER.subsec_nanos() as i32 }),
-    };
-    let details = RpcStatus {
-        code: code as i32,
-        message: message.clone(),
-        details: vec![Any {
-            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
-            value: retry.encode_to_vec(),
-        }],
-    };
+    let details = RpcStatus::retry_after(code as i32, message.clone(), RETRY_AFTER);
     Status::with_details(code, message, Bytes::from(details.encode_to_vec()))
 }
 

@@ -19,6 +19,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
 use prost::Message;
 
+use super::status::RpcStatus;
 use super::{Ingest, IngestError, RETRY_AFTER};
 use crate::metrics::{RefuseReason, Transport};
 
@@ -148,17 +149,8 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
     }
 }
 
-/// `google.rpc.Status`, the error body OTLP/HTTP prescribes.
-#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
-
 fn status_response(encoding: Encoding, status: StatusCode, code: i32, message: String) -> Response {
-    let rpc = RpcStatus { code, message };
+    let rpc = RpcStatus::new(code, message);
     let body = match encoding {
         Encoding::Protobuf => rpc.encode_to_vec(),
         Encoding::Json => serde_json::to_vec(&rpc).unwrap_or_default(),

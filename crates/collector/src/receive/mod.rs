@@ -10,6 +10,7 @@
 
 pub mod grpc;
 pub mod http;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;

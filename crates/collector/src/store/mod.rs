@@ -30,7 +30,7 @@ pub use query::{SearchQuery, TraceSummary};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use crate::config::{RetentionConfig, StorageConfig, Synchronous};
+use crate::config::{StorageConfig, Synchronous};
 use crate::metrics::Metrics;
 
 /// Why the store failed. Receivers answer a retryable "unavailable"; the API
@@ -262,9 +262,4 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(conn)
-}
-
-/// Retention settings as the writer applies them.
-pub(crate) fn retention_due(config: &RetentionConfig) -> bool {
-    config.max_age.is_some() || config.max_bytes.is_some()
 }

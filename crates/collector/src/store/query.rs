@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value as SqlValue};
+use rusqlite::{Connection, params_from_iter, types::Value as SqlValue};
 
 use super::prepare::Chunk;
 use super::{IndexedKey, StoreError};
@@ -193,15 +193,6 @@ pub fn operations(conn: &Connection, service: &str) -> Result<Vec<(String, i32)>
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Whether a trace has any stored span.
-pub fn trace_exists(conn: &Connection, trace_id: &[u8]) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM spans WHERE trace_id = ?1 LIMIT 1")?
-        .query_row([trace_id], |_| Ok(()))
-        .optional()?
-        .is_some())
-}
-
 /// Rebuilds the given traces as one export request: per trace, one
 /// `ResourceSpans` per resource and one `ScopeSpans` per scope, spans in
 /// arrival order.
@@ -243,7 +234,7 @@ pub fn load_traces(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<ExportTra
                     let shell = match resources.get(&resource_id) {
                         Some(r) => r.clone(),
                         None => {
-                            let r = load_resource(conn, resource_id)?;
+                            let r = load_shell::<ResourceSpans>(conn, "resources", resource_id)?;
                             resources.insert(resource_id, r.clone());
                             r
                         }
@@ -259,7 +250,7 @@ pub fn load_traces(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<ExportTra
                     let shell = match scopes.get(&scope_id) {
                         Some(s) => s.clone(),
                         None => {
-                            let s = load_scope(conn, scope_id)?;
+                            let s = load_shell::<ScopeSpans>(conn, "scopes", scope_id)?;
                             scopes.insert(scope_id, s.clone());
                             s
                         }
@@ -276,13 +267,10 @@ pub fn load_traces(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<ExportTra
     Ok(out)
 }
 
-fn load_resource(conn: &Connection, id: i64) -> Result<ResourceSpans, StoreError> {
+/// A resource or scope row: the encoded `ResourceSpans` or `ScopeSpans`
+/// shell that spans are put back into.
+fn load_shell<T: Message + Default>(conn: &Connection, table: &str, id: i64) -> Result<T, StoreError> {
     let body: Vec<u8> =
-        conn.prepare_cached("SELECT body FROM resources WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
-    ResourceSpans::decode(body.as_slice()).map_err(|e| StoreError::Corrupt(format!("resource row {id}: {e}")))
-}
-
-fn load_scope(conn: &Connection, id: i64) -> Result<ScopeSpans, StoreError> {
-    let body: Vec<u8> = conn.prepare_cached("SELECT body FROM scopes WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
-    ScopeSpans::decode(body.as_slice()).map_err(|e| StoreError::Corrupt(format!("scope row {id}: {e}")))
+        conn.prepare_cached(&format!("SELECT body FROM {table} WHERE id = ?1"))?.query_row([id], |r| r.get(0))?;
+    T::decode(body.as_slice()).map_err(|e| StoreError::Corrupt(format!("{table} row {id}: {e}")))
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
 
-use super::{WriteJob, WriteOutcome, retention_due};
+use super::{WriteJob, WriteOutcome};
 use crate::config::RetentionConfig;
 use crate::metrics::Metrics;
 
@@ -108,7 +108,7 @@ impl Writer {
         loop {
             let now = Instant::now();
             if now >= next_retention {
-                if retention_due(&self.retention)
+                if (self.retention.max_age.is_some() || self.retention.max_bytes.is_some())
                     && let Err(e) = self.apply_retention()
                 {
                     tracing::error!(error = %e, "retention failed; will retry");
