@@ -174,6 +174,32 @@ pub fn assert_same_spans(sent: &ExportTraceServiceRequest, got: &ExportTraceServ
     }
 }
 
+/// What the collector keeps of `sent` under the default redaction policy,
+/// written out by hand for these tests: span events tagged
+/// `sensitive = true` are gone, and their count is on the span.
+pub fn without_sensitive_events(sent: &ExportTraceServiceRequest) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    let mut out = sent.clone();
+    for span in out.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
+        let before = span.events.len();
+        span.events.retain(|e| {
+            !e.attributes.iter().any(|kv| {
+                kv.key == "sensitive"
+                    && kv.value.as_ref().and_then(|v| v.value.as_ref()) == Some(&Value::BoolValue(true))
+            })
+        });
+        let dropped = (before - span.events.len()) as i64;
+        if dropped > 0 {
+            span.attributes.push(KeyValue {
+                key: "agentrace.redaction.events_dropped".into(),
+                value: Some(AnyValue { value: Some(Value::IntValue(dropped)) }),
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
 /// Spans of `request` whose trace id is `trace_id` (hex), as a request.
 pub fn only_trace(request: &ExportTraceServiceRequest, trace_id: &str) -> ExportTraceServiceRequest {
     let mut out = request.clone();
