@@ -313,13 +313,14 @@ impl Default for RedactionConfig {
             content_attribute_patterns: Vec::new(),
             store_content: ContentAction::Drop,
             hash_salt: None,
+            // Broadest first: a bearer token may itself look like an API key.
             secret_patterns: vec![
+                secret("bearer_token", r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{8,}=*"),
                 secret("api_key", r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}"),
                 secret("api_key", r"\bAKIA[0-9A-Z]{16}\b"),
                 secret("api_key", r"\bgh[pousr]_[A-Za-z0-9]{30,}"),
                 secret("api_key", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
                 secret("api_key", r"\bAIza[0-9A-Za-z_-]{35}"),
-                secret("bearer_token", r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{8,}=*"),
                 secret("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
             ],
         }
