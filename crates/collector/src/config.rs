@@ -606,6 +606,31 @@ mod tests {
         assert_eq!(config.storage, expected.storage);
         assert_eq!(config.auth, AuthConfig::default());
         assert_eq!(config.tls, None);
+        assert_eq!(config.pipeline, expected.pipeline);
+        assert_eq!(config.redaction, expected.redaction);
+        assert_eq!(config.exporters, expected.exporters);
+    }
+
+    #[test]
+    fn exporters_read_as_the_example_shows_them() {
+        let c = Config::from_yaml(
+            "exporters:\n  - endpoint: http://tempo:4317\n    protocol: grpc\n    repair: link\n    content: hash\n    max_backoff: 5s\n  - endpoint: http://jaeger:4318\n    protocol: http/json\n",
+        )
+        .unwrap();
+        assert_eq!(c.exporters[0].protocol, ExportProtocol::Grpc);
+        assert_eq!(c.exporters[0].repair, ExportRepair::Link);
+        assert_eq!(c.exporters[0].content, ContentAction::Hash);
+        assert_eq!(c.exporters[0].max_backoff, Duration::from_secs(5));
+        assert_eq!(c.exporters[1].protocol, ExportProtocol::HttpJson);
+        assert_eq!(c.exporters[1].repair, ExportRepair::Reparent);
+        let err = Config::from_yaml("exporters:\n  - endpoint: tempo:4317\n").unwrap_err().to_string();
+        assert!(err.contains("must be an http:// URL"), "{err}");
+        let err = Config::from_yaml("pipeline:\n  enabled: false\nexporters:\n  - endpoint: http://t:4317\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("repairs come from the live pipeline"), "{err}");
+        let err = Config::from_yaml("redaction:\n  secret_patterns:\n    - {name: x, pattern: '('}\n").unwrap_err();
+        assert!(err.to_string().contains("\"x\""), "{err}");
     }
 
     #[test]

@@ -355,12 +355,11 @@ impl AgentRollup {
 fn agent_rollups(ix: &Index, tree: &Tree, config: &Config) -> Vec<Option<AgentRollup>> {
     let n = tree.len();
     let mut sums = vec![(0u64, 0u64, 0u64, 0u64, 0f64, 0u64); n];
-    for node in 0..tree.real {
-        let f = &ix.facts[node];
+    for (sum, f) in sums.iter_mut().zip(&ix.facts[..tree.real]) {
         let category = f.category();
         let (input, output) = (f.input_tokens.unwrap_or(0).max(0) as u64, f.output_tokens.unwrap_or(0).max(0) as u64);
         let cost = ix.texts.opt(f.model).and_then(|m| config.prices.cost(m, input, output)).unwrap_or(0.0);
-        sums[node] = (
+        *sum = (
             u64::from(category == Category::Llm),
             u64::from(category == Category::Tool),
             input,

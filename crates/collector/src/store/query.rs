@@ -339,8 +339,11 @@ pub fn queue_max_seq(conn: &Connection) -> Result<u64, StoreError> {
     Ok(seq as u64)
 }
 
-/// Patches of the given traces' spans: (trace ID, span ID) → patch JSON.
-pub fn patches(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<HashMap<(Vec<u8>, Vec<u8>), String>, StoreError> {
+/// Stored patches: (trace ID, span ID) → patch JSON.
+pub type Patches = HashMap<(Vec<u8>, Vec<u8>), String>;
+
+/// Patches of the given traces' spans.
+pub fn patches(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<Patches, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT span_id, patch FROM span_patches WHERE trace_id = ?1")?;
     let mut out = HashMap::new();
     for trace_id in trace_ids {
