@@ -25,8 +25,6 @@ use tokio_rustls::rustls;
 
 use std::sync::atomic::Ordering;
 
-use agentrace_model::Span;
-
 use crate::assemble::Pipeline;
 use crate::config::{Config, ConfigError, ExportRepair, TlsConfig};
 use crate::export::{self, ExportTarget};
@@ -119,7 +117,7 @@ impl Collector {
                 }
                 None => Vec::new(),
             };
-            let replay = replay.into_iter().map(|r| (r.seq, Span::from_request(&r.request))).collect();
+            let replay = replay.into_iter().map(|r| (r.seq, crate::assemble::pack(&r.request))).collect();
             Pipeline::start(
                 config.pipeline.clone(),
                 store.clone(),

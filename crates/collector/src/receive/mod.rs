@@ -20,8 +20,6 @@ use std::time::Duration;
 use agentrace_model::otlp::{Decoded, Limits};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 
-use agentrace_model::Span;
-
 use crate::assemble::PipelineHandle;
 use crate::config::ContentAction;
 use crate::export::ExportTarget;
@@ -182,7 +180,7 @@ impl Ingest {
         r.attributes_dropped.fetch_add(report.attributes_dropped, std::sync::atomic::Ordering::Relaxed);
         r.attributes_hashed.fetch_add(report.attributes_hashed, std::sync::atomic::Ordering::Relaxed);
         r.values_masked.fetch_add(report.values_masked, std::sync::atomic::Ordering::Relaxed);
-        let spans = if self.pipeline.is_live() { Span::from_request(stored.request()) } else { Vec::new() };
+        let spans = if self.pipeline.is_live() { crate::assemble::pack(stored.request()) } else { Vec::new() };
         let seq = match self.pipeline.offer(spans) {
             Ok(seq) => seq,
             Err(busy) => {
