@@ -64,8 +64,8 @@ pub fn pack(request: &ExportTraceServiceRequest) -> Vec<Packed> {
         let resource = Arc::new(resource_from_otlp(rs.resource.as_ref(), &rs.schema_url));
         for ss in &rs.scope_spans {
             let scope = Arc::new(scope_from_otlp(ss.scope.as_ref(), &ss.schema_url));
-            // (trace, plain bytes, start, end, count, keys), in order of first appearance.
-            let mut groups: Vec<(TraceId, Vec<u8>, u64, u64, usize, Vec<String>)> = Vec::new();
+            // In order of first appearance.
+            let mut groups: Vec<Group> = Vec::new();
             let mut index: std::collections::HashMap<TraceId, usize> = std::collections::HashMap::new();
             for s in &ss.spans {
                 let Ok(trace_id) = TraceId::from_slice(&s.trace_id) else { continue };
@@ -103,6 +103,10 @@ pub fn pack(request: &ExportTraceServiceRequest) -> Vec<Packed> {
     }
     out
 }
+
+/// Spans of one trace being packed: trace, plain bytes, start, end,
+/// count, keys.
+type Group = (TraceId, Vec<u8>, u64, u64, usize, Vec<String>);
 
 /// The session and join keys of a span, as the doctor joins on them:
 /// `s` session, `m` message, `t` tool call, `r` MCP request.
