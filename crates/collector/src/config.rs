@@ -96,6 +96,11 @@ pub struct OtlpReceiverConfig {
     /// delay, before its body is read: under overload the collector answers
     /// fast and its memory stays bounded instead of queueing without end.
     pub max_concurrent_requests: usize,
+    /// Resident memory above which the receivers refuse new requests
+    /// (429 / RESOURCE_EXHAUSTED, retryable) until it falls again, as the
+    /// OpenTelemetry Collector's memory limiter does. Null turns it off.
+    #[serde(deserialize_with = "de_opt_bytes")]
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -109,6 +114,7 @@ impl Default for OtlpReceiverConfig {
             max_value_depth: 16,
             max_pending_spans: 100_000,
             max_concurrent_requests: 32,
+            memory_limit: Some(2 * 1024 * MIB),
         }
     }
 }

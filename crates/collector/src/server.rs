@@ -29,7 +29,7 @@ use crate::assemble::Pipeline;
 use crate::config::{Config, ConfigError, ExportRepair, TlsConfig};
 use crate::export::{self, ExportTarget};
 use crate::metrics::{Metrics, RefuseReason};
-use crate::receive::{Ingest, Sinks, grpc, http};
+use crate::receive::{Ingest, MemoryLimiter, Sinks, grpc, http};
 use crate::redact::Redactor;
 use crate::store::{Store, StoreError, query};
 
@@ -137,8 +137,14 @@ impl Collector {
                 .map_err(|e| ConfigError::Invalid(format!("exporter {}: {e}", t.metrics.name)))?;
             exporter_tasks.push(task);
         }
-        let sinks =
-            Sinks { redactor, store_content: config.redaction.store_content, exports, pipeline: pipeline.handle() };
+        let memory = MemoryLimiter::start(receiver.memory_limit, watch_rx.clone());
+        let sinks = Sinks {
+            redactor,
+            store_content: config.redaction.store_content,
+            exports,
+            pipeline: pipeline.handle(),
+            memory,
+        };
         let ingest = Ingest::new(store.clone(), Arc::clone(&metrics), limits, receiver.max_concurrent_requests, sinks);
         let max_request = max_request_bytes(&config);
         let mut tasks = JoinSet::new();

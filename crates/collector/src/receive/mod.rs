@@ -73,6 +73,7 @@ pub struct Ingest {
     store_content: ContentAction,
     exports: Arc<[ExportTarget]>,
     pipeline: PipelineHandle,
+    memory: MemoryLimiter,
 }
 
 /// Where accepted spans go besides the store.
@@ -85,6 +86,56 @@ pub struct Sinks {
     pub exports: Vec<ExportTarget>,
     /// The live pipeline (or only its request numbering).
     pub pipeline: PipelineHandle,
+    /// The memory limiter.
+    pub memory: MemoryLimiter,
+}
+
+/// Watches the process's resident memory and says when it is over the
+/// configured limit. A task samples `/proc/self/statm` every 100 ms, so the
+/// check on each request is one atomic load.
+#[derive(Clone, Default)]
+pub struct MemoryLimiter {
+    over: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MemoryLimiter {
+    /// Starts sampling (Linux; elsewhere the limit is not enforced).
+    /// Without a limit, never says over.
+    pub fn start(limit: Option<u64>, mut stop: tokio::sync::watch::Receiver<bool>) -> MemoryLimiter {
+        let limiter = MemoryLimiter::default();
+        let Some(limit) = limit else { return limiter };
+        let over = Arc::clone(&limiter.over);
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                if let Some(rss) = resident_bytes() {
+                    let is_over = rss > limit;
+                    if is_over && !warned {
+                        tracing::warn!(rss, limit, "over the memory limit; refusing new requests until it falls");
+                    }
+                    warned = is_over;
+                    over.store(is_over, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        limiter
+    }
+
+    /// Whether the process is over its limit now.
+    pub fn over_limit(&self) -> bool {
+        self.over.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Resident set size, from `/proc/self/statm` (pages × 4 KiB).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// A place among the requests handled at once; dropping it frees the place.
@@ -109,6 +160,7 @@ impl Ingest {
             store_content: sinks.store_content,
             exports: sinks.exports.into(),
             pipeline: sinks.pipeline,
+            memory: sinks.memory,
         }
     }
 
@@ -116,6 +168,10 @@ impl Ingest {
     /// Transports call this before reading a body, so that refusing under
     /// overload costs nothing.
     pub fn admit(&self) -> Result<Admitted, IngestError> {
+        if self.memory.over_limit() {
+            self.metrics.refused_request(RefuseReason::Backpressure, 0);
+            return Err(IngestError::Busy("agentrace is over its memory limit; retry shortly".into()));
+        }
         match Arc::clone(&self.admission).try_acquire_owned() {
             Ok(permit) => Ok(Admitted(permit)),
             Err(_) => {

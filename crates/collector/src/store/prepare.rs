@@ -212,7 +212,7 @@ impl PreparedBatch {
     /// Prepares a request that [`agentrace_model::otlp::validate`] has
     /// already checked (IDs have the right lengths). Only tests and
     /// [`PreparedBatch::from_redacted`] call it: the store takes redacted data.
-    pub(crate) fn from_request(request: ExportTraceServiceRequest) -> PreparedBatch {
+    fn from_request(request: ExportTraceServiceRequest) -> PreparedBatch {
         let mut batch = PreparedBatch::default();
         let mut plain = Vec::with_capacity(request.encoded_len());
         for rs in request.resource_spans {
