@@ -148,6 +148,10 @@ pub struct StorageConfig {
     pub synchronous: Synchronous,
     /// What to delete, and when.
     pub retention: RetentionConfig,
+    /// Keep spans here for the API and UI (default). Off, agentrace is a
+    /// pass-through: spans only wait in the exporters' disk queues, and
+    /// the API has nothing to show.
+    pub keep_spans: bool,
 }
 
 impl Default for StorageConfig {
@@ -156,6 +160,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("agentrace-data"),
             synchronous: Synchronous::Normal,
             retention: RetentionConfig::default(),
+            keep_spans: true,
         }
     }
 }
@@ -511,6 +516,11 @@ impl Config {
             }
         }
         crate::redact::Redactor::new(&self.redaction).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if !self.storage.keep_spans && self.exporters.is_empty() {
+            return Err(ConfigError::Invalid(
+                "storage.keep_spans is false and no exporter is configured: spans would go nowhere".into(),
+            ));
+        }
         if self.storage.retention.interval.is_zero() {
             return Err(ConfigError::Invalid("storage.retention.interval must be above zero".into()));
         }

@@ -144,6 +144,7 @@ impl Collector {
             exports,
             pipeline: pipeline.handle(),
             memory,
+            keep_spans: config.storage.keep_spans,
         };
         let ingest = Ingest::new(store.clone(), Arc::clone(&metrics), limits, receiver.max_concurrent_requests, sinks);
         let max_request = max_request_bytes(&config);

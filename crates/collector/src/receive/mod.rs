@@ -74,6 +74,7 @@ pub struct Ingest {
     exports: Arc<[ExportTarget]>,
     pipeline: PipelineHandle,
     memory: MemoryLimiter,
+    keep_spans: bool,
 }
 
 /// Where accepted spans go besides the store.
@@ -88,6 +89,8 @@ pub struct Sinks {
     pub pipeline: PipelineHandle,
     /// The memory limiter.
     pub memory: MemoryLimiter,
+    /// Whether the store keeps spans (else a pass-through to the exporters).
+    pub keep_spans: bool,
 }
 
 /// Watches the process's resident memory and says when it is over the
@@ -161,6 +164,7 @@ impl Ingest {
             exports: sinks.exports.into(),
             pipeline: sinks.pipeline,
             memory: sinks.memory,
+            keep_spans: sinks.keep_spans,
         }
     }
 
@@ -253,7 +257,11 @@ impl Ingest {
             })
             .collect();
         let queued: Vec<(u64, u64)> = exports.iter().map(|e| (e.spans(), e.size())).collect();
-        let batch = PreparedBatch::from_redacted(stored).with_exports(exports);
+        let batch = if self.keep_spans {
+            PreparedBatch::from_redacted(stored).with_exports(exports)
+        } else {
+            PreparedBatch::queue_only(n as usize, exports)
+        };
         let durable = match self.store.submit(batch) {
             Ok(durable) => durable,
             Err(SubmitError::Backpressure(b)) => {
