@@ -9,6 +9,12 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+// The collector allocates and frees from several threads at once (receivers,
+// store writer, pipeline); glibc's allocator spent a fifth of its CPU
+// consolidating and unlinking chunks there. See the loadgen's figures.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Connected, trustworthy traces for multi-agent AI systems.
 ///
 /// `agentrace serve` receives OTLP from any OpenTelemetry SDK and stores it;

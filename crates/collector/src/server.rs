@@ -117,13 +117,15 @@ impl Collector {
                 }
                 None => Vec::new(),
             };
-            let replay = replay.into_iter().map(|r| (r.seq, crate::assemble::pack(&r.request))).collect();
+            let replay =
+                replay.into_iter().filter_map(|r| Some((r.seq, crate::assemble::pack(&r.request().ok()?)))).collect();
             Pipeline::start(
                 config.pipeline.clone(),
                 store.clone(),
                 Arc::clone(&metrics),
                 first_seq,
                 replay,
+                exports.iter().any(|t| t.config.repair != ExportRepair::Off),
                 tokio::runtime::Handle::current(),
             )
             .map_err(|e| StartError::Thread(format!("cannot start the pipeline thread: {e}")))?

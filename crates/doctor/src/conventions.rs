@@ -222,40 +222,56 @@ struct Raw<'a> {
     error_message: Option<Cow<'a, str>>,
 }
 
-/// What one span says about LLM usage and its place among agents, under
-/// any of the naming conventions the doctor reads.
+/// What some spans add up to, under any of the naming conventions the
+/// doctor reads: for callers that summarise spans without a full analysis
+/// (the collector's trace list).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SpanUsage {
-    /// What the span is.
-    pub category: Option<Category>,
-    /// The agent it names (`gen_ai.agent.name`, `agent.name`).
-    pub agent: Option<String>,
-    /// The session it names (`session.id`, `gen_ai.conversation.id`, …).
-    pub session: Option<String>,
-    /// The model it names, response model first.
-    pub model: Option<String>,
-    /// Input (prompt) tokens.
+pub struct UsageTotals {
+    /// LLM calls.
+    pub llm_calls: u64,
+    /// Input (prompt) tokens of LLM calls.
     pub input_tokens: u64,
-    /// Output (completion) tokens.
+    /// Output (completion) tokens of LLM calls.
     pub output_tokens: u64,
-    /// Whether it records an error.
-    pub error: bool,
+    /// Cost of LLM calls whose model has a price, USD.
+    pub cost_usd: f64,
+    /// Agents named (`gen_ai.agent.name`, `agent.name`), sorted.
+    pub agents: std::collections::BTreeSet<String>,
+    /// The first session named (`session.id`, `gen_ai.conversation.id`, …).
+    pub session: Option<String>,
+    /// Spans that record an error.
+    pub errors: u64,
 }
 
-/// Reads one span's usage: for callers that summarise spans without a full
-/// analysis (the collector's trace list).
-pub fn span_usage(span: &Span) -> SpanUsage {
+/// Adds up LLM usage, agents and errors over `spans`, reading each once.
+pub fn usage_totals(spans: &[Span], prices: &crate::PriceTable) -> UsageTotals {
     let mut texts = Texts::default();
-    let f = read(span, &mut texts);
-    SpanUsage {
-        category: f.category,
-        agent: texts.opt(f.agent_name).map(str::to_owned),
-        session: texts.opt(f.session).map(str::to_owned),
-        model: texts.opt(f.model).map(str::to_owned),
-        input_tokens: f.input_tokens.unwrap_or(0).max(0) as u64,
-        output_tokens: f.output_tokens.unwrap_or(0).max(0) as u64,
-        error: f.error,
+    let mut t = UsageTotals::default();
+    let mut agents: Vec<Sym> = Vec::new();
+    for span in spans {
+        let f = read(span, &mut texts);
+        if f.category == Some(Category::Llm) {
+            let (input, output) =
+                (f.input_tokens.unwrap_or(0).max(0) as u64, f.output_tokens.unwrap_or(0).max(0) as u64);
+            t.llm_calls += 1;
+            t.input_tokens += input;
+            t.output_tokens += output;
+            if let Some(m) = texts.opt(f.model) {
+                t.cost_usd += prices.cost(m, input, output).unwrap_or(0.0);
+            }
+        }
+        t.errors += u64::from(f.error);
+        if let Some(a) = f.agent_name
+            && !agents.contains(&a)
+        {
+            agents.push(a);
+        }
+        if t.session.is_none() {
+            t.session = texts.opt(f.session).map(str::to_owned);
+        }
     }
+    t.agents = agents.into_iter().map(|a| texts.get(a).to_owned()).collect();
+    t
 }
 
 /// Reads a span's attributes and events once into [`Facts`], interning

@@ -121,6 +121,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         first_seq: u64,
         replay: Vec<(u64, Vec<Packed>)>,
+        want_patches: bool,
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Pipeline> {
         let (tx, rx) = mpsc::sync_channel(HANDOFF_CAPACITY);
@@ -134,7 +135,7 @@ impl Pipeline {
             include_tree: false,
             ..DoctorConfig::default()
         });
-        let mut assembler = Assembler::new(config, doctor, Arc::clone(&metrics));
+        let mut assembler = Assembler::new(config, doctor, Arc::clone(&metrics)).with_patches(want_patches);
         let now = Instant::now();
         for (seq, spans) in replay {
             assembler.add(seq, spans, now);
@@ -280,6 +281,8 @@ pub struct Assembler {
     /// Session and join keys → the traces (open or in the window) carrying them.
     keys: HashMap<String, Vec<TraceId>>,
     buffered: usize,
+    /// Whether an exporter applies patches (else none are worked out).
+    want_patches: bool,
 }
 
 impl Assembler {
@@ -294,7 +297,15 @@ impl Assembler {
             window_order: VecDeque::new(),
             keys: HashMap::new(),
             buffered: 0,
+            want_patches: true,
         }
+    }
+
+    /// Works out exporters' patches (repairs and rollups) only when some
+    /// exporter applies them.
+    pub fn with_patches(mut self, want: bool) -> Assembler {
+        self.want_patches = want;
+        self
     }
 
     /// Adds spans that arrived in request `seq`.
@@ -384,9 +395,14 @@ impl Assembler {
     fn close(&mut self, id: TraceId, now: Instant, out: &mut Closed) {
         let Some(trace) = self.open.remove(&id) else { return };
         let own = trace.held.unpack();
-        let context = self.context(id, &trace.held, &own);
-        let (diagnosis, view) = self.doctor.analyse_with_view(&context);
-        let (row, patches) = summary::summarise(id, &own, &diagnosis, &view, self.doctor.config());
+        let n = own.len();
+        let context = self.context(id, &trace.held, own);
+        let (diagnosis, view) = if self.want_patches {
+            self.doctor.analyse_with_view(&context)
+        } else {
+            (self.doctor.analyse(&context), Vec::new())
+        };
+        let (row, patches) = summary::summarise(id, &context[..n], &diagnosis, &view, self.doctor.config());
         self.metrics.pipeline.traces_closed.fetch_add(1, Ordering::Relaxed);
         self.metrics.pipeline.findings.fetch_add(row.findings as u64, Ordering::Relaxed);
         self.metrics.pipeline.repairs_applied.fetch_add(row.repairs as u64, Ordering::Relaxed);
@@ -403,8 +419,8 @@ impl Assembler {
     /// join could find an enclosing caller). A key shared by many traces is
     /// not a point-to-point join and is not followed; the context stops at
     /// `max_context_spans`.
-    fn context(&self, id: TraceId, held: &Held, own: &[Span]) -> Vec<Span> {
-        let mut out: Vec<Span> = own.to_vec();
+    fn context(&self, id: TraceId, held: &Held, own: Vec<Span>) -> Vec<Span> {
+        let mut out = own;
         let mut seen: HashSet<TraceId> = HashSet::from([id]);
         let mut queue: VecDeque<TraceId> = VecDeque::from([id]);
         let limit = self.config.max_context_spans;

@@ -1,18 +1,19 @@
 //! What a closed trace's diagnosis leaves behind: the row the trace list
 //! shows, and the patches exporters apply to its spans.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use agentrace_doctor::conventions::{Category, span_usage};
+use agentrace_doctor::conventions::usage_totals;
 use agentrace_doctor::{Config as DoctorConfig, Diagnosis};
-use agentrace_model::{Span, SpanId, StatusCode, TraceId};
+use agentrace_model::{Span, SpanId, TraceId};
 use serde_json::json;
 
 use crate::export::patch::{InferredLink, SpanPatch};
 use crate::store::{AnalysisRow, PatchRow};
 
 /// The row and patches of trace `id`, whose spans are `own`, from a
-/// diagnosis (and its connected view, in reparent mode) over it and its session.
+/// diagnosis over it and its session, and, when exporters need patches,
+/// its connected view in reparent mode (else `view` is empty).
 pub(crate) fn summarise(
     id: TraceId,
     own: &[Span],
@@ -52,12 +53,15 @@ pub(crate) fn summarise(
             patch.parent_span_id = v.parent_span_id;
         }
         for (key, value) in v.attributes.iter() {
-            if original.attributes.get(key) == Some(value) {
+            // Only the doctor's own marks can be new; the prefix test is
+            // cheap, the lookup in the original is not.
+            let repair = key.starts_with("agentrace.repair.");
+            if !(repair || key.starts_with("app.agent.")) || original.attributes.get(key) == Some(value) {
                 continue;
             }
-            if key.starts_with("agentrace.repair.") {
+            if repair {
                 patch.repair_attributes.push((key.to_owned(), value.clone()).into());
-            } else if key.starts_with("app.agent.") {
+            } else {
                 patch.rollup.push((key.to_owned(), value.clone()).into());
             }
         }
@@ -79,26 +83,24 @@ pub(crate) fn summarise(
         }
     }
 
-    let (mut input, mut output, mut cost, mut errors) = (0u64, 0u64, 0f64, 0i64);
-    let mut agents = BTreeSet::new();
-    let mut session = None;
-    for s in own {
-        let u = span_usage(s);
-        if u.category == Some(Category::Llm) {
-            input += u.input_tokens;
-            output += u.output_tokens;
-            if let Some(m) = &u.model {
-                cost += config.prices.cost(m, u.input_tokens, u.output_tokens).unwrap_or(0.0);
+    if view.is_empty() {
+        // Without a view, the connected trace is the one the root was
+        // joined into, as the repairs say.
+        let mut at = root.map(|r| (id, r.span_id));
+        let mut hops = 0;
+        while let Some((trace, span)) = at {
+            match diagnosis.repairs.iter().find(|r| r.applied && r.trace_id == trace && r.span_id == span) {
+                Some(r) if hops < 64 => {
+                    connected_trace = r.parent_trace_id;
+                    let parent_root = diagnosis.requests.iter().find(|q| q.trace_id == r.parent_trace_id);
+                    at = parent_root.map(|q| (q.trace_id, q.span_id)).filter(|next| *next != (trace, span));
+                    hops += 1;
+                }
+                _ => at = None,
             }
         }
-        errors += i64::from(s.status_code == StatusCode::Error);
-        if let Some(a) = u.agent {
-            agents.insert(a);
-        }
-        if session.is_none() {
-            session = u.session;
-        }
     }
+    let usage = usage_totals(own, &config.prices);
     let findings: Vec<_> = diagnosis.findings.iter().filter(|f| f.trace_id == id).collect();
     let repairs: Vec<_> = diagnosis.repairs.iter().filter(|r| r.trace_id == id).collect();
     let failure = diagnosis.failures.iter().find(|f| f.trace_id == id);
@@ -111,13 +113,13 @@ pub(crate) fn summarise(
         root_service: root.map(|r| r.resource.service_name().to_owned()).unwrap_or_default(),
         root_name: root.map(|r| r.name.clone()).unwrap_or_default(),
         spans: own.len() as i64,
-        session,
-        agents: serde_json::to_string(&agents).unwrap_or_else(|_| "[]".into()),
-        input_tokens: clamp(input),
-        output_tokens: clamp(output),
-        cost_usd: (cost * 1e6).round() / 1e6,
+        session: usage.session,
+        agents: serde_json::to_string(&usage.agents).unwrap_or_else(|_| "[]".into()),
+        input_tokens: clamp(usage.input_tokens),
+        output_tokens: clamp(usage.output_tokens),
+        cost_usd: (usage.cost_usd * 1e6).round() / 1e6,
         findings: findings.len() as i64,
-        errors,
+        errors: clamp(usage.errors),
         repairs: repairs.iter().filter(|r| r.applied).count() as i64,
         connected_trace_id: connected_trace.as_bytes().to_vec(),
         diagnosis: json!({ "findings": findings, "repairs": repairs, "failure": failure }).to_string(),

@@ -4,9 +4,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use bytes::{BufMut, Bytes};
+use http::uri::PathAndQuery;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use prost::Message;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 
@@ -35,8 +37,8 @@ pub enum ClientError {
 pub enum OtlpClient {
     /// OTLP/gRPC.
     Grpc {
-        /// The generated client.
-        client: TraceServiceClient<Channel>,
+        /// The channel; requests go out as the bytes they were queued as.
+        channel: Channel,
         /// Metadata sent with every request.
         metadata: MetadataMap,
         /// Per-request deadline.
@@ -73,10 +75,7 @@ impl OtlpClient {
                         MetadataValue::from_str(v).map_err(|e| ClientError::Config(format!("header {k:?}: {e}")))?;
                     metadata.insert(key, value);
                 }
-                let client = TraceServiceClient::new(channel)
-                    .max_decoding_message_size(4 << 20)
-                    .max_encoding_message_size(usize::MAX);
-                Ok(OtlpClient::Grpc { client, metadata, timeout: config.timeout })
+                Ok(OtlpClient::Grpc { channel, metadata, timeout: config.timeout })
             }
             ExportProtocol::HttpProtobuf | ExportProtocol::HttpJson => {
                 let client = reqwest::Client::builder()
@@ -102,25 +101,39 @@ impl OtlpClient {
         }
     }
 
-    /// Sends one request; on success, how many spans the backend rejected.
-    pub async fn export(&self, request: &ExportTraceServiceRequest) -> Result<u64, ClientError> {
+    /// Encodes a request as this backend takes it: protobuf, or OTLP JSON.
+    pub fn encode(&self, request: &ExportTraceServiceRequest) -> Result<Bytes, ClientError> {
+        if self.takes_json() {
+            serde_json::to_vec(request).map(Bytes::from).map_err(|e| ClientError::Permanent(e.to_string()))
+        } else {
+            Ok(Bytes::from(request.encode_to_vec()))
+        }
+    }
+
+    /// Whether bodies are OTLP JSON (else protobuf).
+    pub fn takes_json(&self) -> bool {
+        matches!(self, OtlpClient::Http { json: true, .. })
+    }
+
+    /// Sends one request, already encoded by [`Self::encode`] (or, for
+    /// protobuf, queued requests concatenated: repeated fields concatenate);
+    /// on success, how many spans the backend rejected.
+    pub async fn export(&self, body: Bytes) -> Result<u64, ClientError> {
         match self {
-            OtlpClient::Grpc { client, metadata, timeout } => {
-                let mut req = tonic::Request::new(request.clone());
+            OtlpClient::Grpc { channel, metadata, timeout } => {
+                let mut req = tonic::Request::new(body);
                 *req.metadata_mut() = metadata.clone();
                 req.set_timeout(*timeout);
-                match client.clone().export(req).await {
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                grpc.ready().await.map_err(|e| ClientError::Retryable { message: e.to_string(), after: None })?;
+                let path = PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+                match grpc.unary(req, path, RawRequestCodec).await {
                     Ok(resp) => Ok(rejected(&resp.into_inner())),
                     Err(status) => Err(grpc_error(&status)),
                 }
             }
             OtlpClient::Http { client, url, json, headers } => {
-                let (body, content_type) = if *json {
-                    let body = serde_json::to_vec(request).map_err(|e| ClientError::Permanent(e.to_string()))?;
-                    (body, "application/json")
-                } else {
-                    (request.encode_to_vec(), "application/x-protobuf")
-                };
+                let content_type = if *json { "application/json" } else { "application/x-protobuf" };
                 let resp = client
                     .post(url)
                     .headers(headers.clone())
@@ -153,6 +166,38 @@ impl OtlpClient {
                 }
             }
         }
+    }
+}
+
+/// Sends queued bytes as they are and decodes the answer with prost.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawRequestCodec;
+
+impl Codec for RawRequestCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<ExportTraceServiceResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<ExportTraceServiceResponse, ExportTraceServiceResponse>::default().decoder()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RawEncoder;
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
     }
 }
 

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::watch;
 
@@ -109,14 +110,35 @@ async fn run(
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let (spans, bytes) = rows.iter().fold((0, 0), |(s, b), r| (s + r.spans, b + r.size));
-        let mut request = ExportTraceServiceRequest::default();
-        for row in rows {
-            request.resource_spans.extend(row.request.resource_spans);
-        }
-        if repair != ExportRepair::Off {
-            apply_patches(&store, &mut request, repair, target.config.min_confidence).await;
-        }
-        if !send_until_done(&client, &target, &request, spans, &mut stop).await {
+        let body = if repair == ExportRepair::Off && !client.takes_json() {
+            // Requests as queued, concatenated: one request holding all
+            // their resource spans. Nothing to decode or encode again.
+            let mut body = Vec::with_capacity(rows.iter().map(|r| r.encoded.len()).sum());
+            for row in &rows {
+                body.extend_from_slice(&row.encoded);
+            }
+            Bytes::from(body)
+        } else {
+            let mut request = ExportTraceServiceRequest::default();
+            for row in &rows {
+                match row.request() {
+                    Ok(r) => request.resource_spans.extend(r.resource_spans),
+                    Err(e) => tracing::error!(error = %e, "skipping an undecodable export queue row"),
+                }
+            }
+            if repair != ExportRepair::Off {
+                apply_patches(&store, &mut request, repair, target.config.min_confidence).await;
+            }
+            match client.encode(&request) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode a batch; dropped");
+                    target.metrics.dropped_spans.fetch_add(spans, Ordering::Relaxed);
+                    Bytes::new()
+                }
+            }
+        };
+        if !body.is_empty() && !send_until_done(&client, &target, body, spans, &mut stop).await {
             return;
         }
         match store.submit(PreparedBatch::dequeue(ids)) {
@@ -143,14 +165,14 @@ async fn run(
 async fn send_until_done(
     client: &OtlpClient,
     target: &ExportTarget,
-    request: &ExportTraceServiceRequest,
+    body: Bytes,
     spans: u64,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
     let mut backoff = Duration::from_millis(250);
     let mut attempt: u64 = 0;
     loop {
-        match client.export(request).await {
+        match client.export(body.clone()).await {
             Ok(rejected) => {
                 if rejected > 0 {
                     tracing::warn!(rejected, exporter = %target.metrics.name, "the backend rejected some spans");

@@ -284,8 +284,8 @@ pub struct QueueRow {
     pub seq: u64,
     /// Spans it holds.
     pub spans: u64,
-    /// The redacted request as protobuf.
-    pub request: ExportTraceServiceRequest,
+    /// The redacted request, encoded (protobuf).
+    pub encoded: Vec<u8>,
     /// Bytes it took in the queue.
     pub size: u64,
 }
@@ -312,12 +312,10 @@ pub fn queue_peek(
             break;
         }
         let body: Vec<u8> = row.get(3)?;
-        let plain = lz4_flex::block::decompress_size_prepended(&body)
-            .map_err(|e| StoreError::Corrupt(format!("export queue row {id}: {e}")))?;
-        let request = ExportTraceServiceRequest::decode(plain.as_slice())
+        let encoded = lz4_flex::block::decompress_size_prepended(&body)
             .map_err(|e| StoreError::Corrupt(format!("export queue row {id}: {e}")))?;
         spans += n as u64;
-        out.push(QueueRow { id, seq: row.get::<_, i64>(1)? as u64, spans: n as u64, request, size: body.len() as u64 });
+        out.push(QueueRow { id, seq: row.get::<_, i64>(1)? as u64, spans: n as u64, encoded, size: body.len() as u64 });
     }
     Ok(out)
 }
@@ -382,4 +380,12 @@ pub fn analysis(conn: &Connection, trace_id: &[u8]) -> Result<Option<super::Anal
         connected_trace_id: r.get(14)?,
         diagnosis: r.get(15)?,
     }))
+}
+
+impl QueueRow {
+    /// The request, decoded.
+    pub fn request(&self) -> Result<ExportTraceServiceRequest, StoreError> {
+        ExportTraceServiceRequest::decode(self.encoded.as_slice())
+            .map_err(|e| StoreError::Corrupt(format!("export queue row {}: {e}", self.id)))
+    }
 }

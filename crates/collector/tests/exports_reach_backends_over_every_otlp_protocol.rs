@@ -1,0 +1,58 @@
+//! Claim: agentrace forwards to backends over OTLP/gRPC, OTLP/HTTP with
+//! protobuf and OTLP/HTTP with JSON, several at once, each receiving every
+//! span. The backends here are three more agentrace collectors, real OTLP
+//! receivers with their own redaction, which does not hide anything this
+//! test checks.
+
+mod support;
+
+use std::time::Duration;
+
+use agentrace_collector::config::{ExportProtocol, ExportRepair, ExporterConfig};
+use support::{python_send, wait_for};
+
+fn span_count(api: &str, trace_id: &str) -> usize {
+    let (status, body) = support::get_json(&format!("{api}/api/v3/traces/{trace_id}"));
+    if status != 200 {
+        return 0;
+    }
+    body["result"]["resourceSpans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|rs| rs["scopeSpans"].as_array().into_iter().flatten())
+        .map(|ss| ss["spans"].as_array().map_or(0, Vec::len))
+        .sum()
+}
+
+#[test]
+fn every_protocol_delivers_every_span() {
+    let grpc = support::start(|_| {});
+    let proto = support::start(|_| {});
+    let json = support::start(|_| {});
+    let exporter = |endpoint: String, protocol, repair| {
+        let mut e = ExporterConfig::new(endpoint, protocol);
+        e.repair = repair;
+        e
+    };
+    let agentrace = support::start(|c| {
+        c.pipeline.trace_timeout = Duration::from_millis(200);
+        c.exporters = vec![
+            exporter(grpc.grpc(), ExportProtocol::Grpc, ExportRepair::Off),
+            exporter(proto.http(), ExportProtocol::HttpProtobuf, ExportRepair::Reparent),
+            exporter(json.http(), ExportProtocol::HttpJson, ExportRepair::Link),
+        ];
+    });
+    let sent = python_send(&["--protocol", "grpc", "--endpoint", &agentrace.grpc(), "--requests", "2"]);
+    for backend in [&grpc, &proto, &json] {
+        wait_for(30, "every span at every backend", || {
+            sent.trace_ids.iter().map(|t| span_count(&backend.api(), t)).sum::<usize>() == sent.spans
+        });
+    }
+    let accepted_json =
+        support::metric(&json.api(), "agentrace_receiver_spans_accepted_total{transport=\"http_json\"}");
+    assert_eq!(accepted_json, sent.spans as f64, "the JSON backend got JSON");
+    let accepted_proto =
+        support::metric(&proto.api(), "agentrace_receiver_spans_accepted_total{transport=\"http_protobuf\"}");
+    assert_eq!(accepted_proto, sent.spans as f64);
+}
