@@ -311,7 +311,7 @@ async fn work_as_agent(
     let session = job.session.as_str();
     // Retrieval runs on the blocking pool. Propagating, the job carries the agent's context;
     // not, it starts on a pool thread with none: the lost-context fault.
-    let query = format!("{}: what to see, where to stay, what it costs", job.city);
+    let query = super::index::trip_query(&job.city);
     let job_fn = {
         let (tracer, index, query, session) =
             (tracer.clone(), Arc::clone(&shared.index), query.clone(), job.session.clone());

@@ -1,12 +1,17 @@
 //! A small embedded vector index: the specialists' retrieval step, with no model and no server.
 //!
-//! Documents and queries are embedded as hashed bag-of-words vectors (each lowercase word adds 1
+//! Documents and queries are embedded as hashed bag-of-words vectors (each lowercase word but a
+//! few stopwords adds 1
 //! to one of [`DIMENSIONS`] buckets, then the vector is normalised) and ranked by cosine
 //! similarity. Crude, deterministic and instant: what matters here is the `retrieval` span the
 //! search runs in, not the quality of the ranking.
 
 /// Length of every embedding.
-pub const DIMENSIONS: usize = 64;
+pub const DIMENSIONS: usize = 1024;
+
+/// Words too common to tell documents apart.
+const STOPWORDS: [&str; 12] =
+    ["and", "are", "for", "the", "what", "where", "with", "from", "that", "this", "see", "out"];
 
 /// The travel guide the demo's agents search.
 const GUIDE: [&str; 12] = [
@@ -24,6 +29,11 @@ const GUIDE: [&str; 12] = [
     "Weekend trips: arrive Friday evening, leave Sunday night, book refundable fares.",
 ];
 
+/// What a specialist asks the index about a trip.
+pub fn trip_query(city: &str) -> String {
+    format!("{city}: what to see, where to stay, what it costs")
+}
+
 /// An in-memory index of documents and their embeddings.
 #[derive(Debug, Clone)]
 pub struct VectorIndex {
@@ -33,7 +43,10 @@ pub struct VectorIndex {
 /// Embeds `text` as a normalised hashed bag of words.
 pub fn embed(text: &str) -> [f32; DIMENSIONS] {
     let mut v = [0f32; DIMENSIONS];
-    for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 2) {
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 2 && !STOPWORDS.contains(&w.to_lowercase().as_str()))
+    {
         // FNV-1a: stable across runs and platforms, unlike the std hasher.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in word.to_lowercase().bytes() {
@@ -82,7 +95,7 @@ mod tests {
     fn the_city_asked_for_ranks_first() {
         let index = VectorIndex::travel_guide();
         for city in ["Lisbon", "Kyoto", "Oaxaca", "Zürich"] {
-            let hits = index.search(&format!("a weekend in {city}: what to see"), 2);
+            let hits = index.search(&trip_query(city), 2);
             assert!(hits[0].1.starts_with(city), "{city}: {hits:?}");
         }
     }
