@@ -1,9 +1,8 @@
 //! A small embedded vector index: the specialists' retrieval step, with no model and no server.
 //!
 //! Documents and queries are embedded as hashed bag-of-words vectors (each lowercase word but a
-//! few stopwords adds 1
-//! to one of [`DIMENSIONS`] buckets, then the vector is normalised) and ranked by cosine
-//! similarity. Crude, deterministic and instant: what matters here is the `retrieval` span the
+//! few stopwords adds 1 to one of [`DIMENSIONS`] buckets, then the vector is normalised) and
+//! ranked by cosine similarity. Crude, deterministic and instant: what matters here is the `retrieval` span the
 //! search runs in, not the quality of the ranking.
 
 /// Length of every embedding.
