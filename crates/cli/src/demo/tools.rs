@@ -14,7 +14,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use agentrace::carrier::ContextCarrier;
 use agentrace::carrier::env::{CommandExt, extract_from_env};
@@ -23,7 +23,7 @@ use agentrace::mcp::TracedService;
 use agentrace::propagation::{W3CPropagator, install_global_propagator};
 use anyhow::Context as _;
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{Span as _, TraceContextExt, Tracer, TracerProvider as _};
+use opentelemetry::trace::{Span as _, SpanBuilder, TraceContextExt, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -129,16 +129,23 @@ impl ServerHandler for DemoTools {
 
 /// Runs the tool server on stdin/stdout until the client closes it.
 pub fn run_server(args: McpServerArgs) -> anyhow::Result<ExitCode> {
+    // The start-up span begins here, before the exporter and the runtime exist, so the caller's
+    // trace shows where the launch time went.
+    let launched = SystemTime::now();
     install_global_propagator(W3CPropagator::new());
     let provider = telemetry::provider(&args.endpoint, SERVICE)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
     let tracer = provider.tracer("agentrace-demo");
     let outcome = runtime.block_on(async {
-        // The process's start joins the trace of whoever launched it (the env carrier).
-        tracer.start_with_context("demo-tools start", &extract_from_env()).end();
+        // The process's start joins the trace of whoever launched it (the env carrier), and
+        // lasts until the handshake is done.
+        let mut start = SpanBuilder::from_name("demo-tools start")
+            .with_start_time(launched)
+            .start_with_context(&tracer, &extract_from_env());
         let tools = DemoTools { tool_router: DemoTools::tool_router(), tracer: tracer.clone() };
-        let service = TracedService::new(tools, tracer).serve(rmcp::transport::stdio()).await?;
-        service.waiting().await?;
+        let service = TracedService::new(tools, tracer.clone()).serve(rmcp::transport::stdio()).await;
+        start.end();
+        service?.waiting().await?;
         anyhow::Ok(())
     });
     drop(runtime);
