@@ -159,8 +159,17 @@ fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Warnings (a job that cannot be read, an MCP server that will not close) go to stderr;
+/// `AGENTRACE_LOG` sets the filter, as for `serve`.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTRACE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
 /// Runs the demo: the requests, then a flush, then what to look at.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
     check_endpoint(&args.endpoint)?;
     install_global_propagator(W3CPropagator::new());
     let plan = Plan { propagation: args.propagation, broken: args.broken_hop };

@@ -132,6 +132,7 @@ pub fn run_server(args: McpServerArgs) -> anyhow::Result<ExitCode> {
     // The start-up span begins here, before the exporter and the runtime exist, so the caller's
     // trace shows where the launch time went.
     let launched = SystemTime::now();
+    super::init_logging();
     install_global_propagator(W3CPropagator::new());
     let provider = telemetry::provider(&args.endpoint, SERVICE)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start tokio")?;
