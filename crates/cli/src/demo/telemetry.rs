@@ -14,7 +14,10 @@ use anyhow::Context as _;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+
+/// How often each service's batch of spans is sent.
+pub const EXPORT_EVERY: Duration = Duration::from_millis(100);
 
 /// `service.namespace` of every demo service, so they are easy to filter in a shared backend.
 pub const NAMESPACE: &str = "agentrace-demo";
@@ -36,6 +39,10 @@ pub fn provider(endpoint: &str, service: &str) -> anyhow::Result<SdkTracerProvid
         .with_timeout(Duration::from_secs(5))
         .build()
         .with_context(|| format!("cannot build the OTLP exporter for {endpoint}"))?;
+    // Export every 100 ms, not every 5 s: the agents' spans then reach the collector about when
+    // the tool server's do (it flushes as it exits), and a live collector that closes traces
+    // after a short timeout sees an orphan and the span that names its caller together.
+    let batch = BatchConfigBuilder::default().with_scheduled_delay(EXPORT_EVERY).build();
     let resource = Resource::builder_empty()
         .with_service_name(service.to_owned())
         .with_attribute(KeyValue::new("service.namespace", NAMESPACE))
@@ -43,7 +50,7 @@ pub fn provider(endpoint: &str, service: &str) -> anyhow::Result<SdkTracerProvid
     Ok(SdkTracerProvider::builder()
         .with_resource(resource)
         .with_span_processor(BaggageSpanProcessor::allow(["session.id"]))
-        .with_batch_exporter(exporter)
+        .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build())
         .build())
 }
 
