@@ -34,6 +34,15 @@ pub struct SpanRow {
     pub parent_span_id: String,
     pub name: String,
     pub service: String,
+    /// The span's attributes, as OTLP JSON.
+    pub attributes: Value,
+}
+
+impl SpanRow {
+    /// A string attribute.
+    pub fn attr(&self, key: &str) -> Option<String> {
+        text_attr(&self.attributes, key)
+    }
 }
 
 fn text_attr(attrs: &Value, key: &str) -> Option<String> {
@@ -60,6 +69,7 @@ pub fn session_spans(server: &Server, session: &str) -> Vec<SpanRow> {
                     parent_span_id: s["parentSpanId"].as_str().unwrap_or_default().to_owned(),
                     name: s["name"].as_str().unwrap_or_default().to_owned(),
                     service: service.clone(),
+                    attributes: s["attributes"].clone(),
                 });
             }
         }
@@ -84,6 +94,20 @@ pub fn settled_spans(server: &Server, session: &str) -> Vec<SpanRow> {
         }
         last = spans.len();
         assert!(Instant::now() < deadline, "the spans of {session} never settled (last count {last})");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until the spans of `session` number at least `count` (a backend receives a
+/// collector's exports in batches, as its traces close) and returns them.
+pub fn at_least(server: &Server, session: &str, count: usize) -> Vec<SpanRow> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans = session_spans(server, session);
+        if spans.len() >= count {
+            return spans;
+        }
+        assert!(Instant::now() < deadline, "{session}: {} of {count} spans after 30 s", spans.len());
         std::thread::sleep(Duration::from_millis(250));
     }
 }
