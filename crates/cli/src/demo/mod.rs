@@ -136,7 +136,7 @@ pub struct DemoArgs {
     /// Address of the collector's UI and API, printed at the end.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4380")]
     ui: String,
-    /// Session IDs are PREFIX-1, PREFIX-2, … [default: demo-<time>, new on every run].
+    /// Session IDs are PREFIX-1, PREFIX-2, … [default: demo-<milliseconds since 1970, hex>].
     #[arg(long, value_name = "PREFIX")]
     session_prefix: Option<String>,
 }
@@ -174,8 +174,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     install_global_propagator(W3CPropagator::new());
     let plan = Plan { propagation: args.propagation, broken: args.broken_hop };
     let prefix = args.session_prefix.clone().unwrap_or_else(|| {
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        format!("demo-{secs:x}")
+        // Milliseconds: two runs in the same second must not share session IDs.
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        format!("demo-{millis:x}")
     });
     let requests = requests(&prefix, args.requests);
     let exe = std::env::current_exe().context("cannot find this binary to launch the MCP server")?;
@@ -295,19 +296,28 @@ fn explain(args: &DemoArgs, requests: &[RequestPlan], elapsed: Duration) -> Stri
              `lost_context` with a timing-only guess, which is not applied."
             .to_owned(),
     };
+    // Only the faults of the requests that ran.
+    let faults: Vec<String> = [
+        "request 1's researcher could not parse `search_hotels` (malformed JSON), and the doctor \
+         blames the tool, not the parser"
+            .to_owned(),
+        format!("request 2's budget job waited {} ms in the queue (`timing_gap`)", SLOW_QUEUE.as_millis()),
+        "request 3's last model call was rate-limited and retried".to_owned(),
+    ]
+    .into_iter()
+    .take(requests.len())
+    .collect();
     format!(
-        "Sent {n} requests from planner, researcher, budgeter and the demo-tools MCP server in {secs:.1} s, {mode}.\n\
+        "Sent {n} request{plural} from planner, researcher, budgeter and the demo-tools MCP server in {secs:.1} s, {mode}.\n\
          \n\
-         Open {ui} and look at session {first}. {what} Then find the faults: request 1's \
-         researcher could not parse `search_hotels` (malformed JSON), and the doctor blames the \
-         tool, not the parser; request 2's budget job waited {slow} ms in the queue \
-         (`timing_gap`); request 3's last model call was rate-limited and retried. From a \
+         Open {ui} and look at session {first}. {what} Then find the faults: {faults}. From a \
          terminal:\n\
          \n  agentrace doctor --server {ui} --session {first}\n\
          \nRun it again with --propagation on (the cure) or --propagation partial --broken-hop mcp.",
         n = requests.len(),
+        plural = if requests.len() == 1 { "" } else { "s" },
         secs = elapsed.as_secs_f64(),
-        slow = SLOW_QUEUE.as_millis(),
+        faults = faults.join("; "),
     )
 }
 
