@@ -1,9 +1,12 @@
 //! `agentrace`: the one binary. It wires the collector (`serve`) and the
 //! doctor (`doctor`) to the command line; all the work lives in the library
-//! crates, so this file stays thin.
+//! crates, so this file stays thin. `demo` is the exception: a multi-agent
+//! workload written with the SDK, which lives here because it is a client of
+//! the collector, not part of it.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod demo;
 mod doctor;
 mod serve;
 
@@ -48,6 +51,26 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Diagnose traces: what broke, the repaired trace, what failed, where the time went.
     Doctor(doctor::DoctorArgs),
+    /// Run a multi-agent workload against a collector: the article's broken traces, or their cure.
+    ///
+    /// A planner hands tasks through a durable queue (an embedded SQLite job table by default) to
+    /// two specialists, which retrieve from a small vector index on a thread pool, ask an LLM
+    /// stand-in (deterministic, local, plainly named so) and call tools on an MCP server that
+    /// runs as a stdio subprocess. All of it is instrumented with the agentrace SDK and exported
+    /// over OTLP/HTTP, in a few seconds.
+    ///
+    /// With --propagation off (the default) context is dropped at the queue, the MCP call and the
+    /// thread pool, as in most systems today; `agentrace doctor --server URL --session ID` then
+    /// shows each orphan, the repairs made from the evidence the spans left, and what failed.
+    /// With --propagation on every request is one connected trace. Start a collector first
+    /// (`agentrace serve`), or use `agentrace serve --demo`, which runs this for you.
+    ///
+    /// Exit status: 0 when every request ran, 1 when the demo cannot run (no collector, broker
+    /// unreachable, a request failed).
+    Demo(demo::DemoArgs),
+    /// The demo's MCP tool server on stdio (launched by `agentrace demo`).
+    #[command(hide = true)]
+    DemoMcpServer(demo::McpServerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +78,8 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::DemoMcpServer(args) => demo::run_mcp_server(args),
     };
     match result {
         Ok(code) => code,

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// (the values of OTEL_EXPORTER_OTLP_PROTOCOL) [default: http/protobuf].
     #[arg(long, value_name = "PROTOCOL", requires = "export_otlp_endpoint")]
     export_otlp_protocol: Option<ExportProtocol>,
+    /// Once started, run `agentrace demo` against this collector (propagation off, then on), so
+    /// a first run has broken and connected multi-agent traces to look at.
+    #[arg(long)]
+    demo: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -82,6 +86,7 @@ impl ServeArgs {
 /// Runs the collector until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
+    let demo = args.demo;
     let config = args.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async move {
@@ -95,11 +100,52 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             collector.api_addr.map(|a| format!("http://{a}")).unwrap_or_else(|| "off".into()),
             data_dir.display(),
         );
+        if demo {
+            start_demo(collector.http_addr, collector.api_addr);
+        }
         wait_for_signal().await;
         eprintln!("agentrace: stopping; finishing requests in flight");
         collector.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Runs `agentrace demo` twice in the background, against our own receiver: first with
+/// propagation off (its explanation goes to stdout), then on, quietly. A failure is reported and
+/// leaves the collector running.
+fn start_demo(http: Option<SocketAddr>, api: Option<SocketAddr>) {
+    // A wildcard listen address is reachable on loopback.
+    let local = |a: SocketAddr| if a.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], a.port())) } else { a };
+    let Some(http) = http.map(local) else {
+        eprintln!("agentrace: --demo needs the OTLP/HTTP receiver, which is off; no demo");
+        return;
+    };
+    let ui = api.map(local).map(|a| format!("http://{a}")).unwrap_or_else(|| "http://127.0.0.1:4380".into());
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            eprintln!("agentrace: --demo cannot find its own binary: {err}");
+            return;
+        }
+    };
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let prefix = format!("demo-{secs:x}");
+    std::thread::spawn(move || {
+        for (mode, quiet) in [("off", false), ("on", true)] {
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.args(["demo", "--endpoint", &format!("http://{http}"), "--ui", &ui, "--propagation", mode])
+                .args(["--session-prefix", &format!("{prefix}-{mode}")]);
+            if quiet {
+                cmd.stdout(std::process::Stdio::null());
+            }
+            match cmd.status() {
+                Ok(status) if status.success() => {}
+                Ok(status) => eprintln!("agentrace: the demo (propagation {mode}) failed: {status}"),
+                Err(err) => eprintln!("agentrace: cannot run the demo: {err}"),
+            }
+        }
+        eprintln!("agentrace: demo done; the same requests with propagation on are sessions {prefix}-on-1 …");
+    });
 }
 
 async fn wait_for_signal() {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod demo;
+
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
