@@ -6,7 +6,9 @@
 //!    with the bounded decoders of `agentrace_model::otlp`;
 //! 2. [`store`]: SQLite in WAL mode, group-committed by one writer thread;
 //!    a request is acknowledged only once its spans are durable;
-//! 3. [`api`]: Jaeger api_v3 retrieval, sessions, `/metrics`, `/health`.
+//! 3. [`api`]: Jaeger api_v3 retrieval, sessions, `/metrics`, `/health`,
+//!    and the connected view with the doctor's diagnosis for the UI;
+//! 4. [`ui`]: the web UI, static files embedded in the binary.
 //!
 //! Beside the road: [`config`] (the YAML file), [`metrics`] (the
 //! collector's own health) and [`server`] (listeners, TLS, auth).
@@ -31,3 +33,4 @@ pub mod metrics;
 pub mod receive;
 pub mod server;
 pub mod store;
+pub mod ui;
