@@ -156,6 +156,12 @@ impl Browser {
         self.session_call("POST", &format!("/element/{id}/click"), json!({}));
     }
 
+    /// Types `text` into an input, key by key.
+    pub fn type_text(&self, css: &str, text: &str) {
+        let id = self.find(css);
+        self.session_call("POST", &format!("/element/{id}/value"), json!({ "text": text }));
+    }
+
     /// Saves a PNG screenshot of the window under `target/ui-screenshots/`.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let encoded = self.session_call("GET", "/screenshot", Value::Null);
