@@ -23,11 +23,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the collector: OTLP receivers, embedded store, JSON API.
+    /// Run the collector: OTLP receivers, embedded store, web UI and JSON API.
     ///
     /// Receives OTLP/gRPC and OTLP/HTTP on the standard ports, stores every
     /// span durably under the data directory (a request is acknowledged only
-    /// once its spans are on disk), and serves the Jaeger-compatible api_v3
+    /// once its spans are on disk), and serves the web UI (open
+    /// http://127.0.0.1:4380 in a browser), the Jaeger-compatible api_v3
     /// routes, /metrics and /health on the UI address. Point any
     /// OpenTelemetry SDK at it with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317
     /// (gRPC) or http://127.0.0.1:4318 (HTTP). Flags override the config file.

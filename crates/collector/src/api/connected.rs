@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `GET /api/agentrace/traces/{trace_id}` | `{"trace_id", "diagnosis": Diagnosis, "spans": {"resourceSpans": [...]}}` over the trace, its sessions' traces and the traces joined to them by key |
 //! | `GET /api/agentrace/sessions/{session_id}` | `{"session", "diagnosis", "spans"}` over every trace of the session |
-//! | `GET /api/agentrace/traces?service=&agent=&session=&errors=true&findings=true&min_duration=250ms&start=RFC3339&end=RFC3339&q=&limit=50` | `{"traces": [TraceRow]}`, newest first |
+//! | `GET /api/agentrace/traces?service=&agent=&session=&errors=true&findings=true&min_duration=250ms&start=RFC3339&end=RFC3339&q=&limit=50` | `{"traces": [TraceRow]}`: the most recently active traces, by start, newest first |
 //! | `GET /api/agentrace/sessions?limit=50` | `{"sessions": [{"id", "start_unix_nano", "last_unix_nano", "traces"}]}`, most recently active first |
 //!
 //! Never does: load every stored trace. The list walks the span indexes
@@ -267,6 +267,9 @@ async fn list_traces(
                 }
             }
             rows.truncate(limit);
+            // The scan picks the most recently active traces; a page reads
+            // best by start, newest first, as Jaeger lists them.
+            rows.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano).then_with(|| b.trace_id.cmp(&a.trace_id)));
             Ok(rows)
         })
         .await?;

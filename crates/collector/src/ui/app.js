@@ -209,6 +209,7 @@
         known = new Set(body.traces.map((t) => t.trace_id));
       }
       status('updated ' + new Date().toLocaleTimeString());
+      if (!performance.getEntriesByName('agentrace:list').length) performance.mark('agentrace:list');
       document.body.dataset.ready = 'list';
     };
     const poll = async () => {
