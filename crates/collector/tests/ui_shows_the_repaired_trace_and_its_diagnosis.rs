@@ -135,12 +135,31 @@ fn the_orphan_opens_as_one_connected_trace_with_its_diagnosis() {
     }
     let shot = browser.screenshot("repaired-trace");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real screenshot at {}", shot.display());
+    browser.execute("document.querySelector('[data-test=time-breakdown]').scrollIntoView()", json!([]));
+    browser.screenshot("diagnosis-and-agent-graph");
+    browser.execute("window.scrollTo(0, 0)", json!([]));
 
     // Collapsing the root hides everything under it.
     browser.click(".wf-row .toggle");
     assert_eq!(count(&browser, ".wf-row"), 1);
     browser.click(".wf-row .toggle");
     assert_eq!(count(&browser, ".wf-row") as usize, api_spans + 1);
+
+    // Zoom: a drag over the second half of the time axis shows only that
+    // stretch; the planner's first LLM call (10–200 ms of 1 s) leaves the view.
+    let bars_in_view = "return [...document.querySelectorAll('.wf-bar')].length";
+    let before = browser.execute(bars_in_view, json!([])).as_u64().unwrap();
+    browser.drag_across(".wf-ruler", 0.5, 0.98);
+    let label = text(&browser, ".wf-tools");
+    assert!(
+        label.contains("zoomed to 49") || label.contains("zoomed to 50"),
+        "the zoom says where it is, to the pixel: {label}"
+    );
+    let after = browser.execute(bars_in_view, json!([])).as_u64().unwrap();
+    assert!(after < before, "bars outside the range leave the view ({before} -> {after})");
+    browser.screenshot("zoomed-trace");
+    browser.click(".wf-tools button");
+    assert_eq!(browser.execute(bars_in_view, json!([])).as_u64().unwrap(), before, "reset zoom");
 
     // The trace list: both traces, the orphan with its finding.
     browser.goto(&format!("{}/#/", collector.api()));
@@ -167,4 +186,9 @@ fn the_orphan_opens_as_one_connected_trace_with_its_diagnosis() {
     assert!(text(&browser, "[data-test=joined]").contains("2 traces joined"));
     assert_eq!(count(&browser, ".wf-row") as usize, api_spans + 1);
     browser.screenshot("session");
+
+    // The session list names it.
+    browser.goto(&format!("{}/#/sessions", collector.api()));
+    browser.wait_for("the session list", "return document.body.dataset.ready === 'sessions'", WAIT);
+    assert!(text(&browser, "table.list").contains("sess-q"));
 }

@@ -642,31 +642,37 @@
       el('h3', null, 'By agent'), barChart(sorted(byAgent), total, () => 'by-agent'));
   }
 
-  // The agent graph: agents in columns by delegation depth, hand-offs as arrows.
+  // The agent graph: agents in rows by delegation depth (callers above the
+  // agents they hand work to), hand-offs as arrows.
   function agentGraph(d) {
-    const W = 180; const H = 74; const GX = 70; const GY = 18; const PAD = 12;
-    const columns = new Map();
+    const W = 180; const H = 74; const GX = 16; const GY = 46; const PAD = 12;
+    const rows = new Map();
     for (const a of d.agents) {
-      if (!columns.has(a.depth)) columns.set(a.depth, []);
-      columns.get(a.depth).push(a);
+      if (!rows.has(a.depth)) rows.set(a.depth, []);
+      rows.get(a.depth).push(a);
     }
-    const depths = [...columns.keys()].sort((a, b) => a - b);
+    const depths = [...rows.keys()].sort((a, b) => a - b);
+    const widest = Math.max(1, ...[...rows.values()].map((r) => r.length));
+    const width = PAD * 2 + widest * (W + GX) - GX;
+    const height = PAD * 2 + Math.max(1, depths.length) * (H + GY) - GY;
     const pos = new Map();
-    depths.forEach((depth, ci) => columns.get(depth).forEach((a, ri) => pos.set(a.name, { x: PAD + ci * (W + GX), y: PAD + ri * (H + GY) })));
-    const width = PAD * 2 + Math.max(1, depths.length) * (W + GX) - GX;
-    const height = PAD * 2 + Math.max(1, ...[...columns.values()].map((c) => c.length)) * (H + GY) - GY;
-    const root = svg('svg', { class: 'agent-graph', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'agent graph' },
+    depths.forEach((depth, ri) => {
+      const row = rows.get(depth);
+      const offset = (width - (row.length * (W + GX) - GX)) / 2;
+      row.forEach((a, ci) => pos.set(a.name, { x: offset + ci * (W + GX), y: PAD + ri * (H + GY) }));
+    });
+    const root = svg('svg', { class: 'agent-graph', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'agent graph', style: { maxWidth: width + 'px' } },
       svg('defs', null, svg('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
         svg('path', { d: 'M0,0 L10,5 L0,10 z' }))));
     for (const e of d.delegations) {
       const a = pos.get(e.from); const b = pos.get(e.to);
       if (!a || !b) continue;
-      const x1 = a.x + W; const y1 = a.y + H / 2; const x2 = b.x; const y2 = b.y + H / 2;
-      const path = x2 > x1 ? `M${x1},${y1} C${x1 + GX / 2},${y1} ${x2 - GX / 2},${y2} ${x2},${y2}`
-        : `M${a.x + W / 2},${a.y + H} C${a.x + W / 2},${a.y + H + 30} ${b.x + W / 2},${b.y - 30} ${b.x + W / 2},${b.y}`;
+      const x1 = a.x + W / 2; const y1 = a.y + H; const x2 = b.x + W / 2; const y2 = b.y;
+      const path = y2 > y1 ? `M${x1},${y1} C${x1},${y1 + GY / 2} ${x2},${y2 - GY / 2} ${x2},${y2}`
+        : `M${a.x + W},${a.y + H / 2} C${a.x + W + 40},${a.y + H / 2} ${b.x + W + 40},${b.y + H / 2} ${b.x + W},${b.y + H / 2}`;
       root.appendChild(svg('path', { class: 'edge', d: path, 'marker-end': 'url(#arrow)', 'data-from': e.from, 'data-to': e.to },
         svg('title', null, e.from + ' → ' + e.to + ' via ' + e.via + ' × ' + e.count)));
-      root.appendChild(svg('text', { class: 'via', x: (x1 + x2) / 2, y: Math.min(y1, y2) - 4, 'text-anchor': 'middle' }, e.via + (e.count > 1 ? ' ×' + e.count : '')));
+      root.appendChild(svg('text', { class: 'via', x: (x1 + x2) / 2 + 6, y: (Math.max(y1, y2) + Math.min(y1, y2)) / 2 + 4 }, e.via + (e.count > 1 ? ' ×' + e.count : '')));
     }
     for (const a of d.agents) {
       const p = pos.get(a.name);

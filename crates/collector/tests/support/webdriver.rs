@@ -156,6 +156,25 @@ impl Browser {
         self.session_call("POST", &format!("/element/{id}/click"), json!({}));
     }
 
+    /// Drags the mouse across an element, from `from` to `to` (fractions
+    /// of its width, at mid-height), with real pointer events.
+    pub fn drag_across(&self, css: &str, from: f64, to: f64) {
+        let id = self.find(css);
+        let rect = self.session_call("GET", &format!("/element/{id}/rect"), Value::Null);
+        let width = rect["width"].as_f64().unwrap();
+        // Offsets are from the element's centre.
+        let x = |fraction: f64| ((fraction - 0.5) * width).round() as i64;
+        let origin = json!({ ELEMENT: id });
+        let actions = json!({"actions": [{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+            "actions": [
+                {"type": "pointerMove", "origin": origin, "x": x(from), "y": 0, "duration": 0},
+                {"type": "pointerDown", "button": 0},
+                {"type": "pointerMove", "origin": origin, "x": x(to), "y": 0, "duration": 100},
+                {"type": "pointerUp", "button": 0}
+            ]}]});
+        self.session_call("POST", "/actions", actions);
+    }
+
     /// Types `text` into an input, key by key.
     pub fn type_text(&self, css: &str, text: &str) {
         let id = self.find(css);
