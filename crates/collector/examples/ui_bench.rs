@@ -242,7 +242,7 @@ fn main() {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
 
     // 1. A 10,000-span trace.
-    let (spans, big_id) = big_trace(now - 3_600_000_000_000);
+    let (spans, big_id) = big_trace(now - 3 * 3_600_000_000_000);
     assert_eq!(spans.len(), BIG_TRACE_SPANS);
     for chunk in spans.chunks(2_000) {
         send(&http, &otlp, &request(chunk.to_vec()));
@@ -261,6 +261,9 @@ fn main() {
         browser.wait_for("the 10k trace", "return document.body.dataset.ready === 'trace'", Duration::from_secs(120));
         interactive.push(mark(&browser, "agentrace:interactive"));
         data.push(mark(&browser, "agentrace:data"));
+        if interactive.len() == 1 {
+            browser.screenshot("bench-10k-trace");
+        }
         let rows = browser.execute("return document.querySelectorAll('.wf-row').length", json!([])).as_u64().unwrap();
         assert!(rows < 200, "the waterfall is virtualised: {rows} rows in the DOM");
         // Scroll to the middle, then collapse the root: both redraw synchronously.
@@ -277,7 +280,6 @@ fn main() {
         );
         collapse.push(c.as_f64().unwrap());
     }
-    browser.screenshot("bench-10k-trace");
     println!(
         "10k-span trace in Chromium: interactive median {:.0} ms (runs {:?}); data in {:.0} ms; scroll redraw {:.1} ms; collapse {:.1} ms",
         median(interactive.clone()),
@@ -298,6 +300,20 @@ fn main() {
         LIST_TRACES * SPANS_PER_LIST_TRACE,
         started.elapsed().as_secs_f64()
     );
+    // Check the store really holds them before timing anything.
+    let metrics = http.get(format!("{api}/metrics")).send().unwrap().text().unwrap();
+    let accepted: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("agentrace_receiver_spans_accepted_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(accepted as usize, BIG_TRACE_SPANS + LIST_TRACES * SPANS_PER_LIST_TRACE, "spans accepted");
+    let first: serde_json::Value = http.get(format!("{api}/api/agentrace/traces?limit=1")).send().unwrap().json().unwrap();
+    let newest = format!("{:016x}", LIST_TRACES - 1);
+    assert!(first["traces"][0]["trace_id"].as_str().unwrap().ends_with(&newest), "newest first: {first}");
+    let last_session: serde_json::Value =
+        http.get(format!("{api}/api/v3/sessions/s-0/traces")).send().unwrap().json().unwrap();
+    assert_eq!(last_session["traces"].as_array().unwrap().len(), 4, "the oldest traces are still stored");
     for query in ["", "service=planner", "errors=true", "q=lookup", "session=s-12345", "findings=true", "agent=planner"] {
         let (ms, _) = time_get(&http, &format!("{api}/api/agentrace/traces?limit=50&{query}"), runs);
         println!("100k traces: GET /api/agentrace/traces?limit=50&{query} median {ms:.0} ms");

@@ -178,22 +178,20 @@ fn trace_rows(doctor: &Doctor, traces: &[Vec<Span>]) -> Vec<TraceRow> {
     let page = doctor.analyse(&all);
     traces
         .iter()
-        .filter(|spans| !spans.is_empty())
-        .map(|spans| {
-            let own: Diagnosis = doctor.analyse(spans);
-            let trace_id = spans[0].trace_id;
+        .filter_map(|spans| {
             let root = spans
                 .iter()
                 .filter(|s| s.parent_span_id.is_none())
                 .min_by_key(|s| s.start_unix_nano)
-                .or_else(|| spans.iter().min_by_key(|s| s.start_unix_nano))
-                .expect("spans is not empty");
+                .or_else(|| spans.iter().min_by_key(|s| s.start_unix_nano))?;
+            let own: Diagnosis = doctor.analyse(spans);
+            let trace_id = root.trace_id;
             let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
             let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(start);
             let session = spans
                 .iter()
                 .find_map(|s| s.attributes.first_text(&["session.id", "gen_ai.conversation.id"]));
-            TraceRow {
+            Some(TraceRow {
                 trace_id: trace_id.to_string(),
                 session,
                 root_service: root.service_name().to_owned(),
@@ -207,7 +205,7 @@ fn trace_rows(doctor: &Doctor, traces: &[Vec<Span>]) -> Vec<TraceRow> {
                 cost_usd: (own.agents.iter().map(|a| a.cost_usd).sum::<f64>() * 1e6).round() / 1e6,
                 findings: page.findings.iter().filter(|f| f.trace_id == trace_id).count() as u64,
                 errors: spans.iter().filter(|s| s.status_code == agentrace_model::StatusCode::Error).count() as u64,
-            }
+            })
         })
         .collect()
 }

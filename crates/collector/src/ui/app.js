@@ -10,6 +10,7 @@
   const ROW = 22; // px, one waterfall row; keep in step with --row in app.css
   const POLL_MS = 3000;
   const MAX_LIST = 200; // longest list of findings or repairs drawn in full
+  const MAX_BARS = 12; // bars per time chart
   const CATEGORIES = ['llm', 'tool', 'retrieval', 'handoff', 'agent', 'other', 'unexplained'];
 
   let token = sessionStorage.getItem('agentrace.token') || '';
@@ -620,7 +621,11 @@
     return pane;
   }
 
-  function barChart(entries, total, classOf) {
+  function barChart(all, total, classOf) {
+    // Fifty agents would push the graph out of sight: the largest few, then the rest together.
+    const entries = all.length > MAX_BARS
+      ? [...all.slice(0, MAX_BARS - 1), [(all.length - MAX_BARS + 1) + ' more', all.slice(MAX_BARS - 1).reduce((n, e) => n + e[1], 0)]]
+      : all;
     return el('div', { class: 'bars' }, entries.map(([label, ms]) => el('div', { class: 'bar-row', 'data-test': 'time-bar' },
       el('span', { title: label }, label),
       el('div', null, el('div', { class: 'bar ' + classOf(label), style: { width: (total ? (ms / total) * 100 : 0) + '%' } })),
@@ -645,21 +650,26 @@
   // The agent graph: agents in rows by delegation depth (callers above the
   // agents they hand work to), hand-offs as arrows.
   function agentGraph(d) {
-    const W = 180; const H = 74; const GX = 16; const GY = 46; const PAD = 12;
+    const W = 180; const H = 74; const GX = 16; const GY = 46; const PAD = 12; const PER_LINE = 3;
     const rows = new Map();
     for (const a of d.agents) {
       if (!rows.has(a.depth)) rows.set(a.depth, []);
       rows.get(a.depth).push(a);
     }
-    const depths = [...rows.keys()].sort((a, b) => a - b);
-    const widest = Math.max(1, ...[...rows.values()].map((r) => r.length));
-    const width = PAD * 2 + widest * (W + GX) - GX;
-    const height = PAD * 2 + Math.max(1, depths.length) * (H + GY) - GY;
-    const pos = new Map();
-    depths.forEach((depth, ri) => {
+    // A wide level wraps onto several lines, so that fifty specialists
+    // under one orchestrator stay readable in the side pane.
+    const lines = [];
+    for (const depth of [...rows.keys()].sort((a, b) => a - b)) {
       const row = rows.get(depth);
-      const offset = (width - (row.length * (W + GX) - GX)) / 2;
-      row.forEach((a, ci) => pos.set(a.name, { x: offset + ci * (W + GX), y: PAD + ri * (H + GY) }));
+      for (let i = 0; i < row.length; i += PER_LINE) lines.push(row.slice(i, i + PER_LINE));
+    }
+    const widest = Math.max(1, ...lines.map((l) => l.length));
+    const width = PAD * 2 + widest * (W + GX) - GX;
+    const height = PAD * 2 + Math.max(1, lines.length) * (H + GY) - GY;
+    const pos = new Map();
+    lines.forEach((line, li) => {
+      const offset = (width - (line.length * (W + GX) - GX)) / 2;
+      line.forEach((a, ci) => pos.set(a.name, { x: offset + ci * (W + GX), y: PAD + li * (H + GY) }));
     });
     const root = svg('svg', { class: 'agent-graph', viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'agent graph', style: { maxWidth: width + 'px' } },
       svg('defs', null, svg('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
