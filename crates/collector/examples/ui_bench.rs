@@ -14,13 +14,21 @@
 //! scripts/ui-bench.sh        # builds in release and runs this
 //! ```
 //!
-//! Last figures (2026-11-25; 2-vCPU Debian VM shared with two other builds,
-//! rustc 1.95 release, Chromium 156 headless, collector and browser on the
-//! same two cores):
+//! Last figures (2026-11-25; 2-vCPU Debian VM shared with two other
+//! engineers' builds, load average 4–7; rustc 1.95 release; Chromium 156
+//! headless; collector, chromedriver and browser on the same two cores;
+//! `UI_BENCH_RUNS=7`):
 //!
-//! | what | median | runs |
-//! |---|---|---|
-//! | see `scripts/ui-bench.sh`'s header | | |
+//! | what | median |
+//! |---|---|
+//! | 10k-span trace: `GET /api/agentrace/traces/{id}` (load, doctor, 8.2 MiB of JSON) | 251 ms |
+//! | 10k-span trace: navigation to the data parsed (`agentrace:data`) | 414 ms |
+//! | 10k-span trace: navigation to interactive (`agentrace:interactive`), 7 runs 410–581 ms | 456 ms |
+//! | 10k-span trace: scroll to the middle and redraw / collapse the root | 3.1 ms / 2.8 ms |
+//! | 100k traces (500k spans) stored: list page of 50, no filter | 19 ms |
+//! | … `service=planner` / `errors=true` / `q=lookup` / `session=…` | 18 / 20 / 9 / 1 ms |
+//! | … `agent=planner` / `findings=true` (none match: 500 candidates analysed, the bound) | 10 / 134 ms |
+//! | 100k traces: trace list drawn in Chromium from navigation | 112 ms |
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
@@ -125,7 +133,16 @@ fn big_trace(t0: u64) -> (Vec<(String, Span)>, String) {
     let session = vec![kv("session.id", s("bench-session"))];
     let root = g.span("gateway", "POST /chat", None, 2, t0, t0 + 60_000 * ms, session.clone(), false);
     let orch_attrs = vec![kv("gen_ai.operation.name", s("invoke_agent")), kv("gen_ai.agent.name", s("orchestrator"))];
-    let orch = g.span("orchestrator", "invoke_agent orchestrator", Some(&root), 1, t0 + ms, t0 + 59_999 * ms, orch_attrs, false);
+    let orch = g.span(
+        "orchestrator",
+        "invoke_agent orchestrator",
+        Some(&root),
+        1,
+        t0 + ms,
+        t0 + 59_999 * ms,
+        orch_attrs,
+        false,
+    );
     let agents = 49;
     let per_agent = (BIG_TRACE_SPANS - 2) / agents - 1;
     for a in 0..agents {
@@ -133,7 +150,8 @@ fn big_trace(t0: u64) -> (Vec<(String, Span)>, String) {
         let name = format!("specialist-{a}");
         let attrs = vec![kv("gen_ai.operation.name", s("invoke_agent")), kv("gen_ai.agent.name", s(&name))];
         let service = format!("agents-{}", a % 4);
-        let agent = g.span(&service, &format!("invoke_agent {name}"), Some(&orch), 1, start, start + 1_150 * ms, attrs, false);
+        let agent =
+            g.span(&service, &format!("invoke_agent {name}"), Some(&orch), 1, start, start + 1_150 * ms, attrs, false);
         for k in 0..per_agent {
             let at = start + ms + k as u64 * 5 * ms;
             let (name, attrs) = match k % 3 {
@@ -158,7 +176,16 @@ fn big_trace(t0: u64) -> (Vec<(String, Span)>, String) {
     }
     while g.out.len() < BIG_TRACE_SPANS {
         let at = t0 + 59_000 * ms;
-        g.span("orchestrator", "chat gpt-4o", Some(&orch), 3, at, at + 900 * ms, vec![kv("gen_ai.operation.name", s("chat"))], false);
+        g.span(
+            "orchestrator",
+            "chat gpt-4o",
+            Some(&orch),
+            3,
+            at,
+            at + 900 * ms,
+            vec![kv("gen_ai.operation.name", s("chat"))],
+            false,
+        );
     }
     (g.out, hex)
 }
@@ -173,9 +200,19 @@ fn small_traces(first: u64, count: usize, t0: u64) -> ExportTraceServiceRequest 
         let mut g = Gen { trace_id, next: n << 8, out: Vec::new() };
         let start = t0 + n * 10 * ms;
         let session = format!("s-{}", n / 4);
-        let root = g.span("gateway", "POST /chat", None, 2, start, start + 800 * ms, vec![kv("session.id", s(&session))], false);
+        let root = g.span(
+            "gateway",
+            "POST /chat",
+            None,
+            2,
+            start,
+            start + 800 * ms,
+            vec![kv("session.id", s(&session))],
+            false,
+        );
         let agent_attrs = vec![kv("gen_ai.operation.name", s("invoke_agent")), kv("gen_ai.agent.name", s("planner"))];
-        let agent = g.span("planner", "invoke_agent planner", Some(&root), 1, start + ms, start + 790 * ms, agent_attrs, false);
+        let agent =
+            g.span("planner", "invoke_agent planner", Some(&root), 1, start + ms, start + 790 * ms, agent_attrs, false);
         let chat = vec![
             kv("gen_ai.operation.name", s("chat")),
             kv("gen_ai.request.model", s("gpt-4o")),
@@ -184,7 +221,16 @@ fn small_traces(first: u64, count: usize, t0: u64) -> ExportTraceServiceRequest 
         ];
         g.span("planner", "chat gpt-4o", Some(&agent), 3, start + 2 * ms, start + 400 * ms, chat, false);
         let tool = vec![kv("gen_ai.operation.name", s("execute_tool")), kv("gen_ai.tool.name", s("lookup"))];
-        g.span("planner", "execute_tool lookup", Some(&agent), 1, start + 401 * ms, start + 500 * ms, tool, n % 50 == 0);
+        g.span(
+            "planner",
+            "execute_tool lookup",
+            Some(&agent),
+            1,
+            start + 401 * ms,
+            start + 500 * ms,
+            tool,
+            n % 50 == 0,
+        );
         g.span("planner", "chat gpt-4o", Some(&agent), 3, start + 501 * ms, start + 780 * ms, vec![], false);
         out.extend(g.out);
     }
@@ -308,13 +354,15 @@ fn main() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(accepted as usize, BIG_TRACE_SPANS + LIST_TRACES * SPANS_PER_LIST_TRACE, "spans accepted");
-    let first: serde_json::Value = http.get(format!("{api}/api/agentrace/traces?limit=1")).send().unwrap().json().unwrap();
+    let first: serde_json::Value =
+        http.get(format!("{api}/api/agentrace/traces?limit=1")).send().unwrap().json().unwrap();
     let newest = format!("{:016x}", LIST_TRACES - 1);
     assert!(first["traces"][0]["trace_id"].as_str().unwrap().ends_with(&newest), "newest first: {first}");
     let last_session: serde_json::Value =
         http.get(format!("{api}/api/v3/sessions/s-0/traces")).send().unwrap().json().unwrap();
     assert_eq!(last_session["traces"].as_array().unwrap().len(), 4, "the oldest traces are still stored");
-    for query in ["", "service=planner", "errors=true", "q=lookup", "session=s-12345", "findings=true", "agent=planner"] {
+    for query in ["", "service=planner", "errors=true", "q=lookup", "session=s-12345", "findings=true", "agent=planner"]
+    {
         let (ms, _) = time_get(&http, &format!("{api}/api/agentrace/traces?limit=50&{query}"), runs);
         println!("100k traces: GET /api/agentrace/traces?limit=50&{query} median {ms:.0} ms");
     }

@@ -92,7 +92,10 @@ fn a_session_answers_all_its_traces_joined() {
     load(&collector);
     let (status, body) = support::get_json(&format!("{}/api/agentrace/sessions/sess-q", collector.api()));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["diagnosis"]["summary"]["traces"], 2, "the worker's trace, which lost the session, is found by key");
+    assert_eq!(
+        body["diagnosis"]["summary"]["traces"], 2,
+        "the worker's trace, which lost the session, is found by key"
+    );
     assert_eq!(body["diagnosis"]["summary"]["requests"], 1);
     let (status, _) = support::get_json(&format!("{}/api/agentrace/sessions/no-such-session", collector.api()));
     assert_eq!(status, 404);
@@ -106,7 +109,7 @@ fn the_list_is_newest_first_and_every_filter_narrows_it() {
     let collector = support::start(|_| {});
     let flow = load(&collector);
     let all = list(&collector, "");
-    assert_eq!(ids(&all), [flow.healthy.clone(), flow.worker.clone(), flow.planner.clone()]);
+    assert_eq!(ids(&all), [flow.healthy.as_str(), flow.worker.as_str(), flow.planner.as_str()]);
 
     let worker = &all[1];
     assert_eq!(worker["root_name"], "process tasks");
@@ -121,17 +124,17 @@ fn the_list_is_newest_first_and_every_filter_narrows_it() {
     assert_eq!(all[0]["findings"], 0, "the healthy request has none");
     assert_eq!(all[2]["session"], "sess-q");
 
-    assert_eq!(ids(&list(&collector, "limit=1")), [flow.healthy.clone()]);
-    assert_eq!(ids(&list(&collector, "service=worker")), [flow.worker.clone()]);
-    assert_eq!(ids(&list(&collector, "errors=true")), [flow.worker.clone()]);
-    assert_eq!(ids(&list(&collector, "q=PROCESS%20tas")), [flow.worker.clone()], "case-folded text on span names");
-    assert_eq!(ids(&list(&collector, "q=50%25")), Vec::<String>::new(), "LIKE wildcards are literal");
-    assert_eq!(ids(&list(&collector, "agent=executor")), [flow.worker.clone()]);
-    assert_eq!(ids(&list(&collector, "findings=true")), [flow.worker.clone(), flow.planner.clone()]);
-    assert_eq!(ids(&list(&collector, "min_duration=950ms")), [flow.planner.clone()]);
-    assert_eq!(ids(&list(&collector, "session=sess-q")), [flow.worker.clone(), flow.planner.clone()]);
-    assert_eq!(ids(&list(&collector, "start=2026-01-01T00:00:30Z")), [flow.healthy.clone()]);
-    assert_eq!(ids(&list(&collector, "end=2026-01-01T00:00:30Z")), [flow.worker.clone(), flow.planner.clone()]);
+    assert_eq!(ids(&list(&collector, "limit=1")), [flow.healthy.as_str()]);
+    assert_eq!(ids(&list(&collector, "service=worker")), [flow.worker.as_str()]);
+    assert_eq!(ids(&list(&collector, "errors=true")), [flow.worker.as_str()]);
+    assert_eq!(ids(&list(&collector, "q=PROCESS%20tas")), [flow.worker.as_str()], "case-folded text on span names");
+    assert_eq!(ids(&list(&collector, "q=50%25")), Vec::<&str>::new(), "LIKE wildcards are literal");
+    assert_eq!(ids(&list(&collector, "agent=executor")), [flow.worker.as_str()]);
+    assert_eq!(ids(&list(&collector, "findings=true")), [flow.worker.as_str(), flow.planner.as_str()]);
+    assert_eq!(ids(&list(&collector, "min_duration=950ms")), [flow.planner.as_str()]);
+    assert_eq!(ids(&list(&collector, "session=sess-q")), [flow.worker.as_str(), flow.planner.as_str()]);
+    assert_eq!(ids(&list(&collector, "start=2026-01-01T00:00:30Z")), [flow.healthy.as_str()]);
+    assert_eq!(ids(&list(&collector, "end=2026-01-01T00:00:30Z")), [flow.worker.as_str(), flow.planner.as_str()]);
 
     let (status, body) = support::get_json(&format!("{}/api/agentrace/traces?min_duration=soon", collector.api()));
     assert_eq!(status, 400);

@@ -47,7 +47,11 @@ fn the_ui_shows_data_only_with_the_token() {
 
     browser.type_text(".token-form input", "wrong");
     browser.click(".token-form button");
-    browser.wait_for("a fresh form", "const i = document.querySelector('.token-form input'); return !!i && i.value === ''", WAIT);
+    browser.wait_for(
+        "a fresh form",
+        "const i = document.querySelector('.token-form input'); return !!i && i.value === ''",
+        WAIT,
+    );
     assert_eq!(browser.execute(rows, json!([])), json!(0), "no data with a wrong token");
 
     browser.type_text(".token-form input", TOKEN);

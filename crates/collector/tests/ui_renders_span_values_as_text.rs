@@ -56,7 +56,11 @@ fn hostile_flow() -> (opentelemetry_proto::tonic::collector::trace::v1::ExportTr
                 span.events.push(Event {
                     time_unix_nano: span.start_time_unix_nano + 1_000_000,
                     name: EVENT.to_owned(),
-                    attributes: vec![KeyValue { key: "detail".into(), value: text_value(ATTRIBUTE), ..Default::default() }],
+                    attributes: vec![KeyValue {
+                        key: "detail".into(),
+                        value: text_value(ATTRIBUTE),
+                        ..Default::default()
+                    }],
                     dropped_attributes_count: 0,
                 });
             }

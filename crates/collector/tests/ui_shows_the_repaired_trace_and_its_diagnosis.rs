@@ -130,7 +130,9 @@ fn the_orphan_opens_as_one_connected_trace_with_its_diagnosis() {
     // Span details: a real click on the repaired span shows its repair attributes.
     browser.click(".wf-row:has([data-test=repaired-edge]) .wf-label");
     let detail = text(&browser, "[data-test=span-detail]");
-    for expected in ["agentrace.repair.evidence", "agentrace.repair.original_trace_id", "messaging.message.id", "worker"] {
+    for expected in
+        ["agentrace.repair.evidence", "agentrace.repair.original_trace_id", "messaging.message.id", "worker"]
+    {
         assert!(detail.contains(expected), "span detail shows {expected}: {detail}");
     }
     let shot = browser.screenshot("repaired-trace");

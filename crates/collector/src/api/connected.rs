@@ -188,9 +188,7 @@ fn trace_rows(doctor: &Doctor, traces: &[Vec<Span>]) -> Vec<TraceRow> {
             let trace_id = root.trace_id;
             let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
             let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(start);
-            let session = spans
-                .iter()
-                .find_map(|s| s.attributes.first_text(&["session.id", "gen_ai.conversation.id"]));
+            let session = spans.iter().find_map(|s| s.attributes.first_text(&["session.id", "gen_ai.conversation.id"]));
             Some(TraceRow {
                 trace_id: trace_id.to_string(),
                 session,
@@ -251,10 +249,8 @@ async fn list_traces(
             let ids = query::recent_trace_ids(conn, &filter, want)?;
             let mut rows = Vec::new();
             for page in ids.chunks(limit) {
-                let traces: Vec<Vec<Span>> = page
-                    .iter()
-                    .map(|id| spans_of(conn, std::slice::from_ref(id)))
-                    .collect::<Result<_, _>>()?;
+                let traces: Vec<Vec<Span>> =
+                    page.iter().map(|id| spans_of(conn, std::slice::from_ref(id))).collect::<Result<_, _>>()?;
                 rows.extend(trace_rows(&doctor, &traces).into_iter().filter(|row| {
                     agent.as_ref().is_none_or(|a| row.agents.contains(a))
                         && (!with_findings || row.findings > 0)

@@ -88,8 +88,7 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium, "args": args}
         }}});
-        let mut browser =
-            Browser { driver, base, session: String::new(), http, _profile: profile };
+        let mut browser = Browser { driver, base, session: String::new(), http, _profile: profile };
         let created = browser.call("POST", "/session", capabilities);
         browser.session = created["sessionId"].as_str().expect("a WebDriver session").to_owned();
         browser
@@ -129,9 +128,7 @@ impl Browser {
         let deadline = Instant::now() + timeout;
         loop {
             let value = self.execute(script, json!([]));
-            let truthy = !matches!(&value, Value::Null | Value::Bool(false))
-                && value != json!(0)
-                && value != json!("");
+            let truthy = !matches!(&value, Value::Null | Value::Bool(false)) && value != json!(0) && value != json!("");
             if truthy {
                 return value;
             }
@@ -166,12 +163,12 @@ impl Browser {
         let x = |fraction: f64| ((fraction - 0.5) * width).round() as i64;
         let origin = json!({ ELEMENT: id });
         let actions = json!({"actions": [{"type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
-            "actions": [
-                {"type": "pointerMove", "origin": origin, "x": x(from), "y": 0, "duration": 0},
-                {"type": "pointerDown", "button": 0},
-                {"type": "pointerMove", "origin": origin, "x": x(to), "y": 0, "duration": 100},
-                {"type": "pointerUp", "button": 0}
-            ]}]});
+        "actions": [
+            {"type": "pointerMove", "origin": origin, "x": x(from), "y": 0, "duration": 0},
+            {"type": "pointerDown", "button": 0},
+            {"type": "pointerMove", "origin": origin, "x": x(to), "y": 0, "duration": 100},
+            {"type": "pointerUp", "button": 0}
+        ]}]});
         self.session_call("POST", "/actions", actions);
     }
 
