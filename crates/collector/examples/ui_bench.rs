@@ -35,14 +35,13 @@
 #[path = "../tests/support/webdriver.rs"]
 mod webdriver;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agentrace_collector::config::Config;
 use agentrace_collector::server::Collector;
+use agentrace_model::{Attributes, Resource, Span, SpanId, SpanKind, StatusCode, TraceId};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use serde_json::json;
 use webdriver::Browser;
@@ -50,192 +49,195 @@ use webdriver::Browser;
 const BIG_TRACE_SPANS: usize = 10_000;
 const LIST_TRACES: usize = 100_000;
 const SPANS_PER_LIST_TRACE: usize = 5;
+const MS: u64 = 1_000_000;
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 }
-}
-fn s(v: &str) -> any_value::Value {
-    any_value::Value::StringValue(v.into())
-}
-fn i(v: i64) -> any_value::Value {
-    any_value::Value::IntValue(v)
-}
-
-/// Spans grouped by service into one export request.
-fn request(spans: Vec<(String, Span)>) -> ExportTraceServiceRequest {
-    let mut by_service: Vec<(String, Vec<Span>)> = Vec::new();
-    for (service, span) in spans {
-        match by_service.iter_mut().find(|(s, _)| *s == service) {
-            Some((_, list)) => list.push(span),
-            None => by_service.push((service, vec![span])),
-        }
-    }
-    ExportTraceServiceRequest {
-        resource_spans: by_service
-            .into_iter()
-            .map(|(service, spans)| ResourceSpans {
-                resource: Some(Resource { attributes: vec![kv("service.name", s(&service))], ..Default::default() }),
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                ..Default::default()
-            })
-            .collect(),
-    }
-}
-
+/// Spans of one trace, with IDs counted from `next`.
 struct Gen {
-    trace_id: Vec<u8>,
+    trace_id: TraceId,
     next: u64,
-    out: Vec<(String, Span)>,
+    out: Vec<Span>,
 }
 
 impl Gen {
+    fn new(high: u8, low: u64, first_span: u64) -> Gen {
+        let mut id = [high; 16];
+        id[8..].copy_from_slice(&low.to_be_bytes());
+        Gen { trace_id: TraceId::new(id).expect("non-zero"), next: first_span, out: Vec::new() }
+    }
+
+    /// Adds a span of `service` from `start` to `end` (ns) and returns its ID.
     #[allow(clippy::too_many_arguments)]
     fn span(
         &mut self,
         service: &str,
         name: &str,
-        parent: Option<&[u8]>,
-        kind: i32,
+        parent: Option<SpanId>,
+        kind: SpanKind,
         start: u64,
         end: u64,
-        attributes: Vec<KeyValue>,
-        error: bool,
-    ) -> Vec<u8> {
+        attributes: &[(&str, &str)],
+        tokens: Option<(i64, i64)>,
+    ) -> SpanId {
         self.next += 1;
-        let id = self.next.to_be_bytes().to_vec();
-        self.out.push((
-            service.to_owned(),
-            Span {
-                trace_id: self.trace_id.clone(),
-                span_id: id.clone(),
-                parent_span_id: parent.map(<[u8]>::to_vec).unwrap_or_default(),
-                name: name.into(),
-                kind,
-                start_time_unix_nano: start,
-                end_time_unix_nano: end,
-                attributes,
-                status: error.then(|| Status { code: 2, message: "tool returned HTTP 502".into() }),
-                ..Default::default()
-            },
-        ));
+        let id = SpanId::new(self.next.to_be_bytes()).expect("non-zero");
+        let mut span = Span::new(self.trace_id, id, parent, name);
+        span.kind = kind;
+        span.start_unix_nano = start;
+        span.end_unix_nano = end;
+        span.resource = Arc::new(Resource::for_service(service));
+        span.attributes = attributes.iter().copied().collect::<Attributes>();
+        if let Some((input, output)) = tokens {
+            span.attributes.set("gen_ai.usage.input_tokens", input);
+            span.attributes.set("gen_ai.usage.output_tokens", output);
+        }
+        self.out.push(span);
         id
+    }
+
+    fn fail_last(&mut self, message: &str) {
+        let span = self.out.last_mut().expect("a span");
+        span.status_code = StatusCode::Error;
+        span.status_message = message.to_owned();
     }
 }
 
 /// A 10,000-span multi-agent request: an orchestrator delegating to 49
 /// specialist agents, each making LLM, tool and retrieval calls.
-fn big_trace(t0: u64) -> (Vec<(String, Span)>, String) {
-    let mut trace_id = vec![0xb1; 8];
-    trace_id.extend_from_slice(&t0.to_be_bytes());
-    let hex = agentrace_model::ids::to_hex(&trace_id);
-    let mut g = Gen { trace_id, next: 0x1000, out: Vec::new() };
-    let ms = 1_000_000u64;
-    let session = vec![kv("session.id", s("bench-session"))];
-    let root = g.span("gateway", "POST /chat", None, 2, t0, t0 + 60_000 * ms, session.clone(), false);
-    let orch_attrs = vec![kv("gen_ai.operation.name", s("invoke_agent")), kv("gen_ai.agent.name", s("orchestrator"))];
+fn big_trace(t0: u64) -> (Vec<Span>, String) {
+    let mut g = Gen::new(0xb1, t0, 0x1000);
+    let root = g.span(
+        "gateway",
+        "POST /chat",
+        None,
+        SpanKind::Server,
+        t0,
+        t0 + 60_000 * MS,
+        &[("session.id", "bench-session")],
+        None,
+    );
+    let orch_attrs = [("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", "orchestrator")];
     let orch = g.span(
         "orchestrator",
         "invoke_agent orchestrator",
-        Some(&root),
-        1,
-        t0 + ms,
-        t0 + 59_999 * ms,
-        orch_attrs,
-        false,
+        Some(root),
+        SpanKind::Internal,
+        t0 + MS,
+        t0 + 59_999 * MS,
+        &orch_attrs,
+        None,
     );
     let agents = 49;
     let per_agent = (BIG_TRACE_SPANS - 2) / agents - 1;
     for a in 0..agents {
-        let start = t0 + 10 * ms + a as u64 * 1_200 * ms;
+        let start = t0 + 10 * MS + a as u64 * 1_200 * MS;
         let name = format!("specialist-{a}");
-        let attrs = vec![kv("gen_ai.operation.name", s("invoke_agent")), kv("gen_ai.agent.name", s(&name))];
+        let attrs = [("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", name.as_str())];
         let service = format!("agents-{}", a % 4);
-        let agent =
-            g.span(&service, &format!("invoke_agent {name}"), Some(&orch), 1, start, start + 1_150 * ms, attrs, false);
+        let agent = g.span(
+            &service,
+            &format!("invoke_agent {name}"),
+            Some(orch),
+            SpanKind::Internal,
+            start,
+            start + 1_150 * MS,
+            &attrs,
+            None,
+        );
         for k in 0..per_agent {
-            let at = start + ms + k as u64 * 5 * ms;
-            let (name, attrs) = match k % 3 {
+            let at = start + MS + k as u64 * 5 * MS;
+            let (name, attrs, tokens): (&str, &[(&str, &str)], _) = match k % 3 {
                 0 => (
-                    "chat gpt-4o-mini".to_owned(),
-                    vec![
-                        kv("gen_ai.operation.name", s("chat")),
-                        kv("gen_ai.request.model", s("gpt-4o-mini")),
-                        kv("gen_ai.usage.input_tokens", i(800)),
-                        kv("gen_ai.usage.output_tokens", i(120)),
-                    ],
+                    "chat gpt-4o-mini",
+                    &[("gen_ai.operation.name", "chat"), ("gen_ai.request.model", "gpt-4o-mini")],
+                    Some((800, 120)),
                 ),
                 1 => (
-                    "execute_tool search".to_owned(),
-                    vec![kv("gen_ai.operation.name", s("execute_tool")), kv("gen_ai.tool.name", s("search"))],
+                    "execute_tool search",
+                    &[("gen_ai.operation.name", "execute_tool"), ("gen_ai.tool.name", "search")],
+                    None,
                 ),
-                _ => ("retrieval docs".to_owned(), vec![kv("gen_ai.operation.name", s("retrieval"))]),
+                _ => ("retrieval docs", &[("gen_ai.operation.name", "retrieval")], None),
             };
-            let error = a == 7 && k == 31;
-            g.span(&service, &name, Some(&agent), 3, at, at + 4 * ms, attrs, error);
+            g.span(&service, name, Some(agent), SpanKind::Client, at, at + 4 * MS, attrs, tokens);
+            if a == 7 && k == 31 {
+                g.fail_last("tool returned HTTP 502");
+            }
         }
     }
     while g.out.len() < BIG_TRACE_SPANS {
-        let at = t0 + 59_000 * ms;
+        let at = t0 + 59_000 * MS;
         g.span(
             "orchestrator",
             "chat gpt-4o",
-            Some(&orch),
-            3,
+            Some(orch),
+            SpanKind::Client,
             at,
-            at + 900 * ms,
-            vec![kv("gen_ai.operation.name", s("chat"))],
-            false,
+            at + 900 * MS,
+            &[("gen_ai.operation.name", "chat")],
+            None,
         );
     }
-    (g.out, hex)
+    (g.out, g.trace_id.to_string())
 }
 
 /// `count` small traces of five spans, one request's worth.
 fn small_traces(first: u64, count: usize, t0: u64) -> ExportTraceServiceRequest {
     let mut out = Vec::new();
-    let ms = 1_000_000u64;
     for n in first..first + count as u64 {
-        let mut trace_id = vec![0x5a; 8];
-        trace_id.extend_from_slice(&n.to_be_bytes());
-        let mut g = Gen { trace_id, next: n << 8, out: Vec::new() };
-        let start = t0 + n * 10 * ms;
+        let mut g = Gen::new(0x5a, n, n << 8);
+        let start = t0 + n * 10 * MS;
         let session = format!("s-{}", n / 4);
         let root = g.span(
             "gateway",
             "POST /chat",
             None,
-            2,
+            SpanKind::Server,
             start,
-            start + 800 * ms,
-            vec![kv("session.id", s(&session))],
-            false,
+            start + 800 * MS,
+            &[("session.id", &session)],
+            None,
         );
-        let agent_attrs = vec![kv("gen_ai.operation.name", s("invoke_agent")), kv("gen_ai.agent.name", s("planner"))];
-        let agent =
-            g.span("planner", "invoke_agent planner", Some(&root), 1, start + ms, start + 790 * ms, agent_attrs, false);
-        let chat = vec![
-            kv("gen_ai.operation.name", s("chat")),
-            kv("gen_ai.request.model", s("gpt-4o")),
-            kv("gen_ai.usage.input_tokens", i(900)),
-            kv("gen_ai.usage.output_tokens", i(100)),
-        ];
-        g.span("planner", "chat gpt-4o", Some(&agent), 3, start + 2 * ms, start + 400 * ms, chat, false);
-        let tool = vec![kv("gen_ai.operation.name", s("execute_tool")), kv("gen_ai.tool.name", s("lookup"))];
+        let agent_attrs = [("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", "planner")];
+        let agent = g.span(
+            "planner",
+            "invoke_agent planner",
+            Some(root),
+            SpanKind::Internal,
+            start + MS,
+            start + 790 * MS,
+            &agent_attrs,
+            None,
+        );
+        let chat = [("gen_ai.operation.name", "chat"), ("gen_ai.request.model", "gpt-4o")];
+        g.span(
+            "planner",
+            "chat gpt-4o",
+            Some(agent),
+            SpanKind::Client,
+            start + 2 * MS,
+            start + 400 * MS,
+            &chat,
+            Some((900, 100)),
+        );
+        let tool = [("gen_ai.operation.name", "execute_tool"), ("gen_ai.tool.name", "lookup")];
         g.span(
             "planner",
             "execute_tool lookup",
-            Some(&agent),
-            1,
-            start + 401 * ms,
-            start + 500 * ms,
-            tool,
-            n % 50 == 0,
+            Some(agent),
+            SpanKind::Internal,
+            start + 401 * MS,
+            start + 500 * MS,
+            &tool,
+            None,
         );
-        g.span("planner", "chat gpt-4o", Some(&agent), 3, start + 501 * ms, start + 780 * ms, vec![], false);
+        if n % 50 == 0 {
+            g.fail_last("lookup failed");
+        }
+        g.span("planner", "chat gpt-4o", Some(agent), SpanKind::Client, start + 501 * MS, start + 780 * MS, &[], None);
         out.extend(g.out);
     }
     assert_eq!(out.len(), count * SPANS_PER_LIST_TRACE);
-    request(out)
+    Span::to_request(&out)
 }
 
 fn send(http: &reqwest::blocking::Client, endpoint: &str, request: &ExportTraceServiceRequest) {
@@ -271,6 +273,16 @@ fn mark(browser: &Browser, name: &str) -> f64 {
     browser.execute(script, json!([name])).as_f64().unwrap_or_else(|| panic!("no performance mark {name}"))
 }
 
+/// Opens `url` in a fresh page load, waits until the page says it is
+/// `ready`, and returns the time from navigation to the performance `mark`.
+fn open_page(browser: &Browser, url: &str, ready: &str, performance_mark: &str) -> f64 {
+    browser.goto("about:blank");
+    browser.goto(url);
+    let script = format!("return document.body.dataset.ready === '{ready}'");
+    browser.wait_for(url, &script, Duration::from_secs(120));
+    mark(browser, performance_mark)
+}
+
 fn main() {
     let runs: usize = std::env::var("UI_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let dir = tempfile::tempdir().unwrap();
@@ -291,7 +303,7 @@ fn main() {
     let (spans, big_id) = big_trace(now - 3 * 3_600_000_000_000);
     assert_eq!(spans.len(), BIG_TRACE_SPANS);
     for chunk in spans.chunks(2_000) {
-        send(&http, &otlp, &request(chunk.to_vec()));
+        send(&http, &otlp, &Span::to_request(chunk));
     }
     let (api_ms, api_bytes) = time_get(&http, &format!("{api}/api/agentrace/traces/{big_id}"), runs);
     println!("10k-span trace: GET /api/agentrace/traces/{{id}} median {api_ms:.0} ms, {} KiB", api_bytes / 1024);
@@ -302,10 +314,7 @@ fn main() {
     let mut scroll = Vec::new();
     let mut collapse = Vec::new();
     for _ in 0..runs {
-        browser.goto("about:blank");
-        browser.goto(&format!("{api}/#/trace/{big_id}"));
-        browser.wait_for("the 10k trace", "return document.body.dataset.ready === 'trace'", Duration::from_secs(120));
-        interactive.push(mark(&browser, "agentrace:interactive"));
+        interactive.push(open_page(&browser, &format!("{api}/#/trace/{big_id}"), "trace", "agentrace:interactive"));
         data.push(mark(&browser, "agentrace:data"));
         if interactive.len() == 1 {
             browser.screenshot("bench-10k-trace");
@@ -366,13 +375,8 @@ fn main() {
         let (ms, _) = time_get(&http, &format!("{api}/api/agentrace/traces?limit=50&{query}"), runs);
         println!("100k traces: GET /api/agentrace/traces?limit=50&{query} median {ms:.0} ms");
     }
-    let mut list = Vec::new();
-    for _ in 0..runs {
-        browser.goto("about:blank");
-        browser.goto(&format!("{api}/#/"));
-        browser.wait_for("the trace list", "return document.body.dataset.ready === 'list'", Duration::from_secs(60));
-        list.push(mark(&browser, "agentrace:list"));
-    }
+    let list: Vec<f64> =
+        (0..runs).map(|_| open_page(&browser, &format!("{api}/#/"), "list", "agentrace:list")).collect();
     browser.screenshot("bench-100k-list");
     println!("100k traces: trace list drawn in Chromium, median {:.0} ms", median(list));
     drop(browser);

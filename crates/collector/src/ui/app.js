@@ -255,12 +255,19 @@
 
   // -------------------------------------------------- trace and session ---
 
-  async function traceView(traceId) {
+  // Fetches a connected view; null when the user has moved on meanwhile.
+  async function loadConnected(what, path) {
     const mine = generation;
-    status('loading trace…');
-    const body = await api('/api/agentrace/traces/' + encodeURIComponent(traceId));
-    if (mine !== generation) return;
+    status('loading ' + what + '…');
+    const body = await api(path);
+    if (mine !== generation) return null;
     performance.mark('agentrace:data');
+    return body;
+  }
+
+  async function traceView(traceId) {
+    const body = await loadConnected('trace', '/api/agentrace/traces/' + encodeURIComponent(traceId));
+    if (!body) return;
     const d = body.diagnosis;
     // The request this trace is part of (a joined orphan lives in its
     // producer's request); the rest of the session is a click away.
@@ -279,11 +286,8 @@
   }
 
   async function sessionView(sessionId) {
-    const mine = generation;
-    status('loading session…');
-    const body = await api('/api/agentrace/sessions/' + encodeURIComponent(sessionId));
-    if (mine !== generation) return;
-    performance.mark('agentrace:data');
+    const body = await loadConnected('session', '/api/agentrace/sessions/' + encodeURIComponent(sessionId));
+    if (!body) return;
     const d = body.diagnosis;
     const list = el('ol', { class: 'requests' }, d.requests.map((r) => el('li', null,
       el('a', { href: '#/trace/' + r.trace_id }, r.service + ': ' + r.name), ' ',
