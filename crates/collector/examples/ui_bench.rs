@@ -375,6 +375,11 @@ fn main() {
         let (ms, _) = time_get(&http, &format!("{api}/api/agentrace/traces?limit=50&{query}"), runs);
         println!("100k traces: GET /api/agentrace/traces?limit=50&{query} median {ms:.0} ms");
     }
+    let small = format!("{}{:016x}", "5a".repeat(8), LIST_TRACES / 2);
+    let (ms, _) = time_get(&http, &format!("{api}/api/agentrace/traces/{small}"), runs);
+    println!("100k traces: GET /api/agentrace/traces/{{id}} of a 5-span trace (session of 4) median {ms:.0} ms");
+    let (ms, _) = time_get(&http, &format!("{api}/api/agentrace/sessions/s-12345"), runs);
+    println!("100k traces: GET /api/agentrace/sessions/{{id}} (4 traces) median {ms:.0} ms");
     let list: Vec<f64> =
         (0..runs).map(|_| open_page(&browser, &format!("{api}/#/"), "list", "agentrace:list")).collect();
     browser.screenshot("bench-100k-list");

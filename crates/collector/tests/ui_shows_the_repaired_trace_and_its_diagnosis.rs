@@ -3,7 +3,8 @@
 //! marked and explained, and beside it what broke, what failed (the chain),
 //! where the time went and the agent graph; the trace list shows the traces
 //! with their findings and picks up new traces without a reload; the
-//! session page joins the stitched traces on one timeline.
+//! session page joins the stitched traces on one timeline, and puts every
+//! request of a session on one time axis.
 //!
 //! The flow is the doctor's `broken_queue_message_id` fixture (made with the
 //! OpenTelemetry Python SDK): a planner hands a task to a worker through a
@@ -193,4 +194,36 @@ fn the_orphan_opens_as_one_connected_trace_with_its_diagnosis() {
     browser.goto(&format!("{}/#/sessions", collector.api()));
     browser.wait_for("the session list", "return document.body.dataset.ready === 'sessions'", WAIT);
     assert!(text(&browser, "table.list").contains("sess-q"));
+}
+
+#[test]
+fn a_session_shows_all_its_requests_on_one_timeline() {
+    let collector = support::start(|_| {});
+    // Three requests of one session, the third starting while the second's
+    // background work still runs (JSON lines, as the Collector's file exporter writes).
+    let path = support::workspace_root().join("crates/doctor/tests/fixtures/healthy_session_three_requests.jsonl");
+    let read = agentrace_doctor::input::spans_from_bytes(&std::fs::read(path).unwrap(), &Default::default()).unwrap();
+    let request = agentrace_model::Span::to_request(&read.spans);
+    support::send_otlp(&collector, &request);
+
+    let browser = Browser::start();
+    browser.goto(&format!("{}/#/session/sess-many", collector.api()));
+    browser.wait_for("the session page", "return document.body.dataset.ready === 'trace'", WAIT);
+    assert_eq!(count(&browser, "ol.requests li"), 4, "three requests and the background summary");
+    // The waterfall draws only the rows in view; collapsed to the roots, all show.
+    assert!(count(&browser, ".wf-row") < read.spans.len() as u64, "virtualised");
+    browser.screenshot("session-three-requests");
+    browser.click(".wf-tools button:nth-child(2)");
+    assert_eq!(count(&browser, ".wf-row"), 4, "collapse all: one row per request");
+    assert_eq!(count(&browser, ".wf-row.request-start"), 3, "each request after the first starts a group");
+    // One time axis: each root starts later than the one before.
+    let lefts = browser.execute(
+        "return [...document.querySelectorAll('.wf-row .wf-bar')].map(b => parseFloat(b.style.left))",
+        json!([]),
+    );
+    let lefts: Vec<f64> = lefts.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(lefts.len(), 4, "{lefts:?}");
+    assert_eq!(lefts[0], 0.0);
+    assert!(lefts.windows(2).all(|w| w[0] < w[1]), "roots later and later on one axis: {lefts:?}");
+    assert!(text(&browser, "[data-test=findings]").contains("propagation intact"));
 }

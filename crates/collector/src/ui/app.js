@@ -403,7 +403,13 @@
       this.dragZoom();
     }
 
-    layout() { this.filter(); this.draw(); this.drawRuler(); }
+    layout() {
+      this.filter();
+      this.draw();
+      // The time axis spans exactly the tracks: not the body's scrollbar.
+      this.ruler.style.marginRight = (this.body.offsetWidth - this.body.clientWidth) + 'px';
+      this.drawRuler();
+    }
 
     setAll(collapse) {
       this.collapsed = new Set(collapse ? this.rows.filter((r) => r.hasChildren && r.depth === 0).map((r) => r.id) : []);
