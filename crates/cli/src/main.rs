@@ -23,15 +23,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the collector: OTLP receivers, embedded store, web UI and JSON API.
+    /// Run the collector: OTLP receivers, redaction, live repair, embedded store, web UI, JSON API, forwarding.
     ///
-    /// Receives OTLP/gRPC and OTLP/HTTP on the standard ports, stores every
-    /// span durably under the data directory (a request is acknowledged only
-    /// once its spans are on disk), and serves the web UI (open
-    /// http://127.0.0.1:4380 in a browser), the Jaeger-compatible api_v3
-    /// routes, /metrics and /health on the UI address. Point any
-    /// OpenTelemetry SDK at it with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317
-    /// (gRPC) or http://127.0.0.1:4318 (HTTP). Flags override the config file.
+    /// Receives OTLP/gRPC and OTLP/HTTP on the standard ports; strips
+    /// sensitive events, content attributes and secrets (the `redaction`
+    /// policy of the config file); stores every span durably under the data
+    /// directory (a request is acknowledged only once its spans are on disk);
+    /// closes each trace --trace-timeout after its last span and diagnoses it
+    /// with its session (repairs, findings, tokens and cost per agent); and
+    /// forwards OTLP to each --export-otlp-endpoint from a disk queue, with
+    /// repairs applied. Serves the web UI (open http://127.0.0.1:4380 in a
+    /// browser), the Jaeger-compatible api_v3 routes, /metrics and /health
+    /// on the UI address. Point any OpenTelemetry SDK at it with
+    /// OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 (gRPC) or
+    /// http://127.0.0.1:4318 (HTTP). Flags override the config file.
     ///
     /// Stops cleanly on Ctrl-C or SIGTERM. Exit status: 0 after a clean stop,
     /// 1 when it cannot start (bad config, port in use, unusable data dir).

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use agentrace_collector::config::Config;
+use std::time::Duration;
+
+use agentrace_collector::config::{Config, ExportProtocol, ExporterConfig};
 use agentrace_collector::server::Collector;
 use anyhow::Context;
 
@@ -26,6 +28,23 @@ pub struct ServeArgs {
     /// Web UI and JSON API listen address [default: 127.0.0.1:4380].
     #[arg(long, value_name = "ADDR")]
     ui_addr: Option<SocketAddr>,
+    /// How long a trace stays open for late spans after its last one, before
+    /// it is diagnosed, repaired and forwarded [default: 2s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    trace_timeout: Option<Duration>,
+    /// Forward OTLP to this backend, redacted and repaired; repeat for several.
+    /// Replaces the config file's exporters. E.g. http://127.0.0.1:4317 (grpc)
+    /// or http://127.0.0.1:4318 (http/protobuf, /v1/traces is added).
+    #[arg(long = "export-otlp-endpoint", value_name = "URL")]
+    export_otlp_endpoint: Vec<String>,
+    /// Protocol for --export-otlp-endpoint: grpc, http/protobuf or http/json
+    /// (the values of OTEL_EXPORTER_OTLP_PROTOCOL) [default: http/protobuf].
+    #[arg(long, value_name = "PROTOCOL", requires = "export_otlp_endpoint")]
+    export_otlp_protocol: Option<ExportProtocol>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    agentrace_collector::config::parse_duration(text)
 }
 
 impl ServeArgs {
@@ -46,6 +65,16 @@ impl ServeArgs {
         if let Some(addr) = self.ui_addr {
             config.api.endpoint = Some(addr);
         }
+        if let Some(t) = self.trace_timeout {
+            config.pipeline.trace_timeout = t;
+            config.pipeline.max_trace_age = config.pipeline.max_trace_age.max(t);
+        }
+        if !self.export_otlp_endpoint.is_empty() {
+            let protocol = self.export_otlp_protocol.unwrap_or_default();
+            config.exporters =
+                self.export_otlp_endpoint.into_iter().map(|url| ExporterConfig::new(url, protocol)).collect();
+        }
+        config.check()?;
         Ok(config)
     }
 }

@@ -1,8 +1,10 @@
 //! Claim: `kill -9` of `agentrace serve` at any moment loses nothing it
-//! acknowledged. Senders stream OTLP/HTTP requests from several threads;
-//! the server is killed mid-stream, restarted on the same data directory,
-//! and every trace that got a 200 must come back whole. Three rounds, each
-//! killed at a different moment.
+//! acknowledged, neither from its store nor from its export queue. Senders
+//! stream OTLP/HTTP requests from several threads; the server, exporting to
+//! a backend that is down, is killed mid-stream, restarted on the same data
+//! directory, and every trace that got a 200 must come back whole. Three
+//! rounds, each killed at a different moment. Then the backend (a second
+//! agentrace) comes up, and every acknowledged trace must reach it whole.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,8 +20,29 @@ mod support;
 
 const SPANS_PER_REQUEST: usize = 50;
 
-fn start(data_dir: &std::path::Path) -> support::Server {
-    support::start([std::ffi::OsStr::new("--data-dir"), data_dir.as_os_str()])
+fn start(data_dir: &std::path::Path, backend: &str) -> support::Server {
+    support::start([
+        std::ffi::OsStr::new("--data-dir"),
+        data_dir.as_os_str(),
+        "--export-otlp-endpoint".as_ref(),
+        backend.as_ref(),
+        "--export-otlp-protocol".as_ref(),
+        "grpc".as_ref(),
+        "--trace-timeout".as_ref(),
+        "200ms".as_ref(),
+    ])
+}
+
+fn assert_whole(api: &str, traces: &[u64], what: &str) {
+    let client = reqwest::blocking::Client::new();
+    for trace in traces {
+        let url = format!("{api}/api/v3/traces/{}", trace_hex(*trace));
+        let r = client.get(&url).send().unwrap();
+        assert_eq!(r.status(), 200, "{what}: acknowledged trace {trace} lost");
+        let body: serde_json::Value = r.json().unwrap();
+        let spans = body["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap().len();
+        assert_eq!(spans, SPANS_PER_REQUEST, "{what}: trace {trace} came back partial");
+    }
 }
 
 /// Span times are recent: the default retention (7 days) would otherwise
@@ -71,10 +94,12 @@ fn trace_hex(trace: u64) -> String {
 #[test]
 fn kill_9_mid_stream_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
+    let backend_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let backend_url = format!("http://{backend_addr}");
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
     let next = Arc::new(AtomicU64::new(1));
     for (round, kill_after_ms) in [(0, 700), (1, 1300), (2, 400)] {
-        let mut server = start(dir.path());
+        let mut server = start(dir.path(), &backend_url);
         let stop = Arc::new(AtomicBool::new(false));
         let senders: Vec<_> = (0..4)
             .map(|_| {
@@ -110,15 +135,38 @@ fn kill_9_mid_stream_loses_nothing_acknowledged() {
         assert!(acknowledged.len() > 10 * (round + 1), "round {round}: too few requests went through to prove much");
 
         // Restart on the same data and check every acknowledged trace.
-        let server = start(dir.path());
-        let client = reqwest::blocking::Client::new();
-        for trace in &acknowledged {
-            let url = format!("{}/api/v3/traces/{}", server.api, trace_hex(*trace));
-            let r = client.get(&url).send().unwrap();
-            assert_eq!(r.status(), 200, "round {round}: acknowledged trace {trace} lost");
-            let body: serde_json::Value = r.json().unwrap();
-            let spans = body["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap().len();
-            assert_eq!(spans, SPANS_PER_REQUEST, "round {round}: trace {trace} came back partial");
-        }
+        let server = start(dir.path(), &backend_url);
+        assert_whole(&server.api, &acknowledged, &format!("round {round}"));
     }
+
+    // The backend comes up; the queue drains into it.
+    let backend_dir = tempfile::tempdir().unwrap();
+    let backend = support::start([
+        "--data-dir".as_ref(),
+        backend_dir.path().as_os_str(),
+        "--otlp-grpc-addr".as_ref(),
+        std::ffi::OsStr::new(&backend_addr.to_string()),
+    ]);
+    let server = start(dir.path(), &backend_url);
+    let acknowledged = acked.lock().unwrap().clone();
+    let last = trace_hex(*acknowledged.iter().max().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let client = reqwest::blocking::Client::new();
+    while client.get(format!("{}/api/v3/traces/{last}", backend.api)).send().unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "the export queue did not drain into the backend");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Wait for the queue to empty, then every trace must be whole at the backend.
+    let queued = |api: &str| -> f64 {
+        let text = client.get(format!("{api}/metrics")).send().unwrap().text().unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("agentrace_exporter_queue_spans{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    while queued(&server.api) > 0.0 {
+        assert!(std::time::Instant::now() < deadline, "the export queue did not drain into the backend");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_whole(&backend.api, &acknowledged, "backend");
 }

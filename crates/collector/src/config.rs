@@ -50,6 +50,12 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Optional TLS for every listener.
     pub tls: Option<TlsConfig>,
+    /// Assembling traces and sessions as they arrive, and diagnosing them.
+    pub pipeline: PipelineConfig,
+    /// What is removed before anything reaches the store or a backend.
+    pub redaction: RedactionConfig,
+    /// Backends that receive the spans over OTLP.
+    pub exporters: Vec<ExporterConfig>,
 }
 
 /// Receivers.
@@ -206,6 +212,234 @@ pub struct TlsConfig {
     pub key_file: PathBuf,
 }
 
+/// The live pipeline: spans are assembled into traces, a trace is closed
+/// once no span has arrived for `trace_timeout`, and each closed trace is
+/// diagnosed with the spans of its session around it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Off: spans are stored and forwarded raw, nothing is diagnosed live.
+    pub enabled: bool,
+    /// How long a trace stays open after its last span (`--trace-timeout`).
+    #[serde(deserialize_with = "de_duration")]
+    pub trace_timeout: Duration,
+    /// A trace still receiving spans is closed anyway after this long, so a
+    /// chatty trace cannot hold repairs and exports back for ever.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_trace_age: Duration,
+    /// How long a closed trace's spans stay in memory, so that an orphan of
+    /// its session or one sharing a join key that arrives later is still joined.
+    #[serde(deserialize_with = "de_duration")]
+    pub session_window: Duration,
+    /// Spans held in memory (open traces and the session window), at most.
+    /// Past it the oldest window traces are evicted, then the oldest open
+    /// traces are closed early; both are counted in `/metrics`.
+    pub max_buffered_spans: usize,
+    /// Spans given to one diagnosis (the closed trace and its session), at most.
+    pub max_context_spans: usize,
+    /// A repair is applied at or above this confidence (0 to 1).
+    pub apply_threshold: f64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            enabled: true,
+            trace_timeout: Duration::from_secs(2),
+            max_trace_age: Duration::from_secs(60),
+            session_window: Duration::from_secs(300),
+            max_buffered_spans: 200_000,
+            max_context_spans: 20_000,
+            apply_threshold: 0.8,
+        }
+    }
+}
+
+/// What happens to a content attribute (prompts, completions, tool
+/// arguments and results) on its way to one sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentAction {
+    /// Removed (the default).
+    #[default]
+    Drop,
+    /// Replaced by `sha256:<hex>` of the (salted) value: equal contents stay
+    /// comparable, the text is gone.
+    Hash,
+    /// Kept as sent (secret patterns are still masked).
+    Keep,
+}
+
+/// A named secret pattern (a regular expression, Rust `regex` syntax).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretPattern {
+    /// Shown in the mask: `<redacted:NAME>`.
+    pub name: String,
+    /// The expression.
+    pub pattern: String,
+}
+
+/// The redaction policy: one place for every agent in every language.
+/// Span events whose attribute `sensitive` is true are always dropped.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// Attribute keys holding content (spans, events, links).
+    pub content_attributes: Vec<String>,
+    /// Regular expressions; an attribute key matching one holds content too.
+    pub content_attribute_patterns: Vec<String>,
+    /// What the store gets of content attributes.
+    pub store_content: ContentAction,
+    /// Salt for `hash`, so short contents cannot be looked up in a table.
+    pub hash_salt: Option<String>,
+    /// Secrets masked in every string value, whatever the sink.
+    pub secret_patterns: Vec<SecretPattern>,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        let secret = |name: &str, pattern: &str| SecretPattern { name: name.into(), pattern: pattern.into() };
+        RedactionConfig {
+            content_attributes: [
+                "gen_ai.input.messages",
+                "gen_ai.output.messages",
+                "gen_ai.system_instructions",
+                "gen_ai.tool.call.arguments",
+                "gen_ai.tool.call.result",
+            ]
+            .map(String::from)
+            .to_vec(),
+            content_attribute_patterns: Vec::new(),
+            store_content: ContentAction::Drop,
+            hash_salt: None,
+            // Broadest first: a bearer token may itself look like an API key.
+            secret_patterns: vec![
+                secret("bearer_token", r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{8,}=*"),
+                secret("api_key", r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}"),
+                secret("api_key", r"\bAKIA[0-9A-Z]{16}\b"),
+                secret("api_key", r"\bgh[pousr]_[A-Za-z0-9]{30,}"),
+                secret("api_key", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+                secret("api_key", r"\bAIza[0-9A-Za-z_-]{35}"),
+                secret("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
+            ],
+        }
+    }
+}
+
+/// An OTLP backend that receives what agentrace received, redacted, and
+/// repaired as `repair` says.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterConfig {
+    /// `http://host:4317` for gRPC; `http://host:4318` (or a URL ending in
+    /// `/v1/traces`) for HTTP.
+    pub endpoint: String,
+    /// `grpc`, `http/protobuf` or `http/json`.
+    #[serde(default)]
+    pub protocol: ExportProtocol,
+    /// Headers (gRPC metadata) sent with every request, e.g. an API key.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// What this backend gets of content attributes.
+    #[serde(default)]
+    pub content: ContentAction,
+    /// How repairs reach this backend.
+    #[serde(default)]
+    pub repair: ExportRepair,
+    /// Repairs below this confidence are not applied for this backend.
+    #[serde(default = "default_min_confidence")]
+    pub min_confidence: f64,
+    /// Spans per export request, at most.
+    #[serde(default = "default_batch_spans")]
+    pub max_batch_spans: usize,
+    /// How long one export request may take.
+    #[serde(default = "default_export_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Longest wait between retries (waits start at 250ms and double).
+    #[serde(default = "default_max_backoff", deserialize_with = "de_duration")]
+    pub max_backoff: Duration,
+    /// Size of this backend's disk queue, at most. When full, the receivers
+    /// refuse new spans with a retryable answer rather than drop any.
+    #[serde(default = "default_queue_bytes", deserialize_with = "de_bytes")]
+    pub max_queue_bytes: u64,
+}
+
+impl ExporterConfig {
+    /// An exporter to `endpoint` with every other setting at its default.
+    pub fn new(endpoint: impl Into<String>, protocol: ExportProtocol) -> ExporterConfig {
+        ExporterConfig {
+            endpoint: endpoint.into(),
+            protocol,
+            headers: Default::default(),
+            content: ContentAction::Drop,
+            repair: ExportRepair::Reparent,
+            min_confidence: default_min_confidence(),
+            max_batch_spans: default_batch_spans(),
+            timeout: default_export_timeout(),
+            max_backoff: default_max_backoff(),
+            max_queue_bytes: default_queue_bytes(),
+        }
+    }
+}
+
+fn default_min_confidence() -> f64 {
+    0.8
+}
+fn default_batch_spans() -> usize {
+    8192
+}
+fn default_export_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_queue_bytes() -> u64 {
+    1024 * MIB
+}
+
+/// The OTLP protocol of an exporter, named as `OTEL_EXPORTER_OTLP_PROTOCOL` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum ExportProtocol {
+    /// OTLP/gRPC.
+    #[serde(rename = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (the OpenTelemetry default).
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies.
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+impl std::str::FromStr for ExportProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "grpc" => Ok(ExportProtocol::Grpc),
+            "http/protobuf" => Ok(ExportProtocol::HttpProtobuf),
+            "http/json" => Ok(ExportProtocol::HttpJson),
+            other => Err(format!("unknown OTLP protocol {other:?}; use grpc, http/protobuf or http/json")),
+        }
+    }
+}
+
+/// How repairs reach a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportRepair {
+    /// A repaired orphan's subtree moves into its parent's trace; the old
+    /// IDs are kept in `agentrace.repair.original_*` attributes.
+    #[default]
+    Reparent,
+    /// IDs are kept; a repaired orphan gains an `inferred_parent` link.
+    Link,
+    /// Spans leave as they arrived (redacted).
+    Off,
+}
+
 const MIB: u64 = 1024 * 1024;
 
 impl Config {
@@ -242,6 +476,35 @@ impl Config {
         if r.max_pending_spans == 0 {
             return Err(ConfigError::Invalid("receivers.otlp.max_pending_spans must be above zero".into()));
         }
+        let p = &self.pipeline;
+        if p.trace_timeout.is_zero() || p.max_trace_age < p.trace_timeout {
+            return Err(ConfigError::Invalid(
+                "pipeline.trace_timeout must be above zero and at most pipeline.max_trace_age".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&p.apply_threshold) {
+            return Err(ConfigError::Invalid("pipeline.apply_threshold must be between 0 and 1".into()));
+        }
+        for (i, e) in self.exporters.iter().enumerate() {
+            if !e.endpoint.starts_with("http://") {
+                return Err(ConfigError::Invalid(format!(
+                    "exporters[{i}].endpoint {:?} must be an http:// URL (TLS to backends is not supported yet)",
+                    e.endpoint
+                )));
+            }
+            if e.repair != ExportRepair::Off && !p.enabled {
+                return Err(ConfigError::Invalid(format!(
+                    "exporters[{i}].repair is {:?} but pipeline.enabled is false: repairs come from the live pipeline; use repair: off or enable it",
+                    e.repair
+                )));
+            }
+            if !(0.0..=1.0).contains(&e.min_confidence) || e.max_batch_spans == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "exporters[{i}]: min_confidence must be between 0 and 1 and max_batch_spans above zero"
+                )));
+            }
+        }
+        crate::redact::Redactor::new(&self.redaction).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.storage.retention.interval.is_zero() {
             return Err(ConfigError::Invalid("storage.retention.interval must be above zero".into()));
         }
@@ -343,6 +606,31 @@ mod tests {
         assert_eq!(config.storage, expected.storage);
         assert_eq!(config.auth, AuthConfig::default());
         assert_eq!(config.tls, None);
+        assert_eq!(config.pipeline, expected.pipeline);
+        assert_eq!(config.redaction, expected.redaction);
+        assert_eq!(config.exporters, expected.exporters);
+    }
+
+    #[test]
+    fn exporters_read_as_the_example_shows_them() {
+        let c = Config::from_yaml(
+            "exporters:\n  - endpoint: http://tempo:4317\n    protocol: grpc\n    repair: link\n    content: hash\n    max_backoff: 5s\n  - endpoint: http://jaeger:4318\n    protocol: http/json\n",
+        )
+        .unwrap();
+        assert_eq!(c.exporters[0].protocol, ExportProtocol::Grpc);
+        assert_eq!(c.exporters[0].repair, ExportRepair::Link);
+        assert_eq!(c.exporters[0].content, ContentAction::Hash);
+        assert_eq!(c.exporters[0].max_backoff, Duration::from_secs(5));
+        assert_eq!(c.exporters[1].protocol, ExportProtocol::HttpJson);
+        assert_eq!(c.exporters[1].repair, ExportRepair::Reparent);
+        let err = Config::from_yaml("exporters:\n  - endpoint: tempo:4317\n").unwrap_err().to_string();
+        assert!(err.contains("must be an http:// URL"), "{err}");
+        let err = Config::from_yaml("pipeline:\n  enabled: false\nexporters:\n  - endpoint: http://t:4317\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("repairs come from the live pipeline"), "{err}");
+        let err = Config::from_yaml("redaction:\n  secret_patterns:\n    - {name: x, pattern: '('}\n").unwrap_err();
+        assert!(err.to_string().contains("\"x\""), "{err}");
     }
 
     #[test]

@@ -4,11 +4,19 @@
 //!
 //! 1. [`receive`]: OTLP/gRPC and OTLP/HTTP receivers decode and validate
 //!    with the bounded decoders of `agentrace_model::otlp`;
-//! 2. [`store`]: SQLite in WAL mode, group-committed by one writer thread;
-//!    a request is acknowledged only once its spans are durable;
-//! 3. [`api`]: Jaeger api_v3 retrieval, sessions, `/metrics`, `/health`,
+//! 2. [`redact`]: sensitive events, content attributes and secrets are
+//!    removed; only a [`redact::Redacted`] request goes further;
+//! 3. [`assemble`]: the live pipeline closes traces after their timeout and
+//!    diagnoses each with its session (repairs, findings, `app.agent.*`
+//!    rollups), keeping the results in the store;
+//! 4. [`store`]: SQLite in WAL mode, group-committed by one writer thread;
+//!    a request is acknowledged only once its spans are durable, and queued
+//!    for every exporter in the same transaction;
+//! 5. [`export`]: OTLP to other backends from the disk queues, with retries
+//!    and repairs applied as each backend's mode says;
+//! 6. [`api`]: Jaeger api_v3 retrieval, sessions, `/metrics`, `/health`,
 //!    and the connected view with the doctor's diagnosis for the UI;
-//! 4. [`ui`]: the web UI, static files embedded in the binary.
+//! 7. [`ui`]: the web UI, static files embedded in the binary.
 //!
 //! Beside the road: [`config`] (the YAML file), [`metrics`] (the
 //! collector's own health) and [`server`] (listeners, TLS, auth).
@@ -28,9 +36,12 @@
 //! ```
 
 pub mod api;
+pub mod assemble;
 pub mod config;
+pub mod export;
 pub mod metrics;
 pub mod receive;
+pub mod redact;
 pub mod server;
 pub mod store;
 pub mod ui;

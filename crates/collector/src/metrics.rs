@@ -115,6 +115,63 @@ pub struct Metrics {
     store_bytes: AtomicU64,
     store_commits: AtomicU64,
     retention_deleted_spans: AtomicU64,
+    /// What redaction removed.
+    pub redaction: RedactionMetrics,
+    /// The live pipeline.
+    pub pipeline: PipelineMetrics,
+    exporters: std::sync::Mutex<Vec<std::sync::Arc<ExporterMetrics>>>,
+}
+
+/// What redaction removed, in total.
+#[derive(Debug, Default)]
+pub struct RedactionMetrics {
+    /// Sensitive span events dropped.
+    pub events_dropped: AtomicU64,
+    /// Content attributes dropped.
+    pub attributes_dropped: AtomicU64,
+    /// Content attributes hashed.
+    pub attributes_hashed: AtomicU64,
+    /// String values with a secret masked.
+    pub values_masked: AtomicU64,
+}
+
+/// The live pipeline's state and work.
+#[derive(Debug, Default)]
+pub struct PipelineMetrics {
+    /// Traces open (gauge).
+    pub open_traces: AtomicU64,
+    /// Spans held in memory, open traces and session window (gauge).
+    pub buffered_spans: AtomicU64,
+    /// Traces closed after their timeout and diagnosed.
+    pub traces_closed: AtomicU64,
+    /// Open traces closed early because the memory budget was reached.
+    pub traces_closed_early: AtomicU64,
+    /// Traces closed because they reached the maximum age.
+    pub traces_closed_at_max_age: AtomicU64,
+    /// Closed traces dropped from the session window before their time
+    /// because the memory budget was reached.
+    pub window_evicted_traces: AtomicU64,
+    /// Findings reported.
+    pub findings: AtomicU64,
+    /// Repairs applied.
+    pub repairs_applied: AtomicU64,
+}
+
+/// One exporter's work; `name` is its endpoint and protocol.
+#[derive(Debug, Default)]
+pub struct ExporterMetrics {
+    /// `endpoint (protocol)`.
+    pub name: String,
+    /// Spans the backend acknowledged.
+    pub sent_spans: AtomicU64,
+    /// Export attempts that failed and were retried.
+    pub failed_attempts: AtomicU64,
+    /// Spans the backend refused for good (a non-retryable answer).
+    pub dropped_spans: AtomicU64,
+    /// Spans waiting in the disk queue (gauge).
+    pub queued_spans: AtomicU64,
+    /// Bytes waiting in the disk queue (gauge).
+    pub queued_bytes: AtomicU64,
 }
 
 impl Metrics {
@@ -173,6 +230,13 @@ impl Metrics {
     /// Retention deleted spans.
     pub fn retention_deleted(&self, spans: u64) {
         self.retention_deleted_spans.fetch_add(spans, Ordering::Relaxed);
+    }
+
+    /// Registers an exporter's counters, rendered from then on.
+    pub fn exporter(&self, name: String) -> std::sync::Arc<ExporterMetrics> {
+        let m = std::sync::Arc::new(ExporterMetrics { name, ..Default::default() });
+        self.exporters.lock().unwrap_or_else(|p| p.into_inner()).push(std::sync::Arc::clone(&m));
+        m
     }
 
     /// Renders everything in the Prometheus text exposition format.
@@ -274,6 +338,84 @@ impl Metrics {
             "Spans deleted by retention (age or size).",
             &self.retention_deleted_spans,
         );
+        let _ = writeln!(
+            out,
+            "# HELP agentrace_redaction_total What redaction removed or masked.\n# TYPE agentrace_redaction_total counter"
+        );
+        let r = &self.redaction;
+        for (what, v) in [
+            ("sensitive_event_dropped", &r.events_dropped),
+            ("content_attribute_dropped", &r.attributes_dropped),
+            ("content_attribute_hashed", &r.attributes_hashed),
+            ("secret_masked", &r.values_masked),
+        ] {
+            let _ = writeln!(out, "agentrace_redaction_total{{what=\"{what}\"}} {}", v.load(Ordering::Relaxed));
+        }
+        let p = &self.pipeline;
+        for (name, kind, help, v) in [
+            ("agentrace_pipeline_open_traces", "gauge", "Traces open, waiting for late spans.", &p.open_traces),
+            (
+                "agentrace_pipeline_buffered_spans",
+                "gauge",
+                "Spans held in memory: open traces and the session window.",
+                &p.buffered_spans,
+            ),
+            ("agentrace_pipeline_traces_closed_total", "counter", "Traces closed and diagnosed.", &p.traces_closed),
+            (
+                "agentrace_pipeline_traces_closed_early_total",
+                "counter",
+                "Open traces closed before their timeout because the memory budget was reached (evictions).",
+                &p.traces_closed_early,
+            ),
+            (
+                "agentrace_pipeline_traces_closed_at_max_age_total",
+                "counter",
+                "Traces closed while still receiving spans, at the maximum age.",
+                &p.traces_closed_at_max_age,
+            ),
+            (
+                "agentrace_pipeline_window_evicted_traces_total",
+                "counter",
+                "Closed traces dropped from the session window early because the memory budget was reached (evictions).",
+                &p.window_evicted_traces,
+            ),
+            ("agentrace_pipeline_findings_total", "counter", "Findings reported by the live diagnosis.", &p.findings),
+            ("agentrace_pipeline_repairs_applied_total", "counter", "Repairs applied.", &p.repairs_applied),
+        ] {
+            scalar(&mut out, name, kind, help, v);
+        }
+        let exporters = self.exporters.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (name, kind, help, get) in [
+            (
+                "agentrace_exporter_sent_spans_total",
+                "counter",
+                "Spans a backend acknowledged.",
+                (|e: &ExporterMetrics| &e.sent_spans) as fn(&ExporterMetrics) -> &AtomicU64,
+            ),
+            (
+                "agentrace_exporter_failed_attempts_total",
+                "counter",
+                "Export attempts that failed and will be retried.",
+                |e| &e.failed_attempts,
+            ),
+            (
+                "agentrace_exporter_dropped_spans_total",
+                "counter",
+                "Spans a backend refused with a non-retryable answer.",
+                |e| &e.dropped_spans,
+            ),
+            ("agentrace_exporter_queue_spans", "gauge", "Spans waiting in the disk queue.", |e| &e.queued_spans),
+            ("agentrace_exporter_queue_bytes", "gauge", "Bytes waiting in the disk queue.", |e| &e.queued_bytes),
+        ] {
+            if exporters.is_empty() {
+                break;
+            }
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for e in &exporters {
+                let label = e.name.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(out, "{name}{{exporter=\"{label}\"}} {}", get(e).load(Ordering::Relaxed));
+            }
+        }
         out
     }
 }

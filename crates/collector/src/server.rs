@@ -23,10 +23,17 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-use crate::config::{Config, TlsConfig};
+use std::sync::atomic::Ordering;
+
+use agentrace_model::Span;
+
+use crate::assemble::Pipeline;
+use crate::config::{Config, ConfigError, ExportRepair, TlsConfig};
+use crate::export::{self, ExportTarget};
 use crate::metrics::{Metrics, RefuseReason};
-use crate::receive::{Ingest, grpc, http};
-use crate::store::{Store, StoreError};
+use crate::receive::{Ingest, Sinks, grpc, http};
+use crate::redact::Redactor;
+use crate::store::{Store, StoreError, query};
 
 /// Why the collector could not start. The message names the address or
 /// file at fault; the operator should fix the configuration.
@@ -51,6 +58,9 @@ pub enum StartError {
     /// The TLS certificate or key could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A thread could not be started (the system is out of resources).
+    #[error("{0}")]
+    Thread(String),
 }
 
 /// A running collector.
@@ -67,6 +77,8 @@ pub struct Collector {
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    pipeline: Option<Pipeline>,
+    exporter_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Collector {
@@ -84,9 +96,53 @@ impl Collector {
             max_value_depth: receiver.max_value_depth,
         };
         let max_grpc_message = limits.max_decompressed_bytes.max(max_request_bytes(&config));
-        let ingest = Ingest::new(store.clone(), Arc::clone(&metrics), limits, receiver.max_concurrent_requests);
-        let max_request = max_request_bytes(&config);
+        let redactor = Arc::new(Redactor::new(&config.redaction).map_err(|e| ConfigError::Invalid(e.to_string()))?);
+        let mut exports = Vec::with_capacity(config.exporters.len());
+        for e in &config.exporters {
+            let name = export::exporter_name(e);
+            let id = store.register_exporter(&name)?;
+            let m = metrics.exporter(name);
+            let (spans, bytes) = store.read(move |c| query::queue_totals(c, id)).await?;
+            m.queued_spans.store(spans, Ordering::Relaxed);
+            m.queued_bytes.store(bytes, Ordering::Relaxed);
+            exports.push(ExportTarget { id, config: e.clone(), metrics: m });
+        }
+        let first_seq = store.read(query::queue_max_seq).await? + 1;
+        let pipeline = if config.pipeline.enabled {
+            // Requests still queued for a repairing backend are assembled
+            // again, so that what was open at a crash is diagnosed before
+            // it is sent.
+            let replay = match exports.iter().find(|t| t.config.repair != ExportRepair::Off) {
+                Some(t) => {
+                    let id = t.id;
+                    store.read(move |c| query::queue_peek(c, id, 0, u64::MAX, u64::MAX)).await?
+                }
+                None => Vec::new(),
+            };
+            let replay = replay.into_iter().map(|r| (r.seq, Span::from_request(&r.request))).collect();
+            Pipeline::start(
+                config.pipeline.clone(),
+                store.clone(),
+                Arc::clone(&metrics),
+                first_seq,
+                replay,
+                tokio::runtime::Handle::current(),
+            )
+            .map_err(|e| StartError::Thread(format!("cannot start the pipeline thread: {e}")))?
+        } else {
+            Pipeline::disabled(first_seq)
+        };
         let (shutdown, watch_rx) = watch::channel(false);
+        let mut exporter_tasks = Vec::new();
+        for t in &exports {
+            let task = export::spawn(t.clone(), store.clone(), pipeline.handle(), watch_rx.clone())
+                .map_err(|e| ConfigError::Invalid(format!("exporter {}: {e}", t.metrics.name)))?;
+            exporter_tasks.push(task);
+        }
+        let sinks =
+            Sinks { redactor, store_content: config.redaction.store_content, exports, pipeline: pipeline.handle() };
+        let ingest = Ingest::new(store.clone(), Arc::clone(&metrics), limits, receiver.max_concurrent_requests, sinks);
+        let max_request = max_request_bytes(&config);
         let mut tasks = JoinSet::new();
         let auth = Auth { token: token.map(Arc::from), metrics: Arc::clone(&metrics) };
 
@@ -106,7 +162,17 @@ impl Collector {
         let http_addr = bind("OTLP/HTTP", receiver.http_endpoint, http::router(ingest.clone(), max_request)).await?;
         let api_router = crate::api::router(store.clone(), Arc::clone(&metrics), config.api.default_search_depth);
         let api_addr = bind("API", config.api.endpoint, api_router).await?;
-        Ok(Collector { grpc_addr, http_addr, api_addr, store, metrics, shutdown, tasks })
+        Ok(Collector {
+            grpc_addr,
+            http_addr,
+            api_addr,
+            store,
+            metrics,
+            shutdown,
+            tasks,
+            pipeline: Some(pipeline),
+            exporter_tasks,
+        })
     }
 
     /// Stops listening, lets requests in flight finish (up to 10 s), then
@@ -117,6 +183,14 @@ impl Collector {
         if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
             tracing::warn!("requests still running after 10 s; closing anyway");
             self.tasks.abort_all();
+        }
+        // Exporters stop at once; what they have not sent stays queued on disk.
+        for t in self.exporter_tasks.drain(..) {
+            let _ = t.await;
+        }
+        // The pipeline closes and diagnoses what is open, and keeps it.
+        if let Some(p) = self.pipeline.take() {
+            let _ = tokio::task::spawn_blocking(move || p.stop()).await;
         }
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;

@@ -1,7 +1,8 @@
 //! Claim: spans sent by the official OpenTelemetry Python SDK, over gRPC and
 //! over HTTP/protobuf, come back from `/api/v3/traces/{id}` equal in every
 //! field: resource, scope, attributes of every type, events, links, status,
-//! trace state, flags.
+//! trace state, flags; but for what redaction removes: the prompt the
+//! sender recorded as a `sensitive` event is gone, and counted on its span.
 
 mod support;
 
@@ -13,8 +14,11 @@ fn round_trip(protocol: &str) {
     assert_eq!(sent.trace_ids.len(), 4, "two requests, each a trace and an orphan consumer");
     for trace_id in &sent.trace_ids {
         let got = support::fetch_trace(&collector.api(), trace_id);
-        support::assert_same_spans(&support::only_trace(&sent.request, trace_id), &got);
+        let expected = support::without_sensitive_events(&support::only_trace(&sent.request, trace_id));
+        support::assert_same_spans(&expected, &got);
     }
+    let dropped = support::metric(&collector.api(), "agentrace_redaction_total{what=\"sensitive_event_dropped\"}");
+    assert_eq!(dropped, 2.0, "one prompt event per request");
     let accepted = support::metric(
         &collector.api(),
         if protocol == "grpc" {

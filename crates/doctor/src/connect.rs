@@ -320,6 +320,95 @@ fn retarget_links(ix: &Index, tree: &Tree, span: &mut Span) {
     }
 }
 
+/// Totals over an agent span's subtree in the connected view, written onto
+/// it as `app.agent.subtree.*` and `app.agent.graph.depth` (see
+/// `docs/attributes.md`).
+struct AgentRollup {
+    llm_calls: u64,
+    tool_calls: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: f64,
+    errors: u64,
+    /// Agent spans above it in the connected view.
+    depth: u64,
+}
+
+impl AgentRollup {
+    fn write(&self, span: &mut Span) {
+        let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+        span.attributes.set("app.agent.subtree.llm_calls", int(self.llm_calls));
+        span.attributes.set("app.agent.subtree.tool_calls", int(self.tool_calls));
+        span.attributes.set("app.agent.subtree.input_tokens", int(self.input_tokens));
+        span.attributes.set("app.agent.subtree.output_tokens", int(self.output_tokens));
+        span.attributes.set("app.agent.subtree.cost_usd", (self.cost_usd * 1e6).round() / 1e6);
+        span.attributes.set("app.agent.subtree.errors", int(self.errors));
+        // The SDK's `app.agent.delegation.depth` is what the agent said;
+        // this is where the connected view puts it.
+        span.attributes.set("app.agent.graph.depth", int(self.depth));
+    }
+}
+
+/// Sums LLM and tool calls, tokens, cost and errors over each node's
+/// subtree, and keeps the sums of agent spans (`invoke_agent` and the
+/// like, which name their agent).
+fn agent_rollups(ix: &Index, tree: &Tree, config: &Config) -> Vec<Option<AgentRollup>> {
+    let n = tree.len();
+    let mut sums = vec![(0u64, 0u64, 0u64, 0u64, 0f64, 0u64); n];
+    for (sum, f) in sums.iter_mut().zip(&ix.facts[..tree.real]) {
+        let category = f.category();
+        let (input, output) = (f.input_tokens.unwrap_or(0).max(0) as u64, f.output_tokens.unwrap_or(0).max(0) as u64);
+        let cost = ix.texts.opt(f.model).and_then(|m| config.prices.cost(m, input, output)).unwrap_or(0.0);
+        *sum = (
+            u64::from(category == Category::Llm),
+            u64::from(category == Category::Tool),
+            input,
+            output,
+            cost,
+            u64::from(f.error),
+        );
+    }
+    // Depth-first order puts children after their parent: walking it
+    // backwards adds every subtree before its root is read.
+    for &node in tree.order.iter().rev() {
+        if let Some(p) = tree.parent[node as usize] {
+            let c = sums[node as usize];
+            let s = &mut sums[p as usize];
+            s.0 += c.0;
+            s.1 += c.1;
+            s.2 += c.2;
+            s.3 += c.3;
+            s.4 += c.4;
+            s.5 += c.5;
+        }
+    }
+    let is_agent = |node: usize| {
+        node < tree.real && ix.facts[node].category() == Category::Agent && ix.facts[node].agent_name.is_some()
+    };
+    let mut depth = vec![0u64; n];
+    for &node in &tree.order {
+        if let Some(p) = tree.parent[node as usize] {
+            depth[node as usize] = depth[p as usize] + u64::from(is_agent(p as usize));
+        }
+    }
+    (0..tree.real)
+        .map(|node| {
+            is_agent(node).then(|| {
+                let s = sums[node];
+                AgentRollup {
+                    llm_calls: s.0,
+                    tool_calls: s.1,
+                    input_tokens: s.2,
+                    output_tokens: s.3,
+                    cost_usd: s.4,
+                    errors: s.5,
+                    depth: depth[node],
+                }
+            })
+        })
+        .collect()
+}
+
 /// The connected view as spans, ready to forward: repairs applied as the
 /// configured [`RepairMode`] says, synthetic spans appended.
 pub(crate) fn export(ix: &Index, repaired: &Repaired, tree: &Tree, config: &Config) -> Vec<Span> {
@@ -330,8 +419,12 @@ pub(crate) fn export(ix: &Index, repaired: &Repaired, tree: &Tree, config: &Conf
         moved_by[node as usize] =
             repaired.joined(node).or_else(|| tree.parent[node as usize].and_then(|p| moved_by[p as usize]));
     }
+    let rollups = agent_rollups(ix, tree, config);
     for (i, moved) in moved_by.iter().enumerate().take(tree.real) {
         let mut span = ix.spans[i].clone();
+        if let Some(r) = &rollups[i] {
+            r.write(&mut span);
+        }
         if config.repair_mode == RepairMode::Reparent {
             retarget_links(ix, tree, &mut span);
         }

@@ -222,6 +222,42 @@ struct Raw<'a> {
     error_message: Option<Cow<'a, str>>,
 }
 
+/// What one span says about LLM usage and its place among agents, under
+/// any of the naming conventions the doctor reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpanUsage {
+    /// What the span is.
+    pub category: Option<Category>,
+    /// The agent it names (`gen_ai.agent.name`, `agent.name`).
+    pub agent: Option<String>,
+    /// The session it names (`session.id`, `gen_ai.conversation.id`, …).
+    pub session: Option<String>,
+    /// The model it names, response model first.
+    pub model: Option<String>,
+    /// Input (prompt) tokens.
+    pub input_tokens: u64,
+    /// Output (completion) tokens.
+    pub output_tokens: u64,
+    /// Whether it records an error.
+    pub error: bool,
+}
+
+/// Reads one span's usage: for callers that summarise spans without a full
+/// analysis (the collector's trace list).
+pub fn span_usage(span: &Span) -> SpanUsage {
+    let mut texts = Texts::default();
+    let f = read(span, &mut texts);
+    SpanUsage {
+        category: f.category,
+        agent: texts.opt(f.agent_name).map(str::to_owned),
+        session: texts.opt(f.session).map(str::to_owned),
+        model: texts.opt(f.model).map(str::to_owned),
+        input_tokens: f.input_tokens.unwrap_or(0).max(0) as u64,
+        output_tokens: f.output_tokens.unwrap_or(0).max(0) as u64,
+        error: f.error,
+    }
+}
+
 /// Reads a span's attributes and events once into [`Facts`], interning
 /// their texts into `texts`.
 pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {

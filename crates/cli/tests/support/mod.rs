@@ -24,27 +24,22 @@ impl Drop for Server {
     }
 }
 
-/// Starts `agentrace serve` on ephemeral ports with `args` added (the data
-/// dir, a config), and reads the addresses it prints.
+/// Starts `agentrace serve` with `args` added (the data dir, a config), on
+/// ephemeral ports for the listeners `args` do not place, and reads the
+/// addresses it prints.
 pub fn start<I, S>(args: I) -> Server
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentrace"))
-        .args([
-            "serve",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--ui-addr",
-            "127.0.0.1:0",
-        ])
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    for flag in ["--otlp-grpc-addr", "--otlp-http-addr", "--ui-addr"] {
+        if !args.iter().any(|a| a == flag) {
+            args.extend([flag.into(), "127.0.0.1:0".into()]);
+        }
+    }
+    let mut child =
+        Command::new(env!("CARGO_BIN_EXE_agentrace")).arg("serve").args(args).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let (mut http, mut api) = (None, None);
     while http.is_none() || api.is_none() {

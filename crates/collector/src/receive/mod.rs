@@ -2,8 +2,10 @@
 //!
 //! Both transports ([`grpc`] and [`http`]) decode with the bounded decoders
 //! of `agentrace_model::otlp`, then hand the validated request to
-//! [`Ingest`], which prepares it for the store, waits until it is durable,
-//! and only then lets the transport acknowledge. Answers follow the OTLP
+//! [`Ingest`], which redacts it (once per content policy in force), hands
+//! it to the live pipeline, writes it to the store and to every exporter's
+//! disk queue in one transaction, waits until that is durable, and only
+//! then lets the transport acknowledge. Answers follow the OTLP
 //! specification: partial success with a count and a reason, invalid
 //! argument for undecodable bodies, and a retryable refusal with a delay
 //! when the store is behind.
@@ -18,8 +20,14 @@ use std::time::Duration;
 use agentrace_model::otlp::{Decoded, Limits};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 
+use agentrace_model::Span;
+
+use crate::assemble::PipelineHandle;
+use crate::config::ContentAction;
+use crate::export::ExportTarget;
 use crate::metrics::{Metrics, RefuseReason, Transport};
-use crate::store::{PreparedBatch, Store, SubmitError};
+use crate::redact::{Redacted, Redactor};
+use crate::store::{PreparedBatch, QueuedExport, Store, SubmitError};
 
 /// How long a refused sender is told to wait before retrying.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -63,6 +71,22 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     limits: Limits,
     admission: Arc<tokio::sync::Semaphore>,
+    redactor: Arc<Redactor>,
+    store_content: ContentAction,
+    exports: Arc<[ExportTarget]>,
+    pipeline: PipelineHandle,
+}
+
+/// Where accepted spans go besides the store.
+pub struct Sinks {
+    /// The redaction policy.
+    pub redactor: Arc<Redactor>,
+    /// What the store gets of content attributes.
+    pub store_content: ContentAction,
+    /// Backends, each with its disk queue.
+    pub exports: Vec<ExportTarget>,
+    /// The live pipeline (or only its request numbering).
+    pub pipeline: PipelineHandle,
 }
 
 /// A place among the requests handled at once; dropping it frees the place.
@@ -70,9 +94,24 @@ pub struct Admitted(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl Ingest {
     /// An ingest path writing to `store`.
-    pub fn new(store: Store, metrics: Arc<Metrics>, limits: Limits, max_concurrent_requests: usize) -> Ingest {
+    pub fn new(
+        store: Store,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        max_concurrent_requests: usize,
+        sinks: Sinks,
+    ) -> Ingest {
         let admission = Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests));
-        Ingest { store, metrics, limits, admission }
+        Ingest {
+            store,
+            metrics,
+            limits,
+            admission,
+            redactor: sinks.redactor,
+            store_content: sinks.store_content,
+            exports: sinks.exports.into(),
+            pipeline: sinks.pipeline,
+        }
     }
 
     /// Takes a place among the requests handled at once, or says why not.
@@ -98,6 +137,22 @@ impl Ingest {
         &self.metrics
     }
 
+    /// Redacts a request for the store, and once more for each other
+    /// content action an exporter asks for.
+    fn redact(
+        &self,
+        request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+    ) -> (Redacted, Vec<Redacted>) {
+        let mut actions: Vec<ContentAction> = Vec::new();
+        for t in self.exports.iter() {
+            if t.config.content != self.store_content && !actions.contains(&t.config.content) {
+                actions.push(t.config.content);
+            }
+        }
+        let others = actions.iter().map(|a| self.redactor.redact(request.clone(), *a)).collect();
+        (self.redactor.redact(request, self.store_content), others)
+    }
+
     /// Stores a decoded request and waits until it is durable.
     pub async fn ingest(&self, decoded: Decoded, transport: Transport) -> Result<Accepted, IngestError> {
         self.metrics.received(transport, decoded.accepted_spans + decoded.rejected_spans);
@@ -108,8 +163,43 @@ impl Ingest {
         if decoded.accepted_spans == 0 {
             return Ok(accepted);
         }
-        let batch = PreparedBatch::from_request(decoded.request);
-        let n = batch.len() as u64;
+        let n = decoded.accepted_spans;
+        if let Some(full) = self
+            .exports
+            .iter()
+            .find(|t| t.metrics.queued_bytes.load(std::sync::atomic::Ordering::Relaxed) >= t.config.max_queue_bytes)
+        {
+            self.metrics.refused_request(RefuseReason::Backpressure, n);
+            return Err(IngestError::Busy(format!(
+                "the export queue of {} is full (is the backend down?)",
+                full.metrics.name
+            )));
+        }
+        let (stored, others) = self.redact(decoded.request);
+        let report = stored.report();
+        let r = &self.metrics.redaction;
+        r.events_dropped.fetch_add(report.events_dropped, std::sync::atomic::Ordering::Relaxed);
+        r.attributes_dropped.fetch_add(report.attributes_dropped, std::sync::atomic::Ordering::Relaxed);
+        r.attributes_hashed.fetch_add(report.attributes_hashed, std::sync::atomic::Ordering::Relaxed);
+        r.values_masked.fetch_add(report.values_masked, std::sync::atomic::Ordering::Relaxed);
+        let spans = if self.pipeline.is_live() { Span::from_request(stored.request()) } else { Vec::new() };
+        let seq = match self.pipeline.offer(spans) {
+            Ok(seq) => seq,
+            Err(busy) => {
+                self.metrics.refused_request(RefuseReason::Backpressure, n);
+                return Err(IngestError::Busy(busy.to_string()));
+            }
+        };
+        let exports: Vec<QueuedExport> = self
+            .exports
+            .iter()
+            .map(|t| {
+                let redacted = others.iter().find(|r| r.content_action() == t.config.content).unwrap_or(&stored);
+                QueuedExport::new(t.id, seq, redacted)
+            })
+            .collect();
+        let queued: Vec<(u64, u64)> = exports.iter().map(|e| (e.spans(), e.size())).collect();
+        let batch = PreparedBatch::from_redacted(stored).with_exports(exports);
         let durable = match self.store.submit(batch) {
             Ok(durable) => durable,
             Err(SubmitError::Backpressure(b)) => {
@@ -125,6 +215,12 @@ impl Ingest {
             Ok(outcome) => {
                 self.metrics.accepted(transport, n);
                 self.metrics.duplicates(outcome.duplicates);
+                if outcome.inserted > 0 {
+                    for (t, (spans, bytes)) in self.exports.iter().zip(queued) {
+                        t.metrics.queued_spans.fetch_add(spans, std::sync::atomic::Ordering::Relaxed);
+                        t.metrics.queued_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 Ok(accepted)
             }
             Err(e) => {

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-pub use prepare::{IndexedKey, PreparedBatch, mcp_request_key};
+pub use prepare::{AnalysisRow, IndexedKey, PatchRow, PreparedBatch, QueuedExport, mcp_request_key};
 pub use query::{SearchQuery, TraceSummary};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -217,6 +217,13 @@ impl Store {
             drop(stop);
             let _ = handle.join();
         }
+    }
+
+    /// The ID under which exporter `name` keeps its queue, created on first use.
+    pub fn register_exporter(&self, name: &str) -> Result<i64, StoreError> {
+        let conn = open_connection(&self.inner.path, Synchronous::Normal)?;
+        conn.execute("INSERT OR IGNORE INTO exporters (name) VALUES (?1)", [name])?;
+        Ok(conn.query_row("SELECT id FROM exporters WHERE name = ?1", [name], |r| r.get(0))?)
     }
 
     /// Spans currently pending.

@@ -18,6 +18,8 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 
+use crate::redact::Redacted;
+
 /// Join and session keys that get an index, with their stable codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -80,6 +82,98 @@ pub struct PreparedBatch {
     pub(crate) chunk: Vec<u8>,
     /// Latest span start in the chunk, for retention.
     pub(crate) chunk_max_start_ns: i64,
+    /// The same request for each exporter's disk queue, written in the same
+    /// transaction, so an acknowledged span is queued for every backend.
+    pub(crate) exports: Vec<QueuedExport>,
+    /// Queue rows a backend has acknowledged, to delete.
+    pub(crate) dequeue: Vec<i64>,
+    /// Results of the live diagnosis, to keep.
+    pub(crate) analysis: Vec<AnalysisRow>,
+    /// Per-span rewrites for exporters (repairs, rollups), to keep.
+    pub(crate) patches: Vec<PatchRow>,
+}
+
+/// A request waiting in one exporter's disk queue.
+#[derive(Debug)]
+pub struct QueuedExport {
+    pub(crate) exporter: i64,
+    pub(crate) seq: u64,
+    pub(crate) spans: u32,
+    /// The redacted request, protobuf, LZ4 with its size prepended.
+    pub(crate) body: Vec<u8>,
+}
+
+impl QueuedExport {
+    /// Queues `request` for exporter `exporter`; `seq` orders it against
+    /// the live pipeline's progress.
+    pub fn new(exporter: i64, seq: u64, request: &Redacted) -> QueuedExport {
+        let spans =
+            request.request().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum::<usize>();
+        QueuedExport {
+            exporter,
+            seq,
+            spans: u32::try_from(spans).unwrap_or(u32::MAX),
+            body: lz4_flex::block::compress_prepend_size(&request.request().encode_to_vec()),
+        }
+    }
+
+    /// Bytes it takes in the queue.
+    pub fn size(&self) -> u64 {
+        self.body.len() as u64
+    }
+
+    /// Spans it holds.
+    pub fn spans(&self) -> u64 {
+        u64::from(self.spans)
+    }
+}
+
+/// What the live diagnosis says about one trace, as the trace list shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisRow {
+    /// The trace, as it arrived.
+    pub trace_id: Vec<u8>,
+    /// Its earliest span start.
+    pub start_ns: i64,
+    /// From its earliest start to its latest end.
+    pub duration_ns: i64,
+    /// Service of its root (or earliest) span.
+    pub root_service: String,
+    /// Name of its root (or earliest) span.
+    pub root_name: String,
+    /// Spans it holds.
+    pub spans: i64,
+    /// Its session, if any span carried one.
+    pub session: Option<String>,
+    /// Agents seen in it, JSON array of names.
+    pub agents: String,
+    /// LLM input tokens in it.
+    pub input_tokens: i64,
+    /// LLM output tokens in it.
+    pub output_tokens: i64,
+    /// Cost of its LLM calls, USD.
+    pub cost_usd: f64,
+    /// Findings on its spans.
+    pub findings: i64,
+    /// Spans with an error status.
+    pub errors: i64,
+    /// Repairs applied to its spans.
+    pub repairs: i64,
+    /// The trace ID it belongs to once connected (its own when not repaired).
+    pub connected_trace_id: Vec<u8>,
+    /// Findings, repairs and failure on its spans, JSON.
+    pub diagnosis: String,
+}
+
+/// How an exporter should rewrite one span, JSON (see `export::patch`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchRow {
+    /// The span's trace, as it arrived.
+    pub trace_id: Vec<u8>,
+    /// The span.
+    pub span_id: Vec<u8>,
+    /// The rewrite.
+    pub patch: String,
 }
 
 impl PreparedBatch {
@@ -93,9 +187,32 @@ impl PreparedBatch {
         self.spans.is_empty()
     }
 
+    /// Prepares a redacted request for the store; the receivers have
+    /// validated it (IDs have the right lengths).
+    pub fn from_redacted(request: Redacted) -> PreparedBatch {
+        PreparedBatch::from_request(request.into_request())
+    }
+
+    /// Also queues the request for exporters, in the same transaction.
+    pub fn with_exports(mut self, exports: Vec<QueuedExport>) -> PreparedBatch {
+        self.exports = exports;
+        self
+    }
+
+    /// A write that only deletes acknowledged queue rows.
+    pub fn dequeue(ids: Vec<i64>) -> PreparedBatch {
+        PreparedBatch { dequeue: ids, ..Default::default() }
+    }
+
+    /// A write that keeps the live diagnosis of closed traces.
+    pub fn analysis(rows: Vec<AnalysisRow>, patches: Vec<PatchRow>) -> PreparedBatch {
+        PreparedBatch { analysis: rows, patches, ..Default::default() }
+    }
+
     /// Prepares a request that [`agentrace_model::otlp::validate`] has
-    /// already checked (IDs have the right lengths).
-    pub fn from_request(request: ExportTraceServiceRequest) -> PreparedBatch {
+    /// already checked (IDs have the right lengths). Only tests and
+    /// [`PreparedBatch::from_redacted`] call it: the store takes redacted data.
+    pub(crate) fn from_request(request: ExportTraceServiceRequest) -> PreparedBatch {
         let mut batch = PreparedBatch::default();
         let mut plain = Vec::with_capacity(request.encoded_len());
         for rs in request.resource_spans {

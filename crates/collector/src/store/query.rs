@@ -439,3 +439,112 @@ pub fn recent_sessions(conn: &Connection, keys: &[IndexedKey], want: usize) -> R
     }
     Ok(out)
 }
+
+/// A request waiting in an exporter's disk queue.
+#[derive(Debug, Clone)]
+pub struct QueueRow {
+    /// Row ID, to delete it once the backend acknowledged it.
+    pub id: i64,
+    /// Its place in the live pipeline's order.
+    pub seq: u64,
+    /// Spans it holds.
+    pub spans: u64,
+    /// The redacted request as protobuf.
+    pub request: ExportTraceServiceRequest,
+    /// Bytes it took in the queue.
+    pub size: u64,
+}
+
+/// The oldest rows of exporter `exporter` after row `after`, up to about
+/// `max_spans` spans (at least one row), among those with `seq <= max_seq`.
+pub fn queue_peek(
+    conn: &Connection,
+    exporter: i64,
+    after: i64,
+    max_seq: u64,
+    max_spans: u64,
+) -> Result<Vec<QueueRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, seq, spans, body FROM export_queue WHERE exporter = ?1 AND id > ?2 AND seq <= ?3 ORDER BY id LIMIT 1000",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![exporter, after, i64::try_from(max_seq).unwrap_or(i64::MAX)])?;
+    let mut out = Vec::new();
+    let mut spans = 0;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let n: i64 = row.get(2)?;
+        if !out.is_empty() && spans + n as u64 > max_spans {
+            break;
+        }
+        let body: Vec<u8> = row.get(3)?;
+        let plain = lz4_flex::block::decompress_size_prepended(&body)
+            .map_err(|e| StoreError::Corrupt(format!("export queue row {id}: {e}")))?;
+        let request = ExportTraceServiceRequest::decode(plain.as_slice())
+            .map_err(|e| StoreError::Corrupt(format!("export queue row {id}: {e}")))?;
+        spans += n as u64;
+        out.push(QueueRow { id, seq: row.get::<_, i64>(1)? as u64, spans: n as u64, request, size: body.len() as u64 });
+    }
+    Ok(out)
+}
+
+/// Spans and bytes waiting in exporter `exporter`'s queue.
+pub fn queue_totals(conn: &Connection, exporter: i64) -> Result<(u64, u64), StoreError> {
+    let (spans, bytes): (i64, i64) = conn.query_row(
+        "SELECT coalesce(sum(spans), 0), coalesce(sum(length(body)), 0) FROM export_queue WHERE exporter = ?1",
+        [exporter],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((spans as u64, bytes as u64))
+}
+
+/// Highest `seq` in any queue (0 when empty), so a restarted collector
+/// numbers on from there.
+pub fn queue_max_seq(conn: &Connection) -> Result<u64, StoreError> {
+    let seq: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM export_queue", [], |r| r.get(0))?;
+    Ok(seq as u64)
+}
+
+/// Stored patches: (trace ID, span ID) → patch JSON.
+pub type Patches = HashMap<(Vec<u8>, Vec<u8>), String>;
+
+/// Patches of the given traces' spans.
+pub fn patches(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<Patches, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT span_id, patch FROM span_patches WHERE trace_id = ?1")?;
+    let mut out = HashMap::new();
+    for trace_id in trace_ids {
+        let mut rows = stmt.query([trace_id])?;
+        while let Some(row) = rows.next()? {
+            out.insert((trace_id.clone(), row.get(0)?), row.get(1)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The live diagnosis of a trace, if it has been closed and diagnosed.
+pub fn analysis(conn: &Connection, trace_id: &[u8]) -> Result<Option<super::AnalysisRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT trace_id, start_ns, duration_ns, root_service, root_name, spans, session, agents, input_tokens,
+             output_tokens, cost_usd, findings, errors, repairs, connected_trace_id, diagnosis
+         FROM trace_analysis WHERE trace_id = ?1",
+    )?;
+    let mut rows = stmt.query([trace_id])?;
+    let Some(r) = rows.next()? else { return Ok(None) };
+    Ok(Some(super::AnalysisRow {
+        trace_id: r.get(0)?,
+        start_ns: r.get(1)?,
+        duration_ns: r.get(2)?,
+        root_service: r.get(3)?,
+        root_name: r.get(4)?,
+        spans: r.get(5)?,
+        session: r.get(6)?,
+        agents: r.get(7)?,
+        input_tokens: r.get(8)?,
+        output_tokens: r.get(9)?,
+        cost_usd: r.get(10)?,
+        findings: r.get(11)?,
+        errors: r.get(12)?,
+        repairs: r.get(13)?,
+        connected_trace_id: r.get(14)?,
+        diagnosis: r.get(15)?,
+    }))
+}

@@ -65,6 +65,44 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
              name TEXT NOT NULL,
              kind INTEGER NOT NULL,
              PRIMARY KEY (service, name, kind)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS exporters (
+             id INTEGER PRIMARY KEY,
+             name TEXT NOT NULL UNIQUE
+         );
+         CREATE TABLE IF NOT EXISTS export_queue (
+             id INTEGER PRIMARY KEY,
+             exporter INTEGER NOT NULL,
+             seq INTEGER NOT NULL,
+             spans INTEGER NOT NULL,
+             body BLOB NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS export_queue_by_exporter ON export_queue (exporter, id);
+         CREATE TABLE IF NOT EXISTS trace_analysis (
+             trace_id BLOB PRIMARY KEY,
+             start_ns INTEGER NOT NULL,
+             duration_ns INTEGER NOT NULL,
+             root_service TEXT NOT NULL,
+             root_name TEXT NOT NULL,
+             spans INTEGER NOT NULL,
+             session TEXT,
+             agents TEXT NOT NULL,
+             input_tokens INTEGER NOT NULL,
+             output_tokens INTEGER NOT NULL,
+             cost_usd REAL NOT NULL,
+             findings INTEGER NOT NULL,
+             errors INTEGER NOT NULL,
+             repairs INTEGER NOT NULL,
+             connected_trace_id BLOB NOT NULL,
+             diagnosis TEXT NOT NULL
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS trace_analysis_by_start ON trace_analysis (start_ns);
+         CREATE INDEX IF NOT EXISTS trace_analysis_by_session ON trace_analysis (session);
+         CREATE TABLE IF NOT EXISTS span_patches (
+             trace_id BLOB NOT NULL,
+             span_id BLOB NOT NULL,
+             patch TEXT NOT NULL,
+             PRIMARY KEY (trace_id, span_id)
          ) WITHOUT ROWID;",
     )
 }
@@ -199,6 +237,17 @@ impl Writer {
             )?;
             let mut insert_operation =
                 tx.prepare_cached("INSERT OR IGNORE INTO operations (service, name, kind) VALUES (?1, ?2, ?3)")?;
+            let mut insert_export =
+                tx.prepare_cached("INSERT INTO export_queue (exporter, seq, spans, body) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut delete_export = tx.prepare_cached("DELETE FROM export_queue WHERE id = ?1")?;
+            let mut upsert_analysis = tx.prepare_cached(
+                "INSERT OR REPLACE INTO trace_analysis (trace_id, start_ns, duration_ns, root_service, root_name,
+                     spans, session, agents, input_tokens, output_tokens, cost_usd, findings, errors, repairs,
+                     connected_trace_id, diagnosis)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?;
+            let mut upsert_patch = tx
+                .prepare_cached("INSERT OR REPLACE INTO span_patches (trace_id, span_id, patch) VALUES (?1, ?2, ?3)")?;
             for job in jobs {
                 let batch = &job.batch;
                 let mut resource_ids = Vec::with_capacity(batch.resources.len());
@@ -275,10 +324,40 @@ impl Writer {
                         self.operations.insert(op);
                     }
                 }
-                // A request that was all duplicates (a retry) adds no chunk.
+                // A request that was all duplicates (a retry) adds no chunk,
+                // and was queued for the exporters when it was first stored.
                 if outcome.inserted > 0 {
                     insert_chunk.execute(params![chunk_id, batch.chunk_max_start_ns, batch.chunk])?;
                     next_chunk_id += 1;
+                    for e in &batch.exports {
+                        insert_export.execute(params![e.exporter, e.seq as i64, e.spans, e.body])?;
+                    }
+                }
+                for id in &batch.dequeue {
+                    delete_export.execute(params![id])?;
+                }
+                for a in &batch.analysis {
+                    upsert_analysis.execute(params![
+                        a.trace_id,
+                        a.start_ns,
+                        a.duration_ns,
+                        a.root_service,
+                        a.root_name,
+                        a.spans,
+                        a.session,
+                        a.agents,
+                        a.input_tokens,
+                        a.output_tokens,
+                        a.cost_usd,
+                        a.findings,
+                        a.errors,
+                        a.repairs,
+                        a.connected_trace_id,
+                        a.diagnosis,
+                    ])?;
+                }
+                for p in &batch.patches {
+                    upsert_patch.execute(params![p.trace_id, p.span_id, p.patch])?;
                 }
                 outcomes.push(outcome);
             }
@@ -369,7 +448,19 @@ impl Writer {
                  (SELECT id FROM chunks WHERE max_start_ns < ?1 ORDER BY max_start_ns LIMIT 1000)",
             [cutoff],
         )?;
+        // The live diagnosis goes with its spans; patches first, while
+        // their traces can still be found by start.
+        let patches = tx.execute(
+            "DELETE FROM span_patches WHERE trace_id IN
+                 (SELECT trace_id FROM trace_analysis WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)",
+            [cutoff],
+        )?;
+        let analyses = tx.execute(
+            "DELETE FROM trace_analysis WHERE trace_id IN
+                 (SELECT trace_id FROM trace_analysis WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)",
+            [cutoff],
+        )?;
         tx.commit()?;
-        Ok((n as u64, (keys + chunks) as u64))
+        Ok((n as u64, (keys + chunks + patches + analyses) as u64))
     }
 }

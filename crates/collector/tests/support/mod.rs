@@ -176,6 +176,32 @@ pub fn assert_same_spans(sent: &ExportTraceServiceRequest, got: &ExportTraceServ
     }
 }
 
+/// What the collector keeps of `sent` under the default redaction policy,
+/// written out by hand for these tests: span events tagged
+/// `sensitive = true` are gone, and their count is on the span.
+pub fn without_sensitive_events(sent: &ExportTraceServiceRequest) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    let mut out = sent.clone();
+    for span in out.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
+        let before = span.events.len();
+        span.events.retain(|e| {
+            !e.attributes.iter().any(|kv| {
+                kv.key == "sensitive"
+                    && kv.value.as_ref().and_then(|v| v.value.as_ref()) == Some(&Value::BoolValue(true))
+            })
+        });
+        let dropped = (before - span.events.len()) as i64;
+        if dropped > 0 {
+            span.attributes.push(KeyValue {
+                key: "agentrace.redaction.events_dropped".into(),
+                value: Some(AnyValue { value: Some(Value::IntValue(dropped)) }),
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
 /// Spans of `request` whose trace id is `trace_id` (hex), as a request.
 pub fn only_trace(request: &ExportTraceServiceRequest, trace_id: &str) -> ExportTraceServiceRequest {
     let mut out = request.clone();
@@ -265,4 +291,100 @@ pub fn send_otlp(collector: &Running, request: &ExportTraceServiceRequest) {
 /// Every span of a request, mutable, for a test to bend a fixture.
 pub fn spans_mut(request: &mut ExportTraceServiceRequest) -> impl Iterator<Item = &mut Span> {
     request.resource_spans.iter_mut().flat_map(|rs| rs.scope_spans.iter_mut()).flat_map(|ss| ss.spans.iter_mut())
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real OTLP/gRPC backend: `tests/python/otlp_backend.py`, built on the
+/// official OpenTelemetry Python packages' gRPC service.
+pub struct Backend {
+    child: std::process::Child,
+    out: PathBuf,
+    pub port: u16,
+}
+
+impl Backend {
+    /// Starts it on `port`, appending what it receives to `out`; the first
+    /// `refuse` requests are answered UNAVAILABLE.
+    pub fn start(port: u16, out: &Path, refuse: u32) -> Backend {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/otlp_backend.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .args(["--port", &port.to_string(), "--out", out.to_str().unwrap(), "--refuse", &refuse.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python backend starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "backend did not start");
+        Backend { child, out: out.to_owned(), port }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request it received so far.
+    pub fn received(&self) -> Vec<ExportTraceServiceRequest> {
+        received_at(&self.out)
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The requests a backend appended to `out` (empty if none yet).
+pub fn received_at(out: &Path) -> Vec<ExportTraceServiceRequest> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| <ExportTraceServiceRequest as prost::Message>::decode(hex_decode(l).as_slice()).unwrap())
+        .collect()
+}
+
+/// Every span in `requests`, with its service.
+pub fn spans_of(requests: &[ExportTraceServiceRequest]) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
+    let mut out = Vec::new();
+    for r in requests {
+        for rs in &r.resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| match &v.value {
+                    Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for ss in &rs.scope_spans {
+                for s in &ss.spans {
+                    out.push((service.clone(), s.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Waits up to `secs` for `ready` to hold, polling.
+pub fn wait_for(secs: u64, what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -281,8 +281,12 @@ pub fn session(seed: u64, session: u64, target: usize, cut_percent: u64, t0: u64
 }
 
 /// Removes what repair adds, so a repaired span can be compared with the original.
+/// Removes what the doctor writes onto the connected view: repair marks and
+/// agent rollups.
 pub fn strip_repair_marks(span: &mut Span) {
-    span.attributes.0.retain(|(k, _)| !k.starts_with("agentrace.repair."));
+    span.attributes.0.retain(|(k, _)| {
+        !k.starts_with("agentrace.repair.") && !k.starts_with("app.agent.subtree.") && k != "app.agent.graph.depth"
+    });
     for link in &mut span.links {
         link.attributes.0.retain(|(k, _)| !k.starts_with("agentrace.repair."));
     }

@@ -1,0 +1,465 @@
+//! Assembly and live diagnosis: spans become traces, traces are closed
+//! after `--trace-timeout` without a new span, and each closed trace is
+//! diagnosed by the doctor together with the traces of its session.
+//!
+//! On the data's road this sits beside the store, after redaction: the
+//! receivers hand every redacted request to the [`PipelineHandle`] (in the
+//! order of a sequence number that the exporters' queue rows share), and a
+//! thread of its own runs the [`Assembler`]. What it finds is kept in the
+//! store: a row per trace for the trace list (tokens, cost, agents,
+//! findings), and a patch per repaired or rolled-up span for the exporters.
+//!
+//! Memory is bounded: open traces and the session window together hold at
+//! most `pipeline.max_buffered_spans` spans. Past it the oldest window
+//! traces are dropped, then the oldest open traces are closed early; both
+//! are counted in `/metrics`. A late span of a trace still in the window
+//! reopens it, and the trace is diagnosed again.
+//!
+//! It must never block a receiver: a full hand-off queue is answered with a
+//! retryable refusal, like a full store.
+
+mod summary;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use agentrace_doctor::{Config as DoctorConfig, Doctor};
+use agentrace_model::{Span, TraceId};
+
+use crate::config::PipelineConfig;
+use crate::metrics::Metrics;
+use crate::store::{AnalysisRow, PatchRow, PreparedBatch, Store};
+
+/// Requests waiting for the pipeline thread, at most; past it receivers
+/// answer "busy, retry".
+const HANDOFF_CAPACITY: usize = 4096;
+
+/// The hand-off queue to the pipeline was full.
+#[derive(Debug, thiserror::Error)]
+#[error("the live pipeline is {0} requests behind; retry shortly")]
+pub struct PipelineBusy(usize);
+
+struct Arrival {
+    seq: u64,
+    spans: Vec<Span>,
+}
+
+struct Sequencer {
+    next: u64,
+    tx: Option<mpsc::SyncSender<Arrival>>,
+}
+
+/// The receivers' side of the pipeline; cheap to clone.
+#[derive(Clone)]
+pub struct PipelineHandle {
+    sequencer: Arc<Mutex<Sequencer>>,
+    watermark: Arc<AtomicU64>,
+}
+
+impl PipelineHandle {
+    /// Numbers a request and hands its spans to the pipeline. The number
+    /// orders the request's export queue rows against [`Self::watermark`].
+    pub fn offer(&self, spans: Vec<Span>) -> Result<u64, PipelineBusy> {
+        let mut s = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = s.next;
+        if let Some(tx) = &s.tx {
+            match tx.try_send(Arrival { seq, spans }) {
+                Ok(()) => {}
+                Err(mpsc::TrySendError::Full(_)) => return Err(PipelineBusy(HANDOFF_CAPACITY)),
+                // The pipeline stopped (shutdown): spans are still stored and
+                // exported, only not diagnosed live.
+                Err(mpsc::TrySendError::Disconnected(_)) => {}
+            }
+        }
+        s.next += 1;
+        Ok(seq)
+    }
+
+    /// Whether spans go to a live pipeline (else [`Self::offer`] only numbers them).
+    pub fn is_live(&self) -> bool {
+        self.sequencer.lock().unwrap_or_else(|p| p.into_inner()).tx.is_some()
+    }
+
+    /// Every request numbered up to this has been diagnosed, its trace
+    /// closed, and its patches stored: exporters that repair may send it.
+    pub fn watermark(&self) -> u64 {
+        self.watermark.load(Ordering::Acquire)
+    }
+}
+
+/// The running pipeline thread.
+pub struct Pipeline {
+    handle: PipelineHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// A pipeline that only numbers requests (`pipeline.enabled: false`).
+    pub fn disabled(first_seq: u64) -> Pipeline {
+        let handle = PipelineHandle {
+            sequencer: Arc::new(Mutex::new(Sequencer { next: first_seq, tx: None })),
+            watermark: Arc::new(AtomicU64::new(u64::MAX)),
+        };
+        Pipeline { handle, thread: None }
+    }
+
+    /// Starts the pipeline thread. Requests are numbered from `first_seq`;
+    /// `replay` (requests still queued for export when the collector last
+    /// stopped, with their numbers) is assembled first.
+    pub fn start(
+        config: PipelineConfig,
+        store: Store,
+        metrics: Arc<Metrics>,
+        first_seq: u64,
+        replay: Vec<(u64, Vec<Span>)>,
+        runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<Pipeline> {
+        let (tx, rx) = mpsc::sync_channel(HANDOFF_CAPACITY);
+        let watermark = Arc::new(AtomicU64::new(first_seq.saturating_sub(1)));
+        let handle = PipelineHandle {
+            sequencer: Arc::new(Mutex::new(Sequencer { next: first_seq, tx: Some(tx) })),
+            watermark: Arc::clone(&watermark),
+        };
+        let doctor = Doctor::new(DoctorConfig {
+            apply_threshold: config.apply_threshold,
+            include_tree: false,
+            ..DoctorConfig::default()
+        });
+        let mut assembler = Assembler::new(config, doctor, Arc::clone(&metrics));
+        let now = Instant::now();
+        for (seq, spans) in replay {
+            assembler.add(seq, spans, now);
+        }
+        let thread = std::thread::Builder::new().name("agentrace-pipeline".into()).spawn(move || {
+            run(assembler, rx, store, watermark, first_seq.saturating_sub(1), runtime);
+        })?;
+        Ok(Pipeline { handle, thread: Some(thread) })
+    }
+
+    /// The receivers' side.
+    pub fn handle(&self) -> PipelineHandle {
+        self.handle.clone()
+    }
+
+    /// Closes and diagnoses every open trace, keeps the results, and stops.
+    pub fn stop(mut self) {
+        self.handle.sequencer.lock().unwrap_or_else(|p| p.into_inner()).tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(
+    mut assembler: Assembler,
+    rx: mpsc::Receiver<Arrival>,
+    store: Store,
+    watermark: Arc<AtomicU64>,
+    mut last_seq: u64,
+    runtime: tokio::runtime::Handle,
+) {
+    let tick = (assembler.config.trace_timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
+    let mut next_tick = Instant::now() + tick;
+    let mut stopping = false;
+    loop {
+        match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+            Ok(a) => {
+                last_seq = last_seq.max(a.seq);
+                assembler.add(a.seq, a.spans, Instant::now());
+                continue_draining(&rx, &mut assembler, &mut last_seq);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => stopping = true,
+        }
+        let now = Instant::now();
+        if now < next_tick && !stopping {
+            continue;
+        }
+        next_tick = now + tick;
+        let closed = assembler.close_due(now, stopping);
+        if !closed.rows.is_empty() {
+            let batch = PreparedBatch::analysis(closed.rows, closed.patches);
+            let written = match store.submit(batch) {
+                Ok(durable) => runtime.block_on(durable).map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = written {
+                // Exports go out unpatched rather than never: the watermark
+                // still moves on. The diagnosis can be asked for again on read.
+                tracing::error!(error = %e, "could not keep the live diagnosis");
+            }
+        }
+        watermark.store(assembler.watermark(last_seq), Ordering::Release);
+        if stopping {
+            break;
+        }
+    }
+}
+
+fn continue_draining(rx: &mpsc::Receiver<Arrival>, assembler: &mut Assembler, last_seq: &mut u64) {
+    // Take what is already waiting before closing anything, but not so
+    // much that closing waits for ever under load.
+    for _ in 0..256 {
+        match rx.try_recv() {
+            Ok(a) => {
+                *last_seq = (*last_seq).max(a.seq);
+                assembler.add(a.seq, a.spans, Instant::now());
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+struct OpenTrace {
+    spans: Vec<Span>,
+    first_seq: u64,
+    opened: Instant,
+    last_arrival: Instant,
+}
+
+struct WindowTrace {
+    spans: Vec<Span>,
+    closed: Instant,
+}
+
+/// What closing some traces produced, for the store.
+#[derive(Debug, Default)]
+pub struct Closed {
+    /// One row per closed trace.
+    pub rows: Vec<AnalysisRow>,
+    /// Patches for their spans.
+    pub patches: Vec<PatchRow>,
+}
+
+/// Traces being assembled, and the window of recently closed ones.
+pub struct Assembler {
+    config: PipelineConfig,
+    doctor: Doctor,
+    metrics: Arc<Metrics>,
+    open: HashMap<TraceId, OpenTrace>,
+    window: HashMap<TraceId, WindowTrace>,
+    window_order: VecDeque<(Instant, TraceId)>,
+    /// Session and join keys → the traces (open or in the window) carrying them.
+    keys: HashMap<String, Vec<TraceId>>,
+    buffered: usize,
+}
+
+impl Assembler {
+    /// An empty assembler.
+    pub fn new(config: PipelineConfig, doctor: Doctor, metrics: Arc<Metrics>) -> Assembler {
+        Assembler {
+            config,
+            doctor,
+            metrics,
+            open: HashMap::new(),
+            window: HashMap::new(),
+            window_order: VecDeque::new(),
+            keys: HashMap::new(),
+            buffered: 0,
+        }
+    }
+
+    /// Adds spans that arrived in request `seq`.
+    pub fn add(&mut self, seq: u64, spans: Vec<Span>, now: Instant) {
+        for span in spans {
+            for key in join_keys(&span) {
+                let traces = self.keys.entry(key).or_default();
+                if !traces.contains(&span.trace_id) {
+                    traces.push(span.trace_id);
+                }
+            }
+            let trace = span.trace_id;
+            let open = match self.open.get_mut(&trace) {
+                Some(t) => t,
+                None => {
+                    // A late span of a trace in the window reopens it whole.
+                    let earlier = self.window.remove(&trace).map(|w| w.spans).unwrap_or_default();
+                    self.open.entry(trace).or_insert(OpenTrace {
+                        spans: earlier,
+                        first_seq: seq,
+                        opened: now,
+                        last_arrival: now,
+                    })
+                }
+            };
+            open.spans.push(span);
+            open.last_arrival = now;
+            self.buffered += 1;
+        }
+        self.publish_gauges();
+    }
+
+    /// Closes the traces whose time is up (all of them when `all`),
+    /// diagnoses each with its session, and keeps the memory budget.
+    pub fn close_due(&mut self, now: Instant, all: bool) -> Closed {
+        let timeout = self.config.trace_timeout;
+        let max_age = self.config.max_trace_age;
+        let mut due: Vec<(Instant, TraceId)> = self
+            .open
+            .iter()
+            .filter(|(_, t)| {
+                all || now.duration_since(t.last_arrival) >= timeout || now.duration_since(t.opened) >= max_age
+            })
+            .map(|(id, t)| (t.opened, *id))
+            .collect();
+        for (_, id) in &due {
+            let t = &self.open[id];
+            if !all && now.duration_since(t.last_arrival) < timeout {
+                self.metrics.pipeline.traces_closed_at_max_age.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Over budget: the window goes first, then the oldest open traces.
+        while self.buffered > self.config.max_buffered_spans {
+            if self.evict_oldest_window().is_some() {
+                self.metrics.pipeline.window_evicted_traces.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let pending: HashSet<TraceId> = due.iter().map(|(_, id)| *id).collect();
+            let oldest = self.open.iter().filter(|(id, _)| !pending.contains(id)).min_by_key(|(_, t)| t.opened);
+            let Some((id, t)) = oldest else { break };
+            due.push((t.opened, *id));
+            self.metrics.pipeline.traces_closed_early.fetch_add(1, Ordering::Relaxed);
+            // Closing moves it to the window, which the next pass evicts.
+            break;
+        }
+        due.sort();
+        let mut out = Closed::default();
+        for (_, id) in &due {
+            self.close(*id, now, &mut out);
+        }
+        self.expire_window(now);
+        while self.buffered > self.config.max_buffered_spans && self.evict_oldest_window().is_some() {
+            self.metrics.pipeline.window_evicted_traces.fetch_add(1, Ordering::Relaxed);
+        }
+        self.publish_gauges();
+        out
+    }
+
+    /// Every request numbered up to the answer is in a closed trace.
+    pub fn watermark(&self, last_seq: u64) -> u64 {
+        match self.open.values().map(|t| t.first_seq).min() {
+            Some(first) => first.saturating_sub(1).min(last_seq),
+            None => last_seq,
+        }
+    }
+
+    fn close(&mut self, id: TraceId, now: Instant, out: &mut Closed) {
+        let Some(trace) = self.open.remove(&id) else { return };
+        let context = self.context(id, &trace.spans);
+        let (diagnosis, view) = self.doctor.analyse_with_view(&context);
+        let (row, patches) = summary::summarise(id, &trace.spans, &diagnosis, &view, self.doctor.config());
+        self.metrics.pipeline.traces_closed.fetch_add(1, Ordering::Relaxed);
+        self.metrics.pipeline.findings.fetch_add(row.findings as u64, Ordering::Relaxed);
+        self.metrics.pipeline.repairs_applied.fetch_add(row.repairs as u64, Ordering::Relaxed);
+        out.rows.push(row);
+        out.patches.extend(patches);
+        self.window.insert(id, WindowTrace { spans: trace.spans, closed: now });
+        self.window_order.push_back((now, id));
+    }
+
+    /// The closing trace's spans, then those of every trace that shares a
+    /// session or join key with it (transitively), up to the context limit.
+    fn context(&self, id: TraceId, own: &[Span]) -> Vec<Span> {
+        let mut out: Vec<Span> = own.to_vec();
+        let mut seen: HashSet<TraceId> = HashSet::from([id]);
+        let mut queue: VecDeque<TraceId> = VecDeque::from([id]);
+        let limit = self.config.max_context_spans;
+        while let Some(t) = queue.pop_front() {
+            let spans: &[Span] = if t == id { own } else { self.spans_of(t) };
+            let keys: HashSet<String> = spans.iter().flat_map(join_keys).collect();
+            for key in keys {
+                for other in self.keys.get(&key).into_iter().flatten() {
+                    if !seen.insert(*other) {
+                        continue;
+                    }
+                    let more = self.spans_of(*other);
+                    if more.is_empty() || out.len() + more.len() > limit {
+                        continue;
+                    }
+                    out.extend_from_slice(more);
+                    queue.push_back(*other);
+                }
+            }
+        }
+        out
+    }
+
+    fn spans_of(&self, id: TraceId) -> &[Span] {
+        if let Some(t) = self.open.get(&id) {
+            &t.spans
+        } else if let Some(w) = self.window.get(&id) {
+            &w.spans
+        } else {
+            &[]
+        }
+    }
+
+    fn expire_window(&mut self, now: Instant) {
+        while let Some(&(closed, id)) = self.window_order.front() {
+            if now.duration_since(closed) < self.config.session_window {
+                break;
+            }
+            self.window_order.pop_front();
+            self.drop_window_trace(id, closed);
+        }
+    }
+
+    fn evict_oldest_window(&mut self) -> Option<TraceId> {
+        while let Some((closed, id)) = self.window_order.pop_front() {
+            if self.drop_window_trace(id, closed) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Drops a window trace if it is still the one closed at `closed` (a
+    /// reopened and closed-again trace has a later entry).
+    fn drop_window_trace(&mut self, id: TraceId, closed: Instant) -> bool {
+        if self.window.get(&id).is_none_or(|w| w.closed != closed) {
+            return false;
+        }
+        let Some(w) = self.window.remove(&id) else { return false };
+        self.buffered -= w.spans.len();
+        for key in w.spans.iter().flat_map(join_keys).collect::<HashSet<_>>() {
+            if let Some(list) = self.keys.get_mut(&key) {
+                list.retain(|t| *t != id || self.open.contains_key(t));
+                if list.is_empty() {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+        true
+    }
+
+    fn publish_gauges(&self) {
+        self.metrics.pipeline.open_traces.store(self.open.len() as u64, Ordering::Relaxed);
+        self.metrics.pipeline.buffered_spans.store(self.buffered as u64, Ordering::Relaxed);
+    }
+}
+
+/// The session and join keys of a span, as the doctor joins on them.
+fn join_keys(span: &Span) -> Vec<String> {
+    let a = &span.attributes;
+    let mut keys = Vec::new();
+    for (tag, names) in [
+        ("s", &["session.id", "gen_ai.conversation.id"][..]),
+        ("m", &["messaging.message.id"][..]),
+        ("t", &["gen_ai.tool.call.id"][..]),
+    ] {
+        if let Some(v) = a.first_text(names) {
+            keys.push(format!("{tag}\u{1f}{v}"));
+        }
+    }
+    if let (Some(session), Some(id)) =
+        (a.first_text(&["mcp.session.id"]), a.first_text(&["jsonrpc.request.id", "mcp.request.id"]))
+    {
+        keys.push(format!("r\u{1f}{session}\u{1f}{id}"));
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests;

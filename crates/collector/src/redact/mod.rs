@@ -1,0 +1,305 @@
+//! Redaction: what is removed before anything reaches the store or a
+//! backend. Second stop on the data's road, right after the receivers.
+//!
+//! One policy ([`RedactionConfig`]) for every agent in every language:
+//!
+//! - a span event whose attribute `sensitive` is true (the boolean, or the
+//!   string `"true"`) is dropped whole: that is where agents record prompts
+//!   and completions;
+//! - a content attribute (`gen_ai.input.messages` and the other keys and
+//!   patterns of the policy), on a span, an event or a link, is dropped,
+//!   hashed or kept, as each sink's [`ContentAction`] says;
+//! - a secret (API keys, bearer tokens, e-mail addresses, or the policy's
+//!   own patterns) is masked as `<redacted:NAME>` in every string value:
+//!   span and event names, status messages, attributes at any depth, and
+//!   resource and scope attributes.
+//!
+//! What was removed is counted on the span (`agentrace.redaction.*`) and in
+//! `/metrics`. The only way to a [`Redacted`] request is [`Redactor::redact`],
+//! and the store and the exporters take nothing else: unredacted data
+//! cannot reach a disk or a socket by mistake.
+
+use std::collections::HashSet;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use prost::Message;
+use regex::{NoExpand, Regex, RegexSet};
+use sha2::{Digest, Sha256};
+
+use crate::config::{ContentAction, RedactionConfig};
+
+/// Attribute a span gets when sensitive events were dropped from it.
+pub const EVENTS_DROPPED: &str = "agentrace.redaction.events_dropped";
+/// Attribute a span gets when content attributes were dropped from it.
+pub const ATTRIBUTES_DROPPED: &str = "agentrace.redaction.attributes_dropped";
+/// Attribute a span gets when content attributes were replaced by a hash.
+pub const ATTRIBUTES_HASHED: &str = "agentrace.redaction.attributes_hashed";
+/// Attribute a span gets when secrets were masked in its strings.
+pub const VALUES_MASKED: &str = "agentrace.redaction.values_masked";
+
+/// Why a policy cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// A content attribute pattern is not a valid regular expression; fix
+    /// `redaction.content_attribute_patterns`.
+    #[error("redaction.content_attribute_patterns: {0}")]
+    ContentPattern(regex::Error),
+    /// A secret pattern is not a valid regular expression; fix
+    /// `redaction.secret_patterns`.
+    #[error("redaction.secret_patterns {name:?}: {source}")]
+    SecretPattern {
+        /// The pattern's name.
+        name: String,
+        /// The parse error.
+        source: regex::Error,
+    },
+}
+
+/// What one redaction removed, in total.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedactionReport {
+    /// Sensitive span events dropped.
+    pub events_dropped: u64,
+    /// Content attributes dropped.
+    pub attributes_dropped: u64,
+    /// Content attributes replaced by their hash.
+    pub attributes_hashed: u64,
+    /// String values in which a secret was masked.
+    pub values_masked: u64,
+}
+
+/// An export request after redaction: the only form the store and the
+/// exporters accept.
+#[derive(Debug, Clone)]
+pub struct Redacted {
+    request: ExportTraceServiceRequest,
+    report: RedactionReport,
+    action: ContentAction,
+}
+
+impl Redacted {
+    /// The redacted request.
+    pub fn request(&self) -> &ExportTraceServiceRequest {
+        &self.request
+    }
+
+    /// What was removed.
+    pub fn report(&self) -> RedactionReport {
+        self.report
+    }
+
+    /// What happened to content attributes.
+    pub fn content_action(&self) -> ContentAction {
+        self.action
+    }
+
+    /// The redacted request, for a sink that consumes it.
+    pub fn into_request(self) -> ExportTraceServiceRequest {
+        self.request
+    }
+}
+
+/// A compiled redaction policy; cheap to share between tasks.
+#[derive(Debug)]
+pub struct Redactor {
+    content_keys: HashSet<String>,
+    content_patterns: Option<RegexSet>,
+    /// Every secret pattern at once: almost every string matches none, and
+    /// one scan tells.
+    any_secret: Option<Regex>,
+    secrets: Vec<(String, Regex)>,
+    salt: Vec<u8>,
+}
+
+impl Redactor {
+    /// Compiles a policy.
+    pub fn new(config: &RedactionConfig) -> Result<Redactor, PolicyError> {
+        let content_patterns = if config.content_attribute_patterns.is_empty() {
+            None
+        } else {
+            Some(RegexSet::new(&config.content_attribute_patterns).map_err(PolicyError::ContentPattern)?)
+        };
+        let mut secrets = Vec::with_capacity(config.secret_patterns.len());
+        for p in &config.secret_patterns {
+            let re =
+                Regex::new(&p.pattern).map_err(|source| PolicyError::SecretPattern { name: p.name.clone(), source })?;
+            secrets.push((p.name.clone(), re));
+        }
+        let any_secret = if secrets.is_empty() {
+            None
+        } else {
+            let joined: Vec<String> = secrets.iter().map(|(_, re)| format!("(?:{})", re.as_str())).collect();
+            Some(
+                Regex::new(&joined.join("|"))
+                    .map_err(|source| PolicyError::SecretPattern { name: "(all patterns together)".into(), source })?,
+            )
+        };
+        Ok(Redactor {
+            content_keys: config.content_attributes.iter().cloned().collect(),
+            content_patterns,
+            any_secret,
+            secrets,
+            salt: config.hash_salt.clone().unwrap_or_default().into_bytes(),
+        })
+    }
+
+    /// Redacts a request for a sink whose content action is `action`.
+    pub fn redact(&self, mut request: ExportTraceServiceRequest, action: ContentAction) -> Redacted {
+        let mut total = RedactionReport::default();
+        for rs in &mut request.resource_spans {
+            if let Some(resource) = &mut rs.resource {
+                total.values_masked += self.mask_attributes(&mut resource.attributes);
+            }
+            for ss in &mut rs.scope_spans {
+                if let Some(scope) = &mut ss.scope {
+                    total.values_masked += self.mask_attributes(&mut scope.attributes);
+                }
+                for span in &mut ss.spans {
+                    let mut counts = RedactionReport::default();
+                    let before = span.events.len();
+                    span.events.retain(|e| !is_sensitive(&e.attributes));
+                    counts.events_dropped = (before - span.events.len()) as u64;
+                    counts.values_masked += u64::from(self.mask(&mut span.name));
+                    if let Some(status) = &mut span.status {
+                        counts.values_masked += u64::from(self.mask(&mut status.message));
+                    }
+                    self.content(&mut span.attributes, action, &mut counts);
+                    for event in &mut span.events {
+                        counts.values_masked += u64::from(self.mask(&mut event.name));
+                        self.content(&mut event.attributes, action, &mut counts);
+                    }
+                    for link in &mut span.links {
+                        self.content(&mut link.attributes, action, &mut counts);
+                    }
+                    for (key, n) in [
+                        (EVENTS_DROPPED, counts.events_dropped),
+                        (ATTRIBUTES_DROPPED, counts.attributes_dropped),
+                        (ATTRIBUTES_HASHED, counts.attributes_hashed),
+                        (VALUES_MASKED, counts.values_masked),
+                    ] {
+                        if n > 0 {
+                            span.attributes.retain(|kv| kv.key != key);
+                            span.attributes.push(int_attribute(key, n));
+                        }
+                    }
+                    total.events_dropped += counts.events_dropped;
+                    total.attributes_dropped += counts.attributes_dropped;
+                    total.attributes_hashed += counts.attributes_hashed;
+                    total.values_masked += counts.values_masked;
+                }
+            }
+        }
+        Redacted { request, report: total, action }
+    }
+
+    /// Whether `key` names a content attribute.
+    pub fn is_content(&self, key: &str) -> bool {
+        self.content_keys.contains(key) || self.content_patterns.as_ref().is_some_and(|p| p.is_match(key))
+    }
+
+    /// Applies the content action to a list of attributes and masks secrets
+    /// in what is left.
+    fn content(&self, attributes: &mut Vec<KeyValue>, action: ContentAction, counts: &mut RedactionReport) {
+        match action {
+            ContentAction::Drop => {
+                let before = attributes.len();
+                attributes.retain(|kv| !self.is_content(&kv.key));
+                counts.attributes_dropped += (before - attributes.len()) as u64;
+            }
+            ContentAction::Hash => {
+                for kv in attributes.iter_mut() {
+                    if self.is_content(&kv.key) {
+                        kv.value = Some(string_value(self.hash(kv.value.as_ref())));
+                        counts.attributes_hashed += 1;
+                    }
+                }
+            }
+            ContentAction::Keep => {}
+        }
+        counts.values_masked += self.mask_attributes(attributes);
+    }
+
+    fn hash(&self, value: Option<&AnyValue>) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(&self.salt);
+        match value.and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => hasher.update(s.as_bytes()),
+            Some(_) => hasher.update(value.map(|v| v.encode_to_vec()).unwrap_or_default()),
+            None => {}
+        }
+        let digest = hasher.finalize();
+        let mut out = String::with_capacity(7 + 64);
+        out.push_str("sha256:");
+        for b in digest {
+            out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        out
+    }
+
+    fn mask_attributes(&self, attributes: &mut [KeyValue]) -> u64 {
+        if self.any_secret.is_none() {
+            return 0;
+        }
+        attributes.iter_mut().filter_map(|kv| kv.value.as_mut()).map(|v| self.mask_value(v, 0)).sum()
+    }
+
+    fn mask_value(&self, value: &mut AnyValue, depth: usize) -> u64 {
+        // Decoders bound nesting already; this guard keeps the walk bounded
+        // even for a request built in process.
+        if depth > 64 {
+            return 0;
+        }
+        match value.value.as_mut() {
+            Some(any_value::Value::StringValue(s)) => u64::from(self.mask(s)),
+            Some(any_value::Value::ArrayValue(a)) => a.values.iter_mut().map(|v| self.mask_value(v, depth + 1)).sum(),
+            Some(any_value::Value::KvlistValue(l)) => {
+                l.values.iter_mut().filter_map(|kv| kv.value.as_mut()).map(|v| self.mask_value(v, depth + 1)).sum()
+            }
+            _ => 0,
+        }
+    }
+
+    /// Masks every secret in `text`; says whether there was one.
+    fn mask(&self, text: &mut String) -> bool {
+        let Some(any) = &self.any_secret else { return false };
+        if !any.is_match(text) {
+            return false;
+        }
+        for (name, re) in &self.secrets {
+            if re.is_match(text) {
+                let masked = re.replace_all(text, NoExpand(&format!("<redacted:{name}>"))).into_owned();
+                *text = masked;
+            }
+        }
+        true
+    }
+}
+
+/// Whether an event is tagged sensitive: `sensitive = true`, or `"true"`.
+fn is_sensitive(attributes: &[KeyValue]) -> bool {
+    attributes.iter().any(|kv| {
+        kv.key == "sensitive"
+            && match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::BoolValue(b)) => *b,
+                Some(any_value::Value::StringValue(s)) => s.trim().eq_ignore_ascii_case("true"),
+                _ => false,
+            }
+    })
+}
+
+fn string_value(s: String) -> AnyValue {
+    AnyValue { value: Some(any_value::Value::StringValue(s)) }
+}
+
+fn int_attribute(key: &str, n: u64) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(i64::try_from(n).unwrap_or(i64::MAX))) }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

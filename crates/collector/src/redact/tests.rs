@@ -1,0 +1,243 @@
+use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use proptest::prelude::*;
+
+use super::*;
+
+fn s(v: &str) -> AnyValue {
+    string_value(v.to_owned())
+}
+
+fn kv(key: &str, value: AnyValue) -> KeyValue {
+    KeyValue { key: key.to_owned(), value: Some(value), ..Default::default() }
+}
+
+fn request(spans: Vec<Span>, resource: Vec<KeyValue>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: resource, ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn only_span(r: &Redacted) -> &Span {
+    &r.request().resource_spans[0].scope_spans[0].spans[0]
+}
+
+fn int(span: &Span, key: &str) -> Option<i64> {
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+        any_value::Value::IntValue(i) => Some(*i),
+        _ => None,
+    })
+}
+
+fn redactor() -> Redactor {
+    Redactor::new(&RedactionConfig::default()).unwrap()
+}
+
+fn chat_span() -> Span {
+    Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "chat gpt-4o".into(),
+        attributes: vec![
+            kv("gen_ai.request.model", s("gpt-4o")),
+            kv("gen_ai.input.messages", s("[{\"role\":\"user\",\"content\":\"my card is 4111\"}]")),
+            kv("gen_ai.usage.input_tokens", AnyValue { value: Some(any_value::Value::IntValue(12)) }),
+        ],
+        events: vec![
+            Event {
+                name: "gen_ai.content.prompt".into(),
+                attributes: vec![kv("sensitive", AnyValue { value: Some(any_value::Value::BoolValue(true)) })],
+                ..Default::default()
+            },
+            Event { name: "completion".into(), attributes: vec![kv("sensitive", s("true"))], ..Default::default() },
+            Event { name: "retry".into(), attributes: vec![kv("sensitive", s("false"))], ..Default::default() },
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn sensitive_events_and_content_attributes_are_dropped_and_counted() {
+    let out = redactor().redact(request(vec![chat_span()], vec![]), ContentAction::Drop);
+    let span = only_span(&out);
+    assert_eq!(span.events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["retry"]);
+    assert!(span.attributes.iter().all(|kv| kv.key != "gen_ai.input.messages"));
+    assert!(span.attributes.iter().any(|kv| kv.key == "gen_ai.request.model"));
+    assert_eq!(int(span, EVENTS_DROPPED), Some(2));
+    assert_eq!(int(span, ATTRIBUTES_DROPPED), Some(1));
+    assert_eq!(int(span, VALUES_MASKED), None);
+    assert_eq!(out.report(), RedactionReport { events_dropped: 2, attributes_dropped: 1, ..Default::default() });
+}
+
+#[test]
+fn hashed_content_is_comparable_but_unreadable() {
+    let r = redactor();
+    let a = r.redact(request(vec![chat_span()], vec![]), ContentAction::Hash);
+    let b = r.redact(request(vec![chat_span()], vec![]), ContentAction::Hash);
+    let value = |out: &Redacted| {
+        only_span(out).attributes.iter().find(|kv| kv.key == "gen_ai.input.messages").cloned().unwrap().value
+    };
+    let Some(any_value::Value::StringValue(h)) = value(&a).unwrap().value else { panic!("hash is a string") };
+    assert!(h.starts_with("sha256:") && h.len() == 71, "{h}");
+    assert!(!h.contains("4111"));
+    assert_eq!(value(&a), value(&b));
+    assert_eq!(int(only_span(&a), ATTRIBUTES_HASHED), Some(1));
+    // A salt changes the hash, so a table of common prompts does not help.
+    let salted = Redactor::new(&RedactionConfig { hash_salt: Some("pepper".into()), ..Default::default() }).unwrap();
+    assert_ne!(value(&salted.redact(request(vec![chat_span()], vec![]), ContentAction::Hash)), value(&a));
+}
+
+#[test]
+fn kept_content_still_has_its_secrets_masked() {
+    let mut span = chat_span();
+    span.attributes.push(kv("gen_ai.tool.call.arguments", s("{\"auth\":\"Bearer abcdefghij.klmnop\"}")));
+    let out = redactor().redact(request(vec![span], vec![]), ContentAction::Keep);
+    let span = only_span(&out);
+    let args = span.attributes.iter().find(|kv| kv.key == "gen_ai.tool.call.arguments").unwrap();
+    assert_eq!(args.value, Some(s("{\"auth\":\"<redacted:bearer_token>\"}")));
+    assert_eq!(int(span, VALUES_MASKED), Some(1));
+    // Sensitive events go whatever the content action.
+    assert_eq!(span.events.len(), 1);
+}
+
+#[test]
+fn secrets_are_masked_everywhere_a_string_lives() {
+    let key = "sk-proj-ABCDEFGHIJKLMNOPQRSTUV";
+    let mut span = chat_span();
+    span.name = format!("call with {key}");
+    span.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+        message: "user bob@example.com rejected".into(),
+        code: 2,
+    });
+    span.attributes.push(kv(
+        "nested",
+        AnyValue {
+            value: Some(any_value::Value::KvlistValue(KeyValueList {
+                values: vec![kv(
+                    "list",
+                    AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![s(key)] })) },
+                )],
+            })),
+        },
+    ));
+    span.links.push(Link { attributes: vec![kv("note", s("AKIAABCDEFGHIJKLMNOP"))], ..Default::default() });
+    let out = redactor().redact(request(vec![span], vec![kv("owner", s("ops@example.org"))]), ContentAction::Drop);
+    let bytes = out.request().encode_to_vec();
+    for secret in [key, "bob@example.com", "AKIAABCDEFGHIJKLMNOP", "ops@example.org"] {
+        assert!(!contains(&bytes, secret.as_bytes()), "{secret} survived");
+    }
+    let span = only_span(&out);
+    assert_eq!(span.name, "call with <redacted:api_key>");
+    assert_eq!(span.status.as_ref().unwrap().message, "user <redacted:email> rejected");
+    assert_eq!(int(span, VALUES_MASKED), Some(4));
+    assert_eq!(out.report().values_masked, 5, "the resource's e-mail counts in the total");
+}
+
+#[test]
+fn a_bad_pattern_is_refused_with_its_name() {
+    let config = RedactionConfig {
+        secret_patterns: vec![crate::config::SecretPattern { name: "mine".into(), pattern: "(".into() }],
+        ..Default::default()
+    };
+    let err = Redactor::new(&config).unwrap_err().to_string();
+    assert!(err.contains("\"mine\""), "{err}");
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+const SECRET: &str = "sk-live-0123456789abcdefXYZ";
+
+fn value_strategy() -> impl Strategy<Value = AnyValue> {
+    let leaf = prop_oneof![
+        "[a-z ]{0,12}".prop_map(|t| s(&t)),
+        Just(s(SECRET)),
+        any::<bool>().prop_map(|b| AnyValue { value: Some(any_value::Value::BoolValue(b)) }),
+        prop_oneof![Just("true"), Just("TRUE"), Just(" true "), Just("false")].prop_map(s),
+    ];
+    leaf.prop_recursive(3, 12, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|values| AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values })) }),
+            prop::collection::vec(("[a-z.]{1,8}", inner), 0..4).prop_map(|kvs| AnyValue {
+                value: Some(any_value::Value::KvlistValue(KeyValueList {
+                    values: kvs.into_iter().map(|(k, v)| kv(&k, v)).collect(),
+                })),
+            }),
+        ]
+    })
+}
+
+fn attributes_strategy() -> impl Strategy<Value = Vec<KeyValue>> {
+    let key = prop_oneof![
+        Just("sensitive".to_owned()),
+        Just("gen_ai.input.messages".to_owned()),
+        Just("gen_ai.output.messages".to_owned()),
+        Just("gen_ai.system_instructions".to_owned()),
+        Just("gen_ai.tool.call.arguments".to_owned()),
+        Just("gen_ai.tool.call.result".to_owned()),
+        "[a-z_.]{1,12}",
+    ];
+    prop::collection::vec((key, value_strategy()).prop_map(|(k, v)| kv(&k, v)), 0..6)
+}
+
+fn span_strategy() -> impl Strategy<Value = Span> {
+    (
+        attributes_strategy(),
+        prop::collection::vec(("[a-z]{0,6}", attributes_strategy()), 0..4),
+        prop::collection::vec(attributes_strategy(), 0..2),
+    )
+        .prop_map(|(attributes, events, links)| Span {
+            trace_id: vec![7; 16],
+            span_id: vec![8; 8],
+            name: "step".into(),
+            attributes,
+            events: events
+                .into_iter()
+                .map(|(name, attributes)| Event { name, attributes, ..Default::default() })
+                .collect(),
+            links: links.into_iter().map(|attributes| Link { attributes, ..Default::default() }).collect(),
+            ..Default::default()
+        })
+}
+
+proptest! {
+    /// No input lets a sensitive event, a listed content attribute (unless
+    /// the sink keeps content) or a secret through.
+    #[test]
+    fn nothing_sensitive_reaches_a_sink(
+        spans in prop::collection::vec(span_strategy(), 1..4),
+        action in prop_oneof![Just(ContentAction::Drop), Just(ContentAction::Hash), Just(ContentAction::Keep)],
+    ) {
+        let r = redactor();
+        let out = r.redact(request(spans, vec![]), action);
+        prop_assert!(!contains(&out.request().encode_to_vec(), SECRET.as_bytes()));
+        for span in &out.request().resource_spans[0].scope_spans[0].spans {
+            for event in &span.events {
+                prop_assert!(!is_sensitive(&event.attributes), "a sensitive event survived");
+            }
+            let lists = std::iter::once(&span.attributes)
+                .chain(span.events.iter().map(|e| &e.attributes))
+                .chain(span.links.iter().map(|l| &l.attributes));
+            for list in lists {
+                for kv in list.iter().filter(|kv| r.is_content(&kv.key)) {
+                    match action {
+                        ContentAction::Drop => prop_assert!(false, "content attribute {} survived", kv.key),
+                        ContentAction::Hash => prop_assert!(matches!(
+                            kv.value.as_ref().and_then(|v| v.value.as_ref()),
+                            Some(any_value::Value::StringValue(h)) if h.starts_with("sha256:")
+                        )),
+                        ContentAction::Keep => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Claim: a broken multi-agent flow sent by the official OpenTelemetry
+//! Python SDK (a queue hand-off and an MCP call without propagation,
+//! prompts in sensitive events) reaches a real OTLP backend through
+//! agentrace as one connected trace, with the `agentrace.repair.*`
+//! attributes on what was repaired, the agents' rollups, and no sensitive
+//! content: no sensitive event, no content attribute, no leaked key.
+//! In link mode the IDs stay and the orphans gain `inferred_parent` links.
+
+mod support;
+
+use std::process::Command;
+
+use agentrace_collector::config::{ExportProtocol, ExportRepair, ExporterConfig};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use support::{Backend, free_port, spans_of, wait_for};
+
+struct Sent {
+    orchestrator: String,
+    researcher: String,
+    mcp: String,
+    secrets: Vec<String>,
+    spans: usize,
+}
+
+fn send_broken_flow(endpoint: &str) -> Sent {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/broken_flow.py");
+    let out = Command::new(support::python()).arg(script).args(["--endpoint", endpoint]).output().unwrap();
+    assert!(out.status.success(), "sender failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = |k: &str| v[k].as_str().unwrap().to_owned();
+    Sent {
+        orchestrator: s("orchestrator"),
+        researcher: s("researcher"),
+        mcp: s("mcp"),
+        secrets: v["secrets"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect(),
+        spans: v["spans"].as_u64().unwrap() as usize,
+    }
+}
+
+fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
+    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    agentrace_model::ids::to_hex(bytes)
+}
+
+fn run(repair: ExportRepair) -> (Sent, Vec<(String, Span)>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("received.hex");
+    let backend = Backend::start(free_port(), &out, 0);
+    let mut exporter = ExporterConfig::new(backend.endpoint(), ExportProtocol::Grpc);
+    exporter.repair = repair;
+    let agentrace = support::start(|c| {
+        c.pipeline.trace_timeout = std::time::Duration::from_millis(300);
+        c.exporters = vec![exporter];
+    });
+    let sent = send_broken_flow(&agentrace.grpc());
+    wait_for(30, "every span at the backend", || spans_of(&backend.received()).len() >= sent.spans);
+    let requests = backend.received();
+    let bytes: Vec<u8> = requests.iter().flat_map(prost::Message::encode_to_vec).collect();
+    (sent, spans_of(&requests), bytes)
+}
+
+fn by_name<'a>(spans: &'a [(String, Span)], service: &str, name: &str) -> &'a Span {
+    &spans.iter().find(|(s, sp)| s == service && sp.name == name).unwrap_or_else(|| panic!("{service}: {name}")).1
+}
+
+fn assert_nothing_sensitive(sent: &Sent, spans: &[(String, Span)], bytes: &[u8]) {
+    for secret in &sent.secrets {
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret:?} reached the backend");
+    }
+    for (_, span) in spans {
+        assert!(span.events.iter().all(|e| e.attributes.iter().all(|kv| kv.key != "sensitive")), "{}", span.name);
+        assert!(attr(span, "gen_ai.input.messages").is_none());
+    }
+    let chat = by_name(spans, "researcher", "chat gpt-4o");
+    assert_eq!(attr(chat, "agentrace.redaction.events_dropped"), Some(&Value::IntValue(2)));
+    assert_eq!(attr(chat, "agentrace.redaction.attributes_dropped"), Some(&Value::IntValue(1)));
+    assert_eq!(
+        attr(chat, "http.request.header.authorization"),
+        Some(&Value::StringValue("<redacted:bearer_token>".into()))
+    );
+}
+
+#[test]
+fn reparent_mode_delivers_one_connected_trace_without_sensitive_content() {
+    let (sent, spans, bytes) = run(ExportRepair::Reparent);
+    assert_eq!(spans.len(), sent.spans, "each span once");
+    let traces: std::collections::BTreeSet<String> = spans.iter().map(|(_, s)| hex(&s.trace_id)).collect();
+    assert_eq!(traces.into_iter().collect::<Vec<_>>(), vec![sent.orchestrator.clone()], "one connected trace");
+
+    let producer = by_name(&spans, "orchestrator", "send tasks");
+    let consumer = by_name(&spans, "researcher", "process tasks");
+    assert_eq!(consumer.parent_span_id, producer.span_id, "the consumer hangs under its producer");
+    assert_eq!(attr(consumer, "agentrace.repair.evidence"), Some(&Value::StringValue("messaging.message.id".into())));
+    assert!(matches!(attr(consumer, "agentrace.repair.confidence"), Some(Value::DoubleValue(c)) if *c >= 0.8));
+    assert_eq!(
+        attr(consumer, "agentrace.repair.original_trace_id"),
+        Some(&Value::StringValue(sent.researcher.clone()))
+    );
+
+    let client = spans.iter().find(|(s, sp)| s == "orchestrator" && sp.name == "tools/call search").unwrap();
+    let server = by_name(&spans, "mcp-search", "tools/call search");
+    assert_eq!(server.parent_span_id, client.1.span_id, "the MCP server hangs under its client");
+    assert_eq!(attr(server, "agentrace.repair.original_trace_id"), Some(&Value::StringValue(sent.mcp.clone())));
+    assert!(attr(server, "agentrace.repair.evidence").is_some());
+
+    // Tokens and cost rolled up onto the agent that spent them.
+    let researcher = by_name(&spans, "researcher", "invoke_agent researcher");
+    assert_eq!(attr(researcher, "app.agent.subtree.input_tokens"), Some(&Value::IntValue(1500)));
+    assert_eq!(attr(researcher, "app.agent.subtree.llm_calls"), Some(&Value::IntValue(1)));
+    assert!(matches!(attr(researcher, "app.agent.subtree.cost_usd"), Some(Value::DoubleValue(c)) if *c > 0.0));
+    assert_nothing_sensitive(&sent, &spans, &bytes);
+}
+
+#[test]
+fn link_mode_keeps_ids_and_links_orphans_to_their_parents() {
+    let (sent, spans, bytes) = run(ExportRepair::Link);
+    let consumer = by_name(&spans, "researcher", "process tasks");
+    assert_eq!(hex(&consumer.trace_id), sent.researcher, "IDs are kept");
+    assert!(consumer.parent_span_id.is_empty());
+    let producer = by_name(&spans, "orchestrator", "send tasks");
+    let link = consumer.links.iter().find(|l| l.span_id == producer.span_id).expect("inferred link");
+    assert_eq!(hex(&link.trace_id), sent.orchestrator);
+    assert!(link.attributes.iter().any(|kv| kv.key == "agentrace.link.kind"
+        && kv.value.as_ref().and_then(|v| v.value.as_ref()) == Some(&Value::StringValue("inferred_parent".into()))));
+    assert_nothing_sensitive(&sent, &spans, &bytes);
+}
