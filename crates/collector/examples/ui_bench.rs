@@ -14,21 +14,22 @@
 //! scripts/ui-bench.sh        # builds in release and runs this
 //! ```
 //!
-//! Last figures (2026-11-25; 2-vCPU Debian VM shared with two other
-//! engineers' builds, load average 4–7; rustc 1.95 release; Chromium 156
-//! headless; collector, chromedriver and browser on the same two cores;
-//! `UI_BENCH_RUNS=7`):
+//! Last figures (2026-11-25, after merging main's live pipeline; 2-vCPU
+//! Debian VM shared with two other engineers' builds, load average 5–7;
+//! rustc 1.95 release; Chromium 156 headless; collector, chromedriver and
+//! browser on the same two cores; `UI_BENCH_RUNS=7`):
 //!
 //! | what | median |
 //! |---|---|
-//! | 10k-span trace: `GET /api/agentrace/traces/{id}` (load, doctor, 8.2 MiB of JSON) | 251 ms |
-//! | 10k-span trace: navigation to the data parsed (`agentrace:data`) | 414 ms |
-//! | 10k-span trace: navigation to interactive (`agentrace:interactive`), 7 runs 410–581 ms | 456 ms |
-//! | 10k-span trace: scroll to the middle and redraw / collapse the root | 3.1 ms / 2.8 ms |
-//! | 100k traces (500k spans) stored: list page of 50, no filter | 19 ms |
-//! | … `service=planner` / `errors=true` / `q=lookup` / `session=…` | 18 / 20 / 9 / 1 ms |
-//! | … `agent=planner` / `findings=true` (none match: 500 candidates analysed, the bound) | 10 / 134 ms |
-//! | 100k traces: trace list drawn in Chromium from navigation | 112 ms |
+//! | 10k-span trace: `GET /api/agentrace/traces/{id}` (load, doctor, 8.2 MiB of JSON) | 149 ms |
+//! | 10k-span trace: navigation to the data parsed (`agentrace:data`) | 296 ms |
+//! | 10k-span trace: navigation to interactive (`agentrace:interactive`), 7 runs 310–492 ms | 344 ms |
+//! | 10k-span trace: scroll to the middle and redraw / collapse the root | 1.8 ms / 2.9 ms |
+//! | 100k traces (500k spans) stored: list page of 50, no filter | 18 ms |
+//! | … `service=planner` / `errors=true` / `q=lookup` / `session=…` | 17 / 20 / 9 / 1 ms |
+//! | … `agent=planner` / `findings=true` (none match: 500 candidates analysed, the bound) | 11 / 109 ms |
+//! | 100k traces: a 5-span trace's page / a 4-trace session's page (API) | 1 / 1 ms |
+//! | 100k traces: trace list drawn in Chromium from navigation | 136 ms |
 
 #![allow(clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
