@@ -69,6 +69,7 @@
     if (n >= 1e4) return (n / 1e3).toFixed(1) + 'k';
     return String(n);
   }
+  const plural = (n, word) => n + ' ' + word + (n === 1 ? '' : 's');
   const fmtCost = (c) => (c ? '$' + (c < 0.01 ? c.toFixed(4) : c.toFixed(2)) : '—');
   function fmtTime(unixNano) {
     const ms = Number(BigInt(unixNano || 0) / 1000000n);
@@ -233,8 +234,8 @@
       el('td', { class: 'num' }, String(t.spans)),
       el('td', { class: 'num' }, fmtNum(t.input_tokens) + ' / ' + fmtNum(t.output_tokens)),
       el('td', { class: 'num' }, fmtCost(t.cost_usd)),
-      el('td', null, t.findings ? el('span', { class: 'badge find', title: 'broken propagation found by the doctor' }, t.findings + ' findings') : ''),
-      el('td', null, t.errors ? el('span', { class: 'badge err' }, t.errors + ' errors') : ''),
+      el('td', null, t.findings ? el('span', { class: 'badge find', title: 'broken propagation found by the doctor' }, plural(t.findings, 'finding')) : ''),
+      el('td', null, t.errors ? el('span', { class: 'badge err' }, plural(t.errors, 'error')) : ''),
       el('td', null, t.session ? el('a', { href: '#/session/' + encodeURIComponent(t.session) }, t.session) : ''));
   }
 
