@@ -96,6 +96,11 @@ pub struct OtlpReceiverConfig {
     /// delay, before its body is read: under overload the collector answers
     /// fast and its memory stays bounded instead of queueing without end.
     pub max_concurrent_requests: usize,
+    /// Resident memory above which the receivers refuse new requests
+    /// (429 / RESOURCE_EXHAUSTED, retryable) until it falls again, as the
+    /// OpenTelemetry Collector's memory limiter does. Null turns it off.
+    #[serde(deserialize_with = "de_opt_bytes")]
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -109,6 +114,7 @@ impl Default for OtlpReceiverConfig {
             max_value_depth: 16,
             max_pending_spans: 100_000,
             max_concurrent_requests: 32,
+            memory_limit: Some(2 * 1024 * MIB),
         }
     }
 }
@@ -142,6 +148,10 @@ pub struct StorageConfig {
     pub synchronous: Synchronous,
     /// What to delete, and when.
     pub retention: RetentionConfig,
+    /// Keep spans here for the API and UI (default). Off, agentrace is a
+    /// pass-through: spans only wait in the exporters' disk queues, and
+    /// the API has nothing to show.
+    pub keep_spans: bool,
 }
 
 impl Default for StorageConfig {
@@ -150,6 +160,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("agentrace-data"),
             synchronous: Synchronous::Normal,
             retention: RetentionConfig::default(),
+            keep_spans: true,
         }
     }
 }
@@ -505,6 +516,11 @@ impl Config {
             }
         }
         crate::redact::Redactor::new(&self.redaction).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if !self.storage.keep_spans && self.exporters.is_empty() {
+            return Err(ConfigError::Invalid(
+                "storage.keep_spans is false and no exporter is configured: spans would go nowhere".into(),
+            ));
+        }
         if self.storage.retention.interval.is_zero() {
             return Err(ConfigError::Invalid("storage.retention.interval must be above zero".into()));
         }

@@ -25,13 +25,11 @@ use tokio_rustls::rustls;
 
 use std::sync::atomic::Ordering;
 
-use agentrace_model::Span;
-
 use crate::assemble::Pipeline;
 use crate::config::{Config, ConfigError, ExportRepair, TlsConfig};
 use crate::export::{self, ExportTarget};
 use crate::metrics::{Metrics, RefuseReason};
-use crate::receive::{Ingest, Sinks, grpc, http};
+use crate::receive::{Ingest, MemoryLimiter, Sinks, grpc, http};
 use crate::redact::Redactor;
 use crate::store::{Store, StoreError, query};
 
@@ -119,7 +117,7 @@ impl Collector {
                 }
                 None => Vec::new(),
             };
-            let replay = replay.into_iter().map(|r| (r.seq, Span::from_request(&r.request))).collect();
+            let replay = replay.into_iter().map(|r| (r.seq, crate::assemble::pack(&r.request))).collect();
             Pipeline::start(
                 config.pipeline.clone(),
                 store.clone(),
@@ -139,8 +137,15 @@ impl Collector {
                 .map_err(|e| ConfigError::Invalid(format!("exporter {}: {e}", t.metrics.name)))?;
             exporter_tasks.push(task);
         }
-        let sinks =
-            Sinks { redactor, store_content: config.redaction.store_content, exports, pipeline: pipeline.handle() };
+        let memory = MemoryLimiter::start(receiver.memory_limit, watch_rx.clone());
+        let sinks = Sinks {
+            redactor,
+            store_content: config.redaction.store_content,
+            exports,
+            pipeline: pipeline.handle(),
+            memory,
+            keep_spans: config.storage.keep_spans,
+        };
         let ingest = Ingest::new(store.clone(), Arc::clone(&metrics), limits, receiver.max_concurrent_requests, sinks);
         let max_request = max_request_bytes(&config);
         let mut tasks = JoinSet::new();

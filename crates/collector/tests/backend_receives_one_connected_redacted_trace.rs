@@ -128,3 +128,29 @@ fn link_mode_keeps_ids_and_links_orphans_to_their_parents() {
         && kv.value.as_ref().and_then(|v| v.value.as_ref()) == Some(&Value::StringValue("inferred_parent".into()))));
     assert_nothing_sensitive(&sent, &spans, &bytes);
 }
+
+#[test]
+fn a_pass_through_forwards_redacted_spans_as_they_arrived_and_keeps_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("received.hex");
+    let backend = Backend::start(free_port(), &out, 0);
+    let mut exporter = ExporterConfig::new(backend.endpoint(), ExportProtocol::Grpc);
+    exporter.repair = ExportRepair::Off;
+    let agentrace = support::start(|c| {
+        c.pipeline.enabled = false;
+        c.storage.keep_spans = false;
+        c.exporters = vec![exporter];
+    });
+    let sent = send_broken_flow(&agentrace.grpc());
+    wait_for(30, "every span at the backend", || spans_of(&backend.received()).len() >= sent.spans);
+    let requests = backend.received();
+    let bytes: Vec<u8> = requests.iter().flat_map(prost::Message::encode_to_vec).collect();
+    let spans = spans_of(&requests);
+    assert_eq!(spans.len(), sent.spans);
+    let consumer = by_name(&spans, "researcher", "process tasks");
+    assert_eq!(hex(&consumer.trace_id), sent.researcher, "no repair in a pass-through");
+    assert!(attr(consumer, "agentrace.repair.evidence").is_none());
+    assert_nothing_sensitive(&sent, &spans, &bytes);
+    let (status, _) = support::get_json(&format!("{}/api/v3/traces/{}", agentrace.api(), sent.orchestrator));
+    assert_eq!(status, 404, "nothing is kept");
+}

@@ -121,6 +121,23 @@ fn past_the_concurrent_request_limit_senders_are_refused_before_their_body_is_re
     assert_eq!(post_protobuf(&url, request_of(1, 0x79, 1)).status(), 200);
 }
 
+#[test]
+fn over_the_memory_limit_senders_are_told_to_retry_later() {
+    // No process runs in one byte: the limiter refuses from its first sample.
+    let collector = support::start(|c| c.receivers.otlp.memory_limit = Some(1));
+    let url = format!("{}/v1/traces", collector.http());
+    wait_for("the limiter to sample", || post_protobuf(&url, request_of(1, 0x81, 1)).status() == 429);
+    let refused = post_protobuf(&url, request_of(1, 0x82, 1));
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let err = support::grpc_raw(&collector, request_of(1, 0x83, 1)).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("memory limit"), "{}", err.message());
+    // With room to spare the same request goes through.
+    let roomy = support::start(|c| c.receivers.otlp.memory_limit = Some(64 << 30));
+    assert_eq!(post_protobuf(&format!("{}/v1/traces", roomy.http()), request_of(1, 0x82, 1)).status(), 200);
+}
+
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
 }

@@ -18,7 +18,10 @@
 //! It must never block a receiver: a full hand-off queue is answered with a
 //! retryable refusal, like a full store.
 
+mod packed;
 mod summary;
+
+pub use packed::{Packed, PackedSpan, pack};
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +39,10 @@ use crate::store::{AnalysisRow, PatchRow, PreparedBatch, Store};
 /// answer "busy, retry".
 const HANDOFF_CAPACITY: usize = 4096;
 
+/// A join key found on more traces than this names no single partner and
+/// is not followed when gathering a trace's context.
+const MAX_TRACES_PER_JOIN_KEY: usize = 16;
+
 /// The hand-off queue to the pipeline was full.
 #[derive(Debug, thiserror::Error)]
 #[error("the live pipeline is {0} requests behind; retry shortly")]
@@ -43,7 +50,7 @@ pub struct PipelineBusy(usize);
 
 struct Arrival {
     seq: u64,
-    spans: Vec<Span>,
+    spans: Vec<Packed>,
 }
 
 struct Sequencer {
@@ -61,7 +68,7 @@ pub struct PipelineHandle {
 impl PipelineHandle {
     /// Numbers a request and hands its spans to the pipeline. The number
     /// orders the request's export queue rows against [`Self::watermark`].
-    pub fn offer(&self, spans: Vec<Span>) -> Result<u64, PipelineBusy> {
+    pub fn offer(&self, spans: Vec<Packed>) -> Result<u64, PipelineBusy> {
         let mut s = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
         let seq = s.next;
         if let Some(tx) = &s.tx {
@@ -113,7 +120,7 @@ impl Pipeline {
         store: Store,
         metrics: Arc<Metrics>,
         first_seq: u64,
-        replay: Vec<(u64, Vec<Span>)>,
+        replay: Vec<(u64, Vec<Packed>)>,
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Pipeline> {
         let (tx, rx) = mpsc::sync_channel(HANDOFF_CAPACITY);
@@ -212,15 +219,44 @@ fn continue_draining(rx: &mpsc::Receiver<Arrival>, assembler: &mut Assembler, la
     }
 }
 
+/// A trace's buffered spans, its keys and its time range.
+struct Held {
+    spans: Vec<PackedSpan>,
+    keys: HashSet<String>,
+    start: u64,
+    end: u64,
+}
+
+impl Held {
+    fn new() -> Held {
+        Held { spans: Vec::new(), keys: HashSet::new(), start: u64::MAX, end: 0 }
+    }
+
+    fn push(&mut self, p: Packed) {
+        self.start = self.start.min(p.span.start);
+        self.end = self.end.max(p.span.end);
+        self.keys.extend(p.keys);
+        self.spans.push(p.span);
+    }
+
+    fn unpack(&self) -> Vec<Span> {
+        self.spans.iter().flat_map(PackedSpan::unpack).collect()
+    }
+
+    fn len(&self) -> usize {
+        self.spans.iter().map(|p| p.count).sum()
+    }
+}
+
 struct OpenTrace {
-    spans: Vec<Span>,
+    held: Held,
     first_seq: u64,
     opened: Instant,
     last_arrival: Instant,
 }
 
 struct WindowTrace {
-    spans: Vec<Span>,
+    held: Held,
     closed: Instant,
 }
 
@@ -262,31 +298,31 @@ impl Assembler {
     }
 
     /// Adds spans that arrived in request `seq`.
-    pub fn add(&mut self, seq: u64, spans: Vec<Span>, now: Instant) {
-        for span in spans {
-            for key in join_keys(&span) {
-                let traces = self.keys.entry(key).or_default();
-                if !traces.contains(&span.trace_id) {
-                    traces.push(span.trace_id);
+    pub fn add(&mut self, seq: u64, spans: Vec<Packed>, now: Instant) {
+        for p in spans {
+            let trace = p.span.trace_id;
+            for key in &p.keys {
+                let traces = self.keys.entry(key.clone()).or_default();
+                if !traces.contains(&trace) {
+                    traces.push(trace);
                 }
             }
-            let trace = span.trace_id;
             let open = match self.open.get_mut(&trace) {
                 Some(t) => t,
                 None => {
                     // A late span of a trace in the window reopens it whole.
-                    let earlier = self.window.remove(&trace).map(|w| w.spans).unwrap_or_default();
+                    let earlier = self.window.remove(&trace).map(|w| w.held).unwrap_or_else(Held::new);
                     self.open.entry(trace).or_insert(OpenTrace {
-                        spans: earlier,
+                        held: earlier,
                         first_seq: seq,
                         opened: now,
                         last_arrival: now,
                     })
                 }
             };
-            open.spans.push(span);
+            self.buffered += p.span.count;
+            open.held.push(p);
             open.last_arrival = now;
-            self.buffered += 1;
         }
         self.publish_gauges();
     }
@@ -347,38 +383,59 @@ impl Assembler {
 
     fn close(&mut self, id: TraceId, now: Instant, out: &mut Closed) {
         let Some(trace) = self.open.remove(&id) else { return };
-        let context = self.context(id, &trace.spans);
+        let own = trace.held.unpack();
+        let context = self.context(id, &trace.held, &own);
         let (diagnosis, view) = self.doctor.analyse_with_view(&context);
-        let (row, patches) = summary::summarise(id, &trace.spans, &diagnosis, &view, self.doctor.config());
+        let (row, patches) = summary::summarise(id, &own, &diagnosis, &view, self.doctor.config());
         self.metrics.pipeline.traces_closed.fetch_add(1, Ordering::Relaxed);
         self.metrics.pipeline.findings.fetch_add(row.findings as u64, Ordering::Relaxed);
         self.metrics.pipeline.repairs_applied.fetch_add(row.repairs as u64, Ordering::Relaxed);
         out.rows.push(row);
         out.patches.extend(patches);
-        self.window.insert(id, WindowTrace { spans: trace.spans, closed: now });
+        self.window.insert(id, WindowTrace { held: trace.held, closed: now });
         self.window_order.push_back((now, id));
     }
 
-    /// The closing trace's spans, then those of every trace that shares a
-    /// session or join key with it (transitively), up to the context limit.
-    fn context(&self, id: TraceId, own: &[Span]) -> Vec<Span> {
+    /// The closing trace's spans, then those of the traces that may hold
+    /// its parents or its orphans: every trace that shares a join key with
+    /// it (message, MCP request, tool call ID; followed transitively), and
+    /// the traces of its session that overlap it in time (where a heuristic
+    /// join could find an enclosing caller). A key shared by many traces is
+    /// not a point-to-point join and is not followed; the context stops at
+    /// `max_context_spans`.
+    fn context(&self, id: TraceId, held: &Held, own: &[Span]) -> Vec<Span> {
         let mut out: Vec<Span> = own.to_vec();
         let mut seen: HashSet<TraceId> = HashSet::from([id]);
         let mut queue: VecDeque<TraceId> = VecDeque::from([id]);
         let limit = self.config.max_context_spans;
+        let skew = 1_000_000_000; // 1 s either side, for clocks that disagree
         while let Some(t) = queue.pop_front() {
-            let spans: &[Span] = if t == id { own } else { self.spans_of(t) };
-            let keys: HashSet<String> = spans.iter().flat_map(join_keys).collect();
+            let Some(keys) = (if t == id { Some(held) } else { self.held(t) }).map(|h| &h.keys) else { continue };
             for key in keys {
-                for other in self.keys.get(&key).into_iter().flatten() {
-                    if !seen.insert(*other) {
+                let Some(traces) = self.keys.get(key) else { continue };
+                let session = key.starts_with("s\u{1f}");
+                if session && t != id {
+                    continue;
+                }
+                if !session && traces.len() > MAX_TRACES_PER_JOIN_KEY {
+                    continue;
+                }
+                // The newest traces of a session are the likeliest relatives.
+                for other in traces.iter().rev() {
+                    if seen.contains(other) {
                         continue;
                     }
-                    let more = self.spans_of(*other);
-                    if more.is_empty() || out.len() + more.len() > limit {
+                    let Some(more) = self.held(*other) else { continue };
+                    if session
+                        && (more.start > held.end.saturating_add(skew) || more.end.saturating_add(skew) < held.start)
+                    {
                         continue;
                     }
-                    out.extend_from_slice(more);
+                    if out.len() + more.len() > limit {
+                        continue;
+                    }
+                    seen.insert(*other);
+                    out.extend(more.unpack());
                     queue.push_back(*other);
                 }
             }
@@ -386,14 +443,8 @@ impl Assembler {
         out
     }
 
-    fn spans_of(&self, id: TraceId) -> &[Span] {
-        if let Some(t) = self.open.get(&id) {
-            &t.spans
-        } else if let Some(w) = self.window.get(&id) {
-            &w.spans
-        } else {
-            &[]
-        }
+    fn held(&self, id: TraceId) -> Option<&Held> {
+        self.open.get(&id).map(|t| &t.held).or_else(|| self.window.get(&id).map(|w| &w.held))
     }
 
     fn expire_window(&mut self, now: Instant) {
@@ -422,12 +473,12 @@ impl Assembler {
             return false;
         }
         let Some(w) = self.window.remove(&id) else { return false };
-        self.buffered -= w.spans.len();
-        for key in w.spans.iter().flat_map(join_keys).collect::<HashSet<_>>() {
-            if let Some(list) = self.keys.get_mut(&key) {
+        self.buffered -= w.held.len();
+        for key in &w.held.keys {
+            if let Some(list) = self.keys.get_mut(key) {
                 list.retain(|t| *t != id || self.open.contains_key(t));
                 if list.is_empty() {
-                    self.keys.remove(&key);
+                    self.keys.remove(key);
                 }
             }
         }
@@ -438,27 +489,6 @@ impl Assembler {
         self.metrics.pipeline.open_traces.store(self.open.len() as u64, Ordering::Relaxed);
         self.metrics.pipeline.buffered_spans.store(self.buffered as u64, Ordering::Relaxed);
     }
-}
-
-/// The session and join keys of a span, as the doctor joins on them.
-fn join_keys(span: &Span) -> Vec<String> {
-    let a = &span.attributes;
-    let mut keys = Vec::new();
-    for (tag, names) in [
-        ("s", &["session.id", "gen_ai.conversation.id"][..]),
-        ("m", &["messaging.message.id"][..]),
-        ("t", &["gen_ai.tool.call.id"][..]),
-    ] {
-        if let Some(v) = a.first_text(names) {
-            keys.push(format!("{tag}\u{1f}{v}"));
-        }
-    }
-    if let (Some(session), Some(id)) =
-        (a.first_text(&["mcp.session.id"]), a.first_text(&["jsonrpc.request.id", "mcp.request.id"]))
-    {
-        keys.push(format!("r\u{1f}{session}\u{1f}{id}"));
-    }
-    keys
 }
 
 #[cfg(test)]

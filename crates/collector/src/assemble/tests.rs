@@ -23,7 +23,11 @@ fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, service: &str, start_
 }
 
 /// A planner that sends a task, and a worker that handled it in a trace of its own.
-fn broken_handoff() -> (Vec<Span>, Vec<Span>) {
+fn packed(spans: &[Span]) -> Vec<Packed> {
+    pack(&Span::to_request(spans))
+}
+
+fn broken_handoff() -> (Vec<Packed>, Vec<Packed>) {
     let root = span(1, 1, None, "plan", "planner", 0, 500);
     let mut send = span(1, 2, Some(1), "send tasks", "planner", 10, 20);
     send.kind = SpanKind::Producer;
@@ -40,7 +44,7 @@ fn broken_handoff() -> (Vec<Span>, Vec<Span>) {
     chat.attributes.set("gen_ai.request.model", "gpt-4o");
     chat.attributes.set("gen_ai.usage.input_tokens", 1000i64);
     chat.attributes.set("gen_ai.usage.output_tokens", 100i64);
-    (vec![root, send], vec![process, chat])
+    (packed(&[root, send]), packed(&[process, chat]))
 }
 
 fn assembler(config: PipelineConfig) -> (Assembler, Arc<Metrics>) {

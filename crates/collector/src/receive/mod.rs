@@ -20,8 +20,6 @@ use std::time::Duration;
 use agentrace_model::otlp::{Decoded, Limits};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 
-use agentrace_model::Span;
-
 use crate::assemble::PipelineHandle;
 use crate::config::ContentAction;
 use crate::export::ExportTarget;
@@ -75,6 +73,8 @@ pub struct Ingest {
     store_content: ContentAction,
     exports: Arc<[ExportTarget]>,
     pipeline: PipelineHandle,
+    memory: MemoryLimiter,
+    keep_spans: bool,
 }
 
 /// Where accepted spans go besides the store.
@@ -87,6 +87,58 @@ pub struct Sinks {
     pub exports: Vec<ExportTarget>,
     /// The live pipeline (or only its request numbering).
     pub pipeline: PipelineHandle,
+    /// The memory limiter.
+    pub memory: MemoryLimiter,
+    /// Whether the store keeps spans (else a pass-through to the exporters).
+    pub keep_spans: bool,
+}
+
+/// Watches the process's resident memory and says when it is over the
+/// configured limit. A task samples `/proc/self/statm` every 100 ms, so the
+/// check on each request is one atomic load.
+#[derive(Clone, Default)]
+pub struct MemoryLimiter {
+    over: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MemoryLimiter {
+    /// Starts sampling (Linux; elsewhere the limit is not enforced).
+    /// Without a limit, never says over.
+    pub fn start(limit: Option<u64>, mut stop: tokio::sync::watch::Receiver<bool>) -> MemoryLimiter {
+        let limiter = MemoryLimiter::default();
+        let Some(limit) = limit else { return limiter };
+        let over = Arc::clone(&limiter.over);
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                if let Some(rss) = resident_bytes() {
+                    let is_over = rss > limit;
+                    if is_over && !warned {
+                        tracing::warn!(rss, limit, "over the memory limit; refusing new requests until it falls");
+                    }
+                    warned = is_over;
+                    over.store(is_over, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        limiter
+    }
+
+    /// Whether the process is over its limit now.
+    pub fn over_limit(&self) -> bool {
+        self.over.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Resident set size, from `/proc/self/statm` (pages × 4 KiB).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// A place among the requests handled at once; dropping it frees the place.
@@ -111,6 +163,8 @@ impl Ingest {
             store_content: sinks.store_content,
             exports: sinks.exports.into(),
             pipeline: sinks.pipeline,
+            memory: sinks.memory,
+            keep_spans: sinks.keep_spans,
         }
     }
 
@@ -118,6 +172,10 @@ impl Ingest {
     /// Transports call this before reading a body, so that refusing under
     /// overload costs nothing.
     pub fn admit(&self) -> Result<Admitted, IngestError> {
+        if self.memory.over_limit() {
+            self.metrics.refused_request(RefuseReason::Backpressure, 0);
+            return Err(IngestError::Busy("agentrace is over its memory limit; retry shortly".into()));
+        }
         match Arc::clone(&self.admission).try_acquire_owned() {
             Ok(permit) => Ok(Admitted(permit)),
             Err(_) => {
@@ -182,7 +240,7 @@ impl Ingest {
         r.attributes_dropped.fetch_add(report.attributes_dropped, std::sync::atomic::Ordering::Relaxed);
         r.attributes_hashed.fetch_add(report.attributes_hashed, std::sync::atomic::Ordering::Relaxed);
         r.values_masked.fetch_add(report.values_masked, std::sync::atomic::Ordering::Relaxed);
-        let spans = if self.pipeline.is_live() { Span::from_request(stored.request()) } else { Vec::new() };
+        let spans = if self.pipeline.is_live() { crate::assemble::pack(stored.request()) } else { Vec::new() };
         let seq = match self.pipeline.offer(spans) {
             Ok(seq) => seq,
             Err(busy) => {
@@ -199,7 +257,11 @@ impl Ingest {
             })
             .collect();
         let queued: Vec<(u64, u64)> = exports.iter().map(|e| (e.spans(), e.size())).collect();
-        let batch = PreparedBatch::from_redacted(stored).with_exports(exports);
+        let batch = if self.keep_spans {
+            PreparedBatch::from_redacted(stored).with_exports(exports)
+        } else {
+            PreparedBatch::queue_only(n as usize, exports)
+        };
         let durable = match self.store.submit(batch) {
             Ok(durable) => durable,
             Err(SubmitError::Backpressure(b)) => {

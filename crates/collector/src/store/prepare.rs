@@ -91,6 +91,8 @@ pub struct PreparedBatch {
     pub(crate) analysis: Vec<AnalysisRow>,
     /// Per-span rewrites for exporters (repairs, rollups), to keep.
     pub(crate) patches: Vec<PatchRow>,
+    /// Spans a queue-only batch stands for (pass-through, no span rows).
+    pub(crate) queued_only: usize,
 }
 
 /// A request waiting in one exporter's disk queue.
@@ -179,12 +181,12 @@ pub struct PatchRow {
 impl PreparedBatch {
     /// How many spans the batch holds.
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.spans.len().max(self.queued_only)
     }
 
     /// Whether the batch holds no spans.
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.len() == 0
     }
 
     /// Prepares a redacted request for the store; the receivers have
@@ -197,6 +199,11 @@ impl PreparedBatch {
     pub fn with_exports(mut self, exports: Vec<QueuedExport>) -> PreparedBatch {
         self.exports = exports;
         self
+    }
+
+    /// A pass-through write: `spans` spans go only to the exporters' queues.
+    pub fn queue_only(spans: usize, exports: Vec<QueuedExport>) -> PreparedBatch {
+        PreparedBatch { queued_only: spans, exports, ..Default::default() }
     }
 
     /// A write that only deletes acknowledged queue rows.
@@ -212,7 +219,7 @@ impl PreparedBatch {
     /// Prepares a request that [`agentrace_model::otlp::validate`] has
     /// already checked (IDs have the right lengths). Only tests and
     /// [`PreparedBatch::from_redacted`] call it: the store takes redacted data.
-    pub(crate) fn from_request(request: ExportTraceServiceRequest) -> PreparedBatch {
+    fn from_request(request: ExportTraceServiceRequest) -> PreparedBatch {
         let mut batch = PreparedBatch::default();
         let mut plain = Vec::with_capacity(request.encoded_len());
         for rs in request.resource_spans {

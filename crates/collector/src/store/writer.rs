@@ -324,9 +324,16 @@ impl Writer {
                         self.operations.insert(op);
                     }
                 }
+                if batch.queued_only > 0 {
+                    // Pass-through: nothing to de-duplicate against.
+                    outcome.inserted = batch.queued_only as u64;
+                    for e in &batch.exports {
+                        insert_export.execute(params![e.exporter, e.seq as i64, e.spans, e.body])?;
+                    }
+                }
                 // A request that was all duplicates (a retry) adds no chunk,
                 // and was queued for the exporters when it was first stored.
-                if outcome.inserted > 0 {
+                else if outcome.inserted > 0 {
                     insert_chunk.execute(params![chunk_id, batch.chunk_max_start_ns, batch.chunk])?;
                     next_chunk_id += 1;
                     for e in &batch.exports {
