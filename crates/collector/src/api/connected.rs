@@ -16,7 +16,8 @@
 //!
 //! Never does: load every stored trace. The list walks the span indexes
 //! newest first and stops at a page; filters that need the analysis
-//! (`agent`, `findings`) look at a bounded number of recent candidates.
+//! or the whole trace (`agent`, `findings`, `min_duration`) look at a bounded
+//! number of recent candidates ([`MAX_ANALYSED_CANDIDATES`]).
 
 use std::sync::Arc;
 use std::time::Instant;
