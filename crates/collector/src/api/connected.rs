@@ -17,7 +17,7 @@
 //! Never does: load every stored trace. The list walks the span indexes
 //! newest first and stops at a page; filters that need the analysis
 //! or the whole trace (`agent`, `findings`, `min_duration`) look at a bounded
-//! number of recent candidates ([`MAX_ANALYSED_CANDIDATES`]).
+//! number of recent candidates (`MAX_ANALYSED_CANDIDATES`, 500).
 
 use std::sync::Arc;
 use std::time::Instant;
