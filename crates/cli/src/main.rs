@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the collector: OTLP receivers, redaction, live repair, embedded store, JSON API, forwarding.
+    /// Run the collector: OTLP receivers, redaction, live repair, embedded store, web UI, JSON API, forwarding.
     ///
     /// Receives OTLP/gRPC and OTLP/HTTP on the standard ports; strips
     /// sensitive events, content attributes and secrets (the `redaction`
@@ -41,8 +41,9 @@ enum Command {
     /// closes each trace --trace-timeout after its last span and diagnoses it
     /// with its session (repairs, findings, tokens and cost per agent); and
     /// forwards OTLP to each --export-otlp-endpoint from a disk queue, with
-    /// repairs applied. Serves the Jaeger-compatible api_v3 routes, /metrics
-    /// and /health on the UI address. Point any OpenTelemetry SDK at it with
+    /// repairs applied. Serves the web UI (open http://127.0.0.1:4380 in a
+    /// browser), the Jaeger-compatible api_v3 routes, /metrics and /health
+    /// on the UI address. Point any OpenTelemetry SDK at it with
     /// OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 (gRPC) or
     /// http://127.0.0.1:4318 (HTTP). Flags override the config file.
     ///

@@ -25,7 +25,7 @@ pub struct ServeArgs {
     /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
     #[arg(long, value_name = "ADDR")]
     otlp_http_addr: Option<SocketAddr>,
-    /// JSON API (and, later, web UI) listen address [default: 127.0.0.1:4380].
+    /// Web UI and JSON API listen address [default: 127.0.0.1:4380].
     #[arg(long, value_name = "ADDR")]
     ui_addr: Option<SocketAddr>,
     /// How long a trace stays open for late spans after its last one, before

@@ -14,7 +14,9 @@
 //!    for every exporter in the same transaction;
 //! 5. [`export`]: OTLP to other backends from the disk queues, with retries
 //!    and repairs applied as each backend's mode says;
-//! 6. [`api`]: Jaeger api_v3 retrieval, sessions, `/metrics`, `/health`.
+//! 6. [`api`]: Jaeger api_v3 retrieval, sessions, `/metrics`, `/health`,
+//!    and the connected view with the doctor's diagnosis for the UI;
+//! 7. [`ui`]: the web UI, static files embedded in the binary.
 //!
 //! Beside the road: [`config`] (the YAML file), [`metrics`] (the
 //! collector's own health) and [`server`] (listeners, TLS, auth).
@@ -42,3 +44,4 @@ pub mod receive;
 pub mod redact;
 pub mod server;
 pub mod store;
+pub mod ui;

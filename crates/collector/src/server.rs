@@ -205,7 +205,8 @@ impl Collector {
 }
 
 /// Bearer-token check, shared by every listener. `/health` stays open so
-/// that orchestrators can probe without the secret.
+/// that orchestrators can probe without the secret, and so do the UI's
+/// static files, which hold no span data.
 #[derive(Clone)]
 struct Auth {
     token: Option<Arc<str>>,
@@ -225,7 +226,10 @@ impl Auth {
 
     async fn check(&self, req: Request, next: Next) -> Response {
         let Some(token) = &self.token else { return next.run(req).await };
-        if req.uri().path() == "/health" {
+        // The UI's static shell carries no data; it asks for the token and
+        // sends it on every API call, which a browser cannot do for the
+        // navigation that loads the page.
+        if req.uri().path() == "/health" || crate::ui::is_static_asset(req.uri().path()) {
             return next.run(req).await;
         }
         let presented = req

@@ -12,12 +12,18 @@
 //! | `GET /api/v3/operations?service=NAME[&span_kind=server]` | `{"operations": [{"name", "spanKind"}]}` |
 //! | `GET /api/v3/sessions/{session_id}/spans` | every span of every trace of a session (`session.id` or `gen_ai.conversation.id`), and of the traces joined to those by a shared message, MCP request or tool call ID |
 //! | `GET /api/v3/sessions/{session_id}/traces` | `{"traces": [{"traceId", "startTimeUnixNano", …}]}` |
+//! | `GET /api/agentrace/traces/{trace_id}` | `{"trace_id", "diagnosis", "spans": {"resourceSpans"}}`: the connected view and the doctor's diagnosis (see [`connected`]) |
+//! | `GET /api/agentrace/sessions/{session_id}` | `{"session", "diagnosis", "spans"}` over a whole session |
+//! | `GET /api/agentrace/traces?service=&agent=&session=&errors=&findings=&min_duration=&start=&end=&q=&limit=` | `{"traces": [{"trace_id", "session", "root_service", "root_name", "start_unix_nano", "duration_ms", "spans", "agents", "input_tokens", "output_tokens", "cost_usd", "findings", "errors"}]}` |
+//! | `GET /api/agentrace/sessions?limit=` | `{"sessions": [{"id", "start_unix_nano", "last_unix_nano", "traces"}]}` |
+//! | `GET /`, `GET /ui/{asset}` | the web UI (see [`crate::ui`]) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /health` | `{"status": "ok"}` |
 //!
 //! Errors answer `{"error": {"httpCode": N, "message": "…"}}`, as Jaeger's
 //! api_v3 gateway does.
 
+pub mod connected;
 mod search;
 
 use std::sync::Arc;
@@ -53,7 +59,9 @@ pub fn router(store: Store, metrics: Arc<Metrics>, default_search_depth: usize) 
         .route("/api/v3/sessions/{session_id}/traces", get(get_session_traces))
         .route("/metrics", get(get_metrics))
         .route("/health", get(health))
-        .with_state(ApiState { store, metrics, default_search_depth })
+        .with_state(ApiState { store: store.clone(), metrics, default_search_depth })
+        .merge(connected::router(store))
+        .merge(crate::ui::router())
 }
 
 /// An API error, rendered the way Jaeger's api_v3 gateway renders them.
@@ -72,7 +80,7 @@ impl ApiError {
         ApiError { status: StatusCode::UNAUTHORIZED, message: message.into() }
     }
 
-    fn not_found(message: impl Into<String>) -> ApiError {
+    pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::NOT_FOUND, message: message.into() }
     }
 }

@@ -72,14 +72,14 @@ fn searchable(name: &str) -> Result<IndexedKey, ApiError> {
     })
 }
 
-fn rfc3339_nanos(key: &str, value: &str) -> Result<i64, ApiError> {
+pub(crate) fn rfc3339_nanos(key: &str, value: &str) -> Result<i64, ApiError> {
     let t: SystemTime = humantime::parse_rfc3339_weak(value)
         .map_err(|e| ApiError::bad_request(format!("{key} must be an RFC 3339 time like 2026-11-24T10:00:00Z: {e}")))?;
     let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     Ok(i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
 }
 
-fn duration_nanos(key: &str, value: &str) -> Result<i64, ApiError> {
+pub(crate) fn duration_nanos(key: &str, value: &str) -> Result<i64, ApiError> {
     let d = humantime::parse_duration(value)
         .map_err(|e| ApiError::bad_request(format!("{key} must be a duration like 250ms or 1.5s: {e}")))?;
     Ok(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))

@@ -150,7 +150,36 @@ const MAX_SESSION_TRACES: usize = 1000;
 /// without this the orphaned half of a hand-off would never be found by
 /// session. Bounded at [`MAX_SESSION_TRACES`] traces.
 pub fn session_trace_ids(conn: &Connection, keys: &[IndexedKey], session: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-    let mut traces = trace_ids_by_key(conn, keys, session)?;
+    let traces = trace_ids_by_key(conn, keys, session)?;
+    follow_join_keys(conn, traces)
+}
+
+/// The traces one trace belongs with: itself, the traces of the sessions
+/// it carries (`sessions`, values of one of `keys`, read from its spans by
+/// the caller), and the traces joined to any of those by a shared message,
+/// MCP request or tool call ID. An orphan that lost the session baggage is
+/// still found from its producer's side, and the other way round. Bounded
+/// like [`session_trace_ids`].
+pub fn related_trace_ids(
+    conn: &Connection,
+    keys: &[IndexedKey],
+    trace_id: &[u8],
+    sessions: &[String],
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut traces = vec![trace_id.to_vec()];
+    for session in sessions {
+        for id in trace_ids_by_key(conn, keys, session)? {
+            if !traces.contains(&id) && traces.len() < MAX_SESSION_TRACES {
+                traces.push(id);
+            }
+        }
+    }
+    follow_join_keys(conn, traces)
+}
+
+/// Adds, repeatedly, the traces that share a join key with one already in
+/// `traces`, up to [`MAX_SESSION_TRACES`].
+fn follow_join_keys(conn: &Connection, mut traces: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut joins = conn.prepare_cached(
         "SELECT DISTINCT other.trace_id FROM span_keys mine
          JOIN span_keys other ON other.key = mine.key AND other.value = mine.value
@@ -273,6 +302,142 @@ fn load_shell<T: Message + Default>(conn: &Connection, table: &str, id: i64) -> 
     let body: Vec<u8> =
         conn.prepare_cached(&format!("SELECT body FROM {table} WHERE id = ?1"))?.query_row([id], |r| r.get(0))?;
     T::decode(body.as_slice()).map_err(|e| StoreError::Corrupt(format!("{table} row {id}: {e}")))
+}
+
+/// The trace list's filters that the store answers from its indexes,
+/// span by span: a trace matches when one of its spans does.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecentFilter {
+    /// Only traces with a span of this service.
+    pub service: Option<String>,
+    /// Earliest span start, Unix nanoseconds.
+    pub start_min_ns: Option<i64>,
+    /// Latest span start, Unix nanoseconds.
+    pub start_max_ns: Option<i64>,
+    /// Only traces with a span whose status is ERROR.
+    pub errors_only: bool,
+    /// Only traces with a span whose name contains this text (ASCII case
+    /// folded, as SQLite's `LIKE` does).
+    pub name_contains: Option<String>,
+    /// Only among these traces (a session's, say).
+    pub within: Option<Vec<Vec<u8>>>,
+}
+
+/// Most span rows one list query reads. A filter that matches rarely
+/// (a text that no recent span name holds) stops here rather than read
+/// the whole store; the answer then holds what was found so far.
+pub const MAX_SCAN_SPANS: usize = 200_000;
+
+/// Up to `want` trace IDs having a span that matches `filter`, newest
+/// first (by their latest matching span start). Walks the spans newest
+/// first along `spans_by_start` or `spans_by_service` and stops as soon as
+/// it has `want` traces, so a list page costs the spans of its traces, not
+/// the store's size; bounded at [`MAX_SCAN_SPANS`] rows.
+pub fn recent_trace_ids(conn: &Connection, filter: &RecentFilter, want: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut params: Vec<SqlValue> = Vec::new();
+    let mut clauses: Vec<String> = Vec::new();
+    let mut add = |clause: &str, value: SqlValue| {
+        params.push(value);
+        clauses.push(clause.replace('?', &format!("?{}", params.len())));
+    };
+    if let Some(service) = &filter.service {
+        add("service = ?", SqlValue::Text(service.clone()));
+    }
+    if let Some(t) = filter.start_min_ns {
+        add("start_ns >= ?", SqlValue::Integer(t));
+    }
+    if let Some(t) = filter.start_max_ns {
+        add("start_ns <= ?", SqlValue::Integer(t));
+    }
+    if filter.errors_only {
+        add("status_code = ?", SqlValue::Integer(2));
+    }
+    if let Some(text) = &filter.name_contains {
+        let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        add("name LIKE ? ESCAPE '\\'", SqlValue::Text(format!("%{escaped}%")));
+    }
+    if let Some(within) = &filter.within {
+        if within.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut marks = Vec::with_capacity(within.len());
+        for id in within {
+            params.push(SqlValue::Blob(id.clone()));
+            marks.push(format!("?{}", params.len()));
+        }
+        clauses.push(format!("trace_id IN ({})", marks.join(",")));
+    }
+    let mut sql = String::from("SELECT trace_id FROM spans");
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    sql.push_str(&format!(" ORDER BY start_ns DESC LIMIT {MAX_SCAN_SPANS}"));
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(params_from_iter(params))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    while out.len() < want {
+        let Some(row) = rows.next()? else { break };
+        let id: Vec<u8> = row.get(0)?;
+        if seen.insert(id.clone()) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// One row of the session list.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SessionRow {
+    /// The session ID (`session.id` or `gen_ai.conversation.id`).
+    pub id: String,
+    /// Earliest span start carrying it, Unix nanoseconds.
+    pub start_unix_nano: i64,
+    /// Latest span start carrying it, Unix nanoseconds.
+    pub last_unix_nano: i64,
+    /// Traces carrying it (not counting traces joined by key).
+    pub traces: i64,
+}
+
+/// Up to `want` sessions, most recently active first. Walks `span_keys`
+/// newest first along its start index, bounded at [`MAX_SCAN_SPANS`] rows.
+pub fn recent_sessions(conn: &Connection, keys: &[IndexedKey], want: usize) -> Result<Vec<SessionRow>, StoreError> {
+    let marks: Vec<String> = keys.iter().map(|k| (*k as u8).to_string()).collect();
+    let sql = format!(
+        "SELECT value FROM span_keys WHERE key IN ({}) ORDER BY start_ns DESC LIMIT {MAX_SCAN_SPANS}",
+        marks.join(",")
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([])?;
+    let mut ids: Vec<String> = Vec::new();
+    while ids.len() < want {
+        let Some(row) = rows.next()? else { break };
+        let id: String = row.get(0)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    drop(rows);
+    let detail_sql = format!(
+        "SELECT MIN(start_ns), MAX(start_ns), COUNT(DISTINCT trace_id) FROM span_keys
+         WHERE key IN ({}) AND value = ?1",
+        marks.join(",")
+    );
+    let mut detail = conn.prepare_cached(&detail_sql)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = detail.query_row([&id], |r| {
+            Ok(SessionRow {
+                id: id.clone(),
+                start_unix_nano: r.get::<_, Option<i64>>(0)?.unwrap_or(0),
+                last_unix_nano: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                traces: r.get(2)?,
+            })
+        })?;
+        out.push(row);
+    }
+    Ok(out)
 }
 
 /// A request waiting in an exporter's disk queue.

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod webdriver;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -265,6 +267,30 @@ pub fn grpc_raw(collector: &Running, body: Vec<u8>) -> Result<ExportTraceService
         let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
         grpc.unary(tonic::Request::new(body), path, RawCodec).await.map(|r| r.into_inner())
     })
+}
+
+/// A fixture of the doctor's corpus (`crates/doctor/tests/fixtures`), made
+/// with the real OpenTelemetry Python SDK, decoded from OTLP JSON.
+pub fn doctor_fixture(name: &str) -> ExportTraceServiceRequest {
+    let path = workspace_root().join("crates/doctor/tests/fixtures").join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    agentrace_model::otlp::decode_json(&bytes, &Default::default()).unwrap().request
+}
+
+/// Sends `request` to the collector over OTLP/HTTP protobuf and checks it was accepted.
+pub fn send_otlp(collector: &Running, request: &ExportTraceServiceRequest) {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/traces", collector.http()))
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "OTLP export refused: {:?}", response.text());
+}
+
+/// Every span of a request, mutable, for a test to bend a fixture.
+pub fn spans_mut(request: &mut ExportTraceServiceRequest) -> impl Iterator<Item = &mut Span> {
+    request.resource_spans.iter_mut().flat_map(|rs| rs.scope_spans.iter_mut()).flat_map(|ss| ss.spans.iter_mut())
 }
 
 /// A port nothing listens on right now.

@@ -1,0 +1,290 @@
+//! The web UI's read API: connected traces, sessions and the trace list,
+//! with the doctor's analysis computed on read.
+//!
+//! The api_v3 routes answer spans exactly as received; these answer what
+//! the doctor makes of them: the connected view (repaired, with synthetic
+//! spans and `agentrace.repair.*` attributes, in reparent mode) and the
+//! [`Diagnosis`] beside it. The doctor is pure and fast (10,000 spans in
+//! about 10 ms), so nothing here is stored.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /api/agentrace/traces/{trace_id}` | `{"trace_id", "diagnosis": Diagnosis, "spans": {"resourceSpans": [...]}}` over the trace, its sessions' traces and the traces joined to them by key |
+//! | `GET /api/agentrace/sessions/{session_id}` | `{"session", "diagnosis", "spans"}` over every trace of the session |
+//! | `GET /api/agentrace/traces?service=&agent=&session=&errors=true&findings=true&min_duration=250ms&start=RFC3339&end=RFC3339&q=&limit=50` | `{"traces": [TraceRow]}`: the most recently active traces, by start, newest first |
+//! | `GET /api/agentrace/sessions?limit=50` | `{"sessions": [{"id", "start_unix_nano", "last_unix_nano", "traces"}]}`, most recently active first |
+//!
+//! Never does: load every stored trace. The list walks the span indexes
+//! newest first and stops at a page; filters that need the analysis
+//! or the whole trace (`agent`, `findings`, `min_duration`) look at a bounded
+//! number of recent candidates (`MAX_ANALYSED_CANDIDATES`, 500).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use agentrace_doctor::{Config, Diagnosis, Doctor, RepairMode};
+use agentrace_model::{Span, TraceId};
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::ApiError;
+use super::search::{duration_nanos, rfc3339_nanos};
+use crate::store::query::{self, RecentFilter};
+use crate::store::{Store, StoreError};
+
+/// The keys that name a session.
+const SESSION_KEYS: [crate::store::IndexedKey; 2] =
+    [crate::store::IndexedKey::SessionId, crate::store::IndexedKey::ConversationId];
+
+/// Rows per list page by default, and at most.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 200;
+
+/// Recent traces a filter that needs the analysis (`agent`, `findings`,
+/// `min_duration`) looks at before it answers with what it found. Until
+/// per-trace analysis is stored, such a filter cannot use an index.
+const MAX_ANALYSED_CANDIDATES: usize = 500;
+
+#[derive(Clone)]
+struct ConnectedState {
+    store: Store,
+    doctor: Arc<Doctor>,
+}
+
+/// The UI's read routes.
+pub(crate) fn router(store: Store) -> Router {
+    let doctor = Arc::new(Doctor::new(Config::default().with_repair_mode(RepairMode::Reparent)));
+    Router::new()
+        .route("/api/agentrace/traces", get(list_traces))
+        .route("/api/agentrace/traces/{trace_id}", get(get_trace))
+        .route("/api/agentrace/sessions", get(list_sessions))
+        .route("/api/agentrace/sessions/{session_id}", get(get_session))
+        .with_state(ConnectedState { store, doctor })
+}
+
+/// The connected view of some traces, and what the doctor found in them.
+fn connected(doctor: &Doctor, spans: &[Span]) -> serde_json::Value {
+    let (diagnosis, view) = doctor.analyse_with_view(spans);
+    json!({"diagnosis": diagnosis, "spans": Span::to_request(&view)})
+}
+
+fn spans_of(conn: &Connection, ids: &[Vec<u8>]) -> Result<Vec<Span>, StoreError> {
+    Ok(Span::from_request(&query::load_traces(conn, ids)?))
+}
+
+async fn get_trace(State(state): State<ConnectedState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
+    let id = TraceId::from_hex(&trace_id).map_err(|e| ApiError::bad_request(format!("invalid trace id: {e}")))?;
+    let key = id.as_bytes().to_vec();
+    let spans = state
+        .store
+        .read(move |conn| {
+            let mut own = spans_of(conn, std::slice::from_ref(&key))?;
+            if own.is_empty() {
+                return Ok(own);
+            }
+            let mut sessions: Vec<String> = Vec::new();
+            for span in &own {
+                for k in ["session.id", "gen_ai.conversation.id"] {
+                    if let Some(v) = span.attributes.str(k).filter(|v| !sessions.iter().any(|s| s == v)) {
+                        sessions.push(v.to_owned());
+                    }
+                }
+            }
+            let mut others = query::related_trace_ids(conn, &SESSION_KEYS, &key, &sessions)?;
+            others.retain(|id| *id != key);
+            // The doctor's answer does not depend on the order of its input.
+            own.extend(spans_of(conn, &others)?);
+            Ok(own)
+        })
+        .await?;
+    if spans.is_empty() {
+        return Err(ApiError::not_found(format!("trace {id} not found")));
+    }
+    let mut body = connected(&state.doctor, &spans);
+    body["trace_id"] = json!(id.to_string());
+    Ok(axum::Json(body).into_response())
+}
+
+async fn get_session(State(state): State<ConnectedState>, Path(session): Path<String>) -> Result<Response, ApiError> {
+    let wanted = session.clone();
+    let spans = state
+        .store
+        .read(move |conn| {
+            let ids = query::session_trace_ids(conn, &SESSION_KEYS, &wanted)?;
+            spans_of(conn, &ids)
+        })
+        .await?;
+    if spans.is_empty() {
+        return Err(ApiError::not_found(format!("session {session} not found")));
+    }
+    let mut body = connected(&state.doctor, &spans);
+    body["session"] = json!(session);
+    Ok(axum::Json(body).into_response())
+}
+
+/// The list's query string.
+#[derive(Debug, Default, Deserialize)]
+struct ListParams {
+    service: Option<String>,
+    agent: Option<String>,
+    session: Option<String>,
+    errors: Option<bool>,
+    findings: Option<bool>,
+    min_duration: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    q: Option<String>,
+    limit: Option<usize>,
+}
+
+/// One row of the trace list: what the UI's table shows for one trace as it
+/// arrived. The lead's stored per-trace analysis can produce the same shape.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceRow {
+    /// Lowercase hex trace ID.
+    pub trace_id: String,
+    /// The trace's session, if a span carries one.
+    pub session: Option<String>,
+    /// Service of the trace's earliest root (or earliest span).
+    pub root_service: String,
+    /// Name of that span.
+    pub root_name: String,
+    /// Earliest span start, Unix nanoseconds.
+    pub start_unix_nano: u64,
+    /// From the earliest start to the latest end, milliseconds.
+    pub duration_ms: f64,
+    /// Spans stored.
+    pub spans: u64,
+    /// Agents seen in the trace.
+    pub agents: Vec<String>,
+    /// Input tokens of its LLM calls.
+    pub input_tokens: u64,
+    /// Output tokens of its LLM calls.
+    pub output_tokens: u64,
+    /// Cost of its LLM calls, US dollars.
+    pub cost_usd: f64,
+    /// Findings at spans of this trace, with the rest of the page as context.
+    pub findings: u64,
+    /// Spans with status ERROR.
+    pub errors: u64,
+}
+
+/// The rows for `ids` (one page, in order). Each trace is analysed alone
+/// for its own numbers, and the page is analysed together once so that an
+/// orphan whose producer is on the same page is seen as one.
+fn trace_rows(doctor: &Doctor, traces: &[Vec<Span>]) -> Vec<TraceRow> {
+    let all: Vec<Span> = traces.iter().flatten().cloned().collect();
+    let page = doctor.analyse(&all);
+    traces
+        .iter()
+        .filter_map(|spans| {
+            let root = spans
+                .iter()
+                .filter(|s| s.parent_span_id.is_none())
+                .min_by_key(|s| s.start_unix_nano)
+                .or_else(|| spans.iter().min_by_key(|s| s.start_unix_nano))?;
+            let own: Diagnosis = doctor.analyse(spans);
+            let trace_id = root.trace_id;
+            let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
+            let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(start);
+            let session = spans.iter().find_map(|s| s.attributes.first_text(&["session.id", "gen_ai.conversation.id"]));
+            Some(TraceRow {
+                trace_id: trace_id.to_string(),
+                session,
+                root_service: root.service_name().to_owned(),
+                root_name: root.name.clone(),
+                start_unix_nano: start,
+                duration_ms: (end.saturating_sub(start) as f64 / 1_000.0).round() / 1_000.0,
+                spans: spans.len() as u64,
+                agents: own.agents.iter().map(|a| a.name.clone()).collect(),
+                input_tokens: own.agents.iter().map(|a| a.input_tokens).sum(),
+                output_tokens: own.agents.iter().map(|a| a.output_tokens).sum(),
+                cost_usd: (own.agents.iter().map(|a| a.cost_usd).sum::<f64>() * 1e6).round() / 1e6,
+                findings: page.findings.iter().filter(|f| f.trace_id == trace_id).count() as u64,
+                errors: spans.iter().filter(|s| s.status_code == agentrace_model::StatusCode::Error).count() as u64,
+            })
+        })
+        .collect()
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+async fn list_traces(
+    State(state): State<ConnectedState>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let mut filter = RecentFilter {
+        service: non_empty(params.service),
+        errors_only: params.errors.unwrap_or(false),
+        name_contains: non_empty(params.q),
+        ..RecentFilter::default()
+    };
+    if let Some(start) = non_empty(params.start) {
+        filter.start_min_ns = Some(rfc3339_nanos("start", &start)?);
+    }
+    if let Some(end) = non_empty(params.end) {
+        filter.start_max_ns = Some(rfc3339_nanos("end", &end)?);
+    }
+    let min_duration_ms = match non_empty(params.min_duration) {
+        Some(d) => Some(duration_nanos("min_duration", &d)? as f64 / 1e6),
+        None => None,
+    };
+    let agent = non_empty(params.agent);
+    let with_findings = params.findings.unwrap_or(false);
+    let session = non_empty(params.session);
+    let needs_analysis = agent.is_some() || with_findings || min_duration_ms.is_some();
+    let started = Instant::now();
+    let doctor = Arc::clone(&state.doctor);
+    let rows = state
+        .store
+        .read(move |conn| {
+            if let Some(session) = &session {
+                filter.within = Some(query::session_trace_ids(conn, &SESSION_KEYS, session)?);
+            }
+            let want = if needs_analysis { MAX_ANALYSED_CANDIDATES } else { limit };
+            let ids = query::recent_trace_ids(conn, &filter, want)?;
+            let mut rows = Vec::new();
+            for page in ids.chunks(limit) {
+                let traces: Vec<Vec<Span>> =
+                    page.iter().map(|id| spans_of(conn, std::slice::from_ref(id))).collect::<Result<_, _>>()?;
+                rows.extend(trace_rows(&doctor, &traces).into_iter().filter(|row| {
+                    agent.as_ref().is_none_or(|a| row.agents.contains(a))
+                        && (!with_findings || row.findings > 0)
+                        && min_duration_ms.is_none_or(|d| row.duration_ms >= d)
+                }));
+                if rows.len() >= limit {
+                    break;
+                }
+            }
+            rows.truncate(limit);
+            // The scan picks the most recently active traces; a page reads
+            // best by start, newest first, as Jaeger lists them.
+            rows.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano).then_with(|| b.trace_id.cmp(&a.trace_id)));
+            Ok(rows)
+        })
+        .await?;
+    tracing::debug!(rows = rows.len(), elapsed = ?started.elapsed(), "trace list");
+    Ok(axum::Json(json!({ "traces": rows })).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SessionListParams {
+    limit: Option<usize>,
+}
+
+async fn list_sessions(
+    State(state): State<ConnectedState>,
+    Query(params): Query<SessionListParams>,
+) -> Result<Response, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let sessions = state.store.read(move |conn| query::recent_sessions(conn, &SESSION_KEYS, limit)).await?;
+    Ok(axum::Json(json!({ "sessions": sessions })).into_response())
+}
