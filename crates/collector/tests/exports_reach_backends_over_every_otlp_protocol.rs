@@ -12,17 +12,11 @@ use agentrace_collector::config::{ExportProtocol, ExportRepair, ExporterConfig};
 use support::{python_send, wait_for};
 
 fn span_count(api: &str, trace_id: &str) -> usize {
-    let (status, body) = support::get_json(&format!("{api}/api/v3/traces/{trace_id}"));
+    let (status, _) = support::get_json(&format!("{api}/api/v3/traces/{trace_id}"));
     if status != 200 {
         return 0;
     }
-    body["result"]["resourceSpans"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|rs| rs["scopeSpans"].as_array().into_iter().flatten())
-        .map(|ss| ss["spans"].as_array().map_or(0, Vec::len))
-        .sum()
+    support::spans_of(&[support::fetch_trace(api, trace_id)]).len()
 }
 
 #[test]

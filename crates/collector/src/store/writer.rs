@@ -457,17 +457,17 @@ impl Writer {
         )?;
         // The live diagnosis goes with its spans; patches first, while
         // their traces can still be found by start.
-        let patches = tx.execute(
-            "DELETE FROM span_patches WHERE trace_id IN
-                 (SELECT trace_id FROM trace_analysis WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)",
-            [cutoff],
-        )?;
-        let analyses = tx.execute(
-            "DELETE FROM trace_analysis WHERE trace_id IN
-                 (SELECT trace_id FROM trace_analysis WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)",
-            [cutoff],
-        )?;
+        let mut analyses = 0;
+        for table in ["span_patches", "trace_analysis"] {
+            analyses += tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE trace_id IN
+                         (SELECT trace_id FROM trace_analysis WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)"
+                ),
+                [cutoff],
+            )?;
+        }
         tx.commit()?;
-        Ok((n as u64, (keys + chunks + patches + analyses) as u64))
+        Ok((n as u64, (keys + chunks + analyses) as u64))
     }
 }

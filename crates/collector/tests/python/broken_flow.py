@@ -34,6 +34,25 @@ COMPLETION = "ACME's Q3 outage lasted 4 hours because of a bad config push"
 API_KEY = "sk-proj-Zx8Kq2Lm4Np6Rt8Vw0Yb2Dc4"
 
 
+# The MCP call's attributes, on the client's span and on the server's.
+MCP_CALL = {
+    "mcp.method.name": "tools/call",
+    "gen_ai.tool.name": "search",
+    "mcp.session.id": "mcp-7",
+    "jsonrpc.request.id": "3",
+}
+
+
+def job(operation):
+    """Messaging attributes of the job hand-off, on its producer and its consumer."""
+    return {
+        "messaging.system": "jobtable",
+        "messaging.destination.name": "tasks",
+        "messaging.operation.type": operation,
+        "messaging.message.id": "job-42",
+    }
+
+
 class Tracked:
     def __init__(self, inner):
         self.inner = inner
@@ -79,13 +98,7 @@ def main():
         with orchestrator.start_as_current_span(
             "send tasks",
             kind=SpanKind.PRODUCER,
-            attributes={
-                **session,
-                "messaging.system": "jobtable",
-                "messaging.destination.name": "tasks",
-                "messaging.operation.type": "send",
-                "messaging.message.id": "job-42",
-            },
+            attributes={**session, **job("send")},
         ):
             pass
         # The queue lost the context: the researcher starts a new trace.
@@ -93,13 +106,7 @@ def main():
             "process tasks",
             context=empty,
             kind=SpanKind.CONSUMER,
-            attributes={
-                **session,
-                "messaging.system": "jobtable",
-                "messaging.destination.name": "tasks",
-                "messaging.operation.type": "process",
-                "messaging.message.id": "job-42",
-            },
+            attributes={**session, **job("process")},
         ) as consumer:
             with researcher.start_as_current_span(
                 "invoke_agent researcher",
@@ -126,25 +133,14 @@ def main():
             "tools/call search",
             context=set_span_in_context(root),
             kind=SpanKind.CLIENT,
-            attributes={
-                **session,
-                "mcp.method.name": "tools/call",
-                "gen_ai.tool.name": "search",
-                "mcp.session.id": "mcp-7",
-                "jsonrpc.request.id": "3",
-            },
+            attributes={**session, **MCP_CALL},
         ):
             # The MCP hop lost the context: the server starts a new trace.
             with mcp.start_as_current_span(
                 "tools/call search",
                 context=empty,
                 kind=SpanKind.SERVER,
-                attributes={
-                    "mcp.method.name": "tools/call",
-                    "gen_ai.tool.name": "search",
-                    "mcp.session.id": "mcp-7",
-                    "jsonrpc.request.id": "3",
-                },
+                attributes=MCP_CALL,
             ) as server:
                 trace_mcp = server.get_span_context().trace_id
         trace_root = root.get_span_context().trace_id
