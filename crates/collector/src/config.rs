@@ -364,6 +364,11 @@ pub struct ExporterConfig {
     /// Spans per export request, at most.
     #[serde(default = "default_batch_spans")]
     pub max_batch_spans: usize,
+    /// Bytes per export request, at most (as queued, before the protocol's
+    /// framing), so a batch stays under the backend's message limit (4 MiB
+    /// by default in gRPC servers). A single larger request goes alone.
+    #[serde(default = "default_batch_bytes", deserialize_with = "de_bytes")]
+    pub max_batch_bytes: u64,
     /// How long one export request may take.
     #[serde(default = "default_export_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
@@ -387,6 +392,7 @@ impl ExporterConfig {
             repair: ExportRepair::Reparent,
             min_confidence: default_min_confidence(),
             max_batch_spans: default_batch_spans(),
+            max_batch_bytes: default_batch_bytes(),
             timeout: default_export_timeout(),
             max_backoff: default_max_backoff(),
             max_queue_bytes: default_queue_bytes(),
@@ -399,6 +405,9 @@ fn default_min_confidence() -> f64 {
 }
 fn default_batch_spans() -> usize {
     8192
+}
+fn default_batch_bytes() -> u64 {
+    3 * MIB
 }
 fn default_export_timeout() -> Duration {
     Duration::from_secs(10)
@@ -507,6 +516,17 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "exporters[{i}].repair is {:?} but pipeline.enabled is false: repairs come from the live pipeline; use repair: off or enable it",
                     e.repair
+                )));
+            }
+            if e.max_queue_bytes == 0 || e.timeout.is_zero() || e.max_backoff.is_zero() || e.max_batch_bytes == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "exporters[{i}]: max_queue_bytes, max_batch_bytes, timeout and max_backoff must be above zero"
+                )));
+            }
+            if self.exporters[..i].iter().any(|o| o.endpoint == e.endpoint && o.protocol == e.protocol) {
+                return Err(ConfigError::Invalid(format!(
+                    "exporters[{i}]: another exporter sends to {} over the same protocol; each backend has one queue, so list it once",
+                    e.endpoint
                 )));
             }
             if !(0.0..=1.0).contains(&e.min_confidence) || e.max_batch_spans == 0 {

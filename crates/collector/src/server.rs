@@ -110,15 +110,7 @@ impl Collector {
             // Requests still queued for a repairing backend are assembled
             // again, so that what was open at a crash is diagnosed before
             // it is sent.
-            let replay = match exports.iter().find(|t| t.config.repair != ExportRepair::Off) {
-                Some(t) => {
-                    let id = t.id;
-                    store.read(move |c| query::queue_peek(c, id, 0, u64::MAX, u64::MAX)).await?
-                }
-                None => Vec::new(),
-            };
-            let replay =
-                replay.into_iter().filter_map(|r| Some((r.seq, crate::assemble::pack(&r.request().ok()?)))).collect();
+            let replay = replay_queued(&store, &exports, config.pipeline.max_buffered_spans).await?;
             Pipeline::start(
                 config.pipeline.clone(),
                 store.clone(),
@@ -202,6 +194,42 @@ impl Collector {
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
+}
+
+/// Requests still queued for a repairing backend, newest last, as many as
+/// the pipeline's memory budget holds: the traces that were open when
+/// agentrace last stopped are among the newest. A request queued for
+/// several backends is taken once.
+async fn replay_queued(
+    store: &Store,
+    exports: &[ExportTarget],
+    budget: usize,
+) -> Result<Vec<(u64, Vec<crate::assemble::Packed>)>, StoreError> {
+    let mut replay: std::collections::BTreeMap<u64, (u64, Vec<crate::assemble::Packed>)> = Default::default();
+    let mut held = 0u64;
+    for t in exports.iter().filter(|t| t.config.repair != ExportRepair::Off) {
+        let id = t.id;
+        let mut after = 0;
+        loop {
+            let window = query::QueueWindow { after, max_seq: u64::MAX, max_spans: 100_000, max_bytes: 64 << 20 };
+            let rows = store.read(move |c| query::queue_peek(c, id, window)).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.id;
+            for row in rows {
+                if replay.contains_key(&row.seq) {
+                    continue;
+                }
+                let Ok(request) = row.request() else { continue };
+                held += row.spans;
+                replay.insert(row.seq, (row.spans, crate::assemble::pack(&request)));
+                while held > budget as u64 {
+                    let Some((_, (spans, _))) = replay.pop_first() else { break };
+                    held -= spans;
+                }
+            }
+        }
+    }
+    Ok(replay.into_iter().map(|(seq, (_, packed))| (seq, packed)).collect())
 }
 
 /// Bearer-token check, shared by every listener. `/health` stays open so

@@ -125,11 +125,6 @@ impl Pipeline {
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Pipeline> {
         let (tx, rx) = mpsc::sync_channel(HANDOFF_CAPACITY);
-        let watermark = Arc::new(AtomicU64::new(first_seq.saturating_sub(1)));
-        let handle = PipelineHandle {
-            sequencer: Arc::new(Mutex::new(Sequencer { next: first_seq, tx: Some(tx) })),
-            watermark: Arc::clone(&watermark),
-        };
         let doctor = Doctor::new(DoctorConfig {
             apply_threshold: config.apply_threshold,
             include_tree: false,
@@ -140,6 +135,12 @@ impl Pipeline {
         for (seq, spans) in replay {
             assembler.add(seq, spans, now);
         }
+        // Replayed requests wait for their traces to close like new ones.
+        let watermark = Arc::new(AtomicU64::new(assembler.watermark(first_seq.saturating_sub(1))));
+        let handle = PipelineHandle {
+            sequencer: Arc::new(Mutex::new(Sequencer { next: first_seq, tx: Some(tx) })),
+            watermark: Arc::clone(&watermark),
+        };
         let thread = std::thread::Builder::new().name("agentrace-pipeline".into()).spawn(move || {
             run(assembler, rx, store, watermark, first_seq.saturating_sub(1), runtime);
         })?;
@@ -160,6 +161,17 @@ impl Pipeline {
     }
 }
 
+/// Opens the watermark for good when the pipeline thread ends, however it
+/// ends: exporters then send without waiting for diagnoses that will never
+/// come, rather than stall.
+struct OpenOnExit(Arc<AtomicU64>);
+
+impl Drop for OpenOnExit {
+    fn drop(&mut self) {
+        self.0.store(u64::MAX, Ordering::Release);
+    }
+}
+
 fn run(
     mut assembler: Assembler,
     rx: mpsc::Receiver<Arrival>,
@@ -168,6 +180,7 @@ fn run(
     mut last_seq: u64,
     runtime: tokio::runtime::Handle,
 ) {
+    let _open = OpenOnExit(Arc::clone(&watermark));
     let tick = (assembler.config.trace_timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     let mut next_tick = Instant::now() + tick;
     let mut stopping = false;
@@ -357,19 +370,22 @@ impl Assembler {
                 self.metrics.pipeline.traces_closed_at_max_age.fetch_add(1, Ordering::Relaxed);
             }
         }
-        // Over budget: the window goes first, then the oldest open traces.
-        while self.buffered > self.config.max_buffered_spans {
-            if self.evict_oldest_window().is_some() {
+        // Over budget: the window goes first, then the oldest open traces
+        // close early (closing moves them to the window, which the pass
+        // after closing evicts).
+        let mut projected = self.buffered;
+        while projected > self.config.max_buffered_spans {
+            if let Some(n) = self.evict_oldest_window() {
+                projected -= n;
                 self.metrics.pipeline.window_evicted_traces.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let pending: HashSet<TraceId> = due.iter().map(|(_, id)| *id).collect();
             let oldest = self.open.iter().filter(|(id, _)| !pending.contains(id)).min_by_key(|(_, t)| t.opened);
             let Some((id, t)) = oldest else { break };
+            projected -= t.held.len();
             due.push((t.opened, *id));
             self.metrics.pipeline.traces_closed_early.fetch_add(1, Ordering::Relaxed);
-            // Closing moves it to the window, which the next pass evicts.
-            break;
         }
         due.sort();
         let mut out = Closed::default();
@@ -397,12 +413,25 @@ impl Assembler {
         let own = trace.held.unpack();
         let n = own.len();
         let context = self.context(id, &trace.held, own);
-        let (diagnosis, view) = if self.want_patches {
-            self.doctor.analyse_with_view(&context)
-        } else {
-            (self.doctor.analyse(&context), Vec::new())
+        // Spans come from senders: a bug they trigger in the diagnosis must
+        // cost that trace its repairs, not stop the pipeline.
+        let diagnosed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let (diagnosis, view) = if self.want_patches {
+                self.doctor.analyse_with_view(&context)
+            } else {
+                (self.doctor.analyse(&context), Vec::new())
+            };
+            summary::summarise(id, &context[..n], &diagnosis, &view, self.doctor.config())
+        }));
+        let (row, patches) = match diagnosed {
+            Ok(done) => done,
+            Err(_) => {
+                tracing::error!(trace = %id, "the diagnosis of a trace failed; it is forwarded unrepaired");
+                self.window.insert(id, WindowTrace { held: trace.held, closed: now });
+                self.window_order.push_back((now, id));
+                return;
+            }
         };
-        let (row, patches) = summary::summarise(id, &context[..n], &diagnosis, &view, self.doctor.config());
         self.metrics.pipeline.traces_closed.fetch_add(1, Ordering::Relaxed);
         self.metrics.pipeline.findings.fetch_add(row.findings as u64, Ordering::Relaxed);
         self.metrics.pipeline.repairs_applied.fetch_add(row.repairs as u64, Ordering::Relaxed);
@@ -469,14 +498,15 @@ impl Assembler {
                 break;
             }
             self.window_order.pop_front();
-            self.drop_window_trace(id, closed);
+            let _ = self.drop_window_trace(id, closed);
         }
     }
 
-    fn evict_oldest_window(&mut self) -> Option<TraceId> {
+    /// Drops the oldest trace of the window; says how many spans went.
+    fn evict_oldest_window(&mut self) -> Option<usize> {
         while let Some((closed, id)) = self.window_order.pop_front() {
-            if self.drop_window_trace(id, closed) {
-                return Some(id);
+            if let Some(n) = self.drop_window_trace(id, closed) {
+                return Some(n);
             }
         }
         None
@@ -484,12 +514,13 @@ impl Assembler {
 
     /// Drops a window trace if it is still the one closed at `closed` (a
     /// reopened and closed-again trace has a later entry).
-    fn drop_window_trace(&mut self, id: TraceId, closed: Instant) -> bool {
+    fn drop_window_trace(&mut self, id: TraceId, closed: Instant) -> Option<usize> {
         if self.window.get(&id).is_none_or(|w| w.closed != closed) {
-            return false;
+            return None;
         }
-        let Some(w) = self.window.remove(&id) else { return false };
-        self.buffered -= w.held.len();
+        let w = self.window.remove(&id)?;
+        let n = w.held.len();
+        self.buffered -= n;
         for key in &w.held.keys {
             if let Some(list) = self.keys.get_mut(key) {
                 list.retain(|t| *t != id || self.open.contains_key(t));
@@ -498,7 +529,7 @@ impl Assembler {
                 }
             }
         }
-        true
+        Some(n)
     }
 
     fn publish_gauges(&self) {

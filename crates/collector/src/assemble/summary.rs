@@ -65,7 +65,14 @@ pub(crate) fn summarise(
                 patch.rollup.push((key.to_owned(), value.clone()).into());
             }
         }
-        patch.confidence = v.attributes.get("agentrace.repair.confidence").and_then(|c| c.as_f64());
+        // A span moved through a chain of repairs is only as sure as the
+        // weakest of them: an exporter that leaves one out must not move
+        // the span past it.
+        patch.confidence = v
+            .attributes
+            .get("agentrace.repair.confidence")
+            .and_then(|c| c.as_f64())
+            .map(|c| c.min(chain_confidence(diagnosis, id, v.trace_id)));
         if let Some(r) = diagnosis.repairs.iter().find(|r| r.applied && r.trace_id == id && r.span_id == v.span_id) {
             patch.link = Some(InferredLink {
                 trace_id: r.parent_trace_id,
@@ -125,6 +132,25 @@ pub(crate) fn summarise(
         diagnosis: json!({ "findings": findings, "repairs": repairs, "failure": failure }).to_string(),
     };
     (row, patches)
+}
+
+/// The lowest confidence of the applied repairs that lead from trace
+/// `from` to trace `to`, following each trace's root to its parent's trace.
+fn chain_confidence(diagnosis: &Diagnosis, from: TraceId, to: TraceId) -> f64 {
+    let mut lowest = 1.0f64;
+    let mut at = from;
+    for _ in 0..64 {
+        if at == to {
+            break;
+        }
+        let Some(r) = diagnosis.repairs.iter().find(|r| r.applied && r.trace_id == at && r.parent_trace_id != at)
+        else {
+            break;
+        };
+        lowest = lowest.min(r.confidence);
+        at = r.parent_trace_id;
+    }
+    lowest
 }
 
 fn clamp(n: u64) -> i64 {

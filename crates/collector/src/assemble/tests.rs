@@ -123,3 +123,19 @@ fn closing_everything_on_shutdown_diagnoses_what_is_open() {
     assert_eq!(closed.rows.len(), 2);
     assert_eq!(a.watermark(2), 2);
 }
+
+#[test]
+fn open_traces_close_early_until_memory_is_within_budget() {
+    let (mut a, metrics) = assembler(PipelineConfig { max_buffered_spans: 3, ..config() });
+    let t0 = Instant::now();
+    let (producer, consumer) = broken_handoff();
+    a.add(1, producer, t0);
+    a.add(2, consumer, t0 + Duration::from_millis(10));
+    // Nothing is due yet, but four spans are held for a budget of three:
+    // the oldest trace closes early, and is then dropped from the window.
+    let closed = a.close_due(t0 + Duration::from_millis(20), false);
+    assert_eq!(closed.rows.len(), 1);
+    assert_eq!(closed.rows[0].trace_id, vec![1; 16]);
+    assert!(a.buffered <= 3, "{}", a.buffered);
+    assert_eq!(metrics.pipeline.traces_closed_early.load(Ordering::Relaxed), 1);
+}

@@ -92,7 +92,8 @@ async fn run(
             return;
         }
         let max_seq = if repair == ExportRepair::Off { u64::MAX } else { pipeline.watermark() };
-        let rows = match store.read(move |c| query::queue_peek(c, id, 0, max_seq, max_spans)).await {
+        let window = query::QueueWindow { after: 0, max_seq, max_spans, max_bytes: target.config.max_batch_bytes };
+        let rows = match store.read(move |c| query::queue_peek(c, id, window)).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, exporter = %target.metrics.name, "cannot read the export queue");

@@ -94,7 +94,7 @@ pub struct Sinks {
 }
 
 /// Watches the process's resident memory and says when it is over the
-/// configured limit. A task samples `/proc/self/statm` every 100 ms, so the
+/// configured limit. A task samples `/proc/self/status` every 100 ms, so the
 /// check on each request is one atomic load.
 #[derive(Clone, Default)]
 pub struct MemoryLimiter {
@@ -134,11 +134,13 @@ impl MemoryLimiter {
     }
 }
 
-/// Resident set size, from `/proc/self/statm` (pages × 4 KiB).
+/// Resident set size, from `/proc/self/status` (`VmRSS`, in kB whatever
+/// the page size).
 fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// A place among the requests handled at once; dropping it frees the place.

@@ -7,8 +7,10 @@
 //!   string `"true"`) is dropped whole: that is where agents record prompts
 //!   and completions;
 //! - a content attribute (`gen_ai.input.messages` and the other keys and
-//!   patterns of the policy), on a span, an event or a link, is dropped,
-//!   hashed or kept, as each sink's [`ContentAction`] says;
+//!   patterns of the policy), on a span, an event, a link, a resource or a
+//!   scope, is dropped, hashed or kept, as each sink's [`ContentAction`]
+//!   says (keys are matched where attributes are listed, not inside map
+//!   values);
 //! - a secret (API keys, bearer tokens, e-mail addresses, or the policy's
 //!   own patterns) is masked as `<redacted:NAME>` in every string value:
 //!   span and event names, status messages, attributes at any depth, and
@@ -148,12 +150,14 @@ impl Redactor {
     pub fn redact(&self, mut request: ExportTraceServiceRequest, action: ContentAction) -> Redacted {
         let mut total = RedactionReport::default();
         for rs in &mut request.resource_spans {
+            // Resource and scope attributes follow the same policy; what
+            // they lose counts in the totals (they belong to no one span).
             if let Some(resource) = &mut rs.resource {
-                total.values_masked += self.mask_attributes(&mut resource.attributes);
+                self.content(&mut resource.attributes, action, &mut total);
             }
             for ss in &mut rs.scope_spans {
                 if let Some(scope) = &mut ss.scope {
-                    total.values_masked += self.mask_attributes(&mut scope.attributes);
+                    self.content(&mut scope.attributes, action, &mut total);
                 }
                 for span in &mut ss.spans {
                     let mut counts = RedactionReport::default();

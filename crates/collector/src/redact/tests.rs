@@ -241,3 +241,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn content_on_a_resource_is_dropped_too() {
+    let out = redactor().redact(
+        request(
+            vec![chat_span()],
+            vec![kv("gen_ai.system_instructions", s("You are ACME's agent")), kv("service.name", s("a"))],
+        ),
+        ContentAction::Drop,
+    );
+    let resource = out.request().resource_spans[0].resource.as_ref().unwrap();
+    assert_eq!(resource.attributes.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(), ["service.name"]);
+    assert_eq!(out.report().attributes_dropped, 2, "the span's and the resource's");
+}

@@ -455,31 +455,39 @@ pub struct QueueRow {
     pub size: u64,
 }
 
-/// The oldest rows of exporter `exporter` after row `after`, up to about
-/// `max_spans` spans (at least one row), among those with `seq <= max_seq`.
-pub fn queue_peek(
-    conn: &Connection,
-    exporter: i64,
-    after: i64,
-    max_seq: u64,
-    max_spans: u64,
-) -> Result<Vec<QueueRow>, StoreError> {
+/// How much of an exporter's queue to read at once.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueWindow {
+    /// Only rows after this row ID.
+    pub after: i64,
+    /// Only rows with `seq` at most this.
+    pub max_seq: u64,
+    /// About this many spans at most (at least one row).
+    pub max_spans: u64,
+    /// About this many encoded bytes at most (at least one row).
+    pub max_bytes: u64,
+}
+
+/// The oldest rows of exporter `exporter` within `window`.
+pub fn queue_peek(conn: &Connection, exporter: i64, window: QueueWindow) -> Result<Vec<QueueRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, seq, spans, body FROM export_queue WHERE exporter = ?1 AND id > ?2 AND seq <= ?3 ORDER BY id LIMIT 1000",
     )?;
-    let mut rows = stmt.query(rusqlite::params![exporter, after, i64::try_from(max_seq).unwrap_or(i64::MAX)])?;
+    let max_seq = i64::try_from(window.max_seq).unwrap_or(i64::MAX);
+    let mut rows = stmt.query(rusqlite::params![exporter, window.after, max_seq])?;
     let mut out = Vec::new();
-    let mut spans = 0;
+    let (mut spans, mut bytes) = (0, 0);
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
         let n: i64 = row.get(2)?;
-        if !out.is_empty() && spans + n as u64 > max_spans {
-            break;
-        }
         let body: Vec<u8> = row.get(3)?;
         let encoded = lz4_flex::block::decompress_size_prepended(&body)
             .map_err(|e| StoreError::Corrupt(format!("export queue row {id}: {e}")))?;
+        if !out.is_empty() && (spans + n as u64 > window.max_spans || bytes + encoded.len() as u64 > window.max_bytes) {
+            break;
+        }
         spans += n as u64;
+        bytes += encoded.len() as u64;
         out.push(QueueRow { id, seq: row.get::<_, i64>(1)? as u64, spans: n as u64, encoded, size: body.len() as u64 });
     }
     Ok(out)
