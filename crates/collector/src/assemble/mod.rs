@@ -36,7 +36,9 @@ use crate::metrics::Metrics;
 use crate::store::{AnalysisRow, PatchRow, PreparedBatch, Store};
 
 /// Requests waiting for the pipeline thread, at most; past it receivers
-/// answer "busy, retry".
+/// answer "busy, retry". Spans waiting are bounded too (a quarter of the
+/// memory budget), so a pipeline slower than the receivers slows the
+/// senders instead of growing.
 const HANDOFF_CAPACITY: usize = 4096;
 
 /// A join key found on more traces than this names no single partner and
@@ -45,17 +47,21 @@ const MAX_TRACES_PER_JOIN_KEY: usize = 16;
 
 /// The hand-off queue to the pipeline was full.
 #[derive(Debug, thiserror::Error)]
-#[error("the live pipeline is {0} requests behind; retry shortly")]
+#[error("the live pipeline is {0} spans behind; retry shortly")]
 pub struct PipelineBusy(usize);
 
 struct Arrival {
     seq: u64,
     spans: Vec<Packed>,
+    count: usize,
 }
 
 struct Sequencer {
     next: u64,
     tx: Option<mpsc::SyncSender<Arrival>>,
+    /// Spans handed over and not yet taken by the pipeline thread.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    max_in_flight: usize,
 }
 
 /// The receivers' side of the pipeline; cheap to clone.
@@ -72,9 +78,17 @@ impl PipelineHandle {
         let mut s = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
         let seq = s.next;
         if let Some(tx) = &s.tx {
-            match tx.try_send(Arrival { seq, spans }) {
-                Ok(()) => {}
-                Err(mpsc::TrySendError::Full(_)) => return Err(PipelineBusy(HANDOFF_CAPACITY)),
+            let count: usize = spans.iter().map(|p| p.span.count).sum();
+            let waiting = s.in_flight.load(Ordering::Acquire);
+            // One request always goes through to an idle pipeline, whatever its size.
+            if waiting > 0 && waiting + count > s.max_in_flight {
+                return Err(PipelineBusy(waiting));
+            }
+            match tx.try_send(Arrival { seq, spans, count }) {
+                Ok(()) => {
+                    s.in_flight.fetch_add(count, Ordering::AcqRel);
+                }
+                Err(mpsc::TrySendError::Full(_)) => return Err(PipelineBusy(waiting)),
                 // The pipeline stopped (shutdown): spans are still stored and
                 // exported, only not diagnosed live.
                 Err(mpsc::TrySendError::Disconnected(_)) => {}
@@ -106,7 +120,12 @@ impl Pipeline {
     /// A pipeline that only numbers requests (`pipeline.enabled: false`).
     pub fn disabled(first_seq: u64) -> Pipeline {
         let handle = PipelineHandle {
-            sequencer: Arc::new(Mutex::new(Sequencer { next: first_seq, tx: None })),
+            sequencer: Arc::new(Mutex::new(Sequencer {
+                next: first_seq,
+                tx: None,
+                in_flight: Default::default(),
+                max_in_flight: 0,
+            })),
             watermark: Arc::new(AtomicU64::new(u64::MAX)),
         };
         Pipeline { handle, thread: None }
@@ -130,19 +149,26 @@ impl Pipeline {
             include_tree: false,
             ..DoctorConfig::default()
         });
+        let max_in_flight = (config.max_buffered_spans / 4).max(1);
         let mut assembler = Assembler::new(config, doctor, Arc::clone(&metrics)).with_patches(want_patches);
         let now = Instant::now();
         for (seq, spans) in replay {
             assembler.add(seq, spans, now);
         }
+        let in_flight: Arc<std::sync::atomic::AtomicUsize> = Default::default();
         // Replayed requests wait for their traces to close like new ones.
         let watermark = Arc::new(AtomicU64::new(assembler.watermark(first_seq.saturating_sub(1))));
         let handle = PipelineHandle {
-            sequencer: Arc::new(Mutex::new(Sequencer { next: first_seq, tx: Some(tx) })),
+            sequencer: Arc::new(Mutex::new(Sequencer {
+                next: first_seq,
+                tx: Some(tx),
+                in_flight: Arc::clone(&in_flight),
+                max_in_flight,
+            })),
             watermark: Arc::clone(&watermark),
         };
         let thread = std::thread::Builder::new().name("agentrace-pipeline".into()).spawn(move || {
-            run(assembler, rx, store, watermark, first_seq.saturating_sub(1), runtime);
+            run(assembler, rx, in_flight, store, watermark, first_seq.saturating_sub(1), runtime);
         })?;
         Ok(Pipeline { handle, thread: Some(thread) })
     }
@@ -175,6 +201,7 @@ impl Drop for OpenOnExit {
 fn run(
     mut assembler: Assembler,
     rx: mpsc::Receiver<Arrival>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
     store: Store,
     watermark: Arc<AtomicU64>,
     mut last_seq: u64,
@@ -188,8 +215,9 @@ fn run(
         match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
             Ok(a) => {
                 last_seq = last_seq.max(a.seq);
+                in_flight.fetch_sub(a.count, Ordering::AcqRel);
                 assembler.add(a.seq, a.spans, Instant::now());
-                continue_draining(&rx, &mut assembler, &mut last_seq);
+                continue_draining(&rx, &in_flight, &mut assembler, &mut last_seq);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => stopping = true,
@@ -219,13 +247,19 @@ fn run(
     }
 }
 
-fn continue_draining(rx: &mpsc::Receiver<Arrival>, assembler: &mut Assembler, last_seq: &mut u64) {
+fn continue_draining(
+    rx: &mpsc::Receiver<Arrival>,
+    in_flight: &std::sync::atomic::AtomicUsize,
+    assembler: &mut Assembler,
+    last_seq: &mut u64,
+) {
     // Take what is already waiting before closing anything, but not so
     // much that closing waits for ever under load.
     for _ in 0..256 {
         match rx.try_recv() {
             Ok(a) => {
                 *last_seq = (*last_seq).max(a.seq);
+                in_flight.fetch_sub(a.count, Ordering::AcqRel);
                 assembler.add(a.seq, a.spans, Instant::now());
             }
             Err(_) => break,

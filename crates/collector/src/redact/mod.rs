@@ -21,8 +21,6 @@
 //! and the store and the exporters take nothing else: unredacted data
 //! cannot reach a disk or a socket by mistake.
 
-use std::collections::HashSet;
-
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
@@ -105,7 +103,9 @@ impl Redacted {
 /// A compiled redaction policy; cheap to share between tasks.
 #[derive(Debug)]
 pub struct Redactor {
-    content_keys: HashSet<String>,
+    /// A handful of keys: comparing them (lengths first) beats hashing
+    /// every attribute key of every span.
+    content_keys: Vec<String>,
     content_patterns: Option<RegexSet>,
     /// Every secret pattern at once: almost every string matches none, and
     /// one scan tells.
@@ -138,7 +138,7 @@ impl Redactor {
             )
         };
         Ok(Redactor {
-            content_keys: config.content_attributes.iter().cloned().collect(),
+            content_keys: config.content_attributes.clone(),
             content_patterns,
             any_secret,
             secrets,
@@ -199,7 +199,8 @@ impl Redactor {
 
     /// Whether `key` names a content attribute.
     pub fn is_content(&self, key: &str) -> bool {
-        self.content_keys.contains(key) || self.content_patterns.as_ref().is_some_and(|p| p.is_match(key))
+        self.content_keys.iter().any(|k| k.len() == key.len() && k == key)
+            || self.content_patterns.as_ref().is_some_and(|p| p.is_match(key))
     }
 
     /// Applies the content action to a list of attributes and masks secrets
