@@ -155,6 +155,8 @@ pub struct PipelineMetrics {
     pub findings: AtomicU64,
     /// Repairs applied.
     pub repairs_applied: AtomicU64,
+    /// Spans given to diagnoses: each closed trace's own and its context's.
+    pub diagnosed_spans: AtomicU64,
 }
 
 /// One exporter's work; `name` is its endpoint and protocol.
@@ -381,6 +383,12 @@ impl Metrics {
             ),
             ("agentrace_pipeline_findings_total", "counter", "Findings reported by the live diagnosis.", &p.findings),
             ("agentrace_pipeline_repairs_applied_total", "counter", "Repairs applied.", &p.repairs_applied),
+            (
+                "agentrace_pipeline_diagnosed_spans_total",
+                "counter",
+                "Spans given to diagnoses: each closed trace's own and those of its session and joined traces.",
+                &p.diagnosed_spans,
+            ),
         ] {
             scalar(&mut out, name, kind, help, v);
         }

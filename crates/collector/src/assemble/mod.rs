@@ -43,7 +43,11 @@ const HANDOFF_CAPACITY: usize = 4096;
 
 /// A join key found on more traces than this names no single partner and
 /// is not followed when gathering a trace's context.
-const MAX_TRACES_PER_JOIN_KEY: usize = 16;
+const MAX_TRACES_PER_JOIN_KEY: usize = 4;
+
+/// Traces of the same session that overlap a closing trace in time, at
+/// most, given to its diagnosis (where a heuristic join looks for a caller).
+const MAX_SESSION_CONTEXT_TRACES: usize = 8;
 
 /// The hand-off queue to the pipeline was full.
 #[derive(Debug, thiserror::Error)]
@@ -447,6 +451,7 @@ impl Assembler {
         let own = trace.held.unpack();
         let n = own.len();
         let context = self.context(id, &trace.held, own);
+        self.metrics.pipeline.diagnosed_spans.fetch_add(context.len() as u64, Ordering::Relaxed);
         // Spans come from senders: a bug they trigger in the diagnosis must
         // cost that trace its repairs, not stop the pipeline.
         let diagnosed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -499,16 +504,22 @@ impl Assembler {
                 if !session && traces.len() > MAX_TRACES_PER_JOIN_KEY {
                     continue;
                 }
-                // The newest traces of a session are the likeliest relatives.
+                // The newest traces of a session are the likeliest relatives;
+                // of a session running many requests at once, a few are given.
+                let mut overlapping = 0;
                 for other in traces.iter().rev() {
                     if seen.contains(other) {
                         continue;
                     }
                     let Some(more) = self.held(*other) else { continue };
-                    if session
-                        && (more.start > held.end.saturating_add(skew) || more.end.saturating_add(skew) < held.start)
-                    {
-                        continue;
+                    if session {
+                        if more.start > held.end.saturating_add(skew) || more.end.saturating_add(skew) < held.start {
+                            continue;
+                        }
+                        overlapping += 1;
+                        if overlapping > MAX_SESSION_CONTEXT_TRACES {
+                            break;
+                        }
                     }
                     if out.len() + more.len() > limit {
                         continue;
