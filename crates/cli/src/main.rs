@@ -14,7 +14,9 @@ use clap::{Parser, Subcommand};
 
 // The collector allocates and frees from several threads at once (receivers,
 // store writer, pipeline); glibc's allocator spent a fifth of its CPU
-// consolidating and unlinking chunks there. See the loadgen's figures.
+// consolidating and unlinking chunks there. Measured side by side (see the
+// loadgen's header): pass-through 4.9 vs 6.3-6.5 us of CPU per span, the
+// full pipeline 38.7-39.3 vs 41.4-42.2 us.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -15,23 +15,49 @@
 //! ```
 //!
 //! Last figures (2026-11-25; 2-vCPU Debian VM, Intel Xeon, rustc 1.95,
-//! release build; server `TOKIO_WORKER_THREADS=1 taskset -c 0`, fresh data
-//! dir, generator `taskset -c 1`; 4 connections, 100 spans of 20
-//! attributes per request; load average about 1):
+//! release build with mimalloc; server `TOKIO_WORKER_THREADS=1 taskset -c 0`
+//! so every server thread shares one core, fresh data dir; generator, and
+//! the blackhole backend (`examples/blackhole.rs`), `taskset -c 1`; 100
+//! spans of 20 attributes per request; 6 s runs, two rounds, each
+//! configuration run beside the baseline in the same minutes; server CPU
+//! from `perf stat -e task-clock` on the server process):
 //!
-//! | run | acknowledged | p50 | p99 | server peak RSS |
+//! | configuration | acknowledged | p99 | server CPU per span | spans per server CPU-second |
 //! |---|---|---|---|---|
-//! | steady, 3 × 10 s in a row | 32.3k, 30.0k, 28.9k spans/s | 8.6 ms | 17.6–21.7 ms | 63 MiB |
-//! | 10× overload, `--rate 400000`, 20 s | 42.2k spans/s, 358k/s refused (RESOURCE_EXHAUSTED) | 81 ms | 629 ms | 70 MiB |
+//! | baseline: the spine before the live pipeline (a8c45b7), store only, 4 conn. | 33.5k–35.5k/s | 17.3–17.7 ms | 23.0–23.6 µs | 42.4k–43.6k |
+//! | full: redact + assemble + doctor + store, no exporter, 4 conn. | 25.1k–26.7k/s (0.75×) | 31.7–35.3 ms | 39.2–41.8 µs | 23.9k–25.5k |
+//! | full + export (reparent) to the blackhole, 4 conn. | 24.0k–24.5k/s (0.70×) | 56–64 ms | 43.3–44.1 µs | 22.7k–23.1k |
+//! | pass-through: receive, redact, disk queue, export (`storage.keep_spans: false`, pipeline off, `repair: off`), 8 conn. | 194.6k–195.8k/s | 10.0–10.6 ms | 5.0 µs | 199k–200k |
 //!
-//! Server CPU per span (`perf stat -e task-clock` on the server over a 6 s
-//! run, fresh data dir): 21.3–21.7 µs with 4 connections, 18.7 µs with 16,
-//! i.e. 46k–54k spans per CPU-second. The goal is 150k spans/s on one core:
-//! this is 0.2–0.35× of it. Profiles put about 70 % of the server's CPU in
-//! SQLite (WAL frame writes through ext4, B-tree inserts) and under 5 % in
-//! decoding. Earlier runs that showed 77k–111k spans/s were the generator
-//! resending the previous run's trace IDs, which the store skips as
-//! duplicates; trace IDs now start from the clock.
+//! The allocator, same binary built both ways, same minutes: pass-through
+//! with mimalloc 199.3k–200.8k/s acknowledged, 4.89 µs per span; with
+//! glibc's malloc 153.9k–159.1k/s, 6.28–6.46 µs (mimalloc 1.3×); full
+//! pipeline 38.7–39.3 µs vs 41.4–42.2 µs (1.07×).
+//!
+//! Goals: pass-through above 200k spans/s on one core: 0.97–1.0×
+//! acknowledged, 1.0× per server CPU-second (199k–204k). Full pipeline 150k spans/s: 0.17×, not met.
+//! SQLite's span index (WAL frames, B-tree inserts) was 70 % of the store
+//! path's CPU before; the pipeline adds decoding every span again for the
+//! doctor and the connected view's copies. This generator's spans all carry
+//! its template's timestamps, so every trace of a session overlaps every
+//! other and each closing trace is diagnosed with eight of them (about 900
+//! spans; `agentrace_pipeline_diagnosed_spans_total`): a real session's
+//! requests rarely overlap, so this overstates the doctor's share.
+//!
+//! Memory: with `--trace-timeout 300s` every span stays buffered; RSS grew
+//! 59 MiB for 93,800 buffered spans, 648 bytes per span including the
+//! store's caches (spans are held LZ4-packed per trace; decoded they took
+//! 2.9 KB). Overload, full pipeline + export, `memory_limit: 384MiB`,
+//! `--rate 250000` (10× what it sustains) for 20 s: 11.5k/s acknowledged,
+//! 239k/s refused at once (retryable), p99 386 ms, peak RSS 229 MiB; 5 s
+//! after, every trace closed and the export queue empty; then a closed-loop
+//! run: 17.8k/s acknowledged, nothing refused, RSS 176–196 MiB.
+//!
+//! The spine's own figures from before (store only): server CPU per span
+//! 21.3–21.7 µs with 4 connections, 18.7 µs with 16. Earlier runs that
+//! showed 77k–111k spans/s were the generator resending the previous run's
+//! trace IDs, which the store skips as duplicates; trace IDs now start
+//! from the clock.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
