@@ -49,11 +49,6 @@ impl PackedSpan {
         }
         out
     }
-
-    /// Bytes it holds, roughly.
-    pub fn size(&self) -> usize {
-        self.block.len() + std::mem::size_of::<PackedSpan>()
-    }
 }
 
 /// Packs every span of a (validated, redacted) request: one block per

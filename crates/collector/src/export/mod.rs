@@ -182,7 +182,8 @@ async fn send_until_done(
                 target.metrics.sent_spans.fetch_add(spans.saturating_sub(rejected), Ordering::Relaxed);
                 return true;
             }
-            Err(ClientError::Permanent(message)) => {
+            // Settings errors surface when the client is built, not here.
+            Err(ClientError::Permanent(message) | ClientError::Config(message)) => {
                 tracing::error!(%message, spans, exporter = %target.metrics.name, "the backend refused a batch for good; dropped");
                 target.metrics.dropped_spans.fetch_add(spans, Ordering::Relaxed);
                 return true;
@@ -198,12 +199,6 @@ async fn send_until_done(
                     return false;
                 }
                 backoff = (backoff * 2).min(target.config.max_backoff);
-            }
-            Err(e @ ClientError::Config(_)) => {
-                tracing::error!(error = %e, "exporter cannot send");
-                if sleep_or_stop(stop, target.config.max_backoff).await {
-                    return false;
-                }
             }
         }
     }

@@ -526,35 +526,6 @@ pub fn patches(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<Patches, Stor
     Ok(out)
 }
 
-/// The live diagnosis of a trace, if it has been closed and diagnosed.
-pub fn analysis(conn: &Connection, trace_id: &[u8]) -> Result<Option<super::AnalysisRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT trace_id, start_ns, duration_ns, root_service, root_name, spans, session, agents, input_tokens,
-             output_tokens, cost_usd, findings, errors, repairs, connected_trace_id, diagnosis
-         FROM trace_analysis WHERE trace_id = ?1",
-    )?;
-    let mut rows = stmt.query([trace_id])?;
-    let Some(r) = rows.next()? else { return Ok(None) };
-    Ok(Some(super::AnalysisRow {
-        trace_id: r.get(0)?,
-        start_ns: r.get(1)?,
-        duration_ns: r.get(2)?,
-        root_service: r.get(3)?,
-        root_name: r.get(4)?,
-        spans: r.get(5)?,
-        session: r.get(6)?,
-        agents: r.get(7)?,
-        input_tokens: r.get(8)?,
-        output_tokens: r.get(9)?,
-        cost_usd: r.get(10)?,
-        findings: r.get(11)?,
-        errors: r.get(12)?,
-        repairs: r.get(13)?,
-        connected_trace_id: r.get(14)?,
-        diagnosis: r.get(15)?,
-    }))
-}
-
 impl QueueRow {
     /// The request, decoded.
     pub fn request(&self) -> Result<ExportTraceServiceRequest, StoreError> {
