@@ -28,8 +28,9 @@ Exit status:
   0  healthy: context reached every hop and no span recorded an error
   1  the input could not be read (a file, stdin, the server)
   2  usage error
-  3  findings: trace context broke somewhere (see \"What broke\")
-  4  no findings, but a request failed (see \"What failed\")
+  3  trace context broke somewhere (see \"What broke\"); timing gaps, slow hops
+     and traces joined by span links on purpose do not count
+  4  context intact, but a request failed (see \"What failed\")
 
 Examples:
   agentrace doctor traces.json
@@ -133,7 +134,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         other => other.context("writing to stdout")?,
     }
-    Ok(if !diagnosis.findings.is_empty() {
+    Ok(if diagnosis.has_broken_propagation() {
         ExitCode::from(3)
     } else if diagnosis.failure.is_some() {
         ExitCode::from(4)

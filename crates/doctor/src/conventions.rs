@@ -81,6 +81,37 @@ impl Sym {
 
 /// The interned texts of one analysis. Texts borrow from the spans; only
 /// values that are not strings (an integer `jsonrpc.request.id`) are owned.
+/// A network address as spans write it under any HTTP/RPC convention
+/// (`server.address` + `server.port`, `url.full`, the older `http.url`,
+/// `http.host`, `net.peer.*` on clients and `net.host.*` on servers).
+/// Loopback names are one host, since a client that dials `localhost`
+/// reaches a server that reports `127.0.0.1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Address {
+    pub host: Option<Sym>,
+    pub port: Option<u16>,
+}
+
+impl Address {
+    /// Whether two spans name the same server: the ports agree where both
+    /// are known, the hosts where both are known, and at least one of them
+    /// is known on both sides.
+    pub fn matches(self, other: Address) -> bool {
+        let port = match (self.port, other.port) {
+            (Some(a), Some(b)) => Some(a == b),
+            _ => None,
+        };
+        let host = match (self.host, other.host) {
+            (Some(a), Some(b)) => Some(a == b),
+            _ => None,
+        };
+        match (host, port) {
+            (None, None) => false,
+            (h, p) => h.unwrap_or(true) && p.unwrap_or(true),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Texts<'a> {
     list: Vec<Cow<'a, str>>,
@@ -149,7 +180,12 @@ pub(crate) struct Facts {
     pub tool_call_id: Option<Sym>,
     pub tool_name: Option<Sym>,
     pub peer_service: Option<Sym>,
-    pub server_address: Option<Sym>,
+    /// The server's address as this span names it: the target of a CLIENT
+    /// span, the listening address of a SERVER span (host normalised, see
+    /// [`Address`]).
+    pub address: Option<Address>,
+    pub rpc_service: Option<Sym>,
+    pub mcp_method: Option<Sym>,
     pub error_type: Option<Sym>,
     pub error_message: Option<Sym>,
 }
@@ -213,13 +249,93 @@ fn put_i64(slot: &mut Option<(u8, i64)>, rank: u8, value: &Value) {
 /// The texts of [`Facts`] before interning.
 #[derive(Default)]
 struct Raw<'a> {
-    message_id: Option<Cow<'a, str>>,
-    destination: Option<Cow<'a, str>>,
     mcp_session: Option<Cow<'a, str>>,
     peer_service: Option<Cow<'a, str>>,
-    server_address: Option<Cow<'a, str>>,
+    rpc_service: Option<Cow<'a, str>>,
     error_type: Option<Cow<'a, str>>,
     error_message: Option<Cow<'a, str>>,
+}
+
+fn port(value: &Value) -> Option<u16> {
+    value.as_i64().and_then(|p| u16::try_from(p).ok()).or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+/// The address attributes of one span, before a convention is chosen.
+#[derive(Default)]
+struct AddressParts<'a> {
+    server_host: Option<&'a str>,
+    server_port: Option<u16>,
+    url: Option<&'a str>,
+    peer_host: Option<&'a str>,
+    peer_port: Option<u16>,
+    host_host: Option<&'a str>,
+    host_port: Option<u16>,
+    http_host: Option<&'a str>,
+}
+
+impl<'a> AddressParts<'a> {
+    /// The server's (host, port): the current convention first, then a
+    /// URL, then the older `net.*` names that mean the far side on a client
+    /// and the near side on a server.
+    fn resolve(&self, kind: SpanKind) -> Option<(Option<Cow<'a, str>>, Option<u16>)> {
+        let url = self.url.and_then(split_url);
+        let (old_host, old_port) = match kind {
+            SpanKind::Server | SpanKind::Consumer => {
+                let http_host = self.http_host.map(split_host_port);
+                (
+                    self.host_host.or(http_host.and_then(|h| h.0)),
+                    self.host_port.or(http_host.and_then(|h| h.1)),
+                )
+            }
+            _ => (self.peer_host, self.peer_port),
+        };
+        // Some instrumentations (the ASGI one) write `host:port` into
+        // `server.address`.
+        let server = self.server_host.map(split_host_port);
+        let host = server.and_then(|s| s.0).or(url.and_then(|u| u.0)).or(old_host);
+        let port = self.server_port.or(server.and_then(|s| s.1)).or(url.and_then(|u| u.1)).or(old_port);
+        if host.is_none() && port.is_none() {
+            return None;
+        }
+        Some((host.map(normalise_host), port))
+    }
+}
+
+/// `host[:port]` (IPv6 in brackets) into its parts.
+fn split_host_port(text: &str) -> (Option<&str>, Option<u16>) {
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').unwrap_or((rest, ""));
+        return (Some(host).filter(|h| !h.is_empty()), tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match text.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (Some(h).filter(|h| !h.is_empty()), p.parse().ok()),
+        _ => (Some(text).filter(|h| !h.is_empty()), None),
+    }
+}
+
+/// A URL's host and port (the scheme's default port when none is written).
+fn split_url(url: &str) -> Option<(Option<&str>, Option<u16>)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let (host, port) = split_host_port(authority);
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    };
+    Some((host, port.or(default)))
+}
+
+/// Lowercase, and every loopback name as one.
+fn normalise_host(host: &str) -> Cow<'_, str> {
+    let lower = host.trim().trim_end_matches('.');
+    match lower.to_ascii_lowercase().as_str() {
+        "localhost" | "127.0.0.1" | "::1" | "0.0.0.0" | "::" | "ip6-localhost" => Cow::Borrowed("loopback"),
+        l if l == lower => Cow::Borrowed(lower),
+        l => Cow::Owned(l.to_owned()),
+    }
 }
 
 /// What some spans add up to, under any of the naming conventions the
@@ -293,6 +409,12 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut jsonrpc = None;
     let mut tool_call = None;
     let mut tool_name = None;
+    let mut message_id = None;
+    let mut destination = None;
+    // Address parts, by convention: (host, port) of `server.*`, of a URL,
+    // of `net.peer.*` (a client's target), of `net.host.*` / `http.host`
+    // (a server's own address).
+    let mut addr = AddressParts::default();
     let mut f = Facts::default();
     let mut raw = Raw::default();
 
@@ -322,8 +444,11 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "langfuse.session.id" => put(&mut session, 3, text(value)),
             "gen_ai.agent.name" => put(&mut agent, 0, text(value)),
             "agent.name" => put(&mut agent, 1, text(value)),
-            "messaging.message.id" => raw.message_id = text(value),
-            "messaging.destination.name" => raw.destination = text(value),
+            "messaging.message.id" => put(&mut message_id, 0, text(value)),
+            // Celery's task id, where no message id is written.
+            "messaging.conversation_id" => put(&mut message_id, 1, text(value)),
+            "messaging.destination.name" => put(&mut destination, 0, text(value)),
+            "messaging.destination" => put(&mut destination, 1, text(value)),
             "messaging.system" => messaging = true,
             "mcp.session.id" => raw.mcp_session = text(value),
             "jsonrpc.request.id" => put(&mut jsonrpc, 0, text(value)),
@@ -334,7 +459,16 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "mcp.tool.name" => put(&mut tool_name, 1, text(value)),
             "tool.name" => put(&mut tool_name, 2, text(value)),
             "peer.service" => raw.peer_service = text(value),
-            "server.address" => raw.server_address = text(value),
+            "rpc.service" => raw.rpc_service = text(value),
+            "server.address" => addr.server_host = value.as_str(),
+            "server.port" => addr.server_port = port(value),
+            "url.full" => addr.url = value.as_str().or(addr.url),
+            "http.url" => addr.url = addr.url.or(value.as_str()),
+            "net.peer.name" => addr.peer_host = value.as_str(),
+            "net.peer.port" => addr.peer_port = port(value),
+            "net.host.name" => addr.host_host = value.as_str(),
+            "net.host.port" => addr.host_port = port(value),
+            "http.host" => addr.http_host = value.as_str(),
             "db.system" | "db.system.name" => database = true,
             "error.type" => {
                 f.error = true;
@@ -384,9 +518,16 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
         }
     }
     if tool_name.is_none() && category == Category::Tool {
-        let rest = name.strip_prefix("execute_tool ").or_else(|| name.strip_prefix("tools/call "));
+        // The `mcp` SDK names its client span `MCP send tools/call {tool}`
+        // and records the tool nowhere else.
+        let rest = name
+            .strip_prefix("execute_tool ")
+            .or_else(|| name.strip_prefix("tools/call "))
+            .or_else(|| name.strip_prefix("MCP send tools/call "));
         tool_name = rest.map(|r| (5, Cow::Borrowed(r.trim()))).or_else(|| tl_entity.map(|e| (6, Cow::Borrowed(e))));
     }
+    let address = addr.resolve(span.kind);
+    f.address = address.map(|(host, port)| Address { host: host.map(|h| texts.intern(h)), port });
     let mut intern = |t: Option<Cow<'a, str>>| t.map(|t| texts.intern(t));
     f.category = Some(category);
     f.session = intern(session.map(|(_, v)| v));
@@ -397,11 +538,12 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     f.jsonrpc_id = intern(jsonrpc.map(|(_, v)| v));
     f.tool_call_id = intern(tool_call.map(|(_, v)| v));
     f.tool_name = intern(tool_name.map(|(_, v)| v));
-    f.message_id = intern(raw.message_id);
-    f.destination = intern(raw.destination);
+    f.message_id = intern(message_id.map(|(_, v)| v));
+    f.destination = intern(destination.map(|(_, v)| v));
     f.mcp_session = intern(raw.mcp_session);
     f.peer_service = intern(raw.peer_service);
-    f.server_address = intern(raw.server_address);
+    f.rpc_service = intern(raw.rpc_service);
+    f.mcp_method = intern(mcp_method.map(Cow::Borrowed));
     f.error_type = intern(raw.error_type);
     f.error_message = intern(raw.error_message);
     f
@@ -430,8 +572,12 @@ fn classify(
             _ => {}
         }
     }
-    if mcp_method.is_some() {
-        return Category::Tool;
+    // An MCP call is a tool call only for `tools/call`: the handshake and
+    // the listings are the protocol's plumbing.
+    match mcp_method {
+        Some("tools/call") => return Category::Tool,
+        Some(_) => return Category::Other,
+        None => {}
     }
     if let Some(k) = oi_kind {
         match k.to_ascii_uppercase().as_str() {

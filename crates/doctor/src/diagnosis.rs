@@ -32,6 +32,13 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
+    /// Whether the finding says trace context broke (every kind but
+    /// `timing_gap`, which says where time went unexplained: a slow hop is
+    /// not a broken one).
+    pub fn is_broken(self) -> bool {
+        self != FindingKind::TimingGap
+    }
+
     /// The stable name, as in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -92,12 +99,21 @@ pub enum Evidence {
     /// An MCP client and server span carry the same (`mcp.session.id`, `jsonrpc.request.id`).
     #[serde(rename = "mcp.session.id+jsonrpc.request.id")]
     McpRequest,
+    /// An MCP client and server span carry the same `jsonrpc.request.id`
+    /// (and method and tool), and the client call encloses the server span:
+    /// for instrumentations that record no `mcp.session.id`.
+    #[serde(rename = "jsonrpc.request.id+time")]
+    RequestIdInTime,
     /// Both carry the same `gen_ai.tool.call.id`.
     #[serde(rename = "gen_ai.tool.call.id")]
     ToolCallId,
     /// Heuristic: a client span of another service, in the same session, encloses the orphan.
     #[serde(rename = "heuristic.enclosing_client")]
     EnclosingClient,
+    /// Heuristic: a call of the same tool in another service, which reached
+    /// no instrumented server, encloses the orphan tool span.
+    #[serde(rename = "heuristic.enclosing_tool_call")]
+    EnclosingToolCall,
     /// Heuristic: an unconsumed producer span in the same session precedes the orphan.
     #[serde(rename = "heuristic.preceding_producer")]
     PrecedingProducer,
@@ -113,8 +129,10 @@ impl Evidence {
             Evidence::Link => "link",
             Evidence::MessageId => "messaging.message.id",
             Evidence::McpRequest => "mcp.session.id+jsonrpc.request.id",
+            Evidence::RequestIdInTime => "jsonrpc.request.id+time",
             Evidence::ToolCallId => "gen_ai.tool.call.id",
             Evidence::EnclosingClient => "heuristic.enclosing_client",
+            Evidence::EnclosingToolCall => "heuristic.enclosing_tool_call",
             Evidence::PrecedingProducer => "heuristic.preceding_producer",
             Evidence::SameInstance => "heuristic.same_instance",
         }
@@ -393,9 +411,14 @@ pub struct Diagnosis {
 }
 
 impl Diagnosis {
-    /// Whether nothing broke and nothing failed.
+    /// Whether nothing broke and nothing failed (timing gaps are not breaks).
     pub fn is_healthy(&self) -> bool {
-        self.findings.is_empty() && self.failure.is_none()
+        !self.has_broken_propagation() && self.failure.is_none()
+    }
+
+    /// Whether any finding says trace context broke.
+    pub fn has_broken_propagation(&self) -> bool {
+        self.findings.iter().any(|f| f.kind.is_broken())
     }
 }
 

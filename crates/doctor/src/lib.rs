@@ -180,6 +180,11 @@ impl Doctor {
 fn discontinuities(ix: &assemble::Index, tree: &connect::Tree, repaired: &repair::Repaired) -> Vec<(u64, Finding)> {
     let mut evidence: BTreeMap<u32, Vec<&'static str>> = BTreeMap::new();
     for (orphan, ri) in repaired.joined_orphans() {
+        // A trace that links to its origin started anew on purpose (a trace
+        // per message, a batch consumer): joined, but not a broken hop.
+        if repaired.repairs[ri].evidence == Evidence::Link {
+            continue;
+        }
         let root = tree.root_of[orphan as usize];
         evidence.entry(root).or_default().push(repaired.repairs[ri].evidence.as_str());
     }

@@ -83,10 +83,10 @@ pub fn text(d: &Diagnosis, options: &TextOptions) -> String {
     }
 
     let _ = writeln!(out, "\n{}", p.bold("What broke"));
-    if d.findings.is_empty() {
+    if !d.has_broken_propagation() {
         let _ = writeln!(out, "  {}", p.green("nothing: trace context reached every hop"));
     }
-    for f in &d.findings {
+    for f in d.findings.iter().filter(|f| f.kind.is_broken()) {
         let _ = writeln!(out, "  {} {}", p.red(f.kind.as_str()), f.message);
     }
     if !d.repairs.is_empty() {
@@ -131,6 +131,10 @@ pub fn text(d: &Diagnosis, options: &TextOptions) -> String {
     }
     if d.time_breakdown.len() > 12 {
         let _ = writeln!(out, "  … {} more rows", d.time_breakdown.len() - 12);
+    }
+    // Slow is not broken: gaps are told here, with their size, not under "What broke".
+    for f in d.findings.iter().filter(|f| !f.kind.is_broken()) {
+        let _ = writeln!(out, "  {} {}", p.yellow(f.kind.as_str()), f.message);
     }
 
     if !d.agents.is_empty() {

@@ -64,6 +64,9 @@ struct Proposal {
     base: f64,
     /// The scan hit [`SCAN_CAP`]: too busy to tell.
     truncated: bool,
+    /// Why a single candidate must not be applied all the same (an equal
+    /// rival was left out, the candidate is itself an orphan).
+    hold: Option<String>,
 }
 
 /// Spans sorted by start with a running maximum of ends, for "which spans
@@ -213,6 +216,67 @@ fn compatible<T: PartialEq>(a: Option<T>, b: Option<T>) -> bool {
     }
 }
 
+/// How long after a producer started an orphan root may still be the
+/// consumer of its unconsumed message, for the producer heuristic.
+const QUEUE_WINDOW: u64 = 30_000_000_000;
+
+/// MCP methods a client sends on its own, outside any request of the
+/// application: their client spans are roots by design.
+fn is_handshake_method(method: &str) -> bool {
+    matches!(method, "initialize" | "server/discover" | "ping" | "logging/setLevel")
+        || method.starts_with("notifications/")
+}
+
+/// The deepest span that is an ancestor-or-self of the innermost spans of
+/// `set`, all of one trace: the fork point when a trace had several branches at
+/// work, so a heuristic parent is always on the orphan's true road, never
+/// a sibling branch's span.
+fn common_ancestor(ix: &Index, up: &[Option<Ix>], set: &[Ix]) -> Option<Ix> {
+    // The innermost spans of the set (none of them has a descendant in it):
+    // an enclosing span that is running only because its child is adds
+    // nothing.
+    let mut inner: Vec<Ix> = set.to_vec();
+    for &p in set {
+        let mut x = up[p as usize];
+        let mut steps = 0usize;
+        while let Some(v) = x {
+            if steps > ix.len() {
+                break;
+            }
+            inner.retain(|&q| q != v);
+            x = up[v as usize];
+            steps += 1;
+        }
+    }
+    let (&first, rest) = inner.split_first()?;
+    let mut chain = Vec::new();
+    let mut x = Some(first);
+    while let Some(v) = x {
+        if chain.len() > ix.len() {
+            break;
+        }
+        chain.push(v);
+        x = up[v as usize];
+    }
+    for &c in rest {
+        let mut x = Some(c);
+        let mut steps = 0usize;
+        let found = loop {
+            let Some(v) = x else { break None };
+            if let Some(pos) = chain.iter().position(|&a| a == v) {
+                break Some(pos);
+            }
+            steps += 1;
+            if steps > ix.len() {
+                break None;
+            }
+            x = up[v as usize];
+        };
+        chain.drain(..found?);
+    }
+    chain.first().copied()
+}
+
 pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     let n = ix.len();
     let skew = config.skew();
@@ -220,16 +284,28 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     // Join keys, each list in index order (so deterministic).
     let mut producers = SpansBySym::new(ix.texts.len(), n);
     let mut mcp_clients: HashMap<(Sym, Sym), Vec<Ix>, FastHash> = HashMap::default();
+    let mut rpc_clients = SpansBySym::new(ix.texts.len(), n);
     let mut tool_calls = SpansBySym::new(ix.texts.len(), n);
     let mut server_child = vec![false; n];
     let mut consumer_child = vec![false; n];
+    // Message IDs that some consumer-side span carries.
+    let mut consumed = vec![false; ix.texts.len()];
+    // Spans that a span of another trace links to.
+    let mut linked_in = vec![false; n];
     for i in 0..n {
         let (s, f) = (ix.spans[i], &ix.facts[i]);
-        if let (Some(m), SpanKind::Producer) = (f.message_id, s.kind) {
-            producers.push(m, i as Ix);
+        if let Some(m) = f.message_id {
+            if s.kind == SpanKind::Producer {
+                producers.push(m, i as Ix);
+            } else {
+                consumed[m.index()] = true;
+            }
         }
         if let (Some(a), Some(b), SpanKind::Client) = (f.mcp_session, f.jsonrpc_id, s.kind) {
             mcp_clients.entry((a, b)).or_default().push(i as Ix);
+        }
+        if let (Some(b), SpanKind::Client) = (f.jsonrpc_id, s.kind) {
+            rpc_clients.push(b, i as Ix);
         }
         if let Some(t) = f.tool_call_id {
             tool_calls.push(t, i as Ix);
@@ -241,9 +317,28 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 _ => {}
             }
         }
+        for l in &s.links {
+            if let Some(t) = ix.find(l.trace_id, l.span_id)
+                && ix.trace_of[t as usize] != ix.trace_of[i]
+            {
+                linked_in[t as usize] = true;
+            }
+        }
     }
     let roots: Vec<Ix> =
         (0..n as Ix).filter(|&i| ix.parent[i as usize].is_none() && !ix.missing_parent[i as usize]).collect();
+    // Roots that started a trace on purpose: they link to other work or
+    // other work links to them (a new trace per message, batch consumers),
+    // or they are an MCP client's own handshake. None is an orphan.
+    let deliberate: Vec<bool> = roots
+        .iter()
+        .map(|&r| {
+            let (s, f) = (ix.spans[r as usize], &ix.facts[r as usize]);
+            !s.links.is_empty()
+                || linked_in[r as usize]
+                || (s.kind == SpanKind::Client && ix.texts.opt(f.mcp_method).is_some_and(is_handshake_method))
+        })
+        .collect();
 
     // Tiers 1–4: exact join keys.
     let mut proposals: Vec<Option<Proposal>> = Vec::with_capacity(roots.len());
@@ -255,6 +350,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             s.links.iter().filter_map(|l| ix.find(l.trace_id, l.span_id)).filter(other_trace).collect();
         links.sort_unstable();
         links.dedup();
+        let encloses = |c: Ix| ix.start(c) <= ix.start(r) + skew && ix.end(r) <= ix.end(c) + skew;
         let proposal = if !links.is_empty() {
             let detail = format!("link to span {}", ix.spans[links[0] as usize].span_id);
             Some((Evidence::Link, detail, links, 0.99))
@@ -267,7 +363,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 .filter(other_trace)
                 .filter(|p| compatible(dest, ix.facts[*p as usize].destination))
                 .collect();
-            let detail = format!("messaging.message.id={}", ix.texts.get(m));
+            let detail = format!("messaging.message.id={} on the producer and the consumer", ix.texts.get(m));
             Some((Evidence::MessageId, detail, innermost_per_trace(ix, c), 0.97))
         } else if let (Some(a), Some(b), SpanKind::Server) = (f.mcp_session, f.jsonrpc_id, s.kind)
             && let Some(list) = mcp_clients.get(&(a, b))
@@ -275,6 +371,38 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             let c: Vec<Ix> = list.iter().copied().filter(other_trace).collect();
             let detail = format!("mcp.session.id={}, jsonrpc.request.id={}", ix.texts.get(a), ix.texts.get(b));
             Some((Evidence::McpRequest, detail, innermost_per_trace(ix, c), 0.95))
+        } else if let Some(b) = f.jsonrpc_id.filter(|_| s.kind != SpanKind::Client)
+            && rpc_clients.has(b)
+            && let c = rpc_clients
+                .get(b)
+                .filter(other_trace)
+                .filter(|&c| {
+                    let cf = &ix.facts[c as usize];
+                    !server_child[c as usize]
+                        && ix.service[c as usize] != ix.service[r as usize]
+                        && compatible(f.mcp_method, cf.mcp_method)
+                        && compatible(f.tool_name, cf.tool_name)
+                        && encloses(c)
+                })
+                .collect::<Vec<Ix>>()
+            && !c.is_empty()
+        {
+            // A request ID is unique within one MCP session only; without
+            // `mcp.session.id`, the method, the tool and the time must agree
+            // too, and the process pair (stdio) narrows it where recorded.
+            // Calls that enclose it on the clock as read count before those
+            // that need the skew allowance.
+            let strict: Vec<Ix> =
+                c.iter().copied().filter(|&c| ix.start(c) <= ix.start(r) && ix.end(r) <= ix.end(c)).collect();
+            let c = if strict.is_empty() { c } else { strict };
+            let c = same_process_pair(ix, r, innermost_per_trace(ix, c));
+            let detail = format!(
+                "jsonrpc.request.id={}{}{}; the client call that reached no server encloses it",
+                ix.texts.get(b),
+                ix.texts.opt(f.mcp_method).map(|m| format!(", mcp.method.name={m}")).unwrap_or_default(),
+                ix.texts.opt(f.tool_name).map(|m| format!(", tool {m}")).unwrap_or_default(),
+            );
+            Some((Evidence::RequestIdInTime, detail, c, 0.9))
         } else if let Some(id) = f.tool_call_id
             && tool_calls.has(id)
         {
@@ -286,28 +414,90 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             None
         };
         proposals.push(proposal.filter(|(_, _, c, _)| !c.is_empty()).map(|(evidence, detail, candidates, base)| {
-            Proposal { orphan: r, evidence, detail, candidates, base, truncated: false }
+            Proposal { orphan: r, evidence, detail, candidates, base, truncated: false, hold: None }
         }));
     }
 
-    // Parents claimed by exact evidence are not offered to heuristics.
+    // Parents claimed by exact evidence are not offered to heuristics, and
+    // roots joined by it are settled.
     let mut claimed = vec![false; n];
+    let mut settled_trace = vec![false; ix.traces.len()];
+    // Parents as sent, plus the joins exact evidence makes: pieces of one
+    // request (a trace per message, joined by links) count as one.
+    let mut up = ix.parent.clone();
     for p in proposals.iter().flatten() {
         if p.candidates.len() == 1 {
             claimed[p.candidates[0] as usize] = true;
+            settled_trace[ix.trace_of[p.orphan as usize] as usize] = true;
+            up[p.orphan as usize] = Some(p.candidates[0]);
         }
     }
+    let top = |i: Ix| {
+        let (mut x, mut steps) = (i, 0usize);
+        while let Some(p) = up[x as usize] {
+            steps += 1;
+            if steps > n {
+                break;
+            }
+            x = p;
+        }
+        x
+    };
 
-    // Tier 5: heuristics, over service instances and sessions. Most roots
-    // are settled by exact evidence above, so each timeline is built the
-    // first time a root asks for it, from spans grouped once by key.
+    // Tier 5: heuristics. Most roots are settled by exact evidence above, so
+    // each timeline is built the first time a root asks for it, from spans
+    // grouped once by key.
     let by_instance = Groups::new(ix.instances.len(), (0..n as Ix).map(|i| (Some(ix.instance_of[i as usize]), i)));
     let by_session = Groups::new(ix.sessions.len(), (0..n as Ix).map(|i| (ix.session_of(i), i)));
     let item = |i: Ix| (ix.start(i), ix.end(i), i);
     let mut instance_lines: Vec<Option<Timeline>> = (0..ix.instances.len()).map(|_| None).collect();
     let mut session_lines: Vec<Option<Timeline>> = (0..ix.sessions.len()).map(|_| None).collect();
-    let mut client_lines: Vec<Option<Timeline>> = (0..ix.sessions.len()).map(|_| None).collect();
-    let mut session_producers: Vec<Option<Vec<(u64, Ix)>>> = vec![None; ix.sessions.len()];
+    let is_new_work = |r: Ix| matches!(ix.spans[r as usize].kind, SpanKind::Server | SpanKind::Consumer);
+
+    // What was running in the root's own service instance when it started
+    // (spans of other traces that started before it and had not ended).
+    let mut active: Vec<Vec<Ix>> = vec![Vec::new(); roots.len()];
+    let mut truncated_scan = vec![false; roots.len()];
+    // (instance, name) of roots that also start while their instance is
+    // idle: entry points of the service (a request, a scheduled job), not
+    // work that lost its caller.
+    let mut entry_points: std::collections::HashSet<(u32, &str), FastHash> = Default::default();
+    for (k, &r) in roots.iter().enumerate() {
+        if proposals[k].is_some() || deliberate[k] || is_new_work(r) {
+            continue;
+        }
+        let t = ix.trace_of[r as usize];
+        let start = ix.start(r);
+        let instance = ix.instance_of[r as usize] as usize;
+        let line = instance_lines[instance]
+            .get_or_insert_with(|| Timeline::new(by_instance.get(instance).iter().map(|&i| item(i)).collect()));
+        let mut found = Vec::new();
+        let complete = line.visit(start, start, |p| {
+            if ix.trace_of[p as usize] != t && (ix.start(p) < start || ix.parent[p as usize].is_some()) {
+                found.push(p);
+            }
+        });
+        truncated_scan[k] = !complete;
+        if found.is_empty() && complete {
+            entry_points.insert((instance as u32, ix.spans[r as usize].name.as_str()));
+        }
+        found.sort_unstable();
+        active[k] = found;
+    }
+    let is_entry_point =
+        |r: Ix| entry_points.contains(&(ix.instance_of[r as usize], ix.spans[r as usize].name.as_str()));
+    // Traces whose root is itself an unresolved orphan: their spans are no
+    // parent to apply, only to suggest.
+    let mut suspect_trace = vec![false; ix.traces.len()];
+    for (k, &r) in roots.iter().enumerate() {
+        if !active[k].is_empty() && !is_entry_point(r) {
+            suspect_trace[ix.trace_of[r as usize] as usize] = true;
+        }
+    }
+    let sessions_fit = |a: Ix, b: Ix| compatible(ix.session_of(a), ix.session_of(b));
+
+    let mut client_line: Option<Timeline> = None;
+    let mut producer_list: Option<Vec<(u64, Ix)>> = None;
     // A client that already reached an instrumented server, or a call to an
     // LLM provider (never instrumented by us), cannot be the caller of an
     // orphan server root; a claimed parent is not offered again.
@@ -318,58 +508,187 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             && !server_child[i]
             && ix.facts[i].category() != Category::Llm
     };
-    let is_free_producer =
-        |i: Ix| !claimed[i as usize] && ix.spans[i as usize].kind == SpanKind::Producer && !consumer_child[i as usize];
+    // A producer whose message no consumer-side span carries.
+    let is_free_producer = |i: Ix| {
+        let (s, f) = (ix.spans[i as usize], &ix.facts[i as usize]);
+        !claimed[i as usize]
+            && !linked_in[i as usize]
+            && s.kind == SpanKind::Producer
+            && !consumer_child[i as usize]
+            && f.message_id.is_none_or(|m| !consumed[m.index()])
+    };
 
+    // Why a lost-context root has no parent to propose, per root.
+    let mut lost_unjoined: Vec<Option<String>> = vec![None; roots.len()];
     let mut no_evidence_mid_session = vec![false; roots.len()];
     for (k, &r) in roots.iter().enumerate() {
-        if proposals[k].is_some() {
+        if proposals[k].is_some() || deliberate[k] {
             continue;
         }
         let (s, f) = (ix.spans[r as usize], &ix.facts[r as usize]);
         let t = ix.trace_of[r as usize];
         let session = ix.session_of(r);
         let (start, end) = (ix.start(r), ix.end(r));
-        let new_work = matches!(s.kind, SpanKind::Server | SpanKind::Consumer);
+        let new_work = is_new_work(r);
+        let service = ix.service[r as usize];
 
-        if !new_work {
+        if !new_work && !active[k].is_empty() && !is_entry_point(r) {
             let (_, strong) = &ix.instances[ix.instance_of[r as usize] as usize];
-            let mut c = Vec::new();
-            let instance = ix.instance_of[r as usize] as usize;
-            let line = instance_lines[instance]
-                .get_or_insert_with(|| Timeline::new(by_instance.get(instance).iter().map(|&i| item(i)).collect()));
-            let complete = line.visit(start, start + 1, |p| {
-                if ix.trace_of[p as usize] != t && ix.start(p) <= start {
-                    c.push(p);
+            // What ran in the instance, by trace: in-process work only, since
+            // outbound and model calls run elsewhere; a trace of another
+            // session is ruled out when both sides still carry their session.
+            let mut traces: Vec<(u32, Vec<Ix>)> = Vec::new();
+            let mut other_session = false;
+            for &p in &active[k] {
+                let (ps, pf) = (ix.spans[p as usize], &ix.facts[p as usize]);
+                if matches!(ps.kind, SpanKind::Client | SpanKind::Producer) || pf.category() == Category::Llm {
+                    continue;
                 }
-            });
-            let mut c = innermost_per_trace(ix, c);
-            if c.len() > 1 && session.is_some() {
-                let same: Vec<Ix> = c.iter().copied().filter(|p| ix.session_of(*p) == session).collect();
-                if !same.is_empty() {
-                    c = same;
+                if !sessions_fit(p, r) {
+                    other_session = true;
+                    continue;
+                }
+                let pt = top(p);
+                if pt == r {
+                    continue;
+                }
+                match traces.iter_mut().find(|(t, _)| *t == pt) {
+                    Some((_, list)) => list.push(p),
+                    None => traces.push((pt, vec![p])),
                 }
             }
+            // Work that is itself cut off from its caller is no parent to
+            // weigh against requests that are whole: drop it unless it is
+            // all there is.
+            let is_orphan_group = |top: Ix| {
+                let tt = ix.trace_of[top as usize] as usize;
+                suspect_trace[tt] && !settled_trace[tt]
+            };
+            let whole: Vec<(u32, Vec<Ix>)> = traces.iter().filter(|(t, _)| !is_orphan_group(*t)).cloned().collect();
+            let only_orphans = whole.is_empty() && !traces.is_empty();
+            if !whole.is_empty() {
+                traces = whole;
+            }
+            if traces.is_empty() {
+                let first = active[k][0];
+                lost_unjoined[k] = Some(format!(
+                    "{} of its service instance was running when it started, but {}",
+                    describe(ix, first),
+                    if other_session { "in another session" } else { "no in-process work was" }
+                ));
+                continue;
+            }
+            // Per trace, the fork point of what was running: the orphan's
+            // caller is on that road whichever branch started it.
+            let mut candidates: Vec<Ix> = Vec::new();
+            let mut ended_early = Vec::new();
+            for (_, list) in &traces {
+                let enclosing: Vec<Ix> = list.iter().copied().filter(|&p| ix.end(p) + skew >= end).collect();
+                match common_ancestor(ix, &up, if enclosing.is_empty() { list } else { &enclosing }) {
+                    Some(a) if !enclosing.is_empty() => candidates.push(a),
+                    Some(a) => ended_early.push(a),
+                    None => {}
+                }
+            }
+            let mut why = vec![format!(
+                "running in the same service instance ({}) when it started",
+                if *strong { "named by the resource" } else { "only the service name: replicas cannot be told apart" }
+            )];
+            if session.is_some() && traces.iter().all(|(_, l)| ix.session_of(l[0]) == session) {
+                why.push(format!("same session {}", ix.sessions[session.unwrap_or(0) as usize]));
+            }
+            if other_session {
+                why.push("work of other sessions ruled out".to_owned());
+            }
+            let mut hold = None;
+            if traces.len() > 1 {
+                // Several requests were at work: the one that encloses it
+                // need not be the one that started it (work that outlives its
+                // caller), so nothing here is more than a suggestion.
+                hold = Some(format!("ambiguous: {} requests were at work in the instance when it started", traces.len()));
+            } else if candidates.is_empty() {
+                hold = Some("the running span ended before it: work that outlived its caller".to_owned());
+            }
+            let candidates = if candidates.is_empty() { ended_early } else { candidates };
+            let Some(&chosen) = candidates.first() else { continue };
+            if hold.is_none() && only_orphans {
+                hold = Some("its only candidates are themselves orphans".to_owned());
+            }
+            // A concurrent span of the same name and service as the chosen
+            // parent is an equal candidate: two calls of the same function
+            // at work, and nothing tells which one started it.
+            let chosen_top = top(chosen);
+            let rival = active[k].iter().any(|&q| {
+                top(q) != chosen_top
+                    && (only_orphans || !is_orphan_group(top(q)))
+                    && q != chosen
+                    && ix.spans[q as usize].name == ix.spans[chosen as usize].name
+                    && ix.service[q as usize] == ix.service[chosen as usize]
+            });
+            if rival && hold.is_none() {
+                hold = Some(format!(
+                    "ambiguous: a concurrent span of the same name (`{}`) fits as well",
+                    ix.spans[chosen as usize].name
+                ));
+            }
+            if candidates.len() == 1 && hold.is_none() {
+                why.push("it encloses the orphan and no other request was at work there".to_owned());
+            }
+            proposals[k] = Some(Proposal {
+                orphan: r,
+                evidence: Evidence::SameInstance,
+                detail: why.join("; "),
+                candidates,
+                base: if *strong { 0.85 } else { 0.6 },
+                truncated: truncated_scan[k],
+                hold,
+            });
+            continue;
+        }
+        if f.category() == Category::Tool
+            && let Some(tool) = f.tool_name
+        {
+            // A tool server's root inside a call of the same tool made by
+            // another service (a gateway that forwards without `_meta`).
+            let encloses = |p: Ix| ix.start(p) <= start + skew && end <= ix.end(p) + skew;
+            let mut c: Vec<Ix> = (0..n as Ix)
+                .filter(|&p| {
+                    let pf = &ix.facts[p as usize];
+                    pf.tool_name == Some(tool)
+                        && pf.category() == Category::Tool
+                        && ix.trace_of[p as usize] != t
+                        && ix.service[p as usize] != service
+                        && !claimed[p as usize]
+                        && !server_child[p as usize]
+                        && encloses(p)
+                })
+                .collect();
+            let strict: Vec<Ix> = c.iter().copied().filter(|&p| ix.start(p) <= start && end <= ix.end(p)).collect();
+            if !strict.is_empty() {
+                c = strict;
+            }
+            let c = innermost_per_trace(ix, c);
             if !c.is_empty() {
                 proposals[k] = Some(Proposal {
                     orphan: r,
-                    evidence: Evidence::SameInstance,
-                    detail: format!("active in the same service instance ({})", ix.service[r as usize]),
+                    evidence: Evidence::EnclosingToolCall,
+                    detail: format!(
+                        "a call of the same tool `{}` in another service, which reached no instrumented server, encloses it",
+                        ix.texts.get(tool)
+                    ),
                     candidates: c,
-                    base: if *strong { 0.85 } else { 0.6 },
-                    truncated: !complete,
+                    base: 0.8,
+                    truncated: false,
+                    hold: None,
                 });
                 continue;
             }
         }
-        let Some(sess) = session else { continue };
-        let sess = sess as usize;
         if s.kind != SpanKind::Consumer {
             let mut c = Vec::new();
-            let mut addressed = false;
-            let service = ix.service[r as usize];
-            let line = client_lines[sess].get_or_insert_with(|| {
-                Timeline::new(by_session.get(sess).iter().copied().filter(|&i| is_free_client(i)).map(item).collect())
+            let mut addressed_by = Vec::new();
+            let line = client_line.get_or_insert_with(|| {
+                Timeline::new((0..n as Ix).filter(|&i| is_free_client(i)).map(item).collect())
             });
             let complete = line.visit(start + skew, end.saturating_sub(skew), |p| {
                 let pf = &ix.facts[p as usize];
@@ -377,68 +696,124 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 if ix.trace_of[p as usize] == t
                     || ix.service[p as usize] == service
                     || !compatible(peer, Some(service))
-                    || !compatible(pf.server_address, f.server_address)
+                    || !compatible(pf.rpc_service, f.rpc_service)
+                    || !sessions_fit(p, r)
                 {
                     return;
                 }
-                addressed |= peer.is_some() || (pf.server_address.is_some() && f.server_address.is_some());
+                let address = match (pf.address, f.address) {
+                    (Some(a), Some(b)) => Some(a.matches(b)),
+                    _ => None,
+                };
+                if address == Some(false) {
+                    return;
+                }
+                let by = if peer.is_some() {
+                    Some("peer.service")
+                } else if address == Some(true) {
+                    Some("server address")
+                } else if pf.rpc_service.is_some() && f.rpc_service.is_some() {
+                    Some("rpc.service")
+                } else {
+                    None
+                };
+                // Without an address, only a shared session ties a call to
+                // a server: a busy system has calls in flight everywhere. A
+                // root that is no request by kind (INTERNAL work) inside a call
+                // that reached no server is still named, as a suggestion.
+                if by.is_none() && !(session.is_some() && ix.session_of(p) == session) && new_work {
+                    return;
+                }
+                addressed_by.push(by);
                 c.push(p);
             });
+            let addressed = !addressed_by.is_empty() && addressed_by.iter().all(Option::is_some);
+            let same_session = session.is_some() && c.iter().all(|&p| ix.session_of(p) == session);
             let c = innermost_per_trace(ix, c);
             if !c.is_empty() {
-                let base = match (s.kind, addressed) {
-                    (SpanKind::Server, true) => 0.85,
-                    (SpanKind::Server, false) => 0.7,
-                    _ => 0.6,
+                let base = match (s.kind, addressed, same_session) {
+                    (SpanKind::Server, true, _) => 0.85,
+                    (SpanKind::Server, false, _) | (_, true, _) => 0.7,
+                    (_, false, true) => 0.6,
+                    // Only time ties them: never applied.
+                    (_, false, false) => 0.5,
                 };
+                let mut why = vec!["a client call of another service that reached no instrumented server encloses it".to_owned()];
+                match addressed_by.iter().flatten().next() {
+                    Some(by) if addressed => why.push(format!("addressed to it by {by}")),
+                    _ if same_session => why.push("not addressed: only the session ties them".to_owned()),
+                    _ => why.push("not addressed and no session: only time ties them".to_owned()),
+                }
+                if let Some(sess) = session {
+                    why.push(format!("same session {}", ix.sessions[sess as usize]));
+                }
                 proposals[k] = Some(Proposal {
                     orphan: r,
                     evidence: Evidence::EnclosingClient,
-                    detail: format!("same session {}, enclosing client span", ix.sessions[sess]),
+                    detail: why.join("; "),
                     candidates: c,
                     base,
                     truncated: !complete,
+                    hold: None,
                 });
                 continue;
             }
         }
         if s.kind != SpanKind::Server {
-            let list = session_producers[sess].get_or_insert_with(|| {
-                let mut list: Vec<(u64, Ix)> = by_session
-                    .get(sess)
-                    .iter()
-                    .copied()
-                    .filter(|&i| is_free_producer(i))
-                    .map(|i| (ix.end(i), i))
-                    .collect();
+            let list = producer_list.get_or_insert_with(|| {
+                let mut list: Vec<(u64, Ix)> =
+                    (0..n as Ix).filter(|&i| is_free_producer(i)).map(|i| (ix.start(i), i)).collect();
                 list.sort_unstable();
                 list
             });
-            let upto = list.partition_point(|(e, _)| *e <= start + skew);
+            // A message is consumed after it was sent: no skew allowance here,
+            // or a producer that started just after the orphan fits it.
+            let upto = list.partition_point(|(s, _)| *s <= start);
+            let from = list.partition_point(|(s, _)| s + QUEUE_WINDOW < start);
             let dest = f.destination;
-            let c: Vec<Ix> = list[upto.saturating_sub(PRODUCER_CAP)..upto]
+            let window = &list[from.max(upto.saturating_sub(PRODUCER_CAP))..upto];
+            let c: Vec<Ix> = window
                 .iter()
                 .map(|(_, p)| *p)
-                .filter(|p| ix.trace_of[*p as usize] != t)
-                .filter(|p| compatible(dest, ix.facts[*p as usize].destination))
+                .filter(|&p| ix.trace_of[p as usize] != t)
+                .filter(|&p| compatible(dest, ix.facts[p as usize].destination))
+                .filter(|&p| sessions_fit(p, r))
+                // Without a session, only a root of another service can be
+                // the far side of a queue.
+                .filter(|&p| session.is_some() || ix.service[p as usize] != service)
                 .collect();
             let c = innermost_per_trace(ix, c);
             if !c.is_empty() {
                 let same_dest = dest.is_some() && c.iter().all(|p| ix.facts[*p as usize].destination.is_some());
+                let mut why = vec![
+                    "a producer whose message no instrumented consumer received started before it".to_owned(),
+                ];
+                if same_dest {
+                    why.push("same destination".to_owned());
+                }
+                if let Some(sess) = session {
+                    why.push(format!("same session {}", ix.sessions[sess as usize]));
+                }
+                why.push("applied only if no other orphan fits that producer".to_owned());
                 proposals[k] = Some(Proposal {
                     orphan: r,
                     evidence: Evidence::PrecedingProducer,
-                    detail: format!("same session {}, unconsumed producer before it", ix.sessions[sess]),
+                    detail: why.join("; "),
                     candidates: c,
-                    base: if same_dest && s.kind == SpanKind::Consumer { 0.75 } else { 0.6 },
-                    truncated: upto > PRODUCER_CAP,
+                    base: if same_dest && s.kind == SpanKind::Consumer { 0.85 } else { 0.8 },
+                    truncated: upto - from > PRODUCER_CAP,
+                    hold: None,
                 });
                 continue;
             }
         }
-        if !new_work {
+        if !new_work
+            && let Some(sess) = session
+            && !is_entry_point(r)
+        {
             // No caller in evidence; still an orphan if it starts while
             // other work of its session is clearly under way.
+            let sess = sess as usize;
             let mut busy = false;
             let line = session_lines[sess]
                 .get_or_insert_with(|| Timeline::new(by_session.get(sess).iter().map(|&i| item(i)).collect()));
@@ -453,7 +828,9 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     // server, a message one consumer. Contested parents are not applied.
     let mut heuristic_uses: HashMap<Ix, u32, FastHash> = HashMap::default();
     for p in proposals.iter().flatten() {
-        if matches!(p.evidence, Evidence::EnclosingClient | Evidence::PrecedingProducer) && p.candidates.len() == 1 {
+        if matches!(p.evidence, Evidence::EnclosingClient | Evidence::PrecedingProducer | Evidence::EnclosingToolCall)
+            && p.candidates.len() == 1
+        {
             *heuristic_uses.entry(p.candidates[0]).or_default() += 1;
         }
     }
@@ -465,8 +842,13 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         let r = roots[k];
         let is_tool = ix.facts[r as usize].category() == Category::Tool;
         let Some(p) = p else {
+            if deliberate[k] {
+                continue;
+            }
             if is_tool {
                 findings.push(finding(ix, r, FindingKind::ToolRoot, None, tool_root_message(ix, r, None)));
+            } else if let Some(why) = &lost_unjoined[k] {
+                findings.push(finding(ix, r, FindingKind::LostContext, None, lost_unjoined_message(ix, r, why)));
             } else if no_evidence_mid_session[k] {
                 findings.push(finding(ix, r, FindingKind::OrphanRoot, None, no_evidence_message(ix, r)));
             }
@@ -480,6 +862,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 Some("too many concurrent spans to tell which one".to_owned())
             } else if count > 1 {
                 Some(format!("ambiguous: {count} candidates fit"))
+            } else if let Some(why) = &p.hold {
+                Some(why.clone())
             } else if contested {
                 Some("contested: another orphan fits the same parent".to_owned())
             } else if confidence < config.apply_threshold {
@@ -566,25 +950,93 @@ fn finding(ix: &Index, i: Ix, kind: FindingKind, evidence: Option<Evidence>, mes
     (s.start_unix_nano, Finding::at(s, kind, evidence, message))
 }
 
-fn fix_for(evidence: Option<Evidence>) -> &'static str {
-    match evidence {
-        Some(Evidence::MessageId | Evidence::PrecedingProducer) => {
-            "inject `traceparent` into the message headers or envelope when producing and extract it when consuming"
-        }
-        Some(Evidence::McpRequest) => {
-            "carry `traceparent` in the request's `params._meta` (MCP SEP-414) on the client and parent the server span on it"
-        }
+/// The language and instrumentation that emitted a span, for a fix that
+/// names the user's own remedy.
+struct Stack<'a> {
+    language: &'a str,
+    scope: &'a str,
+}
+
+fn stack<'a>(ix: &Index<'a>, i: Ix) -> Stack<'a> {
+    let s = ix.spans[i as usize];
+    Stack {
+        language: s.resource.attributes.str("telemetry.sdk.language").unwrap_or(""),
+        scope: s.scope.name.as_str(),
+    }
+}
+
+/// The remedy for a break at this kind of boundary, in the terms of the
+/// stack on each side (`orphan` is the side that lost context, `caller` the
+/// side that had it).
+fn fix_for(evidence: Option<Evidence>, orphan: &Stack, caller: Option<&Stack>) -> String {
+    let lang = orphan.language;
+    let caller_scope = caller.map_or("", |c| c.scope);
+    let celery = caller_scope.contains("celery") || orphan.scope.contains("celery");
+    let fix = match evidence {
+        Some(Evidence::MessageId | Evidence::PrecedingProducer) => match lang {
+            "python" if celery => {
+                "instrument the Celery worker too: `opentelemetry-instrumentation-celery`, with `CeleryInstrumentor().instrument()` in the worker's `worker_process_init` signal"
+            }
+            "python" => {
+                "inject `traceparent` into the message headers when producing and extract it when consuming (the messaging library's `opentelemetry-instrumentation-*` package on both sides, or `opentelemetry.propagate.inject`/`extract`)"
+            }
+            "rust" => {
+                "inject with agentrace's carriers (`agentrace::carrier`: envelope, NATS, AMQP, Kafka or Redis headers) when producing and extract when consuming"
+            }
+            _ => {
+                "inject `traceparent` into the message headers or envelope when producing and extract it when consuming"
+            }
+        },
+        Some(Evidence::McpRequest | Evidence::RequestIdInTime) => match lang {
+            "python" => {
+                "make the MCP server parent its spans on the request's `params._meta` context: the `mcp` 2.x package does it itself; on `mcp` 1.x instrument both sides (`opentelemetry-instrumentation-mcp` or `openinference-instrumentation-mcp`)"
+            }
+            "rust" => "use agentrace's rmcp integration (`agentrace::mcp`) on the client and the server",
+            _ => {
+                "carry `traceparent` in the request's `params._meta` (MCP SEP-414) on the client and parent the server span on it"
+            }
+        },
         Some(Evidence::ToolCallId) => {
             "pass `traceparent` along with the tool call (MCP `params._meta` or HTTP headers) and extract it where the tool runs"
         }
-        Some(Evidence::EnclosingClient) => {
-            "inject `traceparent` into the outgoing request's headers and extract it in the server"
+        Some(Evidence::EnclosingToolCall) => match lang {
+            "python" => {
+                "forward the tool call with the MCP SDK's client (which carries `params._meta`), or copy `traceparent` into the forwarded request's `_meta`"
+            }
+            _ => "carry `traceparent` in the forwarded request's `params._meta` (MCP SEP-414)",
+        },
+        Some(Evidence::EnclosingClient) => match lang {
+            "python" => {
+                "instrument the server so it extracts `traceparent` (`opentelemetry-instrumentation-fastapi`, `-aiohttp-server`, `-flask`, `-django`, or run it under `opentelemetry-instrument`)"
+            }
+            "rust" => {
+                "extract the incoming headers in the server (`agentrace::carrier::http`, or `opentelemetry-http`'s `HeaderExtractor`) and parent the server span on them"
+            }
+            "nodejs" | "webjs" => "register the HTTP instrumentation in the server (`@opentelemetry/instrumentation-http`)",
+            _ => "inject `traceparent` into the outgoing request's headers and extract it in the server",
+        },
+        Some(Evidence::SameInstance) => match lang {
+            "python" => {
+                "run the job in the caller's context: `opentelemetry-instrumentation-threading` for `ThreadPoolExecutor` and `threading.Thread`, `contextvars.copy_context().run(...)` for a callback, or `asyncio.to_thread`, which copies it"
+            }
+            "rust" => {
+                "carry the context into the task: `FutureExt::with_current_context` on spawned futures (agentrace's `task` helpers), `Context::attach` in `spawn_blocking` and thread closures"
+            }
+            "nodejs" | "webjs" => {
+                "keep the AsyncLocalStorage context manager registered and bind callbacks with `context.bind(context.active(), fn)`"
+            }
+            "java" => "wrap the executor with `Context.taskWrapping(executor)` (or let the Java agent instrument it)",
+            "go" => "pass the request's `ctx` into the goroutine",
+            "dotnet" => "let `Activity.Current` flow: start the work with `Task.Run`, not a thread that suppresses ExecutionContext",
+            _ => {
+                "carry the current context into the spawned task, thread-pool job or callback (attach it where the work starts)"
+            }
+        },
+        Some(Evidence::Link) | None => {
+            "propagate `traceparent` (and `session.id` as baggage) across this hop"
         }
-        Some(Evidence::SameInstance) => {
-            "carry the current context into the spawned task, thread-pool job or callback (attach it where the work starts)"
-        }
-        Some(Evidence::Link) | None => "propagate `traceparent` (and `session.id` as baggage) across this hop",
-    }
+    };
+    fix.to_owned()
 }
 
 fn caller_phrase(ix: &Index, p: &Proposal) -> String {
@@ -607,12 +1059,19 @@ fn orphan_message(ix: &Index, p: &Proposal) -> String {
         Evidence::MessageId | Evidence::PrecedingProducer => {
             "started a new trace: the queue hand-off dropped trace context"
         }
-        Evidence::McpRequest => "started a new trace: the MCP call dropped trace context",
+        Evidence::McpRequest | Evidence::RequestIdInTime => "started a new trace: the MCP call dropped trace context",
         Evidence::ToolCallId => "started a new trace: the tool call dropped trace context",
         Evidence::EnclosingClient => "started a new trace: the call dropped trace context",
+        Evidence::EnclosingToolCall => "started a new trace: the forwarded tool call dropped trace context",
         Evidence::Link => "started a new trace",
     };
-    format!("{} {what}; {}; fix: {}", describe(ix, r), caller_phrase(ix, p), fix_for(Some(p.evidence)))
+    let caller = stack(ix, p.candidates[0]);
+    format!(
+        "{} {what}; {}; fix: {}",
+        describe(ix, r),
+        caller_phrase(ix, p),
+        fix_for(Some(p.evidence), &stack(ix, r), Some(&caller))
+    )
 }
 
 fn tool_root_message(ix: &Index, r: Ix, p: Option<&Proposal>) -> String {
@@ -621,12 +1080,12 @@ fn tool_root_message(ix: &Index, r: Ix, p: Option<&Proposal>) -> String {
             "tool span {} is a root: the tool layer lost context; {}; fix: {}",
             describe(ix, r),
             caller_phrase(ix, p),
-            fix_for(Some(p.evidence))
+            fix_for(Some(p.evidence), &stack(ix, r), Some(&stack(ix, p.candidates[0])))
         ),
         None => format!(
             "tool span {} is a root and nothing names its caller: the tool layer lost context; fix: {}",
             describe(ix, r),
-            fix_for(Some(Evidence::ToolCallId))
+            fix_for(Some(Evidence::ToolCallId), &stack(ix, r), None)
         ),
     }
 }
@@ -635,6 +1094,24 @@ fn no_evidence_message(ix: &Index, r: Ix) -> String {
     format!(
         "{} started a new trace in the middle of its session's work and no span names its caller, so it cannot be joined; fix: {}",
         describe(ix, r),
-        fix_for(None)
+        fix_for(None, &stack(ix, r), None)
     )
+}
+
+fn lost_unjoined_message(ix: &Index, r: Ix, why: &str) -> String {
+    format!(
+        "{} started a new trace while its own service instance was busy: in-process context was lost; {why}, so it was not joined; fix: {}",
+        describe(ix, r),
+        fix_for(Some(Evidence::SameInstance), &stack(ix, r), None)
+    )
+}
+
+/// Of several MCP clients, those in the process that launched the server
+/// (stdio), where the resources record process IDs; all of them otherwise.
+fn same_process_pair(ix: &Index, server: Ix, candidates: Vec<Ix>) -> Vec<Ix> {
+    let parent_pid = ix.spans[server as usize].resource.attributes.first_i64(&["process.parent_pid"]);
+    let Some(ppid) = parent_pid else { return candidates };
+    let pid = |c: Ix| ix.spans[c as usize].resource.attributes.first_i64(&["process.pid"]);
+    let pair: Vec<Ix> = candidates.iter().copied().filter(|&c| pid(c) == Some(ppid)).collect();
+    if pair.is_empty() { candidates } else { pair }
 }

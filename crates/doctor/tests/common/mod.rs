@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod corpus;
 pub mod synth;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,193 @@
+//! The real-library corpus (`tests/corpus/`, see its README): loading the
+//! recorded cases and scoring a diagnosis against the ground truth each case
+//! recorded while it ran.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use agentrace_doctor::{Config, Diagnosis, Doctor, Evidence};
+use agentrace_model::Span;
+use agentrace_model::otlp::Limits;
+use serde::Deserialize;
+
+/// One case's truth.json.
+#[derive(Debug, Deserialize)]
+pub struct Truth {
+    pub case: String,
+    pub suite: String,
+    pub healthy: bool,
+    #[serde(default)]
+    pub broken_hops: Vec<Hop>,
+}
+
+/// A place where context was lost, as the case saw it at run time.
+#[derive(Debug, Deserialize)]
+pub struct Hop {
+    pub hop: String,
+    pub orphan_span_id: String,
+    pub parent_span_ids: Vec<String>,
+    pub must_repair: bool,
+    pub kinds: Vec<String>,
+}
+
+/// A recorded case: its folder, spans and truth.
+pub struct Case {
+    pub dir: PathBuf,
+    pub spans: Vec<Span>,
+    pub truth: Truth,
+}
+
+/// The committed corpus.
+pub fn committed_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+/// Every case under `root` (`root/<suite>/cases/<case>/`), sorted by path.
+pub fn cases(root: &Path) -> Vec<Case> {
+    let mut dirs = Vec::new();
+    for suite in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let cases = suite.path().join("cases");
+        for case in std::fs::read_dir(&cases).into_iter().flatten().flatten() {
+            if case.path().join("truth.json").exists() {
+                dirs.push(case.path());
+            }
+        }
+    }
+    dirs.sort();
+    dirs.into_iter().map(|dir| load(&dir)).collect()
+}
+
+pub fn load(dir: &Path) -> Case {
+    let bytes = std::fs::read(dir.join("spans.jsonl")).unwrap_or_else(|e| panic!("{}: spans.jsonl: {e}", dir.display()));
+    let read = agentrace_doctor::input::spans_from_bytes(&bytes, &Limits::default())
+        .unwrap_or_else(|e| panic!("{}: spans.jsonl: {e}", dir.display()));
+    assert_eq!(read.rejected, 0, "{}: every recorded span is valid", dir.display());
+    let truth: Truth = serde_json::from_slice(&std::fs::read(dir.join("truth.json")).expect("truth.json"))
+        .unwrap_or_else(|e| panic!("{}: truth.json: {e}", dir.display()));
+    Case { dir: dir.to_owned(), spans: read.spans, truth }
+}
+
+pub fn diagnose(case: &Case) -> Diagnosis {
+    Doctor::new(Config::default()).analyse(&case.spans)
+}
+
+/// The finding kinds that name a root cut off from its caller.
+const ROOT_BREAKS: [&str; 3] = ["orphan_root", "tool_root", "lost_context"];
+
+/// The counts the issue asks for, per case.
+#[derive(Debug, Default, Clone)]
+pub struct Score {
+    pub breaks: usize,
+    pub must_repair: usize,
+    pub detected: usize,
+    pub repaired: usize,
+    pub suggested: usize,
+    pub wrong: usize,
+    pub false_findings: usize,
+    /// What went wrong, for a human.
+    pub problems: Vec<String>,
+}
+
+impl Score {
+    pub fn add(&mut self, other: &Score) {
+        self.breaks += other.breaks;
+        self.must_repair += other.must_repair;
+        self.detected += other.detected;
+        self.repaired += other.repaired;
+        self.suggested += other.suggested;
+        self.wrong += other.wrong;
+        self.false_findings += other.false_findings;
+    }
+
+    pub fn row(&self, name: &str) -> String {
+        format!(
+            "{name:<58} breaks {:>2}  detected {:>2}  repaired {:>2}/{:<2} suggested {:>2}  wrong {}  false {}",
+            self.breaks,
+            self.detected,
+            self.repaired,
+            self.must_repair,
+            self.suggested,
+            self.wrong,
+            self.false_findings
+        )
+    }
+
+    /// Whether the case meets the bar: nothing false, nothing wrong, every
+    /// break seen, every unique pairing joined.
+    pub fn passes(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub fn score(case: &Case, d: &Diagnosis) -> Score {
+    let t = &case.truth;
+    let mut s = Score { breaks: t.broken_hops.len(), ..Score::default() };
+    let hops: BTreeMap<&str, &Hop> = t.broken_hops.iter().map(|h| (h.orphan_span_id.as_str(), h)).collect();
+    s.must_repair = t.broken_hops.iter().filter(|h| h.must_repair).count();
+
+    let mut detected: BTreeSet<&str> = BTreeSet::new();
+    for f in d.findings.iter().filter(|f| f.kind.is_broken()) {
+        let id = f.span_id.to_string();
+        match hops.get(id.as_str()) {
+            // `orphan_root`, `tool_root` and `lost_context` all say "this
+            // root lost its caller"; which one fits depends on what the
+            // orphan is (a tool, in-process work), so any of them detects it.
+            Some(h) if ROOT_BREAKS.contains(&f.kind.as_str()) || h.kinds.iter().any(|k| k == f.kind.as_str()) => {
+                detected.insert(h.orphan_span_id.as_str());
+            }
+            Some(h) => s.problems.push(format!(
+                "{}: `{}` reported as {} (truth: {:?}): {}",
+                h.hop,
+                f.name,
+                f.kind.as_str(),
+                h.kinds,
+                f.message
+            )),
+            // A request split over trace IDs is the consequence of its
+            // broken hops, reported at its root.
+            None if f.kind.as_str() == "trace_discontinuity" && !t.healthy => {}
+            None => {
+                s.false_findings += 1;
+                s.problems.push(format!("false {} at `{}` ({}): {}", f.kind.as_str(), f.name, f.service, f.message));
+            }
+        }
+    }
+    s.detected = detected.len();
+    for h in &t.broken_hops {
+        if !detected.contains(h.orphan_span_id.as_str()) {
+            s.problems.push(format!("missed: {} (orphan {})", h.hop, h.orphan_span_id));
+        }
+    }
+
+    let mut repaired: BTreeSet<&str> = BTreeSet::new();
+    for r in &d.repairs {
+        let (orphan, parent) = (r.span_id.to_string(), r.parent_span_id.to_string());
+        match hops.get(orphan.as_str()) {
+            Some(h) if h.parent_span_ids.contains(&parent) => {
+                if r.applied {
+                    repaired.insert(h.orphan_span_id.as_str());
+                } else {
+                    s.suggested += 1;
+                }
+            }
+            Some(h) if r.applied => {
+                s.wrong += 1;
+                s.problems.push(format!("wrong join: {} joined to {parent} ({})", h.hop, r.detail));
+            }
+            // A span link is the instrumentation's own statement of where a
+            // trace came from: following it is no guess.
+            None if r.applied && r.evidence != Evidence::Link => {
+                s.wrong += 1;
+                s.problems.push(format!("wrong join of a span that is no orphan: {orphan} → {parent} ({})", r.detail));
+            }
+            _ => {}
+        }
+    }
+    s.repaired = repaired.len();
+    for h in t.broken_hops.iter().filter(|h| h.must_repair) {
+        if !repaired.contains(h.orphan_span_id.as_str()) {
+            s.problems.push(format!("not repaired although the pairing is unique: {}", h.hop));
+        }
+    }
+    s
+}
