@@ -8,7 +8,9 @@
 #   - brokers (NATS, Redis, RabbitMQ) from Debian, started on loopback by
 #     scripts/services.sh and stopped again when this script exits;
 #   - Chromium and ChromeDriver from Debian, for the web UI's browser tests
-#     (crates/collector/tests/ui_*.rs; screenshots in target/ui-screenshots/).
+#     (crates/collector/tests/ui_*.rs; screenshots in target/ui-screenshots/);
+#   - the doctor's real-library corpus, recorded afresh (scripts/corpus.sh: one venv per suite
+#     under .venv-corpus/, Celery on the Redis started above) and judged by the doctor's tests.
 # Nothing is downloaded from anywhere but the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,14 @@ if [ -x scripts/services.sh ]; then
     trap 'scripts/services.sh stop' EXIT
 fi
 
+step "doctor corpus: recording every real-library case afresh (in the background; log in target/corpus-fresh.log)"
+# The doctor's claims are tried again on a new run of every case (other IDs, other timings, this
+# machine's load): crates/doctor/tests/corpus/README.md. It runs beside the build below.
+mkdir -p target
+rm -rf target/corpus-fresh
+scripts/corpus.sh target/corpus-fresh >target/corpus-fresh.log 2>&1 &
+corpus_pid=$!
+
 step "browser for the UI tests (Debian chromium, chromium-driver)"
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     apt-get update -qq
@@ -42,4 +52,17 @@ step "lints"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "tests"
-cargo test --workspace --all-features
+# Every test binary runs even when one fails, so one failure hides no other.
+status=0
+cargo test --workspace --all-features --no-fail-fast || status=$?
+
+step "doctor on the fresh recording of the corpus"
+if wait "$corpus_pid"; then
+    AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh" cargo test -p agentrace-doctor \
+        --test real_libraries_are_diagnosed_truthfully -- --ignored || status=$?
+else
+    echo "recording the corpus failed; its log:" >&2
+    tail -50 target/corpus-fresh.log >&2
+    status=1
+fi
+exit "$status"

@@ -327,6 +327,17 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     }
     let roots: Vec<Ix> =
         (0..n as Ix).filter(|&i| ix.parent[i as usize].is_none() && !ix.missing_parent[i as usize]).collect();
+    // Instrumentation scopes whose consumer spans carry their context in
+    // (a parent or a link) elsewhere in the input: such an instrumentation
+    // propagates whenever it can, so one of its consumers that has neither
+    // lost the context on the way.
+    let mut propagating_scopes: std::collections::HashSet<&str, FastHash> = Default::default();
+    for i in 0..n {
+        let s = ix.spans[i];
+        if s.kind == SpanKind::Consumer && (s.parent_span_id.is_some() || !s.links.is_empty()) {
+            propagating_scopes.insert(s.scope.name.as_str());
+        }
+    }
     // Roots that started a trace on purpose: they link to other work or
     // other work links to them (a new trace per message, batch consumers),
     // or they are an MCP client's own handshake. None is an orphan.
@@ -501,12 +512,32 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     // A client that already reached an instrumented server, or a call to an
     // LLM provider (never instrumented by us), cannot be the caller of an
     // orphan server root; a claimed parent is not offered again.
+    //
+    // Some instrumentations record an outbound MCP call as INTERNAL spans
+    // (OpenLLMetry: a `{tool}.tool` span over a `ResponseStreamWriter` that
+    // carries `mcp.request.id`): a tool span whose own or child span carries
+    // a JSON-RPC request ID is a call out too.
+    let mut rpc_below = vec![false; n];
+    let mut has_child = vec![false; n];
+    for i in 0..n {
+        if let Some(p) = ix.parent[i] {
+            has_child[p as usize] = true;
+        }
+        if ix.facts[i].jsonrpc_id.is_some() {
+            rpc_below[i] = true;
+            if let Some(p) = ix.parent[i] {
+                rpc_below[p as usize] = true;
+            }
+        }
+    }
     let is_free_client = |i: Ix| {
         let i = i as usize;
-        !claimed[i]
-            && ix.spans[i].kind == SpanKind::Client
-            && !server_child[i]
-            && ix.facts[i].category() != Category::Llm
+        // A tool span with nothing under it (the call's work happened, or
+        // went unrecorded, elsewhere) is a call out as far as time can tell.
+        let tool = ix.facts[i].category() == Category::Tool
+            && !matches!(ix.spans[i].kind, SpanKind::Server | SpanKind::Consumer);
+        let outbound = ix.spans[i].kind == SpanKind::Client || (tool && (rpc_below[i] || !has_child[i]));
+        !claimed[i] && outbound && !server_child[i] && ix.facts[i].category() != Category::Llm
     };
     // A producer whose message no consumer-side span carries.
     let is_free_producer = |i: Ix| {
@@ -851,6 +882,11 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 findings.push(finding(ix, r, FindingKind::LostContext, None, lost_unjoined_message(ix, r, why)));
             } else if no_evidence_mid_session[k] {
                 findings.push(finding(ix, r, FindingKind::OrphanRoot, None, no_evidence_message(ix, r)));
+            } else if ix.spans[r as usize].kind == SpanKind::Consumer
+                && !ix.spans[r as usize].scope.name.is_empty()
+                && propagating_scopes.contains(ix.spans[r as usize].scope.name.as_str())
+            {
+                findings.push(finding(ix, r, FindingKind::OrphanRoot, None, unlinked_consumer_message(ix, r)));
             }
             continue;
         };
@@ -1095,6 +1131,16 @@ fn no_evidence_message(ix: &Index, r: Ix) -> String {
         "{} started a new trace in the middle of its session's work and no span names its caller, so it cannot be joined; fix: {}",
         describe(ix, r),
         fix_for(None, &stack(ix, r), None)
+    )
+}
+
+fn unlinked_consumer_message(ix: &Index, r: Ix) -> String {
+    let s = ix.spans[r as usize];
+    format!(
+        "{} received a message with no trace context, though its instrumentation (`{}`) parents or links its other consumers: the producer side sent none, so no span names its caller; fix: {}",
+        describe(ix, r),
+        s.scope.name,
+        fix_for(Some(Evidence::MessageId), &stack(ix, r), None)
     )
 }
 

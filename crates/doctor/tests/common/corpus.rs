@@ -28,6 +28,14 @@ pub struct Hop {
     pub parent_span_ids: Vec<String>,
     pub must_repair: bool,
     pub kinds: Vec<String>,
+    /// False when the case's own account says the spans hold no sign that a
+    /// caller existed (then a finding is welcome but not required).
+    #[serde(default = "yes")]
+    pub detectable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A recorded case: its folder, spans and truth.
@@ -78,6 +86,8 @@ const ROOT_BREAKS: [&str; 3] = ["orphan_root", "tool_root", "lost_context"];
 #[derive(Debug, Default, Clone)]
 pub struct Score {
     pub breaks: usize,
+    /// Breaks the case says the spans cannot show.
+    pub undetectable: usize,
     pub must_repair: usize,
     pub detected: usize,
     pub repaired: usize,
@@ -91,6 +101,7 @@ pub struct Score {
 impl Score {
     pub fn add(&mut self, other: &Score) {
         self.breaks += other.breaks;
+        self.undetectable += other.undetectable;
         self.must_repair += other.must_repair;
         self.detected += other.detected;
         self.repaired += other.repaired;
@@ -101,8 +112,9 @@ impl Score {
 
     pub fn row(&self, name: &str) -> String {
         format!(
-            "{name:<58} breaks {:>2}  detected {:>2}  repaired {:>2}/{:<2} suggested {:>2}  wrong {}  false {}",
+            "{name:<58} breaks {:>3} ({} undetectable)  detected {:>3}  repaired {:>2}/{:<2} suggested {:>2}  wrong {}  false {}",
             self.breaks,
+            self.undetectable,
             self.detected,
             self.repaired,
             self.must_repair,
@@ -121,7 +133,11 @@ impl Score {
 
 pub fn score(case: &Case, d: &Diagnosis) -> Score {
     let t = &case.truth;
-    let mut s = Score { breaks: t.broken_hops.len(), ..Score::default() };
+    let mut s = Score {
+        breaks: t.broken_hops.len(),
+        undetectable: t.broken_hops.iter().filter(|h| !h.detectable).count(),
+        ..Score::default()
+    };
     let hops: BTreeMap<&str, &Hop> = t.broken_hops.iter().map(|h| (h.orphan_span_id.as_str(), h)).collect();
     s.must_repair = t.broken_hops.iter().filter(|h| h.must_repair).count();
 
@@ -153,7 +169,7 @@ pub fn score(case: &Case, d: &Diagnosis) -> Score {
         }
     }
     s.detected = detected.len();
-    for h in &t.broken_hops {
+    for h in t.broken_hops.iter().filter(|h| h.detectable) {
         if !detected.contains(h.orphan_span_id.as_str()) {
             s.problems.push(format!("missed: {} (orphan {})", h.hop, h.orphan_span_id));
         }
