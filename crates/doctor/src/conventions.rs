@@ -282,10 +282,7 @@ impl<'a> AddressParts<'a> {
         let (old_host, old_port) = match kind {
             SpanKind::Server | SpanKind::Consumer => {
                 let http_host = self.http_host.map(split_host_port);
-                (
-                    self.host_host.or(http_host.and_then(|h| h.0)),
-                    self.host_port.or(http_host.and_then(|h| h.1)),
-                )
+                (self.host_host.or(http_host.and_then(|h| h.0)), self.host_port.or(http_host.and_then(|h| h.1)))
             }
             _ => (self.peer_host, self.peer_port),
         };

@@ -636,7 +636,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 // Several requests were at work: the one that encloses it
                 // need not be the one that started it (work that outlives its
                 // caller), so nothing here is more than a suggestion.
-                hold = Some(format!("ambiguous: {} requests were at work in the instance when it started", traces.len()));
+                hold =
+                    Some(format!("ambiguous: {} requests were at work in the instance when it started", traces.len()));
             } else if candidates.is_empty() {
                 hold = Some("the running span ended before it: work that outlived its caller".to_owned());
             }
@@ -718,9 +719,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         if s.kind != SpanKind::Consumer {
             let mut c = Vec::new();
             let mut addressed_by = Vec::new();
-            let line = client_line.get_or_insert_with(|| {
-                Timeline::new((0..n as Ix).filter(|&i| is_free_client(i)).map(item).collect())
-            });
+            let line = client_line
+                .get_or_insert_with(|| Timeline::new((0..n as Ix).filter(|&i| is_free_client(i)).map(item).collect()));
             let complete = line.visit(start + skew, end.saturating_sub(skew), |p| {
                 let pf = &ix.facts[p as usize];
                 let peer = ix.texts.opt(pf.peer_service);
@@ -769,7 +769,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                     // Only time ties them: never applied.
                     (_, false, false) => 0.5,
                 };
-                let mut why = vec!["a client call of another service that reached no instrumented server encloses it".to_owned()];
+                let mut why =
+                    vec!["a client call of another service that reached no instrumented server encloses it".to_owned()];
                 match addressed_by.iter().flatten().next() {
                     Some(by) if addressed => why.push(format!("addressed to it by {by}")),
                     _ if same_session => why.push("not addressed: only the session ties them".to_owned()),
@@ -816,9 +817,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             let c = innermost_per_trace(ix, c);
             if !c.is_empty() {
                 let same_dest = dest.is_some() && c.iter().all(|p| ix.facts[*p as usize].destination.is_some());
-                let mut why = vec![
-                    "a producer whose message no instrumented consumer received started before it".to_owned(),
-                ];
+                let mut why =
+                    vec!["a producer whose message no instrumented consumer received started before it".to_owned()];
                 if same_dest {
                     why.push("same destination".to_owned());
                 }
@@ -995,10 +995,7 @@ struct Stack<'a> {
 
 fn stack<'a>(ix: &Index<'a>, i: Ix) -> Stack<'a> {
     let s = ix.spans[i as usize];
-    Stack {
-        language: s.resource.attributes.str("telemetry.sdk.language").unwrap_or(""),
-        scope: s.scope.name.as_str(),
-    }
+    Stack { language: s.resource.attributes.str("telemetry.sdk.language").unwrap_or(""), scope: s.scope.name.as_str() }
 }
 
 /// The remedy for a break at this kind of boundary, in the terms of the
@@ -1048,7 +1045,9 @@ fn fix_for(evidence: Option<Evidence>, orphan: &Stack, caller: Option<&Stack>) -
             "rust" => {
                 "extract the incoming headers in the server (`agentrace::carrier::http`, or `opentelemetry-http`'s `HeaderExtractor`) and parent the server span on them"
             }
-            "nodejs" | "webjs" => "register the HTTP instrumentation in the server (`@opentelemetry/instrumentation-http`)",
+            "nodejs" | "webjs" => {
+                "register the HTTP instrumentation in the server (`@opentelemetry/instrumentation-http`)"
+            }
             _ => "inject `traceparent` into the outgoing request's headers and extract it in the server",
         },
         Some(Evidence::SameInstance) => match lang {
@@ -1063,14 +1062,14 @@ fn fix_for(evidence: Option<Evidence>, orphan: &Stack, caller: Option<&Stack>) -
             }
             "java" => "wrap the executor with `Context.taskWrapping(executor)` (or let the Java agent instrument it)",
             "go" => "pass the request's `ctx` into the goroutine",
-            "dotnet" => "let `Activity.Current` flow: start the work with `Task.Run`, not a thread that suppresses ExecutionContext",
+            "dotnet" => {
+                "let `Activity.Current` flow: start the work with `Task.Run`, not a thread that suppresses ExecutionContext"
+            }
             _ => {
                 "carry the current context into the spawned task, thread-pool job or callback (attach it where the work starts)"
             }
         },
-        Some(Evidence::Link) | None => {
-            "propagate `traceparent` (and `session.id` as baggage) across this hop"
-        }
+        Some(Evidence::Link) | None => "propagate `traceparent` (and `session.id` as baggage) across this hop",
     };
     fix.to_owned()
 }

@@ -66,7 +66,8 @@ pub fn cases(root: &Path) -> Vec<Case> {
 }
 
 pub fn load(dir: &Path) -> Case {
-    let bytes = std::fs::read(dir.join("spans.jsonl")).unwrap_or_else(|e| panic!("{}: spans.jsonl: {e}", dir.display()));
+    let bytes =
+        std::fs::read(dir.join("spans.jsonl")).unwrap_or_else(|e| panic!("{}: spans.jsonl: {e}", dir.display()));
     let read = agentrace_doctor::input::spans_from_bytes(&bytes, &Limits::default())
         .unwrap_or_else(|e| panic!("{}: spans.jsonl: {e}", dir.display()));
     assert_eq!(read.rejected, 0, "{}: every recorded span is valid", dir.display());
