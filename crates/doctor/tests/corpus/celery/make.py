@@ -297,14 +297,8 @@ def truth_uninstrumented_worker(case_dir, spans, notes):
                f"had sent a PRODUCER apply_async/research.run before it started (within 100 ms of clock skew; "
                f"in each, the latest one before it)"
                + (", so time alone singles out the parent" if unique else ", so time does not single out the parent"))
-        # A CONSUMER root whose message id no span of the data carries, with no session and no
-        # address, looks exactly like a task started by beat, cron or a system outside the data:
-        # nothing in the spans says a caller existed, so it is neither joinable nor detectable.
-        why += ("; a CONSUMER root with an unmatched message id and no other evidence looks exactly like "
-                "a task sent from outside the data (beat, cron): undetectable from the spans")
-        hops.append(hop(f"celery task research.run {t['task_id']}", orphan, chain, False, why,
-                        ["orphan_root"], task_id=t["task_id"], candidates_by_time=len(senders),
-                        detectable=False))
+        hops.append(hop(f"celery task research.run {t['task_id']}", orphan, chain, unique, why,
+                        ["orphan_root"], task_id=t["task_id"], candidates_by_time=len(senders)))
     return hops
 
 
