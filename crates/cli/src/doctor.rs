@@ -228,6 +228,8 @@ mod tests {
         assert_eq!(code(&[&fixture("healthy_request.json"), json[0], json[1]]), ExitCode::SUCCESS);
         assert_eq!(code(&[&fixture("broken_queue_message_id.json"), json[0], json[1]]), ExitCode::from(3));
         assert_eq!(code(&[&fixture("failure_llm.json"), json[0], json[1]]), ExitCode::from(4));
+        // A slow hop is not a broken one: a timing gap alone exits 0.
+        assert_eq!(code(&[&fixture("broken_timing_gap.json"), json[0], json[1]]), ExitCode::SUCCESS);
         assert_eq!(code(&["--server", "http://127.0.0.1:9", json[0], json[1]]), ExitCode::from(2));
         assert_eq!(code(&["--apply-threshold", "2", &fixture("healthy_request.json")]), ExitCode::from(2));
         let missing = run(args(&["/nonexistent/trace.json"])).unwrap_err();

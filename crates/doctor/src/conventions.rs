@@ -335,6 +335,54 @@ fn normalise_host(host: &str) -> Cow<'_, str> {
     }
 }
 
+/// The tool call IDs a model call asked for, read from its output messages
+/// when the redaction policy kept them: `gen_ai.output.messages` (GenAI
+/// parts of type `tool_call`, or OpenAI-style `tool_calls`) and
+/// OpenInference's flattened `llm.output_messages.*.tool_calls.*.tool_call.id`.
+pub(crate) fn output_tool_call_ids(span: &Span) -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>, depth: usize) {
+        if depth > 8 || out.len() >= 64 {
+            return;
+        }
+        match v {
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out, depth + 1)),
+            serde_json::Value::Object(map) => {
+                let is_call = map.get("type").and_then(|t| t.as_str()) == Some("tool_call");
+                if let (true, Some(id)) = (is_call, map.get("id").and_then(|i| i.as_str())) {
+                    out.push(id.to_owned());
+                }
+                if let Some(calls) = map.get("tool_calls").and_then(|c| c.as_array()) {
+                    out.extend(calls.iter().filter_map(|c| c.get("id")?.as_str().map(str::to_owned)));
+                }
+                for (key, value) in map {
+                    if key != "tool_calls" {
+                        walk(value, out, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (key, value) in span.attributes.iter() {
+        if key == "gen_ai.output.messages"
+            && let Some(text) = value.as_str()
+            && text.len() <= 1 << 20
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(text)
+        {
+            walk(&v, &mut out, 0);
+        } else if key.starts_with("llm.output_messages.")
+            && key.ends_with(".tool_call.id")
+            && let Some(id) = value.as_str()
+        {
+            out.push(id.to_owned());
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// What some spans add up to, under any of the naming conventions the
 /// doctor reads: for callers that summarise spans without a full analysis
 /// (the collector's trace list).
@@ -662,6 +710,49 @@ mod tests {
         let f = read(&s, &mut texts);
         assert_eq!(f.category(), Category::Agent);
         assert_eq!(texts.opt(f.agent_name), Some("planner"));
+    }
+
+    #[test]
+    fn addresses_are_read_under_every_convention_and_compared_by_server() {
+        let cases: [(SpanKind, &[(&str, Value)]); 6] = [
+            (SpanKind::Client, &[("server.address", "127.0.0.1".into()), ("server.port", 8080i64.into())]),
+            (SpanKind::Client, &[("http.url", "http://localhost:8080/research?q=1".into())]),
+            // The ASGI instrumentation writes host:port into server.address.
+            (SpanKind::Server, &[("server.address", "127.0.0.1:8080".into())]),
+            (SpanKind::Server, &[("net.host.name", "127.0.0.1".into()), ("net.host.port", "8080".into())]),
+            // On a server, net.peer.* is the client, never its own address.
+            (SpanKind::Server, &[("http.host", "127.0.0.1:9090".into()), ("net.peer.port", 8080i64.into())]),
+            (SpanKind::Client, &[("url.full", "https://api.example.com/v1".into())]),
+        ];
+        // Hosts are interned per analysis: the spans outlive the texts.
+        let arena: Vec<Span> = cases
+            .iter()
+            .map(|(kind, attrs)| {
+                let mut s = span(attrs);
+                s.kind = *kind;
+                s
+            })
+            .collect();
+        let mut texts = Texts::default();
+        let a: Vec<Address> = arena.iter().map(|s| read(s, &mut texts).address.expect("an address")).collect();
+        assert!(a[0].matches(a[1]));
+        assert!(a[0].matches(a[2]));
+        assert!(a[1].matches(a[3]));
+        assert!(!a[0].matches(a[4]));
+        assert_eq!(a[5].port, Some(443));
+        assert!(!a[5].matches(a[0]));
+    }
+
+    #[test]
+    fn output_messages_name_the_tool_calls_asked_for() {
+        let s = span(&[(
+            "gen_ai.output.messages",
+            r#"[{"role":"assistant","parts":[{"type":"text","content":"x"},{"type":"tool_call","id":"c1","name":"a"}]},
+                {"role":"assistant","tool_calls":[{"id":"c2","type":"function"}]}]"#
+                .into(),
+        )]);
+        assert_eq!(output_tool_call_ids(&s), vec!["c1".to_owned(), "c2".to_owned()]);
+        assert!(output_tool_call_ids(&span(&[("gen_ai.output.messages", "not json".into())])).is_empty());
     }
 
     #[test]

@@ -286,6 +286,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     let mut mcp_clients: HashMap<(Sym, Sym), Vec<Ix>, FastHash> = HashMap::default();
     let mut rpc_clients = SpansBySym::new(ix.texts.len(), n);
     let mut tool_calls = SpansBySym::new(ix.texts.len(), n);
+    // Model calls by the tool call IDs their output asked for.
+    let mut asked: HashMap<String, Vec<Ix>, FastHash> = HashMap::default();
     let mut server_child = vec![false; n];
     let mut consumer_child = vec![false; n];
     // Message IDs that some consumer-side span carries.
@@ -309,6 +311,11 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         }
         if let Some(t) = f.tool_call_id {
             tool_calls.push(t, i as Ix);
+        }
+        if f.category() == Category::Llm {
+            for id in crate::conventions::output_tool_call_ids(s) {
+                asked.entry(id).or_default().push(i as Ix);
+            }
         }
         if let Some(p) = ix.parent[i] {
             match s.kind {
@@ -416,10 +423,26 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             Some((Evidence::RequestIdInTime, detail, c, 0.9))
         } else if let Some(id) = f.tool_call_id
             && tool_calls.has(id)
+            && let c = tool_calls
+                .get(id)
+                .filter(other_trace)
+                .filter(|c| ix.start(*c) <= ix.start(r) + skew)
+                .collect::<Vec<Ix>>()
+            && !c.is_empty()
         {
-            let c: Vec<Ix> =
-                tool_calls.get(id).filter(other_trace).filter(|c| ix.start(*c) <= ix.start(r) + skew).collect();
             let detail = format!("gen_ai.tool.call.id={}", ix.texts.get(id));
+            Some((Evidence::ToolCallId, detail, innermost_per_trace(ix, c), 0.90))
+        } else if let Some(id) = f.tool_call_id
+            && let Some(models) = asked.get(ix.texts.get(id))
+            && let c = models
+                .iter()
+                .filter(|c| other_trace(c) && ix.start(**c) <= ix.start(r) + skew)
+                // The step that asked the model runs the tool it asked for.
+                .filter_map(|&m| ix.parent[m as usize])
+                .collect::<Vec<Ix>>()
+            && !c.is_empty()
+        {
+            let detail = format!("gen_ai.tool.call.id={} in the output messages of the model call", ix.texts.get(id));
             Some((Evidence::ToolCallId, detail, innermost_per_trace(ix, c), 0.90))
         } else {
             None
