@@ -651,7 +651,9 @@ fn classify(
     }
     let first = name.split_whitespace().next().unwrap_or("");
     match first {
-        "chat" | "text_completion" | "generate_content" => Category::Llm,
+        // A model call is a CLIENT span; an INTERNAL `chat turn` is the
+        // user's own step that happens to start with the same word.
+        "chat" | "text_completion" | "generate_content" if kind == SpanKind::Client => Category::Llm,
         "execute_tool" | "tools/call" => Category::Tool,
         "invoke_agent" | "create_agent" | "invoke_workflow" => Category::Agent,
         "retrieval" | "embeddings" => Category::Retrieval,

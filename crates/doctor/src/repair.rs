@@ -675,6 +675,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             let chosen_top = top(chosen);
             let rival = active[k].iter().any(|&q| {
                 top(q) != chosen_top
+                    && sessions_fit(q, r)
                     && (only_orphans || !is_orphan_group(top(q)))
                     && q != chosen
                     && ix.spans[q as usize].name == ix.spans[chosen as usize].name
