@@ -23,10 +23,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 
+corpus_pid=""
+cleanup() {
+    # A failing step must not leave the corpus recording running.
+    [ -n "$corpus_pid" ] && kill -- "-$corpus_pid" 2>/dev/null || true
+    [ -x scripts/services.sh ] && scripts/services.sh stop || true
+}
+trap cleanup EXIT
 if [ -x scripts/services.sh ]; then
     step "services (brokers on loopback)"
     scripts/services.sh start
-    trap 'scripts/services.sh stop' EXIT
 fi
 
 step "doctor corpus: recording every real-library case afresh (in the background; log in target/corpus-fresh.log)"
@@ -34,7 +40,8 @@ step "doctor corpus: recording every real-library case afresh (in the background
 # machine's load): crates/doctor/tests/corpus/README.md. It runs beside the build below.
 mkdir -p target
 rm -rf target/corpus-fresh
-scripts/corpus.sh target/corpus-fresh >target/corpus-fresh.log 2>&1 &
+# Its own process group, so that the cleanup stops every process it started.
+setsid scripts/corpus.sh target/corpus-fresh >target/corpus-fresh.log 2>&1 &
 corpus_pid=$!
 
 step "browser for the UI tests (Debian chromium, chromium-driver)"

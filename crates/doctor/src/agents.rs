@@ -15,7 +15,7 @@ use agentrace_model::SpanKind;
 use crate::assemble::{FastHash, Index};
 use crate::config::Config;
 use crate::connect::Tree;
-use crate::conventions::Category;
+use crate::conventions::{AgentSource, Category};
 use crate::diagnosis::{AgentStats, Delegation, Rollup, ms, round};
 
 pub(crate) struct Graph {
@@ -59,7 +59,19 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
         if let (Some(p), Some(pa)) = (parent, parent_agent)
             && pa != agent
         {
-            *edge_counts.entry((pa, agent, via(ix, tree, p, node))).or_insert(0) += 1;
+            // Graph frameworks say who handed over: the node that routed to
+            // this one (LangGraph), or the graph parent (OpenInference); the
+            // span tree only shows the graph that runs them side by side.
+            let (from, how) = match handed_over_by(ix, tree, node) {
+                Some(from) if from != agent => (from, "graph"),
+                _ => (pa, via(ix, tree, p, node)),
+            };
+            // A worker routing back to the supervisor that handed it the
+            // work returns a result: no delegation.
+            let returns = how == "graph" && edge_counts.keys().any(|&(f, t, _)| f == agent && t == from);
+            if !returns {
+                *edge_counts.entry((from, agent, how)).or_insert(0) += 1;
+            }
         }
         let facts = &ix.facts[n];
         let category = facts.category();
@@ -145,6 +157,7 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
             delegates_to.sort();
             AgentStats {
                 name: tree.agents[a].clone(),
+                source: tree.agent_sources.get(a).copied().unwrap_or(AgentSource::Service),
                 depth: if depth[a] == u32::MAX { 0 } else { depth[a] },
                 llm_calls: o.llm_calls,
                 tool_calls: o.tool_calls,
@@ -169,6 +182,30 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
         })
         .collect();
     Graph { agents, delegations, unpriced: unpriced.into_iter().collect() }
+}
+
+/// The agent that handed work to the agent span `node`, where a graph
+/// framework records it: the latest earlier sibling node that routed here
+/// (LangGraph `goto`), or the OpenInference graph parent.
+fn handed_over_by(ix: &Index, tree: &Tree, node: u32) -> Option<u32> {
+    if !tree.is_real(node) {
+        return None;
+    }
+    let f = &ix.facts[node as usize];
+    if let Some(parent) = f.graph_parent {
+        let name = ix.texts.get(parent);
+        return tree.agents.binary_search_by(|a| a.as_str().cmp(name)).ok().map(|i| i as u32);
+    }
+    let me = f.agent_name?;
+    let parent = tree.parent[node as usize]?;
+    let start = tree.start[node as usize];
+    tree.children(parent)
+        .iter()
+        .copied()
+        .filter(|&c| c != node && tree.is_real(c) && tree.start[c as usize] <= start)
+        .filter(|&c| ix.facts[c as usize].routes_to == Some(me))
+        .max_by_key(|&c| (tree.start[c as usize], c))
+        .map(|c| tree.agent[c as usize])
 }
 
 /// How work crossed from the parent's agent to the child's.

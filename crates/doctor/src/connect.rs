@@ -15,7 +15,7 @@ use agentrace_model::{Link, Resource, Span, SpanId, SpanKind, TraceId, Value};
 
 use crate::assemble::{FastHash, Index, Ix};
 use crate::config::{Config, RepairMode};
-use crate::conventions::Category;
+use crate::conventions::{AgentSource, Category};
 use crate::repair::Repaired;
 
 /// A queue transit the doctor made up: from the producer's end to the consumer's start.
@@ -49,6 +49,8 @@ pub(crate) struct Tree {
     /// Agent of each node, as an index into `agents` (sorted names).
     pub agent: Vec<u32>,
     pub agents: Vec<String>,
+    /// Which convention named each agent of `agents`.
+    pub agent_sources: Vec<AgentSource>,
 }
 
 impl Tree {
@@ -191,6 +193,7 @@ pub(crate) fn build(ix: &Index, repaired: &Repaired) -> Tree {
         root_of: vec![u32::MAX; len],
         agent: Vec::new(),
         agents: Vec::new(),
+        agent_sources: Vec::new(),
     };
 
     let mut stack = Vec::new();
@@ -272,19 +275,29 @@ fn assign_agents(ix: &Index, tree: &mut Tree) {
     // Agent names repeat on every span of the agent: resolve each symbol once.
     let mut by_sym = vec![u32::MAX; ix.texts.len()];
     let mut agent = vec![0u32; tree.len()];
+    let mut sources: Vec<Option<AgentSource>> = Vec::new();
     for &node in &tree.order {
         if !tree.is_real(node) {
             continue;
         }
         let (s, f) = (ix.spans[node as usize], &ix.facts[node as usize]);
-        let own = f.agent_name.filter(|_| s.kind != SpanKind::Client);
+        // An agent span names its agent whatever its kind (AutoGen's and a
+        // remote agent's `invoke_agent` are CLIENT spans); other CLIENT
+        // spans that name an agent (a model call) run inside that agent's
+        // span and take its agent from there.
+        let own = f.agent_name.filter(|_| s.kind != SpanKind::Client || f.category() == Category::Agent);
         agent[node as usize] = match (own, tree.parent[node as usize]) {
             (Some(sym), _) => {
                 let slot = &mut by_sym[sym.index()];
                 if *slot == u32::MAX {
                     *slot = intern(ix.texts.get(sym));
                 }
-                *slot
+                let a = *slot;
+                if sources.len() <= a as usize {
+                    sources.resize(a as usize + 1, None);
+                }
+                sources[a as usize].get_or_insert(f.agent_source.unwrap_or(AgentSource::GenAi));
+                a
             }
             (None, Some(p)) if tree.is_real(p) && ix.service[p as usize] == ix.service[node as usize] => {
                 agent[p as usize]
@@ -304,6 +317,8 @@ fn assign_agents(ix: &Index, tree: &mut Tree) {
     }
     tree.agent = agent.into_iter().map(|a| renumber.get(a as usize).copied().unwrap_or(0)).collect();
     tree.agents = order.iter().map(|o| names[*o as usize].to_owned()).collect();
+    tree.agent_sources =
+        order.iter().map(|o| sources.get(*o as usize).copied().flatten().unwrap_or(AgentSource::Service)).collect();
 }
 
 /// Links whose target moved to another trace follow it, so that no link in

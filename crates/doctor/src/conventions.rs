@@ -66,6 +66,26 @@ impl Category {
     }
 }
 
+/// Which convention named an agent, as the agent graph reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentSource {
+    /// OpenTelemetry GenAI: `gen_ai.agent.name` on an agent span.
+    GenAi,
+    /// pydantic-ai's own `agent_name`.
+    PydanticAi,
+    /// OpenInference: an AGENT span, `graph.node.id`.
+    OpenInference,
+    /// A LangGraph node (`metadata.langgraph_node`).
+    LangGraph,
+    /// OpenLLMetry/Traceloop: `traceloop.span.kind = agent` and its entity name.
+    Traceloop,
+    /// The span name (`invoke_agent {name}`), no attribute.
+    SpanName,
+    /// No agent named: the service stands for it.
+    Service,
+}
+
 /// A text that spans carried (a session ID, a message ID, a model name),
 /// interned: equal texts get equal symbols, so everything downstream
 /// compares and indexes small integers instead of strings.
@@ -170,6 +190,13 @@ pub(crate) struct Facts {
     pub synthetic: bool,
     pub session: Option<Sym>,
     pub agent_name: Option<Sym>,
+    /// Which convention named the agent.
+    pub agent_source: Option<AgentSource>,
+    /// The agent a graph framework says handed work to this one
+    /// (OpenInference `graph.node.parent_id`).
+    pub graph_parent: Option<Sym>,
+    /// The graph node this node span routed to next (LangGraph `goto`).
+    pub routes_to: Option<Sym>,
     pub model: Option<Sym>,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
@@ -254,6 +281,12 @@ struct Raw<'a> {
     rpc_service: Option<Cow<'a, str>>,
     error_type: Option<Cow<'a, str>>,
     error_message: Option<Cow<'a, str>>,
+}
+
+/// `langgraph_node` of OpenInference's `metadata` JSON.
+fn langgraph_node(metadata: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(metadata).ok()?;
+    v.get("langgraph_node")?.as_str().map(str::to_owned)
 }
 
 fn port(value: &Value) -> Option<u16> {
@@ -456,6 +489,11 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut tool_name = None;
     let mut message_id = None;
     let mut destination = None;
+    let mut pydantic_agent: Option<&str> = None;
+    let mut oi_node: Option<&str> = None;
+    let mut oi_parent: Option<&str> = None;
+    let mut metadata: Option<&str> = None;
+    let mut output_value: Option<&str> = None;
     // Address parts, by convention: (host, port) of `server.*`, of a URL,
     // of `net.peer.*` (a client's target), of `net.host.*` / `http.host`
     // (a server's own address).
@@ -489,6 +527,11 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "langfuse.session.id" => put(&mut session, 3, text(value)),
             "gen_ai.agent.name" => put(&mut agent, 0, text(value)),
             "agent.name" => put(&mut agent, 1, text(value)),
+            "agent_name" => pydantic_agent = value.as_str(),
+            "graph.node.id" => oi_node = value.as_str(),
+            "graph.node.parent_id" => oi_parent = value.as_str(),
+            "metadata" => metadata = value.as_str(),
+            "output.value" => output_value = value.as_str(),
             "messaging.message.id" => put(&mut message_id, 0, text(value)),
             // Celery's task id, where no message id is written.
             "messaging.conversation_id" => put(&mut message_id, 1, text(value)),
@@ -553,15 +596,50 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
         database,
         name,
     );
+    let mut source = agent.as_ref().map(|_| AgentSource::GenAi);
+    // pydantic-ai writes the caller's name into `gen_ai.agent.name` on a
+    // nested agent run and its own in `agent_name`: its own wins.
+    if let Some(own) = pydantic_agent.filter(|a| !a.is_empty())
+        && category == Category::Agent
+    {
+        agent = Some((0, Cow::Borrowed(own)));
+        source = Some(AgentSource::PydanticAi);
+    }
+    // A LangGraph node's own span: its name is the node's.
+    let node = metadata.filter(|m| m.contains("langgraph_node")).and_then(langgraph_node);
+    if let Some(node) = node
+        && node == name
+        && !node.starts_with("__")
+        && agent.is_none()
+    {
+        agent = Some((0, Cow::Owned(node)));
+        source = Some(AgentSource::LangGraph);
+        f.routes_to = output_value
+            .filter(|o| o.contains("goto"))
+            .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
+            .and_then(|v| v.get("goto").and_then(|g| g.as_str()).map(str::to_owned))
+            .map(|g| texts.intern(Cow::Owned(g)));
+    }
+    if agent.is_none()
+        && oi_kind.is_some_and(|k| k.eq_ignore_ascii_case("AGENT"))
+        && let Some(id) = oi_node.or(Some(name)).filter(|n| !n.is_empty())
+    {
+        agent = Some((0, Cow::Borrowed(id)));
+        source = Some(AgentSource::OpenInference);
+        f.graph_parent = oi_parent.filter(|p| !p.is_empty() && *p != id).map(|p| texts.intern(Cow::Borrowed(p)));
+    }
     if agent.is_none() && category == Category::Agent {
         // Traceloop names agents by entity; GenAI span names are
         // `invoke_agent {name}` when the attribute is missing.
         if tl_kind == Some("agent") {
             agent = tl_entity.map(|e| (4, Cow::Borrowed(e)));
+            source = agent.as_ref().map(|_| AgentSource::Traceloop);
         } else if let Some(rest) = name.strip_prefix("invoke_agent ").or_else(|| name.strip_prefix("create_agent ")) {
             agent = Some((5, Cow::Borrowed(rest.trim())));
+            source = Some(AgentSource::SpanName);
         }
     }
+    f.agent_source = source.filter(|_| agent.is_some());
     if tool_name.is_none() && category == Category::Tool {
         // The `mcp` SDK names its client span `MCP send tools/call {tool}`
         // and records the tool nowhere else.

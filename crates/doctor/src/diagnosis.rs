@@ -11,7 +11,7 @@ use std::sync::Arc;
 use agentrace_model::{SpanId, SpanKind, TraceId};
 use serde::{Deserialize, Serialize};
 
-use crate::conventions::Category;
+use crate::conventions::{AgentSource, Category};
 
 /// The kinds of broken propagation, with the stable names of PRODUCT.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -243,8 +243,11 @@ pub struct Rollup {
 /// One agent of the agent graph, with its own numbers and its subtree's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentStats {
-    /// `gen_ai.agent.name`, else the service name.
+    /// `gen_ai.agent.name` (or the name another convention gives it),
+    /// else the service name.
     pub name: String,
+    /// Which convention named it (`service` when none did).
+    pub source: AgentSource,
     /// Delegation depth: 0 for an agent that receives requests, +1 per hand-off.
     pub depth: u32,
     /// LLM calls the agent made itself.

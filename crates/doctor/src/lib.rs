@@ -82,7 +82,7 @@ use std::sync::Arc;
 use agentrace_model::{Span, TraceId};
 
 pub use config::{Config, ConfigError, RepairMode};
-pub use conventions::Category;
+pub use conventions::{AgentSource, Category};
 pub use diagnosis::{
     AgentStats, ChainLink, Delegation, Diagnosis, Evidence, Failure, Finding, FindingKind, Repair, Request, Rollup,
     SessionSummary, Summary, TimeShare, TreeSpan,

@@ -18,6 +18,32 @@ pub struct Truth {
     pub healthy: bool,
     #[serde(default)]
     pub broken_hops: Vec<Hop>,
+    /// Agent frameworks' cases: every agent that ran, as the framework names it.
+    #[serde(default)]
+    pub agents: Option<Vec<TrueAgent>>,
+    /// Agent frameworks' cases: where the request failed, if it did.
+    #[serde(default)]
+    pub failure: Option<TrueFailure>,
+}
+
+/// An agent as the case saw it run, with the tokens its own model calls used.
+#[derive(Debug, Deserialize)]
+pub struct TrueAgent {
+    pub name: String,
+    #[serde(default)]
+    pub delegates_to: Vec<String>,
+    pub llm_calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// The failure a case made happen.
+#[derive(Debug, Deserialize)]
+pub struct TrueFailure {
+    pub span_name: String,
+    #[serde(default)]
+    pub span_id: Option<String>,
+    pub category: String,
 }
 
 /// A place where context was lost, as the case saw it at run time.
@@ -207,4 +233,91 @@ pub fn score(case: &Case, d: &Diagnosis) -> Score {
         }
     }
     s
+}
+
+/// How the doctor read an agent framework's case, against its truth.
+#[derive(Debug, Default)]
+pub struct AgentScore {
+    pub agents: usize,
+    pub recognised: usize,
+    pub edges: usize,
+    pub edges_found: usize,
+    pub tokens_exact: usize,
+    pub failure_right: bool,
+    pub problems: Vec<String>,
+}
+
+pub fn score_agents(case: &Case, d: &Diagnosis) -> Option<AgentScore> {
+    let truth = case.truth.agents.as_ref()?;
+    let mut s = AgentScore { agents: truth.len(), ..AgentScore::default() };
+    let named: BTreeMap<&str, &agentrace_doctor::AgentStats> = d
+        .agents
+        .iter()
+        .filter(|a| a.source != agentrace_doctor::AgentSource::Service)
+        .map(|a| (a.name.as_str(), a))
+        .collect();
+    let found_edges: BTreeSet<(&str, &str)> = d
+        .delegations
+        .iter()
+        .filter(|e| named.contains_key(e.from.as_str()) && named.contains_key(e.to.as_str()))
+        .map(|e| (e.from.as_str(), e.to.as_str()))
+        .collect();
+    for a in truth {
+        match named.get(a.name.as_str()) {
+            Some(got) => {
+                s.recognised += 1;
+                if (got.llm_calls, got.input_tokens, got.output_tokens)
+                    == (a.llm_calls, a.input_tokens, a.output_tokens)
+                {
+                    s.tokens_exact += 1;
+                } else {
+                    s.problems.push(format!(
+                        "{}: {} calls {}/{} tokens, truth {} calls {}/{}",
+                        a.name,
+                        got.llm_calls,
+                        got.input_tokens,
+                        got.output_tokens,
+                        a.llm_calls,
+                        a.input_tokens,
+                        a.output_tokens
+                    ));
+                }
+            }
+            None => s.problems.push(format!("agent {} not recognised", a.name)),
+        }
+        for to in &a.delegates_to {
+            s.edges += 1;
+            if found_edges.contains(&(a.name.as_str(), to.as_str())) {
+                s.edges_found += 1;
+            } else {
+                s.problems.push(format!("edge {} → {} missing", a.name, to));
+            }
+        }
+    }
+    let truth_edges: BTreeSet<(&str, &str)> =
+        truth.iter().flat_map(|a| a.delegates_to.iter().map(move |t| (a.name.as_str(), t.as_str()))).collect();
+    for e in found_edges.difference(&truth_edges) {
+        s.problems.push(format!("edge {} → {} is not in the truth", e.0, e.1));
+    }
+    let mut extra: Vec<&str> = named.keys().copied().filter(|n| !truth.iter().any(|a| a.name == *n)).collect();
+    extra.sort_unstable();
+    if !extra.is_empty() {
+        s.problems.push(format!("agents not in the truth: {extra:?}"));
+    }
+    s.failure_right = match (&case.truth.failure, &d.failure) {
+        (None, None) => true,
+        (Some(t), Some(f)) => {
+            let span_ok = t.span_id.as_deref().map_or(f.name == t.span_name, |id| f.span_id.to_string() == id);
+            span_ok && f.category.as_str() == t.category
+        }
+        _ => false,
+    };
+    if !s.failure_right {
+        s.problems.push(format!(
+            "failure: doctor {:?}, truth {:?}",
+            d.failure.as_ref().map(|f| (&f.name, f.category.as_str())),
+            case.truth.failure.as_ref().map(|f| (&f.span_name, &f.category))
+        ));
+    }
+    Some(s)
 }
