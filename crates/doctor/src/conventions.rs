@@ -66,6 +66,60 @@ impl Category {
     }
 }
 
+/// What was wrong with a tool's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadOutput {
+    /// Structured output that does not parse (truncated or malformed JSON).
+    Malformed,
+    /// The tool answered with an error payload (MCP `isError: true`).
+    ErrorPayload,
+}
+
+/// Judges a tool's recorded output. Only text that opens like JSON (`{"`,
+/// `[{`, `["`) is held to JSON's rules, so plain-text answers never count;
+/// wrappers that carry the tool's text (`content`, `text`, `output`) are
+/// looked into.
+pub(crate) fn judge_output(text: &str) -> Option<BadOutput> {
+    fn opens_like_json(t: &str) -> bool {
+        let t = t.trim_start();
+        let mut chars = t.chars();
+        let first = chars.next();
+        let next = chars.find(|c| !c.is_whitespace());
+        matches!((first, next), (Some('{'), Some('"' | '}')) | (Some('['), Some('{' | '"' | '[' | ']')))
+    }
+    fn inner(v: &serde_json::Value, depth: usize) -> Option<BadOutput> {
+        if depth > 6 {
+            return None;
+        }
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.get("isError").and_then(|e| e.as_bool()) == Some(true) {
+                    return Some(BadOutput::ErrorPayload);
+                }
+                for key in ["content", "text", "output", "result", "data"] {
+                    if let Some(found) = map.get(key).and_then(|x| inner(x, depth + 1)) {
+                        return Some(found);
+                    }
+                }
+                None
+            }
+            serde_json::Value::Array(items) => items.iter().take(16).find_map(|x| inner(x, depth + 1)),
+            serde_json::Value::String(s) if opens_like_json(s) => match serde_json::from_str(s) {
+                Ok(v) => inner(&v, depth + 1),
+                Err(_) => Some(BadOutput::Malformed),
+            },
+            _ => None,
+        }
+    }
+    if text.len() > 1 << 20 || !opens_like_json(text) {
+        return None;
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => inner(&v, 0),
+        Err(_) => Some(BadOutput::Malformed),
+    }
+}
+
 /// Which convention named an agent, as the agent graph reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -197,6 +251,10 @@ pub(crate) struct Facts {
     pub graph_parent: Option<Sym>,
     /// The graph node this node span routed to next (LangGraph `goto`).
     pub routes_to: Option<Sym>,
+    /// A tool span whose recorded output is unusable: JSON that does not
+    /// parse, or an MCP result flagged `isError`, though the span itself
+    /// recorded no error.
+    pub bad_output: Option<BadOutput>,
     pub model: Option<Sym>,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
@@ -494,6 +552,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut oi_parent: Option<&str> = None;
     let mut metadata: Option<&str> = None;
     let mut output_value: Option<&str> = None;
+    let mut tool_output: Option<&str> = None;
     // Address parts, by convention: (host, port) of `server.*`, of a URL,
     // of `net.peer.*` (a client's target), of `net.host.*` / `http.host`
     // (a server's own address).
@@ -532,6 +591,9 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "graph.node.parent_id" => oi_parent = value.as_str(),
             "metadata" => metadata = value.as_str(),
             "output.value" => output_value = value.as_str(),
+            "gen_ai.tool.call.result" | "traceloop.entity.output" | "mcp.response.value" => {
+                tool_output = tool_output.or(value.as_str())
+            }
             "messaging.message.id" => put(&mut message_id, 0, text(value)),
             // Celery's task id, where no message id is written.
             "messaging.conversation_id" => put(&mut message_id, 1, text(value)),
@@ -640,6 +702,9 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
         }
     }
     f.agent_source = source.filter(|_| agent.is_some());
+    if category == Category::Tool && !f.error {
+        f.bad_output = tool_output.or(output_value).and_then(judge_output);
+    }
     if tool_name.is_none() && category == Category::Tool {
         // The `mcp` SDK names its client span `MCP send tools/call {tool}`
         // and records the tool nowhere else.
@@ -833,6 +898,20 @@ mod tests {
         )]);
         assert_eq!(output_tool_call_ids(&s), vec!["c1".to_owned(), "c2".to_owned()]);
         assert!(output_tool_call_ids(&span(&[("gen_ai.output.messages", "not json".into())])).is_empty());
+    }
+
+    #[test]
+    fn tool_output_is_judged_only_when_it_claims_to_be_json() {
+        assert_eq!(judge_output(r#"{"city": "Paris", "temp": 2"#), Some(BadOutput::Malformed));
+        assert_eq!(judge_output(r#"{"city": "Paris"}"#), None);
+        // A wrapper (LangChain's ToolMessage) whose content is cut JSON.
+        assert_eq!(judge_output(r#"{"type":"tool","content":"[{\"title\": \"x\", \"bo"}"#), Some(BadOutput::Malformed));
+        assert_eq!(
+            judge_output(r#"{"content":[{"type":"text","text":"oops"}],"isError":true}"#),
+            Some(BadOutput::ErrorPayload)
+        );
+        assert_eq!(judge_output("[INFO] done, 3 rows"), None);
+        assert_eq!(judge_output("plain text answer"), None);
     }
 
     #[test]

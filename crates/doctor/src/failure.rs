@@ -44,10 +44,25 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
             first[root] = Some(node);
         }
     }
+    // A tool whose output could not be used fails the request even when no
+    // span recorded an error: the first such output of a request with no
+    // causal error is its failure.
+    let mut unusable: Vec<Option<u32>> = vec![None; len];
+    for &node in &tree.order {
+        if tree.is_real(node) && ix.facts[node as usize].bad_output.is_some() {
+            let root = tree.root_of[node as usize] as usize;
+            let key = |n: u32| (tree.end[n as usize], tree.start[n as usize], tree.span_id(ix, n));
+            if unusable[root].is_none_or(|best| key(node) < key(best)) {
+                unusable[root] = Some(node);
+            }
+        }
+    }
     let mut per_request = Vec::new();
     for &root in &tree.roots {
         if let Some(e) = first[root as usize] {
             per_request.push((tree.end[e as usize], describe(ix, tree, e, config)));
+        } else if let Some(t) = unusable[root as usize] {
+            per_request.push((tree.end[t as usize], describe_unusable(ix, tree, t)));
         }
     }
     Failures { per_request, causal }
@@ -127,7 +142,12 @@ fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
             (t, Category::Tool, summary)
         }
         None => {
-            let category = facts.category();
+            // A search or retrieval tool that fails is a retrieval failure.
+            let tool_name = ix.texts.opt(facts.tool_name).unwrap_or(span.name.as_str());
+            let category = match facts.category() {
+                Category::Tool if is_retrieval_tool(tool_name) => Category::Retrieval,
+                c => c,
+            };
             let label = match category {
                 Category::Llm => "LLM call",
                 Category::Tool => "tool call",
@@ -164,4 +184,48 @@ fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
         surfaced_at: (blamed != e).then_some(span.span_id),
         chain,
     }
+}
+
+fn describe_unusable(ix: &Index, tree: &Tree, t: u32) -> Failure {
+    let span = ix.spans[t as usize];
+    let facts = &ix.facts[t as usize];
+    let tool = ix.texts.opt(facts.tool_name).unwrap_or(span.name.as_str());
+    let what = match facts.bad_output {
+        Some(crate::conventions::BadOutput::ErrorPayload) => "an error payload (`isError`)",
+        _ => "structured output that does not parse (truncated or malformed JSON)",
+    };
+    let category = Category::Tool;
+    let mut chain = Vec::new();
+    let mut cursor = Some(t);
+    while let Some(n) = cursor {
+        chain.push(ChainLink {
+            span_id: tree.span_id(ix, n),
+            name: tree.name(ix, n),
+            service: tree.service(ix, n).to_owned(),
+            category: tree.category(ix, n),
+        });
+        cursor = tree.parent[n as usize];
+    }
+    chain.reverse();
+    Failure {
+        category,
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+        summary: format!(
+            "tool `{tool}` ({}) returned {what} without recording an error, and the request went on with it",
+            span.service_name()
+        ),
+        name: span.name.clone(),
+        service: span.service_name().to_owned(),
+        error_type: None,
+        message: None,
+        surfaced_at: None,
+        chain,
+    }
+}
+
+/// Tools that search or retrieve: their failures are retrieval failures.
+fn is_retrieval_tool(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["search", "retriev", "lookup_docs", "vector", "rag", "knowledge"].iter().any(|m| lower.contains(m))
 }
