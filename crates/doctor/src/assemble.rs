@@ -76,6 +76,9 @@ pub(crate) struct Index<'a> {
     span_keys: Vec<u64>,
     /// Session of each trace: the smallest session ID any of its spans carries.
     pub trace_session: Vec<Option<u32>>,
+    /// Like `trace_session`, from user session keys only (no
+    /// `gen_ai.conversation.id`).
+    pub trace_user_session: Vec<Option<u32>>,
     /// Session names, sorted; `trace_session` indexes into it.
     pub sessions: Vec<String>,
     /// Service instance of each span (index into `instances`) and whether the
@@ -238,6 +241,19 @@ impl<'a> Index<'a> {
                 facts[r.start as usize..r.end as usize].iter().filter_map(|f| f.session).map(|s| rank[s.index()]).min()
             })
             .collect();
+        // A user's session, not a conversation ID that a framework may mint
+        // per agent run (pydantic-ai): what joins may be ruled out by.
+        let trace_user_session = traces
+            .iter()
+            .map(|r| {
+                facts[r.start as usize..r.end as usize]
+                    .iter()
+                    .filter(|f| !f.session_is_conversation)
+                    .filter_map(|f| f.session)
+                    .map(|s| rank[s.index()])
+                    .min()
+            })
+            .collect();
 
         Index {
             spans,
@@ -250,6 +266,7 @@ impl<'a> Index<'a> {
             trace_keys,
             span_keys,
             trace_session,
+            trace_user_session,
             sessions,
             instance_of,
             instances,
@@ -267,6 +284,11 @@ impl<'a> Index<'a> {
         let range = &self.traces[t];
         let slice = &self.span_keys[range.start as usize..range.end as usize];
         slice.binary_search(&span_key(span)).ok().map(|j| range.start + j as Ix)
+    }
+
+    /// The user session of the span's trace (see `trace_user_session`).
+    pub fn user_session_of(&self, i: Ix) -> Option<u32> {
+        self.trace_user_session[self.trace_of[i as usize] as usize]
     }
 
     pub fn session_of(&self, i: Ix) -> Option<u32> {

@@ -243,6 +243,8 @@ pub(crate) struct Facts {
     pub error: bool,
     pub synthetic: bool,
     pub session: Option<Sym>,
+    /// The session came from `gen_ai.conversation.id` alone.
+    pub session_is_conversation: bool,
     pub agent_name: Option<Sym>,
     /// Which convention named the agent.
     pub agent_source: Option<AgentSource>,
@@ -255,6 +257,9 @@ pub(crate) struct Facts {
     /// parse, or an MCP result flagged `isError`, though the span itself
     /// recorded no error.
     pub bad_output: Option<BadOutput>,
+    /// A model call the model refused or a content filter stopped
+    /// (`finish_reasons` of `content_filter`, a `refusal` in the output).
+    pub refused: bool,
     pub model: Option<Sym>,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
@@ -270,6 +275,10 @@ pub(crate) struct Facts {
     /// [`Address`]).
     pub address: Option<Address>,
     pub rpc_service: Option<Sym>,
+    /// HTTP method and path, for telling one call to a server from another
+    /// (a health probe from the request a client is waiting on).
+    pub http_method: Option<Sym>,
+    pub http_path: Option<Sym>,
     pub mcp_method: Option<Sym>,
     pub error_type: Option<Sym>,
     pub error_message: Option<Sym>,
@@ -341,6 +350,40 @@ struct Raw<'a> {
     error_message: Option<Cow<'a, str>>,
 }
 
+/// An agent's name from an agent span's name: smolagents (through
+/// OpenInference) names it `{agent}.run`.
+fn agent_of_span_name(name: &str) -> Option<&str> {
+    [".run", ".arun", ".invoke", ".ainvoke", ".__call__"].iter().find_map(|suffix| name.strip_suffix(suffix))
+}
+
+/// Whether a finish reason says the model refused or a filter stopped it.
+fn finish_reason_refused(value: &Value) -> bool {
+    let refused = |t: &str| matches!(t, "content_filter" | "refusal");
+    match value {
+        Value::Str(t) => refused(t),
+        Value::Array(items) => items.iter().any(|v| v.as_str().is_some_and(refused)),
+        _ => false,
+    }
+}
+
+/// Whether a model's recorded output (OpenInference `output.value`) holds
+/// a refusal: a non-empty `refusal` field anywhere in it.
+fn output_has_refusal(text: &str) -> bool {
+    fn walk(v: &serde_json::Value, depth: usize) -> bool {
+        match v {
+            _ if depth > 8 => false,
+            serde_json::Value::Object(map) => map
+                .iter()
+                .any(|(k, v)| (k == "refusal" && v.as_str().is_some_and(|r| !r.is_empty())) || walk(v, depth + 1)),
+            serde_json::Value::Array(items) => items.iter().any(|v| walk(v, depth + 1)),
+            _ => false,
+        }
+    }
+    text.contains("\"refusal\"")
+        && text.len() <= 1 << 20
+        && serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| walk(&v, 0))
+}
+
 /// `langgraph_node` of OpenInference's `metadata` JSON.
 fn langgraph_node(metadata: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(metadata).ok()?;
@@ -387,6 +430,18 @@ impl<'a> AddressParts<'a> {
         }
         Some((host.map(normalise_host), port))
     }
+}
+
+/// A request target without its query or fragment.
+fn strip_query(target: &str) -> &str {
+    target.split(['?', '#']).next().unwrap_or(target)
+}
+
+/// A URL's path (`/` when it has none).
+fn url_path(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let path = rest.find('/').map_or("/", |i| &rest[i..]);
+    Some(strip_query(path))
 }
 
 /// `host[:port]` (IPv6 in brackets) into its parts.
@@ -553,6 +608,9 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut metadata: Option<&str> = None;
     let mut output_value: Option<&str> = None;
     let mut tool_output: Option<&str> = None;
+    let mut http_method = None;
+    let mut http_path: Option<(u8, Cow<'a, str>)> = None;
+    let mut finish_refused = false;
     // Address parts, by convention: (host, port) of `server.*`, of a URL,
     // of `net.peer.*` (a client's target), of `net.host.*` / `http.host`
     // (a server's own address).
@@ -591,6 +649,9 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "graph.node.parent_id" => oi_parent = value.as_str(),
             "metadata" => metadata = value.as_str(),
             "output.value" => output_value = value.as_str(),
+            "gen_ai.response.finish_reasons" | "llm.finish_reason" => {
+                finish_refused = finish_reason_refused(value);
+            }
             "gen_ai.tool.call.result" | "traceloop.entity.output" | "mcp.response.value" => {
                 tool_output = tool_output.or(value.as_str())
             }
@@ -619,6 +680,10 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "net.host.name" => addr.host_host = value.as_str(),
             "net.host.port" => addr.host_port = port(value),
             "http.host" => addr.http_host = value.as_str(),
+            "http.request.method" => put(&mut http_method, 0, text(value)),
+            "http.method" => put(&mut http_method, 1, text(value)),
+            "url.path" => put(&mut http_path, 0, text(value)),
+            "http.target" => put(&mut http_path, 1, value.as_str().map(|t| Cow::Borrowed(strip_query(t)))),
             "db.system" | "db.system.name" => database = true,
             "error.type" => {
                 f.error = true;
@@ -682,13 +747,20 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             .and_then(|v| v.get("goto").and_then(|g| g.as_str()).map(str::to_owned))
             .map(|g| texts.intern(Cow::Owned(g)));
     }
+    let oi_agent = oi_kind.is_some_and(|k| k.eq_ignore_ascii_case("AGENT"));
+    // An OpenInference AGENT span is named by `graph.node.id`, or by a span
+    // name of the form `{agent}.run` (smolagents); an AGENT span named after
+    // the workflow (the Agents SDK's trace span) names no agent.
     if agent.is_none()
-        && oi_kind.is_some_and(|k| k.eq_ignore_ascii_case("AGENT"))
-        && let Some(id) = oi_node.or(Some(name)).filter(|n| !n.is_empty())
+        && oi_agent
+        && let Some(id) = oi_node.or_else(|| agent_of_span_name(name)).filter(|n| !n.is_empty())
     {
         agent = Some((0, Cow::Borrowed(id)));
         source = Some(AgentSource::OpenInference);
-        f.graph_parent = oi_parent.filter(|p| !p.is_empty() && *p != id).map(|p| texts.intern(Cow::Borrowed(p)));
+    }
+    if oi_agent && let Some((_, me)) = &agent {
+        f.graph_parent =
+            oi_parent.filter(|p| !p.is_empty() && *p != me.as_ref()).map(|p| texts.intern(Cow::Borrowed(p)));
     }
     if agent.is_none() && category == Category::Agent {
         // Traceloop names agents by entity; GenAI span names are
@@ -702,6 +774,9 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
         }
     }
     f.agent_source = source.filter(|_| agent.is_some());
+    if category == Category::Llm {
+        f.refused = finish_refused || output_value.is_some_and(output_has_refusal);
+    }
     if category == Category::Tool && !f.error {
         f.bad_output = tool_output.or(output_value).and_then(judge_output);
     }
@@ -715,9 +790,13 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
         tool_name = rest.map(|r| (5, Cow::Borrowed(r.trim()))).or_else(|| tl_entity.map(|e| (6, Cow::Borrowed(e))));
     }
     let address = addr.resolve(span.kind);
+    if let Some(url) = addr.url {
+        put(&mut http_path, 2, url_path(url).map(Cow::Borrowed));
+    }
     f.address = address.map(|(host, port)| Address { host: host.map(|h| texts.intern(h)), port });
     let mut intern = |t: Option<Cow<'a, str>>| t.map(|t| texts.intern(t));
     f.category = Some(category);
+    f.session_is_conversation = matches!(session, Some((1, _)));
     f.session = intern(session.map(|(_, v)| v));
     f.agent_name = intern(agent.map(|(_, v)| v));
     f.model = intern(model.map(|(_, v)| v));
@@ -732,6 +811,8 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     f.peer_service = intern(raw.peer_service);
     f.rpc_service = intern(raw.rpc_service);
     f.mcp_method = intern(mcp_method.map(Cow::Borrowed));
+    f.http_method = intern(http_method.map(|(_, v)| Cow::Owned(v.to_ascii_uppercase())));
+    f.http_path = intern(http_path.map(|(_, v)| v));
     f.error_type = intern(raw.error_type);
     f.error_message = intern(raw.error_message);
     f

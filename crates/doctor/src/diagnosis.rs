@@ -197,6 +197,29 @@ pub struct Failure {
     pub chain: Vec<ChainLink>,
 }
 
+/// An error that a later attempt of the same step recovered from: reported
+/// with what it cost, not as the request's failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retry {
+    /// The failed attempt's trace, as it arrived.
+    pub trace_id: TraceId,
+    /// The failed attempt.
+    pub span_id: SpanId,
+    /// Its name.
+    pub name: String,
+    /// Its service.
+    pub service: String,
+    /// Its category.
+    pub category: Category,
+    /// The error type, if recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    /// The attempt that succeeded.
+    pub retried_by: SpanId,
+    /// From the failed attempt's start to the successful one's, ms.
+    pub cost_ms: f64,
+}
+
 /// One step of a failure chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChainLink {
@@ -397,6 +420,9 @@ pub struct Diagnosis {
     pub failure: Option<Failure>,
     /// The first failure of each failed request, in request order.
     pub failures: Vec<Failure>,
+    /// Errors that a later attempt recovered from.
+    #[serde(default)]
+    pub retries: Vec<Retry>,
     /// Critical-path time by category and agent, largest first.
     pub time_breakdown: Vec<TimeShare>,
     /// Sum of the requests' critical paths, milliseconds.

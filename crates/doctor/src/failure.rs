@@ -12,18 +12,21 @@ use crate::assemble::Index;
 use crate::config::Config;
 use crate::connect::Tree;
 use crate::conventions::Category;
-use crate::diagnosis::{ChainLink, Failure};
+use crate::diagnosis::{ChainLink, Failure, Retry};
 
 pub(crate) struct Failures {
     /// One per failed request, in request order, with the time the error happened.
     pub per_request: Vec<(u64, Failure)>,
     /// Whether each node is a causal error.
     pub causal: Vec<bool>,
+    /// Errors a later attempt recovered from.
+    pub retries: Vec<Retry>,
 }
 
 pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
     let len = tree.len();
-    let is_error = |n: u32| tree.is_real(n) && ix.facts[n as usize].error;
+    // A refused model call failed even when its span says OK.
+    let is_error = |n: u32| tree.is_real(n) && (ix.facts[n as usize].error || ix.facts[n as usize].refused);
     let mut below = vec![false; len];
     let mut causal = vec![false; len];
     for &node in tree.order.iter().rev() {
@@ -33,9 +36,44 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
             below[p as usize] |= below[n] || is_error(node);
         }
     }
+    // An error that a later attempt of the same step recovered from (a
+    // sibling of the same name and service that succeeded) is a retry, not
+    // what made the request fail.
+    let mut retries = Vec::new();
+    let mut recovered = vec![false; len];
+    for &node in &tree.order {
+        let n = node as usize;
+        if !causal[n] || !tree.is_real(node) {
+            continue;
+        }
+        let Some(p) = tree.parent[n] else { continue };
+        let retry = tree.children(p).iter().copied().find(|&c| {
+            c != node
+                && tree.is_real(c)
+                && tree.start[c as usize] >= tree.start[n]
+                && ix.spans[c as usize].name == ix.spans[n].name
+                && ix.service[c as usize] == ix.service[n]
+                && !is_error(c)
+                && !below[c as usize]
+        });
+        if let Some(r) = retry {
+            recovered[n] = true;
+            let facts = &ix.facts[n];
+            retries.push(Retry {
+                trace_id: ix.spans[n].trace_id,
+                span_id: ix.spans[n].span_id,
+                name: ix.spans[n].name.clone(),
+                service: ix.service[n].to_owned(),
+                category: facts.category(),
+                error_type: ix.texts.opt(facts.error_type).map(str::to_owned),
+                retried_by: ix.spans[r as usize].span_id,
+                cost_ms: crate::diagnosis::ms(tree.start[r as usize].saturating_sub(tree.start[n])),
+            });
+        }
+    }
     let mut first: Vec<Option<u32>> = vec![None; len];
     for &node in &tree.order {
-        if !causal[node as usize] {
+        if !causal[node as usize] || recovered[node as usize] {
             continue;
         }
         let root = tree.root_of[node as usize] as usize;
@@ -65,7 +103,7 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
             per_request.push((tree.end[t as usize], describe_unusable(ix, tree, t)));
         }
     }
-    Failures { per_request, causal }
+    Failures { per_request, causal, retries }
 }
 
 /// Finds the tool call whose output a failing parse step consumed: a tool
@@ -109,6 +147,7 @@ fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
     let error_type = ix.texts.opt(facts.error_type).map(str::to_owned);
     let message = ix.texts.opt(facts.error_message).map(str::to_owned);
     let what = match (&error_type, &message) {
+        (None, None) if facts.refused => "the model refused, or a content filter stopped it".to_owned(),
         (Some(t), Some(m)) => format!("{t}: {m}"),
         (Some(t), None) => t.clone(),
         (None, Some(m)) => m.clone(),

@@ -84,8 +84,8 @@ use agentrace_model::{Span, TraceId};
 pub use config::{Config, ConfigError, RepairMode};
 pub use conventions::{AgentSource, Category};
 pub use diagnosis::{
-    AgentStats, ChainLink, Delegation, Diagnosis, Evidence, Failure, Finding, FindingKind, Repair, Request, Rollup,
-    SessionSummary, Summary, TimeShare, TreeSpan,
+    AgentStats, ChainLink, Delegation, Diagnosis, Evidence, Failure, Finding, FindingKind, Repair, Request, Retry,
+    Rollup, SessionSummary, Summary, TimeShare, TreeSpan,
 };
 pub use pricing::{ModelPrice, PriceTable};
 
@@ -163,6 +163,7 @@ impl Doctor {
             repairs: std::mem::take(&mut repaired.repairs),
             failure,
             failures: failures.per_request.into_iter().map(|(_, f)| f).collect(),
+            retries: failures.retries,
             time_breakdown: std::mem::take(&mut timing.breakdown),
             critical_path_ms: ms(timing.total),
             agents: graph.agents,

@@ -117,6 +117,18 @@ pub fn text(d: &Diagnosis, options: &TextOptions) -> String {
         }
     }
 
+    for r in &d.retries {
+        let what = r.error_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} `{}` ({}) failed{what} and was retried: {:.0} ms lost, not a failure",
+            p.yellow("retry"),
+            r.name,
+            r.service,
+            r.cost_ms
+        );
+    }
+
     let _ = writeln!(out, "\n{} (critical path, {:.1} ms)", p.bold("Where the time went"), d.critical_path_ms);
     let width = d.time_breakdown.iter().map(|t| t.agent.chars().count()).max().unwrap_or(5).max(5);
     for t in d.time_breakdown.iter().take(12) {

@@ -223,8 +223,51 @@ const QUEUE_WINDOW: u64 = 30_000_000_000;
 /// MCP methods a client sends on its own, outside any request of the
 /// application: their client spans are roots by design.
 fn is_handshake_method(method: &str) -> bool {
-    matches!(method, "initialize" | "server/discover" | "ping" | "logging/setLevel")
-        || method.starts_with("notifications/")
+    // The listings too: the SDK lists tools when a session opens, before
+    // any request of the application is at work.
+    matches!(
+        method,
+        "initialize"
+            | "server/discover"
+            | "ping"
+            | "logging/setLevel"
+            | "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/templates/list"
+    ) || method.starts_with("notifications/")
+}
+
+/// The spans whose parent, as sent, is `p`.
+fn child_list(ix: &Index, p: Ix) -> Vec<Ix> {
+    let range = &ix.traces[ix.trace_of[p as usize] as usize];
+    (range.start..range.end).filter(|&c| ix.parent[c as usize] == Some(p)).collect()
+}
+
+/// The conversation ID (`gen_ai.conversation.id`) the span's trace carries.
+fn conversation_of(ix: &Index, i: Ix) -> Option<Sym> {
+    let range = &ix.traces[ix.trace_of[i as usize] as usize];
+    ix.facts[range.start as usize..range.end as usize]
+        .iter()
+        .find(|f| f.session_is_conversation)
+        .and_then(|f| f.session)
+}
+
+/// Of several candidates, those whose trace shares the orphan's
+/// conversation ID, when any does; all of them otherwise.
+fn narrow_by_conversation(ix: &Index, orphan: Ix, candidates: Vec<Ix>) -> Vec<Ix> {
+    if candidates.len() < 2 {
+        return candidates;
+    }
+    let Some(conv) = conversation_of(ix, orphan) else { return candidates };
+    let sharing: Vec<Ix> = candidates.iter().copied().filter(|&c| trace_has_session(ix, c, conv)).collect();
+    if sharing.is_empty() { candidates } else { sharing }
+}
+
+/// Whether any span of `i`'s trace carries this session or conversation ID.
+fn trace_has_session(ix: &Index, i: Ix, session: Sym) -> bool {
+    let range = &ix.traces[ix.trace_of[i as usize] as usize];
+    ix.facts[range.start as usize..range.end as usize].iter().any(|f| f.session == Some(session))
 }
 
 /// The deepest span that is an ancestor-or-self of the innermost spans of
@@ -334,14 +377,19 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     }
     let roots: Vec<Ix> =
         (0..n as Ix).filter(|&i| ix.parent[i as usize].is_none() && !ix.missing_parent[i as usize]).collect();
-    // Instrumentation scopes whose consumer spans carry their context in
-    // (a parent or a link) elsewhere in the input: such an instrumentation
-    // propagates whenever it can, so one of its consumers that has neither
-    // lost the context on the way.
+    let trace_end: Vec<u64> =
+        ix.traces.iter().map(|r| (r.start..r.end).map(|i| ix.end(i)).max().unwrap_or(0)).collect();
+    // Instrumentation scopes whose consumer spans link to their producers
+    // elsewhere in the input: such an instrumentation links whenever it can,
+    // so one of its consumers with no link and no parent lost the context on
+    // the way.
     let mut propagating_scopes: std::collections::HashSet<&str, FastHash> = Default::default();
     for i in 0..n {
         let s = ix.spans[i];
-        if s.kind == SpanKind::Consumer && (s.parent_span_id.is_some() || !s.links.is_empty()) {
+        // Only a runtime that links its consumers (AutoGen's) says anything by
+        // a missing link: a consumer without a parent is also what a task
+        // sent by an uninstrumented process (cron, beat) looks like.
+        if s.kind == SpanKind::Consumer && !s.links.is_empty() {
             propagating_scopes.insert(s.scope.name.as_str());
         }
     }
@@ -528,7 +576,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             suspect_trace[ix.trace_of[r as usize] as usize] = true;
         }
     }
-    let sessions_fit = |a: Ix, b: Ix| compatible(ix.session_of(a), ix.session_of(b));
+    let sessions_fit = |a: Ix, b: Ix| compatible(ix.user_session_of(a), ix.user_session_of(b));
 
     let mut client_line: Option<Timeline> = None;
     let mut producer_list: Option<Vec<(u64, Ix)>> = None;
@@ -548,7 +596,10 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         }
         if ix.facts[i].jsonrpc_id.is_some() {
             rpc_below[i] = true;
-            if let Some(p) = ix.parent[i] {
+            // An INTERNAL span with the request ID (OpenLLMetry's
+            // `ResponseStreamWriter`) stands for its parent's call; a CLIENT
+            // span with it is the call itself, and its parent is not.
+            if let Some(p) = ix.parent[i].filter(|_| ix.spans[i].kind == SpanKind::Internal) {
                 rpc_below[p as usize] = true;
             }
         }
@@ -559,7 +610,13 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         // went unrecorded, elsewhere) is a call out as far as time can tell.
         let tool = ix.facts[i].category() == Category::Tool
             && !matches!(ix.spans[i].kind, SpanKind::Server | SpanKind::Consumer);
-        let outbound = ix.spans[i].kind == SpanKind::Client || (tool && (rpc_below[i] || !has_child[i]));
+        // Any span over a JSON-RPC request ID is an MCP call out (OpenLLMetry's
+        // `initialize.mcp`, `{tool}.tool`).
+        // OpenLLMetry names its MCP request spans `{method}.mcp`.
+        let mcp_named = ix.spans[i].name.ends_with(".mcp") && ix.spans[i].scope.name.contains("mcp");
+        let rpc_call =
+            (rpc_below[i] || mcp_named) && !matches!(ix.spans[i].kind, SpanKind::Server | SpanKind::Consumer);
+        let outbound = ix.spans[i].kind == SpanKind::Client || rpc_call || (tool && !has_child[i]);
         !claimed[i] && outbound && !server_child[i] && ix.facts[i].category() != Category::Llm
     };
     // A producer whose message no consumer-side span carries.
@@ -618,6 +675,21 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 let tt = ix.trace_of[top as usize] as usize;
                 suspect_trace[tt] && !settled_trace[tt]
             };
+            // A conversation ID the orphan's trace shares with one request
+            // narrows the field (a per-run ID that matches nothing rules
+            // nothing out).
+            if traces.len() > 1
+                && let Some(conv) = conversation_of(ix, r)
+            {
+                let sharing: Vec<(u32, Vec<Ix>)> = traces
+                    .iter()
+                    .filter(|(_, list)| list.iter().any(|&p| trace_has_session(ix, p, conv)))
+                    .cloned()
+                    .collect();
+                if !sharing.is_empty() {
+                    traces = sharing;
+                }
+            }
             let whole: Vec<(u32, Vec<Ix>)> = traces.iter().filter(|(t, _)| !is_orphan_group(*t)).cloned().collect();
             let only_orphans = whole.is_empty() && !traces.is_empty();
             if !whole.is_empty() {
@@ -666,6 +738,17 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             }
             let candidates = if candidates.is_empty() { ended_early } else { candidates };
             let Some(&chosen) = candidates.first() else { continue };
+            // Work handed to a pool is started by a step that then waits for
+            // it; a parent that was busy with other work of its own when the
+            // orphan started may only have happened to be running.
+            let busy_with =
+                child_list(ix, chosen).into_iter().find(|&c| ix.start(c) < start && ix.end(c) > start && top(c) != r);
+            if let (Some(c), true) = (busy_with, hold.is_none()) {
+                hold = Some(format!(
+                    "its candidate was busy with `{}` when it started: the orphan may be other work of the instance",
+                    ix.spans[c as usize].name
+                ));
+            }
             if hold.is_none() && only_orphans {
                 hold = Some("its only candidates are themselves orphans".to_owned());
             }
@@ -745,13 +828,19 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             let mut addressed_by = Vec::new();
             let line = client_line
                 .get_or_insert_with(|| Timeline::new((0..n as Ix).filter(|&i| is_free_client(i)).map(item).collect()));
-            let complete = line.visit(start + skew, end.saturating_sub(skew), |p| {
+            // Calls in flight when it started: a server may outlive a client
+            // that timed out, so an addressed call need not enclose it.
+            let complete = line.visit(start + skew, start, |p| {
                 let pf = &ix.facts[p as usize];
                 let peer = ix.texts.opt(pf.peer_service);
                 if ix.trace_of[p as usize] == t
                     || ix.service[p as usize] == service
                     || !compatible(peer, Some(service))
                     || !compatible(pf.rpc_service, f.rpc_service)
+                    // Another call to the same server (a health probe, an
+                    // admin request) is told apart by its method and path.
+                    || !compatible(pf.http_method, f.http_method)
+                    || !compatible(pf.http_path, f.http_path)
                     || !sessions_fit(p, r)
                 {
                     return;
@@ -775,8 +864,18 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 // Without an address, only a shared session ties a call to
                 // a server: a busy system has calls in flight everywhere. A
                 // root that is no request by kind (INTERNAL work) inside a call
-                // that reached no server is still named, as a suggestion.
-                if by.is_none() && !(session.is_some() && ix.session_of(p) == session) && new_work {
+                // that reached no server is still named, as a suggestion, when
+                // the call encloses it on the clock as read: with time the only
+                // tie, no skew allowance.
+                let same_session = session.is_some() && ix.session_of(p) == session;
+                let encloses = ix.end(p) + skew >= end;
+                let strictly = ix.start(p) <= start && ix.end(p) >= end;
+                let fits = match (by, same_session) {
+                    (Some(_), _) => true,
+                    (None, true) => encloses,
+                    (None, false) => !new_work && strictly,
+                };
+                if !fits {
                     return;
                 }
                 addressed_by.push(by);
@@ -784,7 +883,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             });
             let addressed = !addressed_by.is_empty() && addressed_by.iter().all(Option::is_some);
             let same_session = session.is_some() && c.iter().all(|&p| ix.session_of(p) == session);
-            let c = innermost_per_trace(ix, c);
+            let c = narrow_by_conversation(ix, r, innermost_per_trace(ix, c));
             if !c.is_empty() {
                 let base = match (s.kind, addressed, same_session) {
                     (SpanKind::Server, true, _) => 0.85,
@@ -832,13 +931,17 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 .iter()
                 .map(|(_, p)| *p)
                 .filter(|&p| ix.trace_of[p as usize] != t)
+                // Time alone cannot tie a consumer to a request that had
+                // already ended (a cache hit that consumed nothing, and a cron
+                // job after it, look alike).
+                .filter(|&p| trace_end[ix.trace_of[p as usize] as usize] + skew >= start)
                 .filter(|&p| compatible(dest, ix.facts[p as usize].destination))
                 .filter(|&p| sessions_fit(p, r))
                 // Without a session, only a root of another service can be
                 // the far side of a queue.
                 .filter(|&p| session.is_some() || ix.service[p as usize] != service)
                 .collect();
-            let c = innermost_per_trace(ix, c);
+            let c = narrow_by_conversation(ix, r, innermost_per_trace(ix, c));
             if !c.is_empty() {
                 let same_dest = dest.is_some() && c.iter().all(|p| ix.facts[*p as usize].destination.is_some());
                 let mut why =
@@ -1160,7 +1263,7 @@ fn no_evidence_message(ix: &Index, r: Ix) -> String {
 fn unlinked_consumer_message(ix: &Index, r: Ix) -> String {
     let s = ix.spans[r as usize];
     format!(
-        "{} received a message with no trace context, though its instrumentation (`{}`) parents or links its other consumers: the producer side sent none, so no span names its caller; fix: {}",
+        "{} received a message with no trace context, though its instrumentation (`{}`) links its other consumers to their producers: the producer side sent none, so no span names its caller; fix: {}",
         describe(ix, r),
         s.scope.name,
         fix_for(Some(Evidence::MessageId), &stack(ix, r), None)

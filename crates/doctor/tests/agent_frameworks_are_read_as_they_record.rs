@@ -3,16 +3,19 @@
 //! agents and their delegation edges, tokens per agent, and the failure,
 //! judged against the truth each corpus case recorded while it ran.
 //!
-//! Every figure is printed; the claims asserted are the ones the doctor
-//! meets today (see `CLAIMED`), so that a regression fails while the rest of
-//! issue 13 is still being built.
+//! Every figure is printed. Asserted for every case: each agent the
+//! framework ran is recognised, under its own name, and its token totals are
+//! exact (where the instrumentation records usage at all). Asserted for the
+//! suites in `CLAIMED`: delegation edges and the failure too. The rest is
+//! reported, for the part of issue 13 still being built.
 
 mod common;
 
 use common::corpus;
 
-/// Suites whose agents, edges and tokens the doctor reads exactly.
-const CLAIMED: [&str; 0] = [];
+/// Suites whose every case the doctor reads exactly: agents, edges, tokens,
+/// failure.
+const CLAIMED: [&str; 1] = ["smolagents"];
 
 #[test]
 #[allow(clippy::print_stderr)]
@@ -35,11 +38,12 @@ fn agent_frameworks_are_read_as_they_record() {
         ));
         if !s.problems.is_empty() {
             lines.push(format!("    {}", s.problems.join("\n    ")));
-            if CLAIMED.contains(&case.truth.suite.as_str()) {
-                failures.push(name);
-            }
+        }
+        let claimed = CLAIMED.contains(&case.truth.suite.as_str());
+        if s.recognised < s.agents || s.tokens_exact < s.agents || (claimed && !s.problems.is_empty()) {
+            failures.push(name);
         }
     }
     eprintln!("{}", lines.join("\n"));
-    assert!(failures.is_empty(), "claimed suites regressed: {failures:?}\n{}", lines.join("\n"));
+    assert!(failures.is_empty(), "not read as recorded: {failures:?}\n{}", lines.join("\n"));
 }

@@ -102,6 +102,12 @@ def load_spans(d):
     return out
 
 
+def is_call_span(name):
+    """A caller-side span that stands for one request: OpenLLMetry's `initialize.mcp` / `{tool}.tool`,
+    or the agent's own `execute_tool {tool}`."""
+    return name.endswith((".mcp", ".tool")) or name.startswith("execute_tool")
+
+
 def truth_for(case, description, argv, notes, spans):
     lib = argv[argv.index("--lib") + 1]
     sends = {}
@@ -145,7 +151,7 @@ def truth_for(case, description, argv, notes, spans):
             why = (f"ambiguous: {others} other trace(s) of {parent['service']} were at work when it started"
                    + (f", {len(rivals)} of them in a `{parent['name']}` span too" if rivals else "")
                    + "; no address or id that both sides carry singles the parent out")
-        broken.append({
+        hop = {
             "hop": f"mcp {send['method']}" + (f" {send['tool']}" if send["tool"] else "") + f" -> {r['name']}",
             "orphan_trace_id": r["ids"][0],
             "orphan_span_id": r["ids"][1],
@@ -153,7 +159,14 @@ def truth_for(case, description, argv, notes, spans):
             "must_repair": must,
             "why": why,
             "kinds": ["orphan_root", "tool_root"],
-        })
+        }
+        if not is_call_span(parent["name"]):
+            # The caller recorded no span for this request (an uninstrumented client's handshake):
+            # only the agent's own step encloses it, as it encloses everything else it does.
+            hop["detectable"] = False
+            hop["why"] += ("; the caller recorded no span for this request (no MCP call span, no tool span), "
+                           "so nothing in the spans says a call was made: undetectable")
+        broken.append(hop)
     healthy = not broken and carried == len(tools)
     if not healthy and not broken:
         raise SystemExit(f"{case}: context lost on {len(tools) - carried} tool calls but no root seen")
