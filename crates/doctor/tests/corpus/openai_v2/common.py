@@ -14,6 +14,7 @@ if HARNESS not in sys.path:
     sys.path.insert(0, HARNESS)
 
 import record  # noqa: E402
+from serving import bound_socket, serve  # noqa: E402
 from opentelemetry.processor.baggage import BaggageSpanProcessor  # noqa: E402
 
 SYSTEM = {
@@ -37,32 +38,6 @@ def telemetry(out_dir, service):
     tp = record.provider(out_dir, service)
     tp.add_span_processor(BaggageSpanProcessor(lambda key: key == "session.id"))
     return tp
-
-
-def bound_socket():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    sock.set_inheritable(True)
-    return sock
-
-
-def serve(app, fd, tp):
-    """Serves `app` with uvicorn on the listening socket `fd` (bound by the case's driver) until
-    SIGINT; then flushes `tp` and exits at once."""
-    import uvicorn
-
-    sock = socket.socket(fileno=fd)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    try:
-        asyncio.run(server.serve(sockets=[sock]))
-    except KeyboardInterrupt:
-        pass
-    tp.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 # ------------------------------------------------------------------------ the stand-in's policy ---

@@ -1,0 +1,36 @@
+"""Serving a case's web services (FastAPI under uvicorn) on sockets the case's driver bound.
+
+Shared by the suites whose services are separate processes: the driver binds a free port with
+`bound_socket()` and hands the listening socket to the service process, which calls `serve()`.
+"""
+
+import asyncio
+import os
+import socket
+import sys
+
+
+def bound_socket():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app, fd, tp):
+    """Serves `app` with uvicorn on the listening socket `fd` (bound by the case's driver) until
+    SIGINT; then flushes `tp` and exits at once."""
+    import uvicorn
+
+    sock = socket.socket(fileno=fd)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    except KeyboardInterrupt:
+        pass
+    tp.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
