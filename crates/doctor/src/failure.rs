@@ -198,18 +198,7 @@ fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
             (e, category, format!("{label} `{}` ({}) failed: {what}", span.name, span.service_name()))
         }
     };
-    let mut chain = Vec::new();
-    let mut cursor = Some(blamed);
-    while let Some(n) = cursor {
-        chain.push(ChainLink {
-            span_id: tree.span_id(ix, n),
-            name: tree.name(ix, n),
-            service: tree.service(ix, n).to_owned(),
-            category: tree.category(ix, n),
-        });
-        cursor = tree.parent[n as usize];
-    }
-    chain.reverse();
+    let chain = chain_to(ix, tree, blamed);
     let bs = ix.spans[blamed as usize];
     Failure {
         category,
@@ -234,18 +223,7 @@ fn describe_unusable(ix: &Index, tree: &Tree, t: u32) -> Failure {
         _ => "structured output that does not parse (truncated or malformed JSON)",
     };
     let category = Category::Tool;
-    let mut chain = Vec::new();
-    let mut cursor = Some(t);
-    while let Some(n) = cursor {
-        chain.push(ChainLink {
-            span_id: tree.span_id(ix, n),
-            name: tree.name(ix, n),
-            service: tree.service(ix, n).to_owned(),
-            category: tree.category(ix, n),
-        });
-        cursor = tree.parent[n as usize];
-    }
-    chain.reverse();
+    let chain = chain_to(ix, tree, t);
     Failure {
         category,
         trace_id: span.trace_id,
@@ -267,4 +245,21 @@ fn describe_unusable(ix: &Index, tree: &Tree, t: u32) -> Failure {
 fn is_retrieval_tool(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     ["search", "retriev", "lookup_docs", "vector", "rag", "knowledge"].iter().any(|m| lower.contains(m))
+}
+
+/// The road from the request's root down to `node`.
+fn chain_to(ix: &Index, tree: &Tree, node: u32) -> Vec<ChainLink> {
+    let mut chain = Vec::new();
+    let mut cursor = Some(node);
+    while let Some(n) = cursor {
+        chain.push(ChainLink {
+            span_id: tree.span_id(ix, n),
+            name: tree.name(ix, n),
+            service: tree.service(ix, n).to_owned(),
+            category: tree.category(ix, n),
+        });
+        cursor = tree.parent[n as usize];
+    }
+    chain.reverse();
+    chain
 }
