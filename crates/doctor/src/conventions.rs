@@ -777,7 +777,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     if category == Category::Llm {
         f.refused = finish_refused || output_value.is_some_and(output_has_refusal);
     }
-    if category == Category::Tool && !f.error {
+    if matches!(category, Category::Tool | Category::Retrieval) && !f.error {
         f.bad_output = tool_output.or(output_value).and_then(judge_output);
     }
     if tool_name.is_none() && category == Category::Tool {

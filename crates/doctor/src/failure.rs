@@ -158,6 +158,40 @@ fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
     } else {
         None
     };
+    // An error that says the model refused (or a content filter stopped
+    // it), raised by the step above the model call, blames that call: the
+    // instrumentation of the call may not record refusals at all.
+    let refusal = tool.is_none()
+        && facts.category() != Category::Llm
+        && [texts_of(ix, facts.error_type), texts_of(ix, facts.error_message)].iter().flatten().any(|t| {
+            let t = t.to_ascii_lowercase();
+            t.contains("refus")
+                || t.contains("content_filter")
+                || t.contains("content filter")
+                || t.contains("contentfilter")
+        });
+    if refusal && let Some(m) = latest_llm_below(tree, ix, e) {
+        let ms = ix.spans[m as usize];
+        let summary = format!(
+            "LLM call `{}` ({}) was refused or filtered, and `{}` ({}) failed on it: {what}",
+            ms.name,
+            ms.service_name(),
+            span.name,
+            span.service_name()
+        );
+        return Failure {
+            category: Category::Llm,
+            trace_id: ms.trace_id,
+            span_id: ms.span_id,
+            summary,
+            name: ms.name.clone(),
+            service: ms.service_name().to_owned(),
+            error_type,
+            message,
+            surfaced_at: Some(span.span_id),
+            chain: chain_to(ix, tree, m),
+        };
+    }
     let (blamed, category, summary) = match tool {
         Some(mut t) => {
             // Follow the call down to where the output was made (the MCP
@@ -262,4 +296,25 @@ fn chain_to(ix: &Index, tree: &Tree, node: u32) -> Vec<ChainLink> {
     }
     chain.reverse();
     chain
+}
+
+fn texts_of<'a>(ix: &'a Index, sym: Option<crate::conventions::Sym>) -> Option<&'a str> {
+    ix.texts.opt(sym)
+}
+
+/// The model call under `node` (its subtree) that ended last.
+fn latest_llm_below(tree: &Tree, ix: &Index, node: u32) -> Option<u32> {
+    let mut best: Option<u32> = None;
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        for &c in tree.children(n) {
+            if tree.category(ix, c) == Category::Llm
+                && best.is_none_or(|b| (tree.end[c as usize], c) > (tree.end[b as usize], b))
+            {
+                best = Some(c);
+            }
+            stack.push(c);
+        }
+    }
+    best
 }
