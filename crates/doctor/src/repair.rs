@@ -3,17 +3,24 @@
 //! Third stop on the road, after [`crate::assemble`]. Every root of every
 //! trace is asked "who called you?". Evidence is tried strongest first —
 //! span links, `messaging.message.id`, (`mcp.session.id`,
-//! `jsonrpc.request.id`), `gen_ai.tool.call.id`, then heuristics over the
-//! session and the service instance — and the first tier that names any
+//! `jsonrpc.request.id`), `jsonrpc.request.id` with method, tool and time,
+//! `gen_ai.tool.call.id` (also inside a model's kept output), then
+//! heuristics: a same-named tool call of another service, a client call
+//! addressed to the orphan's server, an unconsumed producer, the one request
+//! at work in the same service instance — and the first tier that names any
 //! candidate decides: a weaker tier never overrules an ambiguous stronger
 //! one. A repair with one candidate and a confidence at or above the
-//! threshold is applied; two or more candidates are never applied.
+//! threshold is applied; two or more candidates are never applied, and a
+//! heuristic with a doubt (a rival of the same name, a parent busy with
+//! other work, a candidate that is itself an orphan) is only suggested.
 //!
 //! The same pass names the breaks it saw (`orphan_root`, `tool_root`,
 //! `lost_context`, `missing_parent`), since the evidence that repairs a root
 //! is also what proves it was broken. It never invents a finding for a
-//! root that is new work: a SERVER or CONSUMER root with no evidence of a
-//! caller is a request, not an orphan.
+//! root that is new work or that started a trace on purpose: a SERVER or
+//! CONSUMER root with no evidence of a caller is a request, a root with a
+//! span link (either way) or an MCP client's own handshake is deliberate,
+//! and a root its instance also starts while idle is an entry point.
 
 use std::collections::HashMap;
 
