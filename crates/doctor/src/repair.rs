@@ -685,6 +685,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             // A conversation ID the orphan's trace shares with one request
             // narrows the field (a per-run ID that matches nothing rules
             // nothing out).
+            let mut narrowed = None;
             if traces.len() > 1
                 && let Some(conv) = conversation_of(ix, r)
             {
@@ -695,6 +696,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                     .collect();
                 if !sharing.is_empty() {
                     traces = sharing;
+                    narrowed = Some(conv);
                 }
             }
             let whole: Vec<(u32, Vec<Ix>)> = traces.iter().filter(|(t, _)| !is_orphan_group(*t)).cloned().collect();
@@ -766,6 +768,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             let rival = active[k].iter().any(|&q| {
                 top(q) != chosen_top
                     && sessions_fit(q, r)
+                    && narrowed.is_none_or(|conv| trace_has_session(ix, q, conv))
                     && (only_orphans || !is_orphan_group(top(q)))
                     && q != chosen
                     && ix.spans[q as usize].name == ix.spans[chosen as usize].name

