@@ -22,6 +22,10 @@ pub(crate) struct Graph {
     pub agents: Vec<AgentStats>,
     pub delegations: Vec<Delegation>,
     pub unpriced: Vec<String>,
+    /// What each request (`tree.roots[k]`) spent, counted as the agents'
+    /// own totals are, and the agents that worked in it (indexes into
+    /// `tree.agents`).
+    pub per_request: Vec<(Rollup, BTreeSet<u32>)>,
 }
 
 pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool]) -> Graph {
@@ -40,7 +44,9 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
     // Model names repeat on every call: look each one up once, by symbol.
     let mut prices: Vec<Option<Option<crate::pricing::ModelPrice>>> = vec![None; ix.texts.len()];
 
-    for &node in &tree.order {
+    let mut per_request = vec![(Rollup::default(), BTreeSet::new()); tree.roots.len()];
+    let nodes = (0..tree.roots.len()).flat_map(|k| tree.request_nodes(k).iter().map(move |&n| (k, n)));
+    for (k, node) in nodes {
         let n = node as usize;
         let agent = tree.agent[n];
         let parent = tree.parent[n];
@@ -76,11 +82,15 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
         let facts = &ix.facts[n];
         let category = facts.category();
         let parent_category = parent.map(|p| tree.category(ix, p));
+        let request = &mut per_request[k];
+        request.1.insert(agent);
         if causal[n] {
             own[agent as usize].errors += 1;
+            request.0.errors += 1;
         }
         if category == Category::Tool && parent_category != Some(Category::Tool) {
             own[agent as usize].tool_calls += 1;
+            request.0.tool_calls += 1;
         }
         let tokens = facts.input_tokens.is_some() || facts.output_tokens.is_some();
         let counts_tokens = match category {
@@ -93,6 +103,7 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
                     llm_top[n] = node;
                     top_has_tokens[n] = tokens;
                     own[agent as usize].llm_calls += 1;
+                    request.0.llm_calls += 1;
                     true
                 }
             }
@@ -107,6 +118,8 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
             let target = if llm_top[n] != u32::MAX { tree.agent[llm_top[n] as usize] } else { agent } as usize;
             own[target].input_tokens += input;
             own[target].output_tokens += output;
+            request.0.input_tokens += input;
+            request.0.output_tokens += output;
             let mut price = |m: crate::conventions::Sym| {
                 *prices[m.index()].get_or_insert_with(|| config.prices.lookup(ix.texts.get(m)))
             };
@@ -114,7 +127,10 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
                 p.map(|p| input as f64 * p.input_per_million / 1e6 + output as f64 * p.output_per_million / 1e6)
             };
             match facts.model.map(|m| (m, cost(price(m)))) {
-                Some((_, Some(cost))) => own[target].cost_usd += cost,
+                Some((_, Some(cost))) => {
+                    own[target].cost_usd += cost;
+                    request.0.cost_usd += cost;
+                }
                 Some((m, None)) => {
                     unpriced.insert(ix.texts.get(m).to_owned());
                 }
@@ -181,7 +197,10 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
             count,
         })
         .collect();
-    Graph { agents, delegations, unpriced: unpriced.into_iter().collect() }
+    for (usage, _) in &mut per_request {
+        usage.cost_usd = round(usage.cost_usd, 6);
+    }
+    Graph { agents, delegations, unpriced: unpriced.into_iter().collect(), per_request }
 }
 
 /// The agent that handed work to the agent span `node`, where a graph

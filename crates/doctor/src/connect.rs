@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use agentrace_model::keys::marks;
 use agentrace_model::{Link, Resource, Span, SpanId, SpanKind, TraceId, Value};
 
 use crate::assemble::{FastHash, Index, Ix};
@@ -328,7 +329,7 @@ fn retarget_links(ix: &Index, tree: &Tree, span: &mut Span) {
         if let Some(target) = ix.find(link.trace_id, link.span_id) {
             let connected = tree.trace_id(ix, target);
             if connected != link.trace_id {
-                link.attributes.set("agentrace.repair.original_trace_id", link.trace_id.to_string());
+                link.attributes.set(marks::ORIGINAL_TRACE_ID, link.trace_id.to_string());
                 link.trace_id = connected;
             }
         }
@@ -453,33 +454,33 @@ pub(crate) fn export(ix: &Index, repaired: &Repaired, tree: &Tree, config: &Conf
             RepairMode::Reparent => {
                 let connected = tree.trace_id(ix, i as u32);
                 if connected != span.trace_id {
-                    span.attributes.set("agentrace.repair.original_trace_id", span.trace_id.to_string());
+                    span.attributes.set(marks::ORIGINAL_TRACE_ID, span.trace_id.to_string());
                     span.trace_id = connected;
                 }
                 if is_orphan {
                     if let Some(old) = span.parent_span_id {
-                        span.attributes.set("agentrace.repair.original_parent_span_id", old.to_string());
+                        span.attributes.set(marks::ORIGINAL_PARENT_SPAN_ID, old.to_string());
                     }
                     span.parent_span_id = Some(repair.parent_span_id);
                 }
-                span.attributes.set("agentrace.repair.evidence", repair.evidence.as_str());
-                span.attributes.set("agentrace.repair.confidence", repair.confidence);
+                span.attributes.set(marks::EVIDENCE, repair.evidence.as_str());
+                span.attributes.set(marks::CONFIDENCE, repair.confidence);
             }
             RepairMode::Link => {
                 if !is_orphan {
                     out.push(span);
                     continue;
                 }
-                span.attributes.set("agentrace.repair.evidence", repair.evidence.as_str());
-                span.attributes.set("agentrace.repair.confidence", repair.confidence);
+                span.attributes.set(marks::EVIDENCE, repair.evidence.as_str());
+                span.attributes.set(marks::CONFIDENCE, repair.confidence);
                 span.links.push(Link {
                     trace_id: repair.parent_trace_id,
                     span_id: repair.parent_span_id,
                     trace_state: String::new(),
                     attributes: [
                         ("agentrace.link.kind", Value::from("inferred_parent")),
-                        ("agentrace.repair.evidence", Value::from(repair.evidence.as_str())),
-                        ("agentrace.repair.confidence", Value::from(repair.confidence)),
+                        (marks::EVIDENCE, Value::from(repair.evidence.as_str())),
+                        (marks::CONFIDENCE, Value::from(repair.confidence)),
                     ]
                     .into_iter()
                     .collect(),
@@ -503,12 +504,12 @@ pub(crate) fn export(ix: &Index, repaired: &Repaired, tree: &Tree, config: &Conf
         span.start_unix_nano = tree.start[node as usize];
         span.end_unix_nano = tree.end[node as usize];
         span.resource = Arc::clone(&resource);
-        span.attributes.set("agentrace.synthetic", true);
-        span.attributes.set("agentrace.synthetic.kind", "queue_transit");
+        span.attributes.set(marks::SYNTHETIC, true);
+        span.attributes.set(marks::SYNTHETIC_KIND, "queue_transit");
         if let Some(d) = ix.texts.opt(ix.facts[t.consumer as usize].destination) {
             span.attributes.set("messaging.destination.name", d);
         }
-        span.attributes.set("agentrace.synthetic.consumer_span_id", ix.spans[t.consumer as usize].span_id.to_string());
+        span.attributes.set(marks::SYNTHETIC_CONSUMER_SPAN_ID, ix.spans[t.consumer as usize].span_id.to_string());
         out.push(span);
     }
     out

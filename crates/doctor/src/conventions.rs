@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 
+use agentrace_model::keys::{KeySet, Slot, marks};
 use agentrace_model::{Span, SpanKind, StatusCode, Value};
 
 use crate::assemble::FastHash;
@@ -343,7 +344,6 @@ fn put_i64(slot: &mut Option<(u8, i64)>, rank: u8, value: &Value) {
 /// The texts of [`Facts`] before interning.
 #[derive(Default)]
 struct Raw<'a> {
-    mcp_session: Option<Cow<'a, str>>,
     peer_service: Option<Cow<'a, str>>,
     rpc_service: Option<Cow<'a, str>>,
     error_type: Option<Cow<'a, str>>,
@@ -592,15 +592,12 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut llm_hint = false;
     let mut messaging = false;
     let mut database = false;
-    let mut session = None;
+    let mut keys = KeySet::new();
     let mut agent = None;
     let mut model = None;
     let mut input = None;
     let mut output = None;
-    let mut jsonrpc = None;
-    let mut tool_call = None;
     let mut tool_name = None;
-    let mut message_id = None;
     let mut destination = None;
     let mut pydantic_agent: Option<&str> = None;
     let mut oi_node: Option<&str> = None;
@@ -638,10 +635,6 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "gen_ai.usage.completion_tokens" => put_i64(&mut output, 1, value),
             "llm.token_count.completion" => put_i64(&mut output, 2, value),
             "llm.usage.completion_tokens" => put_i64(&mut output, 3, value),
-            "session.id" => put(&mut session, 0, text(value)),
-            "gen_ai.conversation.id" => put(&mut session, 1, text(value)),
-            "traceloop.association.properties.session_id" => put(&mut session, 2, text(value)),
-            "langfuse.session.id" => put(&mut session, 3, text(value)),
             "gen_ai.agent.name" => put(&mut agent, 0, text(value)),
             "agent.name" => put(&mut agent, 1, text(value)),
             "agent_name" => pydantic_agent = value.as_str(),
@@ -655,17 +648,9 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "gen_ai.tool.call.result" | "traceloop.entity.output" | "mcp.response.value" => {
                 tool_output = tool_output.or(value.as_str())
             }
-            "messaging.message.id" => put(&mut message_id, 0, text(value)),
-            // Celery's task id, where no message id is written.
-            "messaging.conversation_id" => put(&mut message_id, 1, text(value)),
             "messaging.destination.name" => put(&mut destination, 0, text(value)),
             "messaging.destination" => put(&mut destination, 1, text(value)),
             "messaging.system" => messaging = true,
-            "mcp.session.id" => raw.mcp_session = text(value),
-            "jsonrpc.request.id" => put(&mut jsonrpc, 0, text(value)),
-            "mcp.request.id" => put(&mut jsonrpc, 1, text(value)),
-            "gen_ai.tool.call.id" => put(&mut tool_call, 0, text(value)),
-            "tool_call.id" => put(&mut tool_call, 1, text(value)),
             "gen_ai.tool.name" => put(&mut tool_name, 0, text(value)),
             "mcp.tool.name" => put(&mut tool_name, 1, text(value)),
             "tool.name" => put(&mut tool_name, 2, text(value)),
@@ -689,8 +674,9 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
                 f.error = true;
                 raw.error_type = text(value);
             }
-            "agentrace.synthetic" => f.synthetic = value.as_bool().unwrap_or(false),
-            _ => {}
+            marks::SYNTHETIC => f.synthetic = value.as_bool().unwrap_or(false),
+            // Session and join keys: the one vocabulary every path shares.
+            _ => keys.offer(key, || text(value)),
         }
     }
     if span.status_code == StatusCode::Error {
@@ -796,18 +782,18 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     f.address = address.map(|(host, port)| Address { host: host.map(|h| texts.intern(h)), port });
     let mut intern = |t: Option<Cow<'a, str>>| t.map(|t| texts.intern(t));
     f.category = Some(category);
-    f.session_is_conversation = matches!(session, Some((1, _)));
-    f.session = intern(session.map(|(_, v)| v));
+    f.session_is_conversation = keys.get(Slot::Session).is_none() && keys.get(Slot::Conversation).is_some();
+    f.session = intern(keys.take(Slot::Session).or_else(|| keys.take(Slot::Conversation)));
     f.agent_name = intern(agent.map(|(_, v)| v));
     f.model = intern(model.map(|(_, v)| v));
     f.input_tokens = input.map(|(_, v)| v);
     f.output_tokens = output.map(|(_, v)| v);
-    f.jsonrpc_id = intern(jsonrpc.map(|(_, v)| v));
-    f.tool_call_id = intern(tool_call.map(|(_, v)| v));
+    f.jsonrpc_id = intern(keys.take(Slot::RpcId));
+    f.tool_call_id = intern(keys.take(Slot::ToolCall));
     f.tool_name = intern(tool_name.map(|(_, v)| v));
-    f.message_id = intern(message_id.map(|(_, v)| v));
+    f.message_id = intern(keys.take(Slot::Message));
     f.destination = intern(destination.map(|(_, v)| v));
-    f.mcp_session = intern(raw.mcp_session);
+    f.mcp_session = intern(keys.take(Slot::McpSession));
     f.peer_service = intern(raw.peer_service);
     f.rpc_service = intern(raw.rpc_service);
     f.mcp_method = intern(mcp_method.map(Cow::Borrowed));

@@ -381,9 +381,36 @@ pub struct Request {
     pub critical_path_ms: f64,
     /// Trace IDs joined into this request, as they arrived.
     pub original_traces: Vec<TraceId>,
+    /// The agents that worked in it, by name.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// What it spent: model calls, tool calls, tokens, cost, causal errors,
+    /// counted as each agent's own totals are.
+    #[serde(default)]
+    pub usage: Rollup,
     /// The spans, depth first, children by start time; empty when the
     /// configuration turns the tree off.
     pub spans: Vec<TreeSpan>,
+}
+
+/// What the doctor says about one connected request: the answer for any
+/// trace ID that arrived as part of it. The file doctor (`--trace`), the
+/// live pipeline's stored rows and the API all build it here, from a
+/// diagnosis over the request and everything around it, so that the same
+/// spans give the same answer wherever a user asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestAnswer {
+    /// The request: its root, member traces, agents, usage and critical path.
+    pub request: Request,
+    /// Findings at spans of its traces.
+    pub findings: Vec<Finding>,
+    /// Joins of its orphans, applied or suggested (an orphan whose join is
+    /// only suggested is a request of its own, and its answer holds it).
+    pub repairs: Vec<Repair>,
+    /// Where it failed, if it did.
+    pub failure: Option<Failure>,
+    /// Errors in it that a later attempt recovered from.
+    pub retries: Vec<Retry>,
 }
 
 /// Counts at a glance.
@@ -448,6 +475,30 @@ impl Diagnosis {
     /// Whether any finding says trace context broke.
     pub fn has_broken_propagation(&self) -> bool {
         self.findings.iter().any(|f| f.kind.is_broken())
+    }
+
+    /// The answer for each connected request, in request order.
+    pub fn request_answers(&self) -> Vec<RequestAnswer> {
+        (0..self.requests.len()).map(|k| self.answer(k)).collect()
+    }
+
+    /// The answer for the request that holds trace `trace` (whichever
+    /// arrived piece of it the ID names).
+    pub fn answer_for_trace(&self, trace: TraceId) -> Option<RequestAnswer> {
+        let k = self.requests.iter().position(|r| r.original_traces.contains(&trace))?;
+        Some(self.answer(k))
+    }
+
+    fn answer(&self, k: usize) -> RequestAnswer {
+        let request = &self.requests[k];
+        let ours = |t: &TraceId| request.original_traces.binary_search(t).is_ok();
+        RequestAnswer {
+            request: request.clone(),
+            findings: self.findings.iter().filter(|f| ours(&f.trace_id)).cloned().collect(),
+            repairs: self.repairs.iter().filter(|r| ours(&r.trace_id)).cloned().collect(),
+            failure: self.failures.iter().find(|f| ours(&f.trace_id)).cloned(),
+            retries: self.retries.iter().filter(|r| ours(&r.trace_id)).cloned().collect(),
+        }
     }
 }
 

@@ -84,8 +84,8 @@ use agentrace_model::{Span, TraceId};
 pub use config::{Config, ConfigError, RepairMode};
 pub use conventions::{AgentSource, Category};
 pub use diagnosis::{
-    AgentStats, ChainLink, Delegation, Diagnosis, Evidence, Failure, Finding, FindingKind, Repair, Request, Retry,
-    Rollup, SessionSummary, Summary, TimeShare, TreeSpan,
+    AgentStats, ChainLink, Delegation, Diagnosis, Evidence, Failure, Finding, FindingKind, Repair, Request,
+    RequestAnswer, Retry, Rollup, SessionSummary, Summary, TimeShare, TreeSpan,
 };
 pub use pricing::{ModelPrice, PriceTable};
 
@@ -125,6 +125,79 @@ impl Doctor {
         self.run(spans, true)
     }
 
+    /// The answer for the request that holds trace `trace`, as the file
+    /// doctor, the live pipeline and the API give it: a diagnosis of `spans`
+    /// (the request and what ran around it) scoped to that one request —
+    /// its findings, repairs, failure and retries, its tree, and the time
+    /// breakdown and agent graph of its own spans — and its spans in the
+    /// connected view. A trace with a span whose parent never arrived
+    /// holds two requests: both are answered. `None` when no span of
+    /// `trace` is in `spans`.
+    pub fn analyse_request(&self, spans: &[Span], trace: TraceId) -> Option<(Diagnosis, Vec<Span>)> {
+        let (full, view) = self.run(spans, true);
+        let answers: Vec<RequestAnswer> =
+            full.request_answers().into_iter().filter(|a| a.request.original_traces.contains(&trace)).collect();
+        if answers.is_empty() {
+            return None;
+        }
+        let mut traces: Vec<TraceId> = answers.iter().flat_map(|a| a.request.original_traces.iter().copied()).collect();
+        traces.sort_unstable();
+        traces.dedup();
+        let roots: Vec<TraceId> = answers.iter().map(|a| a.request.trace_id).collect();
+        let ours = |t: &TraceId| traces.binary_search(t).is_ok();
+        let members: Vec<Span> = spans.iter().filter(|s| ours(&s.trace_id)).cloned().collect();
+        // Time and agents of the request's own spans; what broke and what
+        // was joined as the whole context says.
+        let alone = self.analyse(&members);
+        let view: Vec<Span> = view
+            .into_iter()
+            .filter(|s| {
+                let original = s
+                    .attributes
+                    .str(agentrace_model::keys::marks::ORIGINAL_TRACE_ID)
+                    .and_then(|t| TraceId::from_hex(t).ok())
+                    .unwrap_or(s.trace_id);
+                ours(&original) || roots.contains(&s.trace_id)
+            })
+            .collect();
+        // Findings, repairs and failures in time order, as the whole diagnosis has them.
+        let findings: Vec<Finding> = full.findings.into_iter().filter(|f| ours(&f.trace_id)).collect();
+        let repairs: Vec<Repair> = full.repairs.into_iter().filter(|r| ours(&r.trace_id)).collect();
+        let failures: Vec<Failure> = answers.iter().filter_map(|a| a.failure.clone()).collect();
+        let retries: Vec<Retry> = full.retries.into_iter().filter(|r| ours(&r.trace_id)).collect();
+        let requests: Vec<Request> = answers.into_iter().map(|a| a.request).collect();
+        let session = requests.iter().find_map(|r| r.session.clone());
+        let applied = repairs.iter().filter(|r| r.applied).count() as u64;
+        let diagnosis = Diagnosis {
+            summary: Summary {
+                spans: alone.summary.spans,
+                traces: traces.len() as u64,
+                requests: requests.len() as u64,
+                sessions: u64::from(session.is_some()),
+                findings: findings.len() as u64,
+                repairs_applied: applied,
+                repairs_suggested: repairs.len() as u64 - applied,
+                synthetic_spans: view
+                    .iter()
+                    .filter(|s| s.attributes.get(agentrace_model::keys::marks::SYNTHETIC).is_some())
+                    .count() as u64,
+            },
+            failure: failures.first().cloned(),
+            failures,
+            retries,
+            findings,
+            repairs,
+            time_breakdown: alone.time_breakdown,
+            critical_path_ms: requests.iter().map(|r| r.critical_path_ms).sum(),
+            agents: alone.agents,
+            delegations: alone.delegations,
+            unpriced_models: alone.unpriced_models,
+            sessions: full.sessions.into_iter().filter(|s| session.as_deref() == Some(s.id.as_str())).collect(),
+            requests,
+        };
+        Some((diagnosis, view))
+    }
+
     fn run(&self, input: &[Span], want_view: bool) -> (Diagnosis, Vec<Span>) {
         let config = &self.config;
         let ix = assemble::Index::build(input);
@@ -135,7 +208,7 @@ impl Doctor {
         let graph = agents::analyse(&ix, &tree, config, &failures.causal);
 
         // Everything that reads the repairs runs before they move into the answer.
-        let requests = requests(&ix, &tree, &repaired, &timing, config);
+        let requests = requests(&ix, &tree, &repaired, &timing, &graph.per_request, config);
         let sessions = sessions(&ix, &tree);
         let view = if want_view { connect::export(&ix, &repaired, &tree, config) } else { Vec::new() };
         let mut findings = discontinuities(&ix, &tree, &repaired);
@@ -225,6 +298,7 @@ fn requests(
     tree: &connect::Tree,
     repaired: &repair::Repaired,
     timing: &timing::Timing,
+    per_request: &[(Rollup, std::collections::BTreeSet<u32>)],
     config: &Config,
 ) -> Vec<Request> {
     // Tree strings repeat on every span of a kind: share one copy of each.
@@ -303,6 +377,8 @@ fn requests(
                 duration_ms: ms(tree.reach[root as usize] - base),
                 critical_path_ms: ms(critical),
                 original_traces: originals,
+                agents: per_request[k].1.iter().map(|&a| tree.agents[a as usize].clone()).collect(),
+                usage: per_request[k].0.clone(),
                 spans,
             }
         })

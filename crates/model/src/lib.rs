@@ -32,6 +32,7 @@
 //! ```
 
 pub mod ids;
+pub mod keys;
 pub mod otlp;
 pub mod span;
 pub mod value;
