@@ -62,10 +62,11 @@ pub struct DoctorArgs {
     /// Read from a running collector (its UI/API address, e.g. http://127.0.0.1:4380).
     #[arg(long, value_name = "URL", conflicts_with = "files")]
     server: Option<String>,
-    /// With --server: the trace to diagnose (32 hex digits).
+    /// With --server: diagnose the connected request that holds this trace
+    /// (32 hex digits; any arrived piece of the request names it).
     #[arg(long, value_name = "ID", requires = "server", conflicts_with = "session")]
     trace: Option<String>,
-    /// With --server: every trace of a session (`session.id` or `gen_ai.conversation.id`).
+    /// With --server: every trace of a session (`session.id`, `gen_ai.conversation.id`, a Traceloop or Langfuse session).
     #[arg(long, value_name = "ID", requires = "server")]
     session: Option<String>,
     /// Output format.
@@ -88,12 +89,16 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = config.validate() {
         return Ok(usage(&format!("--apply-threshold: {e}")));
     }
+    // With --trace, the answer is for the connected request that holds the
+    // trace, read from the same spans the live pipeline and the API read.
+    let mut wanted: Option<TraceId> = None;
     let spans = match (&args.server, args.trace.as_deref(), args.session.as_deref()) {
         (Some(server), Some(trace), None) => {
-            if TraceId::from_hex(trace).is_err() {
+            let Ok(id) = TraceId::from_hex(trace) else {
                 return Ok(usage(&format!("--trace {trace:?} is not a trace ID (32 hex digits)")));
-            }
-            fetch(&format!("{}/api/v3/traces/{}", server.trim_end_matches('/'), trace.to_ascii_lowercase()))?
+            };
+            wanted = Some(id);
+            fetch(&format!("{}/api/agentrace/traces/{id}/context", server.trim_end_matches('/')))?
         }
         (Some(server), None, Some(session)) => {
             fetch(&format!("{}/api/v3/sessions/{}/spans", server.trim_end_matches('/'), percent_encode(session)))?
@@ -115,10 +120,12 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     }
 
     let doctor = Doctor::new(config);
-    let (diagnosis, connected) = if args.format == Format::Otlp {
-        doctor.analyse_with_view(&spans)
-    } else {
-        (doctor.analyse(&spans), Vec::new())
+    let (diagnosis, connected) = match wanted {
+        Some(id) => {
+            doctor.analyse_request(&spans, id).with_context(|| format!("the collector sent no span of trace {id}"))?
+        }
+        None if args.format == Format::Otlp => doctor.analyse_with_view(&spans),
+        None => (doctor.analyse(&spans), Vec::new()),
     };
     let output = match args.format {
         Format::Text => {
@@ -273,7 +280,10 @@ mod tests {
         let trace = "A6E70000000000060000000000000001";
         let err = run(args(&["--server", &url, "--trace", trace])).unwrap_err();
         assert_eq!(err.to_string(), "no spans in the input");
-        assert_eq!(server.join().expect("served"), format!("GET /api/v3/traces/{} HTTP/1.1", trace.to_lowercase()));
+        assert_eq!(
+            server.join().expect("served"),
+            format!("GET /api/agentrace/traces/{}/context HTTP/1.1", trace.to_lowercase())
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Claim: `agentrace doctor --server` reads what the real collector stored
 //! and reports exactly what `agentrace doctor FILE` reports for the same
-//! spans: the same findings and the same repairs, by session and by trace.
+//! spans: the same findings and the same repairs, by session and by trace
+//! (a trace ID names the connected request that holds it).
 //!
 //! The real binary serves on ephemeral ports; two of the doctor's committed
 //! fixtures are sent to it over OTLP/HTTP JSON, unchanged: a broken
@@ -123,7 +124,22 @@ fn doctor_on_a_running_collector_reports_what_it_reports_on_the_file() {
     assert_eq!(from_server["repairs"], from_file["repairs"]);
     assert_eq!(from_server["summary"]["spans"], session_spans);
 
-    // By trace: the trace's spans exactly as received.
+    // By trace, naming either arrived piece of the broken request (the
+    // orchestrator's trace, or the callee's that lost its context): the
+    // answer is the joined request's, as the file doctor gives it, not
+    // "nothing broke" for the piece.
+    let requests = from_file["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 1, "the session fixture is one request, joined: {requests:?}");
+    let pieces = requests[0]["original_traces"].as_array().unwrap();
+    assert_eq!(pieces.len(), 2);
+    for piece in pieces {
+        let from_server = doctor(&["--server", &server.api, "--trace", piece.as_str().unwrap()]);
+        assert_eq!(from_server["findings"], from_file["findings"], "--trace {piece}");
+        assert_eq!(from_server["repairs"], from_file["repairs"], "--trace {piece}");
+        assert_eq!(from_server["requests"][0]["original_traces"], requests[0]["original_traces"]);
+    }
+
+    // By trace: a trace alone, whose span names a parent that never arrived.
     let file: Value = serde_json::from_slice(&std::fs::read(fixture(TRACE_FIXTURE)).unwrap()).unwrap();
     let trace_id = file["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"].as_str().unwrap().to_owned();
     wait_for(&server, &format!("/api/v3/traces/{trace_id}"), trace_spans);

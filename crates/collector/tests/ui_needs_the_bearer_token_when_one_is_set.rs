@@ -32,7 +32,13 @@ fn the_ui_shows_data_only_with_the_token() {
 
     let api = collector.api();
     assert_eq!(client.get(format!("{api}/")).send().unwrap().status(), 200, "the shell loads");
-    for path in ["/api/agentrace/traces", &format!("/api/agentrace/traces/{trace}"), "/api/agentrace/sessions"] {
+    for path in [
+        "/api/agentrace/traces",
+        &format!("/api/agentrace/traces/{trace}"),
+        "/api/agentrace/sessions",
+        "/api/agentrace/requests",
+        &format!("/api/agentrace/traces/{trace}/context"),
+    ] {
         let without = client.get(format!("{api}{path}")).send().unwrap();
         assert_eq!(without.status(), 401, "{path} without the token");
         let with = client.get(format!("{api}{path}")).bearer_auth(TOKEN).send().unwrap();
@@ -57,6 +63,7 @@ fn the_ui_shows_data_only_with_the_token() {
     browser.type_text(".token-form input", TOKEN);
     browser.click(".token-form button");
     browser.wait_for("the trace list", "return document.body.dataset.ready === 'list'", WAIT);
-    let row = format!("return document.querySelectorAll(\"tr[data-trace='{trace}']\").length");
-    assert_eq!(browser.execute(&row, json!([])), json!(1));
+    // The request is listed once its trace closed (the trace timeout after its last span).
+    let row = format!("return document.querySelectorAll(\"tr[data-trace='{trace}']\").length === 1");
+    browser.wait_for("the request's row", &row, WAIT);
 }

@@ -101,8 +101,12 @@ fn markup_and_scripts_in_spans_show_as_text_and_never_run() {
     let browser = Browser::start();
 
     browser.goto(&format!("{}/#/", collector.api()));
-    browser.wait_for("the trace list", "return document.body.dataset.ready === 'list'", WAIT);
-    assert_inert(&browser, "trace list", &[NAME, SERVICE, AGENT, SESSION]);
+    browser.wait_for("the request list", "return document.body.dataset.ready === 'list'", WAIT);
+    // The request is listed once its traces closed; the orphan named with
+    // markup is part of the planner's request, whose row names its agents
+    // and session.
+    browser.wait_for("the request's row", "return document.querySelectorAll('tr[data-trace]').length === 1", WAIT);
+    assert_inert(&browser, "request list", &[AGENT, SESSION]);
 
     browser.goto(&format!("{}/#/trace/{orphan_trace}", collector.api()));
     browser.wait_for("the trace page", "return document.body.dataset.ready === 'trace'", WAIT);

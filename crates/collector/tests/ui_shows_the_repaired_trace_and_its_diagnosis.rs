@@ -164,17 +164,27 @@ fn the_orphan_opens_as_one_connected_trace_with_its_diagnosis() {
     browser.click(".wf-tools button");
     assert_eq!(browser.execute(bars_in_view, json!([])).as_u64().unwrap(), before, "reset zoom");
 
-    // The trace list: both traces, the orphan with its finding.
+    // The list: one row per request. The orphan's trace is no row of its
+    // own: it is part of the planner's request, whose row has the finding,
+    // the executor among its agents, and says two traces were joined.
     browser.goto(&format!("{}/#/", collector.api()));
-    browser.wait_for("the trace list", "return document.body.dataset.ready === 'list'", WAIT);
-    assert_eq!(count(&browser, &format!("tr[data-trace='{planner_trace}']")), 1);
-    let orphan_row = text(&browser, &format!("tr[data-trace='{worker_trace}']"));
-    let badge = text(&browser, &format!("tr[data-trace='{worker_trace}'] .badge.find"));
+    browser.wait_for("the request list", "return document.body.dataset.ready === 'list'", WAIT);
+    let request_row = format!("tr[data-trace='{planner_trace}']");
+    browser.wait_for(
+        "the planner's request, joined",
+        &format!("return document.querySelectorAll(\"{request_row} .badge.join\").length === 1"),
+        WAIT,
+    );
+    assert_eq!(count(&browser, &format!("tr[data-trace='{worker_trace}']")), 0, "the orphan is no request of its own");
+    assert_eq!(count(&browser, &format!("tr[data-traces~='{worker_trace}']")), 1, "the orphan's trace is in one row");
+    let row = text(&browser, &request_row);
+    let badge = text(&browser, &format!("{request_row} .badge.find"));
     assert!(
         badge.ends_with("finding") || badge.ends_with("findings"),
-        "the orphan's row has a findings badge: {badge}"
+        "the request's row has a findings badge: {badge}"
     );
-    assert!(orphan_row.contains("executor"), "and its agent: {orphan_row}");
+    assert!(row.contains("executor"), "and the orphan's agent: {row}");
+    assert!(row.contains("2 traces joined"), "{row}");
 
     // A new trace shows up without a reload.
     let mut late = support::doctor_fixture("healthy_request.json");

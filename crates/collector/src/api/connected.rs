@@ -12,6 +12,8 @@
 //! | `GET /api/agentrace/traces/{trace_id}` | `{"trace_id", "diagnosis": Diagnosis, "spans": {"resourceSpans": [...]}}` over the trace, its sessions' traces and the traces joined to them by key |
 //! | `GET /api/agentrace/sessions/{session_id}` | `{"session", "diagnosis", "spans"}` over every trace of the session |
 //! | `GET /api/agentrace/traces?service=&agent=&session=&errors=true&findings=true&min_duration=250ms&start=RFC3339&end=RFC3339&q=&limit=50` | `{"traces": [TraceRow]}`: the most recently active traces, by start, newest first |
+//! | `GET /api/agentrace/requests?service=&agent=&session=&findings=true&broken=true&errors=true&min_duration=&min_tokens=&start=&end=&q=NAME_OR_TRACE_ID&trace=&before=START_NS:ID:ROOT_SPAN_ID&limit=50&answers=true` | `{"requests": [RequestListRow]}`: connected requests as the live pipeline stored them, newest first, one row per request however many traces it arrived in; `trace` finds the request holding any of its trace IDs |
+//! | `GET /api/agentrace/requests/{trace_id}` | the request holding that trace (whichever arrived piece the ID names), with the doctor's answer for it: findings, repairs, failure, retries, agents, usage |
 //! | `GET /api/agentrace/sessions?limit=50` | `{"sessions": [{"id", "start_unix_nano", "last_unix_nano", "traces"}]}`, most recently active first |
 //!
 //! Never does: load every stored trace. The list walks the span indexes
@@ -23,7 +25,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agentrace_doctor::{Config, Diagnosis, Doctor, RepairMode};
-use agentrace_model::{Span, TraceId};
+use agentrace_model::keys::{KeyKind, KeySet};
+use agentrace_model::{Span, SpanId, TraceId};
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -36,10 +39,6 @@ use super::ApiError;
 use super::search::{duration_nanos, rfc3339_nanos};
 use crate::store::query::{self, RecentFilter};
 use crate::store::{Store, StoreError};
-
-/// The keys that name a session.
-const SESSION_KEYS: [crate::store::IndexedKey; 2] =
-    [crate::store::IndexedKey::SessionId, crate::store::IndexedKey::ConversationId];
 
 /// Rows per list page by default, and at most.
 const DEFAULT_PAGE: usize = 50;
@@ -54,17 +53,26 @@ const MAX_ANALYSED_CANDIDATES: usize = 500;
 struct ConnectedState {
     store: Store,
     doctor: Arc<Doctor>,
+    /// Whether a live pipeline stores requests (else the request list is
+    /// empty and says so).
+    live: bool,
 }
 
 /// The UI's read routes.
-pub(crate) fn router(store: Store) -> Router {
-    let doctor = Arc::new(Doctor::new(Config::default().with_repair_mode(RepairMode::Reparent)));
+pub(crate) fn router(store: Store, pipeline: &crate::config::PipelineConfig) -> Router {
+    // Judged as the live pipeline judges (its apply threshold), shown
+    // reparented.
+    let config = Config { apply_threshold: pipeline.apply_threshold, ..Config::default() };
+    let doctor = Arc::new(Doctor::new(config.with_repair_mode(RepairMode::Reparent)));
     Router::new()
         .route("/api/agentrace/traces", get(list_traces))
         .route("/api/agentrace/traces/{trace_id}", get(get_trace))
+        .route("/api/agentrace/traces/{trace_id}/context", get(get_trace_context))
         .route("/api/agentrace/sessions", get(list_sessions))
+        .route("/api/agentrace/requests", get(list_requests))
+        .route("/api/agentrace/requests/{trace_id}", get(get_request))
         .route("/api/agentrace/sessions/{session_id}", get(get_session))
-        .with_state(ConnectedState { store, doctor })
+        .with_state(ConnectedState { store, doctor, live: pipeline.enabled })
 }
 
 /// The connected view of some traces, and what the doctor found in them.
@@ -73,41 +81,88 @@ fn connected(doctor: &Doctor, spans: &[Span]) -> serde_json::Value {
     json!({"diagnosis": diagnosis, "spans": Span::to_request(&view)})
 }
 
+/// A span's session, the one vocabulary's way, and whether it is only a
+/// conversation.
+fn session_of(span: &Span) -> Option<(String, bool)> {
+    KeySet::of_span(span).session().map(|(s, conversation)| (s.to_owned(), conversation))
+}
+
 fn spans_of(conn: &Connection, ids: &[Vec<u8>]) -> Result<Vec<Span>, StoreError> {
     Ok(Span::from_request(&query::load_traces(conn, ids)?))
+}
+
+/// How far before a request a trace that ran beside it may have started,
+/// and how many such traces a diagnosis on read looks at, as the live
+/// pipeline does (`assemble`).
+const NEAR_BEFORE_NS: i64 = 90_000_000_000;
+const NEAR_AFTER_NS: i64 = 1_000_000_000;
+const MAX_NEAR_TRACES: usize = 128;
+
+/// The spans a diagnosis of trace `key`'s request reads: the request's
+/// traces as the live pipeline stored it, their sessions' and join keys'
+/// traces, and the traces that ran beside them.
+fn context_of(conn: &Connection, key: &[u8]) -> Result<Vec<Span>, StoreError> {
+    let members = query::request_members(conn, key)?;
+    let mut spans = spans_of(conn, &members)?;
+    if spans.is_empty() {
+        return Ok(spans);
+    }
+    let mut sessions: Vec<String> = Vec::new();
+    for span in &spans {
+        if let Some((v, _)) = session_of(span).filter(|(v, _)| !sessions.contains(v)) {
+            sessions.push(v);
+        }
+    }
+    let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0) as i64;
+    let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(0) as i64;
+    let mut others = query::related_trace_ids(conn, &KeyKind::SESSIONS, key, &sessions)?;
+    others.extend(query::traces_near(
+        conn,
+        start.saturating_sub(NEAR_BEFORE_NS),
+        end.saturating_add(NEAR_AFTER_NS),
+        start,
+        MAX_NEAR_TRACES,
+    )?);
+    others.sort();
+    others.dedup();
+    others.retain(|id| !members.contains(id));
+    // The doctor's answer does not depend on the order of its input.
+    spans.extend(spans_of(conn, &others)?);
+    Ok(spans)
 }
 
 async fn get_trace(State(state): State<ConnectedState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
     let id = TraceId::from_hex(&trace_id).map_err(|e| ApiError::bad_request(format!("invalid trace id: {e}")))?;
     let key = id.as_bytes().to_vec();
-    let spans = state
-        .store
-        .read(move |conn| {
-            let mut own = spans_of(conn, std::slice::from_ref(&key))?;
-            if own.is_empty() {
-                return Ok(own);
-            }
-            let mut sessions: Vec<String> = Vec::new();
-            for span in &own {
-                for k in ["session.id", "gen_ai.conversation.id"] {
-                    if let Some(v) = span.attributes.str(k).filter(|v| !sessions.iter().any(|s| s == v)) {
-                        sessions.push(v.to_owned());
-                    }
-                }
-            }
-            let mut others = query::related_trace_ids(conn, &SESSION_KEYS, &key, &sessions)?;
-            others.retain(|id| *id != key);
-            // The doctor's answer does not depend on the order of its input.
-            own.extend(spans_of(conn, &others)?);
-            Ok(own)
-        })
-        .await?;
-    if spans.is_empty() {
+    let spans = state.store.read(move |conn| context_of(conn, &key)).await?;
+    // The request that holds the trace, whichever arrived piece the ID names.
+    let Some((diagnosis, view)) = state.doctor.analyse_request(&spans, id) else {
+        return Err(ApiError::not_found(format!("trace {id} not found")));
+    };
+    let request = diagnosis.requests.first().map(|r| r.trace_id.to_string());
+    Ok(axum::Json(json!({
+        "trace_id": id.to_string(),
+        "request_id": request,
+        "diagnosis": diagnosis,
+        "spans": Span::to_request(&view),
+    }))
+    .into_response())
+}
+
+/// The spans a diagnosis of the trace's request reads, as OTLP JSON:
+/// `agentrace doctor --server URL --trace ID` diagnoses them itself and so
+/// answers as the live pipeline and this API do.
+async fn get_trace_context(
+    State(state): State<ConnectedState>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = TraceId::from_hex(&trace_id).map_err(|e| ApiError::bad_request(format!("invalid trace id: {e}")))?;
+    let key = id.as_bytes().to_vec();
+    let spans = state.store.read(move |conn| context_of(conn, &key)).await?;
+    if !spans.iter().any(|s| s.trace_id == id) {
         return Err(ApiError::not_found(format!("trace {id} not found")));
     }
-    let mut body = connected(&state.doctor, &spans);
-    body["trace_id"] = json!(id.to_string());
-    Ok(axum::Json(body).into_response())
+    Ok(axum::Json(Span::to_request(&spans)).into_response())
 }
 
 async fn get_session(State(state): State<ConnectedState>, Path(session): Path<String>) -> Result<Response, ApiError> {
@@ -115,7 +170,7 @@ async fn get_session(State(state): State<ConnectedState>, Path(session): Path<St
     let spans = state
         .store
         .read(move |conn| {
-            let ids = query::session_trace_ids(conn, &SESSION_KEYS, &wanted)?;
+            let ids = query::session_trace_ids(conn, &KeyKind::SESSIONS, &wanted)?;
             spans_of(conn, &ids)
         })
         .await?;
@@ -192,7 +247,7 @@ fn trace_rows(doctor: &Doctor, traces: &[Vec<Span>]) -> Vec<TraceRow> {
             let trace_id = root.trace_id;
             let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
             let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(start);
-            let session = spans.iter().find_map(|s| s.attributes.first_text(&["session.id", "gen_ai.conversation.id"]));
+            let session = spans.iter().find_map(|s| session_of(s).map(|(v, _)| v));
             Some(TraceRow {
                 trace_id: trace_id.to_string(),
                 session,
@@ -247,7 +302,7 @@ async fn list_traces(
         .store
         .read(move |conn| {
             if let Some(session) = &session {
-                filter.within = Some(query::session_trace_ids(conn, &SESSION_KEYS, session)?);
+                filter.within = Some(query::session_trace_ids(conn, &KeyKind::SESSIONS, session)?);
             }
             let want = if needs_analysis { MAX_ANALYSED_CANDIDATES } else { limit };
             let ids = query::recent_trace_ids(conn, &filter, want)?;
@@ -285,6 +340,94 @@ async fn list_sessions(
     Query(params): Query<SessionListParams>,
 ) -> Result<Response, ApiError> {
     let limit = params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let sessions = state.store.read(move |conn| query::recent_sessions(conn, &SESSION_KEYS, limit)).await?;
+    let sessions = state.store.read(move |conn| query::recent_sessions(conn, &KeyKind::SESSIONS, limit)).await?;
     Ok(axum::Json(json!({ "sessions": sessions })).into_response())
+}
+
+/// The request list's query string.
+#[derive(Debug, Default, Deserialize)]
+struct RequestParams {
+    service: Option<String>,
+    agent: Option<String>,
+    session: Option<String>,
+    findings: Option<bool>,
+    broken: Option<bool>,
+    errors: Option<bool>,
+    min_duration: Option<String>,
+    min_tokens: Option<i64>,
+    start: Option<String>,
+    end: Option<String>,
+    q: Option<String>,
+    trace: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+    answers: Option<bool>,
+}
+
+fn trace_bytes(name: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    TraceId::from_hex(text)
+        .map(|t| t.as_bytes().to_vec())
+        .map_err(|e| ApiError::bad_request(format!("{name} must be a trace ID (32 hex digits): {e}")))
+}
+
+async fn list_requests(
+    State(state): State<ConnectedState>,
+    Query(params): Query<RequestParams>,
+) -> Result<Response, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let mut filter = query::RequestFilter {
+        service: non_empty(params.service),
+        agent: non_empty(params.agent),
+        session: non_empty(params.session),
+        findings: params.findings.unwrap_or(false),
+        broken: params.broken.unwrap_or(false),
+        errors: params.errors.unwrap_or(false),
+        min_tokens: params.min_tokens,
+        ..Default::default()
+    };
+    // A trace ID typed into the search box finds the request holding it.
+    match non_empty(params.q) {
+        Some(q) if q.len() == 32 && TraceId::from_hex(&q).is_ok() => filter.trace_id = Some(trace_bytes("q", &q)?),
+        q => filter.name_contains = q,
+    }
+    if let Some(d) = non_empty(params.min_duration) {
+        filter.min_duration_ns = Some(duration_nanos("min_duration", &d)?);
+    }
+    if let Some(start) = non_empty(params.start) {
+        filter.start_min_ns = Some(rfc3339_nanos("start", &start)?);
+    }
+    if let Some(end) = non_empty(params.end) {
+        filter.start_max_ns = Some(rfc3339_nanos("end", &end)?);
+    }
+    if let Some(t) = non_empty(params.trace) {
+        filter.trace_id = Some(trace_bytes("trace", &t)?);
+    }
+    if let Some(b) = non_empty(params.before) {
+        let bad = || {
+            ApiError::bad_request(format!(
+                "before must be START_NS:REQUEST_ID:ROOT_SPAN_ID, as a page's last row gives: {b:?}"
+            ))
+        };
+        let mut parts = b.split(':');
+        let (Some(start), Some(id), Some(root), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let root = SpanId::from_hex(root).map_err(|_| bad())?;
+        filter.before = Some((start.parse().map_err(|_| bad())?, trace_bytes("before", id)?, root.as_bytes().to_vec()));
+    }
+    let with_answer = params.answers.unwrap_or(false);
+    let rows = state.store.read(move |conn| query::requests(conn, &filter, limit, with_answer)).await?;
+    Ok(axum::Json(json!({ "live": state.live, "requests": rows })).into_response())
+}
+
+async fn get_request(State(state): State<ConnectedState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
+    let id = trace_bytes("the trace", &trace_id)?;
+    let filter = query::RequestFilter { trace_id: Some(id), ..Default::default() };
+    let mut rows = state.store.read(move |conn| query::requests(conn, &filter, 1, true)).await?;
+    match rows.pop() {
+        Some(row) => Ok(axum::Json(row).into_response()),
+        None => Err(ApiError::not_found(format!(
+            "no request holds trace {trace_id} (yet: a trace is diagnosed once no span of it arrived for the trace timeout)"
+        ))),
+    }
 }

@@ -39,7 +39,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::metrics::Metrics;
-use crate::store::{IndexedKey, Store, StoreError, query};
+use crate::store::{KeyKind, Store, StoreError, query};
 
 #[derive(Clone)]
 struct ApiState {
@@ -49,7 +49,12 @@ struct ApiState {
 }
 
 /// The API's routes.
-pub fn router(store: Store, metrics: Arc<Metrics>, default_search_depth: usize) -> Router {
+pub fn router(
+    store: Store,
+    metrics: Arc<Metrics>,
+    default_search_depth: usize,
+    pipeline: &crate::config::PipelineConfig,
+) -> Router {
     Router::new()
         .route("/api/v3/traces/{trace_id}", get(get_trace))
         .route("/api/v3/traces", get(find_traces))
@@ -60,7 +65,7 @@ pub fn router(store: Store, metrics: Arc<Metrics>, default_search_depth: usize) 
         .route("/metrics", get(get_metrics))
         .route("/health", get(health))
         .with_state(ApiState { store: store.clone(), metrics, default_search_depth })
-        .merge(connected::router(store))
+        .merge(connected::router(store, pipeline))
         .merge(crate::ui::router())
 }
 
@@ -167,13 +172,11 @@ fn kind_name(kind: i32) -> &'static str {
     }
 }
 
-const SESSION_KEYS: [IndexedKey; 2] = [IndexedKey::SessionId, IndexedKey::ConversationId];
-
 async fn get_session_spans(State(state): State<ApiState>, Path(session): Path<String>) -> Result<Response, ApiError> {
     let request = state
         .store
         .read(move |conn| {
-            let ids = query::session_trace_ids(conn, &SESSION_KEYS, &session)?;
+            let ids = query::session_trace_ids(conn, &KeyKind::SESSIONS, &session)?;
             query::load_traces(conn, &ids)
         })
         .await?;
@@ -184,7 +187,7 @@ async fn get_session_traces(State(state): State<ApiState>, Path(session): Path<S
     let summaries = state
         .store
         .read(move |conn| {
-            let ids = query::session_trace_ids(conn, &SESSION_KEYS, &session)?;
+            let ids = query::session_trace_ids(conn, &KeyKind::SESSIONS, &session)?;
             query::summaries(conn, &ids)
         })
         .await?;

@@ -9,16 +9,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::ApiError;
-use crate::store::{IndexedKey, SearchQuery};
+use agentrace_model::keys::{Slot, attributes_of};
 
-const SEARCHABLE: &[(&str, IndexedKey)] = &[
-    ("session.id", IndexedKey::SessionId),
-    ("gen_ai.conversation.id", IndexedKey::ConversationId),
-    ("user.id", IndexedKey::UserId),
-    ("messaging.message.id", IndexedKey::MessageId),
-    ("gen_ai.tool.call.id", IndexedKey::ToolCallId),
-];
+use super::ApiError;
+use crate::store::{KeyKind, SearchQuery};
 
 /// Parses a raw query string into a search.
 pub(crate) fn parse(raw: &str, default_depth: usize) -> Result<SearchQuery, ApiError> {
@@ -65,9 +59,16 @@ pub(crate) fn parse(raw: &str, default_depth: usize) -> Result<SearchQuery, ApiE
     Ok(query)
 }
 
-fn searchable(name: &str) -> Result<IndexedKey, ApiError> {
-    SEARCHABLE.iter().find(|(n, _)| *n == name).map(|(_, k)| *k).ok_or_else(|| {
-        let names: Vec<&str> = SEARCHABLE.iter().map(|(n, _)| *n).collect();
+/// The key an attribute is searched under: the session and join keys of
+/// the one vocabulary, by any of their names.
+fn searchable(name: &str) -> Result<KeyKind, ApiError> {
+    KeyKind::searched_by(name).ok_or_else(|| {
+        let names: Vec<&str> =
+            [Slot::Session, Slot::Conversation, Slot::User, Slot::Message, Slot::ToolCall, Slot::RpcId]
+                .into_iter()
+                .flat_map(attributes_of)
+                .copied()
+                .collect();
         ApiError::bad_request(format!("attribute {name:?} is not searchable; searchable: {}", names.join(", ")))
     })
 }
@@ -124,7 +125,7 @@ mod tests {
         assert_eq!(q.start_min_ns, Some(1_795_514_400_000_000_000));
         assert_eq!(q.duration_min_ns, Some(1_500_000_000));
         assert_eq!(q.limit, 5);
-        assert_eq!(q.attributes, vec![(IndexedKey::SessionId, "s-1".to_owned())]);
+        assert_eq!(q.attributes, vec![(KeyKind::Session, "s-1".to_owned())]);
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! after `--trace-timeout` without a new span, and each closed trace is
 //! diagnosed by the doctor together with the traces of its session.
 //!
-//! On the data's road this sits beside the store, after redaction: the
-//! receivers hand every redacted request to the [`PipelineHandle`] (in the
-//! order of a sequence number that the exporters' queue rows share), and a
-//! thread of its own runs the [`Assembler`]. What it finds is kept in the
+//! On the data's road this sits after the store: a receiver reserves a
+//! sequence number for a redacted request (which the exporters' queue rows
+//! share), and only once the store has made the request durable hands its
+//! spans to the [`PipelineHandle`] (a request the store refused, or whose
+//! spans were all duplicates, releases its number unseen, so a refused and
+//! retried request is never buffered twice); a thread of its own runs the
+//! [`Assembler`]. What it finds is kept in the
 //! store: a row per trace for the trace list (tokens, cost, agents,
 //! findings), and a patch per repaired or rolled-up span for the exporters.
 //!
@@ -23,23 +26,24 @@ mod summary;
 
 pub use packed::{Packed, PackedSpan, pack};
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use agentrace_doctor::{Config as DoctorConfig, Doctor};
+use agentrace_model::keys::KeyKind;
 use agentrace_model::{Span, TraceId};
 
 use crate::config::PipelineConfig;
 use crate::metrics::Metrics;
-use crate::store::{AnalysisRow, PatchRow, PreparedBatch, Store};
+use crate::store::{AnalysisRow, PatchRow, PreparedBatch, RequestRow, Store};
 
-/// Requests waiting for the pipeline thread, at most; past it receivers
-/// answer "busy, retry". Spans waiting are bounded too (a quarter of the
-/// memory budget), so a pipeline slower than the receivers slows the
-/// senders instead of growing.
-const HANDOFF_CAPACITY: usize = 4096;
+// Spans reserved for the pipeline thread and not yet taken are bounded (a
+// quarter of the memory budget); past it receivers answer "busy, retry",
+// so a pipeline slower than the receivers slows the senders instead of
+// growing.
 
 /// A join key found on more traces than this names no single partner and
 /// is not followed when gathering a trace's context.
@@ -48,6 +52,26 @@ const MAX_TRACES_PER_JOIN_KEY: usize = 4;
 /// Traces of the same session that overlap a closing trace in time, at
 /// most, given to its diagnosis (where a heuristic join looks for a caller).
 const MAX_SESSION_CONTEXT_TRACES: usize = 8;
+
+/// Traces that share no key with a closing trace but ran beside it or in
+/// the same service, at most, given to its diagnosis: the context that
+/// lost its baggage (an enclosing client call, a producer, a same-named
+/// rival, the service's own history of entry points). Nearest first.
+const MAX_NEIGHBOUR_TRACES: usize = 128;
+
+/// How long before a trace's start a neighbour may have ended and still be
+/// context (the doctor looks that far back for a producer).
+const LOOK_BACK_NS: u64 = 30_000_000_000;
+
+/// Clocks of two services may disagree by this much.
+const SKEW_NS: u64 = 1_000_000_000;
+
+/// Traces closed by one diagnosis, at most.
+const MAX_BATCH_TRACES: usize = 256;
+
+/// Rounds of widening the context to the whole request a closing trace
+/// turned out to belong to.
+const MAX_WIDENINGS: usize = 3;
 
 /// The hand-off queue to the pipeline was full.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +86,7 @@ struct Arrival {
 
 struct Sequencer {
     next: u64,
-    tx: Option<mpsc::SyncSender<Arrival>>,
+    tx: Option<mpsc::Sender<Arrival>>,
     /// Spans handed over and not yet taken by the pipeline thread.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     max_in_flight: usize,
@@ -76,33 +100,31 @@ pub struct PipelineHandle {
 }
 
 impl PipelineHandle {
-    /// Numbers a request and hands its spans to the pipeline. The number
-    /// orders the request's export queue rows against [`Self::watermark`].
-    pub fn offer(&self, spans: Vec<Packed>) -> Result<u64, PipelineBusy> {
+    /// Numbers a request whose `count` spans the pipeline will be handed
+    /// once they are durable, or refuses when the pipeline is too far
+    /// behind. The number orders the request's export queue rows against
+    /// [`Self::watermark`]; the reservation must be [`Reservation::deliver`]ed
+    /// or dropped (which releases the number).
+    pub fn reserve(&self, count: usize) -> Result<Reservation, PipelineBusy> {
         let mut s = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
         let seq = s.next;
-        if let Some(tx) = &s.tx {
-            let count: usize = spans.iter().map(|p| p.span.count).sum();
-            let waiting = s.in_flight.load(Ordering::Acquire);
-            // One request always goes through to an idle pipeline, whatever its size.
-            if waiting > 0 && waiting + count > s.max_in_flight {
-                return Err(PipelineBusy(waiting));
-            }
-            match tx.try_send(Arrival { seq, spans, count }) {
-                Ok(()) => {
-                    s.in_flight.fetch_add(count, Ordering::AcqRel);
+        let tx = match &s.tx {
+            Some(tx) => {
+                let waiting = s.in_flight.load(Ordering::Acquire);
+                // One request always goes through to an idle pipeline, whatever its size.
+                if waiting > 0 && waiting + count > s.max_in_flight {
+                    return Err(PipelineBusy(waiting));
                 }
-                Err(mpsc::TrySendError::Full(_)) => return Err(PipelineBusy(waiting)),
-                // The pipeline stopped (shutdown): spans are still stored and
-                // exported, only not diagnosed live.
-                Err(mpsc::TrySendError::Disconnected(_)) => {}
+                s.in_flight.fetch_add(count, Ordering::AcqRel);
+                Some(tx.clone())
             }
-        }
+            None => None,
+        };
         s.next += 1;
-        Ok(seq)
+        Ok(Reservation { seq, count, tx })
     }
 
-    /// Whether spans go to a live pipeline (else [`Self::offer`] only numbers them).
+    /// Whether spans go to a live pipeline (else [`Self::reserve`] only numbers them).
     pub fn is_live(&self) -> bool {
         self.sequencer.lock().unwrap_or_else(|p| p.into_inner()).tx.is_some()
     }
@@ -111,6 +133,40 @@ impl PipelineHandle {
     /// closed, and its patches stored: exporters that repair may send it.
     pub fn watermark(&self) -> u64 {
         self.watermark.load(Ordering::Acquire)
+    }
+}
+
+/// A reserved sequence number: delivered with its spans once they are
+/// durable, or released unseen when dropped.
+pub struct Reservation {
+    seq: u64,
+    count: usize,
+    tx: Option<mpsc::Sender<Arrival>>,
+}
+
+impl Reservation {
+    /// The request's number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Hands the durable request's spans to the pipeline.
+    pub fn deliver(mut self, spans: Vec<Packed>) {
+        if let Some(tx) = self.tx.take() {
+            // A stopped pipeline (shutdown) takes nothing: the spans are
+            // stored and exported, only not diagnosed live.
+            let _ = tx.send(Arrival { seq: self.seq, spans, count: self.count });
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // Refused by the store, all duplicates, or the sender went away:
+        // the number is released so that the watermark moves past it.
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Arrival { seq: self.seq, spans: Vec::new(), count: self.count });
+        }
     }
 }
 
@@ -147,7 +203,9 @@ impl Pipeline {
         want_patches: bool,
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Pipeline> {
-        let (tx, rx) = mpsc::sync_channel(HANDOFF_CAPACITY);
+        // Unbounded: admission is bounded by `reserve`, and a durable
+        // request must always be taken.
+        let (tx, rx) = mpsc::channel();
         let doctor = Doctor::new(DoctorConfig {
             apply_threshold: config.apply_threshold,
             include_tree: false,
@@ -208,9 +266,10 @@ fn run(
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     store: Store,
     watermark: Arc<AtomicU64>,
-    mut last_seq: u64,
+    last_seq: u64,
     runtime: tokio::runtime::Handle,
 ) {
+    let mut numbers = Numbers { contiguous: last_seq, later: BTreeSet::new() };
     let _open = OpenOnExit(Arc::clone(&watermark));
     let tick = (assembler.config.trace_timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     let mut next_tick = Instant::now() + tick;
@@ -218,10 +277,8 @@ fn run(
     loop {
         match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
             Ok(a) => {
-                last_seq = last_seq.max(a.seq);
-                in_flight.fetch_sub(a.count, Ordering::AcqRel);
-                assembler.add(a.seq, a.spans, Instant::now());
-                continue_draining(&rx, &in_flight, &mut assembler, &mut last_seq);
+                take(a, &in_flight, &mut assembler, &mut numbers);
+                continue_draining(&rx, &in_flight, &mut assembler, &mut numbers);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => stopping = true,
@@ -232,8 +289,8 @@ fn run(
         }
         next_tick = now + tick;
         let closed = assembler.close_due(now, stopping);
-        if !closed.rows.is_empty() {
-            let batch = PreparedBatch::analysis(closed.rows, closed.patches);
+        if !closed.rows.is_empty() || !closed.requests.is_empty() || !closed.retired_requests.is_empty() {
+            let batch = PreparedBatch::analysis(closed.rows, closed.patches, closed.requests, closed.retired_requests);
             let written = match store.submit(batch) {
                 Ok(durable) => runtime.block_on(durable).map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -244,10 +301,49 @@ fn run(
                 tracing::error!(error = %e, "could not keep the live diagnosis");
             }
         }
-        watermark.store(assembler.watermark(last_seq), Ordering::Release);
+        watermark.store(assembler.watermark(numbers.contiguous), Ordering::Release);
         if stopping {
             break;
         }
+    }
+}
+
+/// The lowest and highest valid trace IDs, as bounds of time ranges.
+/// A hash of a request's answer, to tell whether a diagnosis changed it.
+pub(crate) fn answer_hash(answer: &agentrace_doctor::RequestAnswer) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(answer).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+fn lowest_id() -> TraceId {
+    let mut b = [0u8; 16];
+    b[15] = 1;
+    TraceId::new(b).expect("a non-zero trace ID is valid")
+}
+
+fn highest_id() -> TraceId {
+    TraceId::new([0xff; 16]).expect("a non-zero trace ID is valid")
+}
+
+/// Request numbers taken so far: every number up to `contiguous`, and
+/// those after it (requests become durable out of order).
+struct Numbers {
+    contiguous: u64,
+    later: BTreeSet<u64>,
+}
+
+fn take(a: Arrival, in_flight: &std::sync::atomic::AtomicUsize, assembler: &mut Assembler, numbers: &mut Numbers) {
+    in_flight.fetch_sub(a.count, Ordering::AcqRel);
+    if a.seq > numbers.contiguous {
+        numbers.later.insert(a.seq);
+    }
+    while numbers.later.remove(&(numbers.contiguous + 1)) {
+        numbers.contiguous += 1;
+    }
+    if !a.spans.is_empty() {
+        assembler.add(a.seq, a.spans, Instant::now());
     }
 }
 
@@ -255,39 +351,40 @@ fn continue_draining(
     rx: &mpsc::Receiver<Arrival>,
     in_flight: &std::sync::atomic::AtomicUsize,
     assembler: &mut Assembler,
-    last_seq: &mut u64,
+    numbers: &mut Numbers,
 ) {
     // Take what is already waiting before closing anything, but not so
     // much that closing waits for ever under load.
     for _ in 0..256 {
         match rx.try_recv() {
-            Ok(a) => {
-                *last_seq = (*last_seq).max(a.seq);
-                in_flight.fetch_sub(a.count, Ordering::AcqRel);
-                assembler.add(a.seq, a.spans, Instant::now());
-            }
+            Ok(a) => take(a, in_flight, assembler, numbers),
             Err(_) => break,
         }
     }
 }
 
-/// A trace's buffered spans, its keys and its time range.
+/// A trace's buffered spans, its keys, services and time range.
 struct Held {
     spans: Vec<PackedSpan>,
-    keys: HashSet<String>,
+    keys: HashSet<(KeyKind, String)>,
+    services: Vec<Arc<str>>,
     start: u64,
     end: u64,
 }
 
 impl Held {
     fn new() -> Held {
-        Held { spans: Vec::new(), keys: HashSet::new(), start: u64::MAX, end: 0 }
+        Held { spans: Vec::new(), keys: HashSet::new(), services: Vec::new(), start: u64::MAX, end: 0 }
     }
 
     fn push(&mut self, p: Packed) {
         self.start = self.start.min(p.span.start);
         self.end = self.end.max(p.span.end);
         self.keys.extend(p.keys);
+        let service = p.span.service();
+        if !self.services.iter().any(|s| **s == *service) {
+            self.services.push(service);
+        }
         self.spans.push(p.span);
     }
 
@@ -315,10 +412,48 @@ struct WindowTrace {
 /// What closing some traces produced, for the store.
 #[derive(Debug, Default)]
 pub struct Closed {
-    /// One row per closed trace.
+    /// One row per closed trace and per trace of the requests they belong to.
     pub rows: Vec<AnalysisRow>,
     /// Patches for their spans.
     pub patches: Vec<PatchRow>,
+    /// One row per request a closed trace belongs to.
+    pub requests: Vec<RequestRow>,
+    /// Connected trace IDs whose request rows go before `requests` are
+    /// written: requests that joined another, and the closing traces' own
+    /// (all of a closing trace's requests are in `requests`).
+    pub retired_requests: Vec<Vec<u8>>,
+}
+
+impl Closed {
+    /// Keeps the newest row of each trace and request (a trace closing later
+    /// in the same round saw more).
+    fn push(
+        &mut self,
+        rows: Vec<AnalysisRow>,
+        patches: Vec<PatchRow>,
+        requests: Vec<RequestRow>,
+        retired: Vec<Vec<u8>>,
+    ) {
+        let ids: HashSet<&Vec<u8>> = rows.iter().map(|r| &r.trace_id).collect();
+        self.rows.retain(|r| !ids.contains(&r.trace_id));
+        self.patches.retain(|p| !ids.contains(&p.trace_id));
+        self.rows.extend(rows);
+        self.patches.extend(patches);
+        let same = |a: &RequestRow, b: &RequestRow| a.request_id == b.request_id && a.root_span_id == b.root_span_id;
+        self.requests.retain(|r| !requests.iter().any(|n| same(r, n)) && !retired.contains(&r.request_id));
+        for r in retired {
+            if !self.retired_requests.contains(&r) {
+                self.retired_requests.push(r);
+            }
+        }
+        self.requests.extend(requests);
+    }
+}
+
+/// The spans of a diagnosis, and where each trace's lie.
+struct Context {
+    spans: Vec<Span>,
+    traces: Vec<(TraceId, Range<usize>)>,
 }
 
 /// Traces being assembled, and the window of recently closed ones.
@@ -330,7 +465,14 @@ pub struct Assembler {
     window: HashMap<TraceId, WindowTrace>,
     window_order: VecDeque<(Instant, TraceId)>,
     /// Session and join keys → the traces (open or in the window) carrying them.
-    keys: HashMap<String, Vec<TraceId>>,
+    keys: HashMap<(KeyKind, String), Vec<TraceId>>,
+    /// Every held trace by its start, and by service and start.
+    by_start: BTreeSet<(u64, TraceId)>,
+    by_service: HashMap<Arc<str>, BTreeSet<(u64, TraceId)>>,
+    /// The request each held trace was last stored as part of.
+    request_of: HashMap<TraceId, TraceId>,
+    /// A hash of each stored request's answer, by (connected trace, root).
+    stored: HashMap<(TraceId, agentrace_model::SpanId), u64>,
     buffered: usize,
     /// Whether an exporter applies patches (else none are worked out).
     want_patches: bool,
@@ -347,6 +489,10 @@ impl Assembler {
             window: HashMap::new(),
             window_order: VecDeque::new(),
             keys: HashMap::new(),
+            by_start: BTreeSet::new(),
+            by_service: HashMap::new(),
+            request_of: HashMap::new(),
+            stored: HashMap::new(),
             buffered: 0,
             want_patches: true,
         }
@@ -383,10 +529,27 @@ impl Assembler {
                 }
             };
             self.buffered += p.span.count;
+            let before = (open.held.start, open.held.services.len());
             open.held.push(p);
             open.last_arrival = now;
+            if before != (open.held.start, open.held.services.len()) {
+                let (start, services) = (open.held.start, open.held.services.clone());
+                self.index_time(trace, before.0, start, &services);
+            }
         }
         self.publish_gauges();
+    }
+
+    /// Keeps `by_start` and `by_service` up to date for a trace whose start
+    /// moved from `old` (u64::MAX when it was not held) or that gained a service.
+    fn index_time(&mut self, trace: TraceId, old: u64, start: u64, services: &[Arc<str>]) {
+        self.by_start.remove(&(old, trace));
+        self.by_start.insert((start, trace));
+        for s in services {
+            let set = self.by_service.entry(Arc::clone(s)).or_default();
+            set.remove(&(old, trace));
+            set.insert((start, trace));
+        }
     }
 
     /// Closes the traces whose time is up (all of them when `all`),
@@ -427,8 +590,25 @@ impl Assembler {
         }
         due.sort();
         let mut out = Closed::default();
+        // Traces closing together are diagnosed together, in batches of a
+        // bounded size: their contexts overlap (they ran at the same time),
+        // so one diagnosis of the union costs about what one of them would,
+        // and each span is diagnosed about once per round however busy the
+        // collector is.
+        let budget = (self.config.max_context_spans / 4).max(1);
+        let mut batch: Vec<TraceId> = Vec::new();
+        let mut size = 0;
         for (_, id) in &due {
-            self.close(*id, now, &mut out);
+            let n = self.open.get(id).map_or(0, |t| t.held.len());
+            if !batch.is_empty() && (size + n > budget || batch.len() >= MAX_BATCH_TRACES) {
+                self.close(&std::mem::take(&mut batch), now, &mut out);
+                size = 0;
+            }
+            batch.push(*id);
+            size += n;
+        }
+        if !batch.is_empty() {
+            self.close(&batch, now, &mut out);
         }
         self.expire_window(now);
         while self.buffered > self.config.max_buffered_spans && self.evict_oldest_window().is_some() {
@@ -446,59 +626,222 @@ impl Assembler {
         }
     }
 
-    fn close(&mut self, id: TraceId, now: Instant, out: &mut Closed) {
-        let Some(trace) = self.open.remove(&id) else { return };
-        let own = trace.held.unpack();
-        let n = own.len();
-        let context = self.context(id, &trace.held, own);
-        self.metrics.pipeline.diagnosed_spans.fetch_add(context.len() as u64, Ordering::Relaxed);
+    fn close(&mut self, ids: &[TraceId], now: Instant, out: &mut Closed) {
+        let mut closing = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(trace) = self.open.remove(&id) else { continue };
+            // The trace moves to the window first, so that its diagnosis
+            // reads it like any other held trace.
+            self.window.insert(id, WindowTrace { held: trace.held, closed: now });
+            self.window_order.push_back((now, id));
+            closing.push(id);
+        }
+        if closing.is_empty() {
+            return;
+        }
         // Spans come from senders: a bug they trigger in the diagnosis must
-        // cost that trace its repairs, not stop the pipeline.
-        let diagnosed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let (diagnosis, view) = if self.want_patches {
-                self.doctor.analyse_with_view(&context)
-            } else {
-                (self.doctor.analyse(&context), Vec::new())
-            };
-            summary::summarise(id, &context[..n], &diagnosis, &view, self.doctor.config())
-        }));
-        let (row, patches) = match diagnosed {
-            Ok(done) => done,
-            Err(_) => {
-                tracing::error!(trace = %id, "the diagnosis of a trace failed; it is forwarded unrepaired");
-                self.window.insert(id, WindowTrace { held: trace.held, closed: now });
-                self.window_order.push_back((now, id));
-                return;
-            }
+        // cost those traces their repairs, not stop the pipeline.
+        let diagnosed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.diagnose(&closing)));
+        let Ok(Some(answer)) = diagnosed else {
+            tracing::error!(
+                traces = closing.len(),
+                "the diagnosis of closing traces failed; they are forwarded unrepaired"
+            );
+            return;
         };
-        self.metrics.pipeline.traces_closed.fetch_add(1, Ordering::Relaxed);
-        self.metrics.pipeline.findings.fetch_add(row.findings as u64, Ordering::Relaxed);
-        self.metrics.pipeline.repairs_applied.fetch_add(row.repairs as u64, Ordering::Relaxed);
-        out.rows.push(row);
-        out.patches.extend(patches);
-        self.window.insert(id, WindowTrace { held: trace.held, closed: now });
-        self.window_order.push_back((now, id));
+        let summary::Answered { rows, patches, requests, members, hashes } = answer;
+        self.stored.extend(hashes);
+        self.metrics.pipeline.traces_closed.fetch_add(closing.len() as u64, Ordering::Relaxed);
+        for own in rows.iter().filter(|r| closing.iter().any(|c| c.as_bytes() == r.trace_id.as_slice())) {
+            self.metrics.pipeline.findings.fetch_add(own.findings as u64, Ordering::Relaxed);
+            self.metrics.pipeline.repairs_applied.fetch_add(own.repairs as u64, Ordering::Relaxed);
+        }
+        // Every request rooted in a closing trace is among `requests`: rows
+        // of its earlier roots (a parent that had not arrived) go. A member
+        // that was a request of its own, or part of another, is now part of
+        // one of these: the old request's row goes.
+        let mut retired: Vec<Vec<u8>> = closing.iter().map(|c| c.as_bytes().to_vec()).collect();
+        let written: HashSet<&[u8]> = requests.iter().map(|r| r.request_id.as_slice()).collect();
+        for m in &members {
+            let request_id = requests
+                .iter()
+                .find(|r| r.trace_ids.iter().any(|t| t == m.as_bytes()))
+                .and_then(|r| TraceId::from_slice(&r.request_id).ok())
+                .unwrap_or(*m);
+            // The request it left is rewritten here when this diagnosis saw
+            // it; a row that is not rewritten is not dropped either.
+            if let Some(old) = self.request_of.insert(*m, request_id)
+                && old != request_id
+                && written.contains(old.as_bytes().as_slice())
+                && !retired.contains(&old.as_bytes().to_vec())
+            {
+                retired.push(old.as_bytes().to_vec());
+            }
+            if *m != request_id && !retired.contains(&m.as_bytes().to_vec()) {
+                retired.push(m.as_bytes().to_vec());
+            }
+        }
+        // A closing trace's own rooted requests are written here, so it is
+        // retired only of rows this round does not rewrite.
+        out.push(rows, patches, requests, retired);
     }
 
-    /// The closing trace's spans, then those of the traces that may hold
-    /// its parents or its orphans: every trace that shares a join key with
-    /// it (message, MCP request, tool call ID; followed transitively), and
-    /// the traces of its session that overlap it in time (where a heuristic
-    /// join could find an enclosing caller). A key shared by many traces is
-    /// not a point-to-point join and is not followed; the context stops at
-    /// `max_context_spans`.
-    fn context(&self, id: TraceId, held: &Held, own: Vec<Span>) -> Vec<Span> {
-        let mut out = own;
-        let mut seen: HashSet<TraceId> = HashSet::from([id]);
-        let mut queue: VecDeque<TraceId> = VecDeque::from([id]);
+    /// Diagnoses the requests the `closing` traces belong to: first with
+    /// what ran beside them, then, while a request turns out to reach
+    /// further (a parent whose call encloses more than the closing traces),
+    /// with what ran beside the whole request.
+    fn diagnose(&self, closing: &[TraceId]) -> Option<summary::Answered> {
+        let mut seeds = closing.to_vec();
+        let mut last = None;
+        for _ in 0..MAX_WIDENINGS {
+            let context = self.context(&seeds);
+            self.metrics.pipeline.diagnosed_spans.fetch_add(context.spans.len() as u64, Ordering::Relaxed);
+            let (diagnosis, view) = if self.want_patches {
+                self.doctor.analyse_with_view(&context.spans)
+            } else {
+                (self.doctor.analyse(&context.spans), Vec::new())
+            };
+            // Every request a closing trace is part of (two for a trace with
+            // a span whose parent never arrived).
+            let answers: Vec<_> = diagnosis
+                .request_answers()
+                .into_iter()
+                .filter(|a| a.request.original_traces.iter().any(|t| closing.contains(t)))
+                .collect();
+            if answers.is_empty() {
+                return None;
+            }
+            let mut members: Vec<TraceId> = answers
+                .iter()
+                .flat_map(|a| a.request.original_traces.iter().copied())
+                .filter(|t| self.held(*t).is_some())
+                .collect();
+            members.sort_unstable();
+            members.dedup();
+            // Settled when no request reaches past what its context was
+            // gathered around.
+            let outside: Vec<TraceId> = members.iter().copied().filter(|m| !seeds.contains(m)).collect();
+            let (had, wider) = (self.reach(&seeds), self.reach(&members));
+            let settled = outside.is_empty() || (wider.0 >= had.0 && wider.1 <= had.1);
+            last = Some((context, diagnosis, view, answers, members));
+            if settled {
+                break;
+            }
+            seeds.extend(outside);
+        }
+        let (context, diagnosis, view, mut answers, mut members) = last?;
+        // Requests the closing traces are not part of are written too:
+        // - a request that a trace of the written ones was stored as part of
+        //   (it lost that trace: its row would be stale);
+        // - a request that ran wholly within the closing traces, so that
+        //   its own context is inside this one, which this diagnosis changed:
+        //   a held trace of it was stored as part of another request (a
+        //   join that more context undid, or made), or its answer is not the
+        //   one stored (a rival or a candidate parent arrived with them).
+        // A request this diagnosis sees only in part (pulled in by a join
+        // key, without what ran around it) is left as stored.
+        let (lo, hi) = self.reach(&seeds);
+        let mut left: HashSet<TraceId> = HashSet::new();
+        for _ in 0..2 {
+            for a in answers.iter() {
+                for t in &a.request.original_traces {
+                    if let Some(old) = self.request_of.get(t).filter(|old| **old != a.request.trace_id) {
+                        left.insert(*old);
+                    }
+                }
+            }
+            let mut added = false;
+            for a in diagnosis.request_answers() {
+                let key = (a.request.trace_id, a.request.span_id);
+                if answers.iter().any(|c| (c.request.trace_id, c.request.span_id) == key) {
+                    continue;
+                }
+                let moved = a
+                    .request
+                    .original_traces
+                    .iter()
+                    .any(|t| self.request_of.get(t).is_some_and(|old| *old != a.request.trace_id));
+                let (start, end) = self.reach(&a.request.original_traces);
+                let inside = start.saturating_add(SKEW_NS) >= lo && end <= hi.saturating_add(SKEW_NS);
+                let changed = || self.stored.get(&key) != Some(&answer_hash(&a));
+                if left.contains(&a.request.trace_id) || (inside && (moved || changed())) {
+                    members.extend(a.request.original_traces.iter().copied().filter(|t| self.held(*t).is_some()));
+                    answers.push(a);
+                    added = true;
+                }
+            }
+            if !added {
+                break;
+            }
+        }
+        members.sort_unstable();
+        members.dedup();
+        Some(summary::answered(
+            &context.spans,
+            &context.traces,
+            &members,
+            &diagnosis,
+            &view,
+            answers,
+            self.doctor.config(),
+        ))
+    }
+
+    /// The spans a diagnosis of the `seeds` reads: the seeds', then those of
+    /// the traces that may hold their parents, their orphans or their
+    /// rivals. In order: every trace that shares a join key with them
+    /// (message, MCP request, tool call ID; followed transitively; a key on
+    /// many traces is no point-to-point join and is not followed), the
+    /// traces of their sessions that overlap them, then neighbours with no
+    /// key in common (an orphan that lost its baggage lost its session
+    /// too): traces that ran at the same time, then traces of the same
+    /// services (their history of entry points), then traces that ended
+    /// shortly before (producers). Bounded by `max_context_spans`.
+    fn context(&self, seeds: &[TraceId]) -> Context {
         let limit = self.config.max_context_spans;
-        let skew = 1_000_000_000; // 1 s either side, for clocks that disagree
+        let mut out = Context { spans: Vec::new(), traces: Vec::new() };
+        let mut seen: HashSet<TraceId> = HashSet::new();
+        let take = |t: TraceId, out: &mut Context, seen: &mut HashSet<TraceId>, force: bool| -> bool {
+            if seen.contains(&t) {
+                return false;
+            }
+            let Some(h) = self.held(t) else { return false };
+            if !force && out.spans.len() + h.len() > limit {
+                return false;
+            }
+            seen.insert(t);
+            let from = out.spans.len();
+            out.spans.extend(h.unpack());
+            out.traces.push((t, from..out.spans.len()));
+            true
+        };
+        let (mut start, mut end) = (u64::MAX, 0u64);
+        let mut services: Vec<Arc<str>> = Vec::new();
+        for &t in seeds {
+            if let Some(h) = self.held(t) {
+                start = start.min(h.start);
+                end = end.max(h.end);
+                for s in &h.services {
+                    if !services.contains(s) {
+                        services.push(Arc::clone(s));
+                    }
+                }
+            }
+            take(t, &mut out, &mut seen, true);
+        }
+        if seen.is_empty() {
+            return out;
+        }
+        let overlaps = |h: &Held| h.start <= end.saturating_add(SKEW_NS) && h.end.saturating_add(SKEW_NS) >= start;
+
+        // Join keys, transitively; sessions of the seeds.
+        let mut queue: VecDeque<TraceId> = seeds.iter().copied().collect();
         while let Some(t) = queue.pop_front() {
-            let Some(keys) = (if t == id { Some(held) } else { self.held(t) }).map(|h| &h.keys) else { continue };
-            for key in keys {
+            let Some(h) = self.held(t) else { continue };
+            for key in &h.keys {
                 let Some(traces) = self.keys.get(key) else { continue };
-                let session = key.starts_with("s\u{1f}");
-                if session && t != id {
+                let session = key.0.is_session();
+                if session && !seeds.contains(&t) {
                     continue;
                 }
                 if !session && traces.len() > MAX_TRACES_PER_JOIN_KEY {
@@ -513,7 +856,7 @@ impl Assembler {
                     }
                     let Some(more) = self.held(*other) else { continue };
                     if session {
-                        if more.start > held.end.saturating_add(skew) || more.end.saturating_add(skew) < held.start {
+                        if !overlaps(more) {
                             continue;
                         }
                         overlapping += 1;
@@ -521,16 +864,51 @@ impl Assembler {
                             break;
                         }
                     }
-                    if out.len() + more.len() > limit {
-                        continue;
+                    if take(*other, &mut out, &mut seen, false) {
+                        queue.push_back(*other);
                     }
-                    seen.insert(*other);
-                    out.extend(more.unpack());
-                    queue.push_back(*other);
                 }
             }
         }
+
+        // Neighbours: at the same time, then the same services, then shortly before.
+        let earliest = start.saturating_sub(self.config.max_trace_age.as_nanos() as u64 + LOOK_BACK_NS);
+        let mut near: Vec<(u8, u64, TraceId)> = Vec::new();
+        for &(s, t) in self.by_start.range((earliest, lowest_id())..=(end.saturating_add(SKEW_NS), highest_id())) {
+            let Some(h) = self.held(t).filter(|_| !seen.contains(&t)) else { continue };
+            if overlaps(h) {
+                near.push((0, s.abs_diff(start), t));
+            } else if h.end.saturating_add(LOOK_BACK_NS) >= start {
+                near.push((2, start.saturating_sub(h.end), t));
+            }
+        }
+        for service in &services {
+            let Some(set) = self.by_service.get(service) else { continue };
+            // The service's traces nearest in start, either side.
+            let before = set.range(..(start, lowest_id())).rev().take(MAX_NEIGHBOUR_TRACES);
+            let after = set.range((start, lowest_id())..).take(MAX_NEIGHBOUR_TRACES);
+            for &(s, t) in before.chain(after) {
+                if !seen.contains(&t) {
+                    near.push((1, s.abs_diff(start), t));
+                }
+            }
+        }
+        near.sort_unstable();
+        let mut taken = 0;
+        for (_, _, t) in near {
+            if taken >= MAX_NEIGHBOUR_TRACES {
+                break;
+            }
+            if take(t, &mut out, &mut seen, false) {
+                taken += 1;
+            }
+        }
         out
+    }
+
+    /// The time the held traces among `traces` span.
+    fn reach(&self, traces: &[TraceId]) -> (u64, u64) {
+        traces.iter().filter_map(|t| self.held(*t)).fold((u64::MAX, 0), |(a, b), h| (a.min(h.start), b.max(h.end)))
     }
 
     fn held(&self, id: TraceId) -> Option<&Held> {
@@ -566,6 +944,17 @@ impl Assembler {
         let w = self.window.remove(&id)?;
         let n = w.held.len();
         self.buffered -= n;
+        self.by_start.remove(&(w.held.start, id));
+        for s in &w.held.services {
+            if let Some(set) = self.by_service.get_mut(s) {
+                set.remove(&(w.held.start, id));
+                if set.is_empty() {
+                    self.by_service.remove(s);
+                }
+            }
+        }
+        self.request_of.remove(&id);
+        self.stored.retain(|(t, _), _| *t != id);
         for key in &w.held.keys {
             if let Some(list) = self.keys.get_mut(key) {
                 list.retain(|t| *t != id || self.open.contains_key(t));

@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
+use agentrace_model::keys::KeyKind;
 use agentrace_model::span::{resource_from_otlp, scope_from_otlp};
 use agentrace_model::{Resource, Scope, Span, TraceId};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
 use prost::Message;
 
@@ -31,10 +32,15 @@ pub struct PackedSpan {
 #[derive(Debug)]
 pub struct Packed {
     pub(crate) span: PackedSpan,
-    pub(crate) keys: Vec<String>,
+    pub(crate) keys: Vec<(KeyKind, String)>,
 }
 
 impl PackedSpan {
+    /// The service that sent them.
+    pub fn service(&self) -> Arc<str> {
+        Arc::from(self.resource.service_name())
+    }
+
     /// The spans, decoded. Spans with invalid IDs are skipped (validation
     /// has refused those already, so none are in practice).
     pub fn unpack(&self) -> Vec<Span> {
@@ -101,46 +107,14 @@ pub fn pack(request: &ExportTraceServiceRequest) -> Vec<Packed> {
 
 /// Spans of one trace being packed: trace, plain bytes, start, end,
 /// count, keys.
-type Group = (TraceId, Vec<u8>, u64, u64, usize, Vec<String>);
+type Group = (TraceId, Vec<u8>, u64, u64, usize, Vec<(KeyKind, String)>);
 
-/// The session and join keys of a span, as the doctor joins on them:
-/// `s` session, `m` message, `t` tool call, `r` MCP request.
-pub(crate) fn join_keys(attributes: &[KeyValue]) -> Vec<String> {
-    let (mut session, mut conversation, mut message, mut tool, mut mcp, mut rpc) = (None, None, None, None, None, None);
-    for kv in attributes {
-        let slot = match kv.key.as_str() {
-            "session.id" => &mut session,
-            "gen_ai.conversation.id" => &mut conversation,
-            "messaging.message.id" => &mut message,
-            "gen_ai.tool.call.id" => &mut tool,
-            "mcp.session.id" => &mut mcp,
-            "jsonrpc.request.id" | "mcp.request.id" => &mut rpc,
-            _ => continue,
-        };
-        if slot.is_none() {
-            *slot = text(kv);
-        }
-    }
-    let mut keys = Vec::new();
-    if let Some(s) = session.or(conversation) {
-        keys.push(format!("s\u{1f}{s}"));
-    }
-    if let Some(m) = message {
-        keys.push(format!("m\u{1f}{m}"));
-    }
-    if let Some(t) = tool {
-        keys.push(format!("t\u{1f}{t}"));
-    }
-    if let (Some(s), Some(r)) = (mcp, rpc) {
-        keys.push(format!("r\u{1f}{s}\u{1f}{r}"));
-    }
+/// The keys the pipeline follows from a span to the traces of its
+/// relatives: the one vocabulary's session and join keys, less the weak
+/// ones (a user's ID is on every trace of theirs; a bare JSON-RPC ID
+/// repeats in every session), which only time makes a join.
+pub(crate) fn join_keys(attributes: &[KeyValue]) -> Vec<(KeyKind, String)> {
+    let mut keys = crate::store::indexed_keys(attributes);
+    keys.retain(|(kind, _)| !matches!(kind, KeyKind::User | KeyKind::RpcId));
     keys
-}
-
-fn text(kv: &KeyValue) -> Option<String> {
-    match kv.value.as_ref()?.value.as_ref()? {
-        any_value::Value::StringValue(s) if !s.is_empty() => Some(s.clone()),
-        any_value::Value::IntValue(i) => Some(i.to_string()),
-        _ => None,
-    }
 }

@@ -1,50 +1,118 @@
-//! What a closed trace's diagnosis leaves behind: the row the trace list
-//! shows, and the patches exporters apply to its spans.
+//! What a closed trace's diagnosis leaves behind: the row of the request it
+//! belongs to (the list's row, with the doctor's answer for that request),
+//! a row per arrived trace of that request, and the patches exporters apply
+//! to their spans.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use agentrace_doctor::conventions::usage_totals;
-use agentrace_doctor::{Config as DoctorConfig, Diagnosis};
+use agentrace_doctor::{Config as DoctorConfig, Diagnosis, RequestAnswer};
+use agentrace_model::keys::marks;
 use agentrace_model::{Span, SpanId, TraceId};
 use serde_json::json;
 
 use crate::export::patch::{InferredLink, SpanPatch};
-use crate::store::{AnalysisRow, PatchRow};
+use crate::store::{AnalysisRow, PatchRow, RequestRow};
+
+/// Rows and patches for the request a closing trace belongs to.
+pub(crate) struct Answered {
+    pub rows: Vec<AnalysisRow>,
+    pub patches: Vec<PatchRow>,
+    pub requests: Vec<RequestRow>,
+    /// The requests' traces that the pipeline holds.
+    pub members: Vec<TraceId>,
+    /// Each request's answer hash, by (connected trace, root).
+    pub hashes: Vec<((TraceId, agentrace_model::SpanId), u64)>,
+}
+
+/// The rows of a request, from a diagnosis over `spans` (whose traces lie
+/// at `traces`), the doctor's answer for the request, and its traces held.
+pub(crate) fn answered(
+    spans: &[Span],
+    traces: &[(TraceId, Range<usize>)],
+    members: &[TraceId],
+    diagnosis: &Diagnosis,
+    view: &[Span],
+    answers: Vec<RequestAnswer>,
+    config: &DoctorConfig,
+) -> Answered {
+    let mut rows = Vec::new();
+    let mut patches = Vec::new();
+    for m in members {
+        let Some((_, range)) = traces.iter().find(|(t, _)| t == m) else { continue };
+        let request_id =
+            answers.iter().find(|a| a.request.original_traces.contains(m)).map_or(*m, |a| a.request.trace_id);
+        let (row, p) = summarise(*m, &spans[range.clone()], diagnosis, view, config, request_id);
+        rows.push(row);
+        patches.extend(p);
+    }
+    let hashes = answers.iter().map(|a| ((a.request.trace_id, a.request.span_id), super::answer_hash(a))).collect();
+    let requests = answers.into_iter().map(|a| request_row(a, &rows)).collect();
+    Answered { rows, patches, requests, members: members.to_vec(), hashes }
+}
+
+/// The list's row of one request, with the doctor's answer for it.
+fn request_row(answer: RequestAnswer, rows: &[AnalysisRow]) -> RequestRow {
+    let request_id = answer.request.trace_id;
+    let r = &answer.request;
+    let start = clamp(r.start_unix_nano);
+    RequestRow {
+        request_id: request_id.as_bytes().to_vec(),
+        root_span_id: answer.request.span_id.as_bytes().to_vec(),
+        start_ns: start,
+        duration_ns: (r.duration_ms * 1e6).round() as i64,
+        root_service: r.service.clone(),
+        root_name: r.name.clone(),
+        session: r.session.clone(),
+        trace_ids: r.original_traces.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        spans: rows
+            .iter()
+            .filter(|row| r.original_traces.iter().any(|t| t.as_bytes() == row.trace_id.as_slice()))
+            .map(|row| row.spans)
+            .sum(),
+        agents: r.agents.clone(),
+        input_tokens: clamp(r.usage.input_tokens),
+        output_tokens: clamp(r.usage.output_tokens),
+        cost_usd: r.usage.cost_usd,
+        findings: answer.findings.len() as i64,
+        broken: answer.findings.iter().filter(|f| f.kind.is_broken()).count() as i64,
+        errors: clamp(r.usage.errors),
+        failed: answer.failure.is_some(),
+        repairs: answer.repairs.iter().filter(|x| x.applied).count() as i64,
+        answer: serde_json::to_string(&answer).unwrap_or_default(),
+    }
+}
 
 /// The row and patches of trace `id`, whose spans are `own`, from a
-/// diagnosis over it and its session, and, when exporters need patches,
+/// diagnosis over it and its context, and, when exporters need patches,
 /// its connected view in reparent mode (else `view` is empty).
-pub(crate) fn summarise(
+fn summarise(
     id: TraceId,
     own: &[Span],
     diagnosis: &Diagnosis,
     view: &[Span],
     config: &DoctorConfig,
+    request_id: TraceId,
 ) -> (AnalysisRow, Vec<PatchRow>) {
     let mut by_id: HashMap<SpanId, &Span> = HashMap::with_capacity(own.len());
     for s in own {
         by_id.insert(s.span_id, s);
     }
     let mut patches = Vec::new();
-    let mut connected_trace = id;
+    let connected_trace = request_id;
     let root = own
         .iter()
         .filter(|s| s.parent_span_id.is_none_or(|p| !by_id.contains_key(&p)))
         .min_by_key(|s| (s.start_unix_nano, s.span_id))
         .or_else(|| own.iter().min_by_key(|s| s.start_unix_nano));
     for v in view {
-        let original_trace = v
-            .attributes
-            .str("agentrace.repair.original_trace_id")
-            .and_then(|t| TraceId::from_hex(t).ok())
-            .unwrap_or(v.trace_id);
+        let original_trace =
+            v.attributes.str(marks::ORIGINAL_TRACE_ID).and_then(|t| TraceId::from_hex(t).ok()).unwrap_or(v.trace_id);
         if original_trace != id {
             continue;
         }
         let Some(original) = by_id.get(&v.span_id) else { continue };
-        if root.is_some_and(|r| r.span_id == v.span_id) {
-            connected_trace = v.trace_id;
-        }
         let mut patch = SpanPatch::default();
         if v.trace_id != original.trace_id {
             patch.trace_id = Some(v.trace_id);
@@ -55,8 +123,8 @@ pub(crate) fn summarise(
         for (key, value) in v.attributes.iter() {
             // Only the doctor's own marks can be new; the prefix test is
             // cheap, the lookup in the original is not.
-            let repair = key.starts_with("agentrace.repair.");
-            if !(repair || key.starts_with("app.agent.")) || original.attributes.get(key) == Some(value) {
+            let repair = key.starts_with(marks::REPAIR_PREFIX);
+            if !(repair || key.starts_with(marks::ROLLUP_PREFIX)) || original.attributes.get(key) == Some(value) {
                 continue;
             }
             if repair {
@@ -70,7 +138,7 @@ pub(crate) fn summarise(
         // the span past it.
         patch.confidence = v
             .attributes
-            .get("agentrace.repair.confidence")
+            .get(marks::CONFIDENCE)
             .and_then(|c| c.as_f64())
             .map(|c| c.min(chain_confidence(diagnosis, id, v.trace_id)));
         if let Some(r) = diagnosis.repairs.iter().find(|r| r.applied && r.trace_id == id && r.span_id == v.span_id) {
@@ -90,23 +158,6 @@ pub(crate) fn summarise(
         }
     }
 
-    if view.is_empty() {
-        // Without a view, the connected trace is the one the root was
-        // joined into, as the repairs say.
-        let mut at = root.map(|r| (id, r.span_id));
-        let mut hops = 0;
-        while let Some((trace, span)) = at {
-            match diagnosis.repairs.iter().find(|r| r.applied && r.trace_id == trace && r.span_id == span) {
-                Some(r) if hops < 64 => {
-                    connected_trace = r.parent_trace_id;
-                    let parent_root = diagnosis.requests.iter().find(|q| q.trace_id == r.parent_trace_id);
-                    at = parent_root.map(|q| (q.trace_id, q.span_id)).filter(|next| *next != (trace, span));
-                    hops += 1;
-                }
-                _ => at = None,
-            }
-        }
-    }
     let usage = usage_totals(own, &config.prices);
     let findings: Vec<_> = diagnosis.findings.iter().filter(|f| f.trace_id == id).collect();
     let repairs: Vec<_> = diagnosis.repairs.iter().filter(|r| r.trace_id == id).collect();

@@ -75,8 +75,7 @@ fn a_trace_closes_after_its_timeout_and_an_orphan_is_joined_across_the_window() 
     assert_eq!(a.watermark(2), 1);
     let second = a.close_due(t1 + Duration::from_millis(150), false);
     assert_eq!(a.watermark(2), 2);
-    let row = &second.rows[0];
-    assert_eq!(row.trace_id, vec![2; 16]);
+    let row = second.rows.iter().find(|r| r.trace_id == vec![2; 16]).expect("a row for the closing trace");
     assert_eq!(row.connected_trace_id, vec![1; 16], "the consumer's trace now belongs to the producer's");
     assert_eq!((row.input_tokens, row.output_tokens), (1000, 100));
     assert!(row.cost_usd > 0.0);
@@ -93,6 +92,15 @@ fn a_trace_closes_after_its_timeout_and_an_orphan_is_joined_across_the_window() 
     let chat = patch_of(4);
     assert_eq!(chat.trace_id, Some(TraceId::new([1; 16]).unwrap()), "the subtree moves with its root");
     assert_eq!(chat.parent_span_id, None, "its own parent is unchanged");
+    // One request now: the producer's, holding both traces; the consumer's
+    // trace alone is no request.
+    assert_eq!(second.requests.len(), 1);
+    let request = &second.requests[0];
+    assert_eq!(request.request_id, vec![1; 16]);
+    assert_eq!(request.trace_ids, vec![vec![1; 16], vec![2; 16]]);
+    assert_eq!((request.input_tokens, request.output_tokens, request.repairs), (1000, 100, 1));
+    assert!(request.broken >= 1);
+    assert!(second.rows.iter().any(|r| r.trace_id == vec![1; 16]), "the producer's trace row is rewritten too");
     assert_eq!(metrics.pipeline.traces_closed.load(Ordering::Relaxed), 2);
     assert_eq!(metrics.pipeline.repairs_applied.load(Ordering::Relaxed), 1);
 }
@@ -121,6 +129,7 @@ fn closing_everything_on_shutdown_diagnoses_what_is_open() {
     a.add(2, consumer, t0);
     let closed = a.close_due(t0, true);
     assert_eq!(closed.rows.len(), 2);
+    assert_eq!(closed.requests.len(), 1, "one request, written once: {:?}", closed.requests);
     assert_eq!(a.watermark(2), 2);
 }
 
@@ -134,8 +143,111 @@ fn open_traces_close_early_until_memory_is_within_budget() {
     // Nothing is due yet, but four spans are held for a budget of three:
     // the oldest trace closes early, and is then dropped from the window.
     let closed = a.close_due(t0 + Duration::from_millis(20), false);
-    assert_eq!(closed.rows.len(), 1);
-    assert_eq!(closed.rows[0].trace_id, vec![1; 16]);
+    assert_eq!(closed.requests.len(), 1);
+    assert_eq!(closed.requests[0].request_id, vec![1; 16]);
+    assert_eq!(metrics.pipeline.traces_closed.load(Ordering::Relaxed), 1, "only the oldest closed");
     assert!(a.buffered <= 3, "{}", a.buffered);
     assert_eq!(metrics.pipeline.traces_closed_early.load(Ordering::Relaxed), 1);
+}
+
+/// Cases of the doctor's real-library corpus whose answers depend on
+/// joins across traces: a Celery worker that lost the task's context, a
+/// thread pool, an MCP gateway, an OpenAI Agents SDK hand-off.
+const ORDER_CASES: [&str; 4] = [
+    "celery/cases/celery_worker_loses_context_in_task_thread",
+    "inprocess/cases/inprocess_thread_pool_loses_context",
+    "mcp2/cases/mcp2_http_gateway_raw_client_broken",
+    "http/cases/http_server_does_not_extract_concurrent",
+];
+
+fn corpus_batches(case: &str) -> Vec<Vec<Packed>> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctor/tests/corpus").join(case).join("spans.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| pack(&agentrace_model::otlp::decode_json(l.as_bytes(), &Default::default()).unwrap().request))
+        .collect()
+}
+
+/// The request rows the store would hold after applying every round's
+/// output in order, keyed by (request, root), as answers.
+fn stored(rounds: &[Closed]) -> std::collections::BTreeMap<(Vec<u8>, Vec<u8>), agentrace_doctor::RequestAnswer> {
+    let mut rows = std::collections::BTreeMap::new();
+    for round in rounds {
+        rows.retain(|(id, _): &(Vec<u8>, Vec<u8>), _| !round.retired_requests.contains(id));
+        for r in &round.requests {
+            let answer: agentrace_doctor::RequestAnswer = serde_json::from_str(&r.answer).unwrap();
+            rows.insert((r.request_id.clone(), r.root_span_id.clone()), answer);
+        }
+    }
+    rows
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// In any arrival order, with batches arriving so late that some traces
+    /// close, are stored, and reopen, the requests the pipeline finally
+    /// stores are the file doctor's, answer for answer.
+    #[test]
+    fn any_arrival_order_gives_the_file_doctors_requests(
+        case in 0..ORDER_CASES.len(),
+        order in proptest::collection::vec(proptest::prelude::any::<u64>(), 64),
+        gaps in proptest::collection::vec(0u64..250, 64),
+    ) {
+        let batches = corpus_batches(ORDER_CASES[case]);
+        let spans: Vec<Span> = batches
+            .iter()
+            .flatten()
+            .flat_map(|p| p.span.unpack())
+            .collect();
+        // As `assembler()` configures the pipeline's doctor.
+        let doctor = Doctor::new(DoctorConfig::default());
+        let file: std::collections::BTreeMap<_, _> = doctor
+            .analyse(&spans)
+            .request_answers()
+            .into_iter()
+            .map(|a| ((a.request.trace_id.as_bytes().to_vec(), a.request.span_id.as_bytes().to_vec()), a))
+            .collect();
+
+        let mut indexed: Vec<(u64, Vec<Packed>)> =
+            batches.into_iter().enumerate().map(|(i, b)| (order[i % order.len()] ^ i as u64, b)).collect();
+        indexed.sort_by_key(|(k, _)| *k);
+        let (mut a, _) = assembler(config());
+        let mut now = Instant::now();
+        let mut rounds = Vec::new();
+        for (i, (_, batch)) in indexed.into_iter().enumerate() {
+            a.add(i as u64 + 1, batch, now);
+            // Up to 2.5 trace timeouts between batches: some traces close
+            // before a late relative arrives.
+            now += Duration::from_millis(gaps[i % gaps.len()]);
+            rounds.push(a.close_due(now, false));
+        }
+        rounds.push(a.close_due(now + Duration::from_secs(1), false));
+        let live = stored(&rounds);
+        let show = |m: &std::collections::BTreeMap<(Vec<u8>, Vec<u8>), agentrace_doctor::RequestAnswer>, other: &std::collections::BTreeMap<(Vec<u8>, Vec<u8>), agentrace_doctor::RequestAnswer>| {
+            m.iter()
+                .filter(|(k, _)| !other.contains_key(*k))
+                .map(|(_, a)| format!("{} {} / {} traces {:?} repairs {:?}", a.request.trace_id, a.request.service, a.request.name, a.request.original_traces, a.repairs.iter().map(|r| (r.trace_id, r.parent_trace_id, r.applied, r.evidence)).collect::<Vec<_>>()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        proptest::prop_assert!(
+            live.keys().eq(file.keys()),
+            "live only:\n{}\nfile only:\n{}",
+            show(&live, &file),
+            show(&file, &live)
+        );
+        for (key, want) in &file {
+            let (got, want) = (serde_json::to_string_pretty(&live[key]).unwrap(), serde_json::to_string_pretty(want).unwrap());
+            let diff: Vec<String> = got
+                .lines()
+                .zip(want.lines())
+                .filter(|(g, w)| g != w)
+                .map(|(g, w)| format!("live: {g}\nfile: {w}"))
+                .collect();
+            proptest::prop_assert!(diff.is_empty(), "request {:?} differs from the file doctor's:\n{}", key, diff.join("\n"));
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! rolled up. The pipeline stores one [`SpanPatch`] per such span (JSON, in
 //! `span_patches`); the exporter applies it as its repair mode says.
 
+use agentrace_model::keys::marks;
 use agentrace_model::{SpanId, TraceId, Value};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
@@ -126,14 +127,8 @@ impl SpanPatch {
             ExportRepair::Link => {
                 if let Some(l) = self.link.as_ref().filter(|l| confident(l.confidence)) {
                     let marks = [
-                        PatchAttribute {
-                            key: "agentrace.repair.evidence".into(),
-                            value: PatchValue::Str(l.evidence.clone()),
-                        },
-                        PatchAttribute {
-                            key: "agentrace.repair.confidence".into(),
-                            value: PatchValue::Double(l.confidence),
-                        },
+                        PatchAttribute { key: marks::EVIDENCE.into(), value: PatchValue::Str(l.evidence.clone()) },
+                        PatchAttribute { key: marks::CONFIDENCE.into(), value: PatchValue::Double(l.confidence) },
                     ];
                     set(span, &marks);
                     let mut attributes = vec![

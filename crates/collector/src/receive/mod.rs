@@ -242,14 +242,17 @@ impl Ingest {
         r.attributes_dropped.fetch_add(report.attributes_dropped, std::sync::atomic::Ordering::Relaxed);
         r.attributes_hashed.fetch_add(report.attributes_hashed, std::sync::atomic::Ordering::Relaxed);
         r.values_masked.fetch_add(report.values_masked, std::sync::atomic::Ordering::Relaxed);
-        let spans = if self.pipeline.is_live() { crate::assemble::pack(stored.request()) } else { Vec::new() };
-        let seq = match self.pipeline.offer(spans) {
-            Ok(seq) => seq,
+        // The pipeline gets the spans once they are durable; a number is
+        // reserved now, for the export queue rows written with them.
+        let reservation = match self.pipeline.reserve(n as usize) {
+            Ok(r) => r,
             Err(busy) => {
                 self.metrics.refused_request(RefuseReason::Backpressure, n);
                 return Err(IngestError::Busy(busy.to_string()));
             }
         };
+        let seq = reservation.seq();
+        let spans = if self.pipeline.is_live() { crate::assemble::pack(stored.request()) } else { Vec::new() };
         let exports: Vec<QueuedExport> = self
             .exports
             .iter()
@@ -284,6 +287,10 @@ impl Ingest {
                         t.metrics.queued_spans.fetch_add(spans, std::sync::atomic::Ordering::Relaxed);
                         t.metrics.queued_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
                     }
+                    // Durable now. A request whose every span was a
+                    // duplicate (a retry of one already kept) is not
+                    // diagnosed twice: its reservation is released unseen.
+                    reservation.deliver(spans);
                 }
                 Ok(accepted)
             }

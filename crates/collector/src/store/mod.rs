@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-pub use prepare::{AnalysisRow, IndexedKey, PatchRow, PreparedBatch, QueuedExport, mcp_request_key};
+pub use agentrace_model::keys::KeyKind;
+pub use prepare::{AnalysisRow, PatchRow, PreparedBatch, QueuedExport, RequestRow, indexed_keys};
 pub use query::{SearchQuery, TraceSummary};
 use rusqlite::Connection;
 use tokio::sync::oneshot;

@@ -13,43 +13,15 @@
 //! times smaller than its spans, and the store writes that much less. Each
 //! span row keeps its indexed columns and its place in the chunk.
 
+use std::borrow::Cow;
+
+use agentrace_model::keys::{KeyKind, KeySet};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 
 use crate::redact::Redacted;
-
-/// Join and session keys that get an index, with their stable codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum IndexedKey {
-    /// `session.id`.
-    SessionId = 1,
-    /// `gen_ai.conversation.id`.
-    ConversationId = 2,
-    /// `user.id`.
-    UserId = 3,
-    /// `messaging.message.id`.
-    MessageId = 4,
-    /// `mcp.session.id` and `jsonrpc.request.id`, joined by a unit separator.
-    McpRequest = 5,
-    /// `gen_ai.tool.call.id`.
-    ToolCallId = 6,
-}
-
-impl IndexedKey {
-    fn from_attribute(key: &str) -> Option<IndexedKey> {
-        Some(match key {
-            "session.id" => IndexedKey::SessionId,
-            "gen_ai.conversation.id" => IndexedKey::ConversationId,
-            "user.id" => IndexedKey::UserId,
-            "messaging.message.id" => IndexedKey::MessageId,
-            "gen_ai.tool.call.id" => IndexedKey::ToolCallId,
-            _ => return None,
-        })
-    }
-}
 
 /// One span, ready to insert.
 #[derive(Debug)]
@@ -65,7 +37,7 @@ pub struct SpanRow {
     pub(crate) end_ns: i64,
     pub(crate) status_code: i32,
     pub(crate) chunk_index: u32,
-    pub(crate) keys: Vec<(IndexedKey, String)>,
+    pub(crate) keys: Vec<(KeyKind, String)>,
 }
 
 /// A request, ready for the writer.
@@ -91,6 +63,11 @@ pub struct PreparedBatch {
     pub(crate) analysis: Vec<AnalysisRow>,
     /// Per-span rewrites for exporters (repairs, rollups), to keep.
     pub(crate) patches: Vec<PatchRow>,
+    pub(crate) requests: Vec<RequestRow>,
+    /// Request rows to drop before the new ones are written: every request
+    /// of these connected trace IDs (requests that joined another, and
+    /// those of a closing trace, which are all written anew).
+    pub(crate) retired_requests: Vec<Vec<u8>>,
     /// Spans a queue-only batch stands for (pass-through, no span rows).
     pub(crate) queued_only: usize,
 }
@@ -167,6 +144,52 @@ pub struct AnalysisRow {
     pub diagnosis: String,
 }
 
+/// What the live diagnosis says about one connected request: a row of the
+/// request list, written when any of its traces closes and rewritten when
+/// a later trace joins it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRow {
+    /// The connected trace ID (its root's trace).
+    pub request_id: Vec<u8>,
+    /// Its root span: a trace whose span names a parent that never arrived
+    /// holds two requests.
+    pub root_span_id: Vec<u8>,
+    /// The root's start.
+    pub start_ns: i64,
+    /// From the root's start to the end of the last work it caused.
+    pub duration_ns: i64,
+    /// Service of its root.
+    pub root_service: String,
+    /// Name of its root.
+    pub root_name: String,
+    /// Its session, if any span carried one.
+    pub session: Option<String>,
+    /// The trace IDs it was joined from, as they arrived.
+    pub trace_ids: Vec<Vec<u8>>,
+    /// Spans it holds.
+    pub spans: i64,
+    /// The agents that worked in it.
+    pub agents: Vec<String>,
+    /// LLM input tokens.
+    pub input_tokens: i64,
+    /// LLM output tokens.
+    pub output_tokens: i64,
+    /// Cost of its LLM calls, USD.
+    pub cost_usd: f64,
+    /// Findings on its spans.
+    pub findings: i64,
+    /// Findings that say trace context broke.
+    pub broken: i64,
+    /// Errors that caused its failure (causal errors).
+    pub errors: i64,
+    /// Whether it failed.
+    pub failed: bool,
+    /// Repairs applied to its spans.
+    pub repairs: i64,
+    /// The doctor's answer for it, JSON (`agentrace_doctor::RequestAnswer`).
+    pub answer: String,
+}
+
 /// How an exporter should rewrite one span, JSON (see `export::patch`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchRow {
@@ -212,8 +235,13 @@ impl PreparedBatch {
     }
 
     /// A write that keeps the live diagnosis of closed traces.
-    pub fn analysis(rows: Vec<AnalysisRow>, patches: Vec<PatchRow>) -> PreparedBatch {
-        PreparedBatch { analysis: rows, patches, ..Default::default() }
+    pub fn analysis(
+        rows: Vec<AnalysisRow>,
+        patches: Vec<PatchRow>,
+        requests: Vec<RequestRow>,
+        retired_requests: Vec<Vec<u8>>,
+    ) -> PreparedBatch {
+        PreparedBatch { analysis: rows, patches, requests, retired_requests, ..Default::default() }
     }
 
     /// Prepares a request that [`agentrace_model::otlp::validate`] has
@@ -326,33 +354,15 @@ fn scalar_text(kv: &KeyValue) -> Option<String> {
     }
 }
 
-fn indexed_keys(attributes: &[KeyValue]) -> Vec<(IndexedKey, String)> {
-    let mut keys = Vec::new();
-    let mut mcp_session = None;
-    let mut rpc_id = None;
+/// The session and join keys of an OTLP span's attributes, as the one
+/// vocabulary ([`agentrace_model::keys`]) names them: what the store
+/// indexes and the live pipeline follows.
+pub fn indexed_keys(attributes: &[KeyValue]) -> Vec<(KeyKind, String)> {
+    let mut set = KeySet::new();
     for kv in attributes {
-        match kv.key.as_str() {
-            "mcp.session.id" => mcp_session = scalar_text(kv),
-            "jsonrpc.request.id" => rpc_id = scalar_text(kv),
-            key => {
-                if let Some(k) = IndexedKey::from_attribute(key)
-                    && let Some(v) = scalar_text(kv)
-                {
-                    keys.push((k, v));
-                }
-            }
-        }
+        set.offer(&kv.key, || scalar_text(kv).map(Cow::Owned));
     }
-    if let (Some(session), Some(id)) = (mcp_session, rpc_id) {
-        keys.push((IndexedKey::McpRequest, mcp_request_key(&session, &id)));
-    }
-    keys
-}
-
-/// The indexed value for an MCP request: session and request id together,
-/// since a request id alone repeats across sessions.
-pub fn mcp_request_key(session: &str, request_id: &str) -> String {
-    format!("{session}\u{1f}{request_id}")
+    set.keys()
 }
 
 #[cfg(test)]

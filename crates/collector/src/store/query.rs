@@ -12,7 +12,7 @@ use prost::Message;
 use rusqlite::{Connection, params_from_iter, types::Value as SqlValue};
 
 use super::prepare::Chunk;
-use super::{IndexedKey, StoreError};
+use super::{KeyKind, StoreError};
 
 /// A search over stored spans, as Jaeger's `FindTraces` takes it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -32,7 +32,7 @@ pub struct SearchQuery {
     /// Attributes some span of the trace must have, among the indexed keys
     /// (`session.id`, `gen_ai.conversation.id`, `user.id`,
     /// `messaging.message.id`, `gen_ai.tool.call.id`).
-    pub attributes: Vec<(IndexedKey, String)>,
+    pub attributes: Vec<(KeyKind, String)>,
     /// Most traces returned, newest first.
     pub limit: usize,
 }
@@ -123,7 +123,7 @@ pub fn summaries(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<Vec<TraceSu
 }
 
 /// Trace IDs having a span whose indexed `key` is one of `keys` with `value`.
-pub fn trace_ids_by_key(conn: &Connection, keys: &[IndexedKey], value: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+pub fn trace_ids_by_key(conn: &Connection, keys: &[KeyKind], value: &str) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut stmt = conn.prepare_cached(
         "SELECT trace_id, MIN(start_ns) AS first FROM span_keys WHERE key = ?1 AND value = ?2
@@ -149,7 +149,7 @@ const MAX_SESSION_TRACES: usize = 1000;
 /// that lost trace context usually lost the session baggage with it, so
 /// without this the orphaned half of a hand-off would never be found by
 /// session. Bounded at [`MAX_SESSION_TRACES`] traces.
-pub fn session_trace_ids(conn: &Connection, keys: &[IndexedKey], session: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+pub fn session_trace_ids(conn: &Connection, keys: &[KeyKind], session: &str) -> Result<Vec<Vec<u8>>, StoreError> {
     let traces = trace_ids_by_key(conn, keys, session)?;
     follow_join_keys(conn, traces)
 }
@@ -162,7 +162,7 @@ pub fn session_trace_ids(conn: &Connection, keys: &[IndexedKey], session: &str) 
 /// like [`session_trace_ids`].
 pub fn related_trace_ids(
     conn: &Connection,
-    keys: &[IndexedKey],
+    keys: &[KeyKind],
     trace_id: &[u8],
     sessions: &[String],
 ) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -175,6 +175,39 @@ pub fn related_trace_ids(
         }
     }
     follow_join_keys(conn, traces)
+}
+
+/// The arrived traces of the request that holds `trace_id`, as the live
+/// pipeline last stored it; just the trace when no request holds it yet.
+pub fn request_members(conn: &Connection, trace_id: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.trace_id FROM request_traces t JOIN request_traces m ON m.request_id = t.request_id
+         WHERE t.trace_id = ?1 ORDER BY m.trace_id",
+    )?;
+    let mut out: Vec<Vec<u8>> = stmt.query_map([trace_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    if !out.iter().any(|t| t == trace_id) {
+        out.push(trace_id.to_vec());
+    }
+    Ok(out)
+}
+
+/// Traces with a span that started between `from_ns` and `to_ns`, those
+/// starting nearest `near_ns` first, at most `limit`: what ran beside a
+/// request, for a diagnosis on read that looks where the live one looked.
+pub fn traces_near(
+    conn: &Connection,
+    from_ns: i64,
+    to_ns: i64,
+    near_ns: i64,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT trace_id FROM
+             (SELECT trace_id, start_ns FROM spans WHERE start_ns BETWEEN ?1 AND ?2 LIMIT 50000)
+         GROUP BY trace_id ORDER BY ABS(MIN(start_ns) - ?3) LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![from_ns, to_ns, near_ns, limit as i64], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Adds, repeatedly, the traces that share a join key with one already in
@@ -191,9 +224,9 @@ fn follow_join_keys(conn: &Connection, mut traces: Vec<Vec<u8>>) -> Result<Vec<V
             .query_map(
                 rusqlite::params![
                     traces[next],
-                    IndexedKey::MessageId as u8,
-                    IndexedKey::McpRequest as u8,
-                    IndexedKey::ToolCallId as u8
+                    KeyKind::Message as u8,
+                    KeyKind::McpRequest as u8,
+                    KeyKind::ToolCall as u8
                 ],
                 |r| r.get(0),
             )?
@@ -402,7 +435,7 @@ pub struct SessionRow {
 
 /// Up to `want` sessions, most recently active first. Walks `span_keys`
 /// newest first along its start index, bounded at [`MAX_SCAN_SPANS`] rows.
-pub fn recent_sessions(conn: &Connection, keys: &[IndexedKey], want: usize) -> Result<Vec<SessionRow>, StoreError> {
+pub fn recent_sessions(conn: &Connection, keys: &[KeyKind], want: usize) -> Result<Vec<SessionRow>, StoreError> {
     let marks: Vec<String> = keys.iter().map(|k| (*k as u8).to_string()).collect();
     let sql = format!(
         "SELECT value FROM span_keys WHERE key IN ({}) ORDER BY start_ns DESC LIMIT {MAX_SCAN_SPANS}",
@@ -532,4 +565,213 @@ impl QueueRow {
         ExportTraceServiceRequest::decode(self.encoded.as_slice())
             .map_err(|e| StoreError::Corrupt(format!("export queue row {}: {e}", self.id)))
     }
+}
+
+/// Which requests a request list wants: every condition must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestFilter {
+    /// The root's service.
+    pub service: Option<String>,
+    /// An agent that worked in the request.
+    pub agent: Option<String>,
+    /// The request's session.
+    pub session: Option<String>,
+    /// Only requests with findings.
+    pub findings: bool,
+    /// Only requests where trace context broke.
+    pub broken: bool,
+    /// Only requests that failed or hold a causal error.
+    pub errors: bool,
+    /// Shortest, nanoseconds.
+    pub min_duration_ns: Option<i64>,
+    /// Fewest tokens (input and output).
+    pub min_tokens: Option<i64>,
+    /// Earliest root start, Unix nanoseconds.
+    pub start_min_ns: Option<i64>,
+    /// Latest root start, Unix nanoseconds.
+    pub start_max_ns: Option<i64>,
+    /// The root's name contains this.
+    pub name_contains: Option<String>,
+    /// The request holding this arrived trace.
+    pub trace_id: Option<Vec<u8>>,
+    /// Requests that come after this one (start, request ID, root span ID)
+    /// newest first: the next page.
+    pub before: Option<(i64, Vec<u8>, Vec<u8>)>,
+}
+
+/// One row of the request list.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RequestListRow {
+    /// Lowercase hex connected trace ID.
+    pub request_id: String,
+    /// Its root span (a trace holding a span whose parent never arrived
+    /// holds two requests).
+    pub root_span_id: String,
+    /// The arrived trace IDs joined into it.
+    pub trace_ids: Vec<String>,
+    /// The root's start, Unix nanoseconds.
+    pub start_unix_nano: i64,
+    /// From the root's start to the end of the last work it caused.
+    pub duration_ms: f64,
+    /// The root's service.
+    pub root_service: String,
+    /// The root's name.
+    pub root_name: String,
+    /// Its session, if any.
+    pub session: Option<String>,
+    /// Spans stored for it.
+    pub spans: i64,
+    /// Agents that worked in it.
+    pub agents: Vec<String>,
+    /// LLM input tokens.
+    pub input_tokens: i64,
+    /// LLM output tokens.
+    pub output_tokens: i64,
+    /// Cost of its LLM calls, USD.
+    pub cost_usd: f64,
+    /// Findings on its spans.
+    pub findings: i64,
+    /// Findings that say trace context broke.
+    pub broken: i64,
+    /// Causal errors.
+    pub errors: i64,
+    /// Whether it failed.
+    pub failed: bool,
+    /// Repairs applied.
+    pub repairs: i64,
+    /// The doctor's answer for the request, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<serde_json::Value>,
+}
+
+/// The requests the live pipeline stored, newest first, one page. Each
+/// filter is served by an index (start, session, service, agent, partial
+/// indexes for findings and errors), so a page never scans the table.
+pub fn requests(
+    conn: &Connection,
+    filter: &RequestFilter,
+    limit: usize,
+    with_answer: bool,
+) -> Result<Vec<RequestListRow>, StoreError> {
+    let mut sql = String::from(
+        "SELECT r.request_id, r.start_ns, r.duration_ns, r.root_service, r.root_name, r.session, r.spans, r.agents,
+                r.input_tokens, r.output_tokens, r.cost_usd, r.findings, r.broken, r.errors, r.failed, r.repairs,
+                CASE WHEN ?1 THEN r.answer END, r.root_span_id
+         FROM requests r",
+    );
+    let mut params: Vec<SqlValue> = vec![SqlValue::Integer(i64::from(with_answer))];
+    let mut clauses: Vec<String> = Vec::new();
+    let bind = |params: &mut Vec<SqlValue>, v: SqlValue| {
+        params.push(v);
+        params.len()
+    };
+    if let Some(agent) = &filter.agent {
+        let n = bind(&mut params, SqlValue::Text(agent.clone()));
+        sql.push_str(&format!(" JOIN request_agents a ON a.request_id = r.request_id AND a.agent = ?{n}"));
+    }
+    if let Some(t) = &filter.trace_id {
+        let n = bind(&mut params, SqlValue::Blob(t.clone()));
+        clauses.push(format!(
+            "r.request_id IN (SELECT request_id FROM request_traces WHERE trace_id = ?{n}
+                              UNION SELECT ?{n})"
+        ));
+    }
+    if let Some(v) = &filter.service {
+        let n = bind(&mut params, SqlValue::Text(v.clone()));
+        clauses.push(format!("r.root_service = ?{n}"));
+    }
+    if let Some(v) = &filter.session {
+        let n = bind(&mut params, SqlValue::Text(v.clone()));
+        clauses.push(format!("r.session = ?{n}"));
+    }
+    if filter.findings {
+        clauses.push("r.findings > 0".into());
+    }
+    if filter.broken {
+        clauses.push("r.broken > 0".into());
+    }
+    if filter.errors {
+        clauses.push("(r.errors > 0 OR r.failed)".into());
+    }
+    if let Some(v) = filter.min_duration_ns {
+        let n = bind(&mut params, SqlValue::Integer(v));
+        clauses.push(format!("r.duration_ns >= ?{n}"));
+    }
+    if let Some(v) = filter.min_tokens {
+        let n = bind(&mut params, SqlValue::Integer(v));
+        clauses.push(format!("r.input_tokens + r.output_tokens >= ?{n}"));
+    }
+    if let Some(v) = filter.start_min_ns {
+        let n = bind(&mut params, SqlValue::Integer(v));
+        clauses.push(format!("r.start_ns >= ?{n}"));
+    }
+    if let Some(v) = filter.start_max_ns {
+        let n = bind(&mut params, SqlValue::Integer(v));
+        clauses.push(format!("r.start_ns <= ?{n}"));
+    }
+    if let Some(v) = &filter.name_contains {
+        let n = bind(&mut params, SqlValue::Text(format!("%{}%", v.replace('%', "\\%").replace('_', "\\_"))));
+        clauses.push(format!("r.root_name LIKE ?{n} ESCAPE '\\'"));
+    }
+    if let Some((start, id, root)) = &filter.before {
+        let a = bind(&mut params, SqlValue::Integer(*start));
+        let b = bind(&mut params, SqlValue::Blob(id.clone()));
+        let c = bind(&mut params, SqlValue::Blob(root.clone()));
+        clauses.push(format!(
+            "(r.start_ns < ?{a} OR (r.start_ns = ?{a} AND (r.request_id < ?{b} OR (r.request_id = ?{b} AND r.root_span_id < ?{c}))))"
+        ));
+    }
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    let n = bind(&mut params, SqlValue::Integer(limit as i64));
+    sql.push_str(&format!(" ORDER BY r.start_ns DESC, r.request_id DESC, r.root_span_id DESC LIMIT ?{n}"));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(params), |r| {
+        let id: Vec<u8> = r.get(0)?;
+        let agents: String = r.get(7)?;
+        let answer: Option<String> = r.get(16)?;
+        let root: Vec<u8> = r.get(17)?;
+        Ok(RequestListRow {
+            request_id: hex(&id),
+            root_span_id: hex(&root),
+            trace_ids: Vec::new(),
+            start_unix_nano: r.get(1)?,
+            duration_ms: (r.get::<_, i64>(2)? as f64 / 1e3).round() / 1e3,
+            root_service: r.get(3)?,
+            root_name: r.get(4)?,
+            session: r.get(5)?,
+            spans: r.get(6)?,
+            agents: serde_json::from_str(&agents).unwrap_or_default(),
+            input_tokens: r.get(8)?,
+            output_tokens: r.get(9)?,
+            cost_usd: r.get(10)?,
+            findings: r.get(11)?,
+            broken: r.get(12)?,
+            errors: r.get(13)?,
+            failed: r.get(14)?,
+            repairs: r.get(15)?,
+            answer: answer.and_then(|a| serde_json::from_str(&a).ok()),
+        })
+    })?;
+    let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+    let mut members =
+        conn.prepare_cached("SELECT trace_id FROM request_traces WHERE request_id = ?1 ORDER BY trace_id")?;
+    for row in &mut out {
+        let id = unhex(&row.request_id);
+        row.trace_ids = members
+            .query_map([id], |r| r.get::<_, Vec<u8>>(0))?
+            .map(|t| t.map(|t| hex(&t)))
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    agentrace_model::ids::to_hex(bytes)
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2).filter_map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()).collect()
 }

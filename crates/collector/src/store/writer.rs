@@ -98,6 +98,48 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
          ) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS trace_analysis_by_start ON trace_analysis (start_ns);
          CREATE INDEX IF NOT EXISTS trace_analysis_by_session ON trace_analysis (session);
+         CREATE TABLE IF NOT EXISTS requests (
+             request_id BLOB NOT NULL,
+             root_span_id BLOB NOT NULL,
+             start_ns INTEGER NOT NULL,
+             duration_ns INTEGER NOT NULL,
+             root_service TEXT NOT NULL,
+             root_name TEXT NOT NULL,
+             session TEXT,
+             traces INTEGER NOT NULL,
+             spans INTEGER NOT NULL,
+             agents TEXT NOT NULL,
+             input_tokens INTEGER NOT NULL,
+             output_tokens INTEGER NOT NULL,
+             cost_usd REAL NOT NULL,
+             findings INTEGER NOT NULL,
+             broken INTEGER NOT NULL,
+             errors INTEGER NOT NULL,
+             failed INTEGER NOT NULL,
+             repairs INTEGER NOT NULL,
+             answer TEXT NOT NULL,
+             PRIMARY KEY (request_id, root_span_id)
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS requests_by_start ON requests (start_ns);
+         CREATE INDEX IF NOT EXISTS requests_by_session ON requests (session, start_ns);
+         CREATE INDEX IF NOT EXISTS requests_by_service ON requests (root_service, start_ns);
+         CREATE INDEX IF NOT EXISTS requests_with_findings ON requests (start_ns) WHERE findings > 0;
+         CREATE INDEX IF NOT EXISTS requests_broken ON requests (start_ns) WHERE broken > 0;
+         CREATE INDEX IF NOT EXISTS requests_with_errors ON requests (start_ns) WHERE errors > 0 OR failed;
+         CREATE INDEX IF NOT EXISTS requests_by_tokens ON requests (input_tokens + output_tokens, start_ns);
+         -- Which request each arrived trace belongs to, and each request's agents.
+         CREATE TABLE IF NOT EXISTS request_traces (
+             trace_id BLOB PRIMARY KEY,
+             request_id BLOB NOT NULL
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS request_traces_by_request ON request_traces (request_id);
+         CREATE TABLE IF NOT EXISTS request_agents (
+             agent TEXT NOT NULL,
+             start_ns INTEGER NOT NULL,
+             request_id BLOB NOT NULL,
+             PRIMARY KEY (agent, start_ns, request_id)
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS request_agents_by_request ON request_agents (request_id);
          CREATE TABLE IF NOT EXISTS span_patches (
              trace_id BLOB NOT NULL,
              span_id BLOB NOT NULL,
@@ -246,6 +288,20 @@ impl Writer {
                      connected_trace_id, diagnosis)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
+            let mut upsert_request = tx.prepare_cached(
+                "INSERT OR REPLACE INTO requests (request_id, start_ns, duration_ns, root_service, root_name, session,
+                     traces, spans, agents, input_tokens, output_tokens, cost_usd, findings, broken, errors, failed,
+                     repairs, answer, root_span_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            )?;
+            let mut drop_request = tx.prepare_cached("DELETE FROM requests WHERE request_id = ?1")?;
+            let mut drop_request_agents = tx.prepare_cached("DELETE FROM request_agents WHERE request_id = ?1")?;
+            let mut drop_request_traces = tx.prepare_cached("DELETE FROM request_traces WHERE request_id = ?1")?;
+            let mut insert_request_agent = tx.prepare_cached(
+                "INSERT OR IGNORE INTO request_agents (agent, start_ns, request_id) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut upsert_request_trace =
+                tx.prepare_cached("INSERT OR REPLACE INTO request_traces (trace_id, request_id) VALUES (?1, ?2)")?;
             let mut upsert_patch = tx
                 .prepare_cached("INSERT OR REPLACE INTO span_patches (trace_id, span_id, patch) VALUES (?1, ?2, ?3)")?;
             for job in jobs {
@@ -366,6 +422,51 @@ impl Writer {
                 for p in &batch.patches {
                     upsert_patch.execute(params![p.trace_id, p.span_id, p.patch])?;
                 }
+                for id in &batch.retired_requests {
+                    drop_request.execute(params![id])?;
+                    drop_request_agents.execute(params![id])?;
+                    drop_request_traces.execute(params![id])?;
+                }
+                // A request's agents and traces are written anew; two
+                // requests may share a connected trace ID (a span whose
+                // parent never arrived), so each ID is cleared once.
+                let mut cleared: Vec<&[u8]> = Vec::new();
+                for r in &batch.requests {
+                    if !cleared.contains(&r.request_id.as_slice()) {
+                        drop_request_agents.execute(params![r.request_id])?;
+                        drop_request_traces.execute(params![r.request_id])?;
+                        cleared.push(&r.request_id);
+                    }
+                }
+                for r in &batch.requests {
+                    upsert_request.execute(params![
+                        r.request_id,
+                        r.start_ns,
+                        r.duration_ns,
+                        r.root_service,
+                        r.root_name,
+                        r.session,
+                        r.trace_ids.len() as i64,
+                        r.spans,
+                        serde_json::to_string(&r.agents).unwrap_or_else(|_| "[]".into()),
+                        r.input_tokens,
+                        r.output_tokens,
+                        r.cost_usd,
+                        r.findings,
+                        r.broken,
+                        r.errors,
+                        r.failed,
+                        r.repairs,
+                        r.answer,
+                        r.root_span_id,
+                    ])?;
+                    for agent in &r.agents {
+                        insert_request_agent.execute(params![agent, r.start_ns, r.request_id])?;
+                    }
+                    for t in &r.trace_ids {
+                        upsert_request_trace.execute(params![t, r.request_id])?;
+                    }
+                }
                 outcomes.push(outcome);
             }
         }
@@ -458,6 +559,20 @@ impl Writer {
         // The live diagnosis goes with its spans; patches first, while
         // their traces can still be found by start.
         let mut analyses = 0;
+        for table in ["request_agents", "request_traces"] {
+            analyses += tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE request_id IN
+                         (SELECT request_id FROM requests WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)"
+                ),
+                [cutoff],
+            )?;
+        }
+        analyses += tx.execute(
+            "DELETE FROM requests WHERE request_id IN
+                 (SELECT request_id FROM requests WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)",
+            [cutoff],
+        )?;
         for table in ["span_patches", "trace_analysis"] {
             analyses += tx.execute(
                 &format!(

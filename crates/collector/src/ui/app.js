@@ -149,7 +149,7 @@
   // ---------------------------------------------------------- trace list ---
 
   const FILTERS = [
-    ['service', 'Service'], ['agent', 'Agent'], ['session', 'Session'], ['q', 'Span name contains'],
+    ['service', 'Service'], ['agent', 'Agent'], ['session', 'Session'], ['q', 'Root name or trace ID'],
     ['min_duration', 'Min duration (e.g. 250ms)'],
   ];
 
@@ -170,7 +170,7 @@
       }
       form.appendChild(el('label', null, label, inputs[key]));
     }
-    for (const [key, label] of [['errors', 'Errors only'], ['findings', 'Has findings']]) {
+    for (const [key, label] of [['errors', 'Errors only'], ['findings', 'Has findings'], ['broken', 'Broken context']]) {
       inputs[key] = el('input', { type: 'checkbox', name: key });
       inputs[key].checked = params.get(key) === 'true';
       form.appendChild(el('label', { class: 'check' }, inputs[key], label));
@@ -182,33 +182,41 @@
       const out = new URLSearchParams();
       for (const [key] of FILTERS) if (inputs[key].value.trim()) out.set(key, inputs[key].value.trim());
       for (const key of ['start', 'end']) if (inputs[key].value) out.set(key, new Date(inputs[key].value).toISOString());
-      for (const key of ['errors', 'findings']) if (inputs[key].checked) out.set(key, 'true');
+      for (const key of ['errors', 'findings', 'broken']) if (inputs[key].checked) out.set(key, 'true');
       location.hash = '#/?' + out.toString();
     });
 
     const tbody = el('tbody');
     const table = el('table', { class: 'list', 'data-test': 'trace-list' },
       el('thead', null, el('tr', null,
-        el('th', null, 'Root'), el('th', null, 'Agents'), el('th', null, 'Started'),
+        el('th', null, 'Request'), el('th', null, 'Agents'), el('th', null, 'Started'),
         el('th', { class: 'num' }, 'Duration'), el('th', { class: 'num' }, 'Spans'),
         el('th', { class: 'num' }, 'Tokens in / out'), el('th', { class: 'num' }, 'Cost'),
         el('th', null, 'Findings'), el('th', null, 'Errors'), el('th', null, 'Session'))),
       tbody);
-    main().replaceChildren(el('h1', null, 'Traces'), form, table);
+    main().replaceChildren(el('h1', null, 'Requests'), form, table);
 
     const query = new URLSearchParams(params);
     query.set('limit', '50');
     let last = '';
     let known = null;
+    // One row per connected request, as the live pipeline stored it (a
+    // request joined from several arrived traces is one row); without a
+    // live pipeline, one row per trace as it arrived.
     const refresh = async () => {
-      const body = await api('/api/agentrace/traces?' + query.toString());
+      let body = await api('/api/agentrace/requests?' + query.toString());
+      let rowsOf = body.requests.map(requestAsRow);
+      if (body.live === false) {
+        body = await api('/api/agentrace/traces?' + query.toString());
+        rowsOf = body.traces;
+      }
       if (mine !== generation) return;
-      const text = JSON.stringify(body.traces);
+      const text = JSON.stringify(rowsOf);
       if (text !== last) {
         last = text;
-        const rows = body.traces.map((t) => traceRow(t, known && !known.has(t.trace_id)));
-        tbody.replaceChildren(...(rows.length ? rows : [el('tr', null, el('td', { colspan: 10, class: 'muted' }, 'No traces yet. Send OTLP to :4317 or :4318.'))]));
-        known = new Set(body.traces.map((t) => t.trace_id));
+        const rows = rowsOf.map((t) => traceRow(t, known && !known.has(t.trace_id)));
+        tbody.replaceChildren(...(rows.length ? rows : [el('tr', null, el('td', { colspan: 10, class: 'muted' }, 'No requests yet. Send OTLP to :4317 or :4318; a trace is listed once no span of it arrived for the trace timeout.'))]));
+        known = new Set(rowsOf.map((t) => t.trace_id));
       }
       status('updated ' + new Date().toLocaleTimeString());
       if (!performance.getEntriesByName('agentrace:list').length) performance.mark('agentrace:list');
@@ -223,18 +231,26 @@
     pollTimer = setTimeout(poll, POLL_MS);
   }
 
+  // A request row in the shape of a trace row.
+  function requestAsRow(r) {
+    return Object.assign({}, r, { trace_id: r.request_id, traces: r.trace_ids });
+  }
+
   function traceRow(t, fresh) {
     const link = el('a', { href: '#/trace/' + encodeURIComponent(t.trace_id) },
       el('span', { class: 'svc' }, t.root_service + ': '), t.root_name);
-    return el('tr', { class: fresh ? 'fresh' : null, 'data-trace': t.trace_id },
-      el('td', null, link, el('div', { class: 'mono muted' }, t.trace_id)),
+    const joined = t.traces && t.traces.length > 1
+      ? el('span', { class: 'badge join', title: 'arrived as ' + t.traces.join(', ') }, t.traces.length + ' traces joined')
+      : null;
+    return el('tr', { class: fresh ? 'fresh' : null, 'data-trace': t.trace_id, 'data-traces': (t.traces || [t.trace_id]).join(' ') },
+      el('td', null, link, joined, el('div', { class: 'mono muted' }, t.trace_id)),
       el('td', null, (t.agents || []).join(', ')),
       el('td', null, fmtTime(t.start_unix_nano)),
       el('td', { class: 'num' }, fmtMs(t.duration_ms)),
       el('td', { class: 'num' }, String(t.spans)),
       el('td', { class: 'num' }, fmtNum(t.input_tokens) + ' / ' + fmtNum(t.output_tokens)),
       el('td', { class: 'num' }, fmtCost(t.cost_usd)),
-      el('td', null, t.findings ? el('span', { class: 'badge find', title: 'broken propagation found by the doctor' }, plural(t.findings, 'finding')) : ''),
+      el('td', null, t.findings ? el('span', { class: 'badge find', title: t.broken ? 'trace context broke: ' + plural(t.broken, 'broken hop') : 'findings of the doctor' }, plural(t.findings, 'finding')) : ''),
       el('td', null, t.errors ? el('span', { class: 'badge err' }, plural(t.errors, 'error')) : ''),
       el('td', null, t.session ? el('a', { href: '#/session/' + encodeURIComponent(t.session) }, t.session) : ''));
   }

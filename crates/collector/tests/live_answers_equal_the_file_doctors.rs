@@ -1,0 +1,248 @@
+//! One answer everywhere: every case of the doctor's real-library corpus
+//! (`crates/doctor/tests/corpus/*/cases/*`, spans recorded from Celery, the
+//! `mcp` SDK, OpenLLMetry, OpenInference, httpx/aiohttp services, thread
+//! pools and the agent frameworks), sent to a running collector, gives for
+//! every connected request the answer `agentrace doctor` gives on the same
+//! file: the same requests (the same arrived traces joined into each), the
+//! same findings, repairs (applied and suggested), failure, retries, agents
+//! and usage. Each case is sent twice, in two arrival orders (shuffled, and
+//! reversed with the last batch arriving late but within the trace
+//! timeout), to a fresh collector each time.
+//!
+//! With `AGENTRACE_FRESH_CORPUS=DIR`, the cases recorded afresh there (by
+//! `scripts/corpus.sh`, as the README's test command does) are judged too.
+//!
+//! The collector keeps content here (`store_content: keep`): the doctor
+//! reads evidence inside content (tool call IDs in a model's output, a tool's
+//! unusable output), and the live pipeline diagnoses the spans as the store
+//! keeps them, so with content dropped both answers would be made from
+//! different spans.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agentrace_collector::config::{Config, ContentAction};
+use agentrace_doctor::{Config as DoctorConfig, Doctor, RequestAnswer};
+use agentrace_model::Span;
+use agentrace_model::otlp::{self, Limits};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+/// How long a trace stays open after its last span; the late batch of the
+/// second order arrives well within it.
+const TRACE_TIMEOUT: Duration = Duration::from_millis(800);
+const LATE_BY: Duration = Duration::from_millis(150);
+
+/// Cases sent at once, each to its own collector.
+const PARALLEL: usize = 4;
+
+fn cases_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(suites) = std::fs::read_dir(root) else { return out };
+    for suite in suites.flatten() {
+        let cases = suite.path().join("cases");
+        let Ok(entries) = std::fs::read_dir(&cases) else { continue };
+        for case in entries.flatten() {
+            if case.path().join("spans.jsonl").is_file() {
+                out.push(case.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The case's export requests, in the order they were recorded.
+fn batches(case: &Path) -> Vec<ExportTraceServiceRequest> {
+    let text = std::fs::read_to_string(case.join("spans.jsonl")).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| otlp::decode_json(l.as_bytes(), &Limits::default()).expect("a recorded batch decodes").request)
+        .collect()
+}
+
+fn doctor_config() -> DoctorConfig {
+    // As the live pipeline configures its doctor (see `assemble::Pipeline::start`).
+    DoctorConfig {
+        apply_threshold: agentrace_collector::config::PipelineConfig::default().apply_threshold,
+        include_tree: false,
+        ..DoctorConfig::default()
+    }
+}
+
+/// The file doctor's answer, request by request.
+fn offline(batches: &[ExportTraceServiceRequest]) -> BTreeMap<String, RequestAnswer> {
+    let spans: Vec<Span> = batches.iter().flat_map(Span::from_request).collect();
+    let diagnosis = Doctor::new(doctor_config()).analyse(&spans);
+    diagnosis.request_answers().into_iter().map(|a| (key(&a), a)).collect()
+}
+
+/// A request's identity: its connected trace and its root span (a trace
+/// with a span whose parent never arrived holds two requests).
+fn key(a: &RequestAnswer) -> String {
+    format!("{}/{}", a.request.trace_id, a.request.span_id)
+}
+
+/// A small deterministic shuffle, seeded by the case's name.
+fn shuffled<T>(mut items: Vec<T>, seed: &str) -> Vec<T> {
+    let mut state =
+        seed.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    items
+}
+
+/// Every request row the collector stored, with its answer, paging through.
+fn live_requests(api: &str) -> BTreeMap<String, RequestAnswer> {
+    let mut out = BTreeMap::new();
+    let mut before = String::new();
+    loop {
+        let (status, body) = support::get_json(&format!("{api}/api/agentrace/requests?limit=200&answers=true{before}"));
+        assert_eq!(status, 200, "{body}");
+        let rows = body["requests"].as_array().cloned().unwrap_or_default();
+        for row in &rows {
+            let answer: RequestAnswer = serde_json::from_value(row["answer"].clone())
+                .unwrap_or_else(|e| panic!("an answer decodes: {e}: {row}"));
+            out.insert(key(&answer), answer);
+        }
+        match rows.last() {
+            Some(last) if rows.len() == 200 => {
+                before = format!(
+                    "&before={}:{}:{}",
+                    last["start_unix_nano"],
+                    last["request_id"].as_str().unwrap(),
+                    last["root_span_id"].as_str().unwrap()
+                );
+            }
+            _ => return out,
+        }
+    }
+}
+
+/// Sends the batches in order (the last one `late` after the others) to a
+/// fresh collector and reads back its stored answers once every trace has
+/// closed and the rows stopped changing.
+fn live(batches: &[ExportTraceServiceRequest], late: Option<Duration>) -> BTreeMap<String, RequestAnswer> {
+    let mut running = support::start(|c: &mut Config| {
+        c.pipeline.trace_timeout = TRACE_TIMEOUT;
+        c.redaction.store_content = ContentAction::Keep;
+        c.storage.retention.max_age = None;
+    });
+    let (last, first) = batches.split_last().expect("a case has spans");
+    for b in first {
+        support::send_otlp(&running, b);
+    }
+    if let Some(late) = late {
+        std::thread::sleep(late);
+    }
+    support::send_otlp(&running, last);
+    let api = running.api();
+    support::wait_for(120, "every trace to close", || support::metric(&api, "agentrace_pipeline_open_traces") == 0.0);
+    let mut seen = live_requests(&api);
+    support::wait_for(120, "the stored answers to settle", || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = live_requests(&api);
+        let settled = now == seen && !now.is_empty();
+        seen = now;
+        settled
+    });
+    running.stop();
+    seen
+}
+
+/// What differs between the two answers, in words.
+fn differences(
+    case: &str,
+    order: &str,
+    file: &BTreeMap<String, RequestAnswer>,
+    live: &BTreeMap<String, RequestAnswer>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, want) in file {
+        match live.get(id) {
+            None => out.push(format!(
+                "{case} [{order}]: request {id} ({} / {}) of traces {:?} is missing live",
+                want.request.service, want.request.name, want.request.original_traces
+            )),
+            Some(got) if got != want => {
+                let show = |a: &RequestAnswer| serde_json::to_string_pretty(a).unwrap();
+                out.push(format!(
+                    "{case} [{order}]: request {id} differs:\n--- file doctor\n{}\n--- live\n{}",
+                    show(want),
+                    show(got)
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    for (id, got) in live {
+        if !file.contains_key(id) {
+            out.push(format!(
+                "{case} [{order}]: live has request {id} ({} / {}) of traces {:?} that the file doctor does not",
+                got.request.service, got.request.name, got.request.original_traces
+            ));
+        }
+    }
+    out
+}
+
+// The figures go to the test's output, for the closing note and the README.
+#[allow(clippy::print_stderr)]
+fn judge(cases: &[PathBuf]) {
+    assert!(!cases.is_empty(), "no corpus cases found");
+    let queue = std::sync::Mutex::new(cases.to_vec());
+    let failures = std::sync::Mutex::new(Vec::new());
+    let requests = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL {
+            scope.spawn(|| {
+                loop {
+                    let Some(case) = queue.lock().unwrap().pop() else { break };
+                    let name = format!(
+                        "{}/{}",
+                        case.parent().and_then(|p| p.parent()).and_then(|p| p.file_name()).unwrap().to_string_lossy(),
+                        case.file_name().unwrap().to_string_lossy()
+                    );
+                    let sent = batches(&case);
+                    let file = offline(&sent);
+                    requests.fetch_add(file.len(), std::sync::atomic::Ordering::Relaxed);
+                    let orders = [
+                        ("shuffled", shuffled(sent.clone(), &name), None),
+                        ("reversed, last batch late", sent.iter().rev().cloned().collect(), Some(LATE_BY)),
+                    ];
+                    for (order, batches, late) in orders {
+                        let got = live(&batches, late);
+                        failures.lock().unwrap().extend(differences(&name, order, &file, &got));
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    eprintln!(
+        "{} cases, {} requests by the file doctor, each sent in 2 orders: {} differences",
+        cases.len(),
+        requests.into_inner(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n\n"));
+}
+
+#[test]
+fn every_corpus_case_gets_the_file_doctors_answer_live() {
+    let corpus = support::workspace_root().join("crates/doctor/tests/corpus");
+    judge(&cases_under(&corpus));
+}
+
+#[test]
+#[ignore = "needs AGENTRACE_FRESH_CORPUS, a corpus recorded by scripts/corpus.sh (the README's test command runs it)"]
+fn every_freshly_recorded_case_gets_the_file_doctors_answer_live() {
+    let dir = std::env::var_os("AGENTRACE_FRESH_CORPUS").expect("AGENTRACE_FRESH_CORPUS names the recorded corpus");
+    judge(&cases_under(Path::new(&dir)));
+}
