@@ -21,6 +21,48 @@
 //! CONSUMER root with no evidence of a caller is a request, a root with a
 //! span link (either way) or an MCP client's own handshake is deliberate,
 //! and a root its instance also starts while idle is an entry point.
+//!
+//! # Hold reasons
+//!
+//! A repair with one candidate is still only suggested (its `reason` says
+//! why) when:
+//!
+//! - the scan was truncated (too busy to tell), or another orphan fits the
+//!   same client call or producer (contested), or the confidence is below
+//!   the threshold;
+//! - same instance, several requests were at work; the running span ended
+//!   before the orphan (work that outlived its caller); the only candidates
+//!   are themselves orphans; a concurrent span of the chosen one's name fits
+//!   as well;
+//! - same instance, the candidate was busy with a child of its own when the
+//!   orphan started: a step that hands a job to a pool waits for it, so a
+//!   step at work elsewhere may only have happened to be running. On one
+//!   clock (an instance named by the resource is one process) a step that
+//!   ended before the orphan did not wait for it, so the step asked is the
+//!   nearest ancestor that outlasts the orphan, not a span that fits only
+//!   within the skew allowance (a one-off job that outlived a short tool
+//!   span was otherwise joined to it);
+//! - same instance, another orphan that fits the same step started first and
+//!   was still running: the step was waiting for that job, so a later root
+//!   is a second job of the step only if the step fans out. A fan-out (a map
+//!   over a pool) runs one function several times, each job before it gets
+//!   to work of its own; so the later root is held when the earlier job was
+//!   already busy with a child (the request's work was in that child), or
+//!   when it has another name (nothing says the step handed out two jobs).
+//!   A job the instance scheduled itself, starting inside a request whose
+//!   sub-agent had lost its context, was otherwise joined to the tool step
+//!   that was waiting for the sub-agent.
+//!
+//! Of the last two, when the root's name occurs nowhere else in its service
+//! in the input (no call of that code inside any request, no other run of
+//! it) and it is no tool span, nothing says it ever had a caller: a job the
+//! instance schedules itself (asyncio `create_task` at start-up) looks
+//! exactly so. The suggestion stands, and no break is reported. A job that
+//! lost its context while its step was busy elsewhere and that runs once is
+//! then missed, which the product accepts: a false break on a healthy trace
+//! costs more than a miss. A one-off job that starts while its request's
+//! innermost step is idle, with no other orphan in it, is still joined: by
+//! the spans it is a pool job that lost its context.
 
 use std::collections::HashMap;
 
@@ -74,6 +116,12 @@ struct Proposal {
     /// Why a single candidate must not be applied all the same (an equal
     /// rival was left out, the candidate is itself an orphan).
     hold: Option<String>,
+    /// The hold says the candidate was busy with other work of its own when
+    /// the orphan started (a child as sent, or another orphan that fits it).
+    busy: bool,
+    /// Suggested, but no break reported: the spans hold no sign that the
+    /// root had a caller at all (see the module docs).
+    quiet: bool,
 }
 
 /// Spans sorted by start with a running maximum of ends, for "which spans
@@ -503,7 +551,17 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             None
         };
         proposals.push(proposal.filter(|(_, _, c, _)| !c.is_empty()).map(|(evidence, detail, candidates, base)| {
-            Proposal { orphan: r, evidence, detail, candidates, base, truncated: false, hold: None }
+            Proposal {
+                orphan: r,
+                evidence,
+                detail,
+                candidates,
+                base,
+                truncated: false,
+                hold: None,
+                busy: false,
+                quiet: false,
+            }
         }));
     }
 
@@ -717,10 +775,28 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             // caller is on that road whichever branch started it.
             let mut candidates: Vec<Ix> = Vec::new();
             let mut ended_early = Vec::new();
+            // One instance named by the resource is one process, so one
+            // clock: a step that waits for its job ends after it as read, and
+            // one that ended first (inside the skew allowance) did not wait
+            // for it. The candidate is then its nearest ancestor that did, and
+            // whether that one was busy with other work is asked of it.
+            let on_one_clock = |a: Ix| {
+                if !*strong {
+                    return a;
+                }
+                let (mut x, mut steps) = (a, 0usize);
+                while ix.end(x) < end {
+                    match up[x as usize] {
+                        Some(p) if steps <= n => (x, steps) = (p, steps + 1),
+                        _ => return a,
+                    }
+                }
+                x
+            };
             for (_, list) in &traces {
                 let enclosing: Vec<Ix> = list.iter().copied().filter(|&p| ix.end(p) + skew >= end).collect();
                 match common_ancestor(ix, &up, if enclosing.is_empty() { list } else { &enclosing }) {
-                    Some(a) if !enclosing.is_empty() => candidates.push(a),
+                    Some(a) if !enclosing.is_empty() => candidates.push(on_one_clock(a)),
                     Some(a) => ended_early.push(a),
                     None => {}
                 }
@@ -752,7 +828,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             // orphan started may only have happened to be running.
             let busy_with =
                 child_list(ix, chosen).into_iter().find(|&c| ix.start(c) < start && ix.end(c) > start && top(c) != r);
-            if let (Some(c), true) = (busy_with, hold.is_none()) {
+            let busy = busy_with.is_some() && hold.is_none();
+            if let (Some(c), true) = (busy_with, busy) {
                 hold = Some(format!(
                     "its candidate was busy with `{}` when it started: the orphan may be other work of the instance",
                     ix.spans[c as usize].name
@@ -791,6 +868,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 base: if *strong { 0.85 } else { 0.6 },
                 truncated: truncated_scan[k],
                 hold,
+                busy,
+                quiet: false,
             });
             continue;
         }
@@ -829,6 +908,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                     base: 0.8,
                     truncated: false,
                     hold: None,
+                    busy: false,
+                    quiet: false,
                 });
                 continue;
             }
@@ -920,6 +1001,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                     base,
                     truncated: !complete,
                     hold: None,
+                    busy: false,
+                    quiet: false,
                 });
                 continue;
             }
@@ -971,6 +1054,8 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                     base: if same_dest && s.kind == SpanKind::Consumer { 0.85 } else { 0.8 },
                     truncated: upto - from > PRODUCER_CAP,
                     hold: None,
+                    busy: false,
+                    quiet: false,
                 });
                 continue;
             }
@@ -989,6 +1074,79 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 busy |= ix.trace_of[p as usize] != t;
             });
             no_evidence_mid_session[k] = busy;
+        }
+    }
+
+    // A step that handed a job to a pool waits for it. A later orphan that
+    // fits the same step and starts while that job runs is a second job of
+    // the step only if the step fans out: a map over a pool runs one
+    // function several times, each job before it gets to work of its own.
+    // So the later one may be other work of the instance when the earlier
+    // job was already busy with a child of its own (the request's work was
+    // in that child: the sent-children rule above, one level down through
+    // the orphan that fits the step), or when it is of another name (nothing
+    // says the step handed out more than one job).
+    let mut by_parent: HashMap<Ix, Vec<usize>, FastHash> = HashMap::default();
+    for (k, p) in proposals.iter().enumerate() {
+        if let Some(p) = p
+            && p.evidence == Evidence::SameInstance
+            && p.candidates.len() == 1
+        {
+            by_parent.entry(p.candidates[0]).or_default().push(k);
+        }
+    }
+    for (&step, list) in by_parent.iter_mut().filter(|(_, l)| l.len() > 1) {
+        list.sort_unstable_by_key(|&k| (ix.start(roots[k]), roots[k]));
+        for (at, &k) in list.iter().enumerate() {
+            let r = roots[k];
+            let start = ix.start(r);
+            let name = ix.spans[r as usize].name.as_str();
+            let why = list[..at].iter().rev().take(SCAN_CAP).find_map(|&j| {
+                let o = roots[j];
+                if ix.start(o) >= start || ix.end(o) <= start {
+                    return None;
+                }
+                let (job, step) = (&ix.spans[o as usize].name, &ix.spans[step as usize].name);
+                match child_list(ix, o).into_iter().find(|&c| ix.start(c) < start && ix.end(c) > start) {
+                    Some(c) => Some(format!(
+                        "its candidate was waiting for `{job}`, an orphan that fits it and was busy with `{}` when it started",
+                        ix.spans[c as usize].name
+                    )),
+                    None if job.as_str() != name => Some(format!(
+                        "`{step}` already had `{job}`, an orphan of another name that fits it, at work when it started: nothing says it handed out two jobs"
+                    )),
+                    None => None,
+                }
+            });
+            if let Some(why) = why
+                && let Some(p) = proposals[k].as_mut()
+                && p.hold.is_none()
+            {
+                p.hold = Some(format!("{why}: the orphan may be other work of the instance"));
+                p.busy = true;
+            }
+        }
+    }
+    // A root held because its candidate was busy with other work, whose name
+    // its service records nowhere else in the input (no call of that code in
+    // any request, no other run of it): nothing says it ever had a caller. A
+    // job the instance schedules itself looks exactly so, so the suggestion
+    // stands but no break is claimed.
+    let mut name_count: HashMap<(&str, &str), u32, FastHash> = HashMap::default();
+    let any_busy = proposals.iter().flatten().any(|p| p.busy);
+    for i in (0..n).filter(|_| any_busy) {
+        *name_count.entry((ix.service[i], ix.spans[i].name.as_str())).or_default() += 1;
+    }
+    for p in proposals.iter_mut().flatten() {
+        let r = p.orphan as usize;
+        if p.busy
+            && ix.facts[r].category() != Category::Tool
+            && name_count.get(&(ix.service[r], ix.spans[r].name.as_str())).copied() == Some(1)
+        {
+            p.quiet = true;
+            if let Some(why) = p.hold.as_mut() {
+                why.push_str("; its name occurs nowhere else in the input, so no break is claimed");
+            }
         }
     }
 
@@ -1057,6 +1215,9 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 applied: false,
                 reason,
             });
+        }
+        if p.quiet {
+            continue;
         }
         let kind = if is_tool {
             FindingKind::ToolRoot
