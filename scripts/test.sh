@@ -10,7 +10,8 @@
 #   - Chromium and ChromeDriver from Debian, for the web UI's browser tests
 #     (crates/collector/tests/ui_*.rs; screenshots in target/ui-screenshots/);
 #   - the doctor's real-library corpus, recorded afresh (scripts/corpus.sh: one venv per suite
-#     under .venv-corpus/, Celery on the Redis started above) and judged by the doctor's tests.
+#     under .venv-corpus/, Celery on the Redis started above) and judged by the doctor's tests,
+#     then sent through a running collector, whose live answer must equal the file doctor's.
 # Nothing is downloaded from anywhere but the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +68,10 @@ step "doctor on the fresh recording of the corpus"
 if wait "$corpus_pid"; then
     AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh" cargo test -p agentrace-doctor \
         --test real_libraries_are_diagnosed_truthfully -- --ignored || status=$?
+    # The same fresh cases through a running collector: the live answer must
+    # be the file doctor's, request by request.
+    AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh" cargo test -p agentrace-collector \
+        --test live_answers_equal_the_file_doctors -- --ignored || status=$?
 else
     echo "recording the corpus failed; its log:" >&2
     tail -50 target/corpus-fresh.log >&2
