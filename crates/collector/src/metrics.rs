@@ -148,6 +148,9 @@ pub struct PipelineMetrics {
     pub traces_closed_early: AtomicU64,
     /// Traces closed because they reached the maximum age.
     pub traces_closed_at_max_age: AtomicU64,
+    /// Closes put off because a time-only join would make a trace still
+    /// open the parent (the orphan waits for it).
+    pub traces_deferred: AtomicU64,
     /// Closed traces dropped from the session window before their time
     /// because the memory budget was reached.
     pub window_evicted_traces: AtomicU64,
@@ -363,6 +366,12 @@ impl Metrics {
                 &p.buffered_spans,
             ),
             ("agentrace_pipeline_traces_closed_total", "counter", "Traces closed and diagnosed.", &p.traces_closed),
+            (
+                "agentrace_pipeline_traces_deferred_total",
+                "counter",
+                "Closes put off until the trace a time-only join would make the parent has closed too.",
+                &p.traces_deferred,
+            ),
             (
                 "agentrace_pipeline_traces_closed_early_total",
                 "counter",

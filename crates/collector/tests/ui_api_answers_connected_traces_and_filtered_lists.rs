@@ -140,3 +140,81 @@ fn the_list_is_newest_first_and_every_filter_narrows_it() {
     assert_eq!(status, 400);
     assert!(body["error"]["message"].as_str().unwrap().contains("min_duration"));
 }
+
+fn requests(collector: &support::Running, query: &str) -> Vec<Value> {
+    let (status, body) = support::get_json(&format!("{}/api/agentrace/requests?{query}", collector.api()));
+    assert_eq!(status, 200, "{query}: {body}");
+    assert_eq!(body["live"], true);
+    body["requests"].as_array().unwrap().clone()
+}
+
+fn request_ids(rows: &[Value]) -> Vec<&str> {
+    rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn the_request_list_has_one_row_per_connected_request_and_every_filter_narrows_it() {
+    let collector = support::start(|c| c.pipeline.trace_timeout = std::time::Duration::from_millis(200));
+    let flow = load(&collector);
+    // Rows are written once the traces close (the trace timeout after their last span).
+    support::wait_for(20, "the two requests", || requests(&collector, "").len() == 2);
+    let all = requests(&collector, "answers=true");
+    assert_eq!(request_ids(&all), [flow.healthy.as_str(), flow.planner.as_str()], "newest first");
+
+    // The broken flow is one request, joined from the planner's and the worker's traces.
+    let broken = &all[1];
+    let mut traces: Vec<&str> = broken["trace_ids"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    traces.sort();
+    let mut want = vec![flow.planner.as_str(), flow.worker.as_str()];
+    want.sort();
+    assert_eq!(traces, want);
+    assert_eq!(broken["root_name"], "POST /chat");
+    assert!(broken["findings"].as_i64().unwrap() >= 1 && broken["broken"].as_i64().unwrap() >= 1);
+    assert_eq!(broken["failed"], true, "the worker's LLM call failed");
+    assert!(broken["agents"].as_array().unwrap().iter().any(|a| a == "executor"), "{broken}");
+    assert_eq!((broken["input_tokens"].as_i64(), broken["output_tokens"].as_i64()), (Some(3300), Some(480)));
+    let answer = &broken["answer"];
+    assert!(answer["repairs"].as_array().unwrap().iter().any(|r| r["applied"] == true));
+    assert_eq!(all[0]["findings"], 0, "the healthy request has none");
+
+    // The request holding any piece, by route and by search.
+    for piece in [&flow.planner, &flow.worker] {
+        let (status, row) = support::get_json(&format!("{}/api/agentrace/requests/{piece}", collector.api()));
+        assert_eq!(status, 200);
+        assert_eq!(row["request_id"], flow.planner.as_str(), "{piece}");
+        assert_eq!(request_ids(&requests(&collector, &format!("q={piece}"))), [flow.planner.as_str()]);
+    }
+    assert_eq!(request_ids(&requests(&collector, "agent=executor")), [flow.planner.as_str()]);
+    assert_eq!(request_ids(&requests(&collector, "findings=true")), [flow.planner.as_str()]);
+    assert_eq!(request_ids(&requests(&collector, "broken=true")), [flow.planner.as_str()]);
+    assert_eq!(request_ids(&requests(&collector, "errors=true")), [flow.planner.as_str()]);
+    assert_eq!(request_ids(&requests(&collector, "session=sess-q")), [flow.planner.as_str()]);
+    assert_eq!(
+        request_ids(&requests(&collector, "min_tokens=5000")),
+        [flow.healthy.as_str()],
+        "6,830 tokens, not 3,780"
+    );
+    assert_eq!(
+        request_ids(&requests(&collector, "q=chat")),
+        [flow.healthy.as_str(), flow.planner.as_str()],
+        "root name"
+    );
+    assert!(requests(&collector, "q=nothing-is-named-so").is_empty());
+    assert!(requests(&collector, "service=nobody").is_empty());
+    // Paging: the page after the first row holds the second.
+    let first = &requests(&collector, "limit=1")[0];
+    let next = format!(
+        "limit=1&before={}:{}:{}",
+        first["start_unix_nano"],
+        first["request_id"].as_str().unwrap(),
+        first["root_span_id"].as_str().unwrap()
+    );
+    assert_eq!(request_ids(&requests(&collector, &next)), [flow.planner.as_str()]);
+
+    let (status, body) = support::get_json(&format!("{}/api/agentrace/requests?before=yesterday", collector.api()));
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("before"), "{body}");
+    let (status, _) =
+        support::get_json(&format!("{}/api/agentrace/requests/{}", collector.api(), "0".repeat(31) + "1"));
+    assert_eq!(status, 404);
+}

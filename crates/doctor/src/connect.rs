@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use agentrace_model::keys::marks;
+use agentrace_model::patch::{InferredLink, SpanPatch};
 use agentrace_model::{Link, Resource, Span, SpanId, SpanKind, TraceId, Value};
 
 use crate::assemble::{FastHash, Index, Ix};
@@ -351,17 +352,25 @@ struct AgentRollup {
 }
 
 impl AgentRollup {
-    fn write(&self, span: &mut Span) {
+    fn attributes(&self) -> [(&'static str, Value); 7] {
         let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
-        span.attributes.set("app.agent.subtree.llm_calls", int(self.llm_calls));
-        span.attributes.set("app.agent.subtree.tool_calls", int(self.tool_calls));
-        span.attributes.set("app.agent.subtree.input_tokens", int(self.input_tokens));
-        span.attributes.set("app.agent.subtree.output_tokens", int(self.output_tokens));
-        span.attributes.set("app.agent.subtree.cost_usd", (self.cost_usd * 1e6).round() / 1e6);
-        span.attributes.set("app.agent.subtree.errors", int(self.errors));
-        // The SDK's `app.agent.delegation.depth` is what the agent said;
-        // this is where the connected view puts it.
-        span.attributes.set("app.agent.graph.depth", int(self.depth));
+        [
+            ("app.agent.subtree.llm_calls", int(self.llm_calls)),
+            ("app.agent.subtree.tool_calls", int(self.tool_calls)),
+            ("app.agent.subtree.input_tokens", int(self.input_tokens)),
+            ("app.agent.subtree.output_tokens", int(self.output_tokens)),
+            ("app.agent.subtree.cost_usd", Value::Double((self.cost_usd * 1e6).round() / 1e6)),
+            ("app.agent.subtree.errors", int(self.errors)),
+            // The SDK's `app.agent.delegation.depth` is what the agent said;
+            // this is where the connected view puts it.
+            ("app.agent.graph.depth", int(self.depth)),
+        ]
+    }
+
+    fn write(&self, span: &mut Span) {
+        for (key, value) in self.attributes() {
+            span.attributes.set(key, value);
+        }
     }
 }
 
@@ -423,6 +432,74 @@ fn agent_rollups(ix: &Index, tree: &Tree, config: &Config) -> Vec<Option<AgentRo
             })
         })
         .collect()
+}
+
+/// The rewrite of each span that the connected view repaired or rolled up,
+/// by the span's IDs as it arrived: what an exporter applies in either
+/// repair mode (`agentrace_model::patch`). A span moved by a chain of
+/// repairs is only as sure as the weakest of them: its confidence is the
+/// lowest on its path to the root, so an exporter that leaves one out does
+/// not move the span past it.
+pub(crate) fn patches(
+    ix: &Index,
+    repaired: &Repaired,
+    tree: &Tree,
+    config: &Config,
+) -> Vec<(TraceId, SpanId, SpanPatch)> {
+    let mut moved_by: Vec<Option<usize>> = vec![None; tree.len()];
+    let mut weakest = vec![1.0f64; tree.len()];
+    for &node in &tree.order {
+        let n = node as usize;
+        let own = repaired.joined(node);
+        moved_by[n] = own.or_else(|| tree.parent[n].and_then(|p| moved_by[p as usize]));
+        let above = tree.parent[n].map_or(1.0, |p| weakest[p as usize]);
+        weakest[n] = own.map_or(above, |ri| above.min(repaired.repairs[ri].confidence));
+    }
+    let rollups = agent_rollups(ix, tree, config);
+    let mut out = Vec::new();
+    for i in 0..tree.real {
+        let span = ix.spans[i];
+        let mut patch = SpanPatch::default();
+        if let Some(r) = &rollups[i] {
+            patch.rollup = r
+                .attributes()
+                .into_iter()
+                .filter(|(key, value)| span.attributes.get(key) != Some(value))
+                .map(|(key, value)| (key.to_owned(), value).into())
+                .collect();
+        }
+        if let Some(ri) = moved_by[i] {
+            let repair = &repaired.repairs[ri];
+            let is_orphan = repaired.joined(i as Ix) == Some(ri);
+            let mut mark = |key: &str, value: Value| patch.repair_attributes.push((key.to_owned(), value).into());
+            let connected = tree.trace_id(ix, i as u32);
+            if connected != span.trace_id {
+                mark(marks::ORIGINAL_TRACE_ID, Value::from(span.trace_id.to_string()));
+                patch.trace_id = Some(connected);
+            }
+            if is_orphan {
+                if let Some(old) = span.parent_span_id {
+                    mark(marks::ORIGINAL_PARENT_SPAN_ID, Value::from(old.to_string()));
+                }
+                if span.parent_span_id != Some(repair.parent_span_id) {
+                    patch.parent_span_id = Some(repair.parent_span_id);
+                }
+                patch.link = Some(InferredLink {
+                    trace_id: repair.parent_trace_id,
+                    span_id: repair.parent_span_id,
+                    evidence: repair.evidence.as_str().to_owned(),
+                    confidence: repair.confidence,
+                });
+            }
+            mark(marks::EVIDENCE, Value::from(repair.evidence.as_str()));
+            mark(marks::CONFIDENCE, Value::from(repair.confidence));
+            patch.confidence = Some(repair.confidence.min(weakest[i]));
+        }
+        if !patch.is_empty() {
+            out.push((span.trace_id, span.span_id, patch));
+        }
+    }
+    out
 }
 
 /// The connected view as spans, ready to forward: repairs applied as the

@@ -113,7 +113,7 @@ impl Doctor {
     /// order, duplicates allowed. Never fails: what cannot be understood is
     /// left as it is.
     pub fn analyse(&self, spans: &[Span]) -> Diagnosis {
-        self.run(spans, false).0
+        self.run(spans, false, false).0
     }
 
     /// Like [`Doctor::analyse`], and also returns the connected view as
@@ -122,7 +122,18 @@ impl Doctor {
     /// spans (`agentrace.synthetic = true`). This is what a live pipeline
     /// forwards.
     pub fn analyse_with_view(&self, spans: &[Span]) -> (Diagnosis, Vec<Span>) {
-        self.run(spans, true)
+        let (diagnosis, view, _) = self.run(spans, true, false);
+        (diagnosis, view)
+    }
+
+    /// Diagnoses `spans` and says how to rewrite each span the connected
+    /// view repaired or rolled up, by the span's IDs as it arrived: the
+    /// patches an exporter applies (in reparent or link mode), made here
+    /// from the repairs themselves, so that no caller reads them back from
+    /// the view.
+    pub fn analyse_with_patches(&self, spans: &[Span]) -> (Diagnosis, Vec<Patch>) {
+        let (diagnosis, _, patches) = self.run(spans, false, true);
+        (diagnosis, patches)
     }
 
     /// The answer for the request that holds trace `trace`, as the file
@@ -134,7 +145,7 @@ impl Doctor {
     /// holds two requests: both are answered. `None` when no span of
     /// `trace` is in `spans`.
     pub fn analyse_request(&self, spans: &[Span], trace: TraceId) -> Option<(Diagnosis, Vec<Span>)> {
-        let (full, view) = self.run(spans, true);
+        let (full, view, _) = self.run(spans, true, false);
         let answers: Vec<RequestAnswer> =
             full.request_answers().into_iter().filter(|a| a.request.original_traces.contains(&trace)).collect();
         if answers.is_empty() {
@@ -198,7 +209,7 @@ impl Doctor {
         Some((diagnosis, view))
     }
 
-    fn run(&self, input: &[Span], want_view: bool) -> (Diagnosis, Vec<Span>) {
+    fn run(&self, input: &[Span], want_view: bool, want_patches: bool) -> (Diagnosis, Vec<Span>, Vec<Patch>) {
         let config = &self.config;
         let ix = assemble::Index::build(input);
         let mut repaired = repair::repair(&ix, config);
@@ -211,6 +222,7 @@ impl Doctor {
         let requests = requests(&ix, &tree, &repaired, &timing, &graph.per_request, config);
         let sessions = sessions(&ix, &tree);
         let view = if want_view { connect::export(&ix, &repaired, &tree, config) } else { Vec::new() };
+        let patches = if want_patches { connect::patches(&ix, &repaired, &tree, config) } else { Vec::new() };
         let mut findings = discontinuities(&ix, &tree, &repaired);
         findings.append(&mut repaired.findings);
         findings.append(&mut timing.findings);
@@ -245,9 +257,12 @@ impl Doctor {
             sessions,
             requests,
         };
-        (diagnosis, view)
+        (diagnosis, view, patches)
     }
 }
+
+/// A span's rewrite, by the span's IDs as it arrived.
+type Patch = (TraceId, agentrace_model::SpanId, agentrace_model::patch::SpanPatch);
 
 /// One `trace_discontinuity` per connected request that spans several trace
 /// IDs, reported at the request's root.

@@ -34,6 +34,7 @@
 pub mod ids;
 pub mod keys;
 pub mod otlp;
+pub mod patch;
 pub mod span;
 pub mod value;
 

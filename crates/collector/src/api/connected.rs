@@ -1,23 +1,29 @@
-//! The web UI's read API: connected traces, sessions and the trace list,
-//! with the doctor's analysis computed on read.
+//! The web UI's read API: connected requests as the live pipeline stored
+//! them, and the connected view of a trace's request or a session, with the
+//! doctor's answer.
 //!
 //! The api_v3 routes answer spans exactly as received; these answer what
-//! the doctor makes of them: the connected view (repaired, with synthetic
-//! spans and `agentrace.repair.*` attributes, in reparent mode) and the
-//! [`Diagnosis`] beside it. The doctor is pure and fast (10,000 spans in
-//! about 10 ms), so nothing here is stored.
+//! the doctor makes of them. The request list reads the rows the live
+//! pipeline stored (`assemble`): one per connected request, with the
+//! doctor's answer for it, so a page runs no diagnosis. A trace's page is
+//! the connected view of the request that holds the trace, diagnosed on
+//! read from the same spans the live diagnosis reads (the request's traces,
+//! those sharing a key or its session, those that ran beside it), so it
+//! says what the stored row says, and `agentrace doctor --server --trace`
+//! diagnoses those same spans (`/context`).
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /api/agentrace/traces/{trace_id}` | `{"trace_id", "diagnosis": Diagnosis, "spans": {"resourceSpans": [...]}}` over the trace, its sessions' traces and the traces joined to them by key |
+//! | `GET /api/agentrace/requests?service=&agent=&session=&findings=true&broken=true&errors=true&min_duration=&min_tokens=&start=&end=&q=NAME_OR_TRACE_ID&trace=&before=START_NS:ID:ROOT_SPAN_ID&limit=50&answers=true` | `{"live", "requests": [RequestListRow]}`: connected requests, newest first, one row per request however many traces it arrived in; `trace` (or a trace ID in `q`) finds the request holding any of its trace IDs; `live` is false when no live pipeline runs (then nothing is listed) |
+//! | `GET /api/agentrace/requests/{trace_id}` | the stored row of the request holding that trace (whichever arrived piece the ID names), with the doctor's answer: findings, repairs, failure, retries, agents, usage |
+//! | `GET /api/agentrace/traces/{trace_id}` | `{"trace_id", "request_id", "diagnosis": Diagnosis, "spans": {"resourceSpans": [...]}}`: the request holding the trace, its diagnosis scoped to it, its connected view (reparent mode) |
+//! | `GET /api/agentrace/traces/{trace_id}/context` | the spans that diagnosis reads, OTLP JSON |
 //! | `GET /api/agentrace/sessions/{session_id}` | `{"session", "diagnosis", "spans"}` over every trace of the session |
-//! | `GET /api/agentrace/traces?service=&agent=&session=&errors=true&findings=true&min_duration=250ms&start=RFC3339&end=RFC3339&q=&limit=50` | `{"traces": [TraceRow]}`: the most recently active traces, by start, newest first |
-//! | `GET /api/agentrace/requests?service=&agent=&session=&findings=true&broken=true&errors=true&min_duration=&min_tokens=&start=&end=&q=NAME_OR_TRACE_ID&trace=&before=START_NS:ID:ROOT_SPAN_ID&limit=50&answers=true` | `{"requests": [RequestListRow]}`: connected requests as the live pipeline stored them, newest first, one row per request however many traces it arrived in; `trace` finds the request holding any of its trace IDs |
-//! | `GET /api/agentrace/requests/{trace_id}` | the request holding that trace (whichever arrived piece the ID names), with the doctor's answer for it: findings, repairs, failure, retries, agents, usage |
 //! | `GET /api/agentrace/sessions?limit=50` | `{"sessions": [{"id", "start_unix_nano", "last_unix_nano", "traces"}]}`, most recently active first |
+//! | `GET /api/agentrace/traces?service=&agent=&session=&errors=true&findings=true&min_duration=250ms&start=RFC3339&end=RFC3339&q=&limit=50` | `{"traces": [TraceRow]}`: traces as they arrived, newest first, analysed on read; what the UI lists when no live pipeline stores requests |
 //!
-//! Never does: load every stored trace. The list walks the span indexes
-//! newest first and stops at a page; filters that need the analysis
+//! Never does: load every stored trace. The trace list walks the span
+//! indexes newest first and stops at a page; filters that need the analysis
 //! or the whole trace (`agent`, `findings`, `min_duration`) look at a bounded
 //! number of recent candidates (`MAX_ANALYSED_CANDIDATES`, 500).
 

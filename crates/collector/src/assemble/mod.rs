@@ -402,6 +402,9 @@ struct OpenTrace {
     first_seq: u64,
     opened: Instant,
     last_arrival: Instant,
+    /// A trace still open that a time-only join would make this one's
+    /// parent: this one waits for it to close (see `Assembler::close`).
+    waits_for: Option<TraceId>,
 }
 
 struct WindowTrace {
@@ -525,6 +528,7 @@ impl Assembler {
                         first_seq: seq,
                         opened: now,
                         last_arrival: now,
+                        waits_for: None,
                     })
                 }
             };
@@ -561,7 +565,9 @@ impl Assembler {
             .open
             .iter()
             .filter(|(_, t)| {
-                all || now.duration_since(t.last_arrival) >= timeout || now.duration_since(t.opened) >= max_age
+                let quiet = now.duration_since(t.last_arrival) >= timeout
+                    && t.waits_for.is_none_or(|parent| !self.open.contains_key(&parent));
+                all || quiet || now.duration_since(t.opened) >= max_age
             })
             .map(|(id, t)| (t.opened, *id))
             .collect();
@@ -601,14 +607,14 @@ impl Assembler {
         for (_, id) in &due {
             let n = self.open.get(id).map_or(0, |t| t.held.len());
             if !batch.is_empty() && (size + n > budget || batch.len() >= MAX_BATCH_TRACES) {
-                self.close(&std::mem::take(&mut batch), now, &mut out);
+                self.close(&std::mem::take(&mut batch), now, all, &mut out);
                 size = 0;
             }
             batch.push(*id);
             size += n;
         }
         if !batch.is_empty() {
-            self.close(&batch, now, &mut out);
+            self.close(&batch, now, all, &mut out);
         }
         self.expire_window(now);
         while self.buffered > self.config.max_buffered_spans && self.evict_oldest_window().is_some() {
@@ -626,30 +632,76 @@ impl Assembler {
         }
     }
 
-    fn close(&mut self, ids: &[TraceId], now: Instant, out: &mut Closed) {
+    fn close(&mut self, ids: &[TraceId], now: Instant, all: bool, out: &mut Closed) {
         let mut closing = Vec::with_capacity(ids.len());
+        let mut kept: HashMap<TraceId, (u64, Instant, Instant)> = HashMap::new();
         for &id in ids {
             let Some(trace) = self.open.remove(&id) else { continue };
+            kept.insert(id, (trace.first_seq, trace.opened, trace.last_arrival));
             // The trace moves to the window first, so that its diagnosis
             // reads it like any other held trace.
             self.window.insert(id, WindowTrace { held: trace.held, closed: now });
             self.window_order.push_back((now, id));
             closing.push(id);
         }
-        if closing.is_empty() {
-            return;
-        }
         // Spans come from senders: a bug they trigger in the diagnosis must
         // cost those traces their repairs, not stop the pipeline.
-        let diagnosed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.diagnose(&closing)));
-        let Ok(Some(answer)) = diagnosed else {
+        let mut diagnosed = None;
+        for round in 0..2 {
+            if closing.is_empty() {
+                return;
+            }
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.diagnose(&closing)));
+            // A trace whose orphan only time joins to a trace still open
+            // waits for that trace to close: its request is not complete,
+            // and a rival or the true parent may still arrive. Deciding
+            // now could export a join that the whole picture would not
+            // make (past `max_trace_age`, or on shutdown, it is decided).
+            let waiting: Vec<(TraceId, TraceId)> = match &result {
+                Ok(Some(answer)) if !all => answer
+                    .time_only_joins
+                    .iter()
+                    .filter(|(orphan, parent)| {
+                        self.open.contains_key(parent)
+                            && kept.get(orphan).is_some_and(|k| now.duration_since(k.1) < self.config.max_trace_age)
+                    })
+                    .copied()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            // (Once: the traces left after the first deferral are decided.)
+            if waiting.is_empty() || round == 1 {
+                diagnosed = Some(result);
+                break;
+            }
+            for (orphan, parent) in waiting {
+                let (Some(w), Some((first_seq, opened, last_arrival))) =
+                    (self.window.remove(&orphan), kept.get(&orphan))
+                else {
+                    continue;
+                };
+                self.open.insert(
+                    orphan,
+                    OpenTrace {
+                        held: w.held,
+                        first_seq: *first_seq,
+                        opened: *opened,
+                        last_arrival: *last_arrival,
+                        waits_for: Some(parent),
+                    },
+                );
+                closing.retain(|c| *c != orphan);
+                self.metrics.pipeline.traces_deferred.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let Some(Ok(Some(answer))) = diagnosed else {
             tracing::error!(
                 traces = closing.len(),
                 "the diagnosis of closing traces failed; they are forwarded unrepaired"
             );
             return;
         };
-        let summary::Answered { rows, patches, requests, members, hashes } = answer;
+        let summary::Answered { rows, patches, requests, members, hashes, .. } = answer;
         self.stored.extend(hashes);
         self.metrics.pipeline.traces_closed.fetch_add(closing.len() as u64, Ordering::Relaxed);
         for own in rows.iter().filter(|r| closing.iter().any(|c| c.as_bytes() == r.trace_id.as_slice())) {
@@ -696,8 +748,8 @@ impl Assembler {
         for _ in 0..MAX_WIDENINGS {
             let context = self.context(&seeds);
             self.metrics.pipeline.diagnosed_spans.fetch_add(context.spans.len() as u64, Ordering::Relaxed);
-            let (diagnosis, view) = if self.want_patches {
-                self.doctor.analyse_with_view(&context.spans)
+            let (diagnosis, patches) = if self.want_patches {
+                self.doctor.analyse_with_patches(&context.spans)
             } else {
                 (self.doctor.analyse(&context.spans), Vec::new())
             };
@@ -723,13 +775,13 @@ impl Assembler {
             let outside: Vec<TraceId> = members.iter().copied().filter(|m| !seeds.contains(m)).collect();
             let (had, wider) = (self.reach(&seeds), self.reach(&members));
             let settled = outside.is_empty() || (wider.0 >= had.0 && wider.1 <= had.1);
-            last = Some((context, diagnosis, view, answers, members));
+            last = Some((context, diagnosis, patches, answers, members));
             if settled {
                 break;
             }
             seeds.extend(outside);
         }
-        let (context, diagnosis, view, mut answers, mut members) = last?;
+        let (context, diagnosis, patches, mut answers, mut members) = last?;
         // Requests the closing traces are not part of are written too:
         // - a request that a trace of the written ones was stored as part of
         //   (it lost that trace: its row would be stale);
@@ -781,7 +833,7 @@ impl Assembler {
             &context.traces,
             &members,
             &diagnosis,
-            &view,
+            &patches,
             answers,
             self.doctor.config(),
         ))

@@ -8,12 +8,14 @@ use std::ops::Range;
 
 use agentrace_doctor::conventions::usage_totals;
 use agentrace_doctor::{Config as DoctorConfig, Diagnosis, RequestAnswer};
-use agentrace_model::keys::marks;
 use agentrace_model::{Span, SpanId, TraceId};
 use serde_json::json;
 
-use crate::export::patch::{InferredLink, SpanPatch};
+use crate::export::patch::SpanPatch;
 use crate::store::{AnalysisRow, PatchRow, RequestRow};
+
+/// A span's rewrite as the doctor gives it, by the span's arrived IDs.
+pub(crate) type DoctorPatch = (TraceId, SpanId, SpanPatch);
 
 /// Rows and patches for the request a closing trace belongs to.
 pub(crate) struct Answered {
@@ -24,6 +26,8 @@ pub(crate) struct Answered {
     pub members: Vec<TraceId>,
     /// Each request's answer hash, by (connected trace, root).
     pub hashes: Vec<((TraceId, agentrace_model::SpanId), u64)>,
+    /// Applied joins that rest on time alone: (orphan's trace, parent's trace).
+    pub time_only_joins: Vec<(TraceId, TraceId)>,
 }
 
 /// The rows of a request, from a diagnosis over `spans` (whose traces lie
@@ -33,7 +37,7 @@ pub(crate) fn answered(
     traces: &[(TraceId, Range<usize>)],
     members: &[TraceId],
     diagnosis: &Diagnosis,
-    view: &[Span],
+    span_patches: &[DoctorPatch],
     answers: Vec<RequestAnswer>,
     config: &DoctorConfig,
 ) -> Answered {
@@ -43,13 +47,19 @@ pub(crate) fn answered(
         let Some((_, range)) = traces.iter().find(|(t, _)| t == m) else { continue };
         let request_id =
             answers.iter().find(|a| a.request.original_traces.contains(m)).map_or(*m, |a| a.request.trace_id);
-        let (row, p) = summarise(*m, &spans[range.clone()], diagnosis, view, config, request_id);
+        let (row, p) = summarise(*m, &spans[range.clone()], diagnosis, span_patches, config, request_id);
         rows.push(row);
         patches.extend(p);
     }
     let hashes = answers.iter().map(|a| ((a.request.trace_id, a.request.span_id), super::answer_hash(a))).collect();
+    let time_only_joins = answers
+        .iter()
+        .flat_map(|a| &a.repairs)
+        .filter(|r| r.applied && !r.evidence.is_exact())
+        .map(|r| (r.trace_id, r.parent_trace_id))
+        .collect();
     let requests = answers.into_iter().map(|a| request_row(a, &rows)).collect();
-    Answered { rows, patches, requests, members: members.to_vec(), hashes }
+    Answered { rows, patches, requests, members: members.to_vec(), hashes, time_only_joins }
 }
 
 /// The list's row of one request, with the doctor's answer for it.
@@ -85,13 +95,13 @@ fn request_row(answer: RequestAnswer, rows: &[AnalysisRow]) -> RequestRow {
 }
 
 /// The row and patches of trace `id`, whose spans are `own`, from a
-/// diagnosis over it and its context, and, when exporters need patches,
-/// its connected view in reparent mode (else `view` is empty).
+/// diagnosis over it and its context, and the doctor's patches (empty when
+/// no exporter applies them).
 fn summarise(
     id: TraceId,
     own: &[Span],
     diagnosis: &Diagnosis,
-    view: &[Span],
+    patches: &[DoctorPatch],
     config: &DoctorConfig,
     request_id: TraceId,
 ) -> (AnalysisRow, Vec<PatchRow>) {
@@ -99,61 +109,20 @@ fn summarise(
     for s in own {
         by_id.insert(s.span_id, s);
     }
-    let mut patches = Vec::new();
+    let mut out = Vec::new();
     let connected_trace = request_id;
     let root = own
         .iter()
         .filter(|s| s.parent_span_id.is_none_or(|p| !by_id.contains_key(&p)))
         .min_by_key(|s| (s.start_unix_nano, s.span_id))
         .or_else(|| own.iter().min_by_key(|s| s.start_unix_nano));
-    for v in view {
-        let original_trace =
-            v.attributes.str(marks::ORIGINAL_TRACE_ID).and_then(|t| TraceId::from_hex(t).ok()).unwrap_or(v.trace_id);
-        if original_trace != id {
-            continue;
-        }
-        let Some(original) = by_id.get(&v.span_id) else { continue };
-        let mut patch = SpanPatch::default();
-        if v.trace_id != original.trace_id {
-            patch.trace_id = Some(v.trace_id);
-        }
-        if v.parent_span_id != original.parent_span_id {
-            patch.parent_span_id = v.parent_span_id;
-        }
-        for (key, value) in v.attributes.iter() {
-            // Only the doctor's own marks can be new; the prefix test is
-            // cheap, the lookup in the original is not.
-            let repair = key.starts_with(marks::REPAIR_PREFIX);
-            if !(repair || key.starts_with(marks::ROLLUP_PREFIX)) || original.attributes.get(key) == Some(value) {
-                continue;
-            }
-            if repair {
-                patch.repair_attributes.push((key.to_owned(), value.clone()).into());
-            } else {
-                patch.rollup.push((key.to_owned(), value.clone()).into());
-            }
-        }
-        // A span moved through a chain of repairs is only as sure as the
-        // weakest of them: an exporter that leaves one out must not move
-        // the span past it.
-        patch.confidence = v
-            .attributes
-            .get(marks::CONFIDENCE)
-            .and_then(|c| c.as_f64())
-            .map(|c| c.min(chain_confidence(diagnosis, id, v.trace_id)));
-        if let Some(r) = diagnosis.repairs.iter().find(|r| r.applied && r.trace_id == id && r.span_id == v.span_id) {
-            patch.link = Some(InferredLink {
-                trace_id: r.parent_trace_id,
-                span_id: r.parent_span_id,
-                evidence: r.evidence.as_str().to_owned(),
-                confidence: r.confidence,
-            });
-        }
-        if !patch.is_empty() {
-            patches.push(PatchRow {
+    // The doctor's own patches for this trace's spans, as they are.
+    for (trace, span, patch) in patches {
+        if *trace == id {
+            out.push(PatchRow {
                 trace_id: id.as_bytes().to_vec(),
-                span_id: v.span_id.as_bytes().to_vec(),
-                patch: serde_json::to_string(&patch).unwrap_or_default(),
+                span_id: span.as_bytes().to_vec(),
+                patch: serde_json::to_string(patch).unwrap_or_default(),
             });
         }
     }
@@ -182,26 +151,7 @@ fn summarise(
         connected_trace_id: connected_trace.as_bytes().to_vec(),
         diagnosis: json!({ "findings": findings, "repairs": repairs, "failure": failure }).to_string(),
     };
-    (row, patches)
-}
-
-/// The lowest confidence of the applied repairs that lead from trace
-/// `from` to trace `to`, following each trace's root to its parent's trace.
-fn chain_confidence(diagnosis: &Diagnosis, from: TraceId, to: TraceId) -> f64 {
-    let mut lowest = 1.0f64;
-    let mut at = from;
-    for _ in 0..64 {
-        if at == to {
-            break;
-        }
-        let Some(r) = diagnosis.repairs.iter().find(|r| r.applied && r.trace_id == at && r.parent_trace_id != at)
-        else {
-            break;
-        };
-        lowest = lowest.min(r.confidence);
-        at = r.parent_trace_id;
-    }
-    lowest
+    (row, out)
 }
 
 fn clamp(n: u64) -> i64 {

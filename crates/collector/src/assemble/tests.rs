@@ -251,3 +251,52 @@ proptest::proptest! {
         }
     }
 }
+
+/// A thread-pool job that lost its context, and the request it ran in.
+fn pool_job() -> (Vec<Packed>, Vec<Packed>) {
+    let resource = Arc::new({
+        let mut r = Resource::for_service("worker");
+        r.attributes.set("service.instance.id", "worker-1");
+        r
+    });
+    let mut root = span(1, 1, None, "POST /run", "worker", 0, 1000);
+    root.kind = SpanKind::Server;
+    let step = span(1, 2, Some(1), "plan step", "worker", 20, 950);
+    let job = span(2, 3, None, "fetch sources", "worker", 100, 300);
+    let (mut parent, mut orphan) = (vec![root, step], vec![job]);
+    for s in parent.iter_mut().chain(orphan.iter_mut()) {
+        s.resource = Arc::clone(&resource);
+    }
+    (packed(&parent), packed(&orphan))
+}
+
+#[test]
+fn an_orphan_joined_by_time_alone_waits_for_its_parents_trace_to_close() {
+    let (mut a, metrics) = assembler(config());
+    let t0 = Instant::now();
+    let (parent, orphan) = pool_job();
+    // The request's root has not ended when the job's trace goes quiet:
+    // the parent's trace keeps receiving spans.
+    a.add(1, parent, t0);
+    a.add(2, orphan, t0);
+    let keep_open = |a: &mut Assembler, at: Instant| {
+        let late = span(1, 9, Some(1), "heartbeat", "worker", 960, 970);
+        a.add(3, packed(&[late]), at);
+    };
+    keep_open(&mut a, t0 + Duration::from_millis(80));
+    // The job's trace is quiet, its parent's is not: the job's close is
+    // put off, nothing of it is stored, and its request number holds the
+    // exporters back.
+    let first = a.close_due(t0 + Duration::from_millis(150), false);
+    assert!(first.requests.is_empty(), "{:?}", first.requests);
+    assert_eq!(metrics.pipeline.traces_deferred.load(Ordering::Relaxed), 1);
+    assert_eq!(a.watermark(3), 0, "nothing may be exported yet");
+    // The parent's trace closes: the request is decided with both in it.
+    let second = a.close_due(t0 + Duration::from_millis(300), false);
+    assert_eq!(second.requests.len(), 1, "{:?}", second.requests);
+    assert_eq!(second.requests[0].trace_ids.len(), 2, "parent and job, joined by time: {:?}", second.requests);
+    assert!(second.requests[0].answer.contains("heuristic.same_instance"), "{}", second.requests[0].answer);
+    // Then the job closes, and everything may be exported.
+    a.close_due(t0 + Duration::from_millis(450), false);
+    assert_eq!(a.watermark(3), 3);
+}

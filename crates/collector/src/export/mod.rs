@@ -36,6 +36,7 @@ use tokio::sync::watch;
 
 use crate::assemble::PipelineHandle;
 use crate::config::{ExportProtocol, ExportRepair, ExporterConfig};
+use crate::export::patch::ApplyPatch;
 use crate::metrics::ExporterMetrics;
 use crate::store::{PreparedBatch, Store, query};
 

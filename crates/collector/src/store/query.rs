@@ -717,8 +717,9 @@ pub fn requests(
         let a = bind(&mut params, SqlValue::Integer(*start));
         let b = bind(&mut params, SqlValue::Blob(id.clone()));
         let c = bind(&mut params, SqlValue::Blob(root.clone()));
+        let by = if filter.agent.is_some() { "a" } else { "r" };
         clauses.push(format!(
-            "(r.start_ns < ?{a} OR (r.start_ns = ?{a} AND (r.request_id < ?{b} OR (r.request_id = ?{b} AND r.root_span_id < ?{c}))))"
+            "({by}.start_ns < ?{a} OR ({by}.start_ns = ?{a} AND ({by}.request_id < ?{b} OR ({by}.request_id = ?{b} AND r.root_span_id < ?{c}))))"
         ));
     }
     if !clauses.is_empty() {
@@ -726,7 +727,11 @@ pub fn requests(
         sql.push_str(&clauses.join(" AND "));
     }
     let n = bind(&mut params, SqlValue::Integer(limit as i64));
-    sql.push_str(&format!(" ORDER BY r.start_ns DESC, r.request_id DESC, r.root_span_id DESC LIMIT ?{n}"));
+    // With an agent, the walk is down that agent's index (agent, start,
+    // request), which is already in the page's order; else down the
+    // requests' own start index.
+    let by = if filter.agent.is_some() { "a" } else { "r" };
+    sql.push_str(&format!(" ORDER BY {by}.start_ns DESC, {by}.request_id DESC, r.root_span_id DESC LIMIT ?{n}"));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params), |r| {
         let id: Vec<u8> = r.get(0)?;
