@@ -280,6 +280,12 @@ pub(crate) struct Facts {
     /// (a health probe from the request a client is waiting on).
     pub http_method: Option<Sym>,
     pub http_path: Option<Sym>,
+    /// The HTTP client library that sent the request, as far as the span
+    /// says: a server's `User-Agent`, a client's own recorded one, else the
+    /// library its CLIENT span's instrumentation scope instruments (see
+    /// [`HTTP_CLIENTS`]). None when nothing names a known library (a custom
+    /// agent string, a scope that wraps no one library).
+    pub http_client: Option<&'static str>,
     pub mcp_method: Option<Sym>,
     pub error_type: Option<Sym>,
     pub error_message: Option<Sym>,
@@ -607,6 +613,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut tool_output: Option<&str> = None;
     let mut http_method = None;
     let mut http_path: Option<(u8, Cow<'a, str>)> = None;
+    let mut user_agent: Option<(u8, Cow<'a, str>)> = None;
     let mut finish_refused = false;
     // Address parts, by convention: (host, port) of `server.*`, of a URL,
     // of `net.peer.*` (a client's target), of `net.host.*` / `http.host`
@@ -669,6 +676,8 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "http.method" => put(&mut http_method, 1, text(value)),
             "url.path" => put(&mut http_path, 0, text(value)),
             "http.target" => put(&mut http_path, 1, value.as_str().map(|t| Cow::Borrowed(strip_query(t)))),
+            "user_agent.original" => put(&mut user_agent, 0, text(value)),
+            "http.user_agent" => put(&mut user_agent, 1, text(value)),
             "db.system" | "db.system.name" => database = true,
             "error.type" => {
                 f.error = true;
@@ -799,6 +808,13 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     f.mcp_method = intern(mcp_method.map(Cow::Borrowed));
     f.http_method = intern(http_method.map(|(_, v)| Cow::Owned(v.to_ascii_uppercase())));
     f.http_path = intern(http_path.map(|(_, v)| v));
+    // A recorded agent string is what was sent, even a custom one; only a
+    // client span that recorded none is named by its instrumentation.
+    f.http_client = match user_agent {
+        Some((_, ua)) => http_client_of_user_agent(&ua),
+        None if span.kind == SpanKind::Client => http_client_of_scope(&span.scope.name),
+        None => None,
+    };
     f.error_type = intern(raw.error_type);
     f.error_message = intern(raw.error_message);
     f
@@ -871,6 +887,50 @@ fn classify(
     }
 }
 
+/// Well-known HTTP client libraries: the product token of the `User-Agent`
+/// each sends unless told otherwise (`name/version`, case aside), and the
+/// instrumentation scopes that record its CLIENT spans. Two calls to the
+/// same route are told apart by it (see the hold reasons in `repair.rs`).
+pub(crate) const HTTP_CLIENTS: [(&str, &[&str], &[&str]); 12] = [
+    ("httpx", &["python-httpx"], &["opentelemetry.instrumentation.httpx"]),
+    // `Python/3.12 aiohttp/3.9.5`
+    ("aiohttp", &["aiohttp"], &["opentelemetry.instrumentation.aiohttp_client"]),
+    ("requests", &["python-requests"], &["opentelemetry.instrumentation.requests"]),
+    ("urllib3", &["python-urllib3"], &["opentelemetry.instrumentation.urllib3"]),
+    ("urllib", &["python-urllib"], &["opentelemetry.instrumentation.urllib"]),
+    // Node's `fetch`: `undici` in older releases, `node` in newer ones.
+    ("undici", &["undici", "node"], &["@opentelemetry/instrumentation-undici"]),
+    ("go", &["go-http-client"], &["go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"]),
+    ("java-http-client", &["java-http-client"], &["io.opentelemetry.java-http-client"]),
+    ("okhttp", &["okhttp"], &["io.opentelemetry.okhttp-3.0"]),
+    (
+        "apache-httpclient",
+        &["apache-httpclient"],
+        &[
+            "io.opentelemetry.apache-httpclient-4.0",
+            "io.opentelemetry.apache-httpclient-4.3",
+            "io.opentelemetry.apache-httpclient-5.0",
+        ],
+    ),
+    // No instrumented service calls with these: a person or a script does.
+    ("curl", &["curl"], &[]),
+    ("wget", &["wget"], &[]),
+];
+
+/// The library of [`HTTP_CLIENTS`] a `User-Agent` names: the first product
+/// token (`name` or `name/version`) that is one of theirs.
+pub(crate) fn http_client_of_user_agent(ua: &str) -> Option<&'static str> {
+    ua.split_ascii_whitespace().find_map(|token| {
+        let product = token.split('/').next().unwrap_or(token);
+        HTTP_CLIENTS.iter().find(|(_, agents, _)| agents.iter().any(|a| a.eq_ignore_ascii_case(product))).map(|e| e.0)
+    })
+}
+
+/// The library of [`HTTP_CLIENTS`] whose CLIENT spans a scope records.
+pub(crate) fn http_client_of_scope(scope: &str) -> Option<&'static str> {
+    HTTP_CLIENTS.iter().find(|(_, _, scopes)| scopes.contains(&scope)).map(|e| e.0)
+}
+
 /// The identity of the process that emitted a span, for "same service
 /// instance" questions; `strong` when the resource names the instance, not
 /// just the service (replicas share a service name).
@@ -897,6 +957,57 @@ mod tests {
             s.attributes.set(*k, v.clone());
         }
         s
+    }
+
+    #[test]
+    fn http_clients_are_named_by_user_agent_and_by_scope() {
+        for (ua, lib) in [
+            ("python-httpx/0.28.1", Some("httpx")),
+            ("Python/3.11 aiohttp/3.14.5", Some("aiohttp")),
+            ("python-requests/2.34.2", Some("requests")),
+            ("python-urllib3/2.2.1", Some("urllib3")),
+            ("Python-urllib/3.11", Some("urllib")),
+            ("python-urllib/admin", Some("urllib")),
+            ("undici", Some("undici")),
+            ("node", Some("undici")),
+            ("Go-http-client/1.1", Some("go")),
+            ("Java-http-client/17.0.2", Some("java-http-client")),
+            ("okhttp/4.12.0", Some("okhttp")),
+            ("Apache-HttpClient/4.5.14 (Java/17.0.2)", Some("apache-httpclient")),
+            ("curl/8.5.0", Some("curl")),
+            // Custom agents, SDKs over a library, probes: nothing known.
+            ("OpenAI/Python 1.54.0", None),
+            ("node-fetch/1.0", None),
+            ("kube-probe/1.30", None),
+            ("user", None),
+            ("", None),
+        ] {
+            assert_eq!(http_client_of_user_agent(ua), lib, "{ua}");
+        }
+        assert_eq!(http_client_of_scope("opentelemetry.instrumentation.httpx"), Some("httpx"));
+        assert_eq!(http_client_of_scope("opentelemetry.instrumentation.urllib"), Some("urllib"));
+        assert_eq!(http_client_of_scope("opentelemetry.instrumentation.urllib3"), Some("urllib3"));
+        assert_eq!(http_client_of_scope("opentelemetry.instrumentation.aiohttp_server"), None);
+        assert_eq!(http_client_of_scope("mcp-python-sdk"), None);
+
+        // A server reads the agent it was sent; a client its own recorded
+        // agent over its scope, and its scope only when it recorded none.
+        let mut server = span(&[("http.user_agent", "python-urllib/admin".into())]);
+        server.kind = SpanKind::Server;
+        assert_eq!(read(&server, &mut Texts::default()).http_client, Some("urllib"));
+        let mut client = span(&[]);
+        client.kind = SpanKind::Client;
+        let httpx = std::sync::Arc::new(agentrace_model::Scope {
+            name: "opentelemetry.instrumentation.httpx".into(),
+            ..Default::default()
+        });
+        client.scope = httpx.clone();
+        assert_eq!(read(&client, &mut Texts::default()).http_client, Some("httpx"));
+        client.attributes.set("user_agent.original", Value::from("my-agent/1.0"));
+        assert_eq!(read(&client, &mut Texts::default()).http_client, None);
+        let mut internal = span(&[]);
+        internal.scope = httpx;
+        assert_eq!(read(&internal, &mut Texts::default()).http_client, None);
     }
 
     #[test]

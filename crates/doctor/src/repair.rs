@@ -63,6 +63,23 @@
 //! costs more than a miss. A one-off job that starts while its request's
 //! innermost step is idle, with no other orphan in it, is still joined: by
 //! the spans it is a pool job that lost its context.
+//!
+//! Not a hold but a step before them, in the client-call tier: a call is
+//! no candidate for a server root that another caller plainly sent. Calls
+//! to the same server are told apart by method and path (a health probe),
+//! and, when both sides name the HTTP client library that sent the request,
+//! by that library: the server's `User-Agent`, the client span's own
+//! recorded one, else the library its instrumentation scope instruments
+//! (the table in `conventions.rs`). The shape: an admin script `POST`s to
+//! the agent's route while the agent's own call, whose context the server
+//! dropped, is in flight. By time, address and route both server roots fit
+//! that one call, so both were reported as orphans, one falsely. A root
+//! whose agent names another library than the call's is not that call's
+//! server; left with no candidate it is a request like any other, and the
+//! call's own server, now alone, may be joined. A custom agent string, an
+//! SDK's own (`OpenAI/Python`), or a scope that names no library rules
+//! nothing out, so nothing changes without that evidence; a proxy that
+//! rewrites the agent makes a break a miss rather than a false finding.
 
 use std::collections::HashMap;
 
@@ -932,6 +949,9 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                     // admin request) is told apart by its method and path.
                     || !compatible(pf.http_method, f.http_method)
                     || !compatible(pf.http_path, f.http_path)
+                    // ... and by the HTTP client library each side names
+                    // (an admin script's call during the agent's call).
+                    || !compatible(pf.http_client, f.http_client)
                     || !sessions_fit(p, r)
                 {
                     return;
