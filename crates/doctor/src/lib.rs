@@ -19,7 +19,8 @@
 //!    `missing_parent`);
 //! 4. `connect` builds the connected view: one tree per request, synthetic
 //!    queue-transit spans, each span's agent;
-//! 5. `timing` finds timing gaps and walks the critical path;
+//! 5. `timing` finds timing gaps and walks the critical path, crediting a
+//!    span that waits on a hand-off's far side with the work done there;
 //! 6. `failure` finds each request's earliest causal error;
 //! 7. `agents` builds the agent graph with tokens and cost ([`pricing`]);
 //! 8. [`render`] prints a [`Diagnosis`] for a terminal.
