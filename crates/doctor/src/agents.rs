@@ -3,7 +3,8 @@
 //! Last analysis on the road, reading the connected [`Tree`]. Agents are
 //! nodes (by `gen_ai.agent.name`, else service); a span whose parent belongs
 //! to another agent is a delegation. Each agent counts its own LLM calls,
-//! tool calls, tokens, cost and causal errors; nested wrappers of one call
+//! tool calls, tokens (with their cached-input and reasoning parts), cost
+//! and causal errors; nested wrappers of one call
 //! (a framework's LLM span around the provider's) count once. Totals roll
 //! up over every agent reachable below, each counted once even when the
 //! graph is not a tree.
@@ -15,13 +16,15 @@ use agentrace_model::SpanKind;
 use crate::assemble::{FastHash, Index};
 use crate::config::Config;
 use crate::connect::Tree;
-use crate::conventions::{AgentSource, Category};
+use crate::conventions::{AgentSource, Category, Usage};
 use crate::diagnosis::{AgentStats, Delegation, Rollup, ms, round};
 
 pub(crate) struct Graph {
     pub agents: Vec<AgentStats>,
     pub delegations: Vec<Delegation>,
     pub unpriced: Vec<String>,
+    /// Models whose cached input was priced at the input price.
+    pub cached_at_input_price: Vec<String>,
     /// What each request (`tree.roots[k]`) spent, counted as the agents'
     /// own totals are, and the agents that worked in it (indexes into
     /// `tree.agents`).
@@ -37,6 +40,7 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
     // Counted in a hash map (one entry per delegating span), ordered once at the end.
     let mut edge_counts: HashMap<(u32, u32, &'static str), u64, FastHash> = HashMap::default();
     let mut unpriced = BTreeSet::new();
+    let mut cached_at_input_price = BTreeSet::new();
     // For a nested LLM span: the outermost LLM span of its call, and
     // whether that one reported tokens itself.
     let mut llm_top: Vec<u32> = vec![u32::MAX; tree.len()];
@@ -112,24 +116,26 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
             _ => false,
         };
         if counts_tokens && tokens {
-            let input = facts.input_tokens.unwrap_or(0).max(0) as u64;
-            let output = facts.output_tokens.unwrap_or(0).max(0) as u64;
+            let u = Usage::of(facts);
             // Tokens of a nested span go to the agent of the call's outer span.
             let target = if llm_top[n] != u32::MAX { tree.agent[llm_top[n] as usize] } else { agent } as usize;
-            own[target].input_tokens += input;
-            own[target].output_tokens += output;
-            request.0.input_tokens += input;
-            request.0.output_tokens += output;
+            for r in [&mut own[target], &mut request.0] {
+                r.input_tokens += u.input;
+                r.output_tokens += u.output;
+                r.cached_input_tokens += u.cached_input;
+                r.reasoning_tokens += u.reasoning;
+            }
             let mut price = |m: crate::conventions::Sym| {
                 *prices[m.index()].get_or_insert_with(|| config.prices.lookup(ix.texts.get(m)))
             };
-            let cost = |p: Option<crate::pricing::ModelPrice>| {
-                p.map(|p| input as f64 * p.input_per_million / 1e6 + output as f64 * p.output_per_million / 1e6)
-            };
+            let cost = |p: Option<crate::pricing::ModelPrice>| p.map(|p| p.cost(u.input, u.cached_input, u.output));
             match facts.model.map(|m| (m, cost(price(m)))) {
-                Some((_, Some(cost))) => {
-                    own[target].cost_usd += cost;
-                    request.0.cost_usd += cost;
+                Some((m, Some(cost))) => {
+                    own[target].cost_usd += cost.usd;
+                    request.0.cost_usd += cost.usd;
+                    if cost.cached_at_input_price {
+                        cached_at_input_price.insert(ix.texts.get(m).to_owned());
+                    }
                 }
                 Some((m, None)) => {
                     unpriced.insert(ix.texts.get(m).to_owned());
@@ -163,6 +169,8 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
                 subtree.tool_calls += o.tool_calls;
                 subtree.input_tokens += o.input_tokens;
                 subtree.output_tokens += o.output_tokens;
+                subtree.cached_input_tokens += o.cached_input_tokens;
+                subtree.reasoning_tokens += o.reasoning_tokens;
                 subtree.cost_usd += o.cost_usd;
                 subtree.errors += o.errors;
                 stack.extend(out_edges[x as usize].iter().copied());
@@ -179,6 +187,8 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
                 tool_calls: o.tool_calls,
                 input_tokens: o.input_tokens,
                 output_tokens: o.output_tokens,
+                cached_input_tokens: o.cached_input_tokens,
+                reasoning_tokens: o.reasoning_tokens,
                 cost_usd: round(o.cost_usd, 6),
                 duration_ms: ms(duration[a]),
                 errors: o.errors,
@@ -200,7 +210,13 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
     for (usage, _) in &mut per_request {
         usage.cost_usd = round(usage.cost_usd, 6);
     }
-    Graph { agents, delegations, unpriced: unpriced.into_iter().collect(), per_request }
+    Graph {
+        agents,
+        delegations,
+        unpriced: unpriced.into_iter().collect(),
+        cached_at_input_price: cached_at_input_price.into_iter().collect(),
+        per_request,
+    }
 }
 
 /// The agent that handed work to the agent span `node`, where a graph

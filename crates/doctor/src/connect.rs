@@ -382,8 +382,13 @@ fn agent_rollups(ix: &Index, tree: &Tree, config: &Config) -> Vec<Option<AgentRo
     let mut sums = vec![(0u64, 0u64, 0u64, 0u64, 0f64, 0u64); n];
     for (sum, f) in sums.iter_mut().zip(&ix.facts[..tree.real]) {
         let category = f.category();
-        let (input, output) = (f.input_tokens.unwrap_or(0).max(0) as u64, f.output_tokens.unwrap_or(0).max(0) as u64);
-        let cost = ix.texts.opt(f.model).and_then(|m| config.prices.cost(m, input, output)).unwrap_or(0.0);
+        let u = crate::conventions::Usage::of(f);
+        let (input, output) = (u.input, u.output);
+        let cost = ix
+            .texts
+            .opt(f.model)
+            .and_then(|m| config.prices.call_cost(m, input, u.cached_input, output))
+            .map_or(0.0, |c| c.usd);
         *sum = (
             u64::from(category == Category::Llm),
             u64::from(category == Category::Tool),

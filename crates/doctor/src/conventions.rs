@@ -11,7 +11,9 @@
 //! the MCP and messaging conventions, OpenInference (`openinference.span.kind`,
 //! `llm.token_count.*`, `llm.model_name`), OpenLLMetry/Traceloop
 //! (`traceloop.span.kind`, `traceloop.entity.name`, `llm.usage.*`) and openlit
-//! (which emits the GenAI names).
+//! (which emits the GenAI names). Cache reads and reasoning tokens are read
+//! under each of their names; as the GenAI conventions define them, they
+//! are parts of the input and output counts, never added to them.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -264,6 +266,10 @@ pub(crate) struct Facts {
     pub model: Option<Sym>,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
+    /// Input tokens read from a prompt cache, counted inside `input_tokens`.
+    pub cached_input_tokens: Option<i64>,
+    /// Output tokens spent on reasoning, counted inside `output_tokens`.
+    pub reasoning_tokens: Option<i64>,
     pub message_id: Option<Sym>,
     pub destination: Option<Sym>,
     pub mcp_session: Option<Sym>,
@@ -546,6 +552,10 @@ pub struct UsageTotals {
     pub input_tokens: u64,
     /// Output (completion) tokens of LLM calls.
     pub output_tokens: u64,
+    /// Input tokens of LLM calls read from a prompt cache (inside `input_tokens`).
+    pub cached_input_tokens: u64,
+    /// Output tokens of LLM calls spent on reasoning (inside `output_tokens`).
+    pub reasoning_tokens: u64,
     /// Cost of LLM calls whose model has a price, USD.
     pub cost_usd: f64,
     /// Agents named (`gen_ai.agent.name`, `agent.name`), sorted.
@@ -556,6 +566,30 @@ pub struct UsageTotals {
     pub errors: u64,
 }
 
+/// The token counts of one call, as the doctor adds them up: never
+/// negative, and the cached and reasoning parts never more than the counts
+/// they are part of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub cached_input: u64,
+    pub reasoning: u64,
+}
+
+impl Usage {
+    pub fn of(f: &Facts) -> Usage {
+        let count = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+        let (input, output) = (count(f.input_tokens), count(f.output_tokens));
+        Usage {
+            input,
+            output,
+            cached_input: count(f.cached_input_tokens).min(input),
+            reasoning: count(f.reasoning_tokens).min(output),
+        }
+    }
+}
+
 /// Adds up LLM usage, agents and errors over `spans`, reading each once.
 pub fn usage_totals(spans: &[Span], prices: &crate::PriceTable) -> UsageTotals {
     let mut texts = Texts::default();
@@ -564,13 +598,14 @@ pub fn usage_totals(spans: &[Span], prices: &crate::PriceTable) -> UsageTotals {
     for span in spans {
         let f = read(span, &mut texts);
         if f.category == Some(Category::Llm) {
-            let (input, output) =
-                (f.input_tokens.unwrap_or(0).max(0) as u64, f.output_tokens.unwrap_or(0).max(0) as u64);
+            let u = Usage::of(&f);
             t.llm_calls += 1;
-            t.input_tokens += input;
-            t.output_tokens += output;
+            t.input_tokens += u.input;
+            t.output_tokens += u.output;
+            t.cached_input_tokens += u.cached_input;
+            t.reasoning_tokens += u.reasoning;
             if let Some(m) = texts.opt(f.model) {
-                t.cost_usd += prices.cost(m, input, output).unwrap_or(0.0);
+                t.cost_usd += prices.call_cost(m, u.input, u.cached_input, u.output).map_or(0.0, |c| c.usd);
             }
         }
         t.errors += u64::from(f.error);
@@ -603,6 +638,8 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut model = None;
     let mut input = None;
     let mut output = None;
+    let mut cached = None;
+    let mut reasoning = None;
     let mut tool_name = None;
     let mut destination = None;
     let mut pydantic_agent: Option<&str> = None;
@@ -642,6 +679,16 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "gen_ai.usage.completion_tokens" => put_i64(&mut output, 1, value),
             "llm.token_count.completion" => put_i64(&mut output, 2, value),
             "llm.usage.completion_tokens" => put_i64(&mut output, 3, value),
+            // Cache reads and reasoning: the GenAI names, OpenLLMetry's,
+            // OpenInference's, and Sentry's.
+            "gen_ai.usage.cache_read.input_tokens" => put_i64(&mut cached, 0, value),
+            "gen_ai.usage.cache_read_input_tokens" => put_i64(&mut cached, 1, value),
+            "llm.token_count.prompt_details.cache_read" => put_i64(&mut cached, 2, value),
+            "gen_ai.usage.input_tokens.cached" => put_i64(&mut cached, 3, value),
+            "gen_ai.usage.reasoning.output_tokens" => put_i64(&mut reasoning, 0, value),
+            "gen_ai.usage.reasoning_tokens" => put_i64(&mut reasoning, 1, value),
+            "llm.token_count.completion_details.reasoning" => put_i64(&mut reasoning, 2, value),
+            "gen_ai.usage.output_tokens.reasoning" => put_i64(&mut reasoning, 3, value),
             "gen_ai.agent.name" => put(&mut agent, 0, text(value)),
             "agent.name" => put(&mut agent, 1, text(value)),
             "agent_name" => pydantic_agent = value.as_str(),
@@ -797,6 +844,8 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     f.model = intern(model.map(|(_, v)| v));
     f.input_tokens = input.map(|(_, v)| v);
     f.output_tokens = output.map(|(_, v)| v);
+    f.cached_input_tokens = cached.map(|(_, v)| v);
+    f.reasoning_tokens = reasoning.map(|(_, v)| v);
     f.jsonrpc_id = intern(keys.take(Slot::RpcId));
     f.tool_call_id = intern(keys.take(Slot::ToolCall));
     f.tool_name = intern(tool_name.map(|(_, v)| v));
@@ -1022,6 +1071,41 @@ mod tests {
         assert_eq!(f.category(), Category::Llm);
         assert_eq!(f.input_tokens, Some(12));
         assert_eq!(f.output_tokens, Some(7));
+    }
+
+    #[test]
+    fn cache_reads_and_reasoning_are_read_as_parts_of_the_counts() {
+        let genai = span(&[
+            ("gen_ai.usage.input_tokens", 1000i64.into()),
+            ("gen_ai.usage.output_tokens", 300i64.into()),
+            ("gen_ai.usage.cache_read.input_tokens", 800i64.into()),
+            ("gen_ai.usage.reasoning.output_tokens", 200i64.into()),
+        ]);
+        let openinference = span(&[
+            ("llm.token_count.prompt", 1000i64.into()),
+            ("llm.token_count.completion", 300i64.into()),
+            ("llm.token_count.prompt_details.cache_read", 800i64.into()),
+            ("llm.token_count.completion_details.reasoning", 200i64.into()),
+        ]);
+        let openllmetry = span(&[
+            ("gen_ai.usage.prompt_tokens", 1000i64.into()),
+            ("gen_ai.usage.completion_tokens", 300i64.into()),
+            ("gen_ai.usage.cache_read_input_tokens", 800i64.into()),
+            ("gen_ai.usage.reasoning_tokens", "200".into()),
+        ]);
+        for s in [&genai, &openinference, &openllmetry] {
+            let f = read(s, &mut Texts::default());
+            let u = Usage::of(&f);
+            assert_eq!(u, Usage { input: 1000, output: 300, cached_input: 800, reasoning: 200 }, "{:?}", s.attributes);
+        }
+        // A part never exceeds its whole.
+        let odd = span(&[
+            ("gen_ai.usage.input_tokens", 10i64.into()),
+            ("gen_ai.usage.cache_read.input_tokens", 50i64.into()),
+            ("gen_ai.usage.reasoning.output_tokens", 5i64.into()),
+        ]);
+        let u = Usage::of(&read(&odd, &mut Texts::default()));
+        assert_eq!((u.input, u.cached_input, u.output, u.reasoning), (10, 10, 0, 0));
     }
 
     #[test]

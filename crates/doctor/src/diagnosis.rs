@@ -257,6 +257,14 @@ pub struct Rollup {
     pub input_tokens: u64,
     /// Output (completion) tokens.
     pub output_tokens: u64,
+    /// Input tokens read from a prompt cache: part of `input_tokens`
+    /// (absent from JSON when none were recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
+    /// Output tokens spent on reasoning: part of `output_tokens` (absent
+    /// from JSON when none were recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
     /// Cost in US dollars, from the price table.
     pub cost_usd: f64,
     /// Errors that started in the agent (not errors passed up from below).
@@ -281,6 +289,12 @@ pub struct AgentStats {
     pub input_tokens: u64,
     /// Output tokens of its own LLM calls.
     pub output_tokens: u64,
+    /// Of its input tokens, those read from a prompt cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
+    /// Of its output tokens, those spent on reasoning.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
     /// Cost of its own LLM calls, US dollars.
     pub cost_usd: f64,
     /// Wall time of its invocations, milliseconds.
@@ -460,6 +474,11 @@ pub struct Diagnosis {
     pub delegations: Vec<Delegation>,
     /// Models with token counts but no price.
     pub unpriced_models: Vec<String>,
+    /// Models whose calls recorded cached input tokens but which have no
+    /// cached-input price: those tokens cost the full input price, so the
+    /// cost is an upper bound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cached_input_at_input_price: Vec<String>,
     /// Sessions and their traces.
     pub sessions: Vec<SessionSummary>,
     /// The connected requests.
@@ -503,6 +522,10 @@ impl Diagnosis {
 }
 
 /// Nanoseconds to milliseconds, rounded to the microsecond so output is stable.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 pub(crate) fn ms(nanos: u64) -> f64 {
     (nanos as f64 / 1_000.0).round() / 1_000.0
 }

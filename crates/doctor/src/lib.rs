@@ -22,7 +22,8 @@
 //! 5. `timing` finds timing gaps and walks the critical path, crediting a
 //!    span that waits on a hand-off's far side with the work done there;
 //! 6. `failure` finds each request's earliest causal error;
-//! 7. `agents` builds the agent graph with tokens and cost ([`pricing`]);
+//! 7. `agents` builds the agent graph with tokens and cost ([`pricing`]:
+//!    cached input at its own price, reasoning inside output);
 //! 8. [`render`] prints a [`Diagnosis`] for a terminal.
 //!
 //! [`input`] is the on-ramp for files: it tells OTLP JSON, JSON lines and
@@ -88,7 +89,7 @@ pub use diagnosis::{
     AgentStats, ChainLink, Delegation, Diagnosis, Evidence, Failure, Finding, FindingKind, Repair, Request,
     RequestAnswer, Retry, Rollup, SessionSummary, Summary, TimeShare, TreeSpan,
 };
-pub use pricing::{ModelPrice, PriceTable};
+pub use pricing::{Cost, ModelPrice, PriceTable};
 
 use crate::diagnosis::ms;
 
@@ -204,6 +205,7 @@ impl Doctor {
             agents: alone.agents,
             delegations: alone.delegations,
             unpriced_models: alone.unpriced_models,
+            cached_input_at_input_price: alone.cached_input_at_input_price,
             sessions: full.sessions.into_iter().filter(|s| session.as_deref() == Some(s.id.as_str())).collect(),
             requests,
         };
@@ -255,6 +257,7 @@ impl Doctor {
             agents: graph.agents,
             delegations: graph.delegations,
             unpriced_models: graph.unpriced,
+            cached_input_at_input_price: graph.cached_at_input_price,
             sessions,
             requests,
         };

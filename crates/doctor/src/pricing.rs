@@ -2,16 +2,25 @@
 //!
 //! Used at the end of the road by the agent graph ([`crate::agents`]).
 //! Built-in defaults cover common OpenAI, Anthropic and Google models (list
-//! prices per million tokens, as published in 2025–2026; cached-input
-//! discounts are not modelled). A [`PriceTable`] holds overrides on top of
-//! them and deserialises from a plain map, so the collector's YAML config
-//! can embed it:
+//! prices per million tokens, as published in 2025–2026), with the price of
+//! cached input (prompt-cache reads) where the provider lists one (OpenAI,
+//! Anthropic; not Google, whose context caching also bills storage). A
+//! [`PriceTable`] holds overrides on top of them and deserialises from a
+//! plain map, so the collector's YAML config can embed it:
 //!
 //! ```yaml
 //! prices:
-//!   gpt-4o: { input_per_million: 2.5, output_per_million: 10 }
+//!   gpt-4o: { input_per_million: 2.5, output_per_million: 10, cached_input_per_million: 1.25 }
 //!   my-finetune: { input_per_million: 1, output_per_million: 4 }
 //! ```
+//!
+//! Token counts follow the OpenTelemetry GenAI conventions: cached input
+//! (`gen_ai.usage.cache_read.input_tokens`) is part of the input count,
+//! reasoning (`gen_ai.usage.reasoning.output_tokens`) part of the output
+//! count. So a call costs its uncached input at the input price, its cached
+//! input at the cached price (the input price when none is known, which
+//! the diagnosis reports), and all of its output, reasoning included, at
+//! the output price.
 
 use std::collections::BTreeMap;
 
@@ -23,42 +32,84 @@ use serde::{Deserialize, Serialize};
 pub struct ModelPrice {
     /// Dollars per million input (prompt) tokens.
     pub input_per_million: f64,
-    /// Dollars per million output (completion) tokens.
+    /// Dollars per million output (completion) tokens, reasoning included.
     pub output_per_million: f64,
+    /// Dollars per million cached input tokens (prompt-cache reads), when
+    /// the provider lists a price for them; unknown means the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_million: Option<f64>,
 }
 
-/// Built-in prices: (model name or prefix, input, output) per million tokens.
-const DEFAULTS: &[(&str, f64, f64)] = &[
-    ("gpt-4o", 2.50, 10.00),
-    ("gpt-4o-mini", 0.15, 0.60),
-    ("gpt-4.1", 2.00, 8.00),
-    ("gpt-4.1-mini", 0.40, 1.60),
-    ("gpt-4.1-nano", 0.10, 0.40),
-    ("gpt-4-turbo", 10.00, 30.00),
-    ("gpt-3.5-turbo", 0.50, 1.50),
-    ("gpt-5", 1.25, 10.00),
-    ("gpt-5-mini", 0.25, 2.00),
-    ("gpt-5-nano", 0.05, 0.40),
-    ("o1", 15.00, 60.00),
-    ("o3", 2.00, 8.00),
-    ("o3-mini", 1.10, 4.40),
-    ("o4-mini", 1.10, 4.40),
-    ("text-embedding-3-small", 0.02, 0.0),
-    ("text-embedding-3-large", 0.13, 0.0),
-    ("claude-3-haiku", 0.25, 1.25),
-    ("claude-3-5-haiku", 0.80, 4.00),
-    ("claude-haiku-4-5", 1.00, 5.00),
-    ("claude-3-5-sonnet", 3.00, 15.00),
-    ("claude-3-7-sonnet", 3.00, 15.00),
-    ("claude-sonnet-4", 3.00, 15.00),
-    ("claude-sonnet-4-5", 3.00, 15.00),
-    ("claude-3-opus", 15.00, 75.00),
-    ("claude-opus-4", 15.00, 75.00),
-    ("gemini-1.5-flash", 0.075, 0.30),
-    ("gemini-1.5-pro", 1.25, 5.00),
-    ("gemini-2.0-flash", 0.10, 0.40),
-    ("gemini-2.5-flash", 0.30, 2.50),
-    ("gemini-2.5-pro", 1.25, 10.00),
+impl ModelPrice {
+    /// A price with no separate price for cached input.
+    pub fn new(input_per_million: f64, output_per_million: f64) -> ModelPrice {
+        ModelPrice { input_per_million, output_per_million, cached_input_per_million: None }
+    }
+
+    /// The same price with this price for cached input.
+    pub fn with_cached_input(self, cached_input_per_million: f64) -> ModelPrice {
+        ModelPrice { cached_input_per_million: Some(cached_input_per_million), ..self }
+    }
+
+    /// What one call costs: `input` tokens of which `cached_input` were
+    /// cache reads (counted inside `input`, as the conventions define, and
+    /// never more than it), and `output` tokens (reasoning inside them).
+    pub fn cost(&self, input: u64, cached_input: u64, output: u64) -> Cost {
+        let cached = cached_input.min(input);
+        let cached_rate = self.cached_input_per_million.unwrap_or(self.input_per_million);
+        Cost {
+            usd: (input - cached) as f64 * self.input_per_million / 1e6
+                + cached as f64 * cached_rate / 1e6
+                + output as f64 * self.output_per_million / 1e6,
+            cached_at_input_price: cached > 0 && self.cached_input_per_million.is_none(),
+        }
+    }
+}
+
+/// The cost of a call, and how it was priced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    /// US dollars.
+    pub usd: f64,
+    /// Cached input tokens were recorded but the model has no cached-input
+    /// price, so they cost the full input price (an upper bound).
+    pub cached_at_input_price: bool,
+}
+
+/// Built-in prices: (model name or prefix, input, output, cached input)
+/// per million tokens. Cached input: OpenAI's listed cached-input prices;
+/// Anthropic's cache reads at a tenth of the input price; none for Google.
+const DEFAULTS: &[(&str, f64, f64, Option<f64>)] = &[
+    ("gpt-4o", 2.50, 10.00, Some(1.25)),
+    ("gpt-4o-mini", 0.15, 0.60, Some(0.075)),
+    ("gpt-4.1", 2.00, 8.00, Some(0.50)),
+    ("gpt-4.1-mini", 0.40, 1.60, Some(0.10)),
+    ("gpt-4.1-nano", 0.10, 0.40, Some(0.025)),
+    ("gpt-4-turbo", 10.00, 30.00, None),
+    ("gpt-3.5-turbo", 0.50, 1.50, None),
+    ("gpt-5", 1.25, 10.00, Some(0.125)),
+    ("gpt-5-mini", 0.25, 2.00, Some(0.025)),
+    ("gpt-5-nano", 0.05, 0.40, Some(0.005)),
+    ("o1", 15.00, 60.00, Some(7.50)),
+    ("o3", 2.00, 8.00, Some(0.50)),
+    ("o3-mini", 1.10, 4.40, Some(0.55)),
+    ("o4-mini", 1.10, 4.40, Some(0.275)),
+    ("text-embedding-3-small", 0.02, 0.0, None),
+    ("text-embedding-3-large", 0.13, 0.0, None),
+    ("claude-3-haiku", 0.25, 1.25, Some(0.03)),
+    ("claude-3-5-haiku", 0.80, 4.00, Some(0.08)),
+    ("claude-haiku-4-5", 1.00, 5.00, Some(0.10)),
+    ("claude-3-5-sonnet", 3.00, 15.00, Some(0.30)),
+    ("claude-3-7-sonnet", 3.00, 15.00, Some(0.30)),
+    ("claude-sonnet-4", 3.00, 15.00, Some(0.30)),
+    ("claude-sonnet-4-5", 3.00, 15.00, Some(0.30)),
+    ("claude-3-opus", 15.00, 75.00, Some(1.50)),
+    ("claude-opus-4", 15.00, 75.00, Some(1.50)),
+    ("gemini-1.5-flash", 0.075, 0.30, None),
+    ("gemini-1.5-pro", 1.25, 5.00, None),
+    ("gemini-2.0-flash", 0.10, 0.40, None),
+    ("gemini-2.5-flash", 0.30, 2.50, None),
+    ("gemini-2.5-pro", 1.25, 10.00, None),
 ];
 
 /// Prices by model name: overrides on top of the built-in defaults.
@@ -93,7 +144,9 @@ impl PriceTable {
         let over = best_match(name, self.overrides.iter().map(|(k, v)| (k.as_str(), *v)));
         let builtin = best_match(
             name,
-            DEFAULTS.iter().map(|(k, i, o)| (*k, ModelPrice { input_per_million: *i, output_per_million: *o })),
+            DEFAULTS.iter().map(|(k, i, o, c)| {
+                (*k, ModelPrice { input_per_million: *i, output_per_million: *o, cached_input_per_million: *c })
+            }),
         );
         match (over, builtin) {
             (Some((lo, po)), Some((lb, pb))) => Some(if lo >= lb { po } else { pb }),
@@ -101,10 +154,22 @@ impl PriceTable {
         }
     }
 
-    /// Dollars for a call, or `None` when the model has no price.
+    /// Dollars for a call with no cached input, or `None` when the model
+    /// has no price.
     pub fn cost(&self, model: &str, input_tokens: u64, output_tokens: u64) -> Option<f64> {
-        let p = self.lookup(model)?;
-        Some(input_tokens as f64 * p.input_per_million / 1e6 + output_tokens as f64 * p.output_per_million / 1e6)
+        Some(self.lookup(model)?.cost(input_tokens, 0, output_tokens).usd)
+    }
+
+    /// The cost of a call whose input held `cached_input_tokens` cache
+    /// reads (see [`ModelPrice::cost`]), or `None` when the model has no price.
+    pub fn call_cost(
+        &self,
+        model: &str,
+        input_tokens: u64,
+        cached_input_tokens: u64,
+        output_tokens: u64,
+    ) -> Option<Cost> {
+        Some(self.lookup(model)?.cost(input_tokens, cached_input_tokens, output_tokens))
     }
 }
 
@@ -153,5 +218,56 @@ mod tests {
         assert_eq!(t.lookup("gpt-4o-mini").unwrap().input_per_million, 0.15, "defaults remain underneath");
         let bad = serde_json::from_str::<PriceTable>(r#"{"x": {"input": 1}}"#);
         assert!(bad.is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn cached_input_is_priced_inside_the_input_count() {
+        let t = PriceTable::new();
+        // 1M input of which 800k cache reads, 100k output: 200k at 2.50,
+        // 800k at 1.25, 100k at 10.
+        let c = t.call_cost("gpt-4o-2024-08-06", 1_000_000, 800_000, 100_000).expect("priced");
+        assert!((c.usd - (0.5 + 1.0 + 1.0)).abs() < 1e-9, "{c:?}");
+        assert!(!c.cached_at_input_price);
+        // No cached tokens: the plain price, as before.
+        assert_eq!(t.call_cost("gpt-4o", 1_000_000, 0, 0).map(|c| c.usd), t.cost("gpt-4o", 1_000_000, 0));
+        // Anthropic cache reads cost a tenth of the input.
+        let c = t.call_cost("claude-sonnet-4-5", 1_000_000, 1_000_000, 0).expect("priced");
+        assert!((c.usd - 0.30).abs() < 1e-9, "{c:?}");
+    }
+
+    #[test]
+    fn cached_input_without_a_cached_price_costs_the_input_price_and_says_so() {
+        let t = PriceTable::new();
+        let c = t.call_cost("gemini-2.5-pro", 1_000_000, 500_000, 0).expect("priced");
+        assert!((c.usd - 1.25).abs() < 1e-9, "{c:?}");
+        assert!(c.cached_at_input_price);
+        // Nothing cached: nothing to say.
+        assert!(!t.call_cost("gemini-2.5-pro", 1_000_000, 0, 0).expect("priced").cached_at_input_price);
+    }
+
+    #[test]
+    fn more_cache_reads_than_input_are_capped_at_the_input() {
+        // The conventions count cache reads inside the input; a recording
+        // with more of them than input tokens is not charged beyond its input.
+        let p = ModelPrice::new(2.0, 8.0).with_cached_input(0.5);
+        let c = p.cost(1_000, 5_000, 0);
+        assert!((c.usd - 1_000.0 * 0.5 / 1e6).abs() < 1e-12, "{c:?}");
+    }
+
+    #[test]
+    fn a_cached_price_is_an_optional_override_field() {
+        let t: PriceTable = serde_json::from_str(
+            r#"{"my-model": {"input_per_million": 1, "output_per_million": 2, "cached_input_per_million": 0.25}}"#,
+        )
+        .expect("valid table");
+        assert_eq!(t.lookup("my-model"), Some(ModelPrice::new(1.0, 2.0).with_cached_input(0.25)));
+        let plain: PriceTable =
+            serde_json::from_str(r#"{"my-model": {"input_per_million": 1, "output_per_million": 2}}"#).expect("valid");
+        assert_eq!(plain.lookup("my-model").and_then(|p| p.cached_input_per_million), None);
+        assert_eq!(
+            serde_json::to_string(&plain).expect("serialises"),
+            r#"{"my-model":{"input_per_million":1.0,"output_per_million":2.0}}"#,
+            "a table without cached prices serialises as before"
+        );
     }
 }

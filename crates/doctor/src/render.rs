@@ -177,6 +177,27 @@ pub fn text(d: &Diagnosis, options: &TextOptions) -> String {
             );
         }
     }
+    let (cached, reasoning) =
+        d.agents.iter().fold((0u64, 0u64), |(c, r), a| (c + a.cached_input_tokens, r + a.reasoning_tokens));
+    if cached + reasoning > 0 {
+        let _ = writeln!(
+            out,
+            "  {}",
+            p.dim(&format!(
+                "of these tokens: {cached} cached input (inside in tok), {reasoning} reasoning (inside out tok)"
+            ))
+        );
+    }
+    if !d.cached_input_at_input_price.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {}",
+            p.dim(&format!(
+                "cached input priced as input (no cached-input price): {}",
+                d.cached_input_at_input_price.join(", ")
+            ))
+        );
+    }
     if !d.unpriced_models.is_empty() {
         let _ = writeln!(out, "  {}", p.dim(&format!("no price for: {}", d.unpriced_models.join(", "))));
     }

@@ -31,3 +31,101 @@ fn agent_graph_rolls_up_tokens_and_cost() {
     assert!(vias.contains(&("planner", "researcher", "queue")), "{vias:?}");
     assert!(vias.contains(&("researcher", "writer", "call")), "{vias:?}");
 }
+
+/// One agent span with two model calls under it, as the given
+/// attributes record their usage.
+fn agent_with_calls(calls: &[(&str, &[(&str, i64)])]) -> Vec<agentrace_model::Span> {
+    use agentrace_model::{Resource, Span, SpanId, SpanKind, TraceId};
+    use std::sync::Arc;
+    let trace = TraceId::new([7; 16]).expect("non-zero");
+    let resource = Arc::new(Resource::for_service("svc"));
+    let mut root = Span::new(trace, SpanId::new([1; 8]).expect("non-zero"), None, "invoke_agent analyst");
+    root.start_unix_nano = 1_000_000_000;
+    root.end_unix_nano = 2_000_000_000;
+    root.resource = Arc::clone(&resource);
+    root.attributes.set("gen_ai.operation.name", "invoke_agent");
+    root.attributes.set("gen_ai.agent.name", "analyst");
+    let mut spans = vec![root];
+    for (k, (model, usage)) in calls.iter().enumerate() {
+        let id = SpanId::new([k as u8 + 2; 8]).expect("non-zero");
+        let mut s = Span::new(trace, id, Some(spans[0].span_id), &format!("chat {model}"));
+        s.kind = SpanKind::Client;
+        s.start_unix_nano = 1_100_000_000 + k as u64 * 300_000_000;
+        s.end_unix_nano = s.start_unix_nano + 200_000_000;
+        s.resource = Arc::clone(&resource);
+        s.attributes.set("gen_ai.operation.name", "chat");
+        s.attributes.set("gen_ai.request.model", *model);
+        for (key, v) in usage.iter() {
+            s.attributes.set(*key, *v);
+        }
+        spans.push(s);
+    }
+    spans
+}
+
+#[test]
+fn cached_input_and_reasoning_are_priced_as_such_and_counted_once() {
+    let spans = agent_with_calls(&[
+        // Current GenAI names: 10k input of which 8k cached; 2k output of which 1.5k reasoning.
+        (
+            "gpt-4.1",
+            &[
+                ("gen_ai.usage.input_tokens", 10_000),
+                ("gen_ai.usage.output_tokens", 2_000),
+                ("gen_ai.usage.cache_read.input_tokens", 8_000),
+                ("gen_ai.usage.reasoning.output_tokens", 1_500),
+            ],
+        ),
+        // OpenInference names on another model.
+        (
+            "claude-sonnet-4-5",
+            &[
+                ("llm.token_count.prompt", 4_000),
+                ("llm.token_count.completion", 500),
+                ("llm.token_count.prompt_details.cache_read", 3_000),
+                ("llm.token_count.completion_details.reasoning", 100),
+            ],
+        ),
+    ]);
+    let d = agentrace_doctor::Doctor::default().analyse(&spans);
+    let a = d.agents.iter().find(|a| a.name == "analyst").expect("the agent");
+    // Parts are inside the counts, never added to them.
+    assert_eq!((a.input_tokens, a.output_tokens), (14_000, 2_500));
+    assert_eq!((a.cached_input_tokens, a.reasoning_tokens), (11_000, 1_600));
+    assert_eq!((a.subtree.cached_input_tokens, a.subtree.reasoning_tokens), (11_000, 1_600));
+    assert_eq!((d.requests[0].usage.cached_input_tokens, d.requests[0].usage.reasoning_tokens), (11_000, 1_600));
+    // gpt-4.1: 2k at 2.00 + 8k at 0.50 + 2k (reasoning included) at 8.00;
+    // claude-sonnet-4-5: 1k at 3.00 + 3k at 0.30 + 500 at 15.00.
+    let expected = (2_000.0 * 2.0 + 8_000.0 * 0.5 + 2_000.0 * 8.0 + 1_000.0 * 3.0 + 3_000.0 * 0.3 + 500.0 * 15.0) / 1e6;
+    assert!((a.cost_usd - expected).abs() < 1e-6, "{} vs {expected}", a.cost_usd);
+    let undiscounted = PriceTable::new().cost("gpt-4.1", 10_000, 2_000).expect("priced")
+        + PriceTable::new().cost("claude-sonnet-4-5", 4_000, 500).expect("priced");
+    assert!(a.cost_usd < undiscounted);
+    assert!(d.cached_input_at_input_price.is_empty(), "{:?}", d.cached_input_at_input_price);
+}
+
+#[test]
+fn cached_input_of_a_model_without_a_cached_price_is_reported() {
+    let spans = agent_with_calls(&[(
+        "gemini-2.5-pro",
+        &[
+            ("gen_ai.usage.input_tokens", 10_000),
+            ("gen_ai.usage.output_tokens", 100),
+            ("gen_ai.usage.cache_read.input_tokens", 6_000),
+        ],
+    )]);
+    let d = agentrace_doctor::Doctor::default().analyse(&spans);
+    let a = d.agents.iter().find(|a| a.name == "analyst").expect("the agent");
+    let full = PriceTable::new().cost("gemini-2.5-pro", 10_000, 100).expect("priced");
+    assert!((a.cost_usd - full).abs() < 1e-9, "priced at the input price: {} vs {full}", a.cost_usd);
+    assert_eq!(d.cached_input_at_input_price, vec!["gemini-2.5-pro".to_owned()]);
+    let text = agentrace_doctor::render::text(&d, &Default::default());
+    assert!(text.contains("cached input priced as input"), "{text}");
+    // Without cache reads the JSON is what it was: no new keys.
+    let plain = agentrace_doctor::Doctor::default().analyse(&agent_with_calls(&[(
+        "gpt-4o",
+        &[("gen_ai.usage.input_tokens", 100), ("gen_ai.usage.output_tokens", 10)],
+    )]));
+    let json = serde_json::to_string(&plain).expect("serialises");
+    assert!(!json.contains("cached_input") && !json.contains("reasoning_tokens"), "{json}");
+}
