@@ -558,26 +558,21 @@ impl Writer {
         )?;
         // The live diagnosis goes with its spans; patches first, while
         // their traces can still be found by start.
+        // Each table, then the one whose start decides (last: the others
+        // find their rows through it).
         let mut analyses = 0;
-        for table in ["request_agents", "request_traces"] {
+        let by_start = [
+            ("request_agents", "request_id", "requests"),
+            ("request_traces", "request_id", "requests"),
+            ("requests", "request_id", "requests"),
+            ("span_patches", "trace_id", "trace_analysis"),
+            ("trace_analysis", "trace_id", "trace_analysis"),
+        ];
+        for (table, key, dated) in by_start {
             analyses += tx.execute(
                 &format!(
-                    "DELETE FROM {table} WHERE request_id IN
-                         (SELECT request_id FROM requests WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)"
-                ),
-                [cutoff],
-            )?;
-        }
-        analyses += tx.execute(
-            "DELETE FROM requests WHERE request_id IN
-                 (SELECT request_id FROM requests WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)",
-            [cutoff],
-        )?;
-        for table in ["span_patches", "trace_analysis"] {
-            analyses += tx.execute(
-                &format!(
-                    "DELETE FROM {table} WHERE trace_id IN
-                         (SELECT trace_id FROM trace_analysis WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)"
+                    "DELETE FROM {table} WHERE {key} IN
+                         (SELECT {key} FROM {dated} WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)"
                 ),
                 [cutoff],
             )?;
