@@ -133,7 +133,13 @@ impl KeyKind {
     /// The kind an attribute is searched under, for a search by attribute
     /// name (`query.attributes[session.id]=…`).
     pub fn searched_by(attribute: &str) -> Option<KeyKind> {
-        Some(match slot_of(attribute)?.0 {
+        KeyKind::of_slot(slot_of(attribute)?.0)
+    }
+
+    /// The key a slot's value is indexed under by itself (an MCP session
+    /// is a key only together with a request ID).
+    fn of_slot(slot: Slot) -> Option<KeyKind> {
+        Some(match slot {
             Slot::Session => KeyKind::Session,
             Slot::Conversation => KeyKind::Conversation,
             Slot::User => KeyKind::User,
@@ -213,15 +219,8 @@ impl<'a> KeySet<'a> {
     /// The indexed keys, each once.
     pub fn keys(&self) -> Vec<(KeyKind, String)> {
         let mut out = Vec::new();
-        let plain = [
-            (Slot::Session, KeyKind::Session),
-            (Slot::Conversation, KeyKind::Conversation),
-            (Slot::User, KeyKind::User),
-            (Slot::Message, KeyKind::Message),
-            (Slot::ToolCall, KeyKind::ToolCall),
-        ];
-        for (slot, kind) in plain {
-            if let Some((_, v)) = self.get(slot) {
+        for slot in [Slot::Session, Slot::Conversation, Slot::User, Slot::Message, Slot::ToolCall] {
+            if let (Some(kind), Some((_, v))) = (KeyKind::of_slot(slot), self.get(slot)) {
                 out.push((kind, v.to_owned()));
             }
         }
