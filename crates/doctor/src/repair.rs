@@ -22,6 +22,12 @@
 //! span link (either way) or an MCP client's own handshake is deliberate,
 //! and a root its instance also starts while idle is an entry point.
 //!
+//! An unconsumed producer is one with no consumer child, whose message ID no
+//! consumer carries, that nothing links to, and that has no producer child
+//! of its own (AutoGen's `create` around its `publish`: the message leaves
+//! with the child, so an orphan that started before the child is not its
+//! consumer).
+//!
 //! # Hold reasons
 //!
 //! A repair with one candidate is still only suggested (its `reason` says
@@ -405,6 +411,9 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     let mut asked: HashMap<String, Vec<Ix>, FastHash> = HashMap::default();
     let mut server_child = vec![false; n];
     let mut consumer_child = vec![false; n];
+    // Producers with a producer child: the child sends the message (AutoGen's
+    // `create` around its `publish`), so the outer span sends nothing itself.
+    let mut producer_child = vec![false; n];
     // Message IDs that some consumer-side span carries.
     let mut consumed = vec![false; ix.texts.len()];
     // Spans that a span of another trace links to.
@@ -436,6 +445,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             match s.kind {
                 SpanKind::Server => server_child[p as usize] = true,
                 SpanKind::Consumer => consumer_child[p as usize] = true,
+                SpanKind::Producer => producer_child[p as usize] = true,
                 _ => {}
             }
         }
@@ -708,6 +718,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             && !linked_in[i as usize]
             && s.kind == SpanKind::Producer
             && !consumer_child[i as usize]
+            && !producer_child[i as usize]
             && f.message_id.is_none_or(|m| !consumed[m.index()])
     };
 
