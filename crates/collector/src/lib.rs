@@ -5,7 +5,8 @@
 //! 1. [`receive`]: OTLP/gRPC and OTLP/HTTP receivers decode and validate
 //!    with the bounded decoders of `agentrace_model::otlp`;
 //! 2. [`redact`]: sensitive events, content attributes and secrets are
-//!    removed; only a [`redact::Redacted`] request goes further;
+//!    removed; only a [`redact::Redacted`] request goes further, encoded
+//!    once ([`wire`]) for the store, the pipeline and the exporters;
 //! 3. [`assemble`]: the live pipeline closes traces after their timeout and
 //!    diagnoses each with its session (repairs, findings, `app.agent.*`
 //!    rollups), keeping the results in the store;
@@ -45,3 +46,4 @@ pub mod redact;
 pub mod server;
 pub mod store;
 pub mod ui;
+pub mod wire;

@@ -221,8 +221,10 @@ async fn replay_queued(
                     continue;
                 }
                 let Ok(request) = row.request() else { continue };
+                // The queue's bytes are the request's one encoding already.
+                let Ok(encoded) = crate::wire::Encoded::parse(row.encoded) else { continue };
                 held += row.spans;
-                replay.insert(row.seq, (row.spans, crate::assemble::pack(&request)));
+                replay.insert(row.seq, (row.spans, crate::assemble::pack(&request, &encoded)));
                 while held > budget as u64 {
                     let Some((_, (spans, _))) = replay.pop_first() else { break };
                     held -= spans;

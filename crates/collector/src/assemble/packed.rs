@@ -15,6 +15,8 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
 use prost::Message;
 
+use crate::wire::Encoded;
+
 /// Buffered spans of one trace that arrived together.
 #[derive(Debug, Clone)]
 pub struct PackedSpan {
@@ -58,25 +60,25 @@ impl PackedSpan {
 }
 
 /// Packs every span of a (validated, redacted) request: one block per
-/// trace within each scope.
-pub fn pack(request: &ExportTraceServiceRequest) -> Vec<Packed> {
+/// trace within each scope. `encoded` is the request's one encoding
+/// ([`crate::wire`]): each span's bytes are copied from it, not encoded again.
+pub fn pack(request: &ExportTraceServiceRequest, encoded: &Encoded) -> Vec<Packed> {
     let mut out: Vec<Packed> = Vec::new();
-    for rs in &request.resource_spans {
+    for (rs, enc_rs) in request.resource_spans.iter().zip(encoded.resources()) {
         let resource = Arc::new(resource_from_otlp(rs.resource.as_ref(), &rs.schema_url));
-        for ss in &rs.scope_spans {
+        for (ss, enc_ss) in rs.scope_spans.iter().zip(&enc_rs.scopes) {
             let scope = Arc::new(scope_from_otlp(ss.scope.as_ref(), &ss.schema_url));
             // In order of first appearance.
             let mut groups: Vec<Group> = Vec::new();
             let mut index: std::collections::HashMap<TraceId, usize> = std::collections::HashMap::new();
-            for s in &ss.spans {
+            for (s, range) in ss.spans.iter().zip(&enc_ss.spans) {
                 let Ok(trace_id) = TraceId::from_slice(&s.trace_id) else { continue };
                 let i = *index.entry(trace_id).or_insert_with(|| {
                     groups.push((trace_id, Vec::new(), u64::MAX, 0, 0, Vec::new()));
                     groups.len() - 1
                 });
                 let g = &mut groups[i];
-                // Writing to a Vec cannot fail.
-                let _ = s.encode_length_delimited(&mut g.1);
+                g.1.extend_from_slice(encoded.span(range));
                 g.2 = g.2.min(s.start_time_unix_nano);
                 g.3 = g.3.max(s.end_time_unix_nano.max(s.start_time_unix_nano));
                 g.4 += 1;

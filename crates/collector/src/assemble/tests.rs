@@ -24,7 +24,8 @@ fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, service: &str, start_
 
 /// A planner that sends a task, and a worker that handled it in a trace of its own.
 fn packed(spans: &[Span]) -> Vec<Packed> {
-    pack(&Span::to_request(spans))
+    let request = Span::to_request(spans);
+    pack(&request, &crate::wire::Encoded::new(&request))
 }
 
 fn broken_handoff() -> (Vec<Packed>, Vec<Packed>) {
@@ -166,7 +167,10 @@ fn corpus_batches(case: &str) -> Vec<Vec<Packed>> {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| pack(&agentrace_model::otlp::decode_json(l.as_bytes(), &Default::default()).unwrap().request))
+        .map(|l| {
+            let request = agentrace_model::otlp::decode_json(l.as_bytes(), &Default::default()).unwrap().request;
+            pack(&request, &crate::wire::Encoded::new(&request))
+        })
         .collect()
 }
 

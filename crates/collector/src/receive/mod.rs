@@ -26,6 +26,7 @@ use crate::export::ExportTarget;
 use crate::metrics::{Metrics, RefuseReason, Transport};
 use crate::redact::{Redacted, Redactor};
 use crate::store::{PreparedBatch, QueuedExport, Store, SubmitError};
+use crate::wire::Encoded;
 
 /// How long a refused sender is told to wait before retrying.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -252,18 +253,26 @@ impl Ingest {
             }
         };
         let seq = reservation.seq();
-        let spans = if self.pipeline.is_live() { crate::assemble::pack(stored.request()) } else { Vec::new() };
+        // Encoded once: the store's chunk, the pipeline's blocks and every
+        // exporter that takes what the store takes share these bytes.
+        let encoded = Encoded::new(stored.request());
+        let spans =
+            if self.pipeline.is_live() { crate::assemble::pack(stored.request(), &encoded) } else { Vec::new() };
+        let mut stored_body: Option<Vec<u8>> = None;
         let exports: Vec<QueuedExport> = self
             .exports
             .iter()
-            .map(|t| {
-                let redacted = others.iter().find(|r| r.content_action() == t.config.content).unwrap_or(&stored);
-                QueuedExport::new(t.id, seq, redacted)
+            .map(|t| match others.iter().find(|r| r.content_action() == t.config.content) {
+                Some(other) => QueuedExport::new(t.id, seq, &Encoded::new(other.request())),
+                None => {
+                    let body = stored_body.get_or_insert_with(|| QueuedExport::compress(&encoded)).clone();
+                    QueuedExport::compressed(t.id, seq, encoded.span_count(), body)
+                }
             })
             .collect();
         let queued: Vec<(u64, u64)> = exports.iter().map(|e| (e.spans(), e.size())).collect();
         let batch = if self.keep_spans {
-            PreparedBatch::from_redacted(stored).with_exports(exports)
+            PreparedBatch::from_redacted(stored, &encoded).with_exports(exports)
         } else {
             PreparedBatch::queue_only(n as usize, exports)
         };

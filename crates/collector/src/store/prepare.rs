@@ -1,13 +1,14 @@
 //! Turning a validated export request into rows, on the request's own task.
 //!
-//! The expensive part of a write (re-encoding each span, picking out the
-//! indexed columns) happens here, outside the writer thread, so the single
-//! writer does nothing but SQLite work.
+//! The expensive part of a write (cutting each span's bytes out of the
+//! request's one encoding, [`crate::wire`], compressing them, picking out
+//! the indexed columns) happens here, outside the writer thread, so the
+//! single writer does nothing but SQLite work.
 //!
 //! Resources and scopes are stored once each: a resource row holds an
 //! encoded `ResourceSpans` with no scopes (so its `schema_url` is kept), a
 //! scope row an encoded `ScopeSpans` with no spans. The spans of a request
-//! are encoded exactly as they arrived, one after the other, and
+//! are kept exactly as they were encoded, one after the other, and
 //! compressed together into one chunk (LZ4): spans of one request repeat
 //! their attribute keys and much of their values, so a chunk is several
 //! times smaller than its spans, and the store writes that much less. Each
@@ -18,10 +19,9 @@ use std::borrow::Cow;
 use agentrace_model::keys::{KeyKind, KeySet};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-use prost::Message;
 
 use crate::redact::Redacted;
+use crate::wire::Encoded;
 
 /// One span, ready to insert.
 #[derive(Debug)]
@@ -85,15 +85,19 @@ pub struct QueuedExport {
 impl QueuedExport {
     /// Queues `request` for exporter `exporter`; `seq` orders it against
     /// the live pipeline's progress.
-    pub fn new(exporter: i64, seq: u64, request: &Redacted) -> QueuedExport {
-        let spans =
-            request.request().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum::<usize>();
-        QueuedExport {
-            exporter,
-            seq,
-            spans: u32::try_from(spans).unwrap_or(u32::MAX),
-            body: lz4_flex::block::compress_prepend_size(&request.request().encode_to_vec()),
-        }
+    pub fn new(exporter: i64, seq: u64, request: &Encoded) -> QueuedExport {
+        QueuedExport::compressed(exporter, seq, request.span_count(), QueuedExport::compress(request))
+    }
+
+    /// The queue's form of a request: its encoding, LZ4 with the size
+    /// prepended. Computed once for every exporter that takes the same bytes.
+    pub fn compress(request: &Encoded) -> Vec<u8> {
+        lz4_flex::block::compress_prepend_size(request.bytes())
+    }
+
+    /// Queues a body that [`QueuedExport::compress`] made, of `spans` spans.
+    pub fn compressed(exporter: i64, seq: u64, spans: usize, body: Vec<u8>) -> QueuedExport {
+        QueuedExport { exporter, seq, spans: u32::try_from(spans).unwrap_or(u32::MAX), body }
     }
 
     /// Bytes it takes in the queue.
@@ -212,10 +216,11 @@ impl PreparedBatch {
         self.len() == 0
     }
 
-    /// Prepares a redacted request for the store; the receivers have
-    /// validated it (IDs have the right lengths).
-    pub fn from_redacted(request: Redacted) -> PreparedBatch {
-        PreparedBatch::from_request(request.into_request())
+    /// Prepares a redacted request for the store, with its encoding (made
+    /// once, [`crate::wire`]); the receivers have validated it (IDs have the
+    /// right lengths).
+    pub fn from_redacted(request: Redacted, encoded: &Encoded) -> PreparedBatch {
+        PreparedBatch::from_request(request.into_request(), encoded)
     }
 
     /// Also queues the request for exporters, in the same transaction.
@@ -247,10 +252,11 @@ impl PreparedBatch {
     /// Prepares a request that [`agentrace_model::otlp::validate`] has
     /// already checked (IDs have the right lengths). Only tests and
     /// [`PreparedBatch::from_redacted`] call it: the store takes redacted data.
-    fn from_request(request: ExportTraceServiceRequest) -> PreparedBatch {
+    /// `encoded` is `request`'s encoding: its parts are copied, not encoded again.
+    fn from_request(request: ExportTraceServiceRequest, encoded: &Encoded) -> PreparedBatch {
         let mut batch = PreparedBatch::default();
-        let mut plain = Vec::with_capacity(request.encoded_len());
-        for rs in request.resource_spans {
+        let mut plain = Vec::with_capacity(encoded.bytes().len());
+        for (rs, enc_rs) in request.resource_spans.into_iter().zip(encoded.resources()) {
             let service = rs
                 .resource
                 .as_ref()
@@ -258,16 +264,13 @@ impl PreparedBatch {
                 .unwrap_or("unknown_service")
                 .to_owned();
             let resource_index = batch.resources.len();
-            let shell = ResourceSpans { resource: rs.resource, scope_spans: Vec::new(), schema_url: rs.schema_url };
-            batch.resources.push((shell.encode_to_vec(), service));
-            for ss in rs.scope_spans {
+            batch.resources.push((enc_rs.shell.clone(), service));
+            for (ss, enc_ss) in rs.scope_spans.into_iter().zip(&enc_rs.scopes) {
                 let scope_index = batch.scopes.len();
-                let shell = ScopeSpans { scope: ss.scope, spans: Vec::new(), schema_url: ss.schema_url };
-                batch.scopes.push(shell.encode_to_vec());
-                for span in ss.spans {
+                batch.scopes.push(enc_ss.shell.clone());
+                for (span, range) in ss.spans.into_iter().zip(&enc_ss.spans) {
                     let chunk_index = u32::try_from(batch.spans.len()).unwrap_or(u32::MAX);
-                    // Writing to a Vec cannot fail.
-                    let _ = span.encode_length_delimited(&mut plain);
+                    plain.extend_from_slice(encoded.span(range));
                     let keys = indexed_keys(&span.attributes);
                     batch.spans.push(SpanRow {
                         parent_span_id: (!span.parent_span_id.is_empty()).then_some(span.parent_span_id),
@@ -368,7 +371,8 @@ pub fn indexed_keys(attributes: &[KeyValue]) -> Vec<(KeyKind, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::trace::v1::Span;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
 
     fn request(n: usize) -> ExportTraceServiceRequest {
         let spans = (0..n)
@@ -390,7 +394,7 @@ mod tests {
     #[test]
     fn a_chunk_gives_back_every_span_byte_for_byte() {
         let req = request(50);
-        let batch = PreparedBatch::from_request(req.clone());
+        let batch = PreparedBatch::from_request(req.clone(), &Encoded::new(&req));
         let chunk = Chunk::open(&batch.chunk).unwrap();
         for (i, span) in req.resource_spans[0].scope_spans[0].spans.iter().enumerate() {
             assert_eq!(chunk.span(batch.spans[i].chunk_index as usize).unwrap(), span.encode_to_vec().as_slice());
@@ -401,7 +405,8 @@ mod tests {
 
     #[test]
     fn a_damaged_chunk_is_an_error_not_a_panic_or_a_huge_allocation() {
-        let batch = PreparedBatch::from_request(request(5));
+        let req = request(5);
+        let batch = PreparedBatch::from_request(req.clone(), &Encoded::new(&req));
         let mut huge = batch.chunk.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Chunk::open(&huge).is_err());
