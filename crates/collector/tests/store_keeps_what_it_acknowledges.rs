@@ -167,6 +167,15 @@ fn retention_deletes_spans_older_than_max_age() {
     });
     assert_eq!(span_count(&api, &"55".repeat(16)), 10, "recent spans are kept");
     assert_eq!(support::metric(&api, "agentrace_store_retention_deleted_spans_total"), 10.0);
+    // The live diagnosis's rows go with their spans: once both traces have
+    // closed, the old one's request row is deleted by the next pass.
+    let requests = |trace: &str| {
+        let (status, body) = support::get_json(&format!("{api}/api/agentrace/requests?q={trace}"));
+        assert_eq!(status, 200);
+        body["requests"].as_array().unwrap().len()
+    };
+    wait_for("the recent requests' rows (each span is a root)", || requests(&"55".repeat(16)) == 10);
+    wait_for("the old request's row to be deleted", || requests(&"44".repeat(16)) == 0);
 }
 
 #[test]

@@ -289,8 +289,8 @@ fn run(
         }
         next_tick = now + tick;
         let closed = assembler.close_due(now, stopping);
-        if !closed.rows.is_empty() || !closed.requests.is_empty() || !closed.retired_requests.is_empty() {
-            let batch = PreparedBatch::analysis(closed.rows, closed.patches, closed.requests, closed.retired_requests);
+        if !closed.patches.is_empty() || !closed.requests.is_empty() || !closed.retired_requests.is_empty() {
+            let batch = PreparedBatch::analysis(closed.patches, closed.requests, closed.retired_requests);
             let written = match store.submit(batch) {
                 Ok(durable) => runtime.block_on(durable).map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),

@@ -9,7 +9,6 @@ use std::ops::Range;
 use agentrace_doctor::conventions::usage_totals;
 use agentrace_doctor::{Config as DoctorConfig, Diagnosis, RequestAnswer};
 use agentrace_model::{Span, SpanId, TraceId};
-use serde_json::json;
 
 use crate::export::patch::SpanPatch;
 use crate::store::{AnalysisRow, PatchRow, RequestRow};
@@ -130,7 +129,6 @@ fn summarise(
     let usage = usage_totals(own, &config.prices);
     let findings: Vec<_> = diagnosis.findings.iter().filter(|f| f.trace_id == id).collect();
     let repairs: Vec<_> = diagnosis.repairs.iter().filter(|r| r.trace_id == id).collect();
-    let failure = diagnosis.failures.iter().find(|f| f.trace_id == id);
     let start = own.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
     let end = own.iter().map(|s| s.end_unix_nano).max().unwrap_or(start);
     let row = AnalysisRow {
@@ -141,7 +139,6 @@ fn summarise(
         root_name: root.map(|r| r.name.clone()).unwrap_or_default(),
         spans: own.len() as i64,
         session: usage.session,
-        agents: serde_json::to_string(&usage.agents).unwrap_or_else(|_| "[]".into()),
         input_tokens: clamp(usage.input_tokens),
         output_tokens: clamp(usage.output_tokens),
         cost_usd: (usage.cost_usd * 1e6).round() / 1e6,
@@ -149,7 +146,6 @@ fn summarise(
         errors: clamp(usage.errors),
         repairs: repairs.iter().filter(|r| r.applied).count() as i64,
         connected_trace_id: connected_trace.as_bytes().to_vec(),
-        diagnosis: json!({ "findings": findings, "repairs": repairs, "failure": failure }).to_string(),
     };
     (row, out)
 }

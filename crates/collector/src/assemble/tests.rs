@@ -81,7 +81,7 @@ fn a_trace_closes_after_its_timeout_and_an_orphan_is_joined_across_the_window() 
     assert_eq!((row.input_tokens, row.output_tokens), (1000, 100));
     assert!(row.cost_usd > 0.0);
     assert_eq!(row.repairs, 1);
-    assert!(row.findings >= 1 && row.diagnosis.contains("orphan_root"), "{}", row.diagnosis);
+    assert!(row.findings >= 1);
     let patch_of = |id: u8| -> SpanPatch {
         let p = second.patches.iter().find(|p| p.span_id == vec![id; 8]).expect("patched");
         serde_json::from_str(&p.patch).unwrap()
@@ -100,7 +100,7 @@ fn a_trace_closes_after_its_timeout_and_an_orphan_is_joined_across_the_window() 
     assert_eq!(request.request_id, vec![1; 16]);
     assert_eq!(request.trace_ids, vec![vec![1; 16], vec![2; 16]]);
     assert_eq!((request.input_tokens, request.output_tokens, request.repairs), (1000, 100, 1));
-    assert!(request.broken >= 1);
+    assert!(request.broken >= 1 && request.answer.contains("orphan_root"), "{}", request.answer);
     assert!(second.rows.iter().any(|r| r.trace_id == vec![1; 16]), "the producer's trace row is rewritten too");
     assert_eq!(metrics.pipeline.traces_closed.load(Ordering::Relaxed), 2);
     assert_eq!(metrics.pipeline.repairs_applied.load(Ordering::Relaxed), 1);

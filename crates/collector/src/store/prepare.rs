@@ -59,8 +59,6 @@ pub struct PreparedBatch {
     pub(crate) exports: Vec<QueuedExport>,
     /// Queue rows a backend has acknowledged, to delete.
     pub(crate) dequeue: Vec<i64>,
-    /// Results of the live diagnosis, to keep.
-    pub(crate) analysis: Vec<AnalysisRow>,
     /// Per-span rewrites for exporters (repairs, rollups), to keep.
     pub(crate) patches: Vec<PatchRow>,
     pub(crate) requests: Vec<RequestRow>,
@@ -111,7 +109,9 @@ impl QueuedExport {
     }
 }
 
-/// What the live diagnosis says about one trace, as the trace list shows it.
+/// What the live diagnosis says about one arrived trace. The pipeline
+/// builds request rows and counts findings from it; it is not stored (the
+/// request row holds the answer).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalysisRow {
     /// The trace, as it arrived.
@@ -128,8 +128,6 @@ pub struct AnalysisRow {
     pub spans: i64,
     /// Its session, if any span carried one.
     pub session: Option<String>,
-    /// Agents seen in it, JSON array of names.
-    pub agents: String,
     /// LLM input tokens in it.
     pub input_tokens: i64,
     /// LLM output tokens in it.
@@ -144,8 +142,6 @@ pub struct AnalysisRow {
     pub repairs: i64,
     /// The trace ID it belongs to once connected (its own when not repaired).
     pub connected_trace_id: Vec<u8>,
-    /// Findings, repairs and failure on its spans, JSON.
-    pub diagnosis: String,
 }
 
 /// What the live diagnosis says about one connected request: a row of the
@@ -239,14 +235,14 @@ impl PreparedBatch {
         PreparedBatch { dequeue: ids, ..Default::default() }
     }
 
-    /// A write that keeps the live diagnosis of closed traces.
+    /// A write that keeps the live diagnosis of closed traces: their
+    /// requests' rows and their spans' patches.
     pub fn analysis(
-        rows: Vec<AnalysisRow>,
         patches: Vec<PatchRow>,
         requests: Vec<RequestRow>,
         retired_requests: Vec<Vec<u8>>,
     ) -> PreparedBatch {
-        PreparedBatch { analysis: rows, patches, requests, retired_requests, ..Default::default() }
+        PreparedBatch { patches, requests, retired_requests, ..Default::default() }
     }
 
     /// Prepares a request that [`agentrace_model::otlp::validate`] has

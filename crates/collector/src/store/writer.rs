@@ -78,26 +78,8 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
              body BLOB NOT NULL
          );
          CREATE INDEX IF NOT EXISTS export_queue_by_exporter ON export_queue (exporter, id);
-         CREATE TABLE IF NOT EXISTS trace_analysis (
-             trace_id BLOB PRIMARY KEY,
-             start_ns INTEGER NOT NULL,
-             duration_ns INTEGER NOT NULL,
-             root_service TEXT NOT NULL,
-             root_name TEXT NOT NULL,
-             spans INTEGER NOT NULL,
-             session TEXT,
-             agents TEXT NOT NULL,
-             input_tokens INTEGER NOT NULL,
-             output_tokens INTEGER NOT NULL,
-             cost_usd REAL NOT NULL,
-             findings INTEGER NOT NULL,
-             errors INTEGER NOT NULL,
-             repairs INTEGER NOT NULL,
-             connected_trace_id BLOB NOT NULL,
-             diagnosis TEXT NOT NULL
-         ) WITHOUT ROWID;
-         CREATE INDEX IF NOT EXISTS trace_analysis_by_start ON trace_analysis (start_ns);
-         CREATE INDEX IF NOT EXISTS trace_analysis_by_session ON trace_analysis (session);
+         -- Per-trace rows that nothing read (the request rows hold the answer).
+         DROP TABLE IF EXISTS trace_analysis;
          CREATE TABLE IF NOT EXISTS requests (
              request_id BLOB NOT NULL,
              root_span_id BLOB NOT NULL,
@@ -282,12 +264,6 @@ impl Writer {
             let mut insert_export =
                 tx.prepare_cached("INSERT INTO export_queue (exporter, seq, spans, body) VALUES (?1, ?2, ?3, ?4)")?;
             let mut delete_export = tx.prepare_cached("DELETE FROM export_queue WHERE id = ?1")?;
-            let mut upsert_analysis = tx.prepare_cached(
-                "INSERT OR REPLACE INTO trace_analysis (trace_id, start_ns, duration_ns, root_service, root_name,
-                     spans, session, agents, input_tokens, output_tokens, cost_usd, findings, errors, repairs,
-                     connected_trace_id, diagnosis)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?;
             let mut upsert_request = tx.prepare_cached(
                 "INSERT OR REPLACE INTO requests (request_id, start_ns, duration_ns, root_service, root_name, session,
                      traces, spans, agents, input_tokens, output_tokens, cost_usd, findings, broken, errors, failed,
@@ -398,26 +374,6 @@ impl Writer {
                 }
                 for id in &batch.dequeue {
                     delete_export.execute(params![id])?;
-                }
-                for a in &batch.analysis {
-                    upsert_analysis.execute(params![
-                        a.trace_id,
-                        a.start_ns,
-                        a.duration_ns,
-                        a.root_service,
-                        a.root_name,
-                        a.spans,
-                        a.session,
-                        a.agents,
-                        a.input_tokens,
-                        a.output_tokens,
-                        a.cost_usd,
-                        a.findings,
-                        a.errors,
-                        a.repairs,
-                        a.connected_trace_id,
-                        a.diagnosis,
-                    ])?;
                 }
                 for p in &batch.patches {
                     upsert_patch.execute(params![p.trace_id, p.span_id, p.patch])?;
@@ -556,23 +512,21 @@ impl Writer {
                  (SELECT id FROM chunks WHERE max_start_ns < ?1 ORDER BY max_start_ns LIMIT 1000)",
             [cutoff],
         )?;
-        // The live diagnosis goes with its spans; patches first, while
-        // their traces can still be found by start.
-        // Each table, then the one whose start decides (last: the others
-        // find their rows through it).
-        let mut analyses = 0;
-        let by_start = [
-            ("request_agents", "request_id", "requests"),
-            ("request_traces", "request_id", "requests"),
-            ("requests", "request_id", "requests"),
-            ("span_patches", "trace_id", "trace_analysis"),
-            ("trace_analysis", "trace_id", "trace_analysis"),
-        ];
-        for (table, key, dated) in by_start {
+        // The live diagnosis goes with its spans, dated by the request's
+        // start: patches first (their traces are found through the request
+        // they belong to), the requests' own rows last (the others find
+        // their rows through them).
+        let mut analyses = tx.execute(
+            "DELETE FROM span_patches WHERE trace_id IN
+                 (SELECT trace_id FROM request_traces WHERE request_id IN
+                     (SELECT request_id FROM requests WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000))",
+            [cutoff],
+        )?;
+        for table in ["request_agents", "request_traces", "requests"] {
             analyses += tx.execute(
                 &format!(
-                    "DELETE FROM {table} WHERE {key} IN
-                         (SELECT {key} FROM {dated} WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)"
+                    "DELETE FROM {table} WHERE request_id IN
+                         (SELECT request_id FROM requests WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)"
                 ),
                 [cutoff],
             )?;
