@@ -73,7 +73,7 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
             // this one (LangGraph), or the graph parent (OpenInference); the
             // span tree only shows the graph that runs them side by side.
             let (from, how) = match handed_over_by(ix, tree, node) {
-                Some(from) if from != agent => (from, "graph"),
+                Some((from, how)) if from != agent => (from, how),
                 _ => (pa, via(ix, tree, p, node)),
             };
             // A worker routing back to the supervisor that handed it the
@@ -219,28 +219,70 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
     }
 }
 
-/// The agent that handed work to the agent span `node`, where a graph
-/// framework records it: the latest earlier sibling node that routed here
-/// (LangGraph `goto`), or the OpenInference graph parent.
-fn handed_over_by(ix: &Index, tree: &Tree, node: u32) -> Option<u32> {
+/// The agent that handed work to the agent span `node`, and how, where a
+/// framework records it: the OpenInference graph parent, the latest
+/// earlier sibling node that routed here (LangGraph `goto`), or a sign in
+/// a sibling agent's own subtree (a hand-off span, a tool call).
+fn handed_over_by(ix: &Index, tree: &Tree, node: u32) -> Option<(u32, &'static str)> {
     if !tree.is_real(node) {
         return None;
     }
     let f = &ix.facts[node as usize];
     if let Some(parent) = f.graph_parent {
         let name = ix.texts.get(parent);
-        return tree.agents.binary_search_by(|a| a.as_str().cmp(name)).ok().map(|i| i as u32);
+        return tree.agents.binary_search_by(|a| a.as_str().cmp(name)).ok().map(|i| (i as u32, "graph"));
     }
     let me = f.agent_name?;
     let parent = tree.parent[node as usize]?;
     let start = tree.start[node as usize];
-    tree.children(parent)
+    let agent = tree.agent[node as usize];
+    let siblings = tree.children(parent);
+    let routed = siblings
         .iter()
         .copied()
         .filter(|&c| c != node && tree.is_real(c) && tree.start[c as usize] <= start)
         .filter(|&c| ix.facts[c as usize].routes_to == Some(me))
         .max_by_key(|&c| (tree.start[c as usize], c))
-        .map(|c| tree.agent[c as usize])
+        .map(|c| (tree.agent[c as usize], "graph"));
+    if routed.is_some() {
+        return routed;
+    }
+    // An agent run beside the one that handed over (the Agents SDK under
+    // OpenLLMetry runs every agent as a sibling under the workflow span):
+    // the delegator's own subtree says so, by a hand-off span whose next
+    // agent to start is this one, or by a tool call of its during which
+    // this one started (an agent used as a tool). The latest such sign wins.
+    let other_agent = |c: u32| c != node && tree.is_real(c) && tree.agent[c as usize] != agent;
+    let next_after = |t: u64| {
+        siblings
+            .iter()
+            .copied()
+            .filter(|&s| tree.is_real(s) && ix.facts[s as usize].agent_name.is_some() && tree.start[s as usize] >= t)
+            .min_by_key(|&s| (tree.start[s as usize], s))
+    };
+    let mut best: Option<(u64, u32, &'static str)> = None;
+    for &c in siblings.iter().filter(|&&c| other_agent(c) && tree.start[c as usize] <= start) {
+        for &h in tree.children(c) {
+            if !tree.is_real(h) || tree.agent[h as usize] != tree.agent[c as usize] {
+                continue;
+            }
+            let (hs, he) = (tree.start[h as usize], tree.end[h as usize]);
+            let hf = &ix.facts[h as usize];
+            let sign = if hf.hands_off && hs <= start && hf.routes_to.is_none_or(|t| t == me) {
+                (next_after(hs) == Some(node)).then_some("handoff")
+            } else if hf.category() == Category::Tool && hs <= start && start <= he {
+                Some("tool")
+            } else {
+                None
+            };
+            if let Some(how) = sign
+                && best.is_none_or(|(t, _, _)| hs > t)
+            {
+                best = Some((hs, tree.agent[c as usize], how));
+            }
+        }
+    }
+    best.map(|(_, from, how)| (from, how))
 }
 
 /// How work crossed from the parent's agent to the child's.

@@ -254,8 +254,14 @@ pub(crate) struct Facts {
     /// The agent a graph framework says handed work to this one
     /// (OpenInference `graph.node.parent_id`).
     pub graph_parent: Option<Sym>,
-    /// The graph node this node span routed to next (LangGraph `goto`).
+    /// The graph node this node span routed to next (LangGraph `goto`), or
+    /// the agent a hand-off span names as its target
+    /// (`gen_ai.handoff.to_agent`, when known).
     pub routes_to: Option<Sym>,
+    /// A hand-off span: its agent handed the conversation to another
+    /// (`gen_ai.operation.name` or `traceloop.span.kind` `handoff`, the
+    /// OpenAI Agents SDK under OpenLLMetry).
+    pub hands_off: bool,
     /// A tool span whose recorded output is unusable: JSON that does not
     /// parse, or an MCP result flagged `isError`, though the span itself
     /// recorded no error.
@@ -643,6 +649,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut tool_name = None;
     let mut destination = None;
     let mut pydantic_agent: Option<&str> = None;
+    let mut handoff_to: Option<&str> = None;
     let mut oi_node: Option<&str> = None;
     let mut oi_parent: Option<&str> = None;
     let mut metadata: Option<&str> = None;
@@ -692,6 +699,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "gen_ai.agent.name" => put(&mut agent, 0, text(value)),
             "agent.name" => put(&mut agent, 1, text(value)),
             "agent_name" => pydantic_agent = value.as_str(),
+            "gen_ai.handoff.to_agent" => handoff_to = value.as_str(),
             "graph.node.id" => oi_node = value.as_str(),
             "graph.node.parent_id" => oi_parent = value.as_str(),
             "metadata" => metadata = value.as_str(),
@@ -788,6 +796,12 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
             .and_then(|v| v.get("goto").and_then(|g| g.as_str()).map(str::to_owned))
             .map(|g| texts.intern(Cow::Owned(g)));
+    }
+    f.hands_off = [operation, tl_kind].iter().flatten().any(|k| k.eq_ignore_ascii_case("handoff"));
+    if f.hands_off
+        && let Some(to) = handoff_to.filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("unknown"))
+    {
+        f.routes_to = Some(texts.intern(Cow::Borrowed(to)));
     }
     let oi_agent = oi_kind.is_some_and(|k| k.eq_ignore_ascii_case("AGENT"));
     // An OpenInference AGENT span is named by `graph.node.id`, or by a span

@@ -314,7 +314,8 @@ pub struct Delegation {
     pub from: String,
     /// The called agent.
     pub to: String,
-    /// How: `invoke_agent`, `queue`, `tool` or `call`.
+    /// How: `invoke_agent`, `queue`, `tool`, `call`, `graph` (a graph
+    /// framework said so) or `handoff` (a hand-off span said so).
     pub via: String,
     /// How many times.
     pub count: u64,
