@@ -9,7 +9,8 @@
 //! given `--server-pid`, the server's peak RSS.
 //!
 //! ```sh
-//! cargo build --release -p agentrace-cli -p agentrace-collector --example loadgen
+//! cargo build --release -p agentrace-cli --bin agentrace
+//! cargo build --release -p agentrace-collector --example loadgen --example blackhole
 //! taskset -c 0 target/release/agentrace serve --data-dir /tmp/lg &
 //! taskset -c 1 target/release/examples/loadgen --connections 4 --duration 20s --server-pid $!
 //! ```
@@ -52,6 +53,23 @@
 //! 239k/s refused at once (retryable), p99 386 ms, peak RSS 229 MiB; 5 s
 //! after, every trace closed and the export queue empty; then a closed-loop
 //! run: 17.8k/s acknowledged, nothing refused, RSS 176–196 MiB.
+//!
+//! Encoded once (2026-11-30): before, a request's spans were encoded for the
+//! store's chunk, again for the pipeline's blocks and again, whole, for each
+//! exporter's queue; now once (`wire::Encoded`), and the per-trace analysis
+//! rows nothing read are no longer written. Old (7d6a048) and new release
+//! binaries side by side in the same minutes, same method as above except
+//! that server CPU is its `/proc/PID/stat` user+system time from the start
+//! of the run until it is idle again (so the diagnosis of the last traces,
+//! closed after the run, is counted), 6 s runs, two rounds each, exporting
+//! to the blackhole. This VM's disk was slower than on 2026-11-25 (SQLite's
+//! WAL writes and B-tree inserts lead the profile), so compare ratios, not
+//! these with the table above:
+//!
+//! | configuration | old: spans per server CPU-second | new | new/old |
+//! |---|---|---|---|
+//! | store + export, pipeline off (`repair: off`) | 13.2k–13.9k | 14.9k–15.1k | 1.07–1.14× |
+//! | full: redact + pipeline + store + export (reparent) | 5.6k–6.2k | 6.5k–6.8k | 1.05–1.21× |
 //!
 //! The spine's own figures from before (store only): server CPU per span
 //! 21.3–21.7 µs with 4 connections, 18.7 µs with 16. Earlier runs that
