@@ -123,6 +123,18 @@ pub(crate) fn judge_output(text: &str) -> Option<BadOutput> {
     }
 }
 
+/// Whether an AutoGen agent type is an autogen-agentchat team member's,
+/// `{name}_{team UUID}` (`researcher_225020b8-bc04-47e8-9d75-ab56b7440e3d`).
+fn has_team_id(agent_type: &str) -> bool {
+    agent_type.rsplit_once('_').is_some_and(|(_, id)| {
+        id.len() == 36
+            && id
+                .chars()
+                .enumerate()
+                .all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() })
+    })
+}
+
 /// Which convention named an agent, as the agent graph reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,6 +151,10 @@ pub enum AgentSource {
     Traceloop,
     /// The span name (`invoke_agent {name}`), no attribute.
     SpanName,
+    /// autogen-core's runtime: the agent type a delivered message's
+    /// CONSUMER span names as its recipient (`recipient_agent_type`).
+    #[serde(rename = "autogen")]
+    AutoGen,
     /// No agent named: the service stands for it.
     Service,
 }
@@ -650,6 +666,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut destination = None;
     let mut pydantic_agent: Option<&str> = None;
     let mut handoff_to: Option<&str> = None;
+    let mut autogen_recipient: Option<&str> = None;
     let mut oi_node: Option<&str> = None;
     let mut oi_parent: Option<&str> = None;
     let mut metadata: Option<&str> = None;
@@ -700,6 +717,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "agent.name" => put(&mut agent, 1, text(value)),
             "agent_name" => pydantic_agent = value.as_str(),
             "gen_ai.handoff.to_agent" => handoff_to = value.as_str(),
+            "recipient_agent_type" => autogen_recipient = value.as_str(),
             "graph.node.id" => oi_node = value.as_str(),
             "graph.node.parent_id" => oi_parent = value.as_str(),
             "metadata" => metadata = value.as_str(),
@@ -828,6 +846,27 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             agent = Some((5, Cow::Borrowed(rest.trim())));
             source = Some(AgentSource::SpanName);
         }
+    }
+    // autogen-core delivers each message to an agent in a CONSUMER span
+    // that names the recipient's type (its gRPC runtime only in the span
+    // name, `autogen process {type}.({key})-A`): that agent's work is under it.
+    let autogen_recipient = autogen_recipient.or_else(|| {
+        name.strip_prefix("autogen process ")
+            .and_then(|d| d.strip_suffix(")-A"))
+            .and_then(|d| d.split_once(".("))
+            .map(|(agent_type, _)| agent_type)
+    });
+    // autogen-agentchat runs a team on the same runtime, its agents typed
+    // `{name}_{team id}` and its group chat manager routing the turns: a
+    // delivery there is a turn, not a delegation, and its agents name
+    // themselves on their own `invoke_agent` spans.
+    let autogen_recipient = autogen_recipient.filter(|r| !has_team_id(r));
+    if agent.is_none()
+        && span.kind == SpanKind::Consumer
+        && let Some(recipient) = autogen_recipient.filter(|r| !r.is_empty())
+    {
+        agent = Some((6, Cow::Borrowed(recipient)));
+        source = Some(AgentSource::AutoGen);
     }
     f.agent_source = source.filter(|_| agent.is_some());
     if category == Category::Llm {
@@ -1131,6 +1170,35 @@ mod tests {
         let f = read(&s, &mut texts);
         assert_eq!(f.category(), Category::Agent);
         assert_eq!(texts.opt(f.agent_name), Some("planner"));
+    }
+
+    #[test]
+    fn autogen_core_deliveries_name_their_recipient_agent_and_team_turns_do_not() {
+        let agent_of = |name: &str, kind: SpanKind, attrs: &[(&str, Value)]| {
+            let mut s = span(attrs);
+            s.name = name.into();
+            s.kind = kind;
+            let mut texts = Texts::default();
+            let f = read(&s, &mut texts);
+            (texts.opt(f.agent_name).map(str::to_owned), f.agent_source)
+        };
+        // SingleThreadedAgentRuntime: the recipient's type is an attribute.
+        let single =
+            [("recipient_agent_type", Value::from("researcher")), ("sender_agent_type", "orchestrator".into())];
+        assert_eq!(
+            agent_of("autogen process researcher.(sess-1)-A", SpanKind::Consumer, &single),
+            (Some("researcher".into()), Some(AgentSource::AutoGen))
+        );
+        // The gRPC worker runtime says it only in the span name.
+        assert_eq!(
+            agent_of("autogen process writer.(sess-1)-A", SpanKind::Consumer, &[]),
+            (Some("writer".into()), Some(AgentSource::AutoGen))
+        );
+        // A publish to a topic, a producer, and an agentchat team's turn name no agent.
+        assert_eq!(agent_of("autogen process drafting.(sess-1)-T", SpanKind::Consumer, &[]).0, None);
+        assert_eq!(agent_of("autogen send writer.(sess-1)-A", SpanKind::Producer, &single).0, None);
+        let team = [("recipient_agent_type", Value::from("researcher_225020b8-bc04-47e8-9d75-ab56b7440e3d"))];
+        assert_eq!(agent_of("autogen process researcher_225020b8", SpanKind::Consumer, &team).0, None);
     }
 
     #[test]
