@@ -6,7 +6,8 @@
 //! attributes). `--connections` clients send concurrently, each waiting for
 //! its acknowledgement before sending again, for `--duration`. It reports
 //! acknowledged spans/s, acknowledgement latency percentiles, refusals, and,
-//! given `--server-pid`, the server's peak RSS.
+//! given `--server-pid`, the server's peak RSS. Requests belong to 16
+//! sessions (one per pre-encoded template), or to `--sessions N` when given.
 //!
 //! ```sh
 //! cargo build --release -p agentrace-cli --bin agentrace
@@ -71,6 +72,13 @@
 //! | store + export, pipeline off (`repair: off`) | 13.2k–13.9k | 14.9k–15.1k | 1.07–1.14× |
 //! | full: redact + pipeline + store + export (reparent) | 5.6k–6.2k | 6.5k–6.8k | 1.05–1.21× |
 //!
+//! Cost per span against open sessions (same day and method, HEAD c75dfb9,
+//! full pipeline + store, no exporter, `--sessions N` spreading the ~700
+//! requests of a run over N sessions, two rounds each, interleaved): 16
+//! sessions 8.6k–9.5k spans per server CPU-second, 1,000 sessions
+//! 8.8k–9.4k, 10,000 sessions (a session per request) 8.9k–10.9k. The
+//! pipeline's cost per span does not grow with the number of open sessions.
+//!
 //! The spine's own figures from before (store only): server CPU per span
 //! 21.3–21.7 µs with 4 connections, 18.7 µs with 16. Earlier runs that
 //! showed 77k–111k spans/s were the generator resending the previous run's
@@ -98,6 +106,7 @@ struct Args {
     duration: Duration,
     rate: Option<u64>,
     server_pid: Option<u32>,
+    sessions: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -108,6 +117,7 @@ fn parse_args() -> Result<Args, String> {
         duration: Duration::from_secs(20),
         rate: None,
         server_pid: None,
+        sessions: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -123,10 +133,11 @@ fn parse_args() -> Result<Args, String> {
             }
             "--rate" => args.rate = Some(value()?.parse().map_err(|e| format!("--rate: {e}"))?),
             "--server-pid" => args.server_pid = Some(value()?.parse().map_err(|e| format!("--server-pid: {e}"))?),
+            "--sessions" => args.sessions = Some(value()?.parse().map_err(|e| format!("--sessions: {e}"))?),
             "--help" | "-h" => {
                 println!(
                     "loadgen [--endpoint URL] [--connections N] [--spans-per-request N] [--duration 20s] \
-                     [--rate SPANS_PER_SEC] [--server-pid PID]\n\n\
+                     [--rate SPANS_PER_SEC] [--server-pid PID] [--sessions N]\n\n\
                      Sends OTLP/gRPC export requests of agent-shaped spans and reports acknowledged \
                      spans/s, latency percentiles, refusals and the server's peak RSS.\n\
                      Without --rate each connection sends its next request when the last is \
@@ -233,7 +244,8 @@ fn request(seq: u64, n: usize) -> ExportTraceServiceRequest {
     let mut trace_id = [0u8; 16];
     trace_id[..8].copy_from_slice(&seq.to_be_bytes());
     trace_id[8..].copy_from_slice(&(seq ^ 0x9e37_79b9_7f4a_7c15).to_be_bytes());
-    let session = format!("session-{}", seq % 1000);
+    // Fixed width, so that a template's session can be rewritten per send.
+    let session = format!("session-{:010}", seq % 1000);
     let spans = (0..n)
         .map(|k| {
             let kind = [1, 3, 3, 4, 5, 2][k % 6];
@@ -290,6 +302,8 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
 struct Template {
     bytes: Vec<u8>,
     offsets: Vec<usize>,
+    /// Where the template's session number is, when `--sessions` rewrites it.
+    session_offsets: Vec<usize>,
 }
 
 impl Template {
@@ -298,11 +312,26 @@ impl Template {
         let marker = req.resource_spans[0].scope_spans[0].spans[0].trace_id.clone();
         let bytes = req.encode_to_vec();
         let offsets = bytes.windows(marker.len()).enumerate().filter(|(_, w)| *w == marker).map(|(i, _)| i).collect();
-        Template { bytes, offsets }
+        let session = format!("session-{:010}", variant % 1000).into_bytes();
+        let session_offsets = bytes
+            .windows(session.len())
+            .enumerate()
+            .filter(|(_, w)| *w == session.as_slice())
+            .map(|(i, _)| i + "session-".len())
+            .collect();
+        Template { bytes, offsets, session_offsets }
     }
 
-    fn render(&self, seq: u64) -> Bytes {
+    /// Request `seq`, of session `seq % sessions` when given (else the
+    /// template's own: 16 sessions in all).
+    fn render(&self, seq: u64, sessions: Option<u64>) -> Bytes {
         let mut out = self.bytes.clone();
+        if let Some(n) = sessions {
+            let digits = format!("{:010}", seq % n.max(1));
+            for &o in &self.session_offsets {
+                out[o..o + 10].copy_from_slice(digits.as_bytes());
+            }
+        }
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&seq.to_be_bytes());
         id[8..].copy_from_slice(&(seq ^ 0x9e37_79b9_7f4a_7c15).to_be_bytes());
@@ -390,6 +419,7 @@ async fn main() {
         let (acked, refused, failed, seq, stop, templates) =
             (acked.clone(), refused.clone(), failed.clone(), seq.clone(), stop.clone(), templates.clone());
         let n = args.spans_per_request;
+        let sessions = args.sessions;
         tasks.push(tokio::spawn(async move {
             let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
             let started = Instant::now();
@@ -401,7 +431,7 @@ async fn main() {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let seq_now = seq.fetch_add(1, Ordering::Relaxed);
-                let req = templates[(seq_now % templates.len() as u64) as usize].render(seq_now);
+                let req = templates[(seq_now % templates.len() as u64) as usize].render(seq_now, sessions);
                 sent_spans += n as f64;
                 let mut client = client.clone();
                 let (acked, refused, failed, latencies) =
