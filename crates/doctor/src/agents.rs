@@ -31,7 +31,15 @@ pub(crate) struct Graph {
     pub per_request: Vec<(Rollup, BTreeSet<u32>)>,
 }
 
-pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool]) -> Graph {
+/// `unjoined`: each orphan that repair only suggested parents for (not
+/// joined), with those candidate parents.
+pub(crate) fn analyse(
+    ix: &Index,
+    tree: &Tree,
+    config: &Config,
+    causal: &[bool],
+    unjoined: &[(u32, Vec<u32>)],
+) -> Graph {
     let count = tree.agents.len();
     let mut own = vec![Rollup::default(); count];
     let mut duration = vec![0u64; count];
@@ -147,6 +155,22 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config, causal: &[bool])
         }
     }
 
+    // An agent run that lost its caller, whose every candidate caller is
+    // of one agent (two sessions' `ask_researcher` tools in flight at once):
+    // which call it answered is unsure, which agent delegated to it is not.
+    for (orphan, candidates) in unjoined {
+        let to = tree.agent[*orphan as usize];
+        if ix.facts[*orphan as usize].agent_name.is_none() {
+            continue;
+        }
+        let mut from = candidates.iter().map(|&c| tree.agent[c as usize]);
+        if let Some(first) = from.next()
+            && from.all(|a| a == first)
+            && first != to
+        {
+            *edge_counts.entry((first, to, "unjoined")).or_insert(0) += 1;
+        }
+    }
     let edges: BTreeMap<(u32, u32, &'static str), u64> = edge_counts.into_iter().collect();
     let mut out_edges: Vec<Vec<u32>> = vec![Vec::new(); count];
     for &(from, to, _) in edges.keys() {

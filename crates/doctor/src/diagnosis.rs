@@ -315,7 +315,9 @@ pub struct Delegation {
     /// The called agent.
     pub to: String,
     /// How: `invoke_agent`, `queue`, `tool`, `call`, `graph` (a graph
-    /// framework said so) or `handoff` (a hand-off span said so).
+    /// framework said so), `handoff` (a hand-off span said so) or
+    /// `unjoined` (an agent run lost its caller, and every candidate caller
+    /// is of this agent: the edge is sure, the join was only suggested).
     pub via: String,
     /// How many times.
     pub count: u64,

@@ -219,7 +219,7 @@ impl Doctor {
         let tree = connect::build(&ix, &repaired);
         let mut timing = timing::analyse(&ix, &tree, config);
         let failures = failure::analyse(&ix, &tree, config);
-        let graph = agents::analyse(&ix, &tree, config, &failures.causal);
+        let graph = agents::analyse(&ix, &tree, config, &failures.causal, &unjoined(&ix, &repaired));
 
         // Everything that reads the repairs runs before they move into the answer.
         let requests = requests(&ix, &tree, &repaired, &timing, &graph.per_request, config);
@@ -270,6 +270,30 @@ type Patch = (TraceId, agentrace_model::SpanId, agentrace_model::patch::SpanPatc
 
 /// One `trace_discontinuity` per connected request that spans several trace
 /// IDs, reported at the request's root.
+/// Each orphan that repair only suggested parents for, with them.
+fn unjoined(ix: &assemble::Index, repaired: &repair::Repaired) -> Vec<(u32, Vec<u32>)> {
+    let mut out: Vec<(u32, Vec<u32>)> = Vec::new();
+    let mut at: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for r in repaired.repairs.iter().filter(|r| !r.applied) {
+        let (Some(orphan), Some(parent)) =
+            (ix.find(r.trace_id, r.span_id), ix.find(r.parent_trace_id, r.parent_span_id))
+        else {
+            continue;
+        };
+        if repaired.joined(orphan).is_some() {
+            continue;
+        }
+        match at.get(&orphan) {
+            Some(&k) => out[k].1.push(parent),
+            None => {
+                at.insert(orphan, out.len());
+                out.push((orphan, vec![parent]));
+            }
+        }
+    }
+    out
+}
+
 fn discontinuities(ix: &assemble::Index, tree: &connect::Tree, repaired: &repair::Repaired) -> Vec<(u64, Finding)> {
     let mut evidence: BTreeMap<u32, Vec<&'static str>> = BTreeMap::new();
     for (orphan, ri) in repaired.joined_orphans() {

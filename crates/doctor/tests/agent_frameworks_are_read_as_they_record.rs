@@ -15,7 +15,7 @@ use common::corpus;
 
 /// Suites whose every case the doctor reads exactly: agents, edges, tokens,
 /// failure.
-const CLAIMED: [&str; 3] = ["openai_agents", "openai_v2", "smolagents"];
+const CLAIMED: [&str; 4] = ["openai_agents", "openai_v2", "pydantic_ai", "smolagents"];
 
 #[test]
 #[allow(clippy::print_stderr)]
