@@ -68,6 +68,8 @@ step "doctor on the fresh recording of the corpus"
 if wait "$corpus_pid"; then
     AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh" cargo test -p agentrace-doctor \
         --test real_libraries_are_diagnosed_truthfully -- --ignored || status=$?
+    AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh" cargo test -p agentrace-doctor \
+        --test agent_frameworks_are_read_as_they_record -- --ignored || status=$?
     # The same fresh cases through a running collector: the live answer must
     # be the file doctor's, request by request.
     AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh" cargo test -p agentrace-collector \

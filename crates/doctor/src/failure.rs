@@ -82,6 +82,18 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
             first[root] = Some(node);
         }
     }
+    // A framework step whose outbound call was recorded beside it rather
+    // than under it (LangChain's OpenInference spans are not the current
+    // context, so httpx parents its client span to the request's server
+    // span): when the first error is that call's, and a retrieval or tool
+    // step of the same service that encloses the call on the clock failed
+    // too with nothing failing under it, the step is what failed.
+    for &root in &tree.roots {
+        let Some(e) = first[root as usize] else { continue };
+        if let Some(step) = enclosing_step(ix, tree, &causal, &recovered, e) {
+            first[root as usize] = Some(step);
+        }
+    }
     // A tool whose output could not be used fails the request even when no
     // span recorded an error: the first such output of a request with no
     // causal error is its failure.
@@ -104,6 +116,42 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
         }
     }
     Failures { per_request, causal, retries }
+}
+
+/// The failed retrieval or tool step that made the call on the way to the
+/// error `e`, where the call was recorded beside the step (see above): a
+/// causal error of `e`'s request and of the calling service that is no
+/// ancestor of the call and encloses it on the clock; the innermost such.
+fn enclosing_step(ix: &Index, tree: &Tree, causal: &[bool], recovered: &[bool], e: u32) -> Option<u32> {
+    let root = tree.root_of[e as usize];
+    let mut node = e;
+    for _ in 0..8 {
+        let parent = tree.parent[node as usize]?;
+        if tree.is_real(node) && ix.spans[node as usize].kind == agentrace_model::SpanKind::Client {
+            let (start, end) = (tree.start[node as usize], tree.end[node as usize]);
+            let service = ix.service[node as usize];
+            let step = tree
+                .order
+                .iter()
+                .copied()
+                .filter(|&d| {
+                    causal[d as usize]
+                        && !recovered[d as usize]
+                        && tree.is_real(d)
+                        && tree.root_of[d as usize] == root
+                        && ix.service[d as usize] == service
+                        && matches!(tree.category(ix, d), Category::Retrieval | Category::Tool)
+                        && tree.start[d as usize] <= start
+                        && end <= tree.end[d as usize]
+                })
+                .min_by_key(|&d| (tree.end[d as usize] - tree.start[d as usize], d));
+            if step.is_some() {
+                return step;
+            }
+        }
+        node = parent;
+    }
+    None
 }
 
 /// Finds the tool call whose output a failing parse step consumed: a tool
