@@ -258,16 +258,21 @@ impl Ingest {
         let encoded = Encoded::new(stored.request());
         let spans =
             if self.pipeline.is_live() { crate::assemble::pack(stored.request(), &encoded) } else { Vec::new() };
-        let mut stored_body: Option<Vec<u8>> = None;
+        // One compressed body per content policy, shared by its exporters.
+        let mut bodies: Vec<Option<(usize, Vec<u8>)>> = vec![None; others.len() + 1];
         let exports: Vec<QueuedExport> = self
             .exports
             .iter()
-            .map(|t| match others.iter().find(|r| r.content_action() == t.config.content) {
-                Some(other) => QueuedExport::new(t.id, seq, &Encoded::new(other.request())),
-                None => {
-                    let body = stored_body.get_or_insert_with(|| QueuedExport::compress(&encoded)).clone();
-                    QueuedExport::compressed(t.id, seq, encoded.span_count(), body)
-                }
+            .map(|t| {
+                let k = others.iter().position(|r| r.content_action() == t.config.content).map_or(0, |i| i + 1);
+                let (spans, body) = bodies[k].get_or_insert_with(|| match k {
+                    0 => (encoded.span_count(), QueuedExport::compress(&encoded)),
+                    _ => {
+                        let other = Encoded::new(others[k - 1].request());
+                        (other.span_count(), QueuedExport::compress(&other))
+                    }
+                });
+                QueuedExport::compressed(t.id, seq, *spans, body.clone())
             })
             .collect();
         let queued: Vec<(u64, u64)> = exports.iter().map(|e| (e.spans(), e.size())).collect();

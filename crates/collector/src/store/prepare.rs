@@ -81,19 +81,14 @@ pub struct QueuedExport {
 }
 
 impl QueuedExport {
-    /// Queues `request` for exporter `exporter`; `seq` orders it against
-    /// the live pipeline's progress.
-    pub fn new(exporter: i64, seq: u64, request: &Encoded) -> QueuedExport {
-        QueuedExport::compressed(exporter, seq, request.span_count(), QueuedExport::compress(request))
-    }
-
     /// The queue's form of a request: its encoding, LZ4 with the size
     /// prepended. Computed once for every exporter that takes the same bytes.
     pub fn compress(request: &Encoded) -> Vec<u8> {
         lz4_flex::block::compress_prepend_size(request.bytes())
     }
 
-    /// Queues a body that [`QueuedExport::compress`] made, of `spans` spans.
+    /// Queues a body that [`QueuedExport::compress`] made, of `spans` spans,
+    /// for exporter `exporter`; `seq` orders it against the live pipeline's progress.
     pub fn compressed(exporter: i64, seq: u64, spans: usize, body: Vec<u8>) -> QueuedExport {
         QueuedExport { exporter, seq, spans: u32::try_from(spans).unwrap_or(u32::MAX), body }
     }
