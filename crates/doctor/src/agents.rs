@@ -131,12 +131,15 @@ pub(crate) fn analyse(
                 r.input_tokens += u.input;
                 r.output_tokens += u.output;
                 r.cached_input_tokens += u.cached_input;
+                r.cache_write_input_tokens += u.cache_write_input;
                 r.reasoning_tokens += u.reasoning;
             }
             let mut price = |m: crate::conventions::Sym| {
                 *prices[m.index()].get_or_insert_with(|| config.prices.lookup(ix.texts.get(m)))
             };
-            let cost = |p: Option<crate::pricing::ModelPrice>| p.map(|p| p.cost(u.input, u.cached_input, u.output));
+            let cost = |p: Option<crate::pricing::ModelPrice>| {
+                p.map(|p| p.cost(u.input, u.cached_input, u.cache_write_input, u.output))
+            };
             match facts.model.map(|m| (m, cost(price(m)))) {
                 Some((m, Some(cost))) => {
                     own[target].cost_usd += cost.usd;
@@ -194,6 +197,7 @@ pub(crate) fn analyse(
                 subtree.input_tokens += o.input_tokens;
                 subtree.output_tokens += o.output_tokens;
                 subtree.cached_input_tokens += o.cached_input_tokens;
+                subtree.cache_write_input_tokens += o.cache_write_input_tokens;
                 subtree.reasoning_tokens += o.reasoning_tokens;
                 subtree.cost_usd += o.cost_usd;
                 subtree.errors += o.errors;
@@ -212,6 +216,7 @@ pub(crate) fn analyse(
                 input_tokens: o.input_tokens,
                 output_tokens: o.output_tokens,
                 cached_input_tokens: o.cached_input_tokens,
+                cache_write_input_tokens: o.cache_write_input_tokens,
                 reasoning_tokens: o.reasoning_tokens,
                 cost_usd: round(o.cost_usd, 6),
                 duration_ms: ms(duration[a]),

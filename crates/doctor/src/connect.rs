@@ -263,7 +263,8 @@ fn break_cycles(parent: &mut [Option<u32>]) {
 /// An agent is named by `gen_ai.agent.name` on its own spans (a CLIENT
 /// `invoke_agent` span names the agent it calls, so it does not count);
 /// other spans belong to their parent's agent while they stay in the same
-/// service, and to their service otherwise. A queue transit belongs to the
+/// service, and to their service otherwise (and so does an agentchat
+/// team's turn: the team routed it). A queue transit belongs to the
 /// agent that consumes the message: the wait is its capacity's doing.
 fn assign_agents(ix: &Index, tree: &mut Tree) {
     let mut names: Vec<&str> = Vec::new();
@@ -301,7 +302,10 @@ fn assign_agents(ix: &Index, tree: &mut Tree) {
                 sources[a as usize].get_or_insert(f.agent_source.unwrap_or(AgentSource::GenAi));
                 a
             }
-            (None, Some(p)) if tree.is_real(p) && ix.service[p as usize] == ix.service[node as usize] => {
+            // A team's turn is routed by the team, not by whoever sent it.
+            (None, Some(p))
+                if tree.is_real(p) && ix.service[p as usize] == ix.service[node as usize] && !f.team_turn =>
+            {
                 agent[p as usize]
             }
             _ => intern(ix.service[node as usize]),
@@ -387,7 +391,7 @@ fn agent_rollups(ix: &Index, tree: &Tree, config: &Config) -> Vec<Option<AgentRo
         let cost = ix
             .texts
             .opt(f.model)
-            .and_then(|m| config.prices.call_cost(m, input, u.cached_input, output))
+            .and_then(|m| config.prices.call_cost(m, input, u.cached_input, u.cache_write_input, output))
             .map_or(0.0, |c| c.usd);
         *sum = (
             u64::from(category == Category::Llm),

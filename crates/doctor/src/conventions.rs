@@ -123,6 +123,23 @@ pub(crate) fn judge_output(text: &str) -> Option<BadOutput> {
     }
 }
 
+/// An AutoGen address, as autogen-core writes it into `messaging.destination`
+/// and its span names: an agent `{type}.({key})-A` or a topic
+/// `{type}.({source})-T`. A message published to a topic is delivered to
+/// each subscribed agent under the key that is the topic's source (the
+/// default `TypeSubscription`), so a delivery to `writer.(s1)-A` and a
+/// publish to `drafting.(s1)-T` can be one message: their keys agree,
+/// though which agent types subscribe to which topics is nowhere in the
+/// spans. Returns the key and whether it is an agent's (`-A`).
+pub(crate) fn autogen_address_key(address: &str) -> Option<(&str, bool)> {
+    let (rest, agent) = match address.strip_suffix(")-A") {
+        Some(rest) => (rest, true),
+        None => (address.strip_suffix(")-T")?, false),
+    };
+    let (kind, key) = rest.split_once(".(")?;
+    (!kind.is_empty() && !key.is_empty()).then_some((key, agent))
+}
+
 /// Whether an AutoGen agent type is an autogen-agentchat team member's,
 /// `{name}_{team UUID}` (`researcher_225020b8-bc04-47e8-9d75-ab56b7440e3d`).
 fn has_team_id(agent_type: &str) -> bool {
@@ -278,6 +295,10 @@ pub(crate) struct Facts {
     /// (`gen_ai.operation.name` or `traceloop.span.kind` `handoff`, the
     /// OpenAI Agents SDK under OpenLLMetry).
     pub hands_off: bool,
+    /// An autogen-agentchat team's delivery (a `{name}_{team id}` agent
+    /// type, the group chat manager's included): a turn the team routes,
+    /// so what runs under it is no work of the agent that sent it.
+    pub team_turn: bool,
     /// A tool span whose recorded output is unusable: JSON that does not
     /// parse, or an MCP result flagged `isError`, though the span itself
     /// recorded no error.
@@ -290,6 +311,8 @@ pub(crate) struct Facts {
     pub output_tokens: Option<i64>,
     /// Input tokens read from a prompt cache, counted inside `input_tokens`.
     pub cached_input_tokens: Option<i64>,
+    /// Input tokens written to a prompt cache, counted inside `input_tokens`.
+    pub cache_write_input_tokens: Option<i64>,
     /// Output tokens spent on reasoning, counted inside `output_tokens`.
     pub reasoning_tokens: Option<i64>,
     pub message_id: Option<Sym>,
@@ -576,6 +599,8 @@ pub struct UsageTotals {
     pub output_tokens: u64,
     /// Input tokens of LLM calls read from a prompt cache (inside `input_tokens`).
     pub cached_input_tokens: u64,
+    /// Input tokens of LLM calls written to a prompt cache (inside `input_tokens`).
+    pub cache_write_input_tokens: u64,
     /// Output tokens of LLM calls spent on reasoning (inside `output_tokens`).
     pub reasoning_tokens: u64,
     /// Cost of LLM calls whose model has a price, USD.
@@ -596,6 +621,7 @@ pub(crate) struct Usage {
     pub input: u64,
     pub output: u64,
     pub cached_input: u64,
+    pub cache_write_input: u64,
     pub reasoning: u64,
 }
 
@@ -603,10 +629,12 @@ impl Usage {
     pub fn of(f: &Facts) -> Usage {
         let count = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
         let (input, output) = (count(f.input_tokens), count(f.output_tokens));
+        let cached_input = count(f.cached_input_tokens).min(input);
         Usage {
             input,
             output,
-            cached_input: count(f.cached_input_tokens).min(input),
+            cached_input,
+            cache_write_input: count(f.cache_write_input_tokens).min(input - cached_input),
             reasoning: count(f.reasoning_tokens).min(output),
         }
     }
@@ -625,9 +653,11 @@ pub fn usage_totals(spans: &[Span], prices: &crate::PriceTable) -> UsageTotals {
             t.input_tokens += u.input;
             t.output_tokens += u.output;
             t.cached_input_tokens += u.cached_input;
+            t.cache_write_input_tokens += u.cache_write_input;
             t.reasoning_tokens += u.reasoning;
             if let Some(m) = texts.opt(f.model) {
-                t.cost_usd += prices.call_cost(m, u.input, u.cached_input, u.output).map_or(0.0, |c| c.usd);
+                t.cost_usd +=
+                    prices.call_cost(m, u.input, u.cached_input, u.cache_write_input, u.output).map_or(0.0, |c| c.usd);
             }
         }
         t.errors += u64::from(f.error);
@@ -661,6 +691,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut input = None;
     let mut output = None;
     let mut cached = None;
+    let mut cache_write = None;
     let mut reasoning = None;
     let mut tool_name = None;
     let mut destination = None;
@@ -709,6 +740,10 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "gen_ai.usage.cache_read_input_tokens" => put_i64(&mut cached, 1, value),
             "llm.token_count.prompt_details.cache_read" => put_i64(&mut cached, 2, value),
             "gen_ai.usage.input_tokens.cached" => put_i64(&mut cached, 3, value),
+            "gen_ai.usage.cache_creation.input_tokens" => put_i64(&mut cache_write, 0, value),
+            "gen_ai.usage.cache_creation_input_tokens" => put_i64(&mut cache_write, 1, value),
+            "llm.token_count.prompt_details.cache_write" => put_i64(&mut cache_write, 2, value),
+            "gen_ai.usage.input_tokens.cache_write" => put_i64(&mut cache_write, 3, value),
             "gen_ai.usage.reasoning.output_tokens" => put_i64(&mut reasoning, 0, value),
             "gen_ai.usage.reasoning_tokens" => put_i64(&mut reasoning, 1, value),
             "llm.token_count.completion_details.reasoning" => put_i64(&mut reasoning, 2, value),
@@ -852,7 +887,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     // name, `autogen process {type}.({key})-A`): that agent's work is under it.
     let autogen_recipient = autogen_recipient.or_else(|| {
         name.strip_prefix("autogen process ")
-            .and_then(|d| d.strip_suffix(")-A"))
+            .filter(|d| autogen_address_key(d).is_some_and(|(_, agent)| agent))
             .and_then(|d| d.split_once(".("))
             .map(|(agent_type, _)| agent_type)
     });
@@ -860,6 +895,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     // `{name}_{team id}` and its group chat manager routing the turns: a
     // delivery there is a turn, not a delegation, and its agents name
     // themselves on their own `invoke_agent` spans.
+    f.team_turn = span.kind == SpanKind::Consumer && autogen_recipient.is_some_and(has_team_id);
     let autogen_recipient = autogen_recipient.filter(|r| !has_team_id(r));
     if agent.is_none()
         && span.kind == SpanKind::Consumer
@@ -898,6 +934,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     f.input_tokens = input.map(|(_, v)| v);
     f.output_tokens = output.map(|(_, v)| v);
     f.cached_input_tokens = cached.map(|(_, v)| v);
+    f.cache_write_input_tokens = cache_write.map(|(_, v)| v);
     f.reasoning_tokens = reasoning.map(|(_, v)| v);
     f.jsonrpc_id = intern(keys.take(Slot::RpcId));
     f.tool_call_id = intern(keys.take(Slot::ToolCall));
@@ -1127,38 +1164,43 @@ mod tests {
     }
 
     #[test]
-    fn cache_reads_and_reasoning_are_read_as_parts_of_the_counts() {
+    fn cache_reads_writes_and_reasoning_are_read_as_parts_of_the_counts() {
         let genai = span(&[
             ("gen_ai.usage.input_tokens", 1000i64.into()),
             ("gen_ai.usage.output_tokens", 300i64.into()),
             ("gen_ai.usage.cache_read.input_tokens", 800i64.into()),
+            ("gen_ai.usage.cache_creation.input_tokens", 150i64.into()),
             ("gen_ai.usage.reasoning.output_tokens", 200i64.into()),
         ]);
         let openinference = span(&[
             ("llm.token_count.prompt", 1000i64.into()),
             ("llm.token_count.completion", 300i64.into()),
             ("llm.token_count.prompt_details.cache_read", 800i64.into()),
+            ("llm.token_count.prompt_details.cache_write", 150i64.into()),
             ("llm.token_count.completion_details.reasoning", 200i64.into()),
         ]);
         let openllmetry = span(&[
             ("gen_ai.usage.prompt_tokens", 1000i64.into()),
             ("gen_ai.usage.completion_tokens", 300i64.into()),
             ("gen_ai.usage.cache_read_input_tokens", 800i64.into()),
+            ("gen_ai.usage.cache_creation_input_tokens", 150i64.into()),
             ("gen_ai.usage.reasoning_tokens", "200".into()),
         ]);
         for s in [&genai, &openinference, &openllmetry] {
             let f = read(s, &mut Texts::default());
             let u = Usage::of(&f);
-            assert_eq!(u, Usage { input: 1000, output: 300, cached_input: 800, reasoning: 200 }, "{:?}", s.attributes);
+            let want = Usage { input: 1000, output: 300, cached_input: 800, cache_write_input: 150, reasoning: 200 };
+            assert_eq!(u, want, "{:?}", s.attributes);
         }
-        // A part never exceeds its whole.
+        // A part never exceeds its whole: reads first, then writes of what is left.
         let odd = span(&[
             ("gen_ai.usage.input_tokens", 10i64.into()),
-            ("gen_ai.usage.cache_read.input_tokens", 50i64.into()),
+            ("gen_ai.usage.cache_read.input_tokens", 8i64.into()),
+            ("gen_ai.usage.cache_creation.input_tokens", 50i64.into()),
             ("gen_ai.usage.reasoning.output_tokens", 5i64.into()),
         ]);
         let u = Usage::of(&read(&odd, &mut Texts::default()));
-        assert_eq!((u.input, u.cached_input, u.output, u.reasoning), (10, 10, 0, 0));
+        assert_eq!((u.input, u.cached_input, u.cache_write_input, u.output, u.reasoning), (10, 8, 2, 0, 0));
     }
 
     #[test]
@@ -1199,6 +1241,25 @@ mod tests {
         assert_eq!(agent_of("autogen send writer.(sess-1)-A", SpanKind::Producer, &single).0, None);
         let team = [("recipient_agent_type", Value::from("researcher_225020b8-bc04-47e8-9d75-ab56b7440e3d"))];
         assert_eq!(agent_of("autogen process researcher_225020b8", SpanKind::Consumer, &team).0, None);
+        // ... and a team's turn is marked as one, so the sender's agent does not run under it.
+        let mut s = span(&team);
+        s.name = "autogen process researcher_225020b8".into();
+        s.kind = SpanKind::Consumer;
+        assert!(read(&s, &mut Texts::default()).team_turn);
+        let mut s = span(&single);
+        s.name = "autogen process researcher.(sess-1)-A".into();
+        s.kind = SpanKind::Consumer;
+        assert!(!read(&s, &mut Texts::default()).team_turn);
+    }
+
+    #[test]
+    fn autogen_addresses_give_their_key_and_say_agent_or_topic() {
+        assert_eq!(autogen_address_key("writer.(sess-1)-A"), Some(("sess-1", true)));
+        assert_eq!(autogen_address_key("drafting.(sess-1)-T"), Some(("sess-1", false)));
+        assert_eq!(autogen_address_key("group_topic_ed84.(ed84)-T"), Some(("ed84", false)));
+        for not in ["writer", "writer.()-A", ".(k)-A", "orders.created", "writer.(k)"] {
+            assert_eq!(autogen_address_key(not), None, "{not}");
+        }
     }
 
     #[test]

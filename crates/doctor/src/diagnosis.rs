@@ -261,6 +261,10 @@ pub struct Rollup {
     /// (absent from JSON when none were recorded).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cached_input_tokens: u64,
+    /// Input tokens written to a prompt cache: part of `input_tokens`
+    /// (absent from JSON when none were recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_input_tokens: u64,
     /// Output tokens spent on reasoning: part of `output_tokens` (absent
     /// from JSON when none were recorded).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -292,6 +296,9 @@ pub struct AgentStats {
     /// Of its input tokens, those read from a prompt cache.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cached_input_tokens: u64,
+    /// Of its input tokens, those written to a prompt cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_input_tokens: u64,
     /// Of its output tokens, those spent on reasoning.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reasoning_tokens: u64,

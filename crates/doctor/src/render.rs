@@ -177,14 +177,16 @@ pub fn text(d: &Diagnosis, options: &TextOptions) -> String {
             );
         }
     }
-    let (cached, reasoning) =
-        d.agents.iter().fold((0u64, 0u64), |(c, r), a| (c + a.cached_input_tokens, r + a.reasoning_tokens));
-    if cached + reasoning > 0 {
+    let (cached, written, reasoning) = d.agents.iter().fold((0u64, 0u64, 0u64), |(c, w, r), a| {
+        (c + a.cached_input_tokens, w + a.cache_write_input_tokens, r + a.reasoning_tokens)
+    });
+    if cached + written + reasoning > 0 {
         let _ = writeln!(
             out,
             "  {}",
             p.dim(&format!(
-                "of these tokens: {cached} cached input (inside in tok), {reasoning} reasoning (inside out tok)"
+                "of these tokens: {cached} cached input and {written} written to the cache (inside in tok), \
+                 {reasoning} reasoning (inside out tok)"
             ))
         );
     }

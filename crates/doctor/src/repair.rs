@@ -1050,6 +1050,19 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             let upto = list.partition_point(|(s, _)| *s <= start);
             let from = list.partition_point(|(s, _)| s + QUEUE_WINDOW < start);
             let dest = f.destination;
+            // An AutoGen delivery `{type}.({key})-A` may come from a publish
+            // to any topic whose source is that key (module docs).
+            let autogen_key = dest
+                .and_then(|d| crate::conventions::autogen_address_key(ix.texts.get(d)))
+                .filter(|&(_, agent)| agent && s.kind == SpanKind::Consumer)
+                .map(|(key, _)| key);
+            let by_topic_key = |p: Ix| {
+                let pd = ix.facts[p as usize].destination;
+                autogen_key.is_some()
+                    && pd != dest
+                    && pd.and_then(|d| crate::conventions::autogen_address_key(ix.texts.get(d)))
+                        == autogen_key.map(|k| (k, false))
+            };
             let window = &list[from.max(upto.saturating_sub(PRODUCER_CAP))..upto];
             let c: Vec<Ix> = window
                 .iter()
@@ -1059,7 +1072,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 // already ended (a cache hit that consumed nothing, and a cron
                 // job after it, look alike).
                 .filter(|&p| trace_end[ix.trace_of[p as usize] as usize] + skew >= start)
-                .filter(|&p| compatible(dest, ix.facts[p as usize].destination))
+                .filter(|&p| compatible(dest, ix.facts[p as usize].destination) || by_topic_key(p))
                 .filter(|&p| sessions_fit(p, r))
                 // Without a session, only a root of another service can be
                 // the far side of a queue.
@@ -1067,11 +1080,19 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 .collect();
             let c = narrow_by_conversation(ix, r, innermost_per_trace(ix, c));
             if !c.is_empty() {
-                let same_dest = dest.is_some() && c.iter().all(|p| ix.facts[*p as usize].destination.is_some());
+                let topic_key = c.iter().any(|&p| by_topic_key(p));
+                let same_dest =
+                    !topic_key && dest.is_some() && c.iter().all(|p| ix.facts[*p as usize].destination.is_some());
                 let mut why =
                     vec!["a producer whose message no instrumented consumer received started before it".to_owned()];
                 if same_dest {
                     why.push("same destination".to_owned());
+                }
+                if let Some(key) = autogen_key.filter(|_| topic_key) {
+                    why.push(format!(
+                        "AutoGen: published to a topic whose source is the recipient's key {key}; which agent types \
+                         subscribe to which topics is not recorded, so this is only suggested"
+                    ));
                 }
                 if let Some(sess) = session {
                     why.push(format!("same session {}", ix.sessions[sess as usize]));
@@ -1082,7 +1103,13 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                     evidence: Evidence::PrecedingProducer,
                     detail: why.join("; "),
                     candidates: c,
-                    base: if same_dest && s.kind == SpanKind::Consumer { 0.85 } else { 0.8 },
+                    base: if topic_key {
+                        0.6
+                    } else if same_dest && s.kind == SpanKind::Consumer {
+                        0.85
+                    } else {
+                        0.8
+                    },
                     truncated: upto - from > PRODUCER_CAP,
                     hold: None,
                     busy: false,

@@ -105,6 +105,49 @@ fn cached_input_and_reasoning_are_priced_as_such_and_counted_once() {
 }
 
 #[test]
+fn cache_writes_are_priced_as_such_under_every_convention() {
+    // Anthropic bills prompt-cache writes at 1.25 times the input price;
+    // the conventions count them inside the input.
+    let spans = agent_with_calls(&[
+        (
+            "claude-sonnet-4-5",
+            &[
+                ("gen_ai.usage.input_tokens", 10_000),
+                ("gen_ai.usage.output_tokens", 200),
+                ("gen_ai.usage.cache_creation.input_tokens", 9_000),
+            ],
+        ),
+        (
+            "claude-sonnet-4-5",
+            &[
+                ("gen_ai.usage.prompt_tokens", 10_000),
+                ("gen_ai.usage.completion_tokens", 200),
+                ("gen_ai.usage.cache_read_input_tokens", 9_000),
+                ("gen_ai.usage.cache_creation_input_tokens", 500),
+            ],
+        ),
+        (
+            "claude-sonnet-4-5",
+            &[
+                ("llm.token_count.prompt", 1_000),
+                ("llm.token_count.completion", 10),
+                ("llm.token_count.prompt_details.cache_write", 1_000),
+            ],
+        ),
+    ]);
+    let d = agentrace_doctor::Doctor::default().analyse(&spans);
+    let a = d.agents.iter().find(|a| a.name == "analyst").expect("the agent");
+    assert_eq!((a.input_tokens, a.cached_input_tokens, a.cache_write_input_tokens), (21_000, 9_000, 10_500));
+    assert_eq!(a.subtree.cache_write_input_tokens, 10_500);
+    assert_eq!(d.requests[0].usage.cache_write_input_tokens, 10_500);
+    // 1.5k plain input at 3.00, 9k reads at 0.30, 10.5k writes at 3.75, 410 output at 15.00.
+    let expected = (1_500.0 * 3.0 + 9_000.0 * 0.3 + 10_500.0 * 3.75 + 410.0 * 15.0) / 1e6;
+    assert!((a.cost_usd - expected).abs() < 1e-6, "{} vs {expected}", a.cost_usd);
+    let text = agentrace_doctor::render::text(&d, &Default::default());
+    assert!(text.contains("10500 written to the cache"), "{text}");
+}
+
+#[test]
 fn cached_input_of_a_model_without_a_cached_price_is_reported() {
     let spans = agent_with_calls(&[(
         "gemini-2.5-pro",
@@ -127,5 +170,8 @@ fn cached_input_of_a_model_without_a_cached_price_is_reported() {
         &[("gen_ai.usage.input_tokens", 100), ("gen_ai.usage.output_tokens", 10)],
     )]));
     let json = serde_json::to_string(&plain).expect("serialises");
-    assert!(!json.contains("cached_input") && !json.contains("reasoning_tokens"), "{json}");
+    assert!(
+        !json.contains("cached_input") && !json.contains("cache_write") && !json.contains("reasoning_tokens"),
+        "{json}"
+    );
 }

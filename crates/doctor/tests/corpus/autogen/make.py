@@ -338,6 +338,39 @@ def grpc_publish_hops(case_dir, notes):
     return hops
 
 
+def agent_of_call(call):
+    """Which agent made a model call: the policy tells them apart by the system message."""
+    system = next((m.get("content") for m in call["messages"] if m.get("role") in ("system", "developer")), "") or ""
+    return "researcher" if "research" in str(system) else "writer"
+
+
+def agents_truth(spec, calls):
+    """Every agent the case ran, whom it delegated to, and the model calls and tokens the stand-in
+    answered for it (its log: what was really sent and billed).
+
+    autogen-core (core, grpc): the orchestrator sends the research task to the researcher (RPC) and
+    publishes the drafting task to the writer, which publishes the answer to the collector closure;
+    the orchestrator and the collector make no model calls. An agentchat team: the researcher and
+    the writer take turns that the team's group chat manager routes, so neither delegates to the
+    other (the manager is the team, not an agent of the app)."""
+    stats = {}
+    for call, reply, (inp, out) in calls:
+        a = stats.setdefault(agent_of_call(call), {"llm_calls": 0, "input_tokens": 0, "output_tokens": 0})
+        if "error" in reply:
+            continue
+        a["llm_calls"] += 1
+        a["input_tokens"] += inp
+        a["output_tokens"] += out
+    if spec["app"] in ("core", "grpc"):
+        graph = {"orchestrator": ["researcher", "writer"], "researcher": [], "writer": ["collector"], "collector": []}
+    else:
+        graph = {"researcher": [], "writer": []}
+    zero = {"llm_calls": 0, "input_tokens": 0, "output_tokens": 0}
+    unknown = set(stats) - set(graph)
+    assert not unknown, f"model calls by agents the case does not run: {unknown}"
+    return [dict(name=name, delegates_to=to, **stats.get(name, zero)) for name, to in graph.items()]
+
+
 def check_healthy(notes):
     """In a healthy case every docs-service request must have come in the caller's trace."""
     callers = {n["query"]: n for n in notes if n["side"] == "tool-caller"}
@@ -385,6 +418,7 @@ def run_case(out, name, spec):
                 answers = asyncio.run(frontend(tp, urls[1], spec["sessions"], urls))
                 tp.shutdown()
                 assert all(a["answer"].endswith("TERMINATE") for a in answers), answers
+            calls = list(llm.calls)
     finally:
         stop_all(procs)
     for path in os.listdir(os.path.join(case_dir, "parts")):
@@ -404,6 +438,11 @@ def run_case(out, name, spec):
                                     "fastapi", "uvicorn", "httpx", "requests"),
         "healthy": spec["healthy"],
         "broken_hops": [],
+        "agents": agents_truth(spec, calls),
+        "failure": None,
+        "sessions": spec["sessions"],
+        # OpenLLMetry's openai instrumentation records gen_ai.usage.* on every chat span.
+        "tokens_in_spans": True,
     }
     record.finish(case_dir, truth)  # merges the parts into spans.jsonl (the hops below read it)
     if spec["healthy"]:
