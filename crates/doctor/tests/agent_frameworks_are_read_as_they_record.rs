@@ -1,12 +1,14 @@
 //! How the doctor reads agent frameworks as each records itself (OpenAI
 //! Agents SDK, pydantic-ai, LangGraph, smolagents, AutoGen, openai-v2):
-//! agents and their delegation edges, tokens per agent, and the failure,
+//! agents and their delegation edges, tokens per agent, the failure, and
+//! where the time went when an agent waits for work done across a queue,
 //! judged against the truth each corpus case recorded while it ran.
 //!
 //! Every figure is printed. Asserted for every case: each agent the
 //! framework ran is recognised, under its own name, with its delegation
 //! edges, its token totals are exact (where the instrumentation records
-//! usage at all), and the failure's span and category are right.
+//! usage at all), the failure's span and category are right, and a span
+//! that only waited for another agent's work gives that time to the work.
 
 mod common;
 
@@ -31,8 +33,19 @@ fn check(root: &std::path::Path, label: &str) {
     let mut failures = Vec::new();
     for case in corpus::cases(root) {
         let d = corpus::diagnose(&case);
-        let Some(s) = corpus::score_agents(&case, &d) else { continue };
         let name = format!("{}/{}", case.truth.suite, case.truth.case);
+        if let Some(problems) = corpus::score_waits(&case, &d) {
+            lines.push(format!(
+                "{name:<58} time through {} hand-off waits {}",
+                case.truth.waits.len(),
+                if problems.is_empty() { "right" } else { "wrong" }
+            ));
+            if !problems.is_empty() {
+                lines.push(format!("    {}", problems.join("\n    ")));
+                failures.push(name.clone());
+            }
+        }
+        let Some(s) = corpus::score_agents(&case, &d) else { continue };
         lines.push(format!(
             "{name:<58} agents {}/{}  edges {}/{}  tokens exact {}/{}  failure {}",
             s.recognised,

@@ -28,6 +28,23 @@ pub struct Truth {
     /// no reader can total tokens).
     #[serde(default = "yes")]
     pub tokens_in_spans: bool,
+    /// Spans that only waited for work on the other side of a hand-off
+    /// (beside the span that sent it), with that work.
+    #[serde(default)]
+    pub waits: Vec<TrueWait>,
+}
+
+/// A span that waited for work another agent did across a queue, as the
+/// case saw it run.
+#[derive(Debug, Deserialize)]
+pub struct TrueWait {
+    pub waiter_span_id: String,
+    /// The agent that did the work.
+    pub work_agent: String,
+    /// The work's spans (the agent's span, its model call).
+    pub work_span_ids: Vec<String>,
+    /// How long the work ran while the wait was open, ms.
+    pub overlap_ms: f64,
 }
 
 /// An agent as the case saw it run, with the tokens its own model calls used.
@@ -327,4 +344,38 @@ pub fn score_agents(case: &Case, d: &Diagnosis) -> Option<AgentScore> {
         ));
     }
     Some(s)
+}
+
+/// "Where the time went" across asynchronous hand-offs, against the case's
+/// waits: the work each wait waited for is on the critical path, and the
+/// agent that did it is credited with at least 90 % of the time it ran
+/// while the waits were open (not the waiting agent). `None` without waits.
+pub fn score_waits(case: &Case, d: &Diagnosis) -> Option<Vec<String>> {
+    if case.truth.waits.is_empty() {
+        return None;
+    }
+    let mut problems = Vec::new();
+    let critical: BTreeSet<String> =
+        d.requests.iter().flat_map(|r| r.spans.iter()).filter(|s| s.critical).map(|s| s.span_id.to_string()).collect();
+    let mut owed: BTreeMap<&str, f64> = BTreeMap::new();
+    for w in &case.truth.waits {
+        for id in &w.work_span_ids {
+            if !critical.contains(id) {
+                problems.push(format!(
+                    "span {id}, the work wait {} waited for, is not on the critical path",
+                    w.waiter_span_id
+                ));
+            }
+        }
+        *owed.entry(w.work_agent.as_str()).or_default() += w.overlap_ms;
+    }
+    for (agent, ms) in owed {
+        let credited: f64 = d.time_breakdown.iter().filter(|t| t.agent == agent).map(|t| t.ms).sum();
+        if credited < 0.9 * ms {
+            problems.push(format!(
+                "{agent} is credited with {credited:.0} ms of the critical path, though it worked {ms:.0} ms while waited for"
+            ));
+        }
+    }
+    Some(problems)
 }

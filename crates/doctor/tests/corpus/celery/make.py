@@ -11,7 +11,9 @@ Processes of each case:
 Cases (see CASES): healthy with 3 concurrent sessions; an uninstrumented worker (3 concurrent
 sessions, then a single session); a task that loses its context in a ThreadPoolExecutor inside
 the worker; an uninstrumented producer; and a healthy send_task-by-name variant whose PRODUCER
-spans end before the message is sent.
+spans end before the message is sent; and a healthy variant whose
+wait for the result is a span beside the one that sent the task (the time it waits is the
+worker's).
 
 Ground truth comes from the notes both sides write while running (the IDs current at each
 hand-off, read from the live context), joined by the Celery task id.
@@ -60,6 +62,14 @@ def policy(call):
     if call["tool_names"]:
         return {"text": "Here is what the research found, topic by topic."}
     return {"text": "Key facts: costs are falling, scale-up is the bottleneck, two pilots ship next year."}
+
+
+def slow_research_policy(call):
+    """As `policy`, but the research model takes 0.4 s to answer (a slow model, so the worker's
+    call is what holds each request up while the orchestrator waits)."""
+    if not call["tool_names"]:
+        time.sleep(0.4)
+    return policy(call)
 
 
 # ------------------------------------------------------------------------------- processes ---
@@ -350,6 +360,37 @@ def truth_uninstrumented_producer(case_dir, spans, notes):
     return hops
 
 
+def truth_waits(spans, notes):
+    """Each `wait result` span of the orchestrator (noted live, with its task id) and the work it
+    waited for on the other side of the queue: the task's `invoke_agent researcher` span and its
+    model call, from the worker's note of the same task id. The wait is a sibling of the PRODUCER
+    span, so the work is no descendant of it. `overlap_ms`: how long the work ran while the wait
+    was open (what "where the time went" owes the researcher rather than the waiting orchestrator)."""
+    tasks = by_event(notes, "task", "task_id")
+    children = {}
+    for s in spans.values():
+        children.setdefault(s["parent"], []).append(s)
+    waits = []
+    for w in (n for n in notes if n["event"] == "wait"):
+        wait = spans[w["span"][1]]
+        task = tasks[w["task_id"]]
+        agent = spans[task["agent"][1]]
+        consumer = spans[task["consumer"][1]]
+        producer = spans[consumer["parent"]]
+        if producer["kind"] != "SPAN_KIND_PRODUCER" or producer["parent"] != wait["parent"]:
+            raise RuntimeError("the wait is not a sibling of the PRODUCER span that sent its task")
+        calls = [c for c in children.get(agent["span"], []) if c["name"].startswith("chat")]
+        if len(calls) != 1:
+            raise RuntimeError(f"expected the researcher's one model call, got {calls}")
+        overlap = min(wait["end"], agent["end"]) - max(wait["start"], agent["start"])
+        waits.append({"waiter_span_id": wait["span"], "task_id": w["task_id"], "work_agent": "researcher",
+                      "work_span_ids": [agent["span"], calls[0]["span"]],
+                      "overlap_ms": round(max(overlap, 0) / 1e6, 3)})
+    if not waits:
+        raise RuntimeError("no wait was noted")
+    return waits
+
+
 CASES = [
     {
         "case": "celery_healthy_concurrent_sessions",
@@ -403,6 +444,18 @@ CASES = [
         "worker": {"WORKER_CELERY_OTEL": 1}, "orch": {"ORCH_CELERY_OTEL": 1, "ORCH_SEND": "send_task"},
         "truth": truth_healthy,
     },
+    {
+        "case": "celery_wait_result_beside_send",
+        "description": ("healthy, instrumented on both sides, 3 concurrent sessions; the orchestrator sends each "
+                        "research task, then waits for its result in a `wait result` span beside the PRODUCER "
+                        "span (so the worker's spans are no descendants of the wait), and the research model "
+                        "takes 0.4 s: the time the orchestrator waits belongs to the researcher's model call"),
+        "worker": {"WORKER_CELERY_OTEL": 1},
+        "orch": {"ORCH_CELERY_OTEL": 1, "ORCH_SEND": "import", "ORCH_WAIT": "beside"},
+        "policy": slow_research_policy,
+        "truth": truth_healthy,
+        "waits": True,
+    },
 ]
 
 
@@ -410,7 +463,7 @@ def run_case(out, spec):
     case_dir = os.path.join(out, spec["case"])
     shutil.rmtree(case_dir, ignore_errors=True)
     record.case_dir(case_dir)
-    with StandIn(policy) as llm:
+    with StandIn(spec.get("policy", policy)) as llm:
         run_processes(case_dir, spec["worker"], spec["orch"], llm, spec.get("sessions", SESSIONS))
     spans = parts_spans(case_dir)
     notes = record.notes(case_dir)
@@ -420,6 +473,8 @@ def run_case(out, spec):
         "versions": record.versions(*VERSIONS),
         "healthy": not hops, "broken_hops": hops,
     }
+    if spec.get("waits"):
+        truth["waits"] = truth_waits(spans, notes)
     record.finish(case_dir, truth)
     return len(spans), hops
 

@@ -6,6 +6,10 @@ worker, waiting for the result.
     ORCH_SEND=import|send_task
         import:    `from tasks import research; research.apply_async(...)` (shared tasks module)
         send_task: `app.send_task("research.run", ...)` by name, without the worker's code
+    ORCH_WAIT=inline|beside
+        inline:    `enqueue(topic).get()`: the wait is inside the span that sent the task
+        beside:    the task is sent, then a `wait result` span (a sibling of the PRODUCER span)
+                   waits for it, as an agent that polls its job does
 """
 
 import json
@@ -26,6 +30,7 @@ import record
 
 CASE_DIR = os.environ["CORPUS_CASE_DIR"]
 SEND = os.environ.get("ORCH_SEND", "import")
+WAIT = os.environ.get("ORCH_WAIT", "inline")
 
 tp = record.provider(CASE_DIR, "orchestrator")
 tp.add_span_processor(BaggageSpanProcessor(ALLOW_ALL_BAGGAGE_KEYS))
@@ -104,7 +109,13 @@ def chat(app_environ, start_response):
                     step.set_attribute("gen_ai.tool.name", "research")
                     step.set_attribute("gen_ai.tool.call.id", call.id)
                     _chain.ids.append(record.current_ids())
-                    result = enqueue(topic).get(timeout=30)
+                    if WAIT == "beside":
+                        sent = enqueue(topic)
+                        with tracer.start_as_current_span("wait result"):
+                            record.note(CASE_DIR, event="wait", task_id=sent.id, span=record.current_ids())
+                            result = sent.get(timeout=30)
+                    else:
+                        result = enqueue(topic).get(timeout=30)
                     _chain.ids.pop()
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
             final = llm.chat.completions.create(model="gpt-4o", messages=messages, tools=TOOLS)
