@@ -66,14 +66,14 @@ cargo test --workspace --all-features --no-fail-fast || status=$?
 
 step "doctor on the fresh recording of the corpus"
 if wait "$corpus_pid"; then
-    AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh" cargo test -p agentrace-doctor \
-        --test real_libraries_are_diagnosed_truthfully -- --ignored || status=$?
-    AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh" cargo test -p agentrace-doctor \
-        --test agent_frameworks_are_read_as_they_record -- --ignored || status=$?
+    # `--workspace --all-features`, as above: the same feature set reuses the
+    # test binaries just built instead of compiling the crates again.
+    fresh() { AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh" cargo test --workspace --all-features --test "$1" -- --ignored; }
+    fresh real_libraries_are_diagnosed_truthfully || status=$?
+    fresh agent_frameworks_are_read_as_they_record || status=$?
     # The same fresh cases through a running collector: the live answer must
     # be the file doctor's, request by request.
-    AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh" cargo test -p agentrace-collector \
-        --test live_answers_equal_the_file_doctors -- --ignored || status=$?
+    fresh live_answers_equal_the_file_doctors || status=$?
 else
     echo "recording the corpus failed; its log:" >&2
     tail -50 target/corpus-fresh.log >&2
