@@ -62,6 +62,9 @@ pub struct DoctorArgs {
     /// Read from a running collector (its UI/API address, e.g. http://127.0.0.1:4380).
     #[arg(long, value_name = "URL", conflicts_with = "files")]
     server: Option<String>,
+    /// With --server: the bearer token of a collector whose `auth.bearer_token` is set.
+    #[arg(long, value_name = "TOKEN", env = "AGENTRACE_TOKEN", hide_env_values = true, requires = "server")]
+    token: Option<String>,
     /// With --server: diagnose the connected request that holds this trace
     /// (32 hex digits; any arrived piece of the request names it).
     #[arg(long, value_name = "ID", requires = "server", conflicts_with = "session")]
@@ -92,16 +95,33 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     // With --trace, the answer is for the connected request that holds the
     // trace, read from the same spans the live pipeline and the API read.
     let mut wanted: Option<TraceId> = None;
-    let spans = match (&args.server, args.trace.as_deref(), args.session.as_deref()) {
+    let server = match args.server.as_deref().map(server_base).transpose() {
+        Ok(server) => server,
+        Err(message) => return Ok(usage(&message)),
+    };
+    let spans = match (&server, args.trace.as_deref(), args.session.as_deref()) {
         (Some(server), Some(trace), None) => {
             let Ok(id) = TraceId::from_hex(trace) else {
                 return Ok(usage(&format!("--trace {trace:?} is not a trace ID (32 hex digits)")));
             };
             wanted = Some(id);
-            fetch(&format!("{}/api/agentrace/traces/{id}/context", server.trim_end_matches('/')))?
+            let spans = fetch(server, args.token.as_deref(), &format!("/api/agentrace/traces/{id}/context"))?;
+            if spans.is_empty() {
+                bail!("the collector at {server} holds no span of trace {id}");
+            }
+            spans
         }
         (Some(server), None, Some(session)) => {
-            fetch(&format!("{}/api/v3/sessions/{}/spans", server.trim_end_matches('/'), percent_encode(session)))?
+            let spans =
+                fetch(server, args.token.as_deref(), &format!("/api/v3/sessions/{}/spans", percent_encode(session)))?;
+            if spans.is_empty() {
+                bail!(
+                    "the collector at {server} holds no span of session {session:?} (a session is named by \
+                     `session.id`, `gen_ai.conversation.id`, a Traceloop or Langfuse session attribute; the UI \
+                     lists the sessions it has)"
+                );
+            }
+            spans
         }
         (Some(_), _, _) => return Ok(usage("--server needs --trace ID or --session ID")),
         (None, _, _) => {
@@ -176,24 +196,81 @@ fn read_files(files: &[PathBuf]) -> anyhow::Result<Vec<Span>> {
     Ok(spans)
 }
 
-fn fetch(url: &str) -> anyhow::Result<Vec<Span>> {
+/// The collector's UI/API address from `--server`: a URL, or a bare
+/// `host:port` (taken as `http://host:port`), without a trailing slash.
+fn server_base(server: &str) -> Result<String, String> {
+    let server = server.trim();
+    let url = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
+    match reqwest::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(url.trim_end_matches('/').to_owned())
+        }
+        Ok(u) => Err(format!(
+            "--server {server:?}: the collector's UI/API address is http:// or https:// (not {}://), \
+             e.g. http://127.0.0.1:4380",
+            u.scheme()
+        )),
+        Err(e) => Err(format!("--server {server:?} is no address ({e}); e.g. http://127.0.0.1:4380 or 127.0.0.1:4380")),
+    }
+}
+
+/// What to try when `--server` does not answer as the collector's API.
+const API_HINT: &str = "give the collector's UI/API address (`api.listen`, http://127.0.0.1:4380 by default), not an \
+                        OTLP receiver's (4317, 4318)";
+
+fn fetch(server: &str, token: Option<&str>, path: &str) -> anyhow::Result<Vec<Span>> {
+    let url = format!("{server}{path}");
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .context("building the HTTP client")?;
-    let response = client.get(url).send().with_context(|| format!("GET {url}"))?;
+    let mut request = client.get(&url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = match request.send() {
+        Ok(response) => response,
+        Err(e) if e.is_connect() => {
+            bail!("nothing answers at {server} ({}): is `agentrace serve` running there? {API_HINT}", root_cause(&e))
+        }
+        Err(e) if e.is_timeout() => bail!("{server} did not answer GET {path} within 60 s"),
+        // An OTLP/gRPC port speaks HTTP/2 only and drops an HTTP/1.1 request.
+        Err(e) => bail!("{server} did not answer GET {path} as an HTTP API ({}): {API_HINT}", root_cause(&e)),
+    };
     let status = response.status();
     let body = response.bytes().with_context(|| format!("reading the answer of GET {url}"))?;
-    if status == reqwest::StatusCode::NOT_FOUND {
-        bail!("GET {url}: not found (404): the collector has no such trace or session");
-    }
-    if !status.is_success() {
-        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-        bail!("GET {url}: {status}: {text}");
+    // The API's own errors are JSON, `{"error": {"message": …}}`.
+    let api_error = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_owned));
+    match (status, api_error) {
+        (s, _) if s.is_success() => {}
+        (reqwest::StatusCode::UNAUTHORIZED, _) => bail!(
+            "the collector at {server} wants its bearer token (401{}): give it with --token or AGENTRACE_TOKEN",
+            if token.is_some() { ", and refused the one given" } else { "" }
+        ),
+        (_, Some(message)) => bail!("the collector at {server} answered GET {path} with {status}: {message}"),
+        (reqwest::StatusCode::NOT_FOUND, None) => {
+            bail!("{server} has no agentrace API (GET {path}: 404): {API_HINT}")
+        }
+        (_, None) => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+            bail!("{server} answered GET {path} with {status}: {text}");
+        }
     }
     let read = agentrace_doctor::input::spans_from_bytes(&body, &Limits::default())
         .with_context(|| format!("decoding the answer of GET {url}"))?;
     Ok(read.spans)
+}
+
+/// The innermost error of a chain: `Connection refused (os error 111)`
+/// rather than reqwest's three layers of wrapping.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e.to_string()
 }
 
 /// Percent-encodes a path segment (session IDs are user text).
@@ -279,11 +356,51 @@ mod tests {
         let (url, server) = serve_once(br#"{"result": {"resourceSpans": []}}"#.to_vec());
         let trace = "A6E70000000000060000000000000001";
         let err = run(args(&["--server", &url, "--trace", trace])).unwrap_err();
-        assert_eq!(err.to_string(), "no spans in the input");
+        assert_eq!(err.to_string(), format!("the collector at {url} holds no span of trace {}", trace.to_lowercase()));
         assert_eq!(
             server.join().expect("served"),
             format!("GET /api/agentrace/traces/{}/context HTTP/1.1", trace.to_lowercase())
         );
+    }
+
+    #[test]
+    fn a_bare_host_and_port_is_an_address_and_other_schemes_are_refused() {
+        assert_eq!(server_base("127.0.0.1:4380").as_deref(), Ok("http://127.0.0.1:4380"));
+        assert_eq!(server_base("https://obs.example/agentrace/").as_deref(), Ok("https://obs.example/agentrace"));
+        assert!(server_base("grpc://127.0.0.1:4317").unwrap_err().contains("http:// or https://"));
+        assert!(server_base("http://").is_err());
+    }
+
+    #[test]
+    fn a_server_that_is_not_the_api_says_what_to_give_instead() {
+        // Nothing listens: connection refused, named as such, with the default address.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let err = run(args(&["--server", &addr.to_string(), "--session", "s"])).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("nothing answers at http://{addr}")), "{err}");
+        assert!(err.contains("http://127.0.0.1:4380"), "{err}");
+
+        // A server that answers 404 with no API error (an OTLP/HTTP receiver).
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            stream
+                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .expect("write");
+        });
+        let err = run(args(&["--server", &url, "--session", "s"])).unwrap_err().to_string();
+        server.join().expect("served");
+        assert!(err.contains("has no agentrace API") && err.contains("not an OTLP receiver"), "{err}");
+
+        // The API's own error is passed on.
+        let (url, server) = serve_once(br#"{"result": {"resourceSpans": []}}"#.to_vec());
+        let err = run(args(&["--server", &url, "--session", "nobody"])).unwrap_err().to_string();
+        server.join().expect("served");
+        assert!(err.contains("holds no span of session \"nobody\""), "{err}");
     }
 
     #[test]

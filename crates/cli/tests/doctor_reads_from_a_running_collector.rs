@@ -150,3 +150,72 @@ fn doctor_on_a_running_collector_reports_what_it_reports_on_the_file() {
     assert_eq!(from_server["repairs"], from_file["repairs"]);
     assert_eq!(from_server["summary"]["spans"], trace_spans);
 }
+
+/// Runs `agentrace doctor ARGS` with `env`; returns its exit code and stderr.
+fn doctor_fails(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_agentrace"))
+        .arg("doctor")
+        .args(args)
+        .env_remove("AGENTRACE_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn doctor_on_a_guarded_collector_takes_its_token_and_says_what_was_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentrace.yaml");
+    std::fs::write(&config, "storage:\n  retention:\n    max_age: null\nauth:\n  bearer_token: t0ken-for-the-doctor\n")
+        .unwrap();
+    let server = support::start([
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--data-dir"),
+        dir.path().join("data").as_os_str(),
+    ]);
+    let body = std::fs::read(fixture(SESSION_FIXTURE)).unwrap();
+    let spans = span_count(&serde_json::from_slice(&body).unwrap());
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/traces", server.http))
+        .bearer_auth("t0ken-for-the-doctor")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+
+    // No token: exit 1 (the server could not be read), saying how to give it.
+    let (code, stderr) = doctor_fails(&["--server", &server.api, "--session", SESSION], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("wants its bearer token (401") && stderr.contains("--token"), "{stderr}");
+    // A wrong one is named as refused.
+    let (code, stderr) = doctor_fails(&["--server", &server.api, "--session", SESSION, "--token", "nope"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("refused the one given"), "{stderr}");
+
+    // The token from the environment, and the address as a bare host:port.
+    let bare = server.api.trim_start_matches("http://");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let output = Command::new(env!("CARGO_BIN_EXE_agentrace"))
+            .args(["doctor", "--server", bare, "--session", SESSION, "--format", "json"])
+            .env("AGENTRACE_TOKEN", "t0ken-for-the-doctor")
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        if output.status.code() == Some(3) && report["summary"]["spans"] == spans {
+            break report;
+        }
+        assert!(Instant::now() < deadline, "{}: {}", output.status, String::from_utf8_lossy(&output.stderr));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(kinds(&report).contains(&"orphan_root"));
+
+    // Aimed at the OTLP/HTTP receiver instead of the API (the token is the same): said so.
+    let (code, stderr) =
+        doctor_fails(&["--server", &server.http, "--session", SESSION], &[("AGENTRACE_TOKEN", "t0ken-for-the-doctor")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no agentrace API"), "{stderr}");
+}
