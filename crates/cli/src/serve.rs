@@ -135,6 +135,12 @@ fn start_demo(http: Option<SocketAddr>, api: Option<SocketAddr>) {
             let mut cmd = std::process::Command::new(&exe);
             cmd.args(["demo", "--endpoint", &format!("http://{http}"), "--ui", &ui, "--propagation", mode])
                 .args(["--session-prefix", &format!("{prefix}-{mode}")]);
+            // The user's OTLP settings are for their own agents; the demo talks to us.
+            for var in
+                ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+            {
+                cmd.env_remove(var);
+            }
             if quiet {
                 cmd.stdout(std::process::Stdio::null());
             }

@@ -117,7 +117,9 @@ fn requests(prefix: &str, count: u32) -> Vec<RequestPlan> {
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// OTLP/HTTP endpoint of the collector; spans are posted as protobuf to URL/v1/traces.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4318")]
+    /// `OTEL_EXPORTER_OTLP_HEADERS` (e.g. `Authorization=Bearer%20TOKEN`) is honoured, and
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` must be `http/protobuf` when set.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT", default_value = "http://127.0.0.1:4318")]
     endpoint: String,
     /// Where trace context is carried: on (one trace per request), off (the article's orphans),
     /// partial (only --broken-hop is broken).
@@ -141,22 +143,92 @@ pub struct DemoArgs {
     session_prefix: Option<String>,
 }
 
-/// Fails early, with advice, when nothing listens at the OTLP endpoint: the exporter would drop
-/// every span quietly.
+/// Fails early, with advice, when the endpoint will not take the demo's spans: nothing listens,
+/// it is no OTLP/HTTP receiver (an OTLP/gRPC port answers an HTTP/1.1 POST with 200 and a
+/// `grpc-status`, which the exporter would count as delivered), or it wants a token. An empty
+/// export request is sent, as any OTLP/HTTP receiver accepts one.
 fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
-    let url = reqwest::Url::parse(endpoint).with_context(|| format!("--endpoint {endpoint:?} is not a URL"))?;
-    if url.scheme() != "http" {
-        bail!("--endpoint {endpoint}: the demo speaks OTLP/HTTP without TLS; use http://HOST:PORT");
+    for var in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
+        if let Ok(protocol) = std::env::var(var)
+            && !protocol.is_empty()
+            && protocol != "http/protobuf"
+        {
+            bail!(
+                "{var}={protocol}: the demo speaks OTLP/HTTP protobuf only; unset it or set http/protobuf, and give \
+                 the collector's OTLP/HTTP address (port 4318 by default)"
+            );
+        }
     }
-    let host = url.host_str().context("--endpoint has no host")?;
+    let url = reqwest::Url::parse(endpoint).with_context(|| format!("endpoint {endpoint:?} is not a URL"))?;
+    if url.scheme() != "http" {
+        bail!("endpoint {endpoint}: the demo speaks OTLP/HTTP without TLS; use http://HOST:PORT");
+    }
+    let host = url.host_str().context("the endpoint has no host")?;
     let port = url.port_or_known_default().unwrap_or(4318);
     let addrs: Vec<_> = (host, port).to_socket_addrs().with_context(|| format!("cannot resolve {host}"))?.collect();
     if !addrs.iter().any(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).is_ok()) {
         bail!(
-            "nothing listens at {endpoint}: start the collector first (`agentrace serve`), or point --endpoint at one"
+            "nothing listens at {endpoint}: start the collector first (`agentrace serve`), or point --endpoint (or \
+             OTEL_EXPORTER_OTLP_ENDPOINT) at one"
         );
     }
-    Ok(())
+    let target = telemetry::traces_url(endpoint);
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let mut probe = client.post(&target).header("content-type", "application/x-protobuf").body(Vec::new());
+    for (name, value) in env_headers() {
+        probe = probe.header(name, value);
+    }
+    let not_otlp = "is it the collector's OTLP/HTTP address (port 4318 by default)? An OTLP/gRPC port (4317) does \
+                    not take the demo's spans";
+    let response = match probe.send() {
+        Ok(response) => response,
+        Err(e) => bail!("{endpoint} did not answer an OTLP/HTTP export ({e}): {not_otlp}"),
+    };
+    let status = response.status();
+    if response.headers().contains_key("grpc-status") {
+        bail!("{endpoint} answered as a gRPC server (grpc-status on POST {target}): {not_otlp}");
+    }
+    match status.as_u16() {
+        200..=299 => Ok(()),
+        401 | 403 => bail!(
+            "{endpoint} refused the demo's spans ({status}): it wants a token; set \
+             OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<token>"
+        ),
+        _ => bail!("{endpoint} refused an OTLP/HTTP export (POST {target}: {status}): {not_otlp}"),
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` or `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k2=v2`, values
+/// percent-encoded), which the exporter sends too.
+fn env_headers() -> Vec<(String, String)> {
+    let raw = std::env::var("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_HEADERS"))
+        .unwrap_or_default();
+    raw.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), percent_decode(v.trim())))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Warnings (a job that cannot be read, an MCP server that will not close) go to stderr;
@@ -199,6 +271,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let answers = outcome?;
     let elapsed = started.elapsed();
+    let (lost, why) = telemetry::lost();
+    if lost > 0 {
+        bail!(
+            "{lost} span(s) did not reach {} ({}); the collector has an incomplete picture of this run",
+            args.endpoint,
+            why.unwrap_or_else(|| "no reason given".to_owned())
+        );
+    }
 
     for (request, answer) in requests.iter().zip(&answers) {
         println!("{}  {:<7} {answer}", request.session, request.city);
@@ -296,16 +376,17 @@ fn explain(args: &DemoArgs, requests: &[RequestPlan], elapsed: Duration) -> Stri
              `lost_context` with a timing-only guess, which is not applied."
             .to_owned(),
     };
-    // Only the faults of the requests that ran.
+    // Only the faults of the requests that ran, each with the session that shows it.
     let faults: Vec<String> = [
-        "request 1's researcher could not parse `search_hotels` (malformed JSON), and the doctor \
-         blames the tool, not the parser"
+        "the researcher could not parse `search_hotels` (malformed JSON), and the doctor blames the tool, \
+         not the parser"
             .to_owned(),
-        format!("request 2's budget job waited {} ms in the queue (`timing_gap`)", SLOW_QUEUE.as_millis()),
-        "request 3's last model call was rate-limited and retried".to_owned(),
+        format!("the budget job waited {} ms in the queue (`timing_gap`)", SLOW_QUEUE.as_millis()),
+        "the planner's last model call was rate-limited and retried".to_owned(),
     ]
     .into_iter()
-    .take(requests.len())
+    .zip(requests)
+    .map(|(fault, request)| format!("in session {}, {fault}", request.session))
     .collect();
     format!(
         "Sent {n} request{plural} from planner, researcher, budgeter and the demo-tools MCP server in {secs:.1} s, {mode}.\n\

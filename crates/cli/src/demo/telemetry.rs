@@ -7,6 +7,8 @@
 //! providers are built and shut down outside the tokio runtime. Shutdown flushes: the demo never
 //! exits with spans still queued.
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agentrace::baggage::BaggageSpanProcessor;
@@ -14,7 +16,48 @@ use anyhow::Context as _;
 use opentelemetry::KeyValue;
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData};
+
+/// Spans of this process whose export failed (refused, unreachable), and why the last one did:
+/// the demo reports them and exits non-zero rather than claim it sent what went nowhere.
+static LOST: AtomicU64 = AtomicU64::new(0);
+static LOST_WHY: Mutex<Option<String>> = Mutex::new(None);
+
+/// Spans whose export failed so far, with the last reason.
+pub fn lost() -> (u64, Option<String>) {
+    (LOST.load(Ordering::Relaxed), LOST_WHY.lock().map_or(None, |w| w.clone()))
+}
+
+/// The OTLP exporter, counting the spans of every batch it fails to deliver.
+#[derive(Debug)]
+struct Counted<E>(E);
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter for Counted<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.0.export(batch).await;
+        if let Err(e) = &result {
+            LOST.fetch_add(n, Ordering::Relaxed);
+            if let Ok(mut why) = LOST_WHY.lock() {
+                *why = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
 
 /// How often each service's batch of spans is sent.
 pub const EXPORT_EVERY: Duration = Duration::from_millis(100);
@@ -50,7 +93,7 @@ pub fn provider(endpoint: &str, service: &str) -> anyhow::Result<SdkTracerProvid
     Ok(SdkTracerProvider::builder()
         .with_resource(resource)
         .with_span_processor(BaggageSpanProcessor::allow(["session.id"]))
-        .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build())
+        .with_span_processor(BatchSpanProcessor::builder(Counted(exporter)).with_batch_config(batch).build())
         .build())
 }
 

@@ -14,6 +14,8 @@ pub struct Server {
     pub child: Child,
     /// OTLP/HTTP base URL.
     pub http: String,
+    /// OTLP/gRPC address, `host:port`.
+    pub grpc: String,
     /// API base URL.
     pub api: String,
 }
@@ -43,17 +45,18 @@ where
     let mut child =
         Command::new(env!("CARGO_BIN_EXE_agentrace")).arg("serve").args(args).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut http, mut api) = (None, None);
-    while http.is_none() || api.is_none() {
+    let (mut http, mut api, mut grpc) = (None, None, None);
+    while http.is_none() || api.is_none() || grpc.is_none() {
         let line = lines.next().expect("server printed its addresses").unwrap();
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["OTLP/HTTP", addr, ..] => http = Some(format!("http://{addr}")),
+            ["OTLP/gRPC", addr, ..] => grpc = Some((*addr).to_owned()),
             ["UI", "+", "API", url] => api = Some(url.to_string()),
             _ => {}
         }
     }
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, http: http.unwrap(), api: api.unwrap() }
+    Server { child, http: http.unwrap(), api: api.unwrap(), grpc: grpc.unwrap() }
 }
