@@ -127,6 +127,9 @@ fn the_orphan_opens_as_one_connected_trace_with_its_diagnosis() {
     let executor = text(&browser, "svg.agent-graph g.node[data-agent=executor]");
     assert!(executor.contains("2000 in / 300 out"), "tokens on the node: {executor}");
     assert!(executor.contains("1 error"), "errors on the node: {executor}");
+    // Cost as the CLI prints it (gpt-4o-mini: 2000 × $0.15 + 300 × $0.60 per million),
+    // not rounded to four decimals.
+    assert!(executor.contains("$0.00048 "), "cost on the node: {executor}");
 
     // Span details: a real click on the repaired span shows its repair attributes.
     browser.click(".wf-row:has([data-test=repaired-edge]) .wf-label");

@@ -196,6 +196,9 @@ fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
     let message = ix.texts.opt(facts.error_message).map(str::to_owned);
     let what = match (&error_type, &message) {
         (None, None) if facts.refused => "the model refused, or a content filter stopped it".to_owned(),
+        // A message that only repeats the type (`JSONDecodeError: JSONDecodeError`), or
+        // already starts with it, is said once.
+        (Some(t), Some(m)) if m.trim() == t.as_str() || m.starts_with(&format!("{t}:")) => m.clone(),
         (Some(t), Some(m)) => format!("{t}: {m}"),
         (Some(t), None) => t.clone(),
         (None, Some(m)) => m.clone(),

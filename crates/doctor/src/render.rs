@@ -108,9 +108,15 @@ pub fn text(d: &Diagnosis, options: &TextOptions) -> String {
             let _ = writeln!(out, "  {}", p.green("nothing: no span recorded an error"));
         }
         Some(f) => {
-            let _ = writeln!(out, "  {} {}", p.red(f.category.as_str()), f.summary);
+            // The summary names the kind of step (`LLM call …`, `tool …`); the
+            // category follows with the chain, so neither stutters.
+            let _ = writeln!(out, "  {}", p.red(&f.summary));
             let chain: Vec<&str> = f.chain.iter().map(|c| c.name.as_str()).collect();
-            let _ = writeln!(out, "  {}", p.dim(&format!("chain: {}", chain.join(" → "))));
+            let _ = writeln!(
+                out,
+                "  {}",
+                p.dim(&format!("category {} · chain: {}", f.category.as_str(), chain.join(" → ")))
+            );
             if d.failures.len() > 1 {
                 let _ = writeln!(out, "  ({} of {} requests failed)", d.failures.len(), d.requests.len());
             }

@@ -34,3 +34,25 @@ fn a_parse_error_after_a_tool_call_blames_the_tool_that_made_the_output() {
     assert!(f.summary.contains("`parse flight results`"), "{}", f.summary);
     assert_eq!(f.error_type.as_deref(), Some("JSONDecodeError"));
 }
+
+#[test]
+fn an_error_whose_message_repeats_its_type_is_said_once() {
+    // Python's `raise JSONDecodeError` recorded as type and message both
+    // `JSONDecodeError`, and a message that already starts with its type.
+    for (message, said) in [
+        ("RateLimitError", "failed: RateLimitError"),
+        ("RateLimitError: Error code: 429", "failed: RateLimitError: Error code: 429"),
+    ] {
+        let mut spans = common::load("failure_llm");
+        for s in spans.iter_mut().filter(|s| s.name == "chat gpt-4o") {
+            s.status_message = message.into();
+            for e in &mut s.events {
+                e.attributes.set("exception.message", message);
+            }
+        }
+        let d = agentrace_doctor::Doctor::default().analyse(&spans);
+        let f = d.failure.expect("failure");
+        assert!(f.summary.ends_with(said), "{message:?}: {}", f.summary);
+        assert!(!f.summary.contains("RateLimitError: RateLimitError"), "{}", f.summary);
+    }
+}

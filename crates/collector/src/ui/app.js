@@ -70,7 +70,8 @@
     return String(n);
   }
   const plural = (n, word) => n + ' ' + word + (n === 1 ? '' : 's');
-  const fmtCost = (c) => (c ? '$' + (c < 0.01 ? c.toFixed(4) : c.toFixed(2)) : '—');
+  // As the CLI prints it: six decimals below a cent ($0.000137, not $0.0001), else two.
+  const fmtCost = (c) => (c ? '$' + (c < 0.01 ? c.toFixed(6).replace(/0+$/, '') : c.toFixed(2)) : '—');
   function fmtTime(unixNano) {
     const ms = Number(BigInt(unixNano || 0) / 1000000n);
     return new Date(ms).toLocaleString();
