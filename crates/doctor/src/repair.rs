@@ -1430,12 +1430,126 @@ fn fix_for(evidence: Option<Evidence>, orphan: &Stack, caller: Option<&Stack>) -
     fix.to_owned()
 }
 
+/// Attribute keys that never identify one hand-off: where and how a span
+/// ran, not what it carried.
+fn is_generic_key(key: &str) -> bool {
+    const PREFIXES: [&str; 14] = [
+        "http.",
+        "url.",
+        "server.",
+        "client.",
+        "network.",
+        "net.",
+        "code.",
+        "thread.",
+        "otel.",
+        "service.",
+        "telemetry.",
+        "agentrace.",
+        "user_agent.",
+        "process.",
+    ];
+    const KEYS: [&str; 10] = [
+        "session.id",
+        "gen_ai.conversation.id",
+        "gen_ai.system",
+        "gen_ai.provider.name",
+        "gen_ai.operation.name",
+        "gen_ai.request.model",
+        "messaging.system",
+        "messaging.operation",
+        "messaging.operation.type",
+        "messaging.destination.name",
+    ];
+    PREFIXES.iter().any(|p| key.starts_with(p)) || KEYS.contains(&key)
+}
+
+/// For a join that several callers fit: what would make it exact. An
+/// attribute whose value the orphan (or a child) shares with exactly one
+/// candidate (or its parent) is named — `job.id` where the convention's key
+/// is `messaging.message.id` — with the key to record it under; otherwise
+/// the key this kind of hop is joined by.
+fn key_hint(ix: &Index, p: &Proposal) -> String {
+    let convention = match p.evidence {
+        Evidence::MessageId | Evidence::PrecedingProducer => "`messaging.message.id`",
+        Evidence::ToolCallId | Evidence::EnclosingToolCall => "`gen_ai.tool.call.id`",
+        Evidence::McpRequest | Evidence::RequestIdInTime => "`mcp.session.id` with `jsonrpc.request.id`",
+        Evidence::EnclosingClient | Evidence::SameInstance | Evidence::Link => "",
+    };
+    let sides = |i: Ix, down: bool| -> Vec<Ix> {
+        let mut v = vec![i];
+        if down {
+            v.extend(child_list(ix, i));
+        } else if let Some(parent) = ix.parent[i as usize] {
+            v.push(parent);
+        }
+        v
+    };
+    let values = |spans: &[Ix]| -> Vec<(&str, String)> {
+        let mut out = Vec::new();
+        for &i in spans {
+            for (key, value) in ix.spans[i as usize].attributes.iter() {
+                // Content (a result, a prompt) and names repeat by chance
+                // or by design; an identifier has no spaces and a digit.
+                let lower = key.to_ascii_lowercase();
+                let content = ["model", "name", "result", "output", "input", "content", "prompt", "message", "text"]
+                    .iter()
+                    .any(|w| lower.contains(w));
+                if is_generic_key(key) || content {
+                    continue;
+                }
+                let text = match value {
+                    agentrace_model::Value::Str(s)
+                        if (4..=128).contains(&s.len())
+                            && !s.contains(char::is_whitespace)
+                            && s.contains(|c: char| c.is_ascii_digit()) =>
+                    {
+                        s.clone()
+                    }
+                    agentrace_model::Value::Int(n) if n.unsigned_abs() >= 1000 => n.to_string(),
+                    _ => continue,
+                };
+                out.push((key, text));
+            }
+        }
+        out
+    };
+    if convention.is_empty() {
+        // Calls and in-process jobs are joined by context, not by a key.
+        return String::new();
+    }
+    let mine = values(&sides(p.orphan, true));
+    let theirs: Vec<Vec<(&str, String)>> = p.candidates.iter().map(|&c| values(&sides(c, false))).collect();
+    for (key, value) in &mine {
+        let holders: Vec<usize> = (0..theirs.len()).filter(|&k| theirs[k].iter().any(|(_, v)| v == value)).collect();
+        if let [only] = holders[..] {
+            let their_key = theirs[only].iter().find(|(_, v)| v == value).map_or(*key, |(k, _)| *k);
+            let under = convention;
+            let same = if their_key == *key { format!("`{key}`") } else { format!("`{key}` / `{their_key}`") };
+            return format!(
+                "; {same} = {value:?} is on this span and on {} only: if it names this hand-off, record it as \
+                 {under} on both sides and the doctor joins them exactly",
+                describe(ix, p.candidates[only])
+            );
+        }
+    }
+    if p.evidence == Evidence::RequestIdInTime {
+        "; JSON-RPC request IDs restart in every MCP session: record `mcp.session.id` on the client's and the \
+         server's spans and the doctor joins them exactly"
+            .to_owned()
+    } else if p.evidence == Evidence::PrecedingProducer {
+        format!("; to make this join exact, record one {convention} per message on both sides")
+    } else {
+        format!("; the same {convention} is on each of them: make it unique per hand-off")
+    }
+}
+
 fn caller_phrase(ix: &Index, p: &Proposal) -> String {
     let count = p.candidates.len();
     let who = describe(ix, p.candidates[0]);
     let trace = ix.spans[p.candidates[0] as usize].trace_id;
     if count > 1 {
-        format!("{count} possible callers fit ({}), so it was not repaired", p.detail)
+        format!("{count} possible callers fit ({}), so it was not repaired{}", p.detail, key_hint(ix, p))
     } else {
         format!("its caller is {who} in trace {trace} ({})", p.detail)
     }

@@ -72,3 +72,51 @@ fn link_mode_keeps_ids_and_adds_an_inferred_parent_link() {
     }
     assert!(rolled_up > 0, "agent spans carry their subtree's totals");
 }
+
+#[test]
+fn an_ambiguous_join_names_the_key_that_would_make_it_exact() {
+    // Two sessions each sent a job; the consumer lost its context. The
+    // message IDs repeat ("1" in both), so the hint asks for unique ones.
+    let spans = common::load("ambiguous_two_producers");
+    let d = Doctor::new(Config::default()).analyse(&spans);
+    let orphan = d.findings.iter().find(|f| f.kind == FindingKind::OrphanRoot).expect("orphan found");
+    assert!(orphan.message.contains("2 possible callers fit"), "{}", orphan.message);
+    assert!(orphan.message.contains("the same `messaging.message.id` is on each of them"), "{}", orphan.message);
+
+    // The app's own `job.id` on the consumer and on one producer (the
+    // other sent another job), no message ID: time alone fits both, and the
+    // hint names `job.id` and the one producer that carries it.
+    let mut spans = spans;
+    let mut producers = 0;
+    for s in &mut spans {
+        let attrs: Vec<(String, Value)> = s
+            .attributes
+            .iter()
+            .filter(|(k, _)| *k != "messaging.message.id")
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
+        s.attributes = Default::default();
+        for (k, v) in attrs {
+            s.attributes.set(k, v);
+        }
+        match s.kind {
+            SpanKind::Consumer => s.attributes.set("job.id", "job-7f3a"),
+            SpanKind::Producer => {
+                producers += 1;
+                s.attributes.set("job.id", if producers == 2 { "job-7f3a" } else { "job-0c11" });
+            }
+            _ => {}
+        }
+    }
+    let second = spans.iter().filter(|s| s.kind == SpanKind::Producer).nth(1).expect("two producers");
+    let d = Doctor::new(Config::default()).analyse(&spans);
+    assert!(d.repairs.iter().all(|r| !r.applied), "time alone applies nothing: {:#?}", d.repairs);
+    let orphan = d.findings.iter().find(|f| f.kind == FindingKind::OrphanRoot).expect("orphan found");
+    assert!(
+        orphan.message.contains("`job.id` = \"job-7f3a\" is on this span and on `send jobs` (planner) only")
+            && orphan.message.contains("record it as `messaging.message.id` on both sides"),
+        "{}",
+        orphan.message
+    );
+    assert_eq!(second.attributes.str("job.id"), Some("job-7f3a"));
+}
