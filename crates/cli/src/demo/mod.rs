@@ -128,8 +128,9 @@ pub struct DemoArgs {
     /// The hop that --propagation partial breaks.
     #[arg(long, value_enum, value_name = "HOP", default_value_t = Hop::Queue)]
     broken_hop: Hop,
-    /// The queue between agents: nats://HOST:PORT or redis://HOST:PORT [default: an embedded job
-    /// table, a SQLite file in the temporary directory].
+    /// The queue between agents: nats://HOST:PORT or redis://HOST:PORT, in a build with
+    /// `--features brokers` [default: an embedded job table, a SQLite file in the temporary
+    /// directory].
     #[arg(long, value_name = "URL")]
     queue: Option<String>,
     /// How many user requests to run, one after another.

@@ -11,12 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+#[cfg(feature = "brokers")]
 use futures::StreamExt as _;
 use tokio::sync::watch;
 
 /// How often an idle consumer of the job table looks for a new row.
 const TABLE_POLL: Duration = Duration::from_millis(10);
 /// How long an idle Redis consumer blocks before it checks whether to stop.
+#[cfg(feature = "brokers")]
 const REDIS_BLOCK_SECS: f64 = 0.25;
 
 /// One message taken from the queue.
@@ -39,8 +41,10 @@ pub enum Queue {
         path: PathBuf,
     },
     /// NATS subjects (core NATS: consumers subscribe before anything is sent).
+    #[cfg(feature = "brokers")]
     Nats(async_nats::Client),
     /// Redis lists (`LPUSH` / `BRPOP`).
+    #[cfg(feature = "brokers")]
     Redis(redis::Client),
 }
 
@@ -49,8 +53,10 @@ pub enum Receiver {
     /// Polls the job table.
     Table(Arc<Mutex<rusqlite::Connection>>, String),
     /// A NATS subscription.
+    #[cfg(feature = "brokers")]
     Nats(async_nats::Subscriber),
     /// A Redis connection of its own (a blocking pop holds the connection).
+    #[cfg(feature = "brokers")]
     Redis(redis::aio::MultiplexedConnection, String),
 }
 
@@ -82,11 +88,13 @@ impl Queue {
                 .context("cannot create the job table")?;
                 Ok(Queue::Table { conn: Arc::new(Mutex::new(conn)), path })
             }
+            #[cfg(feature = "brokers")]
             Some(url) if url.starts_with("nats://") => {
                 let client =
                     async_nats::connect(url).await.with_context(|| format!("cannot connect to NATS at {url}"))?;
                 Ok(Queue::Nats(client))
             }
+            #[cfg(feature = "brokers")]
             Some(url) if url.starts_with("redis://") => {
                 let client = redis::Client::open(url).with_context(|| format!("bad Redis URL {url}"))?;
                 // Fail now, not in the middle of the first request.
@@ -97,6 +105,12 @@ impl Queue {
                 let _: String = redis::cmd("PING").query_async(&mut con).await.context("Redis PING failed")?;
                 Ok(Queue::Redis(client))
             }
+            #[cfg(not(feature = "brokers"))]
+            Some(url) if url.starts_with("nats://") || url.starts_with("redis://") => bail!(
+                "this agentrace was built without broker clients: build it with `--features brokers` \
+                 (`cargo run --release --features brokers -- demo --queue {url}`), or leave --queue out for the \
+                 embedded job table"
+            ),
             Some(other) => bail!(
                 "unsupported queue {other:?}: use nats://HOST:PORT or redis://HOST:PORT (or nothing, for the job table)"
             ),
@@ -108,7 +122,9 @@ impl Queue {
         match self {
             // Not a registered value: the conventions allow a custom one for a custom system.
             Queue::Table { .. } => "sqlite_job_table",
+            #[cfg(feature = "brokers")]
             Queue::Nats(_) => agentrace::messaging::system::NATS,
+            #[cfg(feature = "brokers")]
             Queue::Redis(_) => agentrace::messaging::system::REDIS,
         }
     }
@@ -117,12 +133,14 @@ impl Queue {
     pub async fn subscribe(&self, destination: &str) -> anyhow::Result<Receiver> {
         Ok(match self {
             Queue::Table { conn, .. } => Receiver::Table(Arc::clone(conn), destination.to_owned()),
+            #[cfg(feature = "brokers")]
             Queue::Nats(client) => Receiver::Nats(
                 client
                     .subscribe(destination.to_owned())
                     .await
                     .with_context(|| format!("cannot subscribe to {destination}"))?,
             ),
+            #[cfg(feature = "brokers")]
             Queue::Redis(client) => Receiver::Redis(
                 client.get_multiplexed_async_connection().await.context("cannot open a Redis connection")?,
                 destination.to_owned(),
@@ -141,6 +159,7 @@ impl Queue {
                 )
                 .context("cannot insert the job row")?;
             }
+            #[cfg(feature = "brokers")]
             Queue::Nats(client) => {
                 // The job id travels as the body's own field; NATS needs nothing else.
                 client
@@ -149,6 +168,7 @@ impl Queue {
                     .context("cannot publish to NATS")?;
                 client.flush().await.context("cannot flush NATS")?;
             }
+            #[cfg(feature = "brokers")]
             Queue::Redis(client) => {
                 let mut con =
                     client.get_multiplexed_async_connection().await.context("cannot open a Redis connection")?;
@@ -165,6 +185,7 @@ impl Queue {
 
     /// Removes what the queue left on disk.
     pub fn close(&self) {
+        #[cfg_attr(not(feature = "brokers"), allow(irrefutable_let_patterns))]
         if let Queue::Table { path, .. } = self {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -174,6 +195,7 @@ impl Queue {
 }
 
 /// The job id inside an envelope body, for transports that carry only the body.
+#[cfg(feature = "brokers")]
 fn job_id(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
@@ -215,6 +237,7 @@ impl Receiver {
                         }
                     }
                 }
+                #[cfg(feature = "brokers")]
                 Receiver::Nats(sub) => {
                     tokio::select! {
                         msg = sub.next() => match msg {
@@ -227,6 +250,7 @@ impl Receiver {
                         _ = stop.changed() => {}
                     }
                 }
+                #[cfg(feature = "brokers")]
                 Receiver::Redis(con, key) => {
                     let popped: Option<(String, String)> = redis::cmd("BRPOP")
                         .arg(key.as_str())
