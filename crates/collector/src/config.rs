@@ -544,15 +544,25 @@ impl Config {
         if self.storage.retention.interval.is_zero() {
             return Err(ConfigError::Invalid("storage.retention.interval must be above zero".into()));
         }
+        // An empty token would turn authentication off without a word.
+        if self.auth.bearer_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ConfigError::Invalid(
+                "auth.bearer_token is empty: set a token, or remove the key to run without authentication".into(),
+            ));
+        }
         Ok(())
     }
 
     /// The bearer token in force: the environment variable
     /// `AGENTRACE_BEARER_TOKEN`, else the file, else the inline value.
     pub fn bearer_token(&self) -> Result<Option<String>, ConfigError> {
-        if let Ok(token) = std::env::var("AGENTRACE_BEARER_TOKEN")
-            && !token.trim().is_empty()
-        {
+        if let Ok(token) = std::env::var("AGENTRACE_BEARER_TOKEN") {
+            if token.trim().is_empty() {
+                return Err(ConfigError::Invalid(
+                    "AGENTRACE_BEARER_TOKEN is set but empty: set a token, or unset it to run without authentication"
+                        .into(),
+                ));
+            }
             return Ok(Some(token.trim().to_owned()));
         }
         if let Some(path) = &self.auth.bearer_token_file {
@@ -564,7 +574,7 @@ impl Config {
             }
             return Ok(Some(token.to_owned()));
         }
-        Ok(self.auth.bearer_token.clone().filter(|t| !t.is_empty()))
+        Ok(self.auth.bearer_token.as_deref().map(|t| t.trim().to_owned()))
     }
 }
 
@@ -667,6 +677,15 @@ mod tests {
         assert!(err.contains("repairs come from the live pipeline"), "{err}");
         let err = Config::from_yaml("redaction:\n  secret_patterns:\n    - {name: x, pattern: '('}\n").unwrap_err();
         assert!(err.to_string().contains("\"x\""), "{err}");
+    }
+
+    #[test]
+    fn an_empty_bearer_token_is_refused_not_taken_as_no_auth() {
+        for yaml in ["auth:\n  bearer_token: ''\n", "auth:\n  bearer_token: '  '\n"] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains("auth.bearer_token is empty"), "{err}");
+        }
+        assert!(Config::from_yaml("auth:\n  bearer_token: s3cret\n").is_ok());
     }
 
     #[test]

@@ -150,6 +150,14 @@ impl Collector {
             let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })?;
             let local = listener.local_addr().map_err(|source| StartError::Bind { what, addr, source })?;
             let router = auth.clone().wrap(router);
+            if !local.ip().is_loopback() && auth.token.is_none() && tls.is_none() {
+                tracing::warn!(
+                    %local,
+                    what,
+                    "listening beyond this machine without a bearer token or TLS: anyone who can reach it can send \
+                     spans and read them; set auth.bearer_token (or AGENTRACE_BEARER_TOKEN) and tls"
+                );
+            }
             tasks.spawn(serve(listener, router, tls.clone(), watch_rx.clone()));
             tracing::info!(%local, what, "listening");
             Ok::<_, StartError>(Some(local))

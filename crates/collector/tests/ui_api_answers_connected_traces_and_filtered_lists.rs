@@ -139,6 +139,19 @@ fn the_list_is_newest_first_and_every_filter_narrows_it() {
     let (status, body) = support::get_json(&format!("{}/api/agentrace/traces?min_duration=soon", collector.api()));
     assert_eq!(status, 400);
     assert!(body["error"]["message"].as_str().unwrap().contains("min_duration"));
+
+    // api_v3 search: as many attribute filters as allowed is a query like
+    // any other (it was a 500 past SQLite's join limit); one more is a 400
+    // that says the limit.
+    let filters = |n: usize| (0..n).map(|_| "query.attributes%5Bsession.id%5D=sess-q").collect::<Vec<_>>().join("&");
+    let url = |n: usize| {
+        format!("{}/api/v3/traces?query.start_time_min=2025-01-01T00:00:00Z&{}", collector.api(), filters(n))
+    };
+    let (status, body) = support::get_json(&url(16));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = support::get_json(&url(17));
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("at most 16"), "{body}");
 }
 
 fn requests(collector: &support::Running, query: &str) -> Vec<Value> {

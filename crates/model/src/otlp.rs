@@ -4,9 +4,10 @@
 //! three decoders here: [`decode_protobuf`], [`decode_json`] and
 //! [`gunzip`]. They never panic, never allocate past the configured limits,
 //! and say plainly what was wrong. After decoding, [`validate`] applies the
-//! per-span rules of the OTLP specification: a span with an invalid ID is
-//! rejected (and counted, for OTLP's partial-success answer) while the rest
-//! of the request is kept.
+//! per-span rules of the OTLP specification: a span with an invalid ID, or
+//! with the IDs of another span of the same request, is rejected (and
+//! counted, for OTLP's partial-success answer) while the rest of the
+//! request is kept.
 //!
 //! Documented normalisations (applied instead of refusing):
 //! - enum *names* in OTLP JSON (`"kind": "SPAN_KIND_SERVER"`,
@@ -181,6 +182,9 @@ pub fn validate(mut request: ExportTraceServiceRequest, limits: &Limits) -> Deco
             reasons.push(reason);
         }
     };
+    // A span ID names one span of its trace: a second span with the same
+    // IDs in one request is refused and counted, not silently dropped later.
+    let mut seen: std::collections::HashSet<(TraceId, SpanId)> = std::collections::HashSet::new();
     for rs in &mut request.resource_spans {
         if let Some(resource) = rs.resource.as_mut() {
             cap_attributes(&mut resource.attributes, &mut resource.dropped_attributes_count, limits);
@@ -190,12 +194,26 @@ pub fn validate(mut request: ExportTraceServiceRequest, limits: &Limits) -> Deco
                 cap_attributes(&mut scope.attributes, &mut scope.dropped_attributes_count, limits);
             }
             ss.spans.retain_mut(|span| {
-                if let Err(e) = TraceId::from_slice(&span.trace_id) {
-                    reject(format!("span {:?}: {e}", span.name), &mut reasons);
-                    return false;
-                }
-                if let Err(e) = SpanId::from_slice(&span.span_id) {
-                    reject(format!("span {:?}: {e}", span.name), &mut reasons);
+                let trace_id = match TraceId::from_slice(&span.trace_id) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        reject(format!("span {:?}: {e}", span.name), &mut reasons);
+                        return false;
+                    }
+                };
+                let span_id = match SpanId::from_slice(&span.span_id) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        reject(format!("span {:?}: {e}", span.name), &mut reasons);
+                        return false;
+                    }
+                };
+                if !seen.insert((trace_id, span_id)) {
+                    let e = format!(
+                        "span {:?}: span id {span_id} of trace {trace_id} is another span's of this request (the first is kept)",
+                        span.name
+                    );
+                    reject(e, &mut reasons);
                     return false;
                 }
                 if !span.parent_span_id.is_empty() {
@@ -331,6 +349,28 @@ mod tests {
         let span = &decoded.request.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(span.attributes.len(), 10);
         assert_eq!(span.dropped_attributes_count, 40);
+    }
+
+    #[test]
+    fn a_span_that_repeats_another_spans_ids_in_one_request_is_rejected_and_counted() {
+        let span = |name: &str, span_id: &str, trace_id: &str| {
+            format!(r#"{{"traceId":"{trace_id}","spanId":"{span_id}","name":"{name}"}}"#)
+        };
+        let t1 = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let t2 = "4bf92f3577b34da6a3ce929d0e0e4737";
+        let body = format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{},{},{},{}]}}]}}]}}"#,
+            span("first", "00f067aa0ba902b7", t1),
+            span("again", "00f067aa0ba902b7", t1),
+            span("other trace, same span id", "00f067aa0ba902b7", t2),
+            span("other", "00f067aa0ba902b8", t1)
+        );
+        let decoded = decode_json(body.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!((decoded.accepted_spans, decoded.rejected_spans), (3, 1));
+        let kept: Vec<&str> =
+            decoded.request.resource_spans[0].scope_spans[0].spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(kept, ["first", "other trace, same span id", "other"]);
+        assert!(decoded.error_message.contains("\"again\": span id 00f067aa0ba902b7"), "{}", decoded.error_message);
     }
 
     #[test]

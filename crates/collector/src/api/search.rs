@@ -56,8 +56,19 @@ pub(crate) fn parse(raw: &str, default_depth: usize) -> Result<SearchQuery, ApiE
             _ => {}
         }
     }
+    // Each filter is a join in the store's query (SQLite joins at most 64
+    // tables); a search needs a handful.
+    if query.attributes.len() > MAX_ATTRIBUTE_FILTERS {
+        return Err(ApiError::bad_request(format!(
+            "{} attribute filters: at most {MAX_ATTRIBUTE_FILTERS} per search",
+            query.attributes.len()
+        )));
+    }
     Ok(query)
 }
+
+/// Attribute filters one search may combine.
+pub(crate) const MAX_ATTRIBUTE_FILTERS: usize = 16;
 
 /// The key an attribute is searched under: the session and join keys of
 /// the one vocabulary, by any of their names.
@@ -132,6 +143,11 @@ mod tests {
     fn bad_parameters_say_what_is_wrong() {
         let e = parse("query.start_time_min=yesterday", 20).unwrap_err();
         assert!(e.message.contains("RFC 3339"), "{}", e.message);
+        let many: Vec<String> =
+            (0..=MAX_ATTRIBUTE_FILTERS).map(|i| format!("query.attributes[session.id]=s-{i}")).collect();
+        let e = parse(&many.join("&"), 20).unwrap_err();
+        assert!(format!("{e:?}").contains("at most 16 per search"), "{e:?}");
+        assert!(parse(&many[..MAX_ATTRIBUTE_FILTERS].join("&"), 20).is_ok());
         let e = parse("query.attributes%5Bhttp.method%5D=GET", 20).unwrap_err();
         assert!(e.message.contains("not searchable"), "{}", e.message);
         assert!(percent_decode("a%2").ends_with("%2"));

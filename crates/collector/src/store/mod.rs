@@ -56,6 +56,10 @@ pub enum StoreError {
     /// other than agentrace.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The writer could not commit a batch (a full disk, an I/O error):
+    /// nothing of it was acknowledged, and the senders retry.
+    #[error("the store could not write: {0}")]
+    Write(String),
 }
 
 /// Why a batch was not taken. Retryable: the sender should wait and resend.
@@ -179,7 +183,7 @@ impl Store {
         Ok(async move {
             match done.await {
                 Ok(Ok(outcome)) => Ok(outcome),
-                Ok(Err(message)) => Err(StoreError::Corrupt(message)),
+                Ok(Err(message)) => Err(StoreError::Write(message)),
                 Err(_) => Err(StoreError::WriterGone),
             }
         })

@@ -222,8 +222,8 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, spans, "store write failed; the senders will retry");
-                let message = e.to_string();
+                let message = write_failure(&e);
+                tracing::error!(error = %message, spans, "store write failed; the senders will retry");
                 for job in jobs {
                     let _ = job.ack.send(Err(message.clone()));
                 }
@@ -533,5 +533,33 @@ impl Writer {
         }
         tx.commit()?;
         Ok((n as u64, (keys + chunks + analyses) as u64))
+    }
+}
+
+/// What a failed commit says to senders and operators: a full disk is a
+/// full disk, not "corrupt data".
+pub(crate) fn write_failure(e: &rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => {
+            format!("the disk holding the store is full ({e}): free space or lower storage.retention")
+        }
+        Some(rusqlite::ErrorCode::SystemIoFailure) => format!("the store's disk failed a write ({e})"),
+        Some(rusqlite::ErrorCode::ReadOnly) => format!("the store is read-only ({e}): check its permissions"),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_said_to_be_one() {
+        // SQLite's own "database or disk is full", made real by a page cap.
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA max_page_count = 2; CREATE TABLE t (x BLOB);").unwrap();
+        let e = conn.execute("INSERT INTO t VALUES (zeroblob(100000))", []).unwrap_err();
+        let message = write_failure(&e);
+        assert!(message.starts_with("the disk holding the store is full"), "{message}");
     }
 }
