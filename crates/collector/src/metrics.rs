@@ -115,6 +115,7 @@ pub struct Metrics {
     store_bytes: AtomicU64,
     store_commits: AtomicU64,
     retention_deleted_spans: AtomicU64,
+    retention_runs: AtomicU64,
     /// What redaction removed.
     pub redaction: RedactionMetrics,
     /// The live pipeline.
@@ -237,6 +238,11 @@ impl Metrics {
         self.retention_deleted_spans.fetch_add(spans, Ordering::Relaxed);
     }
 
+    /// A retention pass finished.
+    pub fn retention_ran(&self) {
+        self.retention_runs.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Registers an exporter's counters, rendered from then on.
     pub fn exporter(&self, name: String) -> std::sync::Arc<ExporterMetrics> {
         let m = std::sync::Arc::new(ExporterMetrics { name, ..Default::default() });
@@ -342,6 +348,13 @@ impl Metrics {
             "counter",
             "Spans deleted by retention (age or size).",
             &self.retention_deleted_spans,
+        );
+        scalar(
+            &mut out,
+            "agentrace_store_retention_runs_total",
+            "counter",
+            "Retention passes completed.",
+            &self.retention_runs,
         );
         let _ = writeln!(
             out,

@@ -151,7 +151,46 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 #[test]
-fn retention_deletes_spans_older_than_max_age() {
+fn retention_counts_age_from_receipt_and_keeps_old_dated_spans_it_just_acknowledged() {
+    // Spans dated two hours back (a replay, an import, the README's curl
+    // example) arrive now; with max_age 3 s they are kept for 3 s by the
+    // collector's clock, not deleted on the next pass because of their own
+    // timestamps. Then they go, and their request rows with them.
+    let max_age = Duration::from_secs(3);
+    let collector = support::start(|c| {
+        c.storage.retention.max_age = Some(max_age);
+        c.storage.retention.max_bytes = None;
+        c.storage.retention.interval = Duration::from_millis(100);
+    });
+    let url = format!("{}/v1/traces", collector.http());
+    let two_hours_ago = now_ns() - 2 * 3600 * 1_000_000_000;
+    assert_eq!(post_protobuf(&url, request_of(10, 0x44, two_hours_ago)).status(), 200);
+    let acknowledged = Instant::now();
+    let api = collector.api();
+    let gone = || support::get_json(&format!("{api}/api/v3/traces/{}", "44".repeat(16))).0 == 404;
+    // Only ever a lower bound on the time that passed: a busy machine can
+    // only make it longer, so this cannot fail for being slow.
+    let deadline = acknowledged + Duration::from_secs(60);
+    while !gone() {
+        assert!(Instant::now() < deadline, "timed out waiting for retention");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        acknowledged.elapsed() >= max_age,
+        "deleted {:?} after it was acknowledged, before max_age ({max_age:?}) by the collector's clock",
+        acknowledged.elapsed()
+    );
+    assert_eq!(support::metric(&api, "agentrace_store_retention_deleted_spans_total"), 10.0);
+    let requests = |trace: &str| {
+        let (status, body) = support::get_json(&format!("{api}/api/agentrace/requests?q={trace}"));
+        assert_eq!(status, 200);
+        body["requests"].as_array().unwrap().len()
+    };
+    wait_for("the old request's rows to be deleted", || requests(&"44".repeat(16)) == 0);
+}
+
+#[test]
+fn retention_keeps_what_is_younger_than_max_age_by_receipt() {
     let collector = support::start(|c| {
         c.storage.retention.max_age = Some(Duration::from_secs(3600));
         c.storage.retention.max_bytes = None;
@@ -162,20 +201,19 @@ fn retention_deletes_spans_older_than_max_age() {
     assert_eq!(post_protobuf(&url, request_of(10, 0x44, two_hours_ago)).status(), 200);
     assert_eq!(post_protobuf(&url, request_of(10, 0x55, now_ns())).status(), 200);
     let api = collector.api();
-    wait_for("the old trace to be deleted", || {
-        support::get_json(&format!("{api}/api/v3/traces/{}", "44".repeat(16))).0 == 404
-    });
-    assert_eq!(span_count(&api, &"55".repeat(16)), 10, "recent spans are kept");
-    assert_eq!(support::metric(&api, "agentrace_store_retention_deleted_spans_total"), 10.0);
-    // The live diagnosis's rows go with their spans: once both traces have
-    // closed, the old one's request row is deleted by the next pass.
+    // Retention has run many times by when both requests have their rows.
     let requests = |trace: &str| {
         let (status, body) = support::get_json(&format!("{api}/api/agentrace/requests?q={trace}"));
         assert_eq!(status, 200);
         body["requests"].as_array().unwrap().len()
     };
-    wait_for("the recent requests' rows (each span is a root)", || requests(&"55".repeat(16)) == 10);
-    wait_for("the old request's row to be deleted", || requests(&"44".repeat(16)) == 0);
+    wait_for("the requests' rows (each span is a root)", || {
+        requests(&"55".repeat(16)) == 10 && requests(&"44".repeat(16)) == 10
+    });
+    wait_for("a few retention passes", || support::metric(&api, "agentrace_store_retention_runs_total") >= 3.0);
+    assert_eq!(span_count(&api, &"44".repeat(16)), 10, "old-dated spans received now are kept");
+    assert_eq!(span_count(&api, &"55".repeat(16)), 10);
+    assert_eq!(support::metric(&api, "agentrace_store_retention_deleted_spans_total"), 0.0);
 }
 
 #[test]

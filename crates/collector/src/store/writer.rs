@@ -128,7 +128,22 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
              patch TEXT NOT NULL,
              PRIMARY KEY (trace_id, span_id)
          ) WITHOUT ROWID;",
-    )
+    )?;
+    // When each chunk was received (retention's clock, not the spans' own
+    // timestamps). Stores made before the column existed get it with the
+    // time of the upgrade: nothing they hold is deleted before its time.
+    let has_received: bool =
+        conn.prepare("SELECT 1 FROM pragma_table_info('chunks') WHERE name = 'received_ns'")?.exists([])?;
+    if !has_received {
+        conn.execute_batch("ALTER TABLE chunks ADD COLUMN received_ns INTEGER NOT NULL DEFAULT 0")?;
+        conn.execute("UPDATE chunks SET received_ns = ?1", [now_ns()])?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS chunks_by_received ON chunks (received_ns)")
+}
+
+fn now_ns() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
 }
 
 pub(crate) struct Writer {
@@ -248,7 +263,8 @@ impl Writer {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             let mut insert_chunk =
-                tx.prepare_cached("INSERT INTO chunks (id, max_start_ns, body) VALUES (?1, ?2, ?3)")?;
+                tx.prepare_cached("INSERT INTO chunks (id, max_start_ns, received_ns, body) VALUES (?1, ?2, ?3, ?4)")?;
+            let received = now_ns();
             let mut insert_key = tx.prepare_cached(
                 "INSERT INTO span_keys (key, value, trace_id, span_id, start_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
@@ -366,7 +382,7 @@ impl Writer {
                 // A request that was all duplicates (a retry) adds no chunk,
                 // and was queued for the exporters when it was first stored.
                 else if outcome.inserted > 0 {
-                    insert_chunk.execute(params![chunk_id, batch.chunk_max_start_ns, batch.chunk])?;
+                    insert_chunk.execute(params![chunk_id, batch.chunk_max_start_ns, received, batch.chunk])?;
                     next_chunk_id += 1;
                     for e in &batch.exports {
                         insert_export.execute(params![e.exporter, e.seq as i64, e.spans, e.body])?;
@@ -449,13 +465,23 @@ impl Writer {
     /// Deletes spans that are too old, then the oldest spans while the store
     /// is over its size limit. Runs between commits, in chunks, so it never
     /// holds the write lock for long.
+    ///
+    /// Age is counted on the collector's clock from when a span was
+    /// received (its chunk's `received_ns`), and a span goes only once its
+    /// own start is past the cutoff too: a span dated a year back that
+    /// arrived a minute ago is kept for `max_age`, like any other.
     fn apply_retention(&mut self) -> rusqlite::Result<()> {
         let mut deleted = 0u64;
         if let Some(max_age) = self.retention.max_age {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            let cutoff = i64::try_from(now.saturating_sub(max_age).as_nanos()).unwrap_or(i64::MAX);
+            let cutoff = now_ns().saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
+            // Chunk ids grow with time: every chunk up to this one arrived before the cutoff.
+            let last: i64 = self.conn.query_row(
+                "SELECT coalesce(max(id), 0) FROM chunks WHERE received_ns < ?1",
+                [cutoff],
+                |r| r.get(0),
+            )?;
             loop {
-                let (spans, keys) = self.delete_before(cutoff)?;
+                let (spans, keys) = self.delete_before(cutoff, last)?;
                 deleted += spans;
                 if spans == 0 && keys == 0 {
                     break;
@@ -464,19 +490,17 @@ impl Writer {
         }
         if let Some(max_bytes) = self.retention.max_bytes {
             while self.used_bytes()? > max_bytes {
-                // Delete the oldest 5% of spans (at least one chunk) and look again.
-                let total: i64 = self.conn.query_row("SELECT count(*) FROM spans", [], |r| r.get(0))?;
+                // Delete the first-received 5% of chunks (at least one) and look again.
+                let total: i64 = self.conn.query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))?;
                 if total == 0 {
                     break;
                 }
-                let offset = (total / 20).max(1);
-                let cutoff: i64 = self.conn.query_row(
-                    "SELECT start_ns FROM spans ORDER BY start_ns LIMIT 1 OFFSET ?1",
-                    [offset.min(total - 1)],
-                    |r| r.get(0),
-                )?;
+                let offset = (total / 20).max(1) - 1;
+                let last: i64 =
+                    self.conn
+                        .query_row("SELECT id FROM chunks ORDER BY id LIMIT 1 OFFSET ?1", [offset], |r| r.get(0))?;
                 loop {
-                    let (spans, keys) = self.delete_before(cutoff + 1)?;
+                    let (spans, keys) = self.delete_before(i64::MAX, last)?;
                     deleted += spans;
                     if spans == 0 && keys == 0 {
                         break;
@@ -484,6 +508,7 @@ impl Writer {
                 }
             }
         }
+        self.metrics.retention_ran();
         if deleted > 0 {
             // Freed pages are reused by later writes before the file grows.
             self.metrics.retention_deleted(deleted);
@@ -492,44 +517,48 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes one batch of spans, key rows and chunks older than
-    /// `cutoff`; returns how many spans went, and how many other rows.
-    fn delete_before(&mut self, cutoff: i64) -> rusqlite::Result<(u64, u64)> {
+    /// Deletes one batch of spans that started before `cutoff` and arrived
+    /// in a chunk up to `last`, then the key rows and chunks left without
+    /// spans; returns how many spans went, and how many other rows.
+    fn delete_before(&mut self, cutoff: i64, last: i64) -> rusqlite::Result<(u64, u64)> {
         let tx = self.conn.transaction()?;
         let n = tx.execute(
-            "DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)",
-            [cutoff],
+            "DELETE FROM spans WHERE id IN
+                 (SELECT id FROM spans WHERE start_ns < ?1 AND chunk_id <= ?2 ORDER BY start_ns LIMIT 10000)",
+            [cutoff, last],
         )?;
+        // A key row goes with its span (kept spans keep their keys).
         let keys = tx.execute(
             "DELETE FROM span_keys WHERE rowid IN
-                 (SELECT rowid FROM span_keys WHERE start_ns < ?1 ORDER BY start_ns LIMIT 100000)",
+                 (SELECT k.rowid FROM span_keys k WHERE k.start_ns < ?1 AND NOT EXISTS
+                     (SELECT 1 FROM spans s WHERE s.trace_id = k.trace_id AND s.span_id = k.span_id)
+                  ORDER BY k.start_ns LIMIT 100000)",
             [cutoff],
         )?;
-        // A chunk goes once every span in it is older than the cutoff, so
-        // no remaining span row can point at a deleted chunk.
+        // A chunk goes once every span in it is past both cutoffs, so no
+        // remaining span row can point at a deleted chunk.
         let chunks = tx.execute(
             "DELETE FROM chunks WHERE id IN
-                 (SELECT id FROM chunks WHERE max_start_ns < ?1 ORDER BY max_start_ns LIMIT 1000)",
-            [cutoff],
+                 (SELECT id FROM chunks WHERE max_start_ns < ?1 AND id <= ?2 ORDER BY id LIMIT 1000)",
+            [cutoff, last],
         )?;
-        // The live diagnosis goes with its spans, dated by the request's
-        // start: patches first (their traces are found through the request
-        // they belong to), the requests' own rows last (the others find
-        // their rows through them).
+        // The live diagnosis goes with its spans: a request whose arrived
+        // traces have no span left. Patches first (their traces are found
+        // through the request they belong to), the requests' own rows last
+        // (the others find their rows through them).
+        let gone = "SELECT r.request_id FROM requests r WHERE r.start_ns < ?1 AND NOT EXISTS
+                        (SELECT 1 FROM request_traces t JOIN spans s ON s.trace_id = t.trace_id
+                         WHERE t.request_id = r.request_id)
+                    ORDER BY r.start_ns LIMIT 10000";
         let mut analyses = tx.execute(
-            "DELETE FROM span_patches WHERE trace_id IN
-                 (SELECT trace_id FROM request_traces WHERE request_id IN
-                     (SELECT request_id FROM requests WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000))",
+            &format!(
+                "DELETE FROM span_patches WHERE trace_id IN
+                     (SELECT trace_id FROM request_traces WHERE request_id IN ({gone}))"
+            ),
             [cutoff],
         )?;
         for table in ["request_agents", "request_traces", "requests"] {
-            analyses += tx.execute(
-                &format!(
-                    "DELETE FROM {table} WHERE request_id IN
-                         (SELECT request_id FROM requests WHERE start_ns < ?1 ORDER BY start_ns LIMIT 10000)"
-                ),
-                [cutoff],
-            )?;
+            analyses += tx.execute(&format!("DELETE FROM {table} WHERE request_id IN ({gone})"), [cutoff])?;
         }
         tx.commit()?;
         Ok((n as u64, (keys + chunks + analyses) as u64))
@@ -552,6 +581,24 @@ pub(crate) fn write_failure(e: &rusqlite::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_from_before_receipt_times_keeps_its_chunks_for_a_full_period() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE chunks (id INTEGER PRIMARY KEY, max_start_ns INTEGER NOT NULL, body BLOB NOT NULL);
+             INSERT INTO chunks VALUES (1, 5, x'00');",
+        )
+        .unwrap();
+        let before = now_ns();
+        create_schema(&conn).unwrap();
+        let received: i64 = conn.query_row("SELECT received_ns FROM chunks WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert!(received >= before, "an old chunk counts as received at the upgrade");
+        // Opening again changes nothing.
+        create_schema(&conn).unwrap();
+        let again: i64 = conn.query_row("SELECT received_ns FROM chunks WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(again, received);
+    }
 
     #[test]
     fn a_full_disk_is_said_to_be_one() {
