@@ -207,29 +207,11 @@ fn env_headers() -> Vec<(String, String)> {
         .unwrap_or_default();
     raw.split(',')
         .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), percent_decode(v.trim())))
+        .map(|(k, v)| {
+            (k.trim().to_owned(), percent_encoding::percent_decode_str(v.trim()).decode_utf8_lossy().into_owned())
+        })
         .filter(|(k, _)| !k.is_empty())
         .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Warnings (a job that cannot be read, an MCP server that will not close) go to stderr;

@@ -78,11 +78,38 @@ where
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .apply_compression_config(encodings, encodings)
                 .apply_max_message_size_config(Some(this.max_message_bytes), None);
+            let max = this.max_message_bytes;
             let response = grpc.unary(ExportCall(this), req).await;
             drop(admitted);
-            Ok(response)
+            Ok(too_large_is_final(response, max))
         })
     }
+}
+
+/// tonic refuses a message over the size limit with `OUT_OF_RANGE`, which
+/// OTLP lists as retryable: a sender would resend the same batch forever.
+/// It can never fit, so it is answered `INVALID_ARGUMENT` (not retryable)
+/// with what to do about it.
+fn too_large_is_final(response: http::Response<tonic::body::Body>, max: usize) -> http::Response<tonic::body::Body> {
+    let out_of_range = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.parse::<i32>().ok() == Some(Code::OutOfRange as i32));
+    if !out_of_range {
+        return response;
+    }
+    let said = response
+        .headers()
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy().into_owned())
+        .unwrap_or_default();
+    Status::invalid_argument(format!(
+        "{said}: this collector takes messages of at most {max} bytes (receivers.otlp.max_request_bytes and \
+         max_decompressed_bytes); send smaller batches (the SDK's max export batch size)"
+    ))
+    .into_http()
 }
 
 struct ExportCall(TraceGrpc);
