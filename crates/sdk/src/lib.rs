@@ -78,3 +78,8 @@ pub mod propagation;
 pub mod semconv;
 pub mod task;
 pub mod w3c;
+
+/// The instrumenting guide's Rust snippets (`docs/instrumenting.md`), compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/instrumenting.md")]
+pub struct InstrumentingGuide;
