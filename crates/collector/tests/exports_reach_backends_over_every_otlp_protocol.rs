@@ -50,3 +50,27 @@ fn every_protocol_delivers_every_span() {
         support::metric(&proto.api(), "agentrace_receiver_spans_accepted_total{transport=\"http_protobuf\"}");
     assert_eq!(accepted_proto, sent.spans as f64);
 }
+
+#[test]
+fn an_exporter_aimed_at_the_wrong_port_keeps_its_spans_queued_instead_of_counting_them_sent() {
+    // OTLP/HTTP spoken to a gRPC port: the server answers HTTP 200 with
+    // grpc-status 12, which used to count as delivered. Nothing arrived.
+    let backend = support::start(|_| {});
+    let agentrace = support::start(|c| {
+        c.pipeline.trace_timeout = Duration::from_millis(200);
+        let mut e = ExporterConfig::new(backend.grpc(), ExportProtocol::HttpProtobuf);
+        e.repair = ExportRepair::Off;
+        e.max_backoff = Duration::from_millis(200);
+        c.exporters = vec![e];
+    });
+    let name = format!("{} http/protobuf", backend.grpc());
+    let metric = |m: &str| support::metric(&agentrace.api(), &format!("{m}{{exporter=\"{name}\"}}"));
+    let sent = python_send(&["--protocol", "grpc", "--endpoint", &agentrace.grpc(), "--requests", "2"]);
+    wait_for(30, "the misaimed exporter to try a few times", || {
+        metric("agentrace_exporter_failed_attempts_total") >= 3.0
+    });
+    assert_eq!(metric("agentrace_exporter_sent_spans_total"), 0.0, "nothing was delivered");
+    assert_eq!(metric("agentrace_exporter_dropped_spans_total"), 0.0, "nor thrown away");
+    assert_eq!(metric("agentrace_exporter_queue_spans"), sent.spans as f64, "every span waits in the queue");
+    assert_eq!(sent.trace_ids.iter().map(|t| span_count(&backend.api(), t)).sum::<usize>(), 0);
+}

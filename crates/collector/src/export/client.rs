@@ -31,6 +31,12 @@ pub enum ClientError {
     /// The exporter's settings cannot work (bad URL, bad header).
     #[error("exporter configuration: {0}")]
     Config(String),
+    /// The backend's answer says the exporter is aimed or authorised wrong
+    /// (a gRPC port spoken to in OTLP/HTTP, a refused token): nothing was
+    /// delivered, and nothing will be until an operator fixes it, so the
+    /// batch stays queued rather than being counted as sent or dropped.
+    #[error("exporter misconfigured: {0}")]
+    Misconfigured(String),
 }
 
 /// A client for one backend.
@@ -149,7 +155,27 @@ impl OtlpClient {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
+                let grpc_status = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let html = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("text/html"));
                 let bytes = resp.bytes().await.unwrap_or_default();
+                // A gRPC server answers an HTTP/1.1 POST with 200 and a
+                // grpc-status (12, unimplemented): nothing was received.
+                if let Some(code) = grpc_status {
+                    return Err(ClientError::Misconfigured(format!(
+                        "{url} answered as an OTLP/gRPC server (HTTP {status}, grpc-status {code}): nothing was \
+                         delivered; use protocol: grpc, or the backend's OTLP/HTTP port (4318)"
+                    )));
+                }
+                if status.is_success() && html && !bytes.is_empty() {
+                    return Err(ClientError::Misconfigured(format!(
+                        "{url} answered {status} with an HTML page, not an OTLP response: is it the OTLP/HTTP \
+                         endpoint (…/v1/traces)?"
+                    )));
+                }
                 if status.is_success() {
                     let answer = if *json {
                         serde_json::from_slice::<ExportTraceServiceResponse>(&bytes).unwrap_or_default()
@@ -162,6 +188,12 @@ impl OtlpClient {
                     format!("{url} answered {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)]));
                 match status.as_u16() {
                     429 | 502 | 503 | 504 => Err(ClientError::Retryable { message, after }),
+                    401 | 403 => Err(ClientError::Misconfigured(format!(
+                        "{message} — the backend refuses this exporter's credentials (headers)"
+                    ))),
+                    404 | 405 => Err(ClientError::Misconfigured(format!(
+                        "{message} — no OTLP/HTTP traces endpoint there (…/v1/traces)"
+                    ))),
                     _ => Err(ClientError::Permanent(message)),
                 }
             }
@@ -216,6 +248,12 @@ fn grpc_error(status: &tonic::Status) -> ClientError {
         | Code::DataLoss
         | Code::Cancelled
         | Code::DeadlineExceeded => ClientError::Retryable { message, after: None },
+        Code::Unauthenticated | Code::PermissionDenied => {
+            ClientError::Misconfigured(format!("{message} — the backend refuses this exporter's credentials"))
+        }
+        Code::Unimplemented => {
+            ClientError::Misconfigured(format!("{message} — no OTLP/gRPC trace service there (an OTLP/HTTP port?)"))
+        }
         _ => ClientError::Permanent(message),
     }
 }
@@ -245,5 +283,8 @@ mod tests {
     fn only_the_codes_the_spec_names_are_retried() {
         assert!(matches!(grpc_error(&tonic::Status::unavailable("down")), ClientError::Retryable { .. }));
         assert!(matches!(grpc_error(&tonic::Status::invalid_argument("bad")), ClientError::Permanent(_)));
+        // A refused token or a wrong port is the operator's to fix: kept, not dropped.
+        assert!(matches!(grpc_error(&tonic::Status::unauthenticated("token")), ClientError::Misconfigured(_)));
+        assert!(matches!(grpc_error(&tonic::Status::unimplemented("no such service")), ClientError::Misconfigured(_)));
     }
 }

@@ -189,6 +189,16 @@ async fn send_until_done(
                 target.metrics.dropped_spans.fetch_add(spans, Ordering::Relaxed);
                 return true;
             }
+            // Kept queued: retried at the longest backoff, loudly, until
+            // an operator fixes the exporter (the queue's size bounds it,
+            // and a full queue pushes back on senders: nothing is lost).
+            Err(ClientError::Misconfigured(message)) => {
+                target.metrics.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%message, spans, exporter = %target.metrics.name, "export misconfigured; the batch stays queued");
+                if sleep_or_stop(stop, target.config.max_backoff).await {
+                    return false;
+                }
+            }
             Err(ClientError::Retryable { message, after }) => {
                 target.metrics.failed_attempts.fetch_add(1, Ordering::Relaxed);
                 attempt += 1;
