@@ -11,7 +11,7 @@
 //! cannot plant `user.id=admin` into every span and every downstream call.
 
 use std::cell::RefCell;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use opentelemetry::Context;
 use opentelemetry::baggage::{Baggage, BaggageExt, BaggageMetadata};
@@ -121,26 +121,42 @@ impl W3CPropagator {
     }
 }
 
-/// Installs [`W3CPropagator`] as OpenTelemetry's global text-map propagator.
+/// The propagator installed with [`install_global_propagator`], which every carrier and helper of
+/// this crate uses (its inbound baggage policy included).
+static INSTALLED: RwLock<Option<W3CPropagator>> = RwLock::new(None);
+
+/// Installs [`W3CPropagator`] as OpenTelemetry's global text-map propagator, and as the one every
+/// carrier of this crate (`HeaderMap`, envelopes, MCP `_meta`, AMQP, NATS, Kafka, Redis, the
+/// environment) and [`ExtractContextLayer::new`](crate::carrier::http) injects and extracts with:
+/// an inbound baggage policy set here holds at every boundary.
 pub fn install_global_propagator(propagator: W3CPropagator) {
+    *INSTALLED.write().unwrap_or_else(|p| p.into_inner()) = Some(propagator.clone());
     opentelemetry::global::set_text_map_propagator(propagator);
 }
 
-fn default_propagator() -> &'static W3CPropagator {
+/// Runs `f` with the installed propagator, or the default strict one when none was installed.
+fn with_propagator<T>(f: impl FnOnce(&W3CPropagator) -> T) -> T {
     static DEFAULT: OnceLock<W3CPropagator> = OnceLock::new();
-    DEFAULT.get_or_init(W3CPropagator::default)
+    let installed = INSTALLED.read().unwrap_or_else(|p| p.into_inner());
+    f(installed.as_ref().unwrap_or_else(|| DEFAULT.get_or_init(W3CPropagator::default)))
 }
 
-/// Injects `cx` into `carrier` with the default strict [`W3CPropagator`].
+/// The propagator the carriers use: the installed one (see [`install_global_propagator`]), else
+/// the default strict [`W3CPropagator`].
+pub fn installed_propagator() -> W3CPropagator {
+    with_propagator(W3CPropagator::clone)
+}
+
+/// Injects `cx` into `carrier` with the installed [`W3CPropagator`] (the default when none is).
 pub fn inject_context(cx: &Context, carrier: &mut dyn Injector) {
-    default_propagator().inject_context(cx, carrier);
+    with_propagator(|p| p.inject_context(cx, carrier));
 }
 
-/// Extracts a context from `carrier` onto the current context with the default [`W3CPropagator`].
-/// An invalid or missing traceparent leaves the current context's span as the parent, so new spans
-/// start a new trace when there is none.
+/// Extracts a context from `carrier` onto the current context with the installed
+/// [`W3CPropagator`] (the default when none is). An invalid or missing traceparent leaves the
+/// current context's span as the parent, so new spans start a new trace when there is none.
 pub fn extract_context(carrier: &dyn Extractor) -> Context {
-    Context::map_current(|cx| default_propagator().extract_with_context(cx, carrier))
+    Context::map_current(|cx| with_propagator(|p| p.extract_with_context(cx, carrier)))
 }
 
 fn inject_trace(cx: &Context, injector: &mut dyn Injector) {
@@ -301,13 +317,13 @@ impl W3CPropagator {
     }
 }
 
-/// [`W3CPropagator::extract_fields`] with the default propagator, on top of the current context.
+/// [`W3CPropagator::extract_fields`] with the installed propagator, on top of the current context.
 pub fn extract_fields<'a, S, B>(traceparents: &[&str], tracestates: S, baggages: B) -> Context
 where
     S: IntoIterator<Item = &'a str>,
     B: IntoIterator<Item = &'a str>,
 {
-    Context::map_current(|cx| default_propagator().extract_fields(cx, traceparents, tracestates, baggages))
+    Context::map_current(|cx| with_propagator(|p| p.extract_fields(cx, traceparents, tracestates, baggages)))
 }
 
 impl TextMapPropagator for TraceContextPropagator {

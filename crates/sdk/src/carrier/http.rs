@@ -131,15 +131,23 @@ mod tower_layer {
     /// current context while the inner service handles the request, so every span started by a
     /// handler (raw OpenTelemetry or `#[instrument]` through `tracing-opentelemetry`) joins the
     /// caller's trace.
-    #[derive(Debug, Clone, Default)]
+    #[derive(Debug, Clone)]
     pub struct ExtractContextLayer {
         propagator: W3CPropagator,
     }
 
+    impl Default for ExtractContextLayer {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl ExtractContextLayer {
-        /// A layer with the default strict propagator.
+        /// A layer with the installed propagator
+        /// ([`install_global_propagator`](crate::propagation::install_global_propagator)), or the
+        /// default strict one when none is installed.
         pub fn new() -> Self {
-            Self::default()
+            Self { propagator: crate::propagation::installed_propagator() }
         }
 
         /// Sets the inbound baggage policy: use [`InboundBaggage::Drop`] on a public edge.
