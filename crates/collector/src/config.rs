@@ -325,8 +325,30 @@ impl Default for RedactionConfig {
             store_content: ContentAction::Drop,
             hash_salt: None,
             // Broadest first: a bearer token may itself look like an API key.
+            // The kinds gitleaks and the Collector's redaction processor
+            // look for, written for the text agents put in spans.
             secret_patterns: vec![
+                secret(
+                    "private_key",
+                    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
+                ),
+                // In a header any token counts, however short; in prose
+                // "bearer" needs a token-like word after it.
+                secret("bearer_token", r"(?i)\bauthorization\s*[:=]\s*bearer\s+[^\s,;\x22']+"),
                 secret("bearer_token", r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{8,}=*"),
+                secret("basic_auth", r"(?i)\bauthorization\s*[:=]\s*basic\s+[^\s,;\x22']+"),
+                secret("basic_auth", r"(?i)\bbasic\s+[A-Za-z0-9+/]{12,}={0,2}"),
+                secret("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+                // user:password@ in any URL (the user name goes too).
+                secret("url_credentials", r"\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),
+                secret(
+                    "aws_secret_key",
+                    r"(?i)\baws_?secret_?(?:access_?)?key\s*[\x22']?\s*[:=]\s*[\x22']?[A-Za-z0-9/+=]{40}",
+                ),
+                secret(
+                    "password",
+                    r"(?i)\b(?:password|passwd|pwd|client_secret|api_?key|access_?token|secret)\s*[\x22']?\s*[:=]\s*[\x22']?[^\s&\x22',;}]{4,}",
+                ),
                 secret("api_key", r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}"),
                 secret("api_key", r"\bAKIA[0-9A-Z]{16}\b"),
                 secret("api_key", r"\bgh[pousr]_[A-Za-z0-9]{30,}"),

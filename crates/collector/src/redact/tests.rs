@@ -140,6 +140,59 @@ fn secrets_are_masked_everywhere_a_string_lives() {
 }
 
 #[test]
+fn the_built_in_catalogue_masks_tokens_credentials_and_keys_and_leaves_prose() {
+    let planted = [
+        ("Authorization: Bearer abc123", "bearer_token"),
+        ("authorization=bearer x", "bearer_token"),
+        ("Authorization: Basic dXNlcjpwYXNz", "basic_auth"),
+        ("sent Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ== upstream", "basic_auth"),
+        ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "jwt"),
+        ("postgres://agent:hunter2@db.internal:5432/app", "url_credentials"),
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws_secret_key"),
+        ("{\"password\": \"correct-horse\"}", "password"),
+        ("https://api.example.com/v1?api_key=9f8e7d6c5b4a&q=1", "password"),
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----", "private_key"),
+    ];
+    let secrets = [
+        "abc123",
+        "dXNlcjpwYXNz",
+        "QWxhZGRpbjpvcGVuIHNlc2FtZQ",
+        "dozjgNryP4J3",
+        "hunter2",
+        "wJalrXUtnFEMI",
+        "correct-horse",
+        "9f8e7d6c5b4a",
+        "MIIEowIBAAKCAQEA",
+    ];
+    for (text, kind) in planted {
+        let mut span = chat_span();
+        span.attributes.push(kv("note", s(text)));
+        let out = redactor().redact(request(vec![span], vec![]), ContentAction::Drop);
+        let bytes = out.request().encode_to_vec();
+        for secret in secrets {
+            assert!(!contains(&bytes, secret.as_bytes()), "{secret} survived in {text:?}");
+        }
+        let note = only_span(&out).attributes.iter().find(|a| a.key == "note").unwrap().value.clone();
+        let Some(any_value::Value::StringValue(masked)) = note.and_then(|v| v.value) else { panic!("a string") };
+        assert!(masked.contains(&format!("<redacted:{kind}>")), "{text:?} -> {masked:?}");
+    }
+    // Prose that merely names these things stays as written.
+    for prose in [
+        "the bearer of bad news",
+        "basic auth is enabled",
+        "reset your password in Settings",
+        "see https://example.com/docs for the api key page",
+        "used 1200 input tokens",
+    ] {
+        let mut span = chat_span();
+        span.attributes.push(kv("note", s(prose)));
+        let out = redactor().redact(request(vec![span], vec![]), ContentAction::Drop);
+        let note = only_span(&out).attributes.iter().find(|a| a.key == "note").unwrap().value.clone();
+        assert_eq!(note, Some(s(prose)), "{prose:?} was masked");
+    }
+}
+
+#[test]
 fn a_bad_pattern_is_refused_with_its_name() {
     let config = RedactionConfig {
         secret_patterns: vec![crate::config::SecretPattern { name: "mine".into(), pattern: "(".into() }],
@@ -216,7 +269,9 @@ proptest! {
         spans in prop::collection::vec(span_strategy(), 1..4),
         action in prop_oneof![Just(ContentAction::Drop), Just(ContentAction::Hash), Just(ContentAction::Keep)],
     ) {
-        let r = redactor();
+        // Built once: compiling the patterns is start-up work, not per request.
+        static R: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(redactor);
+        let r = &*R;
         let out = r.redact(request(spans, vec![]), action);
         prop_assert!(!contains(&out.request().encode_to_vec(), SECRET.as_bytes()));
         for span in &out.request().resource_spans[0].scope_spans[0].spans {
