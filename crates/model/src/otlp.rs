@@ -265,6 +265,13 @@ pub fn validate(mut request: ExportTraceServiceRequest, limits: &Limits) -> Deco
 
 fn cap_attributes(attributes: &mut Vec<KeyValue>, dropped: &mut u32, limits: &Limits) {
     if attributes.len() > limits.max_attributes {
+        // The `sensitive` marker decides whether redaction drops an event:
+        // it is kept whatever its place, in the last slot kept.
+        if limits.max_attributes > 0
+            && let Some(at) = attributes[limits.max_attributes..].iter().position(|kv| kv.key == "sensitive")
+        {
+            attributes.swap(limits.max_attributes - 1, limits.max_attributes + at);
+        }
         let extra = attributes.len() - limits.max_attributes;
         attributes.truncate(limits.max_attributes);
         *dropped = dropped.saturating_add(u32::try_from(extra).unwrap_or(u32::MAX));
@@ -371,6 +378,25 @@ mod tests {
             decoded.request.resource_spans[0].scope_spans[0].spans.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(kept, ["first", "other trace, same span id", "other"]);
         assert!(decoded.error_message.contains("\"again\": span id 00f067aa0ba902b7"), "{}", decoded.error_message);
+    }
+
+    #[test]
+    fn the_sensitive_marker_survives_the_attribute_cap() {
+        // An event whose `sensitive = true` lies past the cap: capped, it
+        // must still say so, or redaction would keep its prompt.
+        let mut attrs: Vec<String> =
+            (0..20).map(|i| format!(r#"{{"key":"k{i}","value":{{"intValue":"{i}"}}}}"#)).collect();
+        attrs.push(r#"{"key":"sensitive","value":{"boolValue":true}}"#.to_owned());
+        let body = format!(
+            r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","name":"a","events":[{{"name":"prompt","attributes":[{}]}}]}}]}}]}}]}}"#,
+            attrs.join(",")
+        );
+        let limits = Limits { max_attributes: 10, ..Limits::default() };
+        let decoded = decode_json(body.as_bytes(), &limits).unwrap();
+        let event = &decoded.request.resource_spans[0].scope_spans[0].spans[0].events[0];
+        assert_eq!(event.attributes.len(), 10);
+        assert_eq!(event.dropped_attributes_count, 11);
+        assert!(event.attributes.iter().any(|kv| kv.key == "sensitive"), "the marker was capped away");
     }
 
     #[test]
