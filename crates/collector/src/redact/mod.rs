@@ -152,11 +152,17 @@ impl Redactor {
         for rs in &mut request.resource_spans {
             // Resource and scope attributes follow the same policy; what
             // they lose counts in the totals (they belong to no one span).
+            // Every other field that can carry text is masked too: names,
+            // versions, schema URLs, trace states.
+            total.values_masked += u64::from(self.mask(&mut rs.schema_url));
             if let Some(resource) = &mut rs.resource {
                 self.content(&mut resource.attributes, action, &mut total);
             }
             for ss in &mut rs.scope_spans {
+                total.values_masked += u64::from(self.mask(&mut ss.schema_url));
                 if let Some(scope) = &mut ss.scope {
+                    total.values_masked += u64::from(self.mask(&mut scope.name));
+                    total.values_masked += u64::from(self.mask(&mut scope.version));
                     self.content(&mut scope.attributes, action, &mut total);
                 }
                 for span in &mut ss.spans {
@@ -165,6 +171,7 @@ impl Redactor {
                     span.events.retain(|e| !is_sensitive(&e.attributes));
                     counts.events_dropped = (before - span.events.len()) as u64;
                     counts.values_masked += u64::from(self.mask(&mut span.name));
+                    counts.values_masked += u64::from(self.mask(&mut span.trace_state));
                     if let Some(status) = &mut span.status {
                         counts.values_masked += u64::from(self.mask(&mut status.message));
                     }
@@ -174,6 +181,7 @@ impl Redactor {
                         self.content(&mut event.attributes, action, &mut counts);
                     }
                     for link in &mut span.links {
+                        counts.values_masked += u64::from(self.mask(&mut link.trace_state));
                         self.content(&mut link.attributes, action, &mut counts);
                     }
                     for (key, n) in [
@@ -247,7 +255,12 @@ impl Redactor {
         if self.any_secret.is_none() {
             return 0;
         }
-        attributes.iter_mut().filter_map(|kv| kv.value.as_mut()).map(|v| self.mask_value(v, 0)).sum()
+        attributes.iter_mut().map(|kv| self.mask_key_value(kv, 0)).sum()
+    }
+
+    /// A key can carry a secret as well as its value (`Authorization: Bearer …` as a key).
+    fn mask_key_value(&self, kv: &mut KeyValue, depth: usize) -> u64 {
+        u64::from(self.mask(&mut kv.key)) + kv.value.as_mut().map_or(0, |v| self.mask_value(v, depth))
     }
 
     fn mask_value(&self, value: &mut AnyValue, depth: usize) -> u64 {
@@ -258,9 +271,21 @@ impl Redactor {
         }
         match value.value.as_mut() {
             Some(any_value::Value::StringValue(s)) => u64::from(self.mask(s)),
+            // Bytes that are text are searched as text; a masked one stays bytes.
+            Some(any_value::Value::BytesValue(b)) => match std::str::from_utf8(b) {
+                Ok(text) => {
+                    let mut text = text.to_owned();
+                    let masked = self.mask(&mut text);
+                    if masked {
+                        *b = text.into_bytes();
+                    }
+                    u64::from(masked)
+                }
+                Err(_) => 0,
+            },
             Some(any_value::Value::ArrayValue(a)) => a.values.iter_mut().map(|v| self.mask_value(v, depth + 1)).sum(),
             Some(any_value::Value::KvlistValue(l)) => {
-                l.values.iter_mut().filter_map(|kv| kv.value.as_mut()).map(|v| self.mask_value(v, depth + 1)).sum()
+                l.values.iter_mut().map(|kv| self.mask_key_value(kv, depth + 1)).sum()
             }
             _ => 0,
         }

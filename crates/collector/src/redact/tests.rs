@@ -193,6 +193,33 @@ fn the_built_in_catalogue_masks_tokens_credentials_and_keys_and_leaves_prose() {
 }
 
 #[test]
+fn secrets_in_names_versions_keys_bytes_schema_urls_and_trace_states_are_masked() {
+    let key = "sk-proj-ABCDEFGHIJKLMNOPQRSTUV";
+    let mut span = chat_span();
+    span.trace_state = format!("vendor={key}");
+    span.attributes.push(kv(&format!("x-{key}"), s("v")));
+    span.attributes.push(kv("raw", AnyValue { value: Some(any_value::Value::BytesValue(key.as_bytes().to_vec())) }));
+    span.links.push(Link { trace_state: format!("v={key}"), ..Default::default() });
+    let mut req = request(vec![span], vec![]);
+    req.resource_spans[0].schema_url = format!("https://schemas.example/{key}");
+    req.resource_spans[0].scope_spans[0].schema_url = format!("https://schemas.example/{key}");
+    req.resource_spans[0].scope_spans[0].scope = Some(opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+        name: format!("lib {key}"),
+        version: key.into(),
+        ..Default::default()
+    });
+    let out = redactor().redact(req, ContentAction::Drop);
+    assert!(!contains(&out.request().encode_to_vec(), key.as_bytes()), "the key survived somewhere");
+    let span = only_span(&out);
+    assert_eq!(int(span, VALUES_MASKED), Some(4), "trace state, attribute key, bytes value, link trace state");
+    let raw = span.attributes.iter().find(|a| a.key == "raw").unwrap();
+    assert!(
+        matches!(&raw.value, Some(AnyValue { value: Some(any_value::Value::BytesValue(b)) }) if b == b"<redacted:api_key>")
+    );
+    assert_eq!(out.report().values_masked, 8, "and the two schema URLs, the scope's name and version");
+}
+
+#[test]
 fn a_bad_pattern_is_refused_with_its_name() {
     let config = RedactionConfig {
         secret_patterns: vec![crate::config::SecretPattern { name: "mine".into(), pattern: "(".into() }],
