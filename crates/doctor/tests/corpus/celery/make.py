@@ -259,12 +259,16 @@ def enclosing_in_instance(spans, orphan, orphan_traces):
                    and s["start"] <= o["start"] <= s["end"] and s["end"] + SKEW_NS >= o["end"]})
 
 
+class InconsistentRun(RuntimeError):
+    """A run whose spans contradict what the case sets up (the library lost a span)."""
+
+
 def check_healthy(spans):
     """Every span's parent arrived and every worker span is in an orchestrator request's trace."""
     orch_traces = {s["trace"] for s in spans.values() if s["service"] == "orchestrator"}
     for s in spans.values():
         if s["parent"] and s["parent"] not in spans:
-            raise RuntimeError(f"healthy case: {s['name']} names a parent that did not arrive")
+            raise InconsistentRun(f"healthy case: {s['name']} names a parent that did not arrive")
         if s["service"] == "research-worker" and (not s["parent"] or s["trace"] not in orch_traces):
             raise RuntimeError(f"healthy case: worker span {s['name']} is a root or in its own trace")
 
@@ -490,7 +494,18 @@ def main():
         if args.case and spec["case"] not in args.case:
             continue
         t0 = time.time()
-        n, hops = run_case(args.out, spec)
+        # opentelemetry-instrumentation-celery now and then leaves a PRODUCER span unended (and
+        # current) when concurrent requests publish the same task: that run is not the case it
+        # claims to be (a healthy case with a span that never arrived), so it is recorded again,
+        # never scored. Three failed runs in a row are a real failure.
+        for attempt in (1, 2, 3):
+            try:
+                n, hops = run_case(args.out, spec)
+                break
+            except InconsistentRun as e:
+                if attempt == 3:
+                    raise
+                print(f"{spec['case']}: run {attempt} discarded ({e}); recording it again", flush=True)
         must = sum(h["must_repair"] for h in hops)
         print(f"{spec['case']}: {n} spans, {len(hops)} broken hops ({must} must_repair), "
               f"{time.time() - t0:.1f} s", flush=True)
