@@ -546,19 +546,32 @@ impl Writer {
         // traces have no span left. Patches first (their traces are found
         // through the request they belong to), the requests' own rows last
         // (the others find their rows through them).
-        let gone = "SELECT r.request_id FROM requests r WHERE r.start_ns < ?1 AND NOT EXISTS
-                        (SELECT 1 FROM request_traces t JOIN spans s ON s.trace_id = t.trace_id
-                         WHERE t.request_id = r.request_id)
-                    ORDER BY r.start_ns LIMIT 10000";
-        let mut analyses = tx.execute(
-            &format!(
-                "DELETE FROM span_patches WHERE trace_id IN
-                     (SELECT trace_id FROM request_traces WHERE request_id IN ({gone}))"
-            ),
-            [cutoff],
-        )?;
-        for table in ["request_agents", "request_traces", "requests"] {
-            analyses += tx.execute(&format!("DELETE FROM {table} WHERE request_id IN ({gone})"), [cutoff])?;
+        // Which requests go is decided once: the query joins spans, and
+        // each table below deletes the same set.
+        let gone: Vec<Vec<u8>> = tx
+            .prepare(
+                "SELECT DISTINCT r.request_id FROM requests r WHERE r.start_ns < ?1 AND NOT EXISTS
+                     (SELECT 1 FROM request_traces t JOIN spans s ON s.trace_id = t.trace_id
+                      WHERE t.request_id = r.request_id)
+                 ORDER BY r.start_ns LIMIT 10000",
+            )?
+            .query_map([cutoff], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut analyses = 0;
+        {
+            let mut patches = tx.prepare(
+                "DELETE FROM span_patches WHERE trace_id IN (SELECT trace_id FROM request_traces WHERE request_id = ?1)",
+            )?;
+            let mut rows: Vec<rusqlite::Statement<'_>> = ["request_agents", "request_traces", "requests"]
+                .iter()
+                .map(|table| tx.prepare(&format!("DELETE FROM {table} WHERE request_id = ?1")))
+                .collect::<rusqlite::Result<_>>()?;
+            for id in &gone {
+                analyses += patches.execute([id])?;
+                for statement in &mut rows {
+                    analyses += statement.execute([id])?;
+                }
+            }
         }
         tx.commit()?;
         Ok((n as u64, (keys + chunks + analyses) as u64))
