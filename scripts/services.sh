@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# Real brokers for the SDK's integration tests: NATS, Redis and RabbitMQ on loopback, on fixed
-# ports that do not clash with a system install (tests read the same ports, or the env vars below).
+# Real brokers for the end-to-end tests: NATS, Redis and RabbitMQ on loopback, on ports chosen
+# free when they start, so they collide with nothing else on the machine. The tests find them
+# through the environment that `env` prints:
 #
 #   scripts/services.sh start   install what is missing (Debian packages), start, wait until ready
+#   eval "$(scripts/services.sh env)"
+#                               AGENTRACE_NATS_URL, AGENTRACE_REDIS_URL, AGENTRACE_AMQP_URL and
+#                               REDIS_URL (the Celery corpus) for this shell
 #   scripts/services.sh stop    stop what `start` started
 #   scripts/services.sh status  say which are accepting connections
 #
-# Idempotent: `start` leaves a running service alone. Data, logs and pid files live under
-# $AGENTRACE_SERVICES_DIR (default /tmp/agentrace-services).
+# Idempotent: `start` leaves running services alone (on the ports they have). Data, logs, pid
+# files and the chosen ports live under $AGENTRACE_SERVICES_DIR (default /tmp/agentrace-services).
 set -euo pipefail
 
 DIR="${AGENTRACE_SERVICES_DIR:-/tmp/agentrace-services}"
-NATS_PORT=14222
-REDIS_PORT=16379
-AMQP_PORT=15673
-RABBIT_DIST_PORT=25673
-EPMD_PORT=14369
-export ERL_EPMD_PORT="$EPMD_PORT"
+PORTS="$DIR/ports"
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# The ports of the services that run, or new free ones when none run.
+if [ -f "$PORTS" ]; then
+  # shellcheck source=/dev/null
+  . "$PORTS"
+fi
+choose_ports() {
+  NATS_PORT="$(free_port)"
+  REDIS_PORT="$(free_port)"
+  AMQP_PORT="$(free_port)"
+  RABBIT_DIST_PORT="$(free_port)"
+  EPMD_PORT="$(free_port)"
+  mkdir -p "$DIR"
+  printf 'NATS_PORT=%s\nREDIS_PORT=%s\nAMQP_PORT=%s\nRABBIT_DIST_PORT=%s\nEPMD_PORT=%s\n' \
+    "$NATS_PORT" "$REDIS_PORT" "$AMQP_PORT" "$RABBIT_DIST_PORT" "$EPMD_PORT" >"$PORTS"
+}
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -92,9 +109,28 @@ stop_pidfile() { # name
   fi
 }
 
+print_env() {
+  [ -f "$PORTS" ] || { echo "no services started: run $0 start" >&2; exit 1; }
+  echo "export AGENTRACE_NATS_URL=nats://127.0.0.1:$NATS_PORT"
+  echo "export AGENTRACE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/"
+  echo "export AGENTRACE_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f"
+  echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+}
+
+any_running() {
+  local s
+  for s in nats redis rabbitmq; do
+    [ -f "$DIR/$s.pid" ] && kill -0 "$(cat "$DIR/$s.pid")" 2>/dev/null && return 0
+  done
+  return 1
+}
+
 case "${1:-}" in
   start)
     install_missing
+    # New ports unless our services already run on the recorded ones.
+    if [ ! -f "$PORTS" ] || ! any_running; then choose_ports; fi
+    export ERL_EPMD_PORT="$EPMD_PORT"
     mkdir -p "$DIR/redis"
     start_nats
     start_redis
@@ -108,16 +144,23 @@ case "${1:-}" in
     stop_pidfile redis
     stop_pidfile rabbitmq
     # epmd outlives the node it served; it is ours (own port), so stop it too.
-    command -v epmd >/dev/null && epmd -kill >/dev/null 2>&1 || true
+    if [ -n "${EPMD_PORT:-}" ] && command -v epmd >/dev/null; then
+      ERL_EPMD_PORT="$EPMD_PORT" epmd -kill >/dev/null 2>&1 || true
+    fi
+    rm -f "$PORTS"
+    ;;
+  env)
+    print_env
     ;;
   status)
+    [ -f "$PORTS" ] || { echo "no services started"; exit 0; }
     for s in "nats $NATS_PORT" "redis $REDIS_PORT" "rabbitmq $AMQP_PORT"; do
       set -- $s
       if listening "$2"; then echo "$1 up on $2"; else echo "$1 down"; fi
     done
     ;;
   *)
-    echo "usage: $0 start|stop|status" >&2
+    echo "usage: $0 start|env|stop|status" >&2
     exit 2
     ;;
 esac

@@ -32,8 +32,10 @@ cleanup() {
 }
 trap cleanup EXIT
 if [ -x scripts/services.sh ]; then
-    step "services (brokers on loopback)"
+    step "services (brokers on loopback, on free ports)"
     scripts/services.sh start
+    # Their URLs, for the tests and the corpus recording below.
+    eval "$(scripts/services.sh env)"
 fi
 
 step "doctor corpus: recording every real-library case afresh (in the background; log in target/corpus-fresh.log)"

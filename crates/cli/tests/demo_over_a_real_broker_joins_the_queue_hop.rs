@@ -2,8 +2,9 @@
 //! broker, carrying the SDK's envelope: with propagation on, each request is still one trace;
 //! with the queue hop broken, the consumers are joined to their producers by the job id.
 //!
-//! Needs the brokers of `scripts/services.sh start` (NATS on 14222, Redis on 16379), which
-//! `scripts/test.sh` starts; without them the test fails, it does not skip.
+//! Needs the brokers of `scripts/services.sh start`, found through `AGENTRACE_NATS_URL` and
+//! `AGENTRACE_REDIS_URL` (`scripts/services.sh env`), which `scripts/test.sh` starts and exports;
+//! without them the test fails, it does not skip.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -38,12 +39,18 @@ fn over(queue: &str, tag: &str) {
     }
 }
 
+fn broker_url(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run `scripts/services.sh start && eval \"$(scripts/services.sh env)\"` first")
+    })
+}
+
 #[test]
 fn over_nats() {
-    over("nats://127.0.0.1:14222", "nats");
+    over(&broker_url("AGENTRACE_NATS_URL"), "nats");
 }
 
 #[test]
 fn over_redis() {
-    over("redis://127.0.0.1:16379", "redis");
+    over(&broker_url("AGENTRACE_REDIS_URL"), "redis");
 }

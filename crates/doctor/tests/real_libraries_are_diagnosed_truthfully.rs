@@ -30,7 +30,8 @@ fn judge(root: &std::path::Path, label: &str) -> (Score, Vec<String>) {
         }
     }
     report.push(total.row(&format!("total ({} cases)", cases.len())));
-    (total, [report, vec![String::new()], failures].concat())
+    // The failures come first: a log cut short in the middle still names them.
+    (total, [failures, vec![String::new()], report].concat())
 }
 
 /// `unique_must_join`: whether a pairing the case's truth calls unique must

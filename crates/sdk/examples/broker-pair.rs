@@ -2,8 +2,9 @@
 //! travels in the message headers (stream fields for Redis); the consumer's `process` span
 //! parents on it and links to it, and carries the `session.id` baggage set at the edge.
 //!
-//! Run: `cargo run -p agentrace --example broker-pair -- nats|redis|amqp|kafka [URL]` with the
-//! brokers of `scripts/services.sh start` (Kafka: any broker, default `127.0.0.1:9092`). The two
+//! Run: `cargo run -p agentrace --example broker-pair -- nats|redis|amqp|kafka [URL]`. Without a
+//! URL it uses the broker's standard local port, or the one `scripts/services.sh env` exports
+//! (`AGENTRACE_NATS_URL`, `AGENTRACE_REDIS_URL`, `AGENTRACE_AMQP_URL`; Kafka: `127.0.0.1:9092`). The two
 //! sides export as services `<broker>-producer` and `<broker>-consumer` over OTLP (`OTEL_*`).
 
 #[path = "common/otlp.rs"]
@@ -159,20 +160,22 @@ async fn main() -> Result<(), Error> {
     let mut args = std::env::args().skip(1);
     let broker = args.next().unwrap_or_else(|| "nats".into());
     let url = args.next();
+    let url_or =
+        |var: &str, standard: &str| url.clone().or_else(|| std::env::var(var).ok()).unwrap_or_else(|| standard.into());
     let result = match broker.as_str() {
         "nats" => {
             let sides = Sides::new("nats-producer", "nats-consumer");
-            let r = nats(url.as_deref().unwrap_or("127.0.0.1:14222"), &sides).await;
+            let r = nats(&url_or("AGENTRACE_NATS_URL", "nats://127.0.0.1:4222"), &sides).await;
             (r, sides)
         }
         "redis" => {
             let sides = Sides::new("redis-producer", "redis-consumer");
-            let r = redis_stream(url.as_deref().unwrap_or("redis://127.0.0.1:16379/"), &sides).await;
+            let r = redis_stream(&url_or("AGENTRACE_REDIS_URL", "redis://127.0.0.1:6379/"), &sides).await;
             (r, sides)
         }
         "amqp" => {
             let sides = Sides::new("amqp-producer", "amqp-consumer");
-            let r = amqp(url.as_deref().unwrap_or("amqp://guest:guest@127.0.0.1:15673/%2f"), &sides).await;
+            let r = amqp(&url_or("AGENTRACE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"), &sides).await;
             (r, sides)
         }
         "kafka" => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use agentrace::carrier::ContextCarrier;
 use agentrace::messaging::{ConsumerSpan, ProducerSpan, system};
-use common::{AMQP_URL, NATS_URL, REDIS_URL, Telemetry, attr, broker_missing};
+use common::{Telemetry, attr, broker_missing, broker_url};
 use futures::StreamExt;
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::TraceContextExt;
@@ -36,7 +36,9 @@ fn assert_joined(t: &Telemetry, destination: &str, consumer_baggage: &Context) {
 async fn nats_consumer_joins_producer_trace() {
     let t = Telemetry::new();
     let (producer, consumer) = (t.tracer("producer"), t.tracer("consumer"));
-    let client = async_nats::connect(NATS_URL).await.unwrap_or_else(|e| broker_missing("nats-server", e));
+    let client = async_nats::connect(broker_url("AGENTRACE_NATS_URL"))
+        .await
+        .unwrap_or_else(|e| broker_missing("nats-server", e));
     let subject = "agentrace.test.tasks";
     let mut sub = client.subscribe(subject).await.unwrap();
 
@@ -65,7 +67,7 @@ async fn redis_stream_consumer_joins_producer_trace() {
 
     let t = Telemetry::new();
     let (producer, consumer) = (t.tracer("producer"), t.tracer("consumer"));
-    let client = redis::Client::open(REDIS_URL).unwrap();
+    let client = redis::Client::open(broker_url("AGENTRACE_REDIS_URL")).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap_or_else(|e| broker_missing("redis-server", e));
     let stream = format!("agentrace:test:{}", std::process::id());
 
@@ -94,7 +96,7 @@ async fn amqp_consumer_joins_producer_trace() {
 
     let t = Telemetry::new();
     let (producer, consumer) = (t.tracer("producer"), t.tracer("consumer"));
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+    let conn = Connection::connect(&broker_url("AGENTRACE_AMQP_URL"), ConnectionProperties::default())
         .await
         .unwrap_or_else(|e| broker_missing("rabbitmq-server", e));
     let channel = conn.create_channel().await.unwrap();

@@ -7,10 +7,13 @@ use agentrace::baggage::BaggageSpanProcessor;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracer, SdkTracerProvider, SpanData};
 
-/// Ports that `scripts/services.sh start` uses.
-pub const NATS_URL: &str = "127.0.0.1:14222";
-pub const REDIS_URL: &str = "redis://127.0.0.1:16379/";
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:15673/%2f";
+/// Where the broker of `scripts/services.sh start` listens: its `env` command exports the URL
+/// under `var` (the test command does this); a clear failure otherwise, never a skip.
+pub fn broker_url(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run `scripts/services.sh start && eval \"$(scripts/services.sh env)\"` before `cargo test`")
+    })
+}
 
 pub struct Telemetry {
     pub provider: SdkTracerProvider,
