@@ -58,8 +58,15 @@ chromedriver --version | head -1
 step "format"
 cargo fmt --all --check
 
-step "lints"
-cargo clippy --workspace --all-targets --all-features -- -D warnings
+step "lints, while building every target"
+# Clippy's lints with warnings denied, on every target of every workspace crate, as
+# `cargo clippy --workspace --all-targets --all-features -- -D warnings` runs them; but with
+# clippy-driver as the workspace's compiler, the same compilation also builds the test
+# binaries. `cargo clippy` alone would compile every dependency a second time, in check mode:
+# about 10 of the 27 minutes this command took on 2 cores.
+export RUSTC_WORKSPACE_WRAPPER="${RUSTC_WORKSPACE_WRAPPER:-$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)}"
+export CLIPPY_ARGS="-Dwarnings"
+cargo test --workspace --all-features --all-targets --no-run
 
 step "tests"
 # Every test binary runs even when one fails, so one failure hides no other.
