@@ -20,15 +20,49 @@ use opentelemetry::{Context, KeyValue, StringValue};
 
 use crate::semconv::{self, gen_ai_operation};
 
-/// Token usage of one model call.
+/// Token usage of one model call: `Usage::new(input, output)`, then the
+/// cache counts a provider reports. More counts may come (the conventions
+/// grow), so it is built through these methods, not a struct literal.
+///
+/// ```
+/// use agentrace::genai::Usage;
+/// let usage = Usage::new(812, 64).with_cache_read(700).with_cache_creation(100);
+/// assert_eq!(usage.input_tokens, 812);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Usage {
-    /// Prompt tokens.
+    /// Prompt tokens, cached ones included (as the conventions count them).
     pub input_tokens: u64,
     /// Completion tokens.
     pub output_tokens: u64,
-    /// Prompt tokens served from a cache, when the provider reports them.
+    /// Prompt tokens served from a cache, when the provider reports them
+    /// (`gen_ai.usage.cache_read.input_tokens`).
     pub cache_read_input_tokens: Option<u64>,
+    /// Prompt tokens written to a cache, which some providers price above
+    /// plain input (`gen_ai.usage.cache_creation.input_tokens`).
+    pub cache_creation_input_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Prompt and completion tokens.
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Usage { input_tokens, output_tokens, ..Usage::default() }
+    }
+
+    /// With the prompt tokens served from a cache.
+    #[must_use]
+    pub fn with_cache_read(mut self, tokens: u64) -> Self {
+        self.cache_read_input_tokens = Some(tokens);
+        self
+    }
+
+    /// With the prompt tokens written to a cache.
+    #[must_use]
+    pub fn with_cache_creation(mut self, tokens: u64) -> Self {
+        self.cache_creation_input_tokens = Some(tokens);
+        self
+    }
 }
 
 /// A GenAI span about to start.
@@ -265,6 +299,9 @@ impl GenAiSpanExt for SpanRef<'_> {
         if let Some(cached) = usage.cache_read_input_tokens {
             self.set_attribute(KeyValue::new(semconv::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, clamp_i64(cached)));
         }
+        if let Some(written) = usage.cache_creation_input_tokens {
+            self.set_attribute(KeyValue::new(semconv::GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, clamp_i64(written)));
+        }
     }
 
     fn record_response(&self, model: &str, response_id: Option<&str>) {
@@ -322,7 +359,7 @@ mod tests {
             .start(&tracer, &Context::new());
         let child = AgentSpan::new(Agent::new("researcher")).start(&tracer, &root);
         let chat = GenAiSpan::chat("openai", "gpt-4o").with_conversation_id("conv-1").start(&tracer, &child);
-        chat.span().record_usage(Usage { input_tokens: 10, output_tokens: 5, cache_read_input_tokens: Some(2) });
+        chat.span().record_usage(Usage::new(10, 5).with_cache_read(2).with_cache_creation(3));
         chat.span().record_input_messages(r#"[{"role":"user","content":"secret prompt"}]"#);
         chat.span().end();
         child.span().end();
@@ -340,6 +377,8 @@ mod tests {
         assert_eq!(attr(researcher, semconv::APP_AGENT_DELEGATING_ID), Some(&Value::from("a1")));
         assert_eq!(researcher.parent_span_id, planner.span_context.span_id());
         assert_eq!(attr(chat, semconv::GEN_AI_USAGE_INPUT_TOKENS), Some(&Value::I64(10)));
+        assert_eq!(attr(chat, semconv::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS), Some(&Value::I64(2)));
+        assert_eq!(attr(chat, semconv::GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS), Some(&Value::I64(3)));
         assert_eq!(attr(chat, semconv::GEN_AI_CONVERSATION_ID), Some(&Value::from("conv-1")));
         assert_eq!(chat.span_kind, SpanKind::Client);
         // Content never as an attribute; always as an event marked sensitive.
@@ -356,6 +395,7 @@ mod tests {
             semconv::GEN_AI_USAGE_INPUT_TOKENS,
             semconv::GEN_AI_USAGE_OUTPUT_TOKENS,
             semconv::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+            semconv::GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
             semconv::GEN_AI_CONVERSATION_ID,
             semconv::GEN_AI_AGENT_NAME,
             semconv::GEN_AI_AGENT_ID,

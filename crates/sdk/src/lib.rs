@@ -67,6 +67,7 @@
 //! copied onto spans. Never put secrets, tokens, prompts, personal data beyond an opaque id, or
 //! anything large in it. Drop inbound baggage at the edge of your system
 //! ([`propagation::InboundBaggage::Drop`]), because a caller can write anything there.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod baggage;
 pub mod carrier;

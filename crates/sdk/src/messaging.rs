@@ -75,6 +75,7 @@ impl ProducerSpan {
 
 /// Which context a consumer span takes as parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ConsumerParent {
     /// The message's creation context (single-message processing): one connected trace.
     #[default]

@@ -35,6 +35,7 @@ fn all_fields() -> &'static [String] {
 
 /// What to do with baggage that arrives from a caller.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub enum InboundBaggage {
     /// Keep every valid entry (inside a trusted system).
     #[default]

@@ -23,6 +23,8 @@ pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
 /// `gen_ai.usage.cache_read.input_tokens`.
 pub const GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: &str = "gen_ai.usage.cache_read.input_tokens";
+/// `gen_ai.usage.cache_creation.input_tokens`.
+pub const GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: &str = "gen_ai.usage.cache_creation.input_tokens";
 /// `gen_ai.conversation.id`.
 pub const GEN_AI_CONVERSATION_ID: &str = "gen_ai.conversation.id";
 /// `gen_ai.agent.id`.

@@ -115,7 +115,7 @@ impl LlmStandIn {
         let output_tokens = count_tokens(&text) + request.tool_call.as_ref().map_or(0, |_| 24);
         // Time to first token plus a steady decode rate: tens of milliseconds, like a small model.
         tokio::time::sleep(Duration::from_millis(18 + output_tokens / 2)).await;
-        let usage = Usage { input_tokens, output_tokens, cache_read_input_tokens: None };
+        let usage = Usage::new(input_tokens, output_tokens);
         span.record_usage(usage);
         let reason = if request.tool_call.is_some() { "tool_calls" } else { "stop" };
         span.set_attribute(KeyValue::new(

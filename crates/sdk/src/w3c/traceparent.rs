@@ -18,6 +18,7 @@ const KNOWN_FLAGS: u8 = 0x03;
 /// Why a traceparent was rejected. In every case the caller should start a new trace: W3C says an
 /// invalid traceparent is ignored, not repaired.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TraceParentError {
     /// Shorter than 55 characters, or a version `00` value that is not exactly 55.
     #[error("traceparent has the wrong length")]

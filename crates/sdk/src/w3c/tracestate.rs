@@ -19,6 +19,7 @@ pub const MAX_HEADER_LEN: usize = MAX_MEMBERS * (MAX_KEY_LEN + MAX_VALUE_LEN + 2
 
 /// Why a tracestate was discarded. The caller keeps the traceparent and drops the tracestate.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TraceStateError {
     /// More than 32 list members, or more bytes than 32 members can take.
     #[error("tracestate has more than 32 list members")]
