@@ -261,7 +261,7 @@ def build_truth(case, spec, case_dir):
         if orphan["parent"] is not None or callee["before"] is not None:
             raise RuntimeError(f"{case}: hop {hop}: notes and spans disagree")
         must, why, rivals = judge(orphan, chain_ids, spans)
-        hops.append({
+        hop = {
             "hop": f"{caller['what']} (session {caller['session']})",
             "orphan_trace_id": callee["span"][0], "orphan_span_id": orphan_id,
             "orphan_name": orphan["name"], "orphan_kind": orphan["kind"],
@@ -271,7 +271,17 @@ def build_truth(case, spec, case_dir):
             "must_repair": must, "why": why,
             "rivals": [{"span_id": r["id"], "name": r["name"], "session": r["session"]} for r in rivals],
             "kinds": KINDS,
-        })
+        }
+        if not any(spans[i]["start"] <= orphan["start"] <= spans[i]["end"] for i in chain_ids if i in spans):
+            # Fire-and-forget work whose thread started only after its whole request had ended (a
+            # busy pool, a loaded machine): no span of its caller was running when it began, so it
+            # looks exactly like work the instance schedules itself during another request, which
+            # is healthy (redteam/inproc_oneoff_job_during_request_healthy). A finding is welcome,
+            # not required.
+            hop["detectable"] = False
+            hop["why"] += ("; it started after every span of its request had ended, so nothing in the spans "
+                           "says it had a caller: undetectable")
+        hops.append(hop)
     if spec["healthy"] and hops:
         raise RuntimeError(f"{case}: context was lost in the healthy case: {[h['hop'] for h in hops]}")
     if not spec["healthy"] and not hops:
