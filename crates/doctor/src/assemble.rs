@@ -16,43 +16,13 @@ use agentrace_model::{Span, SpanId, TraceId};
 
 use crate::conventions::{self, Facts, Texts};
 
-/// A fast hasher (FxHash's multiply-rotate) for keys that are pointers or
-/// short IDs: lookups only, never iterated into output, so hash quality
-/// against adversaries matters less than speed on a million spans.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Whole words, then the tail byte by byte: a variable-length copy
-        // here would call memmove once per word.
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(word);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-        let tail = words.remainder();
-        if !tail.is_empty() {
-            let v = tail.iter().rev().fold(0u64, |v, &b| v << 8 | u64::from(b));
-            self.write_u64(v);
-        }
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.write_u64(u64::from(v));
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
-}
-
-pub(crate) type FastHash = std::hash::BuildHasherDefault<FxHasher>;
+/// The hasher of every map the doctor keys by what a sender chose (span
+/// IDs, names, attribute values): foldhash, hashbrown's own default, seeded
+/// at random for each map, so a sender cannot craft keys that all collide and
+/// turn a lookup into a scan (an unkeyed FxHash allowed exactly that). Maps
+/// are for lookups only, never iterated into output, so the seed changes no
+/// answer.
+pub(crate) type FastHash = foldhash::fast::RandomState;
 
 /// Index of a span in [`Index::spans`].
 pub(crate) type Ix = u32;
