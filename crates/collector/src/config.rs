@@ -92,10 +92,20 @@ pub struct OtlpReceiverConfig {
     /// answer 429 / `RESOURCE_EXHAUSTED` with a retry delay, so memory stays bounded.
     pub max_pending_spans: usize,
     /// Most export requests handled at once, over both receivers. A request
-    /// past it is refused at once with 429 / `RESOURCE_EXHAUSTED` and a retry
-    /// delay, before its body is read: under overload the collector answers
-    /// fast and its memory stays bounded instead of queueing without end.
+    /// past it is refused with 429 / `RESOURCE_EXHAUSTED` and a retry delay
+    /// as soon as its body has arrived, before it is decoded: under overload
+    /// the collector answers fast and its memory stays bounded instead of
+    /// queueing without end. A body still arriving holds no place, so slow
+    /// senders cannot lock the others out.
     pub max_concurrent_requests: usize,
+    /// How long a request's body may take to arrive, e.g. `30s`. A body
+    /// trickled in slower is cut off: 408 (OTLP/HTTP) or `DEADLINE_EXCEEDED`.
+    #[serde(deserialize_with = "de_duration")]
+    pub read_timeout: Duration,
+    /// How long a connection may take to send a request's headers, e.g.
+    /// `10s`; an HTTP/1 connection idle for as long is closed.
+    #[serde(deserialize_with = "de_duration")]
+    pub read_header_timeout: Duration,
     /// Resident memory above which the receivers refuse new requests
     /// (429 / RESOURCE_EXHAUSTED, retryable) until it falls again, as the
     /// OpenTelemetry Collector's memory limiter does. Null turns it off.
@@ -114,6 +124,8 @@ impl Default for OtlpReceiverConfig {
             max_value_depth: 16,
             max_pending_spans: 100_000,
             max_concurrent_requests: 32,
+            read_timeout: Duration::from_secs(30),
+            read_header_timeout: Duration::from_secs(10),
             memory_limit: Some(2 * 1024 * MIB),
         }
     }
@@ -511,6 +523,11 @@ impl Config {
         let r = &self.receivers.otlp;
         if r.max_request_bytes == 0 || r.max_decompressed_bytes == 0 {
             return Err(ConfigError::Invalid("receivers.otlp size limits must be above zero".into()));
+        }
+        if r.read_timeout.is_zero() || r.read_header_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "receivers.otlp.read_timeout and read_header_timeout must be above zero".into(),
+            ));
         }
         if r.max_concurrent_requests == 0 {
             return Err(ConfigError::Invalid("receivers.otlp.max_concurrent_requests must be above zero".into()));

@@ -53,10 +53,12 @@ pub enum RefuseReason {
     Unauthenticated,
     /// Unsupported content type or encoding.
     UnsupportedMedia,
+    /// The body did not arrive within the read timeout (a slow client).
+    Timeout,
 }
 
 impl RefuseReason {
-    const ALL: [RefuseReason; 7] = [
+    const ALL: [RefuseReason; 8] = [
         RefuseReason::Malformed,
         RefuseReason::InvalidSpan,
         RefuseReason::TooLarge,
@@ -64,6 +66,7 @@ impl RefuseReason {
         RefuseReason::StoreError,
         RefuseReason::Unauthenticated,
         RefuseReason::UnsupportedMedia,
+        RefuseReason::Timeout,
     ];
 
     fn label(self) -> &'static str {
@@ -75,6 +78,7 @@ impl RefuseReason {
             RefuseReason::StoreError => "store_error",
             RefuseReason::Unauthenticated => "unauthenticated",
             RefuseReason::UnsupportedMedia => "unsupported_media",
+            RefuseReason::Timeout => "timeout",
         }
     }
 }
@@ -108,8 +112,8 @@ pub struct Metrics {
     spans_duplicate: AtomicU64,
     bytes_received: [AtomicU64; 3],
     requests: [AtomicU64; 3],
-    refused_spans: [AtomicU64; 7],
-    refused_requests: [AtomicU64; 7],
+    refused_spans: [AtomicU64; RefuseReason::ALL.len()],
+    refused_requests: [AtomicU64; RefuseReason::ALL.len()],
     latency: [Histogram; 3],
     pending_spans: AtomicU64,
     store_bytes: AtomicU64,
@@ -283,7 +287,7 @@ impl Metrics {
             "Spans made durable and acknowledged.",
             &self.spans_accepted,
         );
-        let by_reason = |out: &mut String, name: &str, help: &str, values: &[AtomicU64; 7]| {
+        let by_reason = |out: &mut String, name: &str, help: &str, values: &[AtomicU64; RefuseReason::ALL.len()]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for r in RefuseReason::ALL {
                 let _ =

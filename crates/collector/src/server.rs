@@ -139,6 +139,7 @@ impl Collector {
             pipeline: pipeline.handle(),
             memory,
             keep_spans: config.storage.keep_spans,
+            read_timeout: receiver.read_timeout,
         };
         let ingest = Ingest::new(store.clone(), Arc::clone(&metrics), limits, receiver.max_concurrent_requests, sinks);
         let max_request = max_request_bytes(&config);
@@ -158,7 +159,7 @@ impl Collector {
                      spans and read them; set auth.bearer_token (or AGENTRACE_BEARER_TOKEN) and tls"
                 );
             }
-            tasks.spawn(serve(listener, router, tls.clone(), watch_rx.clone()));
+            tasks.spawn(serve(listener, router, tls.clone(), receiver.read_header_timeout, watch_rx.clone()));
             tracing::info!(%local, what, "listening");
             Ok::<_, StartError>(Some(local))
         };
@@ -327,8 +328,24 @@ fn load_tls(config: &TlsConfig) -> Result<TlsAcceptor, StartError> {
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
-async fn serve(listener: TcpListener, router: Router, tls: Option<TlsAcceptor>, mut stop: watch::Receiver<bool>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    read_header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A connection that sends no complete request head within the timeout
+    // (a slow-loris client, or an HTTP/1 keep-alive connection left idle) is
+    // closed, so idle and half-open connections do not pile up.
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(read_header_timeout);
+    // HTTP/2 (gRPC) peers that stop answering pings are dropped.
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(60)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -347,10 +364,20 @@ async fn serve(listener: TcpListener, router: Router, tls: Option<TlsAcceptor>, 
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         match &tls {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    // Until its first byte, a connection is in no protocol's
+                    // hands (hyper waits to tell HTTP/1 from HTTP/2), so no
+                    // header timeout runs yet: one that sends nothing is
+                    // closed here.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(read_header_timeout, stream.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });

@@ -20,7 +20,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EnabledCompressionEncodings};
 use tonic::{Code, Status};
 
 use super::status::RpcStatus;
-use super::{Ingest, IngestError, RETRY_AFTER};
+use super::{BodyError, Ingest, IngestError, RETRY_AFTER, read_body};
 use crate::metrics::{RefuseReason, Transport};
 
 /// The gRPC method path.
@@ -50,6 +50,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 impl<B> tower::Service<http::Request<B>> for TraceGrpc
 where
     B: http_body::Body + Send + 'static,
+    B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -68,7 +69,31 @@ where
         }
         let this = self.clone();
         Box::pin(async move {
-            // Refuse before tonic reads and decodes the body.
+            // Under memory pressure, refuse before the body is read.
+            if let Err(e) = this.ingest.check_memory() {
+                return Ok(retryable(Code::ResourceExhausted, e.to_string()).into_http());
+            }
+            let max = this.max_message_bytes;
+            // The whole body first, within the read timeout: a client that
+            // trickles its message holds a stream for that long at most, and
+            // no place among the requests handled at once. One message of at
+            // most `max` bytes plus its 5-byte gRPC frame header.
+            let (parts, body) = req.into_parts();
+            let bytes = match read_body(body, max.saturating_add(5), this.ingest.read_timeout()).await {
+                Ok(bytes) => bytes,
+                Err(BodyError::TooLarge(_)) => {
+                    this.ingest.metrics().refused_request(RefuseReason::TooLarge, 0);
+                    return Ok(too_large(&format!("the message is larger than {max} bytes"), max).into_http());
+                }
+                Err(e @ BodyError::TimedOut(_)) => {
+                    this.ingest.metrics().refused_request(RefuseReason::Timeout, 0);
+                    return Ok(Status::deadline_exceeded(e.to_string()).into_http());
+                }
+                Err(e @ BodyError::Read(_)) => {
+                    this.ingest.metrics().refused_request(RefuseReason::Malformed, 0);
+                    return Ok(Status::invalid_argument(e.to_string()).into_http());
+                }
+            };
             let admitted = match this.ingest.admit() {
                 Ok(a) => a,
                 Err(e) => return Ok(retryable(Code::ResourceExhausted, e.to_string()).into_http()),
@@ -77,8 +102,8 @@ where
             encodings.enable(tonic::codec::CompressionEncoding::Gzip);
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .apply_compression_config(encodings, encodings)
-                .apply_max_message_size_config(Some(this.max_message_bytes), None);
-            let max = this.max_message_bytes;
+                .apply_max_message_size_config(Some(max), None);
+            let req = http::Request::from_parts(parts, http_body_util::Full::new(bytes));
             let response = grpc.unary(ExportCall(this), req).await;
             drop(admitted);
             Ok(too_large_is_final(response, max))
@@ -105,11 +130,15 @@ fn too_large_is_final(response: http::Response<tonic::body::Body>, max: usize) -
         .and_then(|v| v.to_str().ok())
         .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy().into_owned())
         .unwrap_or_default();
+    too_large(&said, max).into_http()
+}
+
+/// The final answer to a message that can never fit.
+fn too_large(said: &str, max: usize) -> Status {
     Status::invalid_argument(format!(
         "{said}: this collector takes messages of at most {max} bytes (receivers.otlp.max_request_bytes and \
          max_decompressed_bytes); send smaller batches (the SDK's max export batch size)"
     ))
-    .into_http()
 }
 
 struct ExportCall(TraceGrpc);

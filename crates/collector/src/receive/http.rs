@@ -3,7 +3,8 @@
 //! Answers as the OTLP/HTTP specification says: `200` with an
 //! `ExportTraceServiceResponse` (partial success when spans were rejected),
 //! `400` with a `google.rpc.Status` naming the problem, `413` for a body
-//! over the limit, `415` for an unsupported content type or encoding, and
+//! over the limit, `408` for a body that did not arrive within the read
+//! timeout, `415` for an unsupported content type or encoding, and
 //! `429`/`503` with `Retry-After` when agentrace cannot take more right now.
 //! Each answer is encoded in the request's own content type.
 
@@ -16,11 +17,10 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use http_body_util::BodyExt;
 use prost::Message;
 
 use super::status::RpcStatus;
-use super::{Ingest, IngestError, RETRY_AFTER};
+use super::{BodyError, Ingest, IngestError, RETRY_AFTER, read_body};
 use crate::metrics::{RefuseReason, Transport};
 
 /// The OTLP/HTTP traces path.
@@ -73,28 +73,36 @@ async fn export(State(state): State<HttpState>, headers: HeaderMap, body: Body) 
             return status_response(Encoding::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message);
         }
     };
-    let response = match state.ingest.admit() {
-        Ok(_admitted) => receive(&state, &headers, body, encoding).await,
-        Err(e) => retry_later(encoding, StatusCode::TOO_MANY_REQUESTS, 8, e.to_string()),
-    };
+    let response = receive(&state, &headers, body, encoding).await;
     metrics.latency(encoding.transport(), started.elapsed());
     response
 }
 
 async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: Encoding) -> Response {
     let metrics = state.ingest.metrics();
-    let limit = state.max_request_bytes;
-    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    if let Err(e) = state.ingest.check_memory() {
+        return retry_later(encoding, StatusCode::TOO_MANY_REQUESTS, 8, e.to_string());
+    }
+    let bytes = match read_body(body, state.max_request_bytes, state.ingest.read_timeout()).await {
+        Ok(bytes) => bytes,
+        Err(e @ BodyError::TooLarge(_)) => {
             metrics.refused_request(RefuseReason::TooLarge, 0);
-            let message = format!("request body is larger than the limit of {limit} bytes");
-            return status_response(encoding, StatusCode::PAYLOAD_TOO_LARGE, 8, message);
+            return status_response(encoding, StatusCode::PAYLOAD_TOO_LARGE, 8, e.to_string());
         }
-        Err(e) => {
+        Err(e @ BodyError::TimedOut(_)) => {
+            metrics.refused_request(RefuseReason::Timeout, 0);
+            return status_response(encoding, StatusCode::REQUEST_TIMEOUT, 4, e.to_string());
+        }
+        Err(e @ BodyError::Read(_)) => {
             metrics.refused_request(RefuseReason::Malformed, 0);
-            return status_response(encoding, StatusCode::BAD_REQUEST, 3, format!("cannot read request body: {e}"));
+            return status_response(encoding, StatusCode::BAD_REQUEST, 3, e.to_string());
         }
+    };
+    // A place among the requests handled at once, taken only now that the
+    // body is here: decoding, redaction and the store are what it bounds.
+    let _admitted = match state.ingest.admit() {
+        Ok(a) => a,
+        Err(e) => return retry_later(encoding, StatusCode::TOO_MANY_REQUESTS, 8, e.to_string()),
     };
     metrics.request(encoding.transport(), bytes.len());
     let content_encoding =

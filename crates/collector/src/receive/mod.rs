@@ -76,6 +76,7 @@ pub struct Ingest {
     pipeline: PipelineHandle,
     memory: MemoryLimiter,
     keep_spans: bool,
+    read_timeout: Duration,
 }
 
 /// Where accepted spans go besides the store.
@@ -92,6 +93,8 @@ pub struct Sinks {
     pub memory: MemoryLimiter,
     /// Whether the store keeps spans (else a pass-through to the exporters).
     pub keep_spans: bool,
+    /// How long a request's body may take to arrive.
+    pub read_timeout: Duration,
 }
 
 /// Watches the process's resident memory and says when it is over the
@@ -144,6 +147,37 @@ fn resident_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Past the size limit.
+    #[error("request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    /// The whole body did not arrive in time.
+    #[error("the request body did not arrive within {0:?} (receivers.otlp.read_timeout)")]
+    TimedOut(Duration),
+    /// The connection failed mid-body.
+    #[error("cannot read request body: {0}")]
+    Read(String),
+}
+
+/// Reads a whole request body, at most `limit` bytes, within `timeout` from
+/// now: a body trickled in byte by byte is cut off at the deadline, so it
+/// ties up a connection for a bounded time only.
+pub async fn read_body<B>(body: B, limit: usize, timeout: Duration) -> Result<bytes::Bytes, BodyError>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    match tokio::time::timeout(timeout, http_body_util::Limited::new(body, limit).collect()).await {
+        Err(_) => Err(BodyError::TimedOut(timeout)),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(limit)),
+        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
 /// A place among the requests handled at once; dropping it frees the place.
 pub struct Admitted(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
@@ -168,17 +202,31 @@ impl Ingest {
             pipeline: sinks.pipeline,
             memory: sinks.memory,
             keep_spans: sinks.keep_spans,
+            read_timeout: sinks.read_timeout,
         }
     }
 
-    /// Takes a place among the requests handled at once, or says why not.
-    /// Transports call this before reading a body, so that refusing under
-    /// overload costs nothing.
-    pub fn admit(&self) -> Result<Admitted, IngestError> {
+    /// How long a request's body may take to arrive.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
+    /// Refuses at once, before a body is read, while the process is over its
+    /// memory limit: under memory pressure a refusal costs nothing.
+    pub fn check_memory(&self) -> Result<(), IngestError> {
         if self.memory.over_limit() {
             self.metrics.refused_request(RefuseReason::Backpressure, 0);
             return Err(IngestError::Busy("agentrace is over its memory limit; retry shortly".into()));
         }
+        Ok(())
+    }
+
+    /// Takes a place among the requests handled at once, or says why not.
+    /// Transports call this once the body has been read (see [`read_body`]):
+    /// a client that sends its body slowly holds a connection, never a
+    /// place, so a few slow clients cannot lock every sender out.
+    pub fn admit(&self) -> Result<Admitted, IngestError> {
+        self.check_memory()?;
         match Arc::clone(&self.admission).try_acquire_owned() {
             Ok(permit) => Ok(Admitted(permit)),
             Err(_) => {

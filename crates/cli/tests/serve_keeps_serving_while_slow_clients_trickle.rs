@@ -1,0 +1,156 @@
+//! Claim: clients that trickle their requests cannot lock a well-behaved
+//! sender out of `agentrace serve`, and what they tie up is released.
+//!
+//! With places for 4 requests at once, 16 connections send OTLP/HTTP
+//! headers and then their body one byte at a time (a slow-loris body). A
+//! body still arriving holds no place, so a normal sender's export is
+//! accepted while they trickle. Each trickled body is cut off at the read
+//! timeout with a 408 that says why (counted under `reason="timeout"` in
+//! `/metrics`), and a connection that sends nothing at all is closed at the
+//! header timeout.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+mod support;
+
+const SLOW_CLIENTS: usize = 16;
+
+fn span_json(name: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"polite"}}}}]}},
+        "scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+        "name":"{name}","kind":1,"startTimeUnixNano":"{now}","endTimeUnixNano":"{}"}}]}}]}}]}}"#,
+        now + 1_000_000
+    )
+}
+
+/// What the server answered on `stream`, up to the first 4 KiB or the end.
+fn answer(stream: &mut TcpStream) -> String {
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = 0;
+    loop {
+        match stream.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if got == buf.len() || String::from_utf8_lossy(&buf[..got]).contains("did not arrive") {
+                    break;
+                }
+            }
+            Err(e) => panic!("no answer within 60 s ({e}): the slow connection was never cut off"),
+        }
+    }
+    String::from_utf8_lossy(&buf[..got]).into_owned()
+}
+
+#[test]
+fn trickling_clients_lock_no_one_out_and_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentrace.yaml");
+    std::fs::write(
+        &config,
+        "receivers:\n  otlp:\n    max_concurrent_requests: 4\n    read_timeout: 3s\n    read_header_timeout: 2s\n",
+    )
+    .unwrap();
+    let server = support::start([
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data-dir".as_ref(),
+        dir.path().join("data").as_os_str(),
+    ]);
+    let addr = server.http.trim_start_matches("http://").to_owned();
+
+    // Sixteen slow clients: headers promising 100 kB, then a byte every 200 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut slow: Vec<TcpStream> = (0..SLOW_CLIENTS)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(
+                b"POST /v1/traces HTTP/1.1\r\nHost: agentrace\r\nContent-Type: application/json\r\n\
+                  Content-Length: 100000\r\n\r\n{",
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    let tricklers: Vec<_> = slow
+        .iter()
+        .map(|s| {
+            let (mut s, stop) = (s.try_clone().unwrap(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) && s.write_all(b" ").is_ok() {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        })
+        .collect();
+    // Let their headers reach the server's handlers before the polite sender
+    // comes (ordering only; nothing is asserted on time).
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A polite sender is served while they trickle.
+    let client = reqwest::blocking::Client::new();
+    let r = client
+        .post(format!("{}/v1/traces", server.http))
+        .header("content-type", "application/json")
+        .body(span_json("polite request"))
+        .send()
+        .unwrap();
+    let status = r.status();
+    assert_eq!(status, 200, "a polite sender was refused while slow clients trickled: {}", r.text().unwrap());
+
+    // Every trickled body is cut off at the read timeout, with a reason.
+    for (i, s) in slow.iter_mut().enumerate() {
+        let text = answer(s);
+        assert!(text.starts_with("HTTP/1.1 408"), "slow client {i} got: {text:?}");
+        assert!(text.contains("did not arrive within 3s"), "slow client {i} got: {text:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tricklers {
+        t.join().unwrap();
+    }
+    let metrics = client.get(format!("{}/metrics", server.api)).send().unwrap().text().unwrap();
+    let timeouts: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("agentrace_receiver_requests_refused_total{reason=\"timeout\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("the timeout refusals are in /metrics");
+    assert!(timeouts >= SLOW_CLIENTS as f64, "{timeouts} timeouts counted for {SLOW_CLIENTS} slow clients");
+
+    // A connection that never sends a request head is closed, and so is a
+    // keep-alive connection left idle after its request was answered.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    assert_closed(&mut idle, "a connection that sent nothing");
+    let mut kept = TcpStream::connect(&addr).unwrap();
+    let body = span_json("kept-alive request");
+    write!(
+        kept,
+        "POST /v1/traces HTTP/1.1\r\nHost: agentrace\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut head = [0u8; 12];
+    kept.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "the kept-alive request was answered");
+    assert_closed(&mut kept, "an idle keep-alive connection");
+}
+
+/// Reads until the server closes `stream`; fails if it is still open after 60 s.
+fn assert_closed(stream: &mut TcpStream, what: &str) {
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue, // the rest of an answer
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("{what} was still open after 60 s ({e})"),
+        }
+    }
+}
