@@ -36,6 +36,15 @@
 //! Left: reading attributes (one heap string per key) and building the
 //! request trees are now the largest costs.
 //!
+//! Seeded hashing (foldhash instead of an unkeyed FxHash, so a sender
+//! cannot craft colliding keys), measured beside the FxHash build (commit
+//! eeee017), alternating, two runs each, `taskset -c 1`, with a corpus
+//! recording loading the other vCPU (the absolute figures are 2-3x the quiet
+//! ones above): 10k spans 35.1 / 35.2 ms before, 33.9 / 34.3 ms after
+//! (0.97x); 100k 434 / 520 ms before, 460 / 413 ms after (0.91x); 1M
+//! 5.85 / 4.82 s before, 4.49 / 5.19 s after (0.91x). No cost within the
+//! noise.
+//!
 //! Target: 1M spans in at most 2 s on one core, growing as n log n.
 
 #[path = "../tests/common/synth.rs"]
