@@ -83,6 +83,14 @@ pub struct OtlpReceiverConfig {
     /// Largest size a gzip body may inflate to, e.g. `64MiB`.
     #[serde(deserialize_with = "de_bytes")]
     pub max_decompressed_bytes: u64,
+    /// Most memory one request may take once decoded, e.g. `256MiB`,
+    /// estimated from its bytes before decoding (an empty span is 2 bytes on
+    /// the wire and hundreds in memory). Larger requests get 413 /
+    /// `INVALID_ARGUMENT` (never retried: they can never fit). Requests being
+    /// decoded at once may take four times this, or half of `memory_limit`
+    /// when that is smaller; past it they get 429 / `RESOURCE_EXHAUSTED`.
+    #[serde(deserialize_with = "de_bytes")]
+    pub max_decoded_bytes: u64,
     /// Most attributes kept per span, event, link, resource or scope; the
     /// rest are dropped and counted in `dropped_attributes_count`.
     pub max_attributes: usize,
@@ -120,6 +128,7 @@ impl Default for OtlpReceiverConfig {
             http_endpoint: Some(SocketAddr::from(([127, 0, 0, 1], 4318))),
             max_request_bytes: 16 * MIB,
             max_decompressed_bytes: 64 * MIB,
+            max_decoded_bytes: 256 * MIB,
             max_attributes: 1024,
             max_value_depth: 16,
             max_pending_spans: 100_000,
@@ -521,7 +530,7 @@ impl Config {
     /// Checks values that parse but cannot work.
     pub fn check(&self) -> Result<(), ConfigError> {
         let r = &self.receivers.otlp;
-        if r.max_request_bytes == 0 || r.max_decompressed_bytes == 0 {
+        if r.max_request_bytes == 0 || r.max_decompressed_bytes == 0 || r.max_decoded_bytes == 0 {
             return Err(ConfigError::Invalid("receivers.otlp size limits must be above zero".into()));
         }
         if r.read_timeout.is_zero() || r.read_header_timeout.is_zero() {

@@ -92,6 +92,7 @@ impl Collector {
             max_decompressed_bytes: usize::try_from(receiver.max_decompressed_bytes).unwrap_or(usize::MAX),
             max_attributes: receiver.max_attributes,
             max_value_depth: receiver.max_value_depth,
+            max_decoded_bytes: usize::try_from(receiver.max_decoded_bytes).unwrap_or(usize::MAX),
         };
         let max_grpc_message = limits.max_decompressed_bytes.max(max_request_bytes(&config));
         let redactor = Arc::new(Redactor::new(&config.redaction).map_err(|e| ConfigError::Invalid(e.to_string()))?);
@@ -140,6 +141,13 @@ impl Collector {
             memory,
             keep_spans: config.storage.keep_spans,
             read_timeout: receiver.read_timeout,
+            // Four requests of the largest size at once, but never more than
+            // half the memory limit (a request larger than the budget still
+            // decodes, alone).
+            decoding_budget: receiver
+                .max_decoded_bytes
+                .saturating_mul(4)
+                .min(receiver.memory_limit.map_or(u64::MAX, |m| m / 2)),
         };
         let ingest = Ingest::new(store.clone(), Arc::clone(&metrics), limits, receiver.max_concurrent_requests, sinks);
         let max_request = max_request_bytes(&config);

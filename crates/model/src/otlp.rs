@@ -35,11 +35,21 @@ pub struct Limits {
     pub max_attributes: usize,
     /// Deepest nesting of array and map values accepted in an attribute.
     pub max_value_depth: usize,
+    /// Most memory one request may take once decoded, as [`decoded_cost`]
+    /// estimates it from the bytes before anything is allocated: an empty
+    /// span is 2 bytes on the wire and hundreds decoded, so a body's size
+    /// says little about what decoding it costs.
+    pub max_decoded_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_decompressed_bytes: 64 * 1024 * 1024, max_attributes: 1024, max_value_depth: 16 }
+        Limits {
+            max_decompressed_bytes: 64 * 1024 * 1024,
+            max_attributes: 1024,
+            max_value_depth: 16,
+            max_decoded_bytes: 256 * 1024 * 1024,
+        }
     }
 }
 
@@ -64,6 +74,17 @@ pub enum DecodeError {
         /// The limit that was exceeded.
         limit: usize,
     },
+    /// Decoding would take more memory than [`Limits::max_decoded_bytes`].
+    #[error(
+        "request would take about {cost} bytes of memory once decoded, over the limit of {limit} \
+         (receivers.otlp.max_decoded_bytes): send smaller batches"
+    )]
+    DecodedTooLarge {
+        /// The estimate.
+        cost: usize,
+        /// The limit that was exceeded.
+        limit: usize,
+    },
 }
 
 /// A decoded and validated request.
@@ -82,14 +103,201 @@ pub struct Decoded {
 
 /// Decodes an OTLP/protobuf `ExportTraceServiceRequest` and validates it.
 pub fn decode_protobuf(bytes: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
+    within_decoded_limit(decoded_cost(bytes, Format::Protobuf), limits)?;
     let request = ExportTraceServiceRequest::decode(bytes)?;
     Ok(validate(request, limits))
+}
+
+fn within_decoded_limit(cost: usize, limits: &Limits) -> Result<(), DecodeError> {
+    if cost > limits.max_decoded_bytes {
+        return Err(DecodeError::DecodedTooLarge { cost, limit: limits.max_decoded_bytes });
+    }
+    Ok(())
+}
+
+/// The encoding of a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OTLP/protobuf.
+    Protobuf,
+    /// OTLP/JSON.
+    Json,
+}
+
+/// What decoding `bytes` would cost in memory, estimated without
+/// allocating, so that a request is refused (or made to wait) for what it
+/// will take, not for what it weighs on the wire.
+///
+/// Protobuf is walked field by field: every message it holds counts its
+/// decoded struct's size, every string and bytes field its length. A
+/// malformed body gets an estimate of what was readable and then fails to
+/// decode. JSON is bounded from above: every decoded message needs an
+/// object in the text, so each `{` counts as the largest struct, plus the
+/// text's length for its strings.
+pub fn decoded_cost(bytes: &[u8], format: Format) -> usize {
+    match format {
+        Format::Protobuf => {
+            let mut cost = std::mem::size_of::<ExportTraceServiceRequest>();
+            wire::walk(bytes, wire::Msg::Request, 0, &mut cost);
+            cost
+        }
+        Format::Json => {
+            let objects = bytes.iter().filter(|&&b| b == b'{').count();
+            objects.saturating_mul(wire::LARGEST).saturating_add(bytes.len())
+        }
+    }
+}
+
+/// The protobuf walk behind [`decoded_cost`]: which field of which OTLP
+/// message holds which message, and what each costs once decoded.
+mod wire {
+    use std::mem::size_of;
+
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+    #[derive(Clone, Copy)]
+    pub(super) enum Msg {
+        Request,
+        ResourceSpans,
+        Resource,
+        ScopeSpans,
+        Scope,
+        Span,
+        Event,
+        Link,
+        Status,
+        KeyValue,
+        AnyValue,
+        Array,
+        KvList,
+    }
+
+    /// The largest decoded struct, for bounds that cannot tell them apart.
+    pub(super) const LARGEST: usize = {
+        let sizes = [
+            size_of::<ResourceSpans>(),
+            size_of::<Resource>(),
+            size_of::<ScopeSpans>(),
+            size_of::<InstrumentationScope>(),
+            size_of::<Span>(),
+            size_of::<Event>(),
+            size_of::<Link>(),
+            size_of::<Status>(),
+            size_of::<KeyValue>(),
+            size_of::<AnyValue>(),
+            size_of::<ArrayValue>(),
+            size_of::<KeyValueList>(),
+        ];
+        let mut max = 0;
+        let mut i = 0;
+        while i < sizes.len() {
+            if sizes[i] > max {
+                max = sizes[i];
+            }
+            i += 1;
+        }
+        max
+    };
+
+    /// The message a length-delimited field holds, or `None` for strings
+    /// and bytes (and fields this walk does not know).
+    fn child(msg: Msg, field: u64) -> Option<Msg> {
+        use Msg::*;
+        Some(match (msg, field) {
+            (Request, 1) => ResourceSpans,
+            (ResourceSpans, 1) => Resource,
+            (ResourceSpans, 2) => ScopeSpans,
+            (Resource, 1) | (Scope, 3) | (Span, 9) | (Event, 3) | (Link, 4) | (KvList, 1) => KeyValue,
+            (ScopeSpans, 1) => Scope,
+            (ScopeSpans, 2) => Span,
+            (Span, 11) => Event,
+            (Span, 13) => Link,
+            (Span, 15) => Status,
+            (KeyValue, 2) | (Array, 1) => AnyValue,
+            (AnyValue, 5) => Array,
+            (AnyValue, 6) => KvList,
+            _ => return None,
+        })
+    }
+
+    fn size(msg: Msg) -> usize {
+        match msg {
+            Msg::Request => 0,
+            Msg::ResourceSpans => size_of::<ResourceSpans>(),
+            Msg::Resource => size_of::<Resource>(),
+            Msg::ScopeSpans => size_of::<ScopeSpans>(),
+            Msg::Scope => size_of::<InstrumentationScope>(),
+            Msg::Span => size_of::<Span>(),
+            Msg::Event => size_of::<Event>(),
+            Msg::Link => size_of::<Link>(),
+            Msg::Status => size_of::<Status>(),
+            Msg::KeyValue => size_of::<KeyValue>(),
+            Msg::AnyValue => size_of::<AnyValue>(),
+            Msg::Array => size_of::<ArrayValue>(),
+            Msg::KvList => size_of::<KeyValueList>(),
+        }
+    }
+
+    /// Deeper than prost decodes (its recursion limit is 100).
+    const MAX_DEPTH: usize = 100;
+
+    fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *bytes.get(*at)?;
+            *at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// Adds what `bytes`, a `msg`, costs once decoded to `cost`; stops at
+    /// the first malformed field (the decoder then says what was wrong).
+    pub(super) fn walk(bytes: &[u8], msg: Msg, depth: usize, cost: &mut usize) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        let mut at = 0;
+        while at < bytes.len() {
+            let Some(key) = varint(bytes, &mut at) else { return };
+            let (field, wire_type) = (key >> 3, key & 7);
+            match wire_type {
+                0 => {
+                    if varint(bytes, &mut at).is_none() {
+                        return;
+                    }
+                }
+                1 => at += 8,
+                5 => at += 4,
+                2 => {
+                    let Some(len) = varint(bytes, &mut at).and_then(|l| usize::try_from(l).ok()) else { return };
+                    let Some(body) = at.checked_add(len).and_then(|end| bytes.get(at..end)) else { return };
+                    at += len;
+                    match child(msg, field) {
+                        Some(c) => {
+                            *cost = cost.saturating_add(size(c));
+                            walk(body, c, depth + 1, cost);
+                        }
+                        None => *cost = cost.saturating_add(len),
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
 }
 
 /// Decodes an OTLP/JSON `ExportTraceServiceRequest` and validates it.
 ///
 /// Enum names are accepted where integers belong (see the module docs).
 pub fn decode_json(bytes: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
+    within_decoded_limit(decoded_cost(bytes, Format::Json), limits)?;
     let request = match serde_json::from_slice::<ExportTraceServiceRequest>(bytes) {
         Ok(request) => request,
         Err(first) => {
@@ -306,6 +514,67 @@ mod tests {
         {"traceId":"00000000000000000000000000000000","spanId":"00f067aa0ba902b8","name":"zero"},
         {"traceId":"4bf92f3577b34da6a3ce929d0e0e47","spanId":"00f067aa0ba902b9","name":"short"}
     ]}]}]}"#;
+
+    /// A request of `n` spans with `attrs` string attributes each, as protobuf.
+    fn request(n: usize, attrs: usize) -> Vec<u8> {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let spans = (0..n)
+            .map(|i| Span {
+                trace_id: vec![1; 16],
+                span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                name: format!("span {i}"),
+                attributes: (0..attrs)
+                    .map(|a| KeyValue {
+                        key: format!("k{a}"),
+                        value: Some(AnyValue { value: Some(any_value::Value::StringValue("v".repeat(20))) }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect();
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn the_decoded_cost_is_estimated_before_decoding_and_bounds_a_request() {
+        // An ordinary batch: its estimate covers what the decoded structs
+        // take, and it decodes under the default limit.
+        let body = request(512, 20);
+        let cost = decoded_cost(&body, Format::Protobuf);
+        let structs = 512 * std::mem::size_of::<opentelemetry_proto::tonic::trace::v1::Span>()
+            + 512 * 20 * (std::mem::size_of::<KeyValue>() + std::mem::size_of::<AnyValue>());
+        assert!(cost >= structs && cost < 2 * structs + body.len(), "{cost} for {structs} bytes of structs");
+        assert_eq!(decode_protobuf(&body, &Limits::default()).unwrap().accepted_spans, 512);
+
+        // 16 MB of empty spans (2 bytes each on the wire) is refused before
+        // a single span is allocated, with what to do about it.
+        let mut scope = Vec::new();
+        for _ in 0..8 * 1024 * 1024 {
+            scope.extend_from_slice(&[0x12, 0x00]); // ScopeSpans.spans: an empty Span
+        }
+        let mut body = Vec::new();
+        let mut rs = vec![0x12]; // ResourceSpans.scope_spans
+        prost::encoding::encode_varint(scope.len() as u64, &mut rs);
+        rs.extend_from_slice(&scope);
+        body.push(0x0a); // ExportTraceServiceRequest.resource_spans
+        prost::encoding::encode_varint(rs.len() as u64, &mut body);
+        body.extend_from_slice(&rs);
+        let err = decode_protobuf(&body, &Limits::default()).unwrap_err();
+        assert!(matches!(err, DecodeError::DecodedTooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("send smaller batches"), "{err}");
+
+        // JSON likewise: each object may be a struct.
+        let json = format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{}{{}}]}}]}}]}}"#, "{},".repeat(2_000_000));
+        assert!(matches!(decode_json(json.as_bytes(), &Limits::default()), Err(DecodeError::DecodedTooLarge { .. })));
+        assert!(decode_json(SPAN.as_bytes(), &Limits::default()).is_ok());
+    }
 
     #[test]
     fn json_enum_names_are_read_and_invalid_ids_rejected_one_by_one() {

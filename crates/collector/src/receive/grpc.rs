@@ -20,7 +20,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EnabledCompressionEncodings};
 use tonic::{Code, Status};
 
 use super::status::RpcStatus;
-use super::{BodyError, Ingest, IngestError, RETRY_AFTER, read_body};
+use super::{BodyError, Ingest, IngestError, RETRY_AFTER, ReserveError, read_body};
 use crate::metrics::{RefuseReason, Transport};
 
 /// The gRPC method path.
@@ -162,6 +162,13 @@ impl tonic::server::UnaryService<Bytes> for ExportCall {
 }
 
 async fn export(ingest: &Ingest, body: &[u8]) -> Result<ExportTraceServiceResponse, Status> {
+    // Memory for what decoding will take, reserved before anything is
+    // decoded and held until the request is stored.
+    let _decoding = match ingest.reserve_decoding(body, otlp::Format::Protobuf) {
+        Ok(d) => d,
+        Err(ReserveError::TooLarge(e)) => return Err(Status::invalid_argument(e.to_string())),
+        Err(ReserveError::Busy(e)) => return Err(retryable(Code::ResourceExhausted, e.to_string())),
+    };
     let decoded = match otlp::decode_protobuf(body, ingest.limits()) {
         Ok(d) => d,
         Err(e) => {

@@ -20,7 +20,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost::Message;
 
 use super::status::RpcStatus;
-use super::{BodyError, Ingest, IngestError, RETRY_AFTER, read_body};
+use super::{BodyError, Ingest, IngestError, RETRY_AFTER, ReserveError, read_body};
 use crate::metrics::{RefuseReason, Transport};
 
 /// The OTLP/HTTP traces path.
@@ -129,6 +129,19 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
             let message = format!("unsupported Content-Encoding {other:?}: send gzip or no encoding");
             return status_response(encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message);
         }
+    };
+    // Memory for what decoding will take, reserved before anything is
+    // decoded and held until the request is stored.
+    let format = match encoding {
+        Encoding::Protobuf => otlp::Format::Protobuf,
+        Encoding::Json => otlp::Format::Json,
+    };
+    let _decoding = match state.ingest.reserve_decoding(payload, format) {
+        Ok(d) => d,
+        Err(ReserveError::TooLarge(e)) => {
+            return status_response(encoding, StatusCode::PAYLOAD_TOO_LARGE, 3, e.to_string());
+        }
+        Err(ReserveError::Busy(e)) => return retry_later(encoding, StatusCode::TOO_MANY_REQUESTS, 8, e.to_string()),
     };
     let decoded = match encoding {
         Encoding::Protobuf => otlp::decode_protobuf(payload, state.ingest.limits()),

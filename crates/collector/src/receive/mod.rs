@@ -17,7 +17,7 @@ mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentrace_model::otlp::{Decoded, Limits};
+use agentrace_model::otlp::{self, Decoded, Limits};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 
 use crate::assemble::PipelineHandle;
@@ -77,6 +77,9 @@ pub struct Ingest {
     memory: MemoryLimiter,
     keep_spans: bool,
     read_timeout: Duration,
+    /// The memory requests being decoded may take at once, in KiB.
+    decoding: Arc<tokio::sync::Semaphore>,
+    decoding_kib: u32,
 }
 
 /// Where accepted spans go besides the store.
@@ -95,6 +98,8 @@ pub struct Sinks {
     pub keep_spans: bool,
     /// How long a request's body may take to arrive.
     pub read_timeout: Duration,
+    /// The memory requests being decoded may take at once.
+    pub decoding_budget: u64,
 }
 
 /// Watches the process's resident memory and says when it is over the
@@ -178,6 +183,18 @@ where
     }
 }
 
+/// Memory reserved for a request being decoded; dropping it frees it.
+pub struct Decoding(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+/// Why decoding memory was not reserved.
+#[derive(Debug)]
+pub enum ReserveError {
+    /// The request can never fit: final.
+    TooLarge(otlp::DecodeError),
+    /// Others are decoding: retryable.
+    Busy(IngestError),
+}
+
 /// A place among the requests handled at once; dropping it frees the place.
 pub struct Admitted(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
@@ -191,7 +208,10 @@ impl Ingest {
         sinks: Sinks,
     ) -> Ingest {
         let admission = Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests));
+        let decoding_kib = u32::try_from((sinks.decoding_budget / 1024).max(1)).unwrap_or(u32::MAX);
         Ingest {
+            decoding: Arc::new(tokio::sync::Semaphore::new(decoding_kib as usize)),
+            decoding_kib,
             store,
             metrics,
             limits,
@@ -232,6 +252,31 @@ impl Ingest {
             Err(_) => {
                 self.metrics.refused_request(RefuseReason::Backpressure, 0);
                 Err(IngestError::Busy("too many export requests in progress; retry shortly".into()))
+            }
+        }
+    }
+
+    /// Reserves what decoding a body will cost in memory (estimated from its
+    /// bytes, [`otlp::decoded_cost`]) until the permit is dropped, or says
+    /// why not: a request that can never fit gets the decoder's final
+    /// answer, one that does not fit now while others decode is told to
+    /// retry.
+    pub fn reserve_decoding(&self, body: &[u8], format: otlp::Format) -> Result<Decoding, ReserveError> {
+        let cost = otlp::decoded_cost(body, format);
+        let limit = self.limits.max_decoded_bytes;
+        if cost > limit {
+            self.metrics.refused_request(RefuseReason::TooLarge, 0);
+            return Err(ReserveError::TooLarge(otlp::DecodeError::DecodedTooLarge { cost, limit }));
+        }
+        let kib = u32::try_from(cost.div_ceil(1024)).unwrap_or(u32::MAX).clamp(1, self.decoding_kib);
+        match Arc::clone(&self.decoding).try_acquire_many_owned(kib) {
+            Ok(permit) => Ok(Decoding(permit)),
+            Err(_) => {
+                self.metrics.refused_request(RefuseReason::Backpressure, 0);
+                Err(ReserveError::Busy(IngestError::Busy(format!(
+                    "requests being decoded already take the memory budget for it ({} MiB); retry shortly",
+                    self.decoding_kib / 1024
+                ))))
             }
         }
     }

@@ -1,13 +1,18 @@
-//! Claim: clients that trickle their requests cannot lock a well-behaved
-//! sender out of `agentrace serve`, and what they tie up is released.
+//! Claim: hostile senders neither crash `agentrace serve` nor lock a
+//! well-behaved sender out.
 //!
-//! With places for 4 requests at once, 16 connections send OTLP/HTTP
-//! headers and then their body one byte at a time (a slow-loris body). A
-//! body still arriving holds no place, so a normal sender's export is
-//! accepted while they trickle. Each trickled body is cut off at the read
-//! timeout with a 408 that says why (counted under `reason="timeout"` in
-//! `/metrics`), and a connection that sends nothing at all is closed at the
-//! header timeout.
+//! - Slow clients: with places for 4 requests at once, 16 connections send
+//!   OTLP/HTTP headers and then their body one byte at a time (a slow-loris
+//!   body). A body still arriving holds no place, so a normal sender's export
+//!   is accepted while they trickle. Each trickled body is cut off at the
+//!   read timeout with a 408 that says why (counted under
+//!   `reason="timeout"` in `/metrics`), and a connection that sends nothing
+//!   at all is closed at the header timeout.
+//! - Memory amplification: 16 MB of empty spans (2 bytes each on the wire,
+//!   hundreds decoded), a 61 KB gzip body inflating to 60 MiB of them, and
+//!   three such bodies at once are refused for what they would take once
+//!   decoded, with a final answer that says so; the server's resident
+//!   memory stays under its limit, and a normal sender is served after.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -153,4 +158,104 @@ fn assert_closed(stream: &mut TcpStream, what: &str) {
             Err(e) => panic!("{what} was still open after 60 s ({e})"),
         }
     }
+}
+
+/// Protobuf of one ResourceSpans/ScopeSpans holding `n` empty spans.
+fn empty_spans(n: usize) -> Vec<u8> {
+    fn varint(mut v: usize, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let scope_len = 2 * n;
+    let mut rs = vec![0x12]; // ResourceSpans.scope_spans
+    varint(scope_len, &mut rs);
+    let mut body = vec![0x0a]; // ExportTraceServiceRequest.resource_spans
+    varint(rs.len() + scope_len, &mut body);
+    body.extend_from_slice(&rs);
+    body.reserve(scope_len);
+    for _ in 0..n {
+        body.extend_from_slice(&[0x12, 0x00]); // ScopeSpans.spans: an empty Span
+    }
+    body
+}
+
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn amplified_bodies_are_refused_for_what_they_would_decode_to() {
+    const LIMIT: u64 = 512 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentrace.yaml");
+    std::fs::write(&config, format!("receivers:\n  otlp:\n    memory_limit: {LIMIT}\n")).unwrap();
+    let mut server = support::start([
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data-dir".as_ref(),
+        dir.path().join("data").as_os_str(),
+    ]);
+    let pid = server.child.id();
+    let url = format!("{}/v1/traces", server.http);
+    let client = reqwest::blocking::Client::new();
+    let post = |body: Vec<u8>, gzip: bool| {
+        let mut r = client.post(&url).header("content-type", "application/x-protobuf");
+        if gzip {
+            r = r.header("content-encoding", "gzip");
+        }
+        let r = r.body(body).send().unwrap();
+        let status = r.status();
+        (status, String::from_utf8_lossy(&r.bytes().unwrap()).into_owned())
+    };
+
+    // 16 MB of empty spans: 8 million spans once decoded.
+    let flat = empty_spans(8 * 1024 * 1024 - 16);
+    assert!(flat.len() <= 16 * 1024 * 1024);
+    let (status, text) = post(flat.clone(), false);
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("once decoded") && text.contains("send smaller batches"), "{text}");
+
+    // A gzip bomb: ~60 KiB that inflate to 60 MiB of empty spans.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &empty_spans(30 * 1024 * 1024)).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 128 * 1024, "{} bytes", bomb.len());
+    let (status, text) = post(bomb, true);
+    assert_eq!(status, 413, "{text}");
+
+    // Three at once.
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, body) = (url.clone(), flat.clone());
+            std::thread::spawn(move || {
+                reqwest::blocking::Client::new()
+                    .post(url)
+                    .header("content-type", "application/x-protobuf")
+                    .body(body)
+                    .send()
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 413);
+    }
+
+    // Still up, within its limit, and serving.
+    assert!(server.child.try_wait().unwrap().is_none(), "the server died");
+    let rss = resident_bytes(pid);
+    assert!(rss < LIMIT, "resident {rss} bytes, over the {LIMIT}-byte memory limit");
+    let r = client.post(&url).header("content-type", "application/json").body(span_json("after the attack")).send();
+    assert_eq!(r.unwrap().status(), 200);
+    let _ = server.child.kill();
 }
