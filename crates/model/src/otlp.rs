@@ -175,27 +175,29 @@ mod wire {
         KvList,
     }
 
+    const ALL: [Msg; 13] = [
+        Msg::Request,
+        Msg::ResourceSpans,
+        Msg::Resource,
+        Msg::ScopeSpans,
+        Msg::Scope,
+        Msg::Span,
+        Msg::Event,
+        Msg::Link,
+        Msg::Status,
+        Msg::KeyValue,
+        Msg::AnyValue,
+        Msg::Array,
+        Msg::KvList,
+    ];
+
     /// The largest decoded struct, for bounds that cannot tell them apart.
     pub(super) const LARGEST: usize = {
-        let sizes = [
-            size_of::<ResourceSpans>(),
-            size_of::<Resource>(),
-            size_of::<ScopeSpans>(),
-            size_of::<InstrumentationScope>(),
-            size_of::<Span>(),
-            size_of::<Event>(),
-            size_of::<Link>(),
-            size_of::<Status>(),
-            size_of::<KeyValue>(),
-            size_of::<AnyValue>(),
-            size_of::<ArrayValue>(),
-            size_of::<KeyValueList>(),
-        ];
         let mut max = 0;
         let mut i = 0;
-        while i < sizes.len() {
-            if sizes[i] > max {
-                max = sizes[i];
+        while i < ALL.len() {
+            if size(ALL[i]) > max {
+                max = size(ALL[i]);
             }
             i += 1;
         }
@@ -223,7 +225,7 @@ mod wire {
         })
     }
 
-    fn size(msg: Msg) -> usize {
+    const fn size(msg: Msg) -> usize {
         match msg {
             Msg::Request => 0,
             Msg::ResourceSpans => size_of::<ResourceSpans>(),
