@@ -31,12 +31,12 @@ use agentrace_model::otlp::{self, Limits};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 /// How long a trace stays open after its last span; the late batch of the
-/// second order arrives well within it. On a loaded CI machine (four cases
-/// at once beside the corpus recording), sending a case's batches once took
-/// longer than 800 ms, so a trace closed before the batches it depends on
-/// arrived: the arrival the test promises (within the timeout) no longer
-/// held. With twelve cases at once the margin is wider still.
-const TRACE_TIMEOUT: Duration = Duration::from_secs(3);
+/// second order arrives well within it. On a loaded CI machine, sending a
+/// case's batches (each acknowledged only once durable) once took longer
+/// than the timeout, so a trace closed before the batches it depends on
+/// arrived: not the arrival this test promises. Such a run is sent again
+/// (see [`live`]), never judged.
+const TRACE_TIMEOUT: Duration = Duration::from_secs(4);
 const LATE_BY: Duration = Duration::from_millis(150);
 
 /// Cases sent at once, each to its own collector. A case spends most of its
@@ -135,19 +135,42 @@ fn live_requests(api: &str) -> BTreeMap<String, RequestAnswer> {
 /// fresh collector and reads back its stored answers once every trace has
 /// closed and the rows stopped changing.
 fn live(batches: &[ExportTraceServiceRequest], late: Option<Duration>) -> BTreeMap<String, RequestAnswer> {
+    // A machine too busy to deliver the case within the trace timeout
+    // breaks the test's premise, not the collector: that run is discarded
+    // and the case sent again to a fresh collector.
+    for _ in 0..3 {
+        if let Some(answers) = live_once(batches, late) {
+            return answers;
+        }
+    }
+    panic!("three times the machine could not deliver a case's batches within the trace timeout");
+}
+
+/// One delivery to a fresh collector; `None` when some batch arrived more
+/// than half the trace timeout after the one before (besides `late`).
+fn live_once(batches: &[ExportTraceServiceRequest], late: Option<Duration>) -> Option<BTreeMap<String, RequestAnswer>> {
     let mut running = support::start(|c: &mut Config| {
         c.pipeline.trace_timeout = TRACE_TIMEOUT;
         c.redaction.store_content = ContentAction::Keep;
         c.storage.retention.max_age = None;
     });
     let (last, first) = batches.split_last().expect("a case has spans");
+    let mut slowest = Duration::ZERO;
     for b in first {
+        let sent = std::time::Instant::now();
         support::send_otlp(&running, b);
+        slowest = slowest.max(sent.elapsed());
     }
     if let Some(late) = late {
         std::thread::sleep(late);
     }
+    let sent = std::time::Instant::now();
     support::send_otlp(&running, last);
+    slowest = slowest.max(sent.elapsed());
+    if slowest > TRACE_TIMEOUT / 2 {
+        running.stop();
+        return None;
+    }
     let api = running.api();
     support::wait_for(120, "every trace to close", || support::metric(&api, "agentrace_pipeline_open_traces") == 0.0);
     let mut seen = live_requests(&api);
@@ -159,7 +182,7 @@ fn live(batches: &[ExportTraceServiceRequest], late: Option<Duration>) -> BTreeM
         settled
     });
     running.stop();
-    seen
+    Some(seen)
 }
 
 /// What differs between the two answers, in words.
