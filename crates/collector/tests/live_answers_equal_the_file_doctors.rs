@@ -5,9 +5,12 @@
 //! every connected request the answer `agentrace doctor` gives on the same
 //! file: the same requests (the same arrived traces joined into each), the
 //! same findings, repairs (applied and suggested), failure, retries, agents
-//! and usage. Each case is sent twice, in two arrival orders (shuffled, and
-//! reversed with the last batch arriving late but within the trace
-//! timeout), to a fresh collector each time.
+//! and usage. Each case is sent three times, to a fresh collector each
+//! time: shuffled; reversed with the last batch arriving late but within
+//! the trace timeout; and one service at a time, each after everything
+//! sent before has closed (as processes whose batch span processors wait
+//! longer than the trace timeout deliver it). Once every trace has closed,
+//! the stored answers must equal the file doctor's in all three.
 //!
 //! With `AGENTRACE_FRESH_CORPUS=DIR`, the cases recorded afresh there (by
 //! `scripts/corpus.sh`, as the README's test command does) are judged too.
@@ -149,11 +152,7 @@ fn live(batches: &[ExportTraceServiceRequest], late: Option<Duration>) -> BTreeM
 /// One delivery to a fresh collector; `None` when some batch arrived more
 /// than half the trace timeout after the one before (besides `late`).
 fn live_once(batches: &[ExportTraceServiceRequest], late: Option<Duration>) -> Option<BTreeMap<String, RequestAnswer>> {
-    let mut running = support::start(|c: &mut Config| {
-        c.pipeline.trace_timeout = TRACE_TIMEOUT;
-        c.redaction.store_content = ContentAction::Keep;
-        c.storage.retention.max_age = None;
-    });
+    let mut running = start(TRACE_TIMEOUT);
     let (last, first) = batches.split_last().expect("a case has spans");
     let mut slowest = Duration::ZERO;
     for b in first {
@@ -171,18 +170,75 @@ fn live_once(batches: &[ExportTraceServiceRequest], late: Option<Duration>) -> O
         running.stop();
         return None;
     }
-    let api = running.api();
-    support::wait_for(120, "every trace to close", || support::metric(&api, "agentrace_pipeline_open_traces") == 0.0);
-    let mut seen = live_requests(&api);
+    let seen = settled(&running.api());
+    running.stop();
+    Some(seen)
+}
+
+fn start(trace_timeout: Duration) -> support::Running {
+    support::start(|c: &mut Config| {
+        c.pipeline.trace_timeout = trace_timeout;
+        c.redaction.store_content = ContentAction::Keep;
+        c.storage.retention.max_age = None;
+    })
+}
+
+/// The stored answers once every trace has closed and the rows stopped changing.
+fn settled(api: &str) -> BTreeMap<String, RequestAnswer> {
+    support::wait_for(120, "every trace to close", || support::metric(api, "agentrace_pipeline_open_traces") == 0.0);
+    let mut seen = live_requests(api);
     support::wait_for(120, "the stored answers to settle", || {
         std::thread::sleep(Duration::from_millis(200));
-        let now = live_requests(&api);
+        let now = live_requests(api);
         let settled = now == seen && !now.is_empty();
         seen = now;
         settled
     });
+    seen
+}
+
+/// Each process exports on its own clock (the OpenTelemetry SDKs' batch
+/// span processors wait 5 s by default, longer than the collector's trace
+/// timeout): the batches are grouped by the service that sent them, and
+/// each service's batches arrive only once everything sent before has
+/// closed and been diagnosed. The services go in the order of their first
+/// appearance (a caller's spans before its callee's) or, with `callees_first`,
+/// the reverse (a callee's orphan is diagnosed before its caller arrives).
+fn live_one_service_at_a_time(
+    batches: &[ExportTraceServiceRequest],
+    callees_first: bool,
+) -> BTreeMap<String, RequestAnswer> {
+    let mut running = start(Duration::from_millis(300));
+    let api = running.api();
+    let mut services: Vec<(String, Vec<&ExportTraceServiceRequest>)> = Vec::new();
+    for b in batches {
+        let name = b
+            .resource_spans
+            .first()
+            .and_then(|r| r.resource.as_ref())
+            .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+            .and_then(|a| a.value.as_ref())
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        match services.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, group)) => group.push(b),
+            None => services.push((name, vec![b])),
+        }
+    }
+    if callees_first {
+        services.reverse();
+    }
+    for (_, group) in &services {
+        for b in group {
+            support::send_otlp(&running, b);
+        }
+        support::wait_for(120, "the service's traces to close", || {
+            support::metric(&api, "agentrace_pipeline_open_traces") == 0.0
+        });
+    }
+    let seen = settled(&api);
     running.stop();
-    Some(seen)
+    seen
 }
 
 /// What differs between the two answers, in words.
@@ -249,13 +305,24 @@ fn judge(cases: &[PathBuf]) {
                         let got = live(&batches, late);
                         failures.lock().unwrap().extend(differences(&name, order, &file, &got));
                     }
+                    // Both directions passed on the whole committed corpus
+                    // (stop 27); each case takes one, by its name, to keep
+                    // the test's time.
+                    let callees_first = name.len() % 2 == 0;
+                    let got = live_one_service_at_a_time(&sent, callees_first);
+                    let order = if callees_first {
+                        "one service at a time, callees first, each after the others closed"
+                    } else {
+                        "one service at a time, callers first, each after the others closed"
+                    };
+                    failures.lock().unwrap().extend(differences(&name, order, &file, &got));
                 }
             });
         }
     });
     let failures = failures.into_inner().unwrap();
     eprintln!(
-        "{} cases, {} requests by the file doctor, each sent in 2 orders: {} differences",
+        "{} cases, {} requests by the file doctor, each sent in 3 orders: {} differences",
         cases.len(),
         requests.into_inner(),
         failures.len()
