@@ -149,11 +149,19 @@ pub struct ApiConfig {
     /// Most traces a search returns when the query does not say
     /// (`query.search_depth`).
     pub default_search_depth: usize,
+    /// Whether Jaeger's query API (`/api/traces`) answers a trace with the
+    /// connected view of its request (lost hops repaired) rather than as
+    /// it arrived; a query's `connected=` overrides it. Default false.
+    pub jaeger_connected: bool,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { endpoint: Some(SocketAddr::from(([127, 0, 0, 1], 4380))), default_search_depth: 20 }
+        ApiConfig {
+            endpoint: Some(SocketAddr::from(([127, 0, 0, 1], 4380))),
+            default_search_depth: 20,
+            jaeger_connected: false,
+        }
     }
 }
 

@@ -176,8 +176,7 @@ impl Collector {
         let grpc_router = tonic::service::Routes::new(grpc_service).prepare().into_axum_router();
         let grpc_addr = bind("OTLP/gRPC", receiver.grpc_endpoint, grpc_router).await?;
         let http_addr = bind("OTLP/HTTP", receiver.http_endpoint, http::router(ingest.clone(), max_request)).await?;
-        let api_router =
-            crate::api::router(store.clone(), Arc::clone(&metrics), config.api.default_search_depth, &config.pipeline);
+        let api_router = crate::api::router(store.clone(), Arc::clone(&metrics), &config.api, &config.pipeline);
         let api_addr = bind("API", config.api.endpoint, api_router).await?;
         Ok(Collector {
             grpc_addr,

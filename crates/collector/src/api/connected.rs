@@ -64,12 +64,15 @@ struct ConnectedState {
     live: bool,
 }
 
-/// The UI's read routes.
-pub(crate) fn router(store: Store, pipeline: &crate::config::PipelineConfig) -> Router {
-    // Judged as the live pipeline judges (its apply threshold), shown
-    // reparented.
+/// The doctor that diagnoses on read: it judges as the live pipeline
+/// judges (its apply threshold) and shows the connected view reparented.
+pub(crate) fn read_doctor(pipeline: &crate::config::PipelineConfig) -> Arc<Doctor> {
     let config = Config { apply_threshold: pipeline.apply_threshold, ..Config::default() };
-    let doctor = Arc::new(Doctor::new(config.with_repair_mode(RepairMode::Reparent)));
+    Arc::new(Doctor::new(config.with_repair_mode(RepairMode::Reparent)))
+}
+
+/// The UI's read routes.
+pub(crate) fn router(store: Store, doctor: Arc<Doctor>, live: bool) -> Router {
     Router::new()
         .route("/api/agentrace/traces", get(list_traces))
         .route("/api/agentrace/traces/{trace_id}", get(get_trace))
@@ -78,7 +81,7 @@ pub(crate) fn router(store: Store, pipeline: &crate::config::PipelineConfig) -> 
         .route("/api/agentrace/requests", get(list_requests))
         .route("/api/agentrace/requests/{trace_id}", get(get_request))
         .route("/api/agentrace/sessions/{session_id}", get(get_session))
-        .with_state(ConnectedState { store, doctor, live: pipeline.enabled })
+        .with_state(ConnectedState { store, doctor, live })
 }
 
 /// The connected view of some traces, and what the doctor found in them.
@@ -107,7 +110,7 @@ const MAX_NEAR_TRACES: usize = 128;
 /// The spans a diagnosis of trace `key`'s request reads: the request's
 /// traces as the live pipeline stored it, their sessions' and join keys'
 /// traces, and the traces that ran beside them.
-fn context_of(conn: &Connection, key: &[u8]) -> Result<Vec<Span>, StoreError> {
+pub(crate) fn context_of(conn: &Connection, key: &[u8]) -> Result<Vec<Span>, StoreError> {
     let members = query::request_members(conn, key)?;
     let mut spans = spans_of(conn, &members)?;
     if spans.is_empty() {

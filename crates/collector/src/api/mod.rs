@@ -1,8 +1,9 @@
-//! The JSON API: Jaeger's api_v3 retrieval routes, sessions, and the
-//! collector's own `/metrics` and `/health`. The end of the data's road.
+//! The JSON API: Jaeger's query routes (the v1 JSON API in [`jaeger`], and
+//! api_v3 here), sessions, and the collector's own `/metrics` and
+//! `/health`. The end of the data's road.
 //!
-//! Traces come back in OTLP JSON exactly as they were received, so
-//! Jaeger-compatible tools can read agentrace:
+//! The api_v3 routes answer traces in OTLP JSON exactly as they were
+//! received:
 //!
 //! | route | answer |
 //! |---|---|
@@ -24,6 +25,7 @@
 //! api_v3 gateway does.
 
 pub mod connected;
+mod jaeger;
 mod search;
 
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::config::{ApiConfig, PipelineConfig};
 use crate::metrics::Metrics;
 use crate::store::{KeyKind, Store, StoreError, query};
 
@@ -49,12 +52,9 @@ struct ApiState {
 }
 
 /// The API's routes.
-pub fn router(
-    store: Store,
-    metrics: Arc<Metrics>,
-    default_search_depth: usize,
-    pipeline: &crate::config::PipelineConfig,
-) -> Router {
+pub fn router(store: Store, metrics: Arc<Metrics>, api: &ApiConfig, pipeline: &PipelineConfig) -> Router {
+    let doctor = connected::read_doctor(pipeline);
+    let default_search_depth = api.default_search_depth;
     Router::new()
         .route("/api/v3/traces/{trace_id}", get(get_trace))
         .route("/api/v3/traces", get(find_traces))
@@ -65,7 +65,8 @@ pub fn router(
         .route("/metrics", get(get_metrics))
         .route("/health", get(health))
         .with_state(ApiState { store: store.clone(), metrics, default_search_depth })
-        .merge(connected::router(store, pipeline))
+        .merge(jaeger::router(store.clone(), Arc::clone(&doctor), api.jaeger_connected))
+        .merge(connected::router(store, doctor, pipeline.enabled))
         .merge(crate::ui::router())
 }
 

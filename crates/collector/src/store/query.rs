@@ -4,12 +4,12 @@
 //! rebuilds OTLP messages from the stored bytes, so what comes out is what
 //! went in.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use rusqlite::{Connection, params_from_iter, types::Value as SqlValue};
+use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value as SqlValue};
 
 use super::prepare::Chunk;
 use super::{KeyKind, StoreError};
@@ -253,6 +253,64 @@ pub fn operations(conn: &Connection, service: &str) -> Result<Vec<(String, i32)>
     let mut stmt = conn.prepare_cached("SELECT name, kind FROM operations WHERE service = ?1 ORDER BY name, kind")?;
     let rows = stmt.query_map([service], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Calls between services among the spans that started in
+/// `[from_ns, to_ns]` (the newest `max_spans` of them): a span whose parent,
+/// as it arrived or as an applied repair of the live diagnosis joined it,
+/// is of another service. Keyed by (caller's service, callee's service).
+pub fn service_calls(
+    conn: &Connection,
+    from_ns: i64,
+    to_ns: i64,
+    max_spans: i64,
+) -> Result<BTreeMap<(String, String), u64>, StoreError> {
+    let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut arrived = conn.prepare_cached(
+        "SELECT p.service, c.service, COUNT(*) FROM
+             (SELECT trace_id, parent_span_id, service FROM spans
+              WHERE start_ns BETWEEN ?1 AND ?2 AND parent_span_id IS NOT NULL
+              ORDER BY start_ns DESC LIMIT ?3) c
+         JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
+         WHERE p.service != c.service
+         GROUP BY p.service, c.service",
+    )?;
+    let rows = arrived.query_map(rusqlite::params![from_ns, to_ns, max_spans], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+    })?;
+    for row in rows {
+        let (parent, child, n) = row?;
+        *out.entry((parent, child)).or_default() += n.max(0) as u64;
+    }
+    // The hops that lost their context: the repairs each request's answer applied.
+    let mut answers = conn.prepare_cached(
+        "SELECT answer FROM requests WHERE start_ns BETWEEN ?1 AND ?2 AND repairs > 0 ORDER BY start_ns DESC LIMIT ?3",
+    )?;
+    let mut service = conn.prepare_cached("SELECT service FROM spans WHERE trace_id = ?1 AND span_id = ?2")?;
+    let mut service_of = |trace: &serde_json::Value, span: &serde_json::Value| -> Result<Option<String>, StoreError> {
+        let (Some(trace), Some(span)) = (trace.as_str(), span.as_str()) else { return Ok(None) };
+        let (Ok(trace), Ok(span)) =
+            (agentrace_model::TraceId::from_hex(trace), agentrace_model::SpanId::from_hex(span))
+        else {
+            return Ok(None);
+        };
+        Ok(service.query_row(rusqlite::params![trace.as_bytes(), span.as_bytes()], |r| r.get(0)).optional()?)
+    };
+    let texts: Vec<String> =
+        answers.query_map(rusqlite::params![from_ns, to_ns, max_spans], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for text in texts {
+        let Ok(answer) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        for repair in answer["repairs"].as_array().into_iter().flatten().filter(|r| r["applied"] == true) {
+            let child = service_of(&repair["trace_id"], &repair["span_id"])?;
+            let parent = service_of(&repair["parent_trace_id"], &repair["parent_span_id"])?;
+            if let (Some(parent), Some(child)) = (parent, child)
+                && parent != child
+            {
+                *out.entry((parent, child)).or_default() += 1;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Rebuilds the given traces as one export request: per trace, one
