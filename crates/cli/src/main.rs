@@ -8,6 +8,7 @@
 
 mod demo;
 mod doctor;
+mod logging;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the logs on stderr are written: text (coloured only on a terminal) or json (one
+    /// object per line). The filter comes from AGENTRACE_LOG, else RUST_LOG.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +83,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    logging::set_format(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Doctor(args) => doctor::run(args),

@@ -177,7 +177,5 @@ async fn wait_for_signal() {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTRACE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,agentrace_collector=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    crate::logging::init("warn,agentrace_collector=info");
 }

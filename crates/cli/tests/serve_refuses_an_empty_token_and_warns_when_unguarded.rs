@@ -2,7 +2,9 @@
 //! token (in the config or the environment) stops `agentrace serve` with a
 //! configuration error instead of quietly turning authentication off, and a
 //! listener reachable beyond this machine with neither a token nor TLS is
-//! warned about at start-up.
+//! warned about at start-up. Those warnings reach a log file as plain text
+//! (no terminal colour codes), or as JSON lines with `--log-format json`,
+//! and `RUST_LOG` filters them when `AGENTRACE_LOG` is not set.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -15,6 +17,8 @@ fn serve(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Command
         .args(["--otlp-grpc-addr", "127.0.0.1:0", "--ui-addr", "127.0.0.1:0"])
         .args(extra)
         .env_remove("AGENTRACE_BEARER_TOKEN")
+        .env_remove("AGENTRACE_LOG")
+        .env_remove("RUST_LOG")
         .envs(env.iter().copied());
     cmd
 }
@@ -38,10 +42,12 @@ fn an_empty_token_is_a_configuration_error() {
     assert!(stderr.contains("AGENTRACE_BEARER_TOKEN is set but empty"), "{stderr}");
 }
 
-#[test]
-fn a_listener_open_to_the_network_without_token_or_tls_is_warned_about() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = serve(dir.path(), &["--otlp-http-addr", "0.0.0.0:0"], &[]).stderr(Stdio::piped()).spawn().unwrap();
+/// What `serve` wrote to stderr (a pipe, as a log file or a shipper sees
+/// it) until it said it was running.
+fn start_up_lines(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let mut args = vec!["--otlp-http-addr", "0.0.0.0:0"];
+    args.extend_from_slice(extra);
+    let mut child = serve(dir, &args, env).stderr(Stdio::piped()).spawn().unwrap();
     let lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
@@ -55,7 +61,41 @@ fn a_listener_open_to_the_network_without_token_or_tls_is_warned_about() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    seen
+}
+
+#[test]
+fn a_listener_open_to_the_network_without_token_or_tls_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = start_up_lines(dir.path(), &[], &[]);
     let warnings: Vec<&String> = seen.iter().filter(|l| l.contains("listening beyond this machine")).collect();
     assert_eq!(warnings.len(), 1, "one warning, for the OTLP/HTTP listener only:\n{}", seen.join("\n"));
     assert!(warnings[0].contains("OTLP/HTTP"), "{}", warnings[0]);
+    assert!(warnings[0].contains("WARN"), "{}", warnings[0]);
+    assert!(!seen.iter().any(|l| l.contains('\x1b')), "colour codes in a pipe:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn logs_are_json_lines_when_asked_and_rust_log_filters_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = start_up_lines(dir.path(), &["--log-format", "json"], &[]);
+    let logs: Vec<serde_json::Value> = seen
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let warning = logs
+        .iter()
+        .find(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains("listening beyond this machine")))
+        .unwrap_or_else(|| panic!("no JSON warning:\n{}", seen.join("\n")));
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["fields"]["what"], "OTLP/HTTP");
+    assert!(warning["timestamp"].is_string(), "{warning}");
+
+    // RUST_LOG, when AGENTRACE_LOG is not set, decides what is written.
+    let quiet = start_up_lines(dir.path(), &[], &[("RUST_LOG", "error")]);
+    assert!(!quiet.iter().any(|l| l.contains("listening beyond")), "{}", quiet.join("\n"));
+    // AGENTRACE_LOG wins over RUST_LOG.
+    let loud = start_up_lines(dir.path(), &[], &[("RUST_LOG", "error"), ("AGENTRACE_LOG", "warn")]);
+    assert!(loud.iter().any(|l| l.contains("listening beyond")), "{}", loud.join("\n"));
 }

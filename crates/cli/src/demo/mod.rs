@@ -215,11 +215,9 @@ fn env_headers() -> Vec<(String, String)> {
 }
 
 /// Warnings (a job that cannot be read, an MCP server that will not close) go to stderr;
-/// `AGENTRACE_LOG` sets the filter, as for `serve`.
+/// `AGENTRACE_LOG` (else `RUST_LOG`) sets the filter, as for `serve`.
 pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTRACE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    crate::logging::init("warn");
 }
 
 /// Runs the demo: the requests, then a flush, then what to look at.

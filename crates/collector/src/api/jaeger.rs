@@ -430,11 +430,7 @@ fn text(value: &AnyValue) -> String {
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
         Some(any_value::Value::BytesValue(b)) => base64::engine::general_purpose::STANDARD.encode(b),
-        Some(any_value::Value::ArrayValue(a)) => Value::Array(a.values.iter().map(json_value).collect()).to_string(),
-        Some(any_value::Value::KvlistValue(kv)) => Value::Object(
-            kv.values.iter().map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(Value::Null, json_value))).collect(),
-        )
-        .to_string(),
+        Some(any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_)) => json_value(value).to_string(),
         // (A profiles dictionary index: no text in a trace.)
         Some(any_value::Value::StringValueStrindex(_)) | None => String::new(),
     }
