@@ -109,6 +109,8 @@ impl Histogram {
 pub struct Metrics {
     spans_received: [AtomicU64; 3],
     spans_accepted: [AtomicU64; 3],
+    /// Decoded spans refused, by transport (whatever the reason).
+    spans_refused_on: [AtomicU64; 3],
     spans_duplicate: AtomicU64,
     bytes_received: [AtomicU64; 3],
     requests: [AtomicU64; 3],
@@ -199,6 +201,11 @@ impl Metrics {
     /// Spans made durable (duplicates included: they were acknowledged).
     pub fn accepted(&self, t: Transport, spans: u64) {
         self.spans_accepted[t.index()].fetch_add(spans, Ordering::Relaxed);
+    }
+
+    /// Decoded spans that `t` refused (invalid, or the request could not be kept).
+    pub fn refused_on(&self, t: Transport, spans: u64) {
+        self.spans_refused_on[t.index()].fetch_add(spans, Ordering::Relaxed);
     }
 
     /// Spans that were already stored (a client retry) and were not written again.
@@ -418,6 +425,29 @@ impl Metrics {
         ] {
             scalar(&mut out, name, kind, help, v);
         }
+        // The OpenTelemetry Collector's own names, so its dashboards and
+        // alerts apply (`receiver`, `transport`, `exporter` labels as it
+        // sets them; its `http` transport is both OTLP/HTTP encodings).
+        let per_collector_transport = |out: &mut String, name: &str, help: &str, values: &[AtomicU64; 3]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let grpc = values[Transport::Grpc.index()].load(Ordering::Relaxed);
+            let http = values[Transport::HttpProtobuf.index()].load(Ordering::Relaxed)
+                + values[Transport::HttpJson.index()].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{receiver=\"otlp\",transport=\"grpc\"}} {grpc}");
+            let _ = writeln!(out, "{name}{{receiver=\"otlp\",transport=\"http\"}} {http}");
+        };
+        per_collector_transport(
+            &mut out,
+            "otelcol_receiver_accepted_spans",
+            "Spans the receiver accepted (made durable), as the OpenTelemetry Collector names it.",
+            &self.spans_accepted,
+        );
+        per_collector_transport(
+            &mut out,
+            "otelcol_receiver_refused_spans",
+            "Spans the receiver refused, as the OpenTelemetry Collector names it.",
+            &self.spans_refused_on,
+        );
         let exporters = self.exporters.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for (name, kind, help, get) in [
             (
@@ -440,6 +470,25 @@ impl Metrics {
             ),
             ("agentrace_exporter_queue_spans", "gauge", "Spans waiting in the disk queue.", |e| &e.queued_spans),
             ("agentrace_exporter_queue_bytes", "gauge", "Bytes waiting in the disk queue.", |e| &e.queued_bytes),
+            // The OpenTelemetry Collector's names for the same.
+            (
+                "otelcol_exporter_sent_spans",
+                "counter",
+                "Spans a backend acknowledged, as the OpenTelemetry Collector names it.",
+                |e| &e.sent_spans,
+            ),
+            (
+                "otelcol_exporter_send_failed_spans",
+                "counter",
+                "Spans that could not be sent and will not be retried, as the OpenTelemetry Collector names it.",
+                |e| &e.dropped_spans,
+            ),
+            (
+                "otelcol_exporter_queue_size",
+                "gauge",
+                "Spans waiting in the exporter's (disk) queue, as the OpenTelemetry Collector names it.",
+                |e| &e.queued_spans,
+            ),
         ] {
             if exporters.is_empty() {
                 break;
@@ -469,5 +518,11 @@ mod tests {
         assert!(text.contains("agentrace_receiver_request_duration_seconds_bucket{transport=\"grpc\",le=\"0.05\"} 2"));
         assert!(text.contains("agentrace_receiver_request_duration_seconds_count{transport=\"grpc\"} 2"));
         assert!(text.contains("agentrace_receiver_spans_refused_total{reason=\"backpressure\"} 100"));
+        m.accepted(Transport::HttpJson, 3);
+        m.accepted(Transport::HttpProtobuf, 4);
+        m.refused_on(Transport::Grpc, 5);
+        let text = m.render();
+        assert!(text.contains("otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"http\"} 7"), "{text}");
+        assert!(text.contains("otelcol_receiver_refused_spans{receiver=\"otlp\",transport=\"grpc\"} 5"), "{text}");
     }
 }

@@ -160,6 +160,14 @@ fn http_bad_input() {
         support::metric(&collector.api(), "agentrace_receiver_spans_refused_total{reason=\"invalid_span\"}"),
         3.0
     );
+    // The same count under the OpenTelemetry Collector's name, per transport.
+    let refused = |t: &str| {
+        support::metric(
+            &collector.api(),
+            &format!("otelcol_receiver_refused_spans{{receiver=\"otlp\",transport=\"{t}\"}}"),
+        )
+    };
+    assert_eq!(refused("grpc") + refused("http"), 3.0);
 }
 
 #[test]

@@ -72,5 +72,12 @@ fn an_exporter_aimed_at_the_wrong_port_keeps_its_spans_queued_instead_of_countin
     assert_eq!(metric("agentrace_exporter_sent_spans_total"), 0.0, "nothing was delivered");
     assert_eq!(metric("agentrace_exporter_dropped_spans_total"), 0.0, "nor thrown away");
     assert_eq!(metric("agentrace_exporter_queue_spans"), sent.spans as f64, "every span waits in the queue");
+    // The same, under the OpenTelemetry Collector's names.
+    assert_eq!(metric("otelcol_exporter_sent_spans"), 0.0);
+    assert_eq!(metric("otelcol_exporter_send_failed_spans"), 0.0);
+    assert_eq!(metric("otelcol_exporter_queue_size"), sent.spans as f64);
+    let accepted =
+        support::metric(&agentrace.api(), "otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"}");
+    assert_eq!(accepted, sent.spans as f64);
     assert_eq!(sent.trace_ids.iter().map(|t| span_count(&backend.api(), t)).sum::<usize>(), 0);
 }

@@ -312,7 +312,18 @@ impl Ingest {
         self.metrics.received(transport, decoded.accepted_spans + decoded.rejected_spans);
         if decoded.rejected_spans > 0 {
             self.metrics.refused_spans(RefuseReason::InvalidSpan, decoded.rejected_spans);
+            self.metrics.refused_on(transport, decoded.rejected_spans);
         }
+        let n = decoded.accepted_spans;
+        let result = self.keep(decoded, transport).await;
+        if result.is_err() {
+            self.metrics.refused_on(transport, n);
+        }
+        result
+    }
+
+    /// Redacts, stores and queues a request's valid spans.
+    async fn keep(&self, decoded: Decoded, transport: Transport) -> Result<Accepted, IngestError> {
         let accepted = Accepted { rejected_spans: decoded.rejected_spans, error_message: decoded.error_message };
         if decoded.accepted_spans == 0 {
             return Ok(accepted);
