@@ -22,6 +22,7 @@ fn data(collector: &support::Running, path: &str) -> Value {
     let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["data", "errors", "limit", "offset", "total"], "{path}: {body}");
+    assert_eq!((body["limit"].as_u64(), body["offset"].as_u64()), (Some(0), Some(0)), "{path}: {body}");
     assert!(body["errors"].is_null(), "{path}: {body}");
     body["data"].clone()
 }
@@ -94,7 +95,6 @@ fn python_sdk_spans_read_back_in_jaegers_model() {
             keys,
             [
                 "duration",
-                "flags",
                 "logs",
                 "operationName",
                 "processID",
@@ -189,6 +189,13 @@ fn python_sdk_spans_read_back_in_jaegers_model() {
     assert_eq!(data(&collector, "/api/traces?service=py-orchestrator&minDuration=1h"), serde_json::json!([]));
     let by_ids = data(&collector, &format!("/api/traces?traceID={}&traceID={}", sent.trace_ids[0], sent.trace_ids[1]));
     assert_eq!(by_ids.as_array().unwrap().len(), 2);
+    // A missing ID is said in `errors`, beside what was found.
+    let unknown = "0".repeat(31) + "2";
+    let (status, body) =
+        support::get_json(&format!("{}/api/traces?traceID={}&traceID={unknown}", collector.api(), sent.trace_ids[0]));
+    assert_eq!(status, 200);
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    assert_eq!(body["errors"], serde_json::json!([{"msg": "trace not found", "traceID": "0000000000000002"}]));
 
     // Errors in Jaeger's shape, saying what was wrong.
     assert_eq!(error(&collector, "/api/traces?operation=x"), (400, "parameter 'service' is required".to_owned()));

@@ -46,11 +46,13 @@ use crate::store::query::{self, SearchQuery};
 use crate::store::{KeyKind, Store, StoreError};
 
 /// Traces a search returns when it does not say (`limit`), as jaeger-query.
-const DEFAULT_LIMIT: usize = 20;
+const DEFAULT_LIMIT: usize = 100;
 /// Most traces one search returns.
 const MAX_LIMIT: usize = 1_500;
-/// How far back a search looks when it gives no `start` (`lookback`'s default).
-const DEFAULT_LOOKBACK_US: i64 = 3_600_000_000;
+/// How far back a search looks when it gives no `start`, as jaeger-query
+/// (two days); a `lookback` says otherwise (jaeger-query ignores it, but
+/// old UIs send it with `start`, which wins).
+const DEFAULT_LOOKBACK_US: i64 = 2 * 24 * 3_600_000_000;
 /// Recent candidate traces a search with non-indexed tags reads, at most,
 /// per trace it may return: such tags are matched on the spans themselves.
 const CANDIDATES_PER_RESULT: usize = 20;
@@ -79,7 +81,13 @@ pub(crate) fn router(store: Store, doctor: Arc<Doctor>, connected_by_default: bo
 
 /// An answer in Jaeger's envelope.
 fn envelope(data: Value, total: usize) -> Response {
-    axum::Json(json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": null})).into_response()
+    envelope_with_errors(data, total, Vec::new())
+}
+
+/// An answer with what could not be answered (`errors` is null when nothing).
+fn envelope_with_errors(data: Value, total: usize, errors: Vec<Value>) -> Response {
+    let errors = if errors.is_empty() { Value::Null } else { Value::Array(errors) };
+    axum::Json(json!({"data": data, "total": total, "limit": 0, "offset": 0, "errors": errors})).into_response()
 }
 
 /// An error in Jaeger's envelope.
@@ -108,7 +116,12 @@ impl IntoResponse for JaegerError {
             "data": null, "total": 0, "limit": 0, "offset": 0,
             "errors": [{"code": self.status.as_u16(), "msg": self.msg}],
         });
-        (self.status, axum::Json(body)).into_response()
+        // As Go's http.Error writes it: plain text with a final newline.
+        let headers = [
+            (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ];
+        (self.status, headers, format!("{body}\n")).into_response()
     }
 }
 
@@ -126,7 +139,8 @@ async fn service_operations(
     let mut names: Vec<String> = ops.into_iter().map(|(name, _)| name).collect();
     names.dedup();
     let n = names.len();
-    Ok(envelope(json!(names), n))
+    // (jaeger-query answers `null`, not `[]`, for a service without operations.)
+    Ok(envelope(if names.is_empty() { Value::Null } else { json!(names) }, n))
 }
 
 #[derive(Deserialize)]
@@ -172,6 +186,8 @@ struct Search {
     tags: Vec<(String, String)>,
     trace_ids: Vec<TraceId>,
     connected: Option<bool>,
+    /// Attributes in the order they arrived (jaeger-query's `raw`: no adjusting).
+    raw: bool,
 }
 
 fn parse_search(raw: &str, now_us: i64) -> Result<Search, JaegerError> {
@@ -225,6 +241,7 @@ fn parse_search(raw: &str, now_us: i64) -> Result<Search, JaegerError> {
                 }
             }
             "connected" => search.connected = Some(flag(&key, &value)?),
+            "raw" => search.raw = flag(&key, &value)?,
             _ => {}
         }
     }
@@ -277,16 +294,17 @@ fn micros(key: &str, value: &str) -> Result<i64, JaegerError> {
 fn duration_ns(key: &str, value: &str) -> Result<i64, JaegerError> {
     let d = humantime::parse_duration(value).map_err(|e| {
         JaegerError::bad_request(format!(
-            "cannot parse '{key}' {value:?}, expecting a duration like 250ms or 1.2s: {e}"
+            "unable to parse param '{key}': {value:?} is no duration like 250ms or 1.2s: {e}"
         ))
     })?;
     Ok(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 fn flag(key: &str, value: &str) -> Result<bool, JaegerError> {
+    // As Go's strconv.ParseBool.
     match value {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
+        "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
+        "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(false),
         _ => Err(JaegerError::bad_request(format!("'{key}' must be true or false, got {value:?}"))),
     }
 }
@@ -306,15 +324,20 @@ async fn find_traces(State(state): State<JaegerState>, RawQuery(raw): RawQuery) 
     let search = parse_search(raw.as_deref().unwrap_or(""), now_us())?;
     let connected = search.connected.unwrap_or(state.connected_by_default);
     let doctor = Arc::clone(&state.doctor);
-    let traces = state
+    let (traces, missing) = state
         .store
         .read(move |conn| {
+            // By ID: each one missing is said in `errors`, and the answer is still 200.
             if !search.trace_ids.is_empty() {
-                let mut out = Vec::new();
+                let (mut out, mut missing) = (Vec::new(), Vec::new());
                 for id in &search.trace_ids {
-                    out.extend(trace_json(conn, &doctor, *id, connected)?);
+                    let found = trace_json(conn, &doctor, *id, connected, search.raw)?;
+                    if found.is_empty() {
+                        missing.push(json!({"msg": "trace not found", "traceID": trace_hex(id.as_bytes())}));
+                    }
+                    out.extend(found);
                 }
-                return Ok(out);
+                return Ok((out, missing));
             }
             let wanted = search.store.limit;
             let mut candidates = search.store.clone();
@@ -333,16 +356,16 @@ async fn find_traces(State(state): State<JaegerState>, RawQuery(raw): RawQuery) 
                 }
                 let Ok(trace_id) = TraceId::from_slice(&id) else { continue };
                 if connected {
-                    out.extend(trace_json(conn, &doctor, trace_id, true)?);
+                    out.extend(trace_json(conn, &doctor, trace_id, true, search.raw)?);
                 } else {
-                    out.extend(to_jaeger(&request));
+                    out.extend(to_jaeger(&request, search.raw));
                 }
             }
-            Ok(out)
+            Ok((out, Vec::new()))
         })
         .await?;
-    let n = traces.len();
-    Ok(envelope(Value::Array(traces), n))
+    // (jaeger-query's search answers `total` 0 whatever it found.)
+    Ok(envelope_with_errors(Value::Array(traces), 0, missing))
 }
 
 async fn get_trace(
@@ -351,32 +374,41 @@ async fn get_trace(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, JaegerError> {
     let id = parse_trace_id(&trace_id)?;
-    let mut connected = state.connected_by_default;
+    let (mut connected, mut raw_order) = (state.connected_by_default, false);
     for (key, value) in form_pairs(raw.as_deref().unwrap_or("")) {
-        if key == "connected" && !value.is_empty() {
-            connected = flag(&key, &value)?;
+        match key.as_str() {
+            _ if value.is_empty() => {}
+            "connected" => connected = flag(&key, &value)?,
+            "raw" => raw_order = flag(&key, &value)?,
+            _ => {}
         }
     }
     let doctor = Arc::clone(&state.doctor);
-    let traces = state.store.read(move |conn| trace_json(conn, &doctor, id, connected)).await?;
+    let traces = state.store.read(move |conn| trace_json(conn, &doctor, id, connected, raw_order)).await?;
     if traces.is_empty() {
         return Err(JaegerError { status: StatusCode::NOT_FOUND, msg: "trace not found".to_owned() });
     }
-    Ok(envelope(Value::Array(traces), 1))
+    Ok(envelope(Value::Array(traces), 0))
 }
 
 /// One trace in Jaeger's model: as it arrived, or the connected view of
 /// the request that holds it (every arrived piece under the request's
 /// trace ID, the repaired hops as parents).
-fn trace_json(conn: &Connection, doctor: &Doctor, id: TraceId, connected: bool) -> Result<Vec<Value>, StoreError> {
+fn trace_json(
+    conn: &Connection,
+    doctor: &Doctor,
+    id: TraceId,
+    connected: bool,
+    raw: bool,
+) -> Result<Vec<Value>, StoreError> {
     if !connected {
-        return Ok(to_jaeger(&query::load_traces(conn, &[id.as_bytes().to_vec()])?));
+        return Ok(to_jaeger(&query::load_traces(conn, &[id.as_bytes().to_vec()])?, raw));
     }
     let spans = super::connected::context_of(conn, id.as_bytes())?;
     let Some((diagnosis, view)) = doctor.analyse_request(&spans, id) else { return Ok(Vec::new()) };
     let request = diagnosis.requests.first().map(|r| r.trace_id).unwrap_or(id);
-    let mut traces = to_jaeger(&Span::to_request(&view));
-    traces.retain(|t| t["traceID"] == json!(request.to_string()));
+    let mut traces = to_jaeger(&Span::to_request(&view), raw);
+    traces.retain(|t| t["traceID"] == json!(trace_hex(request.as_bytes())));
     Ok(traces)
 }
 
@@ -404,7 +436,7 @@ fn matches(request: &ExportTraceServiceRequest, search: &Search) -> bool {
 /// the value `want` as Jaeger shows it, including the tags the translation
 /// adds (`span.kind`, `error`, `otel.status_code`, …).
 fn span_has_tag(span: &OtlpSpan, resource: &[KeyValue], key: &str, want: &str) -> bool {
-    let own = span_tags(span, None);
+    let own = span_tags(span, None, true);
     let found = own
         .iter()
         .chain(resource.iter().map(|kv| tag(&kv.key, kv.value.as_ref())).collect::<Vec<_>>().iter())
@@ -451,11 +483,16 @@ fn json_value(value: &AnyValue) -> Value {
     }
 }
 
-/// A Jaeger tag (`{"key", "type", "value"}`) for an OTLP attribute.
+/// A Jaeger tag (`{"key", "type", "value"}`) for an OTLP attribute: maps
+/// and arrays as JSON text, bytes as base64, and an integer beyond what a
+/// JSON number holds exactly (2^53 - 1) as its decimal text, as Jaeger's
+/// JSON converter writes them.
 fn tag(key: &str, value: Option<&AnyValue>) -> Value {
+    const EXACT: i64 = (1 << 53) - 1;
     let (kind, value) = match value.and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::BoolValue(b)) => ("bool", json!(b)),
-        Some(any_value::Value::IntValue(i)) => ("int64", json!(i)),
+        Some(any_value::Value::IntValue(i)) if (-EXACT..=EXACT).contains(i) => ("int64", json!(i)),
+        Some(any_value::Value::IntValue(i)) => ("int64", json!(i.to_string())),
         Some(any_value::Value::DoubleValue(d)) => ("float64", json!(d)),
         Some(any_value::Value::BytesValue(b)) => ("binary", json!(base64::engine::general_purpose::STANDARD.encode(b))),
         Some(_) => ("string", json!(value.map(text).unwrap_or_default())),
@@ -468,9 +505,21 @@ fn str_tag(key: &str, value: &str) -> Value {
     json!({"key": key, "type": "string", "value": value})
 }
 
-/// A span's tags: its attributes, then what the translation adds.
-fn span_tags(span: &OtlpSpan, scope: Option<(&str, &str)>) -> Vec<Value> {
-    let mut tags: Vec<Value> = span.attributes.iter().map(|kv| tag(&kv.key, kv.value.as_ref())).collect();
+/// Attributes as tags, sorted by key as jaeger-query's adjusters sort
+/// them (unless `raw`).
+fn tags_of(attributes: &[KeyValue], raw: bool) -> Vec<Value> {
+    let mut kvs: Vec<&KeyValue> = attributes.iter().collect();
+    if !raw {
+        kvs.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+    kvs.into_iter().map(|kv| tag(&kv.key, kv.value.as_ref())).collect()
+}
+
+/// A span's tags in the translator's order: the scope, the span's
+/// attributes, then `span.kind`, `otel.status_code`, `error`,
+/// `otel.status_description` and `w3c.tracestate`.
+fn span_tags(span: &OtlpSpan, scope: Option<(&str, &str)>, raw: bool) -> Vec<Value> {
+    let mut tags = Vec::with_capacity(span.attributes.len() + 6);
     if let Some((name, version)) = scope {
         if !name.is_empty() {
             tags.push(str_tag("otel.scope.name", name));
@@ -479,6 +528,7 @@ fn span_tags(span: &OtlpSpan, scope: Option<(&str, &str)>) -> Vec<Value> {
             tags.push(str_tag("otel.scope.version", version));
         }
     }
+    tags.extend(tags_of(&span.attributes, raw));
     let kind = match SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified) {
         SpanKind::Client => Some("client"),
         SpanKind::Server => Some("server"),
@@ -509,13 +559,24 @@ fn span_tags(span: &OtlpSpan, scope: Option<(&str, &str)>) -> Vec<Value> {
     tags
 }
 
+/// A trace ID as Jaeger prints it: 16 hex digits when its high half is
+/// zero, else 32.
+fn trace_hex(bytes: &[u8]) -> String {
+    match bytes.split_at_checked(8) {
+        Some((high, low)) if high.iter().all(|b| *b == 0) => hex(low),
+        _ => hex(bytes),
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     agentrace_model::ids::to_hex(bytes)
 }
 
 /// An OTLP request as Jaeger traces, one per trace ID, in order of first
-/// appearance; each trace's processes are its distinct resources.
-pub(crate) fn to_jaeger(request: &ExportTraceServiceRequest) -> Vec<Value> {
+/// appearance; each trace's processes are its distinct resources (`p1`,
+/// `p2`, … in order of first appearance). `raw` keeps attributes in the
+/// order they arrived.
+pub(crate) fn to_jaeger(request: &ExportTraceServiceRequest, raw: bool) -> Vec<Value> {
     struct Building {
         spans: Vec<Value>,
         processes: BTreeMap<String, Value>,
@@ -532,9 +593,8 @@ pub(crate) fn to_jaeger(request: &ExportTraceServiceRequest) -> Vec<Value> {
             .map(text)
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "OTLPResourceNoServiceName".to_owned());
-        let process_tags: Vec<Value> =
-            resource.iter().filter(|kv| kv.key != "service.name").map(|kv| tag(&kv.key, kv.value.as_ref())).collect();
-        let process = json!({"serviceName": service, "tags": process_tags});
+        let others: Vec<KeyValue> = resource.iter().filter(|kv| kv.key != "service.name").cloned().collect();
+        let process = json!({"serviceName": service, "tags": tags_of(&others, raw)});
         let process_key = serde_json::to_vec(&process).unwrap_or_default();
         for ss in &rs.scope_spans {
             let scope = ss.scope.as_ref().map(|s| (s.name.as_str(), s.version.as_str()));
@@ -543,10 +603,10 @@ pub(crate) fn to_jaeger(request: &ExportTraceServiceRequest) -> Vec<Value> {
                     order.push(span.trace_id.clone());
                     Building { spans: Vec::new(), processes: BTreeMap::new(), process_of: HashMap::new() }
                 });
-                let next = format!("p{}", trace.processes.len() + 1);
-                let pid = trace.process_of.entry(process_key.clone()).or_insert_with(|| next.clone()).clone();
+                let next = format!("p{}", trace.process_of.len() + 1);
+                let pid = trace.process_of.entry(process_key.clone()).or_insert(next).clone();
                 trace.processes.entry(pid.clone()).or_insert_with(|| process.clone());
-                trace.spans.push(span_json(span, scope, &pid));
+                trace.spans.push(span_json(span, scope, &pid, raw));
             }
         }
     }
@@ -555,7 +615,7 @@ pub(crate) fn to_jaeger(request: &ExportTraceServiceRequest) -> Vec<Value> {
         .filter_map(|id| {
             let t = traces.remove(&id)?;
             Some(json!({
-                "traceID": hex(&id),
+                "traceID": trace_hex(&id),
                 "spans": t.spans,
                 "processes": t.processes,
                 "warnings": null,
@@ -564,66 +624,87 @@ pub(crate) fn to_jaeger(request: &ExportTraceServiceRequest) -> Vec<Value> {
         .collect()
 }
 
-fn span_json(span: &OtlpSpan, scope: Option<(&str, &str)>, process_id: &str) -> Value {
-    let trace_id = hex(&span.trace_id);
-    let mut references = Vec::new();
+fn span_json(span: &OtlpSpan, scope: Option<(&str, &str)>, process_id: &str, raw: bool) -> Value {
+    let trace_id = trace_hex(&span.trace_id);
+    let mut references: Vec<Value> = Vec::new();
     if !span.parent_span_id.is_empty() {
         references.push(json!({"refType": "CHILD_OF", "traceID": trace_id, "spanID": hex(&span.parent_span_id)}));
     }
     for link in &span.links {
+        if link.trace_id.is_empty() || link.trace_id.iter().all(|b| *b == 0) {
+            continue;
+        }
+        let child_of = link
+            .attributes
+            .iter()
+            .any(|kv| kv.key == "opentracing.ref_type" && kv.value.as_ref().map(text).as_deref() == Some("child_of"));
+        let ref_type = if child_of { "CHILD_OF" } else { "FOLLOWS_FROM" };
+        // A link to the parent itself only says what kind of reference it is.
+        if link.trace_id == span.trace_id && link.span_id == span.parent_span_id && !references.is_empty() {
+            references[0]["refType"] = json!(ref_type);
+            continue;
+        }
         references
-            .push(json!({"refType": "FOLLOWS_FROM", "traceID": hex(&link.trace_id), "spanID": hex(&link.span_id)}));
+            .push(json!({"refType": ref_type, "traceID": trace_hex(&link.trace_id), "spanID": hex(&link.span_id)}));
     }
     let logs: Vec<Value> = span
         .events
         .iter()
         .map(|e| {
-            let mut fields = vec![str_tag("event", &e.name)];
-            fields.extend(e.attributes.iter().map(|kv| tag(&kv.key, kv.value.as_ref())));
+            let mut fields = Vec::with_capacity(e.attributes.len() + 1);
+            if !e.name.is_empty() && !e.attributes.iter().any(|kv| kv.key == "event") {
+                fields.push(str_tag("event", &e.name));
+            }
+            fields.extend(tags_of(&e.attributes, raw));
             json!({"timestamp": e.time_unix_nano / 1_000, "fields": fields})
         })
         .collect();
     json!({
         "traceID": trace_id,
         "spanID": hex(&span.span_id),
-        "flags": span.flags & 0xff,
         "operationName": span.name,
         "references": references,
         "startTime": span.start_time_unix_nano / 1_000,
         "duration": span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) / 1_000,
-        "tags": span_tags(span, scope),
+        "tags": span_tags(span, scope, raw),
         "logs": logs,
         "processID": process_id,
         "warnings": null,
     })
 }
 
-#[derive(Deserialize)]
-struct DependencyParams {
-    #[serde(rename = "endTs")]
-    end_ts: Option<i64>,
-    lookback: Option<i64>,
-}
-
-/// Service-to-service calls in the window: a span whose parent (as it
-/// arrived, or as the live diagnosis repaired it) is of another service.
-async fn dependencies(
-    State(state): State<JaegerState>,
-    Query(params): Query<DependencyParams>,
-) -> Result<Response, JaegerError> {
-    let end_ms = params.end_ts.unwrap_or(now_us() / 1_000);
-    let lookback_ms = params.lookback.unwrap_or(24 * 3_600_000);
+/// Service-to-service calls in the window `endTs - lookback ..= endTs`
+/// (milliseconds; default now and a day), of one `service` if given: a span
+/// whose parent (as it arrived, or as the live diagnosis repaired it) is of
+/// another service.
+async fn dependencies(State(state): State<JaegerState>, RawQuery(raw): RawQuery) -> Result<Response, JaegerError> {
+    let (mut end_ms, mut lookback_ms, mut service) = (now_us() / 1_000, 24 * 3_600_000, None);
+    for (key, value) in form_pairs(raw.as_deref().unwrap_or("")) {
+        match key.as_str() {
+            _ if value.is_empty() => {}
+            "endTs" => end_ms = millis(&key, &value)?,
+            "lookback" => lookback_ms = millis(&key, &value)?,
+            "service" => service = Some(value),
+            _ => {}
+        }
+    }
     if lookback_ms < 0 {
-        return Err(JaegerError::bad_request("'lookback' must not be negative"));
+        return Err(JaegerError::bad_request("unable to parse param 'lookback': it must not be negative"));
     }
     let (from, to) = (end_ms.saturating_sub(lookback_ms).saturating_mul(1_000_000), end_ms.saturating_mul(1_000_000));
     let links = state.store.read(move |conn| query::service_calls(conn, from, to, MAX_DEPENDENCY_SPANS)).await?;
     let data: Vec<Value> = links
         .into_iter()
+        .filter(|((parent, child), _)| service.as_deref().is_none_or(|s| s == parent || s == child))
         .map(|((parent, child), count)| json!({"parent": parent, "child": child, "callCount": count}))
         .collect();
-    let n = data.len();
-    Ok(envelope(json!(data), n))
+    Ok(envelope(json!(data), 0))
+}
+
+fn millis(key: &str, value: &str) -> Result<i64, JaegerError> {
+    value
+        .parse()
+        .map_err(|_| JaegerError::bad_request(format!("unable to parse param '{key}': {value:?} is not milliseconds")))
 }
 
 #[cfg(test)]
@@ -669,5 +750,115 @@ mod tests {
         assert_eq!(s.store.start_min_ns, Some((10_000_000_000 - 7_200_000_000) * 1_000));
         let s = parse_search("traceID=abc", 0).unwrap();
         assert_eq!(s.trace_ids[0].to_string(), format!("{:0>32}", "abc"));
+    }
+
+    #[test]
+    fn otlp_is_translated_as_the_collectors_jaeger_translator_does() {
+        use opentelemetry_proto::tonic::common::v1::{ArrayValue, InstrumentationScope};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
+        let kv = |key: &str, value: any_value::Value| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        };
+        // A trace ID whose high half is zero, as Zipkin's 64-bit IDs arrive.
+        let trace_id = [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8].to_vec();
+        let span = OtlpSpan {
+            trace_id: trace_id.clone(),
+            span_id: vec![0xaa; 8],
+            parent_span_id: vec![0xbb; 8],
+            name: "step".into(),
+            kind: SpanKind::Consumer as i32,
+            start_time_unix_nano: 1_700_000_000_123_456_789,
+            end_time_unix_nano: 1_700_000_000_223_456_789,
+            attributes: vec![
+                kv("z.big", any_value::Value::IntValue(i64::MAX)),
+                kv("a.small", any_value::Value::IntValue(7)),
+                kv("m.bytes", any_value::Value::BytesValue(vec![0, 0, 48, 57])),
+                kv(
+                    "k.list",
+                    any_value::Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue { value: Some(any_value::Value::StringValue("x".into())) }],
+                    }),
+                ),
+            ],
+            events: vec![
+                Event { time_unix_nano: 1_700_000_000_200_000_000, name: "retry".into(), ..Default::default() },
+                Event {
+                    name: "ignored".into(),
+                    attributes: vec![kv("event", any_value::Value::StringValue("own".into()))],
+                    ..Default::default()
+                },
+            ],
+            links: vec![
+                Link {
+                    trace_id: trace_id.clone(),
+                    span_id: vec![0xbb; 8],
+                    attributes: vec![kv("opentracing.ref_type", any_value::Value::StringValue("follows_from".into()))],
+                    ..Default::default()
+                },
+                Link { trace_id: vec![9; 16], span_id: vec![0xcc; 8], ..Default::default() },
+            ],
+            status: Some(Status { code: OtlpStatus::Error as i32, message: "boom".into() }),
+            ..Default::default()
+        };
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource { attributes: vec![], ..Default::default() }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope { name: "lib".into(), version: "2".into(), ..Default::default() }),
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let traces = to_jaeger(&request, false);
+        let t = &traces[0];
+        assert_eq!(t["traceID"], "0102030405060708");
+        assert_eq!(t["processes"]["p1"], json!({"serviceName": "OTLPResourceNoServiceName", "tags": []}));
+        let span = &t["spans"][0];
+        assert_eq!(span["startTime"], 1_700_000_000_123_456u64);
+        assert_eq!(span["duration"], 100_000);
+        let keys: Vec<&str> = span["tags"].as_array().unwrap().iter().map(|t| t["key"].as_str().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "otel.scope.name",
+                "otel.scope.version",
+                "a.small",
+                "k.list",
+                "m.bytes",
+                "z.big",
+                "span.kind",
+                "otel.status_code",
+                "error",
+                "otel.status_description"
+            ]
+        );
+        let tags = span["tags"].as_array().unwrap();
+        assert_eq!(tags[3], json!({"key": "k.list", "type": "string", "value": "[\"x\"]"}));
+        assert_eq!(tags[4], json!({"key": "m.bytes", "type": "binary", "value": "AAAwOQ=="}));
+        assert_eq!(tags[5], json!({"key": "z.big", "type": "int64", "value": i64::MAX.to_string()}));
+        assert_eq!(tags[6]["value"], "consumer");
+        // The link to the parent says the parent's reference kind; the other follows.
+        assert_eq!(
+            span["references"],
+            json!([
+                {"refType": "FOLLOWS_FROM", "traceID": "0102030405060708", "spanID": "bbbbbbbbbbbbbbbb"},
+                {"refType": "FOLLOWS_FROM", "traceID": "09090909090909090909090909090909", "spanID": "cccccccccccccccc"},
+            ])
+        );
+        assert_eq!(
+            span["logs"][0],
+            json!({"timestamp": 1_700_000_000_200_000u64, "fields": [
+            {"key": "event", "type": "string", "value": "retry"}]})
+        );
+        assert_eq!(span["logs"][1]["fields"], json!([{"key": "event", "type": "string", "value": "own"}]));
+        // `raw` keeps the attributes as they arrived.
+        let raw = to_jaeger(&request, true);
+        assert_eq!(raw[0]["spans"][0]["tags"][2]["key"], "z.big");
     }
 }
