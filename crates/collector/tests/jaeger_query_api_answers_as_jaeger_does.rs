@@ -197,6 +197,41 @@ fn python_sdk_spans_read_back_in_jaegers_model() {
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
     assert_eq!(body["errors"], serde_json::json!([{"msg": "trace not found", "traceID": "0000000000000002"}]));
 
+    // api_v3 as Jaeger UI 2.x calls it: camelCase parameters, trace summaries.
+    let (status, body) =
+        support::get_json(&format!("{}/api/v3/operations?service=py-orchestrator&spanKind=client", collector.api()));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({"operations": [{"name": "chat gpt-4o", "spanKind": "client"}]}));
+    let window = "query.startTimeMin=2020-01-01T00%3A00%3A00.000Z&query.startTimeMax=2100-01-01T00%3A00%3A00.000Z";
+    let (status, body) = support::get_json(&format!(
+        "{}/api/v3/trace-summaries?query.serviceName=py-orchestrator&{window}&query.searchDepth=20",
+        collector.api()
+    ));
+    assert_eq!(status, 200, "{body}");
+    let summaries = body["summaries"].as_array().unwrap();
+    assert_eq!(summaries.len(), 4, "two requests and two consumers: {body}");
+    let request = summaries.iter().find(|s| s["traceId"] == id.as_str()).unwrap();
+    assert_eq!(request["rootServiceName"], "py-orchestrator");
+    assert_eq!(request["rootOperationName"], "invoke_agent orchestrator");
+    assert_eq!(request["spanCount"].as_u64(), Some(placed.len() as u64));
+    assert_eq!(request["errorSpanCount"], 1, "the tool's span");
+    assert_eq!(
+        request["services"],
+        serde_json::json!([{"name": "py-orchestrator", "spanCount": placed.len(), "errorSpanCount": 1}])
+    );
+    assert!(request.get("orphanSpanCount").is_none(), "{request}");
+    let start: u64 = request["minStartTimeUnixNano"].as_str().unwrap().parse().unwrap();
+    assert_eq!(start, placed.values().map(|p| p.span.start_time_unix_nano).min().unwrap());
+    let consumer = summaries.iter().find(|s| s["rootOperationName"] == "process tasks").unwrap();
+    assert!(consumer.get("errorSpanCount").is_none(), "zero counts are left out: {consumer}");
+    let (status, body) =
+        support::get_json(&format!("{}/api/v3/trace-summaries?query.serviceName=nobody&{window}", collector.api()));
+    assert_eq!((status, body), (200, serde_json::json!({"summaries": []})));
+    let (status, body) =
+        support::get_json(&format!("{}/api/v3/traces?query.serviceName=nobody&{window}", collector.api()));
+    assert_eq!(status, 404);
+    assert_eq!(body, serde_json::json!({"error": {"httpCode": 404, "message": "No traces found"}}));
+
     // Errors in Jaeger's shape, saying what was wrong.
     assert_eq!(error(&collector, "/api/traces?operation=x"), (400, "parameter 'service' is required".to_owned()));
     let (status, msg) = error(&collector, "/api/traces?service=py-orchestrator&minDuration=soon");

@@ -8,9 +8,10 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /api/v3/traces/{trace_id}` | `{"result": {"resourceSpans": [...]}}` |
-//! | `GET /api/v3/traces?query.service_name=…&query.start_time_min=…` | the same, for every matching trace |
+//! | `GET /api/v3/traces?query.serviceName=…&query.startTimeMin=…` | the same, for every matching trace; 404 `No traces found` when none |
+//! | `GET /api/v3/trace-summaries?query.…` | `{"summaries": [{"traceId", "rootServiceName", "rootOperationName", "minStartTimeUnixNano", "maxEndTimeUnixNano", "spanCount", "errorSpanCount", "services", "orphanSpanCount"}]}`: what Jaeger UI 2.x lists |
 //! | `GET /api/v3/services` | `{"services": [...]}` |
-//! | `GET /api/v3/operations?service=NAME[&span_kind=server]` | `{"operations": [{"name", "spanKind"}]}` |
+//! | `GET /api/v3/operations?service=NAME[&spanKind=server]` | `{"operations": [{"name", "spanKind"}]}` |
 //! | `GET /api/v3/sessions/{session_id}/spans` | every span of every trace of a session (`session.id` or `gen_ai.conversation.id`), and of the traces joined to those by a shared message, MCP request or tool call ID |
 //! | `GET /api/v3/sessions/{session_id}/traces` | `{"traces": [{"traceId", "startTimeUnixNano", …}]}` |
 //! | `GET /api/agentrace/traces/{trace_id}` | `{"trace_id", "diagnosis", "spans": {"resourceSpans"}}`: the connected view and the doctor's diagnosis (see [`connected`]) |
@@ -58,6 +59,7 @@ pub fn router(store: Store, metrics: Arc<Metrics>, api: &ApiConfig, pipeline: &P
     Router::new()
         .route("/api/v3/traces/{trace_id}", get(get_trace))
         .route("/api/v3/traces", get(find_traces))
+        .route("/api/v3/trace-summaries", get(find_trace_summaries))
         .route("/api/v3/services", get(get_services))
         .route("/api/v3/operations", get(get_operations))
         .route("/api/v3/sessions/{session_id}/spans", get(get_session_spans))
@@ -130,7 +132,72 @@ async fn find_traces(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> 
             query::load_traces(conn, &ids)
         })
         .await?;
+    if request.resource_spans.is_empty() {
+        // As jaeger-query answers a search that found nothing.
+        return Err(ApiError::not_found("No traces found"));
+    }
     Ok(otlp_result(request))
+}
+
+/// `GET /api/v3/trace-summaries`: what Jaeger UI 2.x lists for a search,
+/// a row per trace without its spans (`{"summaries": []}` when none).
+async fn find_trace_summaries(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let search = search::parse(raw.as_deref().unwrap_or(""), state.default_search_depth)?;
+    let rows = state
+        .store
+        .read(move |conn| {
+            let ids = query::search(conn, &search)?;
+            ids.iter().map(|id| Ok((id.clone(), query::span_outlines(conn, id)?))).collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    let summaries: Vec<serde_json::Value> = rows.iter().filter_map(|(id, spans)| trace_summary(id, spans)).collect();
+    Ok(axum::Json(json!({ "summaries": summaries })).into_response())
+}
+
+/// One trace's summary in Jaeger's api_v3 shape: counts of zero are left
+/// out, nanoseconds are strings (protobuf JSON's 64-bit integers).
+fn trace_summary(trace_id: &[u8], spans: &[query::SpanOutline]) -> Option<serde_json::Value> {
+    let ids: std::collections::HashSet<&[u8]> = spans.iter().map(|s| s.span_id.as_slice()).collect();
+    // The root: the earliest span without a parent; else the earliest.
+    let root = spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_none())
+        .min_by_key(|s| s.start_ns)
+        .or_else(|| spans.iter().min_by_key(|s| s.start_ns))?;
+    let orphans = spans.iter().filter(|s| s.parent_span_id.as_deref().is_some_and(|p| !ids.contains(p))).count();
+    let mut services: Vec<(&str, u64, u64)> = Vec::new();
+    for s in spans {
+        let error = u64::from(s.error);
+        match services.iter_mut().find(|(name, _, _)| *name == s.service) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += error;
+            }
+            None => services.push((&s.service, 1, error)),
+        }
+    }
+    let with_count = |mut v: serde_json::Value, key: &str, n: u64| {
+        if n > 0 {
+            v[key] = json!(n);
+        }
+        v
+    };
+    let errors: u64 = services.iter().map(|(_, _, e)| e).sum();
+    let mut summary = json!({
+        "traceId": agentrace_model::ids::to_hex(trace_id),
+        "rootServiceName": root.service,
+        "rootOperationName": root.name,
+        "minStartTimeUnixNano": spans.iter().map(|s| s.start_ns).min()?.to_string(),
+        "maxEndTimeUnixNano": spans.iter().map(|s| s.end_ns).max()?.to_string(),
+        "spanCount": spans.len(),
+        "services": services
+            .iter()
+            .map(|(name, n, e)| with_count(json!({"name": name, "spanCount": n}), "errorSpanCount", *e))
+            .collect::<Vec<_>>(),
+    });
+    summary = with_count(summary, "errorSpanCount", errors);
+    summary = with_count(summary, "orphanSpanCount", orphans as u64);
+    Some(summary)
 }
 
 async fn get_services(State(state): State<ApiState>) -> Result<Response, ApiError> {
@@ -141,6 +208,7 @@ async fn get_services(State(state): State<ApiState>) -> Result<Response, ApiErro
 #[derive(Deserialize)]
 struct OperationsParams {
     service: Option<String>,
+    #[serde(alias = "spanKind")]
     span_kind: Option<String>,
 }
 
@@ -154,7 +222,8 @@ async fn get_operations(
     let wanted = params.span_kind.filter(|k| !k.is_empty()).map(|k| k.to_ascii_lowercase());
     let operations: Vec<_> = ops
         .into_iter()
-        .map(|(name, kind)| (name, kind_name(kind)))
+        // (jaeger-query lists an unspecified kind as internal.)
+        .map(|(name, kind)| (name, if kind == 0 { "internal" } else { kind_name(kind) }))
         .filter(|(_, kind)| wanted.as_deref().is_none_or(|w| w == *kind))
         .map(|(name, kind)| json!({"name": name, "spanKind": kind}))
         .collect();

@@ -1,8 +1,9 @@
 //! Parsing Jaeger api_v3 `FindTraces` query parameters.
 //!
-//! Jaeger names them `query.service_name`, `query.operation_name`,
-//! `query.start_time_min`/`max` (RFC 3339), `query.duration_min`/`max`
-//! (`1.5s`, `250ms`), `query.search_depth`, and attributes either as
+//! Jaeger names them `query.serviceName`, `query.operationName`,
+//! `query.startTimeMin`/`Max` (RFC 3339), `query.durationMin`/`Max`
+//! (`1.5s`, `250ms`), `query.searchDepth` (or the snake_case aliases
+//! `query.service_name`, … that jaeger-query also takes), and attributes either as
 //! `query.attributes[key]=value` or `query.attributes={"key":"value"}`.
 //! Only the indexed session and join keys can be searched by attribute;
 //! another key is refused with a message listing those that can.
@@ -24,14 +25,16 @@ pub(crate) fn parse(raw: &str, default_depth: usize) -> Result<SearchQuery, ApiE
         if value.is_empty() {
             continue;
         }
+        // Jaeger UI 2.x writes the camelCase names; the snake_case ones are
+        // the older aliases jaeger-query still takes.
         match key.as_str() {
-            "query.service_name" => query.service = Some(value),
-            "query.operation_name" => query.operation = Some(value),
-            "query.start_time_min" => query.start_min_ns = Some(rfc3339_nanos(&key, &value)?),
-            "query.start_time_max" => query.start_max_ns = Some(rfc3339_nanos(&key, &value)?),
-            "query.duration_min" => query.duration_min_ns = Some(duration_nanos(&key, &value)?),
-            "query.duration_max" => query.duration_max_ns = Some(duration_nanos(&key, &value)?),
-            "query.search_depth" | "query.num_traces" => {
+            "query.service_name" | "query.serviceName" => query.service = Some(value),
+            "query.operation_name" | "query.operationName" => query.operation = Some(value),
+            "query.start_time_min" | "query.startTimeMin" => query.start_min_ns = Some(rfc3339_nanos(&key, &value)?),
+            "query.start_time_max" | "query.startTimeMax" => query.start_max_ns = Some(rfc3339_nanos(&key, &value)?),
+            "query.duration_min" | "query.durationMin" => query.duration_min_ns = Some(duration_nanos(&key, &value)?),
+            "query.duration_max" | "query.durationMax" => query.duration_max_ns = Some(duration_nanos(&key, &value)?),
+            "query.search_depth" | "query.searchDepth" | "query.num_traces" => {
                 let n: usize = value
                     .parse()
                     .map_err(|_| ApiError::bad_request(format!("{key} must be a positive integer, got {value:?}")))?;
@@ -119,6 +122,19 @@ mod tests {
         assert_eq!(q.duration_min_ns, Some(1_500_000_000));
         assert_eq!(q.limit, 5);
         assert_eq!(q.attributes, vec![(KeyKind::Session, "s-1".to_owned())]);
+        // As Jaeger UI 2.x writes them.
+        let q = parse(
+            "query.serviceName=planner&query.operationName=chat&query.startTimeMin=2026-11-24T10%3A00%3A00.000Z\
+             &query.startTimeMax=2026-11-24T11%3A00%3A00.000Z&query.durationMax=2s&query.searchDepth=7",
+            20,
+        )
+        .unwrap();
+        assert_eq!((q.service.as_deref(), q.operation.as_deref()), (Some("planner"), Some("chat")));
+        assert_eq!(
+            (q.start_min_ns, q.start_max_ns),
+            (Some(1_795_514_400_000_000_000), Some(1_795_518_000_000_000_000))
+        );
+        assert_eq!((q.duration_max_ns, q.limit), (Some(2_000_000_000), 7));
     }
 
     #[test]

@@ -255,6 +255,44 @@ pub fn operations(conn: &Connection, service: &str) -> Result<Vec<(String, i32)>
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// What a trace list needs of a span, without decoding it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanOutline {
+    /// The span's ID.
+    pub span_id: Vec<u8>,
+    /// Its parent's, if it has one.
+    pub parent_span_id: Option<Vec<u8>>,
+    /// Its service.
+    pub service: String,
+    /// Its name.
+    pub name: String,
+    /// Start, Unix nanoseconds.
+    pub start_ns: i64,
+    /// End, Unix nanoseconds.
+    pub end_ns: i64,
+    /// Whether its status is ERROR.
+    pub error: bool,
+}
+
+/// The outline of every span of a trace, from the store's columns.
+pub fn span_outlines(conn: &Connection, trace_id: &[u8]) -> Result<Vec<SpanOutline>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT span_id, parent_span_id, service, name, start_ns, end_ns, status_code FROM spans WHERE trace_id = ?1",
+    )?;
+    let rows = stmt.query_map([trace_id], |r| {
+        Ok(SpanOutline {
+            span_id: r.get(0)?,
+            parent_span_id: r.get(1)?,
+            service: r.get(2)?,
+            name: r.get(3)?,
+            start_ns: r.get(4)?,
+            end_ns: r.get(5)?,
+            error: r.get::<_, i64>(6)? == 2,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Calls between services among the spans that started in
 /// `[from_ns, to_ns]` (the newest `max_spans` of them): a span whose parent,
 /// as it arrived or as an applied repair of the live diagnosis joined it,
