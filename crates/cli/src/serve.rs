@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
     #[arg(long, value_name = "ADDR")]
     otlp_http_addr: Option<SocketAddr>,
+    /// Zipkin v2 receiver listen address (POST /api/v2/spans, JSON or protobuf), e.g.
+    /// 127.0.0.1:9411 [default: off].
+    #[arg(long, value_name = "ADDR")]
+    zipkin_addr: Option<SocketAddr>,
     /// Web UI and JSON API listen address [default: 127.0.0.1:4380].
     #[arg(long, value_name = "ADDR")]
     ui_addr: Option<SocketAddr>,
@@ -66,6 +70,9 @@ impl ServeArgs {
         if let Some(addr) = self.otlp_http_addr {
             config.receivers.otlp.http_endpoint = Some(addr);
         }
+        if let Some(addr) = self.zipkin_addr {
+            config.receivers.zipkin.endpoint = Some(addr);
+        }
         if let Some(addr) = self.ui_addr {
             config.api.endpoint = Some(addr);
         }
@@ -94,9 +101,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let collector = Collector::start(config).await?;
         let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
         eprintln!(
-            "agentrace collector running\n  OTLP/gRPC  {}\n  OTLP/HTTP  {}  (POST /v1/traces)\n  UI + API   {}\n  data       {}",
+            "agentrace collector running\n  OTLP/gRPC  {}\n  OTLP/HTTP  {}  (POST /v1/traces)\n  Zipkin     {}\n  UI + API   {}\n  data       {}",
             show(collector.grpc_addr),
             show(collector.http_addr),
+            collector.zipkin_addr.map(|a| format!("{a}  (POST /api/v2/spans)")).unwrap_or_else(|| "off".into()),
             collector.api_addr.map(|a| format!("http://{a}")).unwrap_or_else(|| "off".into()),
             data_dir.display(),
         );

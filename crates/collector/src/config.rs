@@ -64,6 +64,19 @@ pub struct Config {
 pub struct ReceiversConfig {
     /// The OTLP receiver (gRPC and HTTP).
     pub otlp: OtlpReceiverConfig,
+    /// The Zipkin v2 receiver (`POST /api/v2/spans`, JSON or protobuf),
+    /// off by default. Its bodies are bounded and validated by the OTLP
+    /// receiver's limits.
+    pub zipkin: ZipkinReceiverConfig,
+}
+
+/// The Zipkin receiver.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZipkinReceiverConfig {
+    /// Listen address, e.g. `127.0.0.1:9411` (Zipkin's port); `null` (the
+    /// default) leaves the receiver off.
+    pub endpoint: Option<SocketAddr>,
 }
 
 /// The OTLP receiver.

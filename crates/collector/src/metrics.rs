@@ -18,16 +18,32 @@ pub enum Transport {
     HttpProtobuf,
     /// OTLP/HTTP with a JSON body.
     HttpJson,
+    /// Zipkin v2 over HTTP (JSON or protobuf).
+    Zipkin,
 }
 
+/// How many transports there are.
+const TRANSPORTS: usize = 4;
+
 impl Transport {
-    const ALL: [Transport; 3] = [Transport::Grpc, Transport::HttpProtobuf, Transport::HttpJson];
+    const ALL: [Transport; TRANSPORTS] =
+        [Transport::Grpc, Transport::HttpProtobuf, Transport::HttpJson, Transport::Zipkin];
 
     fn label(self) -> &'static str {
         match self {
             Transport::Grpc => "grpc",
             Transport::HttpProtobuf => "http_protobuf",
             Transport::HttpJson => "http_json",
+            Transport::Zipkin => "zipkin",
+        }
+    }
+
+    /// The receiver and transport as the OpenTelemetry Collector labels them.
+    fn collector_labels(self) -> (&'static str, &'static str) {
+        match self {
+            Transport::Grpc => ("otlp", "grpc"),
+            Transport::HttpProtobuf | Transport::HttpJson => ("otlp", "http"),
+            Transport::Zipkin => ("zipkin", "http"),
         }
     }
 
@@ -107,16 +123,16 @@ impl Histogram {
 /// Every counter the collector keeps about itself.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    spans_received: [AtomicU64; 3],
-    spans_accepted: [AtomicU64; 3],
+    spans_received: [AtomicU64; TRANSPORTS],
+    spans_accepted: [AtomicU64; TRANSPORTS],
     /// Decoded spans refused, by transport (whatever the reason).
-    spans_refused_on: [AtomicU64; 3],
+    spans_refused_on: [AtomicU64; TRANSPORTS],
     spans_duplicate: AtomicU64,
-    bytes_received: [AtomicU64; 3],
-    requests: [AtomicU64; 3],
+    bytes_received: [AtomicU64; TRANSPORTS],
+    requests: [AtomicU64; TRANSPORTS],
     refused_spans: [AtomicU64; RefuseReason::ALL.len()],
     refused_requests: [AtomicU64; RefuseReason::ALL.len()],
-    latency: [Histogram; 3],
+    latency: [Histogram; TRANSPORTS],
     pending_spans: AtomicU64,
     store_bytes: AtomicU64,
     store_commits: AtomicU64,
@@ -264,7 +280,7 @@ impl Metrics {
     /// Renders everything in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let per_transport = |out: &mut String, name: &str, help: &str, values: &[AtomicU64; 3]| {
+        let per_transport = |out: &mut String, name: &str, help: &str, values: &[AtomicU64; TRANSPORTS]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for t in Transport::ALL {
                 let _ = writeln!(
@@ -428,13 +444,19 @@ impl Metrics {
         // The OpenTelemetry Collector's own names, so its dashboards and
         // alerts apply (`receiver`, `transport`, `exporter` labels as it
         // sets them; its `http` transport is both OTLP/HTTP encodings).
-        let per_collector_transport = |out: &mut String, name: &str, help: &str, values: &[AtomicU64; 3]| {
+        let per_collector_transport = |out: &mut String, name: &str, help: &str, values: &[AtomicU64; TRANSPORTS]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let grpc = values[Transport::Grpc.index()].load(Ordering::Relaxed);
-            let http = values[Transport::HttpProtobuf.index()].load(Ordering::Relaxed)
-                + values[Transport::HttpJson.index()].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}{{receiver=\"otlp\",transport=\"grpc\"}} {grpc}");
-            let _ = writeln!(out, "{name}{{receiver=\"otlp\",transport=\"http\"}} {http}");
+            let mut series: Vec<((&str, &str), u64)> = Vec::new();
+            for t in Transport::ALL {
+                let v = values[t.index()].load(Ordering::Relaxed);
+                match series.iter_mut().find(|(labels, _)| *labels == t.collector_labels()) {
+                    Some((_, total)) => *total += v,
+                    None => series.push((t.collector_labels(), v)),
+                }
+            }
+            for ((receiver, transport), v) in series {
+                let _ = writeln!(out, "{name}{{receiver=\"{receiver}\",transport=\"{transport}\"}} {v}");
+            }
         };
         per_collector_transport(
             &mut out,

@@ -67,6 +67,8 @@ pub struct Collector {
     pub grpc_addr: Option<SocketAddr>,
     /// The OTLP/HTTP address actually bound.
     pub http_addr: Option<SocketAddr>,
+    /// The Zipkin receiver's address actually bound, when it is on.
+    pub zipkin_addr: Option<SocketAddr>,
     /// The API/UI address actually bound.
     pub api_addr: Option<SocketAddr>,
     /// The store.
@@ -176,11 +178,14 @@ impl Collector {
         let grpc_router = tonic::service::Routes::new(grpc_service).prepare().into_axum_router();
         let grpc_addr = bind("OTLP/gRPC", receiver.grpc_endpoint, grpc_router).await?;
         let http_addr = bind("OTLP/HTTP", receiver.http_endpoint, http::router(ingest.clone(), max_request)).await?;
+        let zipkin_router = crate::receive::zipkin::router(ingest.clone(), max_request);
+        let zipkin_addr = bind("Zipkin", config.receivers.zipkin.endpoint, zipkin_router).await?;
         let api_router = crate::api::router(store.clone(), Arc::clone(&metrics), &config.api, &config.pipeline);
         let api_addr = bind("API", config.api.endpoint, api_router).await?;
         Ok(Collector {
             grpc_addr,
             http_addr,
+            zipkin_addr,
             api_addr,
             store,
             metrics,

@@ -37,6 +37,7 @@ pub mod otlp;
 pub mod patch;
 pub mod span;
 pub mod value;
+pub mod zipkin;
 
 pub use ids::{IdError, SpanId, TraceId};
 pub use span::{Event, Link, Resource, Scope, Span, SpanKind, StatusCode};

@@ -13,6 +13,7 @@
 pub mod grpc;
 pub mod http;
 mod status;
+pub mod zipkin;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -262,7 +263,11 @@ impl Ingest {
     /// answer, one that does not fit now while others decode is told to
     /// retry.
     pub fn reserve_decoding(&self, body: &[u8], format: otlp::Format) -> Result<Decoding, ReserveError> {
-        let cost = otlp::decoded_cost(body, format);
+        self.reserve_cost(otlp::decoded_cost(body, format))
+    }
+
+    /// Reserves `cost` bytes of decoding memory, as [`Self::reserve_decoding`].
+    pub fn reserve_cost(&self, cost: usize) -> Result<Decoding, ReserveError> {
         let limit = self.limits.max_decoded_bytes;
         if cost > limit {
             self.metrics.refused_request(RefuseReason::TooLarge, 0);

@@ -35,6 +35,10 @@ impl Running {
     pub fn api(&self) -> String {
         format!("http://{}", self.collector.as_ref().unwrap().api_addr.unwrap())
     }
+    /// The Zipkin receiver's base URL, when it listens.
+    pub fn zipkin(&self) -> Option<String> {
+        self.collector.as_ref().unwrap().zipkin_addr.map(|a| format!("http://{a}"))
+    }
     pub fn stop(&mut self) {
         if let Some(c) = self.collector.take() {
             self.runtime.block_on(c.shutdown());
