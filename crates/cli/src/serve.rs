@@ -85,9 +85,47 @@ impl ServeArgs {
             config.exporters =
                 self.export_otlp_endpoint.into_iter().map(|url| ExporterConfig::new(url, protocol)).collect();
         }
+        // With no exporter in the flags or the config, the OpenTelemetry
+        // SDKs' environment names one, as it would for any OTLP client, but
+        // never this collector's own receiver (the shell that points agents
+        // at agentrace often runs agentrace too).
+        if config.exporters.is_empty()
+            && let Some(exporter) = ExporterConfig::from_env(|name| std::env::var(name).ok())?
+        {
+            match own_receiver(&exporter.endpoint, &config) {
+                Some(which) => tracing::warn!(
+                    endpoint = %exporter.endpoint,
+                    "OTEL_EXPORTER_OTLP_* names this collector's own {which} receiver: not used as an exporter \
+                     (every span would come back); give --export-otlp-endpoint for a backend"
+                ),
+                None => {
+                    tracing::info!(endpoint = %exporter.endpoint, "exporting to the backend OTEL_EXPORTER_OTLP_* names");
+                    config.exporters.push(exporter);
+                }
+            }
+        }
         config.check()?;
         Ok(config)
     }
+}
+
+/// Which of the collector's own receivers `endpoint` reaches, if any: the
+/// same port on a loopback, wildcard or the listener's own address.
+fn own_receiver(endpoint: &str, config: &Config) -> Option<&'static str> {
+    let url = reqwest::Url::parse(endpoint).ok()?;
+    let port = url.port_or_known_default()?;
+    let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let local = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    [
+        ("OTLP/gRPC", config.receivers.otlp.grpc_endpoint),
+        ("OTLP/HTTP", config.receivers.otlp.http_endpoint),
+        ("Zipkin", config.receivers.zipkin.endpoint),
+    ]
+    .into_iter()
+    .find(|(_, addr)| {
+        addr.is_some_and(|a| a.port() == port && (local || a.ip().is_unspecified() || a.ip().to_string() == host))
+    })
+    .map(|(which, _)| which)
 }
 
 /// Runs the collector until Ctrl-C or SIGTERM.

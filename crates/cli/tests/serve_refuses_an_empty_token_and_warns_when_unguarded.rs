@@ -4,7 +4,11 @@
 //! listener reachable beyond this machine with neither a token nor TLS is
 //! warned about at start-up. Those warnings reach a log file as plain text
 //! (no terminal colour codes), or as JSON lines with `--log-format json`,
-//! and `RUST_LOG` filters them when `AGENTRACE_LOG` is not set.
+//! and `RUST_LOG` filters them when `AGENTRACE_LOG` is not set. With no
+//! exporter configured, `OTEL_EXPORTER_OTLP_*` names the backend to forward
+//! to, as for any OTLP client, but never the collector's own receiver.
+
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,6 +23,10 @@ fn serve(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Command
         .env_remove("AGENTRACE_BEARER_TOKEN")
         .env_remove("AGENTRACE_LOG")
         .env_remove("RUST_LOG")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .envs(env.iter().copied());
     cmd
 }
@@ -98,4 +106,77 @@ fn logs_are_json_lines_when_asked_and_rust_log_filters_them() {
     // AGENTRACE_LOG wins over RUST_LOG.
     let loud = start_up_lines(dir.path(), &[], &[("RUST_LOG", "error"), ("AGENTRACE_LOG", "warn")]);
     assert!(loud.iter().any(|l| l.contains("listening beyond")), "{}", loud.join("\n"));
+}
+
+#[test]
+fn the_otel_environment_names_a_backend_but_never_the_collector_itself() {
+    let backend = support::start([std::ffi::OsStr::new("--data-dir"), tempfile::tempdir().unwrap().path().as_os_str()]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child =
+        serve(dir.path(), &["--otlp-http-addr", "127.0.0.1:0"], &[("OTEL_EXPORTER_OTLP_ENDPOINT", &backend.http)])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut http = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let ["OTLP/HTTP", addr, ..] = line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            http = Some(format!("http://{addr}"));
+        }
+        if line.contains("UI + API") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let body = format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"env-test"}}}}]}},
+        "scopeSpans":[{{"spans":[{{"traceId":"{trace_id}","spanId":"00f067aa0ba902b7","name":"hello","kind":2,
+        "startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000100000000"}}]}}]}}]}}"#
+    );
+    let client = reqwest::blocking::Client::new();
+    let sent = client
+        .post(format!("{}/v1/traces", http.expect("the OTLP/HTTP address")))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(sent.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = client.get(format!("{}/api/v3/traces/{trace_id}", backend.api)).send().unwrap();
+        if got.status().as_u16() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the span never reached the backend OTEL_EXPORTER_OTLP_ENDPOINT names");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Pointed at its own receiver: warned about and not used.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let own = format!("127.0.0.1:{port}");
+    let url = format!("http://localhost:{port}");
+    let mut child = serve(dir.path(), &["--otlp-http-addr", &own], &[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let started = line.contains("agentrace collector running");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter().any(|l| l.contains("names this collector's own OTLP/HTTP receiver: not used as an exporter")),
+        "{}",
+        seen.join("\n")
+    );
 }

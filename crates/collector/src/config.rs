@@ -464,6 +464,60 @@ impl ExporterConfig {
     }
 }
 
+impl ExporterConfig {
+    /// The exporter the OpenTelemetry SDKs' environment describes, read
+    /// through `var` (the process environment in use): the endpoint from
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as given) or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (`/v1/traces` added for HTTP), the
+    /// protocol from `…_TRACES_PROTOCOL` or `…_PROTOCOL` (default
+    /// `http/protobuf`, as the SDKs), headers from `…_TRACES_HEADERS` or
+    /// `…_HEADERS` (`k=v,k2=v2`, values percent-encoded), the timeout from
+    /// `…_TRACES_TIMEOUT` or `…_TIMEOUT` (milliseconds). `None` when no
+    /// endpoint is set; an error says which variable is wrong.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<ExporterConfig>, ConfigError> {
+        let get = |name: &str| {
+            var(&format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (format!("OTEL_EXPORTER_OTLP_TRACES_{name}"), v))
+                .or_else(|| {
+                    var(&format!("OTEL_EXPORTER_OTLP_{name}"))
+                        .filter(|v| !v.trim().is_empty())
+                        .map(|v| (format!("OTEL_EXPORTER_OTLP_{name}"), v))
+                })
+        };
+        let Some((endpoint_var, endpoint)) = get("ENDPOINT") else { return Ok(None) };
+        let protocol = match get("PROTOCOL") {
+            Some((name, value)) => {
+                value.trim().parse().map_err(|e: String| ConfigError::Invalid(format!("{name}: {e}")))?
+            }
+            None => ExportProtocol::default(),
+        };
+        let mut endpoint = endpoint.trim().to_owned();
+        // `…_TRACES_ENDPOINT` is the whole URL; the generic one is a base.
+        if endpoint_var == "OTEL_EXPORTER_OTLP_ENDPOINT" && protocol != ExportProtocol::Grpc {
+            endpoint = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+        }
+        let mut exporter = ExporterConfig::new(endpoint, protocol);
+        if let Some((name, raw)) = get("HEADERS") {
+            for pair in raw.split(',').filter(|p| !p.trim().is_empty()) {
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| ConfigError::Invalid(format!("{name}: {pair:?} is not key=value")))?;
+                let value = percent_encoding::percent_decode_str(v.trim()).decode_utf8_lossy().into_owned();
+                exporter.headers.insert(k.trim().to_ascii_lowercase(), value);
+            }
+        }
+        if let Some((name, raw)) = get("TIMEOUT") {
+            let ms: u64 = raw
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::Invalid(format!("{name}: {raw:?} is not a number of milliseconds")))?;
+            exporter.timeout = Duration::from_millis(ms.max(1));
+        }
+        Ok(Some(exporter))
+    }
+}
+
 fn default_min_confidence() -> f64 {
     0.8
 }
@@ -788,5 +842,47 @@ mod tests {
         let c = Config::from_yaml("storage:\n  retention:\n    max_age: null\n    max_bytes: null\n").unwrap();
         assert_eq!(c.storage.retention.max_age, None);
         assert_eq!(c.storage.retention.max_bytes, None);
+    }
+
+    #[test]
+    fn the_otel_environment_describes_an_exporter_as_the_sdks_read_it() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        };
+        assert_eq!(ExporterConfig::from_env(env(&[])).unwrap(), None);
+        let e = ExporterConfig::from_env(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://backend:4318/"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b, X-Team=ml"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(e.endpoint, "http://backend:4318/v1/traces");
+        assert_eq!(e.protocol, ExportProtocol::HttpProtobuf);
+        assert_eq!(e.headers.get("api-key").map(String::as_str), Some("a b"));
+        assert_eq!(e.headers.get("x-team").map(String::as_str), Some("ml"));
+        assert_eq!(e.timeout, Duration::from_millis(2500));
+        // The signal's own variables win, and its endpoint is used as given.
+        let e = ExporterConfig::from_env(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://backend:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!((e.endpoint.as_str(), e.protocol), ("http://backend:4317", ExportProtocol::Grpc));
+        let err = ExporterConfig::from_env(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{err}");
+        let err = ExporterConfig::from_env(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("milliseconds"), "{err}");
     }
 }
