@@ -56,7 +56,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl ServeArgs {
-    fn into_config(self) -> anyhow::Result<Config> {
+    /// The config the flags and the file describe, and what is worth
+    /// saying about it once logging is set up (warnings first).
+    fn into_config(self) -> anyhow::Result<(Config, Vec<Note>)> {
+        let mut notes = Vec::new();
         let mut config = match &self.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
@@ -93,20 +96,40 @@ impl ServeArgs {
             && let Some(exporter) = ExporterConfig::from_env(|name| std::env::var(name).ok())?
         {
             match own_receiver(&exporter.endpoint, &config) {
-                Some(which) => tracing::warn!(
-                    endpoint = %exporter.endpoint,
-                    "OTEL_EXPORTER_OTLP_* names this collector's own {which} receiver: not used as an exporter \
-                     (every span would come back); give --export-otlp-endpoint for a backend"
-                ),
+                Some(which) => notes.push(Note::Warn(format!(
+                    "OTEL_EXPORTER_OTLP_* ({}) names this collector's own {which} receiver: not used as an \
+                     exporter (every span would come back); give --export-otlp-endpoint for a backend",
+                    exporter.endpoint
+                ))),
                 None => {
-                    tracing::info!(endpoint = %exporter.endpoint, "exporting to the backend OTEL_EXPORTER_OTLP_* names");
+                    notes.push(Note::Info(format!(
+                        "exporting to {}, the backend OTEL_EXPORTER_OTLP_* names",
+                        exporter.endpoint
+                    )));
                     config.exporters.push(exporter);
                 }
             }
         }
+        let own = &config.telemetry.traces;
+        if let Some(endpoint) = &own.endpoint
+            && !own.into_own_pipeline
+            && let Some(which) = own_receiver(endpoint, &config)
+        {
+            anyhow::bail!(
+                "telemetry.traces.endpoint {endpoint} is this collector's own {which} receiver: its own spans would \
+                 be diagnosed like an application's, and receiving them makes more; send them to another backend, \
+                 or set telemetry.traces.into_own_pipeline: true"
+            );
+        }
         config.check()?;
-        Ok(config)
+        Ok((config, notes))
     }
+}
+
+/// Something `into_config` has to say once logging is set up.
+enum Note {
+    Warn(String),
+    Info(String),
 }
 
 /// Which of the collector's own receivers `endpoint` reaches, if any: the
@@ -130,9 +153,21 @@ fn own_receiver(endpoint: &str, config: &Config) -> Option<&'static str> {
 
 /// Runs the collector until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
     let demo = args.demo;
-    let config = args.into_config()?;
+    let (config, notes) = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            init_logging(None);
+            return Err(e);
+        }
+    };
+    init_logging(config.telemetry.traces.endpoint.is_some().then_some(&config.telemetry.traces));
+    for note in notes {
+        match note {
+            Note::Warn(message) => tracing::warn!("{message}"),
+            Note::Info(message) => tracing::info!("{message}"),
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async move {
         let data_dir = config.storage.data_dir.clone();
@@ -152,6 +187,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         wait_for_signal().await;
         eprintln!("agentrace: stopping; finishing requests in flight");
         collector.shutdown().await;
+        crate::logging::shutdown();
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -222,6 +258,6 @@ async fn wait_for_signal() {
     }
 }
 
-fn init_logging() {
-    crate::logging::init("warn,agentrace_collector=info");
+fn init_logging(own_traces: Option<&agentrace_collector::config::SelfTracesConfig>) {
+    crate::logging::init("warn,agentrace_collector=info", own_traces);
 }

@@ -6,7 +6,9 @@
 //! (no terminal colour codes), or as JSON lines with `--log-format json`,
 //! and `RUST_LOG` filters them when `AGENTRACE_LOG` is not set. With no
 //! exporter configured, `OTEL_EXPORTER_OTLP_*` names the backend to forward
-//! to, as for any OTLP client, but never the collector's own receiver.
+//! to, as for any OTLP client, but never the collector's own receiver. Its
+//! own spans go where `telemetry.traces.endpoint` says, and not into its own
+//! pipeline unless asked.
 
 mod support;
 
@@ -179,4 +181,63 @@ fn the_otel_environment_names_a_backend_but_never_the_collector_itself() {
         "{}",
         seen.join("\n")
     );
+}
+
+#[test]
+fn the_collector_traces_itself_to_another_backend_and_not_into_itself_unless_asked() {
+    let backend = support::start([std::ffi::OsStr::new("--data-dir"), tempfile::tempdir().unwrap().path().as_os_str()]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentrace.yaml");
+    std::fs::write(&config, format!("telemetry:\n  traces:\n    endpoint: {}\n", backend.http)).unwrap();
+    let server = support::start([
+        std::ffi::OsStr::new("--data-dir"),
+        dir.path().join("data").as_os_str(),
+        std::ffi::OsStr::new("--config"),
+        config.as_os_str(),
+    ]);
+    let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"app"}}]},
+        "scopeSpans":[{"spans":[{"traceId":"5bf92f3577b34da6a3ce929d0e0e4736","spanId":"10f067aa0ba902b7","name":"hi",
+        "kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000100000000"}]}]}]}"#;
+    let client = reqwest::blocking::Client::new();
+    let sent =
+        client.post(format!("{}/v1/traces", server.http)).header("content-type", "application/json").body(body).send();
+    assert_eq!(sent.unwrap().status().as_u16(), 200);
+    // The batch processor sends within its delay (5 s by default).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let operations = loop {
+        let got: serde_json::Value =
+            client.get(format!("{}/api/v3/operations?service=agentrace", backend.api)).send().unwrap().json().unwrap();
+        let names: Vec<String> = got["operations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| o["name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if names.iter().any(|n| n == "receive") && names.iter().any(|n| n == "store.commit") {
+            break names;
+        }
+        assert!(Instant::now() < deadline, "the collector's own spans never arrived: {got}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        operations.iter().all(|n| ["receive", "store.commit", "pipeline.close", "export"].contains(&n.as_str())),
+        "{operations:?}"
+    );
+    let services: serde_json::Value =
+        client.get(format!("{}/api/v3/services", backend.api)).send().unwrap().json().unwrap();
+    assert_eq!(services["services"], serde_json::json!(["agentrace"]), "only its own spans, not the app's");
+
+    // Its own receiver is refused, with what to do instead.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(&config, format!("telemetry:\n  traces:\n    endpoint: http://127.0.0.1:{port}\n")).unwrap();
+    let out = serve(
+        dir.path(),
+        &["--config", config.to_str().unwrap(), "--otlp-http-addr", &format!("127.0.0.1:{port}")],
+        &[],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("into_own_pipeline"), "{stderr}");
 }

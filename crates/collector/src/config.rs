@@ -56,6 +56,33 @@ pub struct Config {
     pub redaction: RedactionConfig,
     /// Backends that receive the spans over OTLP.
     pub exporters: Vec<ExporterConfig>,
+    /// The collector's own telemetry (its spans), off by default.
+    pub telemetry: TelemetryConfig,
+}
+
+/// The collector's own telemetry.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's own spans: a request received (`receive`), a store
+    /// commit (`store.commit`), a pipeline close (`pipeline.close`), an
+    /// export attempt (`export`), sent over OTLP/HTTP protobuf.
+    pub traces: SelfTracesConfig,
+}
+
+/// Where the collector's own spans go.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfTracesConfig {
+    /// OTLP/HTTP endpoint (`http://host:4318`, `/v1/traces` added, or a
+    /// URL with its path); `null`, the default, leaves them off.
+    pub endpoint: Option<String>,
+    /// Headers sent with every export, e.g. an API key.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Whether `endpoint` may be this collector's own receiver. Off by
+    /// default: its spans would be received, stored and diagnosed like an
+    /// application's, and receiving them makes more of them.
+    pub into_own_pipeline: bool,
 }
 
 /// Receivers.

@@ -29,7 +29,8 @@ impl Transport {
     const ALL: [Transport; TRANSPORTS] =
         [Transport::Grpc, Transport::HttpProtobuf, Transport::HttpJson, Transport::Zipkin];
 
-    fn label(self) -> &'static str {
+    /// The transport's label in `/metrics` and the collector's own spans.
+    pub fn label(self) -> &'static str {
         match self {
             Transport::Grpc => "grpc",
             Transport::HttpProtobuf => "http_protobuf",

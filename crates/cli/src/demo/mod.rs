@@ -217,7 +217,7 @@ fn env_headers() -> Vec<(String, String)> {
 /// Warnings (a job that cannot be read, an MCP server that will not close) go to stderr;
 /// `AGENTRACE_LOG` (else `RUST_LOG`) sets the filter, as for `serve`.
 pub(crate) fn init_logging() {
-    crate::logging::init("warn");
+    crate::logging::init("warn", None);
 }
 
 /// Runs the demo: the requests, then a flush, then what to look at.

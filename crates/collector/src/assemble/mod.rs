@@ -633,6 +633,7 @@ impl Assembler {
     }
 
     fn close(&mut self, ids: &[TraceId], now: Instant, all: bool, out: &mut Closed) {
+        let _span = tracing::info_span!("pipeline.close", traces = ids.len()).entered();
         let mut closing = Vec::with_capacity(ids.len());
         let mut kept: HashMap<TraceId, (u64, Instant, Instant)> = HashMap::new();
         for &id in ids {

@@ -33,6 +33,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::assemble::PipelineHandle;
 use crate::config::{ExportProtocol, ExportRepair, ExporterConfig};
@@ -174,7 +175,19 @@ async fn send_until_done(
     let mut backoff = Duration::from_millis(250);
     let mut attempt: u64 = 0;
     loop {
-        match client.export(body.clone()).await {
+        let span = tracing::info_span!(
+            "export",
+            otel.kind = "client",
+            exporter = %target.metrics.name,
+            spans,
+            attempt,
+            otel.status_code = tracing::field::Empty,
+        );
+        let outcome = client.export(body.clone()).instrument(span.clone()).await;
+        if outcome.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        match outcome {
             Ok(rejected) => {
                 if rejected > 0 {
                     tracing::warn!(rejected, exporter = %target.metrics.name, "the backend rejected some spans");

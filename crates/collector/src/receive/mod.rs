@@ -320,8 +320,16 @@ impl Ingest {
             self.metrics.refused_on(transport, decoded.rejected_spans);
         }
         let n = decoded.accepted_spans;
-        let result = self.keep(decoded, transport).await;
+        let span = tracing::info_span!(
+            "receive",
+            otel.kind = "server",
+            transport = transport.label(),
+            spans = n,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = tracing::Instrument::instrument(self.keep(decoded, transport), span.clone()).await;
         if result.is_err() {
+            span.record("otel.status_code", "ERROR");
             self.metrics.refused_on(transport, n);
         }
         result

@@ -218,7 +218,13 @@ impl Writer {
     }
 
     fn commit(&mut self, jobs: Vec<WriteJob>, spans: u64) {
+        let span =
+            tracing::info_span!("store.commit", requests = jobs.len(), spans, otel.status_code = tracing::field::Empty);
+        let _entered = span.enter();
         let result = self.write(&jobs);
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         if result.is_err() {
             // The transaction rolled back: IDs cached during it may not exist.
             self.resource_ids.clear();
