@@ -104,8 +104,18 @@ pub struct Decoded {
 /// Decodes an OTLP/protobuf `ExportTraceServiceRequest` and validates it.
 pub fn decode_protobuf(bytes: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
     within_decoded_limit(decoded_cost(bytes, Format::Protobuf), limits)?;
-    let request = ExportTraceServiceRequest::decode(bytes)?;
-    Ok(validate(request, limits))
+    decode_estimated(bytes, Format::Protobuf, limits)
+}
+
+/// Decodes and validates a body whose [`decoded_cost`] the caller has
+/// already held within [`Limits::max_decoded_bytes`] (a receiver that
+/// reserved memory for it): [`decode_protobuf`] or [`decode_json`] without
+/// walking the bytes a second time.
+pub fn decode_estimated(bytes: &[u8], format: Format, limits: &Limits) -> Result<Decoded, DecodeError> {
+    match format {
+        Format::Protobuf => Ok(validate(ExportTraceServiceRequest::decode(bytes)?, limits)),
+        Format::Json => json_request(bytes).map(|request| validate(request, limits)),
+    }
 }
 
 fn within_decoded_limit(cost: usize, limits: &Limits) -> Result<(), DecodeError> {
@@ -300,6 +310,10 @@ mod wire {
 /// Enum names are accepted where integers belong (see the module docs).
 pub fn decode_json(bytes: &[u8], limits: &Limits) -> Result<Decoded, DecodeError> {
     within_decoded_limit(decoded_cost(bytes, Format::Json), limits)?;
+    decode_estimated(bytes, Format::Json, limits)
+}
+
+fn json_request(bytes: &[u8]) -> Result<ExportTraceServiceRequest, DecodeError> {
     let request = match serde_json::from_slice::<ExportTraceServiceRequest>(bytes) {
         Ok(request) => request,
         Err(first) => {
@@ -313,7 +327,7 @@ pub fn decode_json(bytes: &[u8], limits: &Limits) -> Result<Decoded, DecodeError
             serde_json::from_value(value).map_err(|_| first)?
         }
     };
-    Ok(validate(request, limits))
+    Ok(request)
 }
 
 /// Inflates a gzip body, refusing to go past `limit` bytes.

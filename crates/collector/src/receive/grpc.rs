@@ -169,7 +169,8 @@ async fn export(ingest: &Ingest, body: &[u8]) -> Result<ExportTraceServiceRespon
         Err(ReserveError::TooLarge(e)) => return Err(Status::invalid_argument(e.to_string())),
         Err(ReserveError::Busy(e)) => return Err(retryable(Code::ResourceExhausted, e.to_string())),
     };
-    let decoded = match otlp::decode_protobuf(body, ingest.limits()) {
+    // (The reservation held the decoded cost within the limit.)
+    let decoded = match otlp::decode_estimated(body, otlp::Format::Protobuf, ingest.limits()) {
         Ok(d) => d,
         Err(e) => {
             ingest.metrics().refused_request(RefuseReason::Malformed, 0);

@@ -143,11 +143,8 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
         }
         Err(ReserveError::Busy(e)) => return retry_later(encoding, StatusCode::TOO_MANY_REQUESTS, 8, e.to_string()),
     };
-    let decoded = match encoding {
-        Encoding::Protobuf => otlp::decode_protobuf(payload, state.ingest.limits()),
-        Encoding::Json => otlp::decode_json(payload, state.ingest.limits()),
-    };
-    let decoded = match decoded {
+    // (The reservation held the decoded cost within the limit.)
+    let decoded = match otlp::decode_estimated(payload, format, state.ingest.limits()) {
         Ok(d) => d,
         Err(e) => {
             metrics.refused_request(RefuseReason::Malformed, 0);
