@@ -1,6 +1,7 @@
 //! The JSON API: Jaeger's query routes (the v1 JSON API in [`jaeger`], and
-//! api_v3 here), sessions, and the collector's own `/metrics` and
-//! `/health`. The end of the data's road.
+//! api_v3 here), Grafana Tempo's HTTP API under `/tempo` ([`tempo`]),
+//! sessions, and the collector's own `/metrics` and `/health`. The end of
+//! the data's road.
 //!
 //! The api_v3 routes answer traces in OTLP JSON exactly as they were
 //! received:
@@ -28,6 +29,8 @@
 pub mod connected;
 mod jaeger;
 mod search;
+mod tempo;
+mod traceql;
 
 use std::sync::Arc;
 
@@ -68,6 +71,8 @@ pub fn router(store: Store, metrics: Arc<Metrics>, api: &ApiConfig, pipeline: &P
         .route("/health", get(health))
         .with_state(ApiState { store: store.clone(), metrics, default_search_depth })
         .merge(jaeger::router(store.clone(), Arc::clone(&doctor), api.jaeger_connected))
+        // Under a prefix: Tempo's `/api/traces/{id}` is Jaeger's too.
+        .nest("/tempo", tempo::router(store.clone()))
         .merge(connected::router(store, doctor, pipeline.enabled))
         .merge(crate::ui::router())
 }
