@@ -1,7 +1,7 @@
 //! Recognising what a span is, under every naming convention in the field.
 //!
 //! First stop on the doctor's road: each span's attributes are read once,
-//! in one pass, into [`Facts`] — its category (LLM call, tool call, …), its
+//! in one pass, into `Facts` — its category (LLM call, tool call, …), its
 //! session, agent, model, tokens, and the join keys repairs use. Everything
 //! downstream reads facts, never attribute names, so a new convention is a
 //! change to this file alone.

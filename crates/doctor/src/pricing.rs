@@ -1,6 +1,6 @@
 //! Model prices, for turning token counts into dollars.
 //!
-//! Used at the end of the road by the agent graph ([`crate::agents`]).
+//! Used at the end of the road by the agent graph (`agents`).
 //! Built-in defaults cover common OpenAI, Anthropic and Google models (list
 //! prices per million tokens, as published in 2025–2026), with the price of
 //! cached input (prompt-cache reads) where the provider lists one (OpenAI,

@@ -1,5 +1,5 @@
-//! The JSON API: Jaeger's query routes (the v1 JSON API in [`jaeger`], and
-//! api_v3 here), Grafana Tempo's HTTP API under `/tempo` ([`tempo`]),
+//! The JSON API: Jaeger's query routes (the v1 JSON API in `jaeger`, and
+//! api_v3 here), Grafana Tempo's HTTP API under `/tempo` (`tempo`),
 //! sessions, and the collector's own `/metrics` and `/health`. The end of
 //! the data's road.
 //!

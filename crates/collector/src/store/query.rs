@@ -148,7 +148,7 @@ const MAX_SESSION_TRACES: usize = 1000;
 /// (`messaging.message.id`, an MCP request, `gen_ai.tool.call.id`). A hop
 /// that lost trace context usually lost the session baggage with it, so
 /// without this the orphaned half of a hand-off would never be found by
-/// session. Bounded at [`MAX_SESSION_TRACES`] traces.
+/// session. Bounded at `MAX_SESSION_TRACES` traces.
 pub fn session_trace_ids(conn: &Connection, keys: &[KeyKind], session: &str) -> Result<Vec<Vec<u8>>, StoreError> {
     let traces = trace_ids_by_key(conn, keys, session)?;
     follow_join_keys(conn, traces)
