@@ -9,6 +9,7 @@
 mod demo;
 mod doctor;
 mod logging;
+mod self_metrics;
 mod serve;
 
 use clap::{Parser, Subcommand};

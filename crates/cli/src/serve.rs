@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -171,7 +172,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async move {
         let data_dir = config.storage.data_dir.clone();
+        let own_metrics = config.telemetry.metrics.clone();
         let collector = Collector::start(config).await?;
+        if let Err(e) = crate::self_metrics::start(&own_metrics, Arc::clone(&collector.metrics)) {
+            tracing::error!(error = %e, "the collector's own metrics cannot be exported; they are off");
+        }
         let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
         eprintln!(
             "agentrace collector running\n  OTLP/gRPC  {}\n  OTLP/HTTP  {}  (POST /v1/traces)\n  Zipkin     {}\n  UI + API   {}\n  data       {}",
@@ -187,6 +192,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         wait_for_signal().await;
         eprintln!("agentrace: stopping; finishing requests in flight");
         collector.shutdown().await;
+        crate::self_metrics::shutdown();
         crate::logging::shutdown();
         Ok(ExitCode::SUCCESS)
     })

@@ -8,7 +8,9 @@
 //! exporter configured, `OTEL_EXPORTER_OTLP_*` names the backend to forward
 //! to, as for any OTLP client, but never the collector's own receiver. Its
 //! own spans go where `telemetry.traces.endpoint` says, and not into its own
-//! pipeline unless asked.
+//! pipeline unless asked; its own metrics, what `/metrics` says, go over OTLP
+//! to a metrics backend (a receiver built on the official OpenTelemetry
+//! Python protobuf package).
 
 mod support;
 
@@ -240,4 +242,62 @@ fn the_collector_traces_itself_to_another_backend_and_not_into_itself_unless_ask
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("into_own_pipeline"), "{stderr}");
+}
+
+#[test]
+fn the_collector_sends_its_own_metrics_over_otlp() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(python.exists(), "{} not found: run scripts/test.sh", python.display());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/otlp_metrics_backend.py");
+    let mut backend = std::process::Command::new(python).arg(script).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(backend.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    let port = ready.strip_prefix("ready ").expect("the backend says its port").to_owned();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentrace.yaml");
+    std::fs::write(
+        &config,
+        format!("telemetry:\n  metrics:\n    endpoint: http://127.0.0.1:{port}\n    interval: 200ms\n"),
+    )
+    .unwrap();
+    let server = support::start([
+        std::ffi::OsStr::new("--data-dir"),
+        dir.path().join("data").as_os_str(),
+        std::ffi::OsStr::new("--config"),
+        config.as_os_str(),
+    ]);
+    let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"app"}}]},
+        "scopeSpans":[{"spans":[{"traceId":"6bf92f3577b34da6a3ce929d0e0e4736","spanId":"20f067aa0ba902b7","name":"hi",
+        "kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000100000000"}]}]}]}"#;
+    let sent = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/traces", server.http))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(sent.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let point = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let point = rx.recv_timeout(left).expect("the accepted span is counted in the metrics sent");
+        if point["metric"] == "otelcol_receiver_accepted_spans"
+            && point["attributes"]["transport"] == "http"
+            && point["value"].as_f64() == Some(1.0)
+        {
+            break point;
+        }
+    };
+    let _ = backend.kill();
+    let _ = backend.wait();
+    assert_eq!(point["service"], "agentrace");
+    assert_eq!(point["attributes"]["receiver"], "otlp");
+    assert_eq!(point["monotonic"], true, "a counter is a monotonic sum");
 }

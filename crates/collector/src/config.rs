@@ -68,6 +68,29 @@ pub struct TelemetryConfig {
     /// commit (`store.commit`), a pipeline close (`pipeline.close`), an
     /// export attempt (`export`), sent over OTLP/HTTP protobuf.
     pub traces: SelfTracesConfig,
+    /// The collector's own metrics (what `/metrics` shows, counters and
+    /// gauges), sent over OTLP/HTTP protobuf every `interval`.
+    pub metrics: SelfMetricsConfig,
+}
+
+/// Where the collector's own metrics go.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfMetricsConfig {
+    /// OTLP/HTTP endpoint (`http://host:4318`, `/v1/metrics` added, or a
+    /// URL with its path); `null`, the default, leaves them off.
+    pub endpoint: Option<String>,
+    /// Headers sent with every export.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// How often they are sent.
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+}
+
+impl Default for SelfMetricsConfig {
+    fn default() -> Self {
+        SelfMetricsConfig { endpoint: None, headers: Default::default(), interval: Duration::from_secs(60) }
+    }
 }
 
 /// Where the collector's own spans go.
