@@ -416,7 +416,12 @@ fn parse_search(raw: Option<&str>) -> Result<Search, TempoError> {
 fn logfmt_filter(text: &str) -> Result<Expr, TempoError> {
     let mut expr = Expr::True;
     let mut rest = text.trim();
+    let mut pairs = 0;
     while !rest.is_empty() {
+        pairs += 1;
+        if pairs > 256 {
+            return Err(bad("invalid tags: more than 256 pairs"));
+        }
         let (key, after) =
             rest.split_once('=').ok_or_else(|| bad(format!("invalid tags: {rest:?} is not key=value")))?;
         let (value, after) = match after.strip_prefix('"') {
@@ -468,6 +473,7 @@ fn any_json(value: &Value) -> Json {
         Value::Bool(b) => json!({ "boolValue": b }),
         Value::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => json!({ "intValue": (*n as i64).to_string() }),
         Value::Num(n) | Value::Nanos(n) => json!({ "doubleValue": n }),
+        Value::Re(p) => json!({ "stringValue": format!("{p:?}") }),
     }
 }
 
@@ -779,5 +785,7 @@ mod tests {
         assert!(err("q=%7Bname%3D%7D").1.contains("invalid TraceQL"));
         let s = parse_search(Some("tags=service.name%3Dfrontend%20http.method%3D%22GET%22")).ok().unwrap();
         assert!(matches!(s.query, Query::Set(Expr::And(_, _))));
+        let many = format!("tags={}", "a%3Db%20".repeat(100_000));
+        assert_eq!(err(&many).1, "invalid tags: more than 256 pairs");
     }
 }

@@ -79,9 +79,22 @@ pub(crate) enum Op {
     Le,
 }
 
+/// A regular expression of `=~` / `!~`, compiled once when the query is
+/// parsed (anchored, as Tempo's are).
+#[derive(Debug, Clone)]
+pub(crate) struct Pattern(regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
 /// A literal.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
+    /// The right side of `=~` / `!~`.
+    Re(Pattern),
     /// A string (also statuses and kinds, lowercase).
     Str(String),
     /// A number.
@@ -142,19 +155,19 @@ fn compare(got: &Value, op: Op, want: &Value) -> bool {
     let number = |v: &Value| match v {
         Value::Num(n) | Value::Nanos(n) => Some(*n),
         Value::Str(s) => s.parse::<f64>().ok(),
-        Value::Bool(_) => None,
+        Value::Bool(_) | Value::Re(_) => None,
     };
     let text = |v: &Value| match v {
         Value::Str(s) => s.clone(),
         Value::Num(n) | Value::Nanos(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
+        Value::Re(p) => p.0.as_str().to_owned(),
     };
     match op {
-        Op::Re | Op::NotRe => {
-            // Anchored, as Tempo's regular expressions are.
-            let Ok(re) = regex::Regex::new(&format!("^(?:{})$", text(want))) else { return false };
-            re.is_match(&text(got)) == (op == Op::Re)
-        }
+        Op::Re | Op::NotRe => match want {
+            Value::Re(Pattern(re)) => re.is_match(&text(got)) == (op == Op::Re),
+            _ => false,
+        },
         Op::Eq | Op::Ne => {
             let equal = match (got, want) {
                 (Value::Str(a), Value::Str(b)) => a == b,
@@ -306,7 +319,18 @@ struct Parser {
     toks: Vec<(usize, Tok)>,
     at: usize,
     len: usize,
+    /// Parentheses open now: bounded, so a sender's query cannot exhaust
+    /// the stack.
+    depth: usize,
+    /// Conditions and spansets read so far.
+    terms: usize,
 }
+
+/// Deepest nesting of parentheses accepted.
+const MAX_DEPTH: usize = 32;
+/// Most conditions and spansets in one query: each is a level of the tree
+/// that matching walks.
+const MAX_TERMS: usize = 256;
 
 impl Parser {
     fn peek(&self) -> Option<&Tok> {
@@ -342,6 +366,7 @@ impl Parser {
     }
 
     fn query_term(&mut self) -> Result<Query, ParseError> {
+        self.count()?;
         match self.next() {
             Some(Tok::LBrace) => {
                 if self.peek() == Some(&Tok::RBrace) {
@@ -358,7 +383,9 @@ impl Parser {
                 }
             }
             Some(Tok::LParen) => {
+                self.nest()?;
                 let q = self.query()?;
+                self.depth -= 1;
                 match self.next() {
                     Some(Tok::RParen) => Ok(q),
                     _ => Err(self.err("expected )")),
@@ -390,10 +417,29 @@ impl Parser {
         Ok(left)
     }
 
+    fn nest(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err(format!("more than {MAX_DEPTH} nested parentheses")));
+        }
+        Ok(())
+    }
+
+    fn count(&mut self) -> Result<(), ParseError> {
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            return Err(self.err(format!("more than {MAX_TERMS} conditions")));
+        }
+        Ok(())
+    }
+
     fn cond(&mut self) -> Result<Expr, ParseError> {
+        self.count()?;
         if self.peek() == Some(&Tok::LParen) {
             self.next();
+            self.nest()?;
             let e = self.expr()?;
+            self.depth -= 1;
             return match self.next() {
                 Some(Tok::RParen) => Ok(e),
                 _ => Err(self.err("expected )")),
@@ -426,6 +472,18 @@ impl Parser {
                 self.at = self.at.saturating_sub(1);
                 return Err(self.err("expected a value"));
             }
+        };
+        let value = match (op, value) {
+            (Op::Re | Op::NotRe, Value::Str(pattern)) => {
+                // Bounded: a sender's pattern may not grow past this compiled.
+                let re = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| self.err(format!("invalid regular expression {pattern:?}: {e}")))?;
+                Value::Re(Pattern(re))
+            }
+            (Op::Re | Op::NotRe, _) => return Err(self.err("=~ and !~ take a quoted regular expression")),
+            (_, value) => value,
         };
         Ok(Expr::Cmp(field, op, value))
     }
@@ -479,7 +537,7 @@ pub(crate) fn parse(text: &str) -> Result<Query, ParseError> {
         return Ok(Query::Set(Expr::True));
     }
     let toks = lex(text)?;
-    let mut p = Parser { toks, at: 0, len: text.chars().count() };
+    let mut p = Parser { toks, at: 0, len: text.chars().count(), depth: 0, terms: 0 };
     let q = p.query()?;
     if p.at < p.toks.len() {
         return Err(p.err("unexpected text after the query"));
@@ -553,6 +611,12 @@ mod tests {
             ("{name=frontend}", "quote strings"),
             ("{name \"a\"}", "expected an operator"),
             ("{} | rate()", "unexpected '|'"),
+            ("{name=~\"(\"}", "invalid regular expression"),
+            ("{name=~5}", "take a quoted regular expression"),
+            (&format!("{{{}name=\"a\"{}}}", "(".repeat(100_000), ")".repeat(100_000)), "nested parentheses"),
+            (&format!("{}{{}}{}", "(".repeat(100_000), ")".repeat(100_000)), "nested parentheses"),
+            (&format!("{{{}name=\"a\"}}", "name=\"a\" && ".repeat(100_000)), "more than 256 conditions"),
+            (&"{} && ".repeat(100_000), "more than 256 conditions"),
             ("{name=\"a}", "not closed"),
         ] {
             let e = parse(q).unwrap_err();
