@@ -326,4 +326,15 @@ fn a_broken_hop_is_one_trace_when_asked_and_a_dependency_either_way() {
         "the arrived call and the repaired queue hop"
     );
     assert_eq!(data(&collector, "/api/dependencies?endTs=1767225601000&lookback=1"), serde_json::json!([]));
+    // The agent graph, as the doctor draws it (a service with no agent name
+    // is its own agent): the hand-off over the queue is one of its edges.
+    let agents = data(&collector, "/api/dependencies?endTs=1767225601000&lookback=3600000&graph=agents");
+    assert_eq!(
+        agents,
+        serde_json::json!([
+            {"parent": "gateway", "child": "planner", "callCount": 1},
+            {"parent": "planner", "child": "worker", "callCount": 1},
+            {"parent": "worker", "child": "executor", "callCount": 1},
+        ])
+    );
 }

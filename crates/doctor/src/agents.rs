@@ -29,6 +29,8 @@ pub(crate) struct Graph {
     /// own totals are, and the agents that worked in it (indexes into
     /// `tree.agents`).
     pub per_request: Vec<(Rollup, BTreeSet<u32>)>,
+    /// Per connected request, the delegations its own spans made.
+    pub per_request_delegations: Vec<Vec<Delegation>>,
 }
 
 /// `unjoined`: each orphan that repair only suggested parents for (not
@@ -57,9 +59,12 @@ pub(crate) fn analyse(
     let mut prices: Vec<Option<Option<crate::pricing::ModelPrice>>> = vec![None; ix.texts.len()];
 
     let mut per_request = vec![(Rollup::default(), BTreeSet::new()); tree.roots.len()];
+    let mut request_edges: Vec<BTreeMap<(u32, u32, &'static str), u64>> = vec![BTreeMap::new(); tree.roots.len()];
+    let mut request_of: HashMap<u32, usize, FastHash> = HashMap::default();
     let nodes = (0..tree.roots.len()).flat_map(|k| tree.request_nodes(k).iter().map(move |&n| (k, n)));
     for (k, node) in nodes {
         let n = node as usize;
+        request_of.insert(node, k);
         let agent = tree.agent[n];
         let parent = tree.parent[n];
         let parent_agent = parent.map(|p| tree.agent[p as usize]);
@@ -89,6 +94,7 @@ pub(crate) fn analyse(
             let returns = how == "graph" && edge_counts.keys().any(|&(f, t, _)| f == agent && t == from);
             if !returns {
                 *edge_counts.entry((from, agent, how)).or_insert(0) += 1;
+                *request_edges[k].entry((from, agent, how)).or_insert(0) += 1;
             }
         }
         let facts = &ix.facts[n];
@@ -172,6 +178,9 @@ pub(crate) fn analyse(
             && first != to
         {
             *edge_counts.entry((first, to, "unjoined")).or_insert(0) += 1;
+            if let Some(&k) = request_of.get(orphan) {
+                *request_edges[k].entry((first, to, "unjoined")).or_insert(0) += 1;
+            }
         }
     }
     let edges: BTreeMap<(u32, u32, &'static str), u64> = edge_counts.into_iter().collect();
@@ -227,15 +236,15 @@ pub(crate) fn analyse(
         })
         .collect();
     agents.sort_by(|a, b| (a.depth, &a.name).cmp(&(b.depth, &b.name)));
-    let delegations = edges
-        .into_iter()
-        .map(|((from, to, via), count)| Delegation {
-            from: tree.agents[from as usize].clone(),
-            to: tree.agents[to as usize].clone(),
-            via: via.to_owned(),
-            count,
-        })
-        .collect();
+    let delegation = |((from, to, via), count): ((u32, u32, &'static str), u64)| Delegation {
+        from: tree.agents[from as usize].clone(),
+        to: tree.agents[to as usize].clone(),
+        via: via.to_owned(),
+        count,
+    };
+    let delegations = edges.into_iter().map(delegation).collect();
+    let per_request_delegations =
+        request_edges.into_iter().map(|edges| edges.into_iter().map(delegation).collect()).collect();
     for (usage, _) in &mut per_request {
         usage.cost_usd = round(usage.cost_usd, 6);
     }
@@ -245,6 +254,7 @@ pub(crate) fn analyse(
         unpriced: unpriced.into_iter().collect(),
         cached_at_input_price: cached_at_input_price.into_iter().collect(),
         per_request,
+        per_request_delegations,
     }
 }
 

@@ -408,6 +408,10 @@ pub struct Request {
     /// The agents that worked in it, by name.
     #[serde(default)]
     pub agents: Vec<String>,
+    /// The hand-offs between them in this request: the agent graph's edges
+    /// that its own spans made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegations: Vec<Delegation>,
     /// What it spent: model calls, tool calls, tokens, cost, causal errors,
     /// counted as each agent's own totals are.
     #[serde(default)]

@@ -222,7 +222,8 @@ impl Doctor {
         let graph = agents::analyse(&ix, &tree, config, &failures.causal, &unjoined(&ix, &repaired));
 
         // Everything that reads the repairs runs before they move into the answer.
-        let requests = requests(&ix, &tree, &repaired, &timing, &graph.per_request, config);
+        let requests =
+            requests(&ix, &tree, &repaired, &timing, &graph.per_request, &graph.per_request_delegations, config);
         let sessions = sessions(&ix, &tree);
         let view = if want_view { connect::export(&ix, &repaired, &tree, config) } else { Vec::new() };
         let patches = if want_patches { connect::patches(&ix, &repaired, &tree, config) } else { Vec::new() };
@@ -342,6 +343,7 @@ fn requests(
     repaired: &repair::Repaired,
     timing: &timing::Timing,
     per_request: &[(Rollup, std::collections::BTreeSet<u32>)],
+    per_request_delegations: &[Vec<Delegation>],
     config: &Config,
 ) -> Vec<Request> {
     // Tree strings repeat on every span of a kind: share one copy of each.
@@ -421,6 +423,7 @@ fn requests(
                 critical_path_ms: ms(critical),
                 original_traces: originals,
                 agents: per_request[k].1.iter().map(|&a| tree.agents[a as usize].clone()).collect(),
+                delegations: per_request_delegations.get(k).cloned().unwrap_or_default(),
                 usage: per_request[k].0.clone(),
                 spans,
             }

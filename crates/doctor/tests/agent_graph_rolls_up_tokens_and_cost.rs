@@ -175,3 +175,23 @@ fn cached_input_of_a_model_without_a_cached_price_is_reported() {
         "{json}"
     );
 }
+
+#[test]
+fn each_request_holds_the_hand_offs_its_own_spans_made() {
+    // Over every fixture: the requests' delegations add up to the graph's,
+    // each edge in the request whose spans made it.
+    for name in common::fixture_names() {
+        let d = common::analyse(&name);
+        let mut summed: std::collections::BTreeMap<(String, String, String), u64> = Default::default();
+        for r in &d.requests {
+            for e in &r.delegations {
+                assert!(r.agents.contains(&e.from) || e.via == "unjoined", "{name}: {e:?} not of {:?}", r.agents);
+                assert!(r.agents.contains(&e.to), "{name}: {e:?} not of {:?}", r.agents);
+                *summed.entry((e.from.clone(), e.to.clone(), e.via.clone())).or_default() += e.count;
+            }
+        }
+        let graph: std::collections::BTreeMap<(String, String, String), u64> =
+            d.delegations.iter().map(|e| ((e.from.clone(), e.to.clone(), e.via.clone()), e.count)).collect();
+        assert_eq!(summed, graph, "{name}");
+    }
+}

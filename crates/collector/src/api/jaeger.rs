@@ -13,7 +13,7 @@
 //! | `GET /api/operations?service=&spanKind=` | `{"data": [{"name", "spanKind"}]}` |
 //! | `GET /api/traces?service=&operation=&tags={"k":"v"}&tag=k:v&start=µs&end=µs&lookback=1h&minDuration=&maxDuration=&limit=20&traceID=…&connected=` | `{"data": [Trace]}`, newest first |
 //! | `GET /api/traces/{traceID}?connected=` | `{"data": [Trace]}`; 404 `{"errors": [{"code": 404, "msg": "trace not found"}]}` |
-//! | `GET /api/dependencies?endTs=ms&lookback=ms` | `{"data": [{"parent", "child", "callCount"}]}`: service calls, repaired hops included |
+//! | `GET /api/dependencies?endTs=ms&lookback=ms&graph=services\|agents` | `{"data": [{"parent", "child", "callCount"}]}`: service calls, repaired hops included; or the agent graph's hand-offs |
 //!
 //! Arrived traces by default; `connected=true` (or `api.jaeger_connected`
 //! in the config) answers a trace with the connected view of the request
@@ -59,6 +59,8 @@ const CANDIDATES_PER_RESULT: usize = 20;
 const MAX_CANDIDATES: usize = 5_000;
 /// Span links followed for `/api/dependencies`, at most (newest first).
 const MAX_DEPENDENCY_SPANS: i64 = 1_000_000;
+/// Requests read for `/api/dependencies?graph=agents`, at most (newest first).
+const MAX_DEPENDENCY_REQUESTS: i64 = 100_000;
 
 #[derive(Clone)]
 struct JaegerState {
@@ -676,15 +678,23 @@ fn span_json(span: &OtlpSpan, scope: Option<(&str, &str)>, process_id: &str, raw
 /// Service-to-service calls in the window `endTs - lookback ..= endTs`
 /// (milliseconds; default now and a day), of one `service` if given: a span
 /// whose parent (as it arrived, or as the live diagnosis repaired it) is of
-/// another service.
+/// another service. With `graph=agents`, the agent graph instead: the
+/// hand-offs between agents in the requests of the window.
 async fn dependencies(State(state): State<JaegerState>, RawQuery(raw): RawQuery) -> Result<Response, JaegerError> {
-    let (mut end_ms, mut lookback_ms, mut service) = (now_us() / 1_000, 24 * 3_600_000, None);
+    let (mut end_ms, mut lookback_ms, mut service, mut agents) = (now_us() / 1_000, 24 * 3_600_000, None, false);
     for (key, value) in form_pairs(raw.as_deref().unwrap_or("")) {
         match key.as_str() {
             _ if value.is_empty() => {}
             "endTs" => end_ms = millis(&key, &value)?,
             "lookback" => lookback_ms = millis(&key, &value)?,
             "service" => service = Some(value),
+            "graph" => {
+                agents = match value.as_str() {
+                    "agents" => true,
+                    "services" => false,
+                    other => return Err(JaegerError::bad_request(format!("graph {other:?}: use services or agents"))),
+                }
+            }
             _ => {}
         }
     }
@@ -692,7 +702,11 @@ async fn dependencies(State(state): State<JaegerState>, RawQuery(raw): RawQuery)
         return Err(JaegerError::bad_request("unable to parse param 'lookback': it must not be negative"));
     }
     let (from, to) = (end_ms.saturating_sub(lookback_ms).saturating_mul(1_000_000), end_ms.saturating_mul(1_000_000));
-    let links = state.store.read(move |conn| query::service_calls(conn, from, to, MAX_DEPENDENCY_SPANS)).await?;
+    let links = if agents {
+        state.store.read(move |conn| query::agent_calls(conn, from, to, MAX_DEPENDENCY_REQUESTS)).await?
+    } else {
+        state.store.read(move |conn| query::service_calls(conn, from, to, MAX_DEPENDENCY_SPANS)).await?
+    };
     let data: Vec<Value> = links
         .into_iter()
         .filter(|((parent, child), _)| service.as_deref().is_none_or(|s| s == parent || s == child))

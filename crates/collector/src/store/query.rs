@@ -351,6 +351,32 @@ pub fn service_calls(
     Ok(out)
 }
 
+/// Hand-offs between agents in the requests that started in
+/// `[from_ns, to_ns]` (the newest `max_requests` of them), as each
+/// request's stored answer records them. Keyed by (from, to).
+pub fn agent_calls(
+    conn: &Connection,
+    from_ns: i64,
+    to_ns: i64,
+    max_requests: i64,
+) -> Result<BTreeMap<(String, String), u64>, StoreError> {
+    let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut answers = conn.prepare_cached(
+        "SELECT answer FROM requests WHERE start_ns BETWEEN ?1 AND ?2 ORDER BY start_ns DESC LIMIT ?3",
+    )?;
+    let texts: Vec<String> =
+        answers.query_map(rusqlite::params![from_ns, to_ns, max_requests], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for text in texts {
+        let Ok(answer) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        for d in answer["request"]["delegations"].as_array().into_iter().flatten() {
+            if let (Some(from), Some(to)) = (d["from"].as_str(), d["to"].as_str()) {
+                *out.entry((from.to_owned(), to.to_owned())).or_default() += d["count"].as_u64().unwrap_or(1);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Rebuilds the given traces as one export request: per trace, one
 /// `ResourceSpans` per resource and one `ScopeSpans` per scope, spans in
 /// arrival order.
