@@ -201,6 +201,8 @@ pub struct ExporterMetrics {
     pub queued_spans: AtomicU64,
     /// Bytes waiting in the disk queue (gauge).
     pub queued_bytes: AtomicU64,
+    /// Spans kept in the dead letters, refused for good (gauge).
+    pub dead_letter_spans: AtomicU64,
 }
 
 impl Metrics {
@@ -269,6 +271,11 @@ impl Metrics {
     /// A retention pass finished.
     pub fn retention_ran(&self) {
         self.retention_runs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters of the exporter named `name`, if one is registered.
+    pub fn exporter_named(&self, name: &str) -> Option<std::sync::Arc<ExporterMetrics>> {
+        self.exporters.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|e| e.name == name).cloned()
     }
 
     /// Registers an exporter's counters, rendered from then on.
@@ -493,6 +500,12 @@ impl Metrics {
             ),
             ("agentrace_exporter_queue_spans", "gauge", "Spans waiting in the disk queue.", |e| &e.queued_spans),
             ("agentrace_exporter_queue_bytes", "gauge", "Bytes waiting in the disk queue.", |e| &e.queued_bytes),
+            (
+                "agentrace_exporter_dead_letter_spans",
+                "gauge",
+                "Spans a backend refused for good, kept for an operator to replay.",
+                |e| &e.dead_letter_spans,
+            ),
             // The OpenTelemetry Collector's names for the same.
             (
                 "otelcol_exporter_sent_spans",

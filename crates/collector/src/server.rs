@@ -106,6 +106,8 @@ impl Collector {
             let (spans, bytes) = store.read(move |c| query::queue_totals(c, id)).await?;
             m.queued_spans.store(spans, Ordering::Relaxed);
             m.queued_bytes.store(bytes, Ordering::Relaxed);
+            let (dead, _) = store.read(move |c| query::dead_letter_totals(c, id)).await?;
+            m.dead_letter_spans.store(dead, Ordering::Relaxed);
             exports.push(ExportTarget { id, config: e.clone(), metrics: m });
         }
         let first_seq = store.read(query::queue_max_seq).await? + 1;

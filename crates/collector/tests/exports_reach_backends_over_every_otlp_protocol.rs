@@ -81,3 +81,71 @@ fn an_exporter_aimed_at_the_wrong_port_keeps_its_spans_queued_instead_of_countin
     assert_eq!(accepted, sent.spans as f64);
     assert_eq!(sent.trace_ids.iter().map(|t| span_count(&backend.api(), t)).sum::<usize>(), 0);
 }
+
+#[test]
+fn a_batch_the_backend_refuses_for_good_is_kept_and_can_be_replayed() {
+    // The backend refuses the first export for good (INVALID_ARGUMENT), as
+    // one over its tenant's quota would; the batch is kept, not dropped.
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let backend = support::Backend::start_with(port, &dir.path().join("got.hex"), &["--reject", "1"]);
+    let agentrace = support::start(|c| {
+        c.pipeline.trace_timeout = Duration::from_millis(200);
+        let mut e = ExporterConfig::new(backend.endpoint(), ExportProtocol::Grpc);
+        e.repair = ExportRepair::Off;
+        c.exporters = vec![e];
+    });
+    let name = format!("{} grpc", backend.endpoint());
+    let metric = |m: &str| support::metric(&agentrace.api(), &format!("{m}{{exporter=\"{name}\"}}"));
+    let sent = python_send(&["--protocol", "grpc", "--endpoint", &agentrace.grpc(), "--requests", "1"]);
+    // (The SDK exports span by span, so the refused batch holds some of them.)
+    wait_for(30, "every span delivered or kept", || {
+        metric("agentrace_exporter_dead_letter_spans") > 0.0
+            && metric("agentrace_exporter_dead_letter_spans") + metric("agentrace_exporter_sent_spans_total")
+                == sent.spans as f64
+    });
+    let dead = metric("agentrace_exporter_dead_letter_spans");
+    assert_eq!(metric("otelcol_exporter_send_failed_spans"), dead);
+    assert_eq!(metric("agentrace_exporter_queue_spans"), 0.0);
+    let delivered: usize = sent.trace_ids.iter().map(|t| span_count_at(&backend, t)).sum();
+    assert_eq!(delivered as f64 + dead, sent.spans as f64, "the backend kept nothing it refused");
+    let (status, listed) = support::get_json(&format!("{}/api/agentrace/dead-letters", agentrace.api()));
+    assert_eq!(status, 200, "{listed}");
+    let entry = &listed["exporters"][0];
+    assert_eq!(entry["exporter"], name.as_str());
+    let requests = entry["requests"].as_u64().unwrap();
+    assert!(requests >= 1, "{entry}");
+    assert_eq!(entry["spans"].as_f64(), Some(dead));
+    assert!(entry["reasons"][0].as_str().unwrap().contains("tenant quota exceeded"), "{entry}");
+
+    // Replayed once the operator has fixed what was refused: sent again, and delivered.
+    let client = reqwest::blocking::Client::new();
+    let replay = |exporter: &str| {
+        client
+            .post(format!(
+                "{}/api/agentrace/dead-letters/replay?exporter={}",
+                agentrace.api(),
+                exporter.replace(' ', "%20").replace(':', "%3A").replace('/', "%2F")
+            ))
+            .send()
+            .unwrap()
+    };
+    let answer: serde_json::Value = replay(&name).json().unwrap();
+    assert_eq!(answer["replayed_requests"].as_u64(), Some(requests), "{answer}");
+    assert_eq!(answer["replayed_spans"].as_f64(), Some(dead), "{answer}");
+    wait_for(30, "the replayed batch to arrive", || {
+        sent.trace_ids.iter().map(|t| span_count_at(&backend, t)).sum::<usize>() == sent.spans
+    });
+    assert_eq!(metric("agentrace_exporter_dead_letter_spans"), 0.0);
+    let (_, listed) = support::get_json(&format!("{}/api/agentrace/dead-letters", agentrace.api()));
+    assert_eq!(listed["exporters"], serde_json::json!([]));
+    let unknown = replay("nowhere grpc");
+    assert_eq!(unknown.status().as_u16(), 404);
+}
+
+fn span_count_at(backend: &support::Backend, trace_id: &str) -> usize {
+    support::spans_of(&backend.received())
+        .iter()
+        .filter(|(_, s)| agentrace_model::ids::to_hex(&s.trace_id) == trace_id)
+        .count()
+}

@@ -20,6 +20,8 @@
 //! | `GET /api/agentrace/traces?service=&agent=&session=&errors=&findings=&min_duration=&start=&end=&q=&limit=` | `{"traces": [{"trace_id", "session", "root_service", "root_name", "start_unix_nano", "duration_ms", "spans", "agents", "input_tokens", "output_tokens", "cost_usd", "findings", "errors"}]}` |
 //! | `GET /api/agentrace/sessions?limit=` | `{"sessions": [{"id", "start_unix_nano", "last_unix_nano", "traces"}]}` |
 //! | `GET /`, `GET /ui/{asset}` | the web UI (see [`crate::ui`]) |
+//! | `GET /api/agentrace/dead-letters` | `{"exporters": [{"exporter", "requests", "spans", "oldest_unix_nano", "newest_unix_nano", "reasons"}]}`: what backends refused for good |
+//! | `POST /api/agentrace/dead-letters/replay?exporter=NAME` | `{"exporter", "replayed_requests", "replayed_spans"}`: back into its queue |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /health` | `{"status": "ok"}` |
 //!
@@ -67,6 +69,8 @@ pub fn router(store: Store, metrics: Arc<Metrics>, api: &ApiConfig, pipeline: &P
         .route("/api/v3/operations", get(get_operations))
         .route("/api/v3/sessions/{session_id}/spans", get(get_session_spans))
         .route("/api/v3/sessions/{session_id}/traces", get(get_session_traces))
+        .route("/api/agentrace/dead-letters", get(get_dead_letters))
+        .route("/api/agentrace/dead-letters/replay", axum::routing::post(replay_dead_letters))
         .route("/metrics", get(get_metrics))
         .route("/health", get(health))
         .with_state(ApiState { store: store.clone(), metrics, default_search_depth })
@@ -95,6 +99,10 @@ impl ApiError {
 
     pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::NOT_FOUND, message: message.into() }
+    }
+
+    pub(crate) fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: message.into() }
     }
 }
 
@@ -279,6 +287,58 @@ async fn get_session_traces(State(state): State<ApiState>, Path(session): Path<S
         })
         .collect();
     Ok(axum::Json(json!({ "traces": traces })).into_response())
+}
+
+/// `GET /api/agentrace/dead-letters`: what each exporter's backend refused
+/// for good and agentrace kept.
+async fn get_dead_letters(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let exporters = state.store.read(query::dead_letters).await?;
+    Ok(axum::Json(json!({ "exporters": exporters })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReplayParams {
+    exporter: Option<String>,
+}
+
+/// `POST /api/agentrace/dead-letters/replay?exporter=NAME`: puts an
+/// exporter's dead letters back into its queue, to be sent again (once the
+/// operator has fixed what the backend refused).
+async fn replay_dead_letters(
+    State(state): State<ApiState>,
+    Query(params): Query<ReplayParams>,
+) -> Result<Response, ApiError> {
+    let name = params.exporter.filter(|n| !n.is_empty()).ok_or_else(|| {
+        ApiError::bad_request("exporter is required: its name as GET /api/agentrace/dead-letters lists it")
+    })?;
+    let wanted = name.clone();
+    let found = state
+        .store
+        .read(move |conn| {
+            use rusqlite::OptionalExtension;
+            let id: Option<i64> =
+                conn.query_row("SELECT id FROM exporters WHERE name = ?1", [&wanted], |r| r.get(0)).optional()?;
+            match id {
+                Some(id) => Ok(Some((id, query::dead_letter_totals(conn, id)?))),
+                None => Ok(None),
+            }
+        })
+        .await?;
+    let Some((id, (spans, bytes))) = found else {
+        return Err(ApiError::not_found(format!("no exporter named {name:?}")));
+    };
+    let outcome = match state.store.submit(crate::store::PreparedBatch::replay_dead_letters(id)) {
+        Ok(durable) => durable.await?,
+        Err(e) => return Err(ApiError::unavailable(e.to_string())),
+    };
+    if let Some(m) = state.metrics.exporter_named(&name) {
+        use std::sync::atomic::Ordering;
+        m.queued_spans.fetch_add(spans, Ordering::Relaxed);
+        m.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        m.dead_letter_spans.fetch_sub(spans.min(m.dead_letter_spans.load(Ordering::Relaxed)), Ordering::Relaxed);
+    }
+    Ok(axum::Json(json!({ "exporter": name, "replayed_requests": outcome.inserted, "replayed_spans": spans }))
+        .into_response())
 }
 
 async fn get_metrics(State(state): State<ApiState>) -> Response {

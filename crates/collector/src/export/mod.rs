@@ -135,16 +135,28 @@ async fn run(
             match client.encode(&request) {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot encode a batch; dropped");
-                    target.metrics.dropped_spans.fetch_add(spans, Ordering::Relaxed);
+                    tracing::error!(error = %e, "cannot encode a batch; kept in the dead letters");
                     Bytes::new()
                 }
             }
         };
-        if !body.is_empty() && !send_until_done(&client, &target, body, spans, &mut stop).await {
-            return;
-        }
-        match store.submit(PreparedBatch::dequeue(ids)) {
+        let outcome = if body.is_empty() {
+            Sent::Refused("the batch could not be encoded for this exporter's protocol".to_owned())
+        } else {
+            send_until_done(&client, &target, body, spans, &mut stop).await
+        };
+        let write = match outcome {
+            Sent::Stopped => return,
+            Sent::Delivered => PreparedBatch::dequeue(ids),
+            // Never to nowhere: an operator can look and replay
+            // (`/api/agentrace/dead-letters`).
+            Sent::Refused(reason) => {
+                target.metrics.dropped_spans.fetch_add(spans, Ordering::Relaxed);
+                target.metrics.dead_letter_spans.fetch_add(spans, Ordering::Relaxed);
+                PreparedBatch::dead_letter(ids, reason)
+            }
+        };
+        match store.submit(write) {
             Ok(durable) => {
                 if let Err(e) = durable.await {
                     tracing::error!(error = %e, "cannot delete sent spans from the export queue; they will be sent again");
@@ -163,15 +175,25 @@ async fn run(
     }
 }
 
-/// Sends one batch until the backend takes it or refuses it for good;
-/// false when told to stop first.
+/// How sending one batch ended.
+enum Sent {
+    /// The backend took it (perhaps refusing some spans, which OTLP does
+    /// not name, so they are counted only).
+    Delivered,
+    /// The backend refused it for good, saying this.
+    Refused(String),
+    /// The exporter was told to stop first.
+    Stopped,
+}
+
+/// Sends one batch until the backend takes it or refuses it for good.
 async fn send_until_done(
     client: &OtlpClient,
     target: &ExportTarget,
     body: Bytes,
     spans: u64,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Sent {
     let mut backoff = Duration::from_millis(250);
     let mut attempt: u64 = 0;
     loop {
@@ -194,13 +216,17 @@ async fn send_until_done(
                     target.metrics.dropped_spans.fetch_add(rejected.min(spans), Ordering::Relaxed);
                 }
                 target.metrics.sent_spans.fetch_add(spans.saturating_sub(rejected), Ordering::Relaxed);
-                return true;
+                return Sent::Delivered;
             }
             // Settings errors surface when the client is built, not here.
             Err(ClientError::Permanent(message) | ClientError::Config(message)) => {
-                tracing::error!(%message, spans, exporter = %target.metrics.name, "the backend refused a batch for good; dropped");
-                target.metrics.dropped_spans.fetch_add(spans, Ordering::Relaxed);
-                return true;
+                tracing::error!(
+                    %message,
+                    spans,
+                    exporter = %target.metrics.name,
+                    "the backend refused a batch for good; kept in the dead letters"
+                );
+                return Sent::Refused(message);
             }
             // Kept queued: retried at the longest backoff, loudly, until
             // an operator fixes the exporter (the queue's size bounds it,
@@ -209,7 +235,7 @@ async fn send_until_done(
                 target.metrics.failed_attempts.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%message, spans, exporter = %target.metrics.name, "export misconfigured; the batch stays queued");
                 if sleep_or_stop(stop, target.config.max_backoff).await {
-                    return false;
+                    return Sent::Stopped;
                 }
             }
             Err(ClientError::Retryable { message, after }) => {
@@ -220,7 +246,7 @@ async fn send_until_done(
                 let jitter = Duration::from_millis((attempt.wrapping_mul(7919) ^ spans) % 100);
                 tracing::warn!(%message, ?wait, exporter = %target.metrics.name, "export failed; will retry");
                 if sleep_or_stop(stop, wait + jitter).await {
-                    return false;
+                    return Sent::Stopped;
                 }
                 backoff = (backoff * 2).min(target.config.max_backoff);
             }

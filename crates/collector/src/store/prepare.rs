@@ -59,6 +59,11 @@ pub struct PreparedBatch {
     pub(crate) exports: Vec<QueuedExport>,
     /// Queue rows a backend has acknowledged, to delete.
     pub(crate) dequeue: Vec<i64>,
+    /// Why the backend refused the `dequeue` rows for good, when it did:
+    /// they move to the dead letters instead of going.
+    pub(crate) dead_letter: Option<String>,
+    /// An exporter whose dead letters go back into its queue.
+    pub(crate) replay_dead_letters: Option<i64>,
     /// Per-span rewrites for exporters (repairs, rollups), to keep.
     pub(crate) patches: Vec<PatchRow>,
     pub(crate) requests: Vec<RequestRow>,
@@ -228,6 +233,18 @@ impl PreparedBatch {
     /// A write that only deletes acknowledged queue rows.
     pub fn dequeue(ids: Vec<i64>) -> PreparedBatch {
         PreparedBatch { dequeue: ids, ..Default::default() }
+    }
+
+    /// A write that moves queue rows a backend refused for good to the
+    /// dead letters, with the backend's reason.
+    pub fn dead_letter(ids: Vec<i64>, reason: String) -> PreparedBatch {
+        PreparedBatch { dequeue: ids, dead_letter: Some(reason), ..Default::default() }
+    }
+
+    /// A write that puts an exporter's dead letters back into its queue
+    /// (its outcome's `inserted` counts the requests moved).
+    pub fn replay_dead_letters(exporter: i64) -> PreparedBatch {
+        PreparedBatch { replay_dead_letters: Some(exporter), ..Default::default() }
     }
 
     /// A write that keeps the live diagnosis of closed traces: their

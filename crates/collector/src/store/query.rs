@@ -650,12 +650,65 @@ pub fn queue_peek(conn: &Connection, exporter: i64, window: QueueWindow) -> Resu
 
 /// Spans and bytes waiting in exporter `exporter`'s queue.
 pub fn queue_totals(conn: &Connection, exporter: i64) -> Result<(u64, u64), StoreError> {
+    totals(conn, "export_queue", exporter)
+}
+
+/// Spans and bytes of an exporter's rows in `table` (its queue or its dead letters).
+fn totals(conn: &Connection, table: &str, exporter: i64) -> Result<(u64, u64), StoreError> {
     let (spans, bytes): (i64, i64) = conn.query_row(
-        "SELECT coalesce(sum(spans), 0), coalesce(sum(length(body)), 0) FROM export_queue WHERE exporter = ?1",
+        &format!("SELECT coalesce(sum(spans), 0), coalesce(sum(length(body)), 0) FROM {table} WHERE exporter = ?1"),
         [exporter],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok((spans as u64, bytes as u64))
+}
+
+/// What an exporter's dead letters hold: requests (as they were received
+/// and queued), spans, when the oldest and newest were refused, and the
+/// first few reasons.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeadLetters {
+    /// The exporter's name (endpoint and protocol).
+    pub exporter: String,
+    /// Received requests kept.
+    pub requests: u64,
+    /// Spans in them.
+    pub spans: u64,
+    /// When the oldest was refused, Unix nanoseconds.
+    pub oldest_unix_nano: i64,
+    /// When the newest was refused, Unix nanoseconds.
+    pub newest_unix_nano: i64,
+    /// What the backend said, up to five distinct answers.
+    pub reasons: Vec<String>,
+}
+
+/// Every exporter's dead letters, by exporter name.
+pub fn dead_letters(conn: &Connection) -> Result<Vec<DeadLetters>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.name, d.exporter, count(*), coalesce(sum(d.spans), 0), min(d.at_ns), max(d.at_ns)
+         FROM dead_letters d JOIN exporters e ON e.id = d.exporter GROUP BY d.exporter ORDER BY e.name",
+    )?;
+    let mut reasons = conn.prepare_cached("SELECT DISTINCT reason FROM dead_letters WHERE exporter = ?1 LIMIT 5")?;
+    let rows: Vec<(String, i64, i64, i64, i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (exporter, id, requests, spans, oldest, newest) in rows {
+        out.push(DeadLetters {
+            exporter,
+            requests: requests.max(0) as u64,
+            spans: spans.max(0) as u64,
+            oldest_unix_nano: oldest,
+            newest_unix_nano: newest,
+            reasons: reasons.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?,
+        });
+    }
+    Ok(out)
+}
+
+/// Spans and bytes in an exporter's dead letters.
+pub fn dead_letter_totals(conn: &Connection, exporter: i64) -> Result<(u64, u64), StoreError> {
+    totals(conn, "dead_letters", exporter)
 }
 
 /// Highest `seq` in any queue (0 when empty), so a restarted collector

@@ -78,6 +78,17 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
              body BLOB NOT NULL
          );
          CREATE INDEX IF NOT EXISTS export_queue_by_exporter ON export_queue (exporter, id);
+         -- Batches a backend refused for good, kept for an operator to replay.
+         CREATE TABLE IF NOT EXISTS dead_letters (
+             id INTEGER PRIMARY KEY,
+             exporter INTEGER NOT NULL,
+             seq INTEGER NOT NULL,
+             spans INTEGER NOT NULL,
+             body BLOB NOT NULL,
+             reason TEXT NOT NULL,
+             at_ns INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS dead_letters_by_exporter ON dead_letters (exporter, id);
          -- Per-trace rows that nothing read (the request rows hold the answer).
          DROP TABLE IF EXISTS trace_analysis;
          CREATE TABLE IF NOT EXISTS requests (
@@ -286,6 +297,10 @@ impl Writer {
             let mut insert_export =
                 tx.prepare_cached("INSERT INTO export_queue (exporter, seq, spans, body) VALUES (?1, ?2, ?3, ?4)")?;
             let mut delete_export = tx.prepare_cached("DELETE FROM export_queue WHERE id = ?1")?;
+            let mut keep_dead_letter = tx.prepare_cached(
+                "INSERT INTO dead_letters (exporter, seq, spans, body, reason, at_ns)
+                 SELECT exporter, seq, spans, body, ?2, ?3 FROM export_queue WHERE id = ?1",
+            )?;
             let mut upsert_request = tx.prepare_cached(
                 "INSERT OR REPLACE INTO requests (request_id, start_ns, duration_ns, root_service, root_name, session,
                      traces, spans, agents, input_tokens, output_tokens, cost_usd, findings, broken, errors, failed,
@@ -395,7 +410,19 @@ impl Writer {
                     }
                 }
                 for id in &batch.dequeue {
+                    if let Some(reason) = &batch.dead_letter {
+                        keep_dead_letter.execute(params![id, reason, now_ns()])?;
+                    }
                     delete_export.execute(params![id])?;
+                }
+                if let Some(exporter) = batch.replay_dead_letters {
+                    tx.execute(
+                        "INSERT INTO export_queue (exporter, seq, spans, body)
+                         SELECT exporter, seq, spans, body FROM dead_letters WHERE exporter = ?1 ORDER BY id",
+                        params![exporter],
+                    )?;
+                    outcome.inserted +=
+                        tx.execute("DELETE FROM dead_letters WHERE exporter = ?1", params![exporter])? as u64;
                 }
                 for p in &batch.patches {
                     upsert_patch.execute(params![p.trace_id, p.span_id, p.patch])?;

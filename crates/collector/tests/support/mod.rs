@@ -314,11 +314,17 @@ impl Backend {
     /// Starts it on `port`, appending what it receives to `out`; the first
     /// `refuse` requests are answered UNAVAILABLE.
     pub fn start(port: u16, out: &Path, refuse: u32) -> Backend {
+        Backend::start_with(port, out, &["--refuse", &refuse.to_string()])
+    }
+
+    /// Starts it with the script's own flags (`--refuse N`, `--reject N`).
+    pub fn start_with(port: u16, out: &Path, flags: &[&str]) -> Backend {
         use std::io::BufRead;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/otlp_backend.py");
         let mut child = Command::new(python())
             .arg(script)
-            .args(["--port", &port.to_string(), "--out", out.to_str().unwrap(), "--refuse", &refuse.to_string()])
+            .args(["--port", &port.to_string(), "--out", out.to_str().unwrap()])
+            .args(flags)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python backend starts");
