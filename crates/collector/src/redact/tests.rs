@@ -268,23 +268,80 @@ fn attributes_strategy() -> impl Strategy<Value = Vec<KeyValue>> {
     prop::collection::vec((key, value_strategy()).prop_map(|(k, v)| kv(&k, v)), 0..6)
 }
 
-fn span_strategy() -> impl Strategy<Value = Span> {
+/// A text field: plain, or carrying the secret among other words.
+fn text_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![3 => "[a-z ]{0,8}", 1 => "[a-z]{0,4}".prop_map(|t| format!("{t} {SECRET} x"))]
+}
+
+/// Attributes whose keys may carry the secret, and values of bytes too.
+fn planted_attributes() -> impl Strategy<Value = Vec<KeyValue>> {
     (
         attributes_strategy(),
-        prop::collection::vec(("[a-z]{0,6}", attributes_strategy()), 0..4),
-        prop::collection::vec(attributes_strategy(), 0..2),
+        prop::collection::vec(
+            (text_strategy(), prop_oneof![Just(SECRET.as_bytes().to_vec()), Just(b"plain".to_vec())]),
+            0..2,
+        ),
     )
-        .prop_map(|(attributes, events, links)| Span {
+        .prop_map(|(mut attributes, extra)| {
+            for (key, bytes) in extra {
+                attributes.push(kv(&key, AnyValue { value: Some(any_value::Value::BytesValue(bytes)) }));
+            }
+            attributes
+        })
+}
+
+fn span_strategy() -> impl Strategy<Value = Span> {
+    (
+        planted_attributes(),
+        prop::collection::vec((text_strategy(), planted_attributes()), 0..4),
+        prop::collection::vec((planted_attributes(), text_strategy()), 0..2),
+        (text_strategy(), text_strategy(), text_strategy()),
+    )
+        .prop_map(|(attributes, events, links, (name, status, trace_state))| Span {
             trace_id: vec![7; 16],
             span_id: vec![8; 8],
-            name: "step".into(),
+            name,
+            trace_state,
             attributes,
             events: events
                 .into_iter()
                 .map(|(name, attributes)| Event { name, attributes, ..Default::default() })
                 .collect(),
-            links: links.into_iter().map(|attributes| Link { attributes, ..Default::default() }).collect(),
+            links: links
+                .into_iter()
+                .map(|(attributes, trace_state)| Link { attributes, trace_state, ..Default::default() })
+                .collect(),
+            status: Some(opentelemetry_proto::tonic::trace::v1::Status { code: 2, message: status }),
             ..Default::default()
+        })
+}
+
+/// A request with the secret possibly in the resource, the scope and the
+/// schema URLs as well as in its spans.
+fn planted_request() -> impl Strategy<Value = ExportTraceServiceRequest> {
+    (
+        prop::collection::vec(span_strategy(), 1..4),
+        planted_attributes(),
+        (text_strategy(), text_strategy(), planted_attributes()),
+        (text_strategy(), text_strategy()),
+    )
+        .prop_map(|(spans, resource, (scope_name, scope_version, scope_attributes), (schema, scope_schema))| {
+            ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(Resource { attributes: resource, ..Default::default() }),
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+                            name: scope_name,
+                            version: scope_version,
+                            attributes: scope_attributes,
+                            ..Default::default()
+                        }),
+                        spans,
+                        schema_url: scope_schema,
+                    }],
+                    schema_url: schema,
+                }],
+            }
         })
 }
 
@@ -293,13 +350,17 @@ proptest! {
     /// the sink keeps content) or a secret through.
     #[test]
     fn nothing_sensitive_reaches_a_sink(
-        spans in prop::collection::vec(span_strategy(), 1..4),
+        planted in planted_request(),
         action in prop_oneof![Just(ContentAction::Drop), Just(ContentAction::Hash), Just(ContentAction::Keep)],
     ) {
         // Built once: compiling the patterns is start-up work, not per request.
         static R: std::sync::LazyLock<Redactor> = std::sync::LazyLock::new(redactor);
         let r = &*R;
-        let out = r.redact(request(spans, vec![]), action);
+        let out = r.redact(planted, action);
+        // Whatever field it was planted in (names, keys, values of every
+        // type, events, links, status, trace states, resource, scope,
+        // schema URLs), the secret reaches no sink: the store and every
+        // exporter take only what `redact` gives them.
         prop_assert!(!contains(&out.request().encode_to_vec(), SECRET.as_bytes()));
         for span in &out.request().resource_spans[0].scope_spans[0].spans {
             for event in &span.events {
