@@ -7,7 +7,9 @@
 //!   is accepted while they trickle. Each trickled body is cut off at the
 //!   read timeout with a 408 that says why (counted under
 //!   `reason="timeout"` in `/metrics`), and a connection that sends nothing
-//!   at all is closed at the header timeout.
+//!   at all is closed at the header timeout. The same over OTLP/gRPC: 16
+//!   HTTP/2 streams trickling their message hold no place, a polite export
+//!   is answered OK, and each trickled stream ends in `DEADLINE_EXCEEDED`.
 //! - Memory amplification: 16 MB of empty spans (2 bytes each on the wire,
 //!   hundreds decoded), a 61 KB gzip body inflating to 60 MiB of them, and
 //!   three such bodies at once are refused for what they would take once
@@ -258,4 +260,88 @@ fn amplified_bodies_are_refused_for_what_they_would_decode_to() {
     let r = client.post(&url).header("content-type", "application/json").body(span_json("after the attack")).send();
     assert_eq!(r.unwrap().status(), 200);
     let _ = server.child.kill();
+}
+
+/// The `grpc-status` of a response: in its headers (a trailers-only
+/// answer) or in its trailers.
+async fn grpc_status(response: h2::client::ResponseFuture) -> (String, String) {
+    let response = response.await.expect("an HTTP/2 response");
+    let header = |h: &http::HeaderMap, k: &str| h.get(k).map(|v| v.to_str().unwrap_or_default().to_owned());
+    if let Some(status) = header(response.headers(), "grpc-status") {
+        return (status, header(response.headers(), "grpc-message").unwrap_or_default());
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the response body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.expect("trailers").expect("gRPC trailers");
+    (header(&trailers, "grpc-status").unwrap_or_default(), header(&trailers, "grpc-message").unwrap_or_default())
+}
+
+#[test]
+fn trickling_grpc_streams_lock_no_one_out_and_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentrace.yaml");
+    std::fs::write(&config, "receivers:\n  otlp:\n    max_concurrent_requests: 4\n    read_timeout: 3s\n").unwrap();
+    let server = support::start([
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--data-dir".as_ref(),
+        dir.path().join("data").as_os_str(),
+    ]);
+    let addr = server.grpc.clone();
+    let export = format!("http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+    let request = |uri: &str| {
+        http::Request::post(uri).header("content-type", "application/grpc").header("te", "trailers").body(()).unwrap()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut slow = Vec::new();
+        for _ in 0..SLOW_CLIENTS {
+            let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+            tokio::spawn(connection);
+            let mut client = client.ready().await.unwrap();
+            let (response, mut send) = client.send_request(request(&export), false).unwrap();
+            // A gRPC frame promising 1000 bytes, then one every 200 ms.
+            send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 3, 232]), false).unwrap();
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) && send.send_data(bytes::Bytes::from_static(b" "), false).is_ok() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+            slow.push(response);
+        }
+        // Let their streams reach the server (ordering only).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        // A polite export, over its own connection, is answered OK meanwhile.
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        let body: ExportTraceServiceRequest =
+            serde_json::from_str(&span_json("polite grpc request")).expect("OTLP JSON");
+        let message = body.encode_to_vec();
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&message);
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let (response, mut send) = client.send_request(request(&export), false).unwrap();
+        send.send_data(bytes::Bytes::from(frame), true).unwrap();
+        let (status, message) = grpc_status(response).await;
+        assert_eq!(status, "0", "a polite export was refused while streams trickled: {message}");
+
+        // Every trickled stream is cut off at the read timeout, with a reason.
+        for (i, response) in slow.into_iter().enumerate() {
+            let (status, message) = grpc_status(response).await;
+            assert_eq!(status, "4", "slow stream {i}: DEADLINE_EXCEEDED expected, got {status} {message}");
+            assert!(message.contains("did%20not%20arrive") || message.contains("did not arrive"), "{message}");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
 }
