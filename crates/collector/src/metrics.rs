@@ -184,6 +184,9 @@ pub struct PipelineMetrics {
     pub repairs_applied: AtomicU64,
     /// Spans given to diagnoses: each closed trace's own and its context's.
     pub diagnosed_spans: AtomicU64,
+    /// Diagnoses that panicked (a doctor bug a sender's spans found): their
+    /// traces were stored and forwarded unrepaired.
+    pub diagnoses_failed: AtomicU64,
 }
 
 /// One exporter's work; `name` is its endpoint and protocol.
@@ -445,6 +448,12 @@ impl Metrics {
                 "counter",
                 "Spans given to diagnoses: each closed trace's own and those of its session and joined traces.",
                 &p.diagnosed_spans,
+            ),
+            (
+                "agentrace_pipeline_diagnoses_failed_total",
+                "counter",
+                "Diagnoses that failed (a doctor bug): their traces were kept and forwarded unrepaired.",
+                &p.diagnoses_failed,
             ),
         ] {
             scalar(&mut out, name, kind, help, v);
