@@ -86,6 +86,9 @@ fn provider(config: &SelfTracesConfig) -> Result<SdkTracerProvider, opentelemetr
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        // Protobuf whatever features the build unified (`http-json` makes
+        // JSON the exporter's default).
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(url)
         .with_headers(config.headers.clone().into_iter().collect())
         .build()?;

@@ -86,6 +86,9 @@ pub(crate) fn start(config: &SelfMetricsConfig, metrics: Arc<Metrics>) -> anyhow
     };
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_http()
+        // Protobuf whatever features the build unified (`http-json` makes
+        // JSON the exporter's default).
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(url)
         .with_headers(config.headers.clone().into_iter().collect())
         .build()?;
