@@ -6,6 +6,18 @@
 //! Limits keep a hostile or careless caller from bloating every span: entry count and value length.
 //!
 //! Add it before the exporting processor: `on_start` runs in registration order.
+//!
+//! ```
+//! use agentrace::baggage::BaggageSpanProcessor;
+//! use opentelemetry::baggage::BaggageExt;
+//! use opentelemetry::{Context, KeyValue};
+//!
+//! // Only the allow-listed keys become span attributes; a caller's others stay baggage.
+//! let processor = BaggageSpanProcessor::allow(["session.id"]);
+//! let cx = Context::new().with_baggage([KeyValue::new("session.id", "s-42"), KeyValue::new("user.email", "a@b.c")]);
+//! assert_eq!(processor.attributes(&cx), [KeyValue::new("session.id", "s-42")]);
+//! // Installed with `SdkTracerProvider::builder().with_span_processor(processor)`.
+//! ```
 
 use std::borrow::Cow;
 use std::sync::Arc;

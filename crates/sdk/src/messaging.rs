@@ -7,6 +7,23 @@
 //! the consumer has its own trace, it keeps its current parent and only links
 //! ([`ConsumerParent::Current`]). Both record `messaging.message.id`, which the collector uses to
 //! join a producer and a consumer when a broker dropped the headers.
+//!
+//! ```
+//! use agentrace::messaging::{ConsumerSpan, ProducerSpan};
+//! use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+//! use opentelemetry::Context;
+//! use opentelemetry_sdk::trace::SdkTracerProvider;
+//!
+//! let tracer = SdkTracerProvider::builder().build().tracer("worker");
+//! // The producer's span, whose context goes into the message…
+//! let producer = ProducerSpan::new("redis", "tasks", Some("m-42")).start(&tracer, &Context::new());
+//! // …and the consumer's, a child of it on the other side.
+//! let consumer = ConsumerSpan::new("redis", "tasks", Some("m-42")).start(&tracer, &producer);
+//! assert_eq!(
+//!     consumer.span().span_context().trace_id(),
+//!     producer.span().span_context().trace_id()
+//! );
+//! ```
 
 use opentelemetry::trace::{Link, SpanBuilder, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};

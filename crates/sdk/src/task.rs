@@ -5,6 +5,25 @@
 //! takes the current context at the spawn site and re-attaches it where the work runs. With the
 //! `tracing` feature it also captures the current `tracing` span and re-enters it, so
 //! `#[instrument]` spans in the task get the right parent through `tracing-opentelemetry`.
+//!
+//! ```
+//! use agentrace::task::Captured;
+//! use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+//! use opentelemetry::Context;
+//!
+//! let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+//! let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+//! let sent = Context::new().with_remote_span_context(SpanContext::new(
+//!     trace_id, span_id, TraceFlags::SAMPLED, true, TraceState::default(),
+//! ));
+//!
+//! let _guard = sent.attach();
+//! // A thread pool runs the job later, on another thread, with no context of its own…
+//! let job = Captured::current().wrap_once(|| Context::current().span().span_context().trace_id());
+//! let seen = std::thread::spawn(job).join().unwrap();
+//! // …and yet it runs in the context it was handed over in.
+//! assert_eq!(seen, trace_id);
+//! ```
 
 use std::future::Future;
 

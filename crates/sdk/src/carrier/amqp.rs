@@ -2,6 +2,25 @@
 //!
 //! Values are written as long strings; on read, long and short strings and byte arrays that
 //! are UTF-8 are accepted (other clients write either), any other AMQP type is ignored.
+//!
+//! ```
+//! use agentrace::carrier::ContextCarrier;
+//! use lapin::types::FieldTable;
+//! use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+//! use opentelemetry::Context;
+//!
+//! let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+//! let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+//! let sent = Context::new().with_remote_span_context(SpanContext::new(
+//!     trace_id, span_id, TraceFlags::SAMPLED, true, TraceState::default(),
+//! ));
+//!
+//! let mut headers = FieldTable::default();
+//! headers.inject_context(&sent);
+//! // `BasicProperties::default().with_headers(headers)` when publishing; on delivery:
+//! let received = headers.extract_context();
+//! assert_eq!(received.span().span_context().trace_id(), trace_id);
+//! ```
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use opentelemetry::Context;

@@ -3,6 +3,30 @@
 //!
 //! The parent calls [`CommandExt::with_trace_context`] on its `Command`; the child calls
 //! [`extract_from_env`] once at start-up. An MCP server started over stdio is the typical child.
+//!
+//! ```
+//! use agentrace::carrier::env::{CommandExt, EnvCarrier};
+//! use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+//! use opentelemetry::Context;
+//!
+//! let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+//! let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+//! let sent = Context::new().with_remote_span_context(SpanContext::new(
+//!     trace_id, span_id, TraceFlags::SAMPLED, true, TraceState::default(),
+//! ));
+//!
+//! // The parent sets TRACEPARENT (and TRACESTATE, BAGGAGE) on the child's command…
+//! let mut child = std::process::Command::new("worker");
+//! child.with_trace_context(&sent);
+//! let env: Vec<(String, String)> = child
+//!     .get_envs()
+//!     .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+//!     .collect();
+//! // …and the child reads it with `extract_from_env()`; here, from the same variables.
+//! let carried = EnvCarrier::from_lookup(|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+//! let received = agentrace::propagation::extract_context(&carried);
+//! assert_eq!(received.span().span_context().trace_id(), trace_id);
+//! ```
 
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};

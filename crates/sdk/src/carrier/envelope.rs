@@ -9,6 +9,23 @@
 //! Deserialisation is lenient on purpose: a `trace_context` or a field of the wrong JSON type is
 //! read as absent instead of failing the whole message, because losing a trace is better than
 //! losing the work item.
+//!
+//! ```
+//! use agentrace::carrier::envelope::Traced;
+//! use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+//! use opentelemetry::Context;
+//!
+//! let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+//! let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+//! let sent = Context::new().with_remote_span_context(SpanContext::new(
+//!     trace_id, span_id, TraceFlags::SAMPLED, true, TraceState::default(),
+//! ));
+//!
+//! let message = serde_json::to_string(&Traced::with_context("plan the trip", &sent)).unwrap();
+//! let (received, payload): (Context, String) = serde_json::from_str::<Traced<String>>(&message).unwrap().into_parts();
+//! assert_eq!(payload, "plan the trip");
+//! assert_eq!(received.span().span_context().trace_id(), trace_id);
+//! ```
 
 use std::fmt;
 

@@ -3,6 +3,24 @@
 //!
 //! Header names are case-insensitive and a header may repeat: two `traceparent` headers restart
 //! the trace, several `tracestate` or `baggage` headers form one list, as W3C requires.
+//!
+//! ```
+//! use agentrace::carrier::ContextCarrier;
+//! use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+//! use opentelemetry::Context;
+//!
+//! let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+//! let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+//! let sent = Context::new().with_remote_span_context(SpanContext::new(
+//!     trace_id, span_id, TraceFlags::SAMPLED, true, TraceState::default(),
+//! ));
+//!
+//! let mut headers = http::HeaderMap::new();
+//! headers.inject_context(&sent);
+//! assert!(headers.contains_key("traceparent"));
+//! let received = headers.extract_context();
+//! assert_eq!(received.span().span_context().span_id(), span_id);
+//! ```
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::Context;

@@ -1,6 +1,25 @@
 //! Kafka message headers (rdkafka). Kafka headers are an ordered, append-only list, so injection
 //! returns a new `OwnedHeaders` with the W3C headers appended; extraction reads any `Headers`
 //! (owned or borrowed from a received message). A repeated `traceparent` restarts the trace.
+//!
+//! ```
+//! use agentrace::carrier::kafka::{extract_from, inject_into};
+//! use rdkafka::message::OwnedHeaders;
+//! use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+//! use opentelemetry::Context;
+//!
+//! let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+//! let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+//! let sent = Context::new().with_remote_span_context(SpanContext::new(
+//!     trace_id, span_id, TraceFlags::SAMPLED, true, TraceState::default(),
+//! ));
+//!
+//! // `FutureRecord::to(topic).headers(headers)` when producing; on the consumer,
+//! // `extract_from(message.headers().unwrap())`.
+//! let headers = inject_into(OwnedHeaders::new(), &sent);
+//! let received = extract_from(&headers);
+//! assert_eq!(received.span().span_context().trace_id(), trace_id);
+//! ```
 
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};

@@ -3,6 +3,27 @@
 //!
 //! Works on a plain `serde_json::Map`, which rmcp's `_meta` types dereference to. A `_meta` that
 //! is not an object, or a key whose value is not a string, is ignored.
+//!
+//! ```
+//! use agentrace::carrier::ContextCarrier;
+//! use agentrace::carrier::meta::extract_from_meta_value;
+//! use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+//! use opentelemetry::Context;
+//!
+//! let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+//! let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+//! let sent = Context::new().with_remote_span_context(SpanContext::new(
+//!     trace_id, span_id, TraceFlags::SAMPLED, true, TraceState::default(),
+//! ));
+//!
+//! // The client writes the context into the request's `params._meta`…
+//! let mut meta = serde_json::Map::new();
+//! meta.inject_context(&sent);
+//! let params = serde_json::json!({"name": "search", "arguments": {}, "_meta": meta});
+//! // …and the server reads it back from whatever JSON it received.
+//! let received = extract_from_meta_value(params.get("_meta"));
+//! assert_eq!(received.span().span_context().trace_id(), trace_id);
+//! ```
 
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};

@@ -2,6 +2,31 @@
 //! next to the payload fields of an `XADD`, read back from the entry an `XREAD` returns.
 //!
 //! (For a plain Redis value, a list element or a pub/sub message, use the JSON envelope.)
+//!
+//! ```
+//! use std::collections::HashMap;
+//!
+//! use agentrace::carrier::redis::{extract_from_entry, StreamFields};
+//! use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+//! use opentelemetry::Context;
+//!
+//! let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+//! let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+//! let sent = Context::new().with_remote_span_context(SpanContext::new(
+//!     trace_id, span_id, TraceFlags::SAMPLED, true, TraceState::default(),
+//! ));
+//!
+//! // `XADD stream * <fields> payload …`: the context travels as fields of the entry.
+//! let fields = StreamFields::from_context(&sent);
+//! let entry: HashMap<String, redis::Value> = fields
+//!     .0
+//!     .iter()
+//!     .map(|(k, v)| (k.clone(), redis::Value::BulkString(v.clone().into_bytes())))
+//!     .collect();
+//! // The consumer reads the entry's map back (`XREADGROUP`).
+//! let received = extract_from_entry(&entry);
+//! assert_eq!(received.span().span_context().trace_id(), trace_id);
+//! ```
 
 use std::collections::HashMap;
 
