@@ -79,11 +79,7 @@ pub(crate) fn init(default: &str, own_traces: Option<&SelfTracesConfig>) {
 /// The OpenTelemetry tracer provider for the collector's own spans.
 fn provider(config: &SelfTracesConfig) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
     let endpoint = config.endpoint.as_deref().unwrap_or_default();
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    let url = match rest.find('/') {
-        Some(i) if rest[i..] != *"/" => endpoint.to_owned(),
-        _ => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
-    };
+    let url = agentrace_collector::export::signal_url(endpoint, "/v1/traces");
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         // Protobuf whatever features the build unified (`http-json` makes

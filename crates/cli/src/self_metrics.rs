@@ -79,11 +79,7 @@ fn samples(text: &str) -> Vec<Sample> {
 /// Starts sending the collector's metrics.
 pub(crate) fn start(config: &SelfMetricsConfig, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let Some(endpoint) = config.endpoint.as_deref() else { return Ok(()) };
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    let url = match rest.find('/') {
-        Some(i) if rest[i..] != *"/" => endpoint.to_owned(),
-        _ => format!("{}/v1/metrics", endpoint.trim_end_matches('/')),
-    };
+    let url = agentrace_collector::export::signal_url(endpoint, "/v1/metrics");
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_http()
         // Protobuf whatever features the build unified (`http-json` makes

@@ -42,6 +42,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::kind_name;
+use super::search::form_pairs;
 use crate::store::query::{self, SearchQuery};
 use crate::store::{KeyKind, Store, StoreError};
 
@@ -275,16 +276,6 @@ fn parse_search(raw: &str, now_us: i64) -> Result<Search, JaegerError> {
         )));
     }
     Ok(search)
-}
-
-/// `key=value` pairs of a query string, decoded (`+` is a space).
-fn form_pairs(raw: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    raw.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode =
-            |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
-        (decode(k), decode(v))
-    })
 }
 
 fn micros(key: &str, value: &str) -> Result<i64, JaegerError> {

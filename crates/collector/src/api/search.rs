@@ -18,10 +18,7 @@ use crate::store::{KeyKind, SearchQuery};
 /// Parses a raw query string into a search.
 pub(crate) fn parse(raw: &str, default_depth: usize) -> Result<SearchQuery, ApiError> {
     let mut query = SearchQuery { limit: default_depth, ..SearchQuery::default() };
-    for pair in raw.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = percent_decode(key);
-        let value = percent_decode(value);
+    for (key, value) in form_pairs(raw) {
         if value.is_empty() {
             continue;
         }
@@ -98,6 +95,15 @@ pub(crate) fn duration_nanos(key: &str, value: &str) -> Result<i64, ApiError> {
     let d = humantime::parse_duration(value)
         .map_err(|e| ApiError::bad_request(format!("{key} must be a duration like 250ms or 1.5s: {e}")))?;
     Ok(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The `key=value` pairs of a query string, decoded: every route that
+/// reads its raw query (Jaeger's, Tempo's, api_v3's) reads it here.
+pub(crate) fn form_pairs(raw: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    raw.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), percent_decode(v))
+    })
 }
 
 /// A query-string component: `+` is a space, `%XX` a byte.

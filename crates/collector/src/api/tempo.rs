@@ -39,6 +39,7 @@ use opentelemetry_proto::tonic::trace::v1::{Span as OtlpSpan, TracesData};
 use prost::Message;
 use serde_json::{Value as Json, json};
 
+use super::search::form_pairs;
 use super::traceql::{self, Expr, Field, Query, SpanFacts, Value};
 use crate::store::query::{self, SearchQuery};
 use crate::store::{Store, StoreError};
@@ -120,18 +121,9 @@ async fn buildinfo() -> Response {
     .into_response()
 }
 
-/// `key=value` pairs of a query string, decoded (`+` is a space).
+/// The query's decoded pairs.
 fn params(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode =
-                |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
-            (decode(k), decode(v))
-        })
-        .collect()
+    form_pairs(raw.unwrap_or("")).collect()
 }
 
 fn trace_id(text: &str) -> Result<TraceId, TempoError> {

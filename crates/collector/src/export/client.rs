@@ -261,10 +261,16 @@ fn grpc_error(status: &tonic::Status) -> ClientError {
 /// The OTLP/HTTP traces URL of an endpoint: as given when it names a path,
 /// else with `/v1/traces` added (as `OTEL_EXPORTER_OTLP_ENDPOINT` works).
 pub(crate) fn traces_url(endpoint: &str) -> String {
+    signal_url(endpoint, "/v1/traces")
+}
+
+/// An OTLP/HTTP signal's URL (`path`: `/v1/traces`, `/v1/metrics`) for an
+/// endpoint: as given when it names a path, else with `path` added.
+pub fn signal_url(endpoint: &str, path: &str) -> String {
     let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
     match rest.find('/') {
         Some(i) if rest[i..] != *"/" => endpoint.to_owned(),
-        _ => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+        _ => format!("{}{path}", endpoint.trim_end_matches('/')),
     }
 }
 

@@ -41,7 +41,7 @@ use crate::export::patch::ApplyPatch;
 use crate::metrics::ExporterMetrics;
 use crate::store::{PreparedBatch, Store, query};
 
-pub use client::{ClientError, OtlpClient};
+pub use client::{ClientError, OtlpClient, signal_url};
 
 /// How long an idle exporter waits before looking at its queue again.
 const POLL: Duration = Duration::from_millis(100);

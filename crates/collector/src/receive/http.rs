@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use agentrace_model::otlp::{self, DecodeError};
+use agentrace_model::otlp;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -20,7 +20,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost::Message;
 
 use super::status::RpcStatus;
-use super::{BodyError, Ingest, IngestError, RETRY_AFTER, ReserveError, read_body};
+use super::{BodyError, InflateError, Ingest, IngestError, RETRY_AFTER, ReserveError, read_body};
 use crate::metrics::{RefuseReason, Transport};
 
 /// The OTLP/HTTP traces path.
@@ -105,31 +105,15 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
         Err(e) => return retry_later(encoding, StatusCode::TOO_MANY_REQUESTS, 8, e.to_string()),
     };
     metrics.request(encoding.transport(), bytes.len());
-    let content_encoding =
-        headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim();
-    let inflated;
-    let payload: &[u8] = match content_encoding.to_ascii_lowercase().as_str() {
-        "" | "identity" => &bytes,
-        "gzip" | "x-gzip" => match otlp::gunzip(&bytes, state.ingest.limits().max_decompressed_bytes) {
-            Ok(v) => {
-                inflated = v;
-                &inflated
-            }
-            Err(e @ DecodeError::DecompressedTooLarge { .. }) => {
-                metrics.refused_request(RefuseReason::TooLarge, 0);
-                return status_response(encoding, StatusCode::PAYLOAD_TOO_LARGE, 8, e.to_string());
-            }
-            Err(e) => {
-                metrics.refused_request(RefuseReason::Malformed, 0);
-                return status_response(encoding, StatusCode::BAD_REQUEST, 3, e.to_string());
-            }
-        },
-        other => {
-            metrics.refused_request(RefuseReason::UnsupportedMedia, 0);
-            let message = format!("unsupported Content-Encoding {other:?}: send gzip or no encoding");
-            return status_response(encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, message);
+    let payload = match state.ingest.inflate(headers, &bytes) {
+        Ok(p) => p,
+        Err(InflateError::TooLarge(e)) => return status_response(encoding, StatusCode::PAYLOAD_TOO_LARGE, 8, e),
+        Err(InflateError::Malformed(e)) => return status_response(encoding, StatusCode::BAD_REQUEST, 3, e),
+        Err(InflateError::Unsupported(e)) => {
+            return status_response(encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, e);
         }
     };
+    let payload: &[u8] = &payload;
     // Memory for what decoding will take, reserved before anything is
     // decoded and held until the request is stored.
     let format = match encoding {

@@ -32,6 +32,50 @@ use crate::wire::Encoded;
 /// How long a refused sender is told to wait before retrying.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Why a body's `Content-Encoding` could not be undone (counted already).
+#[derive(Debug)]
+pub enum InflateError {
+    /// It inflates past the limit.
+    TooLarge(String),
+    /// The gzip stream is corrupt.
+    Malformed(String),
+    /// An encoding other than gzip.
+    Unsupported(String),
+}
+
+impl Ingest {
+    /// A body as sent, inflated when its `Content-Encoding` says gzip, within
+    /// the decompressed limit; the HTTP receivers' one way to read an encoding.
+    pub fn inflate<'a>(
+        &self,
+        headers: &::http::HeaderMap,
+        bytes: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, InflateError> {
+        let encoding =
+            headers.get(::http::header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim();
+        match encoding.to_ascii_lowercase().as_str() {
+            "" | "identity" => Ok(std::borrow::Cow::Borrowed(bytes)),
+            "gzip" | "x-gzip" => match otlp::gunzip(bytes, self.limits.max_decompressed_bytes) {
+                Ok(v) => Ok(std::borrow::Cow::Owned(v)),
+                Err(e @ otlp::DecodeError::DecompressedTooLarge { .. }) => {
+                    self.metrics.refused_request(RefuseReason::TooLarge, 0);
+                    Err(InflateError::TooLarge(e.to_string()))
+                }
+                Err(e) => {
+                    self.metrics.refused_request(RefuseReason::Malformed, 0);
+                    Err(InflateError::Malformed(e.to_string()))
+                }
+            },
+            other => {
+                self.metrics.refused_request(RefuseReason::UnsupportedMedia, 0);
+                Err(InflateError::Unsupported(format!(
+                    "unsupported Content-Encoding {other:?}: send gzip or no encoding"
+                )))
+            }
+        }
+    }
+}
+
 /// What an export request came to, for the transport to encode.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Accepted {

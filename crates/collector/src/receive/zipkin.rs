@@ -12,7 +12,6 @@
 
 use std::time::Instant;
 
-use agentrace_model::otlp::{self, DecodeError};
 use agentrace_model::zipkin::{self, ZipkinError};
 use axum::Router;
 use axum::body::Body;
@@ -21,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::{BodyError, Ingest, IngestError, RETRY_AFTER, ReserveError, read_body};
+use super::{BodyError, InflateError, Ingest, IngestError, RETRY_AFTER, ReserveError, read_body};
 use crate::metrics::{RefuseReason, Transport};
 
 /// Zipkin's v2 spans path.
@@ -93,33 +92,13 @@ async fn take(state: &ZipkinState, headers: &HeaderMap, body: Body) -> Response 
         Err(e) => return retry_later(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
     };
     metrics.request(Transport::Zipkin, bytes.len());
-    let content_encoding =
-        headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim();
-    let inflated;
-    let payload: &[u8] = match content_encoding.to_ascii_lowercase().as_str() {
-        "" | "identity" => &bytes,
-        "gzip" | "x-gzip" => match otlp::gunzip(&bytes, state.ingest.limits().max_decompressed_bytes) {
-            Ok(v) => {
-                inflated = v;
-                &inflated
-            }
-            Err(e @ DecodeError::DecompressedTooLarge { .. }) => {
-                metrics.refused_request(RefuseReason::TooLarge, 0);
-                return answer(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
-            }
-            Err(e) => {
-                metrics.refused_request(RefuseReason::Malformed, 0);
-                return answer(StatusCode::BAD_REQUEST, e.to_string());
-            }
-        },
-        other => {
-            metrics.refused_request(RefuseReason::UnsupportedMedia, 0);
-            return answer(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Encoding {other:?}: send gzip or no encoding"),
-            );
-        }
+    let payload = match state.ingest.inflate(headers, &bytes) {
+        Ok(p) => p,
+        Err(InflateError::TooLarge(e)) => return answer(StatusCode::PAYLOAD_TOO_LARGE, e),
+        Err(InflateError::Malformed(e)) => return answer(StatusCode::BAD_REQUEST, e),
+        Err(InflateError::Unsupported(e)) => return answer(StatusCode::UNSUPPORTED_MEDIA_TYPE, e),
     };
+    let payload: &[u8] = &payload;
     let _decoding = match state.ingest.reserve_cost(zipkin::decoded_cost(payload, json)) {
         Ok(d) => d,
         Err(ReserveError::TooLarge(e)) => return answer(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),

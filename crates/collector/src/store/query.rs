@@ -321,9 +321,6 @@ pub fn service_calls(
         *out.entry((parent, child)).or_default() += n.max(0) as u64;
     }
     // The hops that lost their context: the repairs each request's answer applied.
-    let mut answers = conn.prepare_cached(
-        "SELECT answer FROM requests WHERE start_ns BETWEEN ?1 AND ?2 AND repairs > 0 ORDER BY start_ns DESC LIMIT ?3",
-    )?;
     let mut service = conn.prepare_cached("SELECT service FROM spans WHERE trace_id = ?1 AND span_id = ?2")?;
     let mut service_of = |trace: &serde_json::Value, span: &serde_json::Value| -> Result<Option<String>, StoreError> {
         let (Some(trace), Some(span)) = (trace.as_str(), span.as_str()) else { return Ok(None) };
@@ -334,10 +331,7 @@ pub fn service_calls(
         };
         Ok(service.query_row(rusqlite::params![trace.as_bytes(), span.as_bytes()], |r| r.get(0)).optional()?)
     };
-    let texts: Vec<String> =
-        answers.query_map(rusqlite::params![from_ns, to_ns, max_spans], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    for text in texts {
-        let Ok(answer) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+    for answer in stored_answers(conn, from_ns, to_ns, max_spans, true)? {
         for repair in answer["repairs"].as_array().into_iter().flatten().filter(|r| r["applied"] == true) {
             let child = service_of(&repair["trace_id"], &repair["span_id"])?;
             let parent = service_of(&repair["parent_trace_id"], &repair["parent_span_id"])?;
@@ -351,6 +345,25 @@ pub fn service_calls(
     Ok(out)
 }
 
+/// The stored answers of the requests that started in `[from_ns, to_ns]`,
+/// newest first, at most `max` (only those with an applied repair when
+/// `repaired`).
+fn stored_answers(
+    conn: &Connection,
+    from_ns: i64,
+    to_ns: i64,
+    max: i64,
+    repaired: bool,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT answer FROM requests WHERE start_ns BETWEEN ?1 AND ?2 AND (?4 = 0 OR repairs > 0)
+         ORDER BY start_ns DESC LIMIT ?3",
+    )?;
+    let texts: Vec<String> =
+        stmt.query_map(rusqlite::params![from_ns, to_ns, max, repaired], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(texts.into_iter().filter_map(|t| serde_json::from_str(&t).ok()).collect())
+}
+
 /// Hand-offs between agents in the requests that started in
 /// `[from_ns, to_ns]` (the newest `max_requests` of them), as each
 /// request's stored answer records them. Keyed by (from, to).
@@ -361,13 +374,7 @@ pub fn agent_calls(
     max_requests: i64,
 ) -> Result<BTreeMap<(String, String), u64>, StoreError> {
     let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut answers = conn.prepare_cached(
-        "SELECT answer FROM requests WHERE start_ns BETWEEN ?1 AND ?2 ORDER BY start_ns DESC LIMIT ?3",
-    )?;
-    let texts: Vec<String> =
-        answers.query_map(rusqlite::params![from_ns, to_ns, max_requests], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    for text in texts {
-        let Ok(answer) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+    for answer in stored_answers(conn, from_ns, to_ns, max_requests, false)? {
         for d in answer["request"]["delegations"].as_array().into_iter().flatten() {
             if let (Some(from), Some(to)) = (d["from"].as_str(), d["to"].as_str()) {
                 *out.entry((from.to_owned(), to.to_owned())).or_default() += d["count"].as_u64().unwrap_or(1);
