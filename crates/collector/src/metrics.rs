@@ -162,7 +162,7 @@ pub struct RedactionMetrics {
 /// The live pipeline's state and work.
 #[derive(Debug, Default)]
 pub struct PipelineMetrics {
-    /// Traces open (gauge).
+    /// Traces open, or closed with their answers not yet stored (gauge).
     pub open_traces: AtomicU64,
     /// Spans held in memory, open traces and session window (gauge).
     pub buffered_spans: AtomicU64,
@@ -187,6 +187,21 @@ pub struct PipelineMetrics {
     /// Diagnoses that panicked (a doctor bug a sender's spans found): their
     /// traces were stored and forwarded unrepaired.
     pub diagnoses_failed: AtomicU64,
+    /// The last number given to an accepted request (see
+    /// [`crate::assemble::PipelineHandle::reserve`]).
+    pub requests_numbered: AtomicU64,
+    /// Every request numbered up to this is in a closed, diagnosed trace
+    /// whose answer is stored (the pipeline's watermark).
+    pub requests_settled: AtomicU64,
+}
+
+impl PipelineMetrics {
+    /// Accepted requests whose traces are not yet closed, diagnosed and
+    /// stored: 0 means every answer so far can be read.
+    pub fn requests_behind(&self) -> u64 {
+        let numbered = self.requests_numbered.load(Ordering::Acquire);
+        numbered.saturating_sub(self.requests_settled.load(Ordering::Acquire))
+    }
 }
 
 /// One exporter's work; `name` is its endpoint and protocol.
@@ -409,7 +424,12 @@ impl Metrics {
         }
         let p = &self.pipeline;
         for (name, kind, help, v) in [
-            ("agentrace_pipeline_open_traces", "gauge", "Traces open, waiting for late spans.", &p.open_traces),
+            (
+                "agentrace_pipeline_open_traces",
+                "gauge",
+                "Traces open, waiting for late spans, or closed with their answers not yet stored.",
+                &p.open_traces,
+            ),
             (
                 "agentrace_pipeline_buffered_spans",
                 "gauge",
@@ -458,6 +478,14 @@ impl Metrics {
         ] {
             scalar(&mut out, name, kind, help, v);
         }
+        let behind = AtomicU64::new(p.requests_behind());
+        scalar(
+            &mut out,
+            "agentrace_pipeline_requests_behind",
+            "gauge",
+            "Accepted requests whose traces are not yet closed, diagnosed and stored.",
+            &behind,
+        );
         // The OpenTelemetry Collector's own names, so its dashboards and
         // alerts apply (`receiver`, `transport`, `exporter` labels as it
         // sets them; its `http` transport is both OTLP/HTTP encodings).

@@ -183,9 +183,18 @@ fn start(trace_timeout: Duration) -> support::Running {
     })
 }
 
+/// Every accepted request is in a closed trace whose answer is stored
+/// (an open-traces gauge alone reads 0 while a just-accepted request is
+/// still on its way to the pipeline, or a closed trace's answer is being
+/// written: the answers read then would be the ones before it).
+fn all_answered(api: &str) -> bool {
+    support::metric(api, "agentrace_pipeline_requests_behind") == 0.0
+        && support::metric(api, "agentrace_pipeline_open_traces") == 0.0
+}
+
 /// The stored answers once every trace has closed and the rows stopped changing.
 fn settled(api: &str) -> BTreeMap<String, RequestAnswer> {
-    support::wait_for(120, "every trace to close", || support::metric(api, "agentrace_pipeline_open_traces") == 0.0);
+    support::wait_for(120, "every trace to close", || all_answered(api));
     let mut seen = live_requests(api);
     support::wait_for(120, "the stored answers to settle", || {
         std::thread::sleep(Duration::from_millis(200));
@@ -232,9 +241,7 @@ fn live_one_service_at_a_time(
         for b in group {
             support::send_otlp(&running, b);
         }
-        support::wait_for(120, "the service's traces to close", || {
-            support::metric(&api, "agentrace_pipeline_open_traces") == 0.0
-        });
+        support::wait_for(120, "the service's traces to close", || all_answered(&api));
     }
     let seen = settled(&api);
     running.stop();

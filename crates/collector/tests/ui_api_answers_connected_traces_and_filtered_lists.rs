@@ -231,3 +231,21 @@ fn the_request_list_has_one_row_per_connected_request_and_every_filter_narrows_i
         support::get_json(&format!("{}/api/agentrace/requests/{}", collector.api(), "0".repeat(31) + "1"));
     assert_eq!(status, 404);
 }
+
+/// `agentrace_pipeline_requests_behind` reads 0 only once every accepted
+/// request's traces are closed, diagnosed and their answers stored: a
+/// dashboard or script that waits for it reads the final answers at once.
+#[test]
+fn no_request_behind_means_every_answer_can_be_read() {
+    let collector = support::start(|c| c.pipeline.trace_timeout = std::time::Duration::from_millis(300));
+    let api = collector.api();
+    let flow = load(&collector);
+    support::wait_for(30, "no request behind", || {
+        support::metric(&api, "agentrace_pipeline_requests_behind") == 0.0
+            && support::metric(&api, "agentrace_pipeline_open_traces") == 0.0
+    });
+    // Read once, without waiting: both requests are there, the broken flow joined.
+    let all = requests(&collector, "");
+    assert_eq!(request_ids(&all), [flow.healthy.as_str(), flow.planner.as_str()], "{all:?}");
+    assert_eq!(all[1]["trace_ids"].as_array().unwrap().len(), 2, "{}", all[1]);
+}

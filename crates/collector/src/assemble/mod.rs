@@ -86,6 +86,8 @@ struct Arrival {
 
 struct Sequencer {
     next: u64,
+    /// Where the numbers given are published (none when disabled).
+    metrics: Option<Arc<Metrics>>,
     tx: Option<mpsc::Sender<Arrival>>,
     /// Spans handed over and not yet taken by the pipeline thread.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
@@ -121,6 +123,9 @@ impl PipelineHandle {
             None => None,
         };
         s.next += 1;
+        if let Some(m) = &s.metrics {
+            m.pipeline.requests_numbered.fetch_max(seq, Ordering::AcqRel);
+        }
         Ok(Reservation { seq, count, tx })
     }
 
@@ -182,6 +187,7 @@ impl Pipeline {
         let handle = PipelineHandle {
             sequencer: Arc::new(Mutex::new(Sequencer {
                 next: first_seq,
+                metrics: None,
                 tx: None,
                 in_flight: Default::default(),
                 max_in_flight: 0,
@@ -223,12 +229,15 @@ impl Pipeline {
         let handle = PipelineHandle {
             sequencer: Arc::new(Mutex::new(Sequencer {
                 next: first_seq,
+                metrics: Some(Arc::clone(&metrics)),
                 tx: Some(tx),
                 in_flight: Arc::clone(&in_flight),
                 max_in_flight,
             })),
             watermark: Arc::clone(&watermark),
         };
+        metrics.pipeline.requests_numbered.store(first_seq.saturating_sub(1), Ordering::Release);
+        metrics.pipeline.requests_settled.store(watermark.load(Ordering::Acquire), Ordering::Release);
         let thread = std::thread::Builder::new().name("agentrace-pipeline".into()).spawn(move || {
             run(assembler, rx, in_flight, store, watermark, first_seq.saturating_sub(1), runtime);
         })?;
@@ -301,7 +310,10 @@ fn run(
                 tracing::error!(error = %e, "could not keep the live diagnosis");
             }
         }
-        watermark.store(assembler.watermark(numbers.contiguous), Ordering::Release);
+        assembler.stored();
+        let settled = assembler.watermark(numbers.contiguous);
+        watermark.store(settled, Ordering::Release);
+        assembler.metrics.pipeline.requests_settled.store(settled, Ordering::Release);
         if stopping {
             break;
         }
@@ -477,6 +489,10 @@ pub struct Assembler {
     /// A hash of each stored request's answer, by (connected trace, root).
     stored: HashMap<(TraceId, agentrace_model::SpanId), u64>,
     buffered: usize,
+    /// Traces the last [`Assembler::close_due`] closed whose answers are not
+    /// yet durable: still counted as open until [`Assembler::stored`], so
+    /// that "no open traces" means every answer can be read.
+    unstored: usize,
     /// Whether an exporter applies patches (else none are worked out).
     want_patches: bool,
 }
@@ -497,6 +513,7 @@ impl Assembler {
             request_of: HashMap::new(),
             stored: HashMap::new(),
             buffered: 0,
+            unstored: 0,
             want_patches: true,
         }
     }
@@ -616,6 +633,7 @@ impl Assembler {
         if !batch.is_empty() {
             self.close(&batch, now, all, &mut out);
         }
+        self.unstored += due.iter().filter(|(_, id)| !self.open.contains_key(id)).count();
         self.expire_window(now);
         while self.buffered > self.config.max_buffered_spans && self.evict_oldest_window().is_some() {
             self.metrics.pipeline.window_evicted_traces.fetch_add(1, Ordering::Relaxed);
@@ -1028,8 +1046,15 @@ impl Assembler {
         Some(n)
     }
 
+    /// The answers of the traces closed so far are durable (or could not be
+    /// kept, which was logged): they no longer count as open.
+    pub fn stored(&mut self) {
+        self.unstored = 0;
+        self.publish_gauges();
+    }
+
     fn publish_gauges(&self) {
-        self.metrics.pipeline.open_traces.store(self.open.len() as u64, Ordering::Relaxed);
+        self.metrics.pipeline.open_traces.store((self.open.len() + self.unstored) as u64, Ordering::Relaxed);
         self.metrics.pipeline.buffered_spans.store(self.buffered as u64, Ordering::Relaxed);
     }
 }
