@@ -7,26 +7,11 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 use prost::Message;
 use serde_json::Value;
-
-/// The test's Node project, its packages installed from npm if missing.
-fn node_project() -> PathBuf {
-    let dir = support::workspace_root().join("crates/collector/tests/node");
-    if !dir.join("node_modules/@perses-dev/tempo-plugin").is_dir() {
-        let out = Command::new("npm")
-            .args(["ci", "--legacy-peer-deps", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .output()
-            .expect("npm runs (Node.js and npm are on this machine)");
-        assert!(out.status.success(), "npm ci failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    dir
-}
 
 fn trimmed(id: &str) -> &str {
     id.trim_start_matches('0')
@@ -44,7 +29,7 @@ fn the_perses_tempo_client_searches_fetches_and_lists_tags() {
     }
     requests.sort();
     let base = format!("{}/tempo", collector.api());
-    let dir = node_project();
+    let dir = support::node_project();
     let out = Command::new("node").arg(dir.join("tempo_client.mjs")).args([&base, &requests[0]]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));

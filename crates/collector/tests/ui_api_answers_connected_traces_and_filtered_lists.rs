@@ -249,3 +249,53 @@ fn no_request_behind_means_every_answer_can_be_read() {
     assert_eq!(request_ids(&all), [flow.healthy.as_str(), flow.planner.as_str()], "{all:?}");
     assert_eq!(all[1]["trace_ids"].as_array().unwrap().len(), 2, "{}", all[1]);
 }
+
+/// The list sorts by any of its numbers and pages by offset; each row names
+/// its findings by kind (with the first message), and says what failed; the
+/// pickers' names and a session's totals come from the stored requests.
+#[test]
+fn the_request_list_sorts_pages_and_names_what_broke() {
+    let collector = support::start(|c| c.pipeline.trace_timeout = std::time::Duration::from_millis(200));
+    let flow = load(&collector);
+    support::wait_for(20, "the two requests", || requests(&collector, "").len() == 2);
+
+    // The broken flow ran 1.00 s and the healthy one 900 ms.
+    assert_eq!(request_ids(&requests(&collector, "sort=duration")), [flow.planner.as_str(), flow.healthy.as_str()]);
+    assert_eq!(
+        request_ids(&requests(&collector, "sort=duration&order=asc")),
+        [flow.healthy.as_str(), flow.planner.as_str()]
+    );
+    assert_eq!(request_ids(&requests(&collector, "sort=duration&limit=1&offset=1")), [flow.healthy.as_str()]);
+    assert_eq!(request_ids(&requests(&collector, "sort=tokens&order=asc&limit=1")), [flow.planner.as_str()]);
+    for bad in ["sort=colour", "order=up", "offset=10001"] {
+        let (status, body) = support::get_json(&format!("{}/api/agentrace/requests?{bad}", collector.api()));
+        assert_eq!(status, 400, "{bad}: {body}");
+        let said = body["error"]["message"].as_str().unwrap();
+        assert!(said.contains(bad.split('=').next().unwrap()), "{bad}: the error names the parameter: {said}");
+    }
+
+    let broken = &requests(&collector, &format!("q={}", flow.planner))[0];
+    let kinds = broken["finding_kinds"].as_array().unwrap();
+    let orphan = kinds.iter().find(|k| k["kind"] == "orphan_root").expect("an orphan_root finding");
+    assert_eq!(orphan["broken"], true);
+    assert_eq!(orphan["count"], 1);
+    assert!(orphan["message"].as_str().unwrap().contains("process tasks"), "{orphan}");
+    assert!(broken["failure"].as_str().unwrap().contains("rate limited"), "{broken}");
+    let healthy = &requests(&collector, &format!("q={}", flow.healthy))[0];
+    assert_eq!(healthy["finding_kinds"], serde_json::json!([]));
+    assert_eq!(healthy["failure"], Value::Null);
+
+    let (status, facets) = support::get_json(&format!("{}/api/agentrace/facets", collector.api()));
+    assert_eq!(status, 200);
+    assert_eq!(facets["services"], serde_json::json!(["gateway"]));
+    for agent in ["executor", "planner", "orchestrator"] {
+        assert!(facets["agents"].as_array().unwrap().iter().any(|a| a == agent), "{agent}: {facets}");
+    }
+
+    let (_, sessions) = support::get_json(&format!("{}/api/agentrace/sessions", collector.api()));
+    let q = sessions["sessions"].as_array().unwrap().iter().find(|s| s["id"] == "sess-q").expect("sess-q listed");
+    assert_eq!((q["requests"].as_i64(), q["errors"].as_i64()), (Some(1), Some(1)), "{q}");
+    assert_eq!((q["input_tokens"].as_i64(), q["output_tokens"].as_i64()), (Some(3300), Some(480)), "{q}");
+    assert!(q["findings"].as_i64().unwrap() >= 1 && q["broken"].as_i64().unwrap() >= 1, "{q}");
+    assert_eq!(q["duration_ms"], 1000.0, "{q}");
+}

@@ -141,6 +141,9 @@ fn the_orphan_opens_as_one_connected_trace_with_its_diagnosis() {
     }
     let shot = browser.screenshot("repaired-trace");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a real screenshot at {}", shot.display());
+    // The span's detail opened in the side pane's Span tab; the diagnosis is the other tab.
+    assert_eq!(text(&browser, "[role=tab][aria-selected=true]"), "Span");
+    browser.click("[role=tab][data-tab=diagnosis]");
     browser.execute("document.querySelector('[data-test=time-breakdown]').scrollIntoView()", json!([]));
     browser.screenshot("diagnosis-and-agent-graph");
     browser.execute("window.scrollTo(0, 0)", json!([]));
@@ -181,11 +184,18 @@ fn the_orphan_opens_as_one_connected_trace_with_its_diagnosis() {
     assert_eq!(count(&browser, &format!("tr[data-trace='{worker_trace}']")), 0, "the orphan is no request of its own");
     assert_eq!(count(&browser, &format!("tr[data-traces~='{worker_trace}']")), 1, "the orphan's trace is in one row");
     let row = text(&browser, &request_row);
-    let badge = text(&browser, &format!("{request_row} .badge.find"));
-    assert!(
-        badge.ends_with("finding") || badge.ends_with("findings"),
-        "the request's row has a findings badge: {badge}"
-    );
+    // Its badges say what broke, each kind apart, with the finding's message on hover.
+    let badge = text(&browser, &format!("{request_row} .badge.broken[data-kind=orphan_root]"));
+    assert_eq!(badge, "orphaned hop", "the request's row names the kind of break: {row}");
+    let hover = browser
+        .execute(
+            &format!("return document.querySelector(\"{request_row} .badge.broken[data-kind=orphan_root]\").title"),
+            json!([]),
+        )
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(hover.contains("process tasks"), "the badge's tooltip is the finding's message: {hover}");
     assert!(row.contains("executor"), "and the orphan's agent: {row}");
     assert!(row.contains("2 traces joined"), "{row}");
 
@@ -226,7 +236,11 @@ fn a_session_shows_all_its_requests_on_one_timeline() {
     let browser = Browser::start();
     browser.goto(&format!("{}/#/session/sess-many", collector.api()));
     browser.wait_for("the session page", "return document.body.dataset.ready === 'trace'", WAIT);
-    assert_eq!(count(&browser, "ol.requests li"), 4, "three requests and the background summary");
+    assert_eq!(
+        count(&browser, "[data-test=turns] tbody tr"),
+        4,
+        "three requests and the background summary, turn by turn"
+    );
     // The waterfall draws only the rows in view; collapsed to the roots, all show.
     assert!(count(&browser, ".wf-row") < read.spans.len() as u64, "virtualised");
     browser.screenshot("session-three-requests");

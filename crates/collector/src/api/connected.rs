@@ -79,6 +79,7 @@ pub(crate) fn router(store: Store, doctor: Arc<Doctor>, live: bool) -> Router {
         .route("/api/agentrace/traces/{trace_id}/context", get(get_trace_context))
         .route("/api/agentrace/sessions", get(list_sessions))
         .route("/api/agentrace/requests", get(list_requests))
+        .route("/api/agentrace/facets", get(facets))
         .route("/api/agentrace/requests/{trace_id}", get(get_request))
         .route("/api/agentrace/sessions/{session_id}", get(get_session))
         .with_state(ConnectedState { store, doctor, live })
@@ -353,6 +354,15 @@ async fn list_sessions(
     Ok(axum::Json(json!({ "sessions": sessions })).into_response())
 }
 
+/// The root services and agents of stored requests, for the UI's pickers.
+async fn facets(State(state): State<ConnectedState>) -> Result<Response, ApiError> {
+    let (services, agents) = state.store.read(|conn| query::request_facets(conn, MAX_FACETS)).await?;
+    Ok(axum::Json(json!({ "services": services, "agents": agents })).into_response())
+}
+
+/// Names in each picker, at most.
+const MAX_FACETS: usize = 1000;
+
 /// The request list's query string.
 #[derive(Debug, Default, Deserialize)]
 struct RequestParams {
@@ -371,6 +381,9 @@ struct RequestParams {
     before: Option<String>,
     limit: Option<usize>,
     answers: Option<bool>,
+    sort: Option<String>,
+    order: Option<String>,
+    offset: Option<usize>,
 }
 
 fn trace_bytes(name: &str, text: &str) -> Result<Vec<u8>, ApiError> {
@@ -423,6 +436,25 @@ async fn list_requests(
         };
         let root = SpanId::from_hex(root).map_err(|_| bad())?;
         filter.before = Some((start.parse().map_err(|_| bad())?, trace_bytes("before", id)?, root.as_bytes().to_vec()));
+    }
+    if let Some(sort) = non_empty(params.sort) {
+        filter.sort = query::RequestSort::parse(&sort).ok_or_else(|| {
+            ApiError::bad_request(format!("sort must be one of {}: {sort:?}", query::RequestSort::NAMES.join(", ")))
+        })?;
+    }
+    filter.ascending = match non_empty(params.order).as_deref() {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("order must be asc or desc: {other:?}"))),
+    };
+    if let Some(offset) = params.offset {
+        if offset > query::MAX_OFFSET {
+            return Err(ApiError::bad_request(format!(
+                "offset must be at most {}: narrow the filter instead (e.g. start/end)",
+                query::MAX_OFFSET
+            )));
+        }
+        filter.offset = offset;
     }
     let with_answer = params.answers.unwrap_or(false);
     let rows = state.store.read(move |conn| query::requests(conn, &filter, limit, with_answer)).await?;

@@ -560,6 +560,67 @@ pub struct SessionRow {
     pub last_unix_nano: i64,
     /// Traces carrying it (not counting traces joined by key).
     pub traces: i64,
+    /// Its requests as the live pipeline stored them, added up (all zero
+    /// without a live pipeline).
+    #[serde(flatten)]
+    pub totals: SessionTotals,
+}
+
+/// A session's requests added up.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SessionTotals {
+    /// Connected requests (turns).
+    pub requests: i64,
+    /// From the first request's start to the end of the last one's work.
+    pub duration_ms: f64,
+    /// LLM input tokens.
+    pub input_tokens: i64,
+    /// LLM output tokens.
+    pub output_tokens: i64,
+    /// Cost of its LLM calls, USD.
+    pub cost_usd: f64,
+    /// Requests that failed or hold a causal error.
+    pub errors: i64,
+    /// Findings on its requests.
+    pub findings: i64,
+    /// Findings that say trace context broke.
+    pub broken: i64,
+}
+
+/// A session's requests added up, along the requests' session index.
+pub fn session_totals(conn: &Connection, session: &str) -> Result<SessionTotals, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT COUNT(*), MIN(start_ns), MAX(start_ns + duration_ns), TOTAL(input_tokens), TOTAL(output_tokens),
+                TOTAL(cost_usd), TOTAL(errors > 0 OR failed), TOTAL(findings), TOTAL(broken)
+         FROM requests WHERE session = ?1",
+    )?;
+    Ok(stmt.query_row([session], |r| {
+        let (first, last): (Option<i64>, Option<i64>) = (r.get(1)?, r.get(2)?);
+        Ok(SessionTotals {
+            requests: r.get(0)?,
+            duration_ms: match (first, last) {
+                (Some(a), Some(b)) => ((b - a) as f64 / 1e3).round() / 1e3,
+                _ => 0.0,
+            },
+            input_tokens: r.get::<_, f64>(3)? as i64,
+            output_tokens: r.get::<_, f64>(4)? as i64,
+            cost_usd: r.get(5)?,
+            errors: r.get::<_, f64>(6)? as i64,
+            findings: r.get::<_, f64>(7)? as i64,
+            broken: r.get::<_, f64>(8)? as i64,
+        })
+    })?)
+}
+
+/// The root services and agents of stored requests, for the list's
+/// pickers: at most `max` of each, in name order.
+pub fn request_facets(conn: &Connection, max: usize) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let mut services =
+        conn.prepare_cached("SELECT DISTINCT root_service FROM requests ORDER BY root_service LIMIT ?1")?;
+    let services = services.query_map([max as i64], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+    let mut agents = conn.prepare_cached("SELECT DISTINCT agent FROM request_agents ORDER BY agent LIMIT ?1")?;
+    let agents = agents.query_map([max as i64], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+    Ok((services, agents))
 }
 
 /// Up to `want` sessions, most recently active first. Walks `span_keys`
@@ -589,14 +650,16 @@ pub fn recent_sessions(conn: &Connection, keys: &[KeyKind], want: usize) -> Resu
     let mut detail = conn.prepare_cached(&detail_sql)?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let row = detail.query_row([&id], |r| {
+        let mut row = detail.query_row([&id], |r| {
             Ok(SessionRow {
                 id: id.clone(),
                 start_unix_nano: r.get::<_, Option<i64>>(0)?.unwrap_or(0),
                 last_unix_nano: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
                 traces: r.get(2)?,
+                totals: SessionTotals::default(),
             })
         })?;
+        row.totals = session_totals(conn, &id)?;
         out.push(row);
     }
     Ok(out)
@@ -779,7 +842,106 @@ pub struct RequestFilter {
     /// Requests that come after this one (start, request ID, root span ID)
     /// newest first: the next page.
     pub before: Option<(i64, Vec<u8>, Vec<u8>)>,
+    /// The order of the list (newest first by default).
+    pub sort: RequestSort,
+    /// Smallest first instead of largest (newest) first.
+    pub ascending: bool,
+    /// Rows of the order skipped: a later page of a sorted list.
+    pub offset: usize,
 }
+
+/// What the request list is ordered by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RequestSort {
+    /// The root's start.
+    #[default]
+    Start,
+    /// From the root's start to the end of its last work.
+    Duration,
+    /// Cost of the LLM calls.
+    Cost,
+    /// Input and output tokens.
+    Tokens,
+    /// Spans stored.
+    Spans,
+    /// Findings on its spans.
+    Findings,
+}
+
+impl RequestSort {
+    /// The names the API takes, as `sort=`.
+    pub const NAMES: [&'static str; 6] = ["start", "duration", "cost", "tokens", "spans", "findings"];
+
+    /// From its API name.
+    pub fn parse(name: &str) -> Option<RequestSort> {
+        Some(match name {
+            "start" => RequestSort::Start,
+            "duration" => RequestSort::Duration,
+            "cost" => RequestSort::Cost,
+            "tokens" => RequestSort::Tokens,
+            "spans" => RequestSort::Spans,
+            "findings" => RequestSort::Findings,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            RequestSort::Start => "r.start_ns",
+            RequestSort::Duration => "r.duration_ns",
+            RequestSort::Cost => "r.cost_usd",
+            RequestSort::Tokens => "r.input_tokens + r.output_tokens",
+            RequestSort::Spans => "r.spans",
+            RequestSort::Findings => "r.findings",
+        }
+    }
+}
+
+/// How many findings of one kind a request has.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FindingKindCount {
+    /// The kind, as the doctor names it (`orphan_root`, `timing_gap`, …).
+    pub kind: String,
+    /// Whether it says trace context broke (not a slow or unexplained gap).
+    pub broken: bool,
+    /// How many.
+    pub count: i64,
+    /// The first one's message.
+    pub message: String,
+}
+
+/// A stored answer's findings by kind and its failure's summary, read
+/// without building the whole answer.
+fn answer_outline(answer: &str) -> (Vec<FindingKindCount>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Outline {
+        #[serde(default)]
+        findings: Vec<agentrace_doctor::Finding>,
+        #[serde(default)]
+        failure: Option<FailureLine>,
+    }
+    #[derive(serde::Deserialize)]
+    struct FailureLine {
+        summary: String,
+    }
+    let Ok(outline) = serde_json::from_str::<Outline>(answer) else { return (Vec::new(), None) };
+    let mut kinds: Vec<FindingKindCount> = Vec::new();
+    for f in outline.findings {
+        match kinds.iter_mut().find(|k| k.kind == f.kind.as_str()) {
+            Some(k) => k.count += 1,
+            None => kinds.push(FindingKindCount {
+                kind: f.kind.as_str().to_owned(),
+                broken: f.kind.is_broken(),
+                count: 1,
+                message: f.message,
+            }),
+        }
+    }
+    (kinds, outline.failure.map(|f| f.summary))
+}
+
+/// A later page than this is asked for by a narrower filter, not an offset.
+pub const MAX_OFFSET: usize = 10_000;
 
 /// One row of the request list.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -821,6 +983,10 @@ pub struct RequestListRow {
     pub failed: bool,
     /// Repairs applied.
     pub repairs: i64,
+    /// Its findings by kind, each with how many and the first one's message.
+    pub finding_kinds: Vec<FindingKindCount>,
+    /// What failed, in one line, if it failed.
+    pub failure: Option<String>,
     /// The doctor's answer for the request, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<serde_json::Value>,
@@ -838,7 +1004,7 @@ pub fn requests(
     let mut sql = String::from(
         "SELECT r.request_id, r.start_ns, r.duration_ns, r.root_service, r.root_name, r.session, r.spans, r.agents,
                 r.input_tokens, r.output_tokens, r.cost_usd, r.findings, r.broken, r.errors, r.failed, r.repairs,
-                CASE WHEN ?1 THEN r.answer END, r.root_span_id
+                r.answer, r.root_span_id
          FROM requests r",
     );
     let mut params: Vec<SqlValue> = vec![SqlValue::Integer(i64::from(with_answer))];
@@ -909,17 +1075,30 @@ pub fn requests(
         sql.push_str(&clauses.join(" AND "));
     }
     let n = bind(&mut params, SqlValue::Integer(limit as i64));
-    // With an agent, the walk is down that agent's index (agent, start,
-    // request), which is already in the page's order; else down the
-    // requests' own start index.
-    let by = if filter.agent.is_some() { "a" } else { "r" };
-    sql.push_str(&format!(" ORDER BY {by}.start_ns DESC, {by}.request_id DESC, r.root_span_id DESC LIMIT ?{n}"));
+    let offset = bind(&mut params, SqlValue::Integer(filter.offset.min(MAX_OFFSET) as i64));
+    let dir = if filter.ascending { "ASC" } else { "DESC" };
+    if filter.sort == RequestSort::Start {
+        // With an agent, the walk is down that agent's index (agent, start,
+        // request), which is already in the page's order; else down the
+        // requests' own start index.
+        let by = if filter.agent.is_some() { "a" } else { "r" };
+        sql.push_str(&format!(
+            " ORDER BY {by}.start_ns {dir}, {by}.request_id {dir}, r.root_span_id {dir} LIMIT ?{n} OFFSET ?{offset}"
+        ));
+    } else {
+        // Ties newest first, so that a page boundary is stable.
+        sql.push_str(&format!(
+            " ORDER BY {} {dir}, r.start_ns DESC, r.request_id DESC, r.root_span_id DESC LIMIT ?{n} OFFSET ?{offset}",
+            filter.sort.column()
+        ));
+    }
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params_from_iter(params), |r| {
         let id: Vec<u8> = r.get(0)?;
         let agents: String = r.get(7)?;
-        let answer: Option<String> = r.get(16)?;
+        let answer: String = r.get(16)?;
         let root: Vec<u8> = r.get(17)?;
+        let (finding_kinds, failure) = answer_outline(&answer);
         Ok(RequestListRow {
             request_id: hex(&id),
             root_span_id: hex(&root),
@@ -939,7 +1118,9 @@ pub fn requests(
             errors: r.get(13)?,
             failed: r.get(14)?,
             repairs: r.get(15)?,
-            answer: answer.and_then(|a| serde_json::from_str(&a).ok()),
+            finding_kinds,
+            failure,
+            answer: if with_answer { serde_json::from_str(&answer).ok() } else { None },
         })
     })?;
     let mut out = rows.collect::<Result<Vec<_>, _>>()?;

@@ -1,5 +1,9 @@
-//! The web UI: a trace list, the connected trace's waterfall with the
-//! diagnosis beside it, the agent graph, and a session's timeline.
+//! The web UI: the list of connected requests (paged, sortable, filtered
+//! by pickers filled from the data, badges that name each kind of
+//! finding), a request's waterfall (findings marked on their rows, search,
+//! an overview, keyboard navigation) with the diagnosis and the selected
+//! span (its conversation, long values cut) in a side pane, the agent
+//! graph, and sessions with their totals, turn by turn. Light and dark.
 //!
 //! Hand-written HTML, CSS and JavaScript, embedded in the binary with
 //! `include_str!`: building needs neither Node nor the network, and what

@@ -398,3 +398,20 @@ pub fn wait_for(secs: u64, what: &str, mut ready: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// The tests' Node project (`crates/collector/tests/node`), its packages
+/// installed from npm (pinned by its lock file) if missing.
+#[allow(dead_code)]
+pub fn node_project() -> PathBuf {
+    let dir = workspace_root().join("crates/collector/tests/node");
+    let installed = ["@perses-dev/tempo-plugin", "axe-core"].iter().all(|p| dir.join("node_modules").join(p).is_dir());
+    if !installed {
+        let out = std::process::Command::new("npm")
+            .args(["ci", "--legacy-peer-deps", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .output()
+            .expect("npm runs (Node.js and npm are on this machine)");
+        assert!(out.status.success(), "npm ci failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    dir
+}

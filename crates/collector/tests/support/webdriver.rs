@@ -178,6 +178,64 @@ impl Browser {
         self.session_call("POST", &format!("/element/{id}/value"), json!({ "text": text }));
     }
 
+    /// How many elements match `css`.
+    pub fn count(&self, css: &str) -> u64 {
+        self.execute("return document.querySelectorAll(arguments[0]).length", json!([css])).as_u64().unwrap()
+    }
+
+    /// The text of the first element matching `css` (empty when none).
+    pub fn text(&self, css: &str) -> String {
+        self.execute("const e = document.querySelector(arguments[0]); return e ? e.textContent : ''", json!([css]))
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Presses keys with real key events on whatever has the focus; each
+    /// key is a character or a WebDriver key code (`"\u{E004}"` is Tab).
+    pub fn press(&self, keys: &[&str]) {
+        let mut actions = Vec::new();
+        for k in keys {
+            actions.push(json!({"type": "keyDown", "value": k}));
+            actions.push(json!({"type": "keyUp", "value": k}));
+        }
+        self.session_call(
+            "POST",
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+        );
+    }
+
+    /// Makes the page's `prefers-color-scheme` dark or light, as a system
+    /// setting would (Chromium's media emulation, through chromedriver).
+    pub fn prefer_dark(&self, dark: bool) {
+        let value = if dark { "dark" } else { "light" };
+        self.session_call(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": "Emulation.setEmulatedMedia", "params": {"features": [{"name": "prefers-color-scheme", "value": value}]}}),
+        );
+    }
+
+    /// Sets the window's outer size.
+    pub fn resize(&self, width: u32, height: u32) {
+        self.session_call("POST", "/window/rect", json!({"width": width, "height": height}));
+    }
+
+    /// Runs axe-core (the accessibility checker, from npm) on the page as it
+    /// is, and returns its violations of WCAG 2.x A and AA rules whose
+    /// impact is serious or critical, each as "rule: nodes".
+    pub fn serious_accessibility_violations(&self, axe_source: &str) -> Vec<String> {
+        self.execute(axe_source, json!([]));
+        let found = self.execute(
+            "return axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})
+               .then(r => r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+                 .map(v => v.id + ' (' + v.impact + '): ' + v.help + ': ' + v.nodes.slice(0, 5).map(n => n.target.join(' ')).join(', ')))",
+            json!([]),
+        );
+        found.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+    }
+
     /// Saves a PNG screenshot of the window under `target/ui-screenshots/`.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let encoded = self.session_call("GET", "/screenshot", Value::Null);
