@@ -330,8 +330,8 @@ fn the_trace_page_works_by_keyboard_and_passes_axe_in_both_themes() {
     browser.click("[role=tab][data-tab=diagnosis]");
     browser.click("svg.agent-graph g.node[data-agent=executor]");
     assert_eq!(browser.execute("return document.querySelector('.wf-search').value", json!([])), json!("executor"));
+    assert_eq!(browser.text(".wf-row[aria-selected=true] .svc"), "worker");
     assert!(browser.text("[data-test=span-detail]").contains("executor"));
-    browser.click("[role=tab][data-tab=diagnosis]");
     browser.screenshot("trace-light");
 
     // Dark: the switch, and the checker again.
@@ -379,4 +379,59 @@ fn the_trace_page_works_by_keyboard_and_passes_axe_in_both_themes() {
     wait_ready(&browser, "the trace page", "trace");
     assert_no_overflow(&browser, "trace page at 900 px");
     browser.screenshot("trace-900px");
+}
+
+/// A crawler whose three `tool loop` spans each sat 278 ms with no child
+/// at work: one card with a count (each press selects the next), and the
+/// idle stretch shaded on each row's time axis.
+#[test]
+fn identical_findings_are_one_card_and_gaps_are_shaded_on_the_axis() {
+    let collector = support::start(|c| c.pipeline.trace_timeout = Duration::from_millis(300));
+    let span = |id: u8, parent: Option<u8>, name: &str, start_ms: u64, end_ms: u64| {
+        let at = |ms: u64| (1_767_225_600_000_000_000u64 + ms * 1_000_000).to_string();
+        let mut s = json!({"traceId": "c0".repeat(16), "spanId": format!("{id:02x}").repeat(8), "name": name, "kind": 1,
+                           "startTimeUnixNano": at(start_ms), "endTimeUnixNano": at(end_ms)});
+        if let Some(p) = parent {
+            s["parentSpanId"] = json!(format!("{p:02x}").repeat(8));
+        }
+        s
+    };
+    let mut spans = vec![span(1, None, "POST /run", 0, 1000)];
+    for i in 0..3u8 {
+        let at = u64::from(i) * 320;
+        spans.push(span(2 + i, Some(1), "tool loop", at + 10, at + 310));
+        spans.push(span(0x10 + i, Some(2 + i), "fetch page", at + 12, at + 32));
+    }
+    let body = json!({"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "crawler"}}]},
+                                         "scopeSpans": [{"scope": {"name": "test"}, "spans": spans}]}]});
+    let request = agentrace_model::otlp::decode_json(body.to_string().as_bytes(), &Default::default()).unwrap().request;
+    support::send_otlp(&collector, &request);
+    settled(&collector);
+
+    let browser = Browser::start();
+    browser.goto(&format!("{}/#/trace/{}", collector.api(), "c0".repeat(16)));
+    wait_ready(&browser, "the trace page", "trace");
+    assert_eq!(
+        browser.count("[data-test=findings] .finding[data-kind=timing_gap]"),
+        1,
+        "three identical findings, one card"
+    );
+    assert_eq!(browser.text("[data-test=findings] .finding .badge"), "×3");
+    let selected = "return document.querySelector('.wf-row[aria-selected=true]').dataset.span";
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        browser.click("[data-test=findings] .finding button.jump");
+        seen.push(browser.execute(selected, json!([])).as_str().unwrap().to_owned());
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "each press selects the next of the three: {seen:?}");
+    assert_eq!(browser.text("[role=tab][aria-selected=true]"), "Diagnosis", "choosing from the diagnosis keeps it in view");
+    // Each loop's idle stretch (278 of its 300 ms) is shaded on its row.
+    assert_eq!(browser.count(".wf-row .wf-gap"), 3);
+    let width = browser.execute("return parseFloat(document.querySelector('.wf-row .wf-gap').style.width)", json!([]));
+    assert!((width.as_f64().unwrap() - 27.8).abs() < 0.5, "278 ms of the request's 1 s: {width}");
+    // The message says what happened; how to fix it is one click away.
+    assert_eq!(browser.count("[data-test=findings] details.fix"), 1);
+    browser.screenshot("grouped-findings-and-gaps");
 }

@@ -499,8 +499,11 @@
     const rows = waterfallRows(requests, d, findings);
     const detail = el('div', { class: 'detail', 'data-test': 'span-detail' }, el('p', { class: 'muted' }, 'Select a span (click, or arrow keys in the waterfall) for its attributes, messages, events, links and resource.'));
     const side = new SidePane(detail);
-    const wf = new Waterfall(rows, (row) => { showDetail(detail, row, spans.get(row.id)); side.show('span'); });
-    side.setDiagnosis(diagnosisPane(d, requests, findings, rows, scope, (spanId) => wf.select(spanId), (agent) => wf.selectAgent(agent)));
+    // A span chosen in the waterfall opens the Span tab; one chosen from the
+    // diagnosis (a finding, a repair, an agent) is shown in the waterfall and
+    // its detail made ready, while the diagnosis stays in view.
+    const wf = new Waterfall(rows, (row, quiet) => { showDetail(detail, row, spans.get(row.id)); if (!quiet) side.show('span'); });
+    side.setDiagnosis(diagnosisPane(d, requests, findings, rows, scope, (spanId) => wf.select(spanId, true), (agent) => wf.selectAgent(agent)));
     main().replaceChildren(head, legend(), el('div', { class: 'layout' }, el('div', { class: 'wf-col' }, wf.node), side.node));
     wf.layout();
     status(rows.length + ' spans');
@@ -804,8 +807,9 @@
       });
     }
 
-    // Selects a span by ID, opening whatever hides it.
-    select(id) {
+    // Selects a span by ID, opening whatever hides it (`quiet`: without
+    // taking the side pane to the span).
+    select(id, quiet) {
       if (this.visible.findIndex((r) => r.id === id) < 0) {
         const at = this.rows.findIndex((r) => r.id === id);
         if (at < 0) return;
@@ -817,7 +821,7 @@
         this.filter();
       }
       const j = this.visible.findIndex((r) => r.id === id);
-      if (j >= 0) this.selectIndex(j, true);
+      if (j >= 0) this.selectIndex(j, true, quiet);
     }
 
     // Selects the first span of an agent (a node of the agent graph).
@@ -826,11 +830,11 @@
       if (row) {
         this.search.value = agent;
         this.find(agent);
-        this.select(row.id);
+        this.select(row.id, true);
       }
     }
 
-    selectIndex(j, show) {
+    selectIndex(j, show, quiet) {
       const r = this.visible[j];
       if (!r) return;
       this.selected = r.id;
@@ -839,7 +843,7 @@
       if (top < this.body.scrollTop || top + ROW > this.body.scrollTop + view) this.body.scrollTop = Math.max(0, top - view / 3);
       this.draw();
       this.body.setAttribute('aria-activedescendant', 'row-' + r.id);
-      if (show) this.onSelect(r);
+      if (show) this.onSelect(r, quiet);
     }
 
     key(e) {
@@ -869,6 +873,28 @@
     toggle(r) {
       if (this.collapsed.has(r.id)) this.collapsed.delete(r.id); else this.collapsed.add(r.id);
       this.refilter();
+    }
+
+    // The stretches of a span with no child at work, the longest first
+    // (those of at least a tenth of the span, or the longest one).
+    idle(r) {
+      if (!this.kids) {
+        this.kids = new Map();
+        for (const c of this.rows) {
+          if (!this.kids.has(c.parent)) this.kids.set(c.parent, []);
+          this.kids.get(c.parent).push([c.start, c.start + c.dur]);
+        }
+      }
+      const kids = (this.kids.get(r.id) || []).slice().sort((x, y) => x[0] - y[0]);
+      const out = [];
+      let at = r.start;
+      for (const [a, b] of kids) {
+        if (a > at) out.push([at, a]);
+        at = Math.max(at, b);
+      }
+      if (r.start + r.dur > at) out.push([at, r.start + r.dur]);
+      out.sort((x, y) => (y[1] - y[0]) - (x[1] - x[0]));
+      return out.filter((g, i) => i === 0 || g[1] - g[0] >= r.dur / 10);
     }
 
     // Search within the trace: name, service, agent or span ID.
@@ -923,6 +949,13 @@
       const title = r.synthetic ? SYNTHETIC_TITLE : r.repaired ? repairTitle(r)
         : r.name + ' · ' + fmtMs(r.dur) + ' at +' + fmtMs(r.start) + (r.critical ? ' · on the critical path' : '');
       const track = el('div', { class: 'wf-track' });
+      if (gaps.length) {
+        for (const [a, b] of this.idle(r)) {
+          const x1 = Math.max(0, this.x(a));
+          const x2 = Math.min(100, this.x(b));
+          if (x2 > x1) track.appendChild(el('div', { class: 'wf-gap', title: 'no child span at work for ' + fmtMs(b - a) + ' (+' + fmtMs(a) + ' to +' + fmtMs(b) + ')', style: { left: x1 + '%', width: (x2 - x1) + '%' } }));
+        }
+      }
       if (left < 100 && left + width > 0) {
         // Clipped to the track: a zoomed bar never paints over the names.
         const a = Math.max(0, left);
@@ -1111,7 +1144,7 @@
         go.addEventListener('click', () => { select(g.items[at].span_id); at = (at + 1) % g.items.length; });
         const card = el('div', { class: 'finding' + (f.kind === 'timing_gap' ? ' gap' : ''), 'data-kind': f.kind, 'data-count': g.items.length },
           el('div', null, el('span', { class: 'kind' }, f.kind), g.items.length > 1 ? el('span', { class: 'badge' }, '×' + g.items.length) : null, ' at ', go),
-          el('div', null, f.message),
+          messageNode(f.message),
           f.evidence ? el('div', { class: 'evidence' }, 'evidence: ' + f.evidence) : null);
         return card;
       }) : el('p', { class: 'badge ok' }, 'propagation intact')));
@@ -1140,6 +1173,15 @@
     return pane;
   }
 
+  // A finding's message: what happened in view, how to fix it folded away
+  // (the doctor ends each message with "; fix: …").
+  function messageNode(message) {
+    const at = message.lastIndexOf('; fix: ');
+    if (at < 0) return el('div', null, message);
+    return el('div', null, message.slice(0, at) + '.',
+      el('details', { class: 'fix' }, el('summary', null, 'How to fix'), el('div', null, message.slice(at + 7))));
+  }
+
   // Before and after: the traces as they arrived, and which were joined to which.
   function fragmentStrip(requests, repairs, names) {
     const strip = el('div', { class: 'fragments', 'data-test': 'fragments' });
@@ -1159,11 +1201,12 @@
     return strip;
   }
 
-  // One stacked bar: each part's share of the total, labelled below.
-  function stackedBar(parts, total, classOf, test) {
+  // One stacked bar: each part's share of the total, labelled below
+  // (`note` adds to a part's hover text).
+  function stackedBar(parts, total, classOf, test, note) {
     const bar = el('div', { class: 'stack', role: 'img', 'aria-label': parts.map(([l, ms]) => l + ' ' + fmtMs(ms)).join(', ') },
       parts.map(([label, ms]) => el('div', { class: 'seg ' + classOf(label), title: label + ': ' + fmtMs(ms), style: { width: (total ? (ms / total) * 100 : 0) + '%' } })));
-    const keys = el('ul', { class: 'stack-keys' }, parts.map(([label, ms]) => el('li', { 'data-test': test },
+    const keys = el('ul', { class: 'stack-keys' }, parts.map(([label, ms]) => el('li', { 'data-test': test, title: label + ': ' + fmtMs(ms) + ' on the critical path' + (note ? note(label) : '') },
       el('i', { class: 'swatch ' + classOf(label) }), el('span', { class: 'label', title: label }, label), ' ',
       el('span', { class: 'num' }, fmtMs(ms) + ' · ' + Math.round(total ? (ms / total) * 100 : 0) + '%'))));
     return el('div', null, bar, keys);
@@ -1186,7 +1229,10 @@
     return el('section', { 'data-test': 'time-breakdown' }, el('h2', null, 'Where the time went' + (whole ? ' (whole session)' : '')),
       el('p', { class: 'caption' }, 'Counted along the critical path (' + fmtMs(d.critical_path_ms) + '): at each instant the time goes to the span at work that the request waited on, not to a parent waiting for its children, so the parts add up to the critical path. An agent whose span ran longer is credited only for the time nothing it called was at work.'),
       el('h3', null, 'By category'), stackedBar(sorted(byCat), total, cat, 'time-bar'),
-      el('h3', null, 'By agent'), stackedBar(top(sorted(byAgent)), total, (a) => agentClass.get(a) || 'agent-rest', 'time-bar'));
+      el('h3', null, 'By agent'), stackedBar(top(sorted(byAgent)), total, (a) => agentClass.get(a) || 'agent-rest', 'time-bar', (a) => {
+        const stats = d.agents.find((x) => x.name === a);
+        return stats ? '; its spans ran ' + fmtMs(stats.duration_ms) + ', the rest of that waiting on others' : '';
+      }));
   }
 
   // The agent graph as a layered directed graph: callers above the agents
