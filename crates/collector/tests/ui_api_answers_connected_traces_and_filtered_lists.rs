@@ -299,3 +299,20 @@ fn the_request_list_sorts_pages_and_names_what_broke() {
     assert!(q["findings"].as_i64().unwrap() >= 1 && q["broken"].as_i64().unwrap() >= 1, "{q}");
     assert_eq!(q["duration_ms"], 1000.0, "{q}");
 }
+
+/// `spans=false` answers the diagnosis and the connected tree without the
+/// repaired spans' OTLP JSON (the UI's first piece of a big trace).
+#[test]
+fn a_trace_or_session_answers_without_its_spans_when_asked() {
+    let collector = support::start(|_| {});
+    let flow = load(&collector);
+    for path in [format!("traces/{}", flow.worker), "sessions/sess-q".to_owned()] {
+        let (status, full) = support::get_json(&format!("{}/api/agentrace/{path}", collector.api()));
+        assert_eq!(status, 200, "{path}: {full}");
+        let (status, lean) = support::get_json(&format!("{}/api/agentrace/{path}?spans=false", collector.api()));
+        assert_eq!(status, 200, "{path}: {lean}");
+        assert!(full["spans"]["resourceSpans"].is_array() && lean.get("spans").is_none(), "{path}");
+        assert_eq!(full["diagnosis"], lean["diagnosis"], "{path}: the same diagnosis");
+        assert!(lean.to_string().len() < full.to_string().len(), "{path}: smaller");
+    }
+}

@@ -131,7 +131,9 @@ fn the_orphan_opens_as_one_connected_trace_with_its_diagnosis() {
     // not rounded to four decimals.
     assert!(executor.contains("$0.00048 "), "cost on the node: {executor}");
 
-    // Span details: a real click on the repaired span shows its repair attributes.
+    // Span details: a real click on the repaired span shows its repair
+    // attributes (the spans' OTLP JSON comes after the first paint).
+    browser.wait_for("the spans' details", "return document.body.dataset.spans === 'loaded'", WAIT);
     browser.click(".wf-row:has([data-test=repaired-edge]) .wf-label");
     let detail = text(&browser, "[data-test=span-detail]");
     for expected in

@@ -284,7 +284,9 @@ fn the_trace_page_works_by_keyboard_and_passes_axe_in_both_themes() {
     }
 
     // Arrow keys walk the waterfall; Left collapses, Right expands; the
-    // span under the selection shows in the side pane.
+    // span under the selection shows in the side pane (its attributes once
+    // the spans' OTLP JSON, fetched after the first paint, is in).
+    browser.wait_for("the spans' details", "return document.body.dataset.spans === 'loaded'", WAIT);
     browser.execute("document.querySelector('[role=tree]').focus()", json!([]));
     browser.press(&[DOWN, DOWN, DOWN, DOWN, DOWN, DOWN]);
     assert_eq!(browser.text(".wf-row[aria-selected=true] .name"), "process tasks");
@@ -426,7 +428,11 @@ fn identical_findings_are_one_card_and_gaps_are_shaded_on_the_axis() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 3, "each press selects the next of the three: {seen:?}");
-    assert_eq!(browser.text("[role=tab][aria-selected=true]"), "Diagnosis", "choosing from the diagnosis keeps it in view");
+    assert_eq!(
+        browser.text("[role=tab][aria-selected=true]"),
+        "Diagnosis",
+        "choosing from the diagnosis keeps it in view"
+    );
     // Each loop's idle stretch (278 of its 300 ms) is shaded on its row.
     assert_eq!(browser.count(".wf-row .wf-gap"), 3);
     let width = browser.execute("return parseFloat(document.querySelector('.wf-row .wf-gap').style.width)", json!([]));

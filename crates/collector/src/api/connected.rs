@@ -141,7 +141,20 @@ pub(crate) fn context_of(conn: &Connection, key: &[u8]) -> Result<Vec<Span>, Sto
     Ok(spans)
 }
 
-async fn get_trace(State(state): State<ConnectedState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
+/// What a trace's or session's answer carries.
+#[derive(Debug, Default, Deserialize)]
+struct ViewParams {
+    /// `false`: the diagnosis (with the connected tree) only, without the
+    /// repaired spans as OTLP JSON: about half the bytes of a big trace,
+    /// for a first paint; the UI fetches the spans after.
+    spans: Option<bool>,
+}
+
+async fn get_trace(
+    State(state): State<ConnectedState>,
+    Path(trace_id): Path<String>,
+    Query(params): Query<ViewParams>,
+) -> Result<Response, ApiError> {
     let id = TraceId::from_hex(&trace_id).map_err(|e| ApiError::bad_request(format!("invalid trace id: {e}")))?;
     let key = id.as_bytes().to_vec();
     let spans = state.store.read(move |conn| context_of(conn, &key)).await?;
@@ -150,13 +163,15 @@ async fn get_trace(State(state): State<ConnectedState>, Path(trace_id): Path<Str
         return Err(ApiError::not_found(format!("trace {id} not found")));
     };
     let request = diagnosis.requests.first().map(|r| r.trace_id.to_string());
-    Ok(axum::Json(json!({
+    let mut body = json!({
         "trace_id": id.to_string(),
         "request_id": request,
         "diagnosis": diagnosis,
-        "spans": Span::to_request(&view),
-    }))
-    .into_response())
+    });
+    if params.spans != Some(false) {
+        body["spans"] = json!(Span::to_request(&view));
+    }
+    Ok(axum::Json(body).into_response())
 }
 
 /// The spans a diagnosis of the trace's request reads, as OTLP JSON:
@@ -175,7 +190,11 @@ async fn get_trace_context(
     Ok(axum::Json(Span::to_request(&spans)).into_response())
 }
 
-async fn get_session(State(state): State<ConnectedState>, Path(session): Path<String>) -> Result<Response, ApiError> {
+async fn get_session(
+    State(state): State<ConnectedState>,
+    Path(session): Path<String>,
+    Query(params): Query<ViewParams>,
+) -> Result<Response, ApiError> {
     let wanted = session.clone();
     let spans = state
         .store
@@ -189,6 +208,11 @@ async fn get_session(State(state): State<ConnectedState>, Path(session): Path<St
     }
     let mut body = connected(&state.doctor, &spans);
     body["session"] = json!(session);
+    if params.spans == Some(false)
+        && let Some(map) = body.as_object_mut()
+    {
+        map.remove("spans");
+    }
     Ok(axum::Json(body).into_response())
 }
 

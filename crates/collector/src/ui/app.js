@@ -157,6 +157,7 @@
     if (pollTimer) clearTimeout(pollTimer);
     pollTimer = null;
     delete document.body.dataset.ready;
+    delete document.body.dataset.spans;
     const hash = location.hash.replace(/^#/, '') || '/';
     const [path, query] = hash.split('?');
     const params = new URLSearchParams(query || '');
@@ -391,13 +392,17 @@
 
   // -------------------------------------------------- trace and session ---
 
-  // Fetches a connected view; null when the user has moved on meanwhile.
+  // Fetches a connected view in two pieces: the diagnosis with the
+  // connected tree, which the page draws at once, then the repaired spans
+  // as OTLP JSON (attributes, events, links), for the span details. Null
+  // when the user has moved on meanwhile.
   async function loadConnected(what, path) {
     const mine = generation;
     status('loading ' + what + '…');
-    const body = await api(path);
+    const body = await api(path + '?spans=false');
     if (mine !== generation) return null;
     performance.mark('agentrace:data');
+    body.spans = api(path).then((full) => full.spans);
     return body;
   }
 
@@ -492,7 +497,8 @@
   // The waterfall on the left; beside it a pane with two tabs, the
   // diagnosis and the selected span's detail.
   function renderConnected(head, d, requests, otlp, scope) {
-    const spans = indexSpans(otlp);
+    let spans = null; // the OTLP spans by ID, once they arrived
+    let shownRow = null;
     const traces = new Set(requests.flatMap((r) => r.original_traces));
     const own = (x) => traces.has(x.trace_id);
     const findings = d.findings.filter(own);
@@ -502,7 +508,18 @@
     // A span chosen in the waterfall opens the Span tab; one chosen from the
     // diagnosis (a finding, a repair, an agent) is shown in the waterfall and
     // its detail made ready, while the diagnosis stays in view.
-    const wf = new Waterfall(rows, (row, quiet) => { showDetail(detail, row, spans.get(row.id)); if (!quiet) side.show('span'); });
+    const wf = new Waterfall(rows, (row, quiet) => {
+      shownRow = row;
+      showDetail(detail, row, spans ? spans.get(row.id) : undefined, !spans);
+      if (!quiet) side.show('span');
+    });
+    const mine = generation;
+    Promise.resolve(otlp).then((o) => {
+      if (mine !== generation) return;
+      spans = indexSpans(o);
+      if (shownRow) showDetail(detail, shownRow, spans.get(shownRow.id), false);
+      document.body.dataset.spans = 'loaded';
+    }, (e) => { if (mine === generation) status('span details could not be loaded: ' + e.message); });
     side.setDiagnosis(diagnosisPane(d, requests, findings, rows, scope, (spanId) => wf.select(spanId, true), (agent) => wf.selectAgent(agent)));
     main().replaceChildren(head, legend(), el('div', { class: 'layout' }, el('div', { class: 'wf-col' }, wf.node), side.node));
     wf.layout();
@@ -1068,7 +1085,7 @@
       el('div', { class: 'role' }, m.role), valueNode(m.text))));
   }
 
-  function showDetail(node, row, found) {
+  function showDetail(node, row, found, loading) {
     const parts = [el('h3', null, row.service + ': ' + row.name)];
     if (row.repaired) parts.push(el('p', { class: 'evidence' }, repairTitle(row)));
     if (row.synthetic) parts.push(el('p', { class: 'evidence' }, SYNTHETIC_TITLE));
@@ -1084,6 +1101,7 @@
       if (s.parentSpanId) basics.push(['parent span id', s.parentSpanId]);
     }
     parts.push(kvTable(basics));
+    if (loading) parts.push(el('p', { class: 'muted' }, 'Loading attributes, events and links…'));
     if (found) {
       const s = found.span;
       const chat = chatMessages(s.attributes);
