@@ -308,15 +308,32 @@ fn main() {
     }
     let (api_ms, api_bytes) = time_get(&http, &format!("{api}/api/agentrace/traces/{big_id}"), runs);
     println!("10k-span trace: GET /api/agentrace/traces/{{id}} median {api_ms:.0} ms, {} KiB", api_bytes / 1024);
+    let (lean_ms, lean_bytes) = time_get(&http, &format!("{api}/api/agentrace/traces/{big_id}?spans=false"), runs);
+    println!(
+        "10k-span trace: the first piece, GET …?spans=false, median {lean_ms:.0} ms, {} KiB",
+        lean_bytes / 1024
+    );
 
     let browser = Browser::start();
     let mut interactive = Vec::new();
     let mut data = Vec::new();
     let mut scroll = Vec::new();
     let mut collapse = Vec::new();
+    let mut details = Vec::new();
     for _ in 0..runs {
         interactive.push(open_page(&browser, &format!("{api}/#/trace/{big_id}"), "trace", "agentrace:interactive"));
         data.push(mark(&browser, "agentrace:data"));
+        if std::env::var_os("UI_BENCH_VERBOSE").is_some() {
+            let timing = browser.execute(
+                "const r = performance.getEntriesByType('resource').find(e => e.name.includes('spans=false'));
+                 const n = performance.getEntriesByType('navigation')[0];
+                 return {domInteractive: n.domInteractive, fetchStart: r.fetchStart, requestStart: r.requestStart, responseStart: r.responseStart, responseEnd: r.responseEnd}",
+                json!([]),
+            );
+            println!("  timing: {timing}");
+        }
+        browser.wait_for("the spans' details", "return document.body.dataset.spans === 'loaded'", Duration::from_secs(120));
+        details.push(mark(&browser, "agentrace:spans"));
         if interactive.len() == 1 {
             browser.screenshot("bench-10k-trace");
         }
@@ -336,14 +353,26 @@ fn main() {
         );
         collapse.push(c.as_f64().unwrap());
     }
+    let interactive_ms = median(interactive.clone());
     println!(
-        "10k-span trace in Chromium: interactive median {:.0} ms (runs {:?}); data in {:.0} ms; scroll redraw {:.1} ms; collapse {:.1} ms",
-        median(interactive.clone()),
+        "10k-span trace in Chromium: interactive median {:.0} ms (runs {:?}); data in {:.0} ms; span details ready {:.0} ms; scroll redraw {:.1} ms; collapse {:.1} ms",
+        interactive_ms,
         interactive.iter().map(|v| v.round()).collect::<Vec<_>>(),
         median(data),
+        median(details),
         median(scroll),
         median(collapse)
     );
+    // The goal (issue: the web UI people would rather live in): interactive
+    // within a second. Run under `taskset -c 0` for "on one core".
+    let goal_ms = 1_000.0;
+    println!("goal: interactive within {goal_ms:.0} ms: {}", if interactive_ms <= goal_ms { "met" } else { "MISSED" });
+    if std::env::var_os("UI_BENCH_TRACE_ONLY").is_some() {
+        drop(browser);
+        runtime.block_on(collector.shutdown());
+        assert!(interactive_ms <= goal_ms, "a 10,000-span trace took {interactive_ms:.0} ms to become interactive");
+        return;
+    }
 
     // 2. 100,000 traces in the store.
     let started = Instant::now();

@@ -304,3 +304,74 @@ fn an_orphan_joined_by_time_alone_waits_for_its_parents_trace_to_close() {
     a.close_due(t0 + Duration::from_millis(450), false);
     assert_eq!(a.watermark(3), 3);
 }
+
+#[test]
+#[ignore]
+fn zz_experiment_every_case_service_at_a_time_with_gaps() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctor/tests/corpus");
+    let seeds: u64 = std::env::var("ZZ_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let mut bad_cases = Vec::new();
+    let mut cases = Vec::new();
+    for suite in std::fs::read_dir(&root).unwrap().flatten() {
+        let Ok(entries) = std::fs::read_dir(suite.path().join("cases")) else { continue };
+        for case in entries.flatten() {
+            if case.path().join("spans.jsonl").is_file() {
+                cases.push(case.path());
+            }
+        }
+    }
+    cases.sort();
+    for dir in cases {
+        let text = std::fs::read_to_string(dir.join("spans.jsonl")).unwrap();
+        let batches: Vec<(String, _)> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let request = agentrace_model::otlp::decode_json(l.as_bytes(), &Default::default()).unwrap().request;
+                let svc = format!("{:?}", request.resource_spans.first().and_then(|r| r.resource.as_ref()).and_then(|r| r.attributes.iter().find(|a| a.key == "service.name")).map(|a| a.value.clone()));
+                (svc, request)
+            })
+            .collect();
+        let spans: Vec<Span> = batches.iter().flat_map(|b| pack(&b.1, &crate::wire::Encoded::new(&b.1))).flat_map(|p| p.span.unpack()).collect();
+        let doctor = Doctor::new(DoctorConfig::default());
+        let file: std::collections::BTreeMap<_, _> = doctor
+            .analyse(&spans)
+            .request_answers()
+            .into_iter()
+            .map(|a| ((a.request.trace_id.as_bytes().to_vec(), a.request.span_id.as_bytes().to_vec()), a))
+            .collect();
+        let mut services: Vec<String> = Vec::new();
+        for (s, _) in &batches { if !services.contains(s) { services.push(s.clone()); } }
+        for seed in 0..seeds {
+            let mut order = services.clone();
+            if seed % 2 == 1 { order.reverse(); }
+            let (mut a, _) = assembler(PipelineConfig { trace_timeout: Duration::from_millis(300), ..PipelineConfig::default() });
+            let mut now = Instant::now();
+            let mut rounds = Vec::new();
+            let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mut seq = 0;
+            for svc in &order {
+                for (_, b) in batches.iter().filter(|(s, _)| s == svc) {
+                    seq += 1;
+                    a.add(seq, pack(b, &crate::wire::Encoded::new(b)), now);
+                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let gap = if (rng >> 33) % 6 == 0 { 200 + (rng >> 45) % 400 } else { (rng >> 40) % 80 };
+                    now += Duration::from_millis(gap);
+                    rounds.push(a.close_due(now, false));
+                }
+                now += Duration::from_secs(2);
+                rounds.push(a.close_due(now, false));
+            }
+            rounds.push(a.close_due(now + Duration::from_secs(1), false));
+            let live = stored(&rounds);
+            if !live.keys().eq(file.keys()) || file.iter().any(|(k, w)| live.get(k) != Some(w)) {
+                let mut what = String::new();
+                for (k, w) in &file { if live.get(k) != Some(w) { what += &format!("\n  file {} {} traces {:?} findings {}; live {:?}", w.request.service, w.request.name, w.request.original_traces, w.findings.len(), live.get(k).map(|l| (l.request.original_traces.clone(), l.findings.len()))); } }
+                for (k, l) in &live { if !file.contains_key(k) { what += &format!("\n  live only {} {} traces {:?}", l.request.service, l.request.name, l.request.original_traces); } }
+                bad_cases.push(format!("{} seed {seed}:{what}", dir.display()));
+                break;
+            }
+        }
+    }
+    assert!(bad_cases.is_empty(), "{}", bad_cases.join("\n"));
+}

@@ -402,7 +402,9 @@
     const body = await api(path + '?spans=false');
     if (mine !== generation) return null;
     performance.mark('agentrace:data');
-    body.spans = api(path).then((full) => full.spans);
+    // Asked for once the page is interactive: on a busy machine the second
+    // answer must not compete with the first paint.
+    body.spans = () => api(path).then((full) => full.spans);
     return body;
   }
 
@@ -514,9 +516,10 @@
       if (!quiet) side.show('span');
     });
     const mine = generation;
-    Promise.resolve(otlp).then((o) => {
+    const fetchSpans = () => Promise.resolve(typeof otlp === 'function' ? otlp() : otlp).then((o) => {
       if (mine !== generation) return;
       spans = indexSpans(o);
+      performance.mark('agentrace:spans');
       if (shownRow) showDetail(detail, shownRow, spans.get(shownRow.id), false);
       document.body.dataset.spans = 'loaded';
     }, (e) => { if (mine === generation) status('span details could not be loaded: ' + e.message); });
@@ -527,6 +530,7 @@
     requestAnimationFrame(() => requestAnimationFrame(() => {
       performance.mark('agentrace:interactive');
       document.body.dataset.ready = 'trace';
+      fetchSpans();
     }));
   }
 
@@ -654,7 +658,7 @@
             this.found),
           this.zoomLabel),
         el('div', { class: 'wf-minimap-wrap' }, this.minimap), this.ruler, this.body);
-      this.body.addEventListener('scroll', () => { this.draw(); this.drawMinimap(); });
+      this.body.addEventListener('scroll', () => { this.draw(); this.drawMinimap(false); });
       this.body.addEventListener('keydown', (e) => this.key(e));
       // Keyboard focus lands on the first row; without redrawing, so that a
       // mouse press that focused the tree still clicks the row it pressed.
@@ -741,7 +745,7 @@
       }
       this.draw();
       this.drawRuler();
-      this.drawMinimap();
+      this.drawMinimap(false);
     }
 
     x(ms) { return ((ms - this.window[0]) / (this.window[1] - this.window[0])) * 100; }
@@ -756,29 +760,48 @@
     }
 
     // Every visible span as a hairline, the rows in view and the zoomed
-    // range outlined.
-    drawMinimap() {
+    // range outlined. The hairlines are drawn once per layout (`base`);
+    // a scroll only moves the outline.
+    drawMinimap(base) {
       const c = this.minimap;
-      const width = c.parentNode ? c.parentNode.clientWidth : 0;
+      // On a scroll the width is the last layout's: reading it again would
+      // force the browser to lay out the rows just drawn.
+      const width = base === false && this.baseWidth ? this.baseWidth : c.parentNode ? c.parentNode.clientWidth : 0;
       if (!width) return;
+      const H = 36;
       const ratio = window.devicePixelRatio || 1;
+      if (base !== false || !this.base || this.baseWidth !== width) {
+        const css = getComputedStyle(document.documentElement);
+        const colours = new Map();
+        const colour = (name) => {
+          if (!colours.has(name)) colours.set(name, css.getPropertyValue('--' + name).trim() || '#999');
+          return colours.get(name);
+        };
+        this.base = document.createElement('canvas');
+        this.base.width = Math.round(width * ratio);
+        this.base.height = Math.round(H * ratio);
+        this.baseWidth = width;
+        this.ink = colour('ink');
+        const g = this.base.getContext('2d');
+        g.setTransform(ratio, 0, 0, ratio, 0, 0);
+        const n = this.visible.length || 1;
+        const step = Math.max(1, Math.floor(n / (H * 4)));
+        for (let i = 0; i < this.visible.length; i += step) {
+          const r = this.visible[i];
+          g.fillStyle = colour(r.error ? 'err' : cat(r.category));
+          g.fillRect((r.start / this.end) * width, (i / n) * H, Math.max(1, (r.dur / this.end) * width), Math.max(1, H / n));
+        }
+      }
       if (c.width !== Math.round(width * ratio)) { c.width = Math.round(width * ratio); c.style.width = width + 'px'; }
       const g = c.getContext('2d');
-      const H = 36;
+      g.setTransform(1, 0, 0, 1, 0, 0);
+      g.clearRect(0, 0, c.width, c.height);
+      g.drawImage(this.base, 0, 0);
       g.setTransform(ratio, 0, 0, ratio, 0, 0);
-      g.clearRect(0, 0, width, H);
-      const css = getComputedStyle(document.documentElement);
-      const colour = (name) => css.getPropertyValue('--' + name).trim() || '#999';
       const n = this.visible.length || 1;
-      const step = Math.max(1, Math.floor(n / (H * 4)));
-      for (let i = 0; i < this.visible.length; i += step) {
-        const r = this.visible[i];
-        g.fillStyle = colour(r.error ? 'err' : cat(r.category));
-        g.fillRect((r.start / this.end) * width, (i / n) * H, Math.max(1, (r.dur / this.end) * width), Math.max(1, H / n));
-      }
       const top = this.body.scrollTop / ROW;
       const shown = (this.body.clientHeight || 600) / ROW;
-      g.strokeStyle = colour('ink');
+      g.strokeStyle = this.ink;
       g.lineWidth = 1;
       g.strokeRect((this.window[0] / this.end) * width + 0.5, (top / n) * H + 0.5,
         Math.max(2, ((this.window[1] - this.window[0]) / this.end) * width - 1), Math.max(2, Math.min(H, (shown / n) * H) - 1));
