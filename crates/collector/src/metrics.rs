@@ -187,6 +187,8 @@ pub struct PipelineMetrics {
     /// Diagnoses that panicked (a doctor bug a sender's spans found): their
     /// traces were stored and forwarded unrepaired.
     pub diagnoses_failed: AtomicU64,
+    /// Traces whose request was diagnosed again once traces beside it closed.
+    pub requests_rechecked: AtomicU64,
     /// The last number given to an accepted request (see
     /// [`crate::assemble::PipelineHandle::reserve`]).
     pub requests_numbered: AtomicU64,
@@ -460,6 +462,12 @@ impl Metrics {
                 "counter",
                 "Closed traces dropped from the session window early because the memory budget was reached (evictions).",
                 &p.window_evicted_traces,
+            ),
+            (
+                "agentrace_pipeline_traces_rechecked_total",
+                "counter",
+                "Traces whose request was diagnosed again once the traces beside it, still open when it was answered, had closed.",
+                &p.requests_rechecked,
             ),
             ("agentrace_pipeline_findings_total", "counter", "Findings reported by the live diagnosis.", &p.findings),
             ("agentrace_pipeline_repairs_applied_total", "counter", "Repairs applied.", &p.repairs_applied),

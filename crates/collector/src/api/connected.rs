@@ -179,7 +179,8 @@ async fn get_trace(
     // Serialized straight from the diagnosis: a 10,000-span answer built
     // as a `serde_json::Value` first spent more time in maps than in the doctor.
     let spans = (params.spans != Some(false)).then(|| Span::to_request(&view));
-    Ok(axum::Json(TraceAnswer { trace_id: id.to_string(), request_id: request, diagnosis: &diagnosis, spans }).into_response())
+    Ok(axum::Json(TraceAnswer { trace_id: id.to_string(), request_id: request, diagnosis: &diagnosis, spans })
+        .into_response())
 }
 
 /// The spans a diagnosis of the trace's request reads, as OTLP JSON:

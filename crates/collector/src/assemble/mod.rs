@@ -489,6 +489,12 @@ pub struct Assembler {
     /// A hash of each stored request's answer, by (connected trace, root).
     stored: HashMap<(TraceId, agentrace_model::SpanId), u64>,
     buffered: usize,
+    /// Held traces of stored requests whose answer was worked out while
+    /// traces that ran beside them were still open: each waits for those
+    /// traces, then its request is diagnosed again in its own context. A rival that was still arriving
+    /// can make a join ambiguous that the whole picture makes; without
+    /// this, a request diagnosed beside half-arrived rivals kept that answer.
+    recheck: HashMap<TraceId, HashSet<TraceId>>,
     /// Traces the last [`Assembler::close_due`] closed whose answers are not
     /// yet durable: still counted as open until [`Assembler::stored`], so
     /// that "no open traces" means every answer can be read.
@@ -513,6 +519,7 @@ impl Assembler {
             request_of: HashMap::new(),
             stored: HashMap::new(),
             buffered: 0,
+            recheck: HashMap::new(),
             unstored: 0,
             want_patches: true,
         }
@@ -633,6 +640,26 @@ impl Assembler {
         if !batch.is_empty() {
             self.close(&batch, now, all, &mut out);
         }
+        // Requests answered beside traces that were still open, once those closed.
+        for _ in 0..MAX_WIDENINGS {
+            let mut ready: Vec<TraceId> = self
+                .recheck
+                .iter()
+                .filter(|(t, waits)| !self.open.contains_key(*t) && waits.iter().all(|w| !self.open.contains_key(w)))
+                .map(|(t, _)| *t)
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            ready.sort_unstable();
+            for t in &ready {
+                self.recheck.remove(t);
+            }
+            for chunk in ready.chunks(MAX_BATCH_TRACES) {
+                self.close(chunk, now, all, &mut out);
+                self.metrics.pipeline.requests_rechecked.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+        }
         self.unstored += due.iter().filter(|(_, id)| !self.open.contains_key(id)).count();
         self.expire_window(now);
         while self.buffered > self.config.max_buffered_spans && self.evict_oldest_window().is_some() {
@@ -655,7 +682,16 @@ impl Assembler {
         let mut closing = Vec::with_capacity(ids.len());
         let mut kept: HashMap<TraceId, (u64, Instant, Instant)> = HashMap::new();
         for &id in ids {
+            // A trace of the window is diagnosed again as it is (a recheck).
+            if !self.open.contains_key(&id) {
+                if self.window.contains_key(&id) && !closing.contains(&id) {
+                    closing.push(id);
+                }
+                continue;
+            }
             let Some(trace) = self.open.remove(&id) else { continue };
+            // Closing now: diagnosed with everything, no recheck pending.
+            self.recheck.remove(&id);
             kept.insert(id, (trace.first_seq, trace.opened, trace.last_arrival));
             // The trace moves to the window first, so that its diagnosis
             // reads it like any other held trace.
@@ -677,7 +713,7 @@ impl Assembler {
             // now could export a join that the whole picture would not
             // make (past `max_trace_age`, or on shutdown, it is decided).
             let waiting: Vec<(TraceId, TraceId)> = match &result {
-                Ok(Some(answer)) if !all => answer
+                Ok(Some((answer, _))) if !all => answer
                     .time_only_joins
                     .iter()
                     .filter(|(orphan, parent)| {
@@ -717,7 +753,7 @@ impl Assembler {
             // (No request holds a closing trace: nothing to write.)
             return;
         }
-        let Some(Ok(Some(answer))) = diagnosed else {
+        let Some(Ok(Some((answer, open_in_context)))) = diagnosed else {
             // Not relied upon: the doctor is fuzzed on sender-shaped span
             // sets (`fuzz/fuzz_targets/doctor_analyse.rs`). Should a bug slip
             // through, it costs these traces their repairs, is counted, and
@@ -731,8 +767,31 @@ impl Assembler {
         };
         let summary::Answered { rows, patches, requests, members, hashes, .. } = answer;
         self.stored.extend(hashes);
-        self.metrics.pipeline.traces_closed.fetch_add(closing.len() as u64, Ordering::Relaxed);
-        for own in rows.iter().filter(|r| closing.iter().any(|c| c.as_bytes() == r.trace_id.as_slice())) {
+        self.metrics.pipeline.traces_closed.fetch_add(kept.len() as u64, Ordering::Relaxed);
+        if !open_in_context.is_empty() && !all {
+            for r in &requests {
+                let traces: Vec<TraceId> = r.trace_ids.iter().filter_map(|t| TraceId::from_slice(t).ok()).collect();
+                let (start, end) = self.reach(&traces);
+                // The still-open traces that ran beside it: its possible rivals.
+                let beside: Vec<TraceId> = open_in_context
+                    .iter()
+                    .copied()
+                    .filter(|o| {
+                        self.held(*o).is_some_and(|h| {
+                            h.start <= end.saturating_add(SKEW_NS) && h.end.saturating_add(SKEW_NS) >= start
+                        })
+                    })
+                    .collect();
+                if beside.is_empty() {
+                    continue;
+                }
+                for t in traces.into_iter().filter(|t| self.window.contains_key(t)) {
+                    self.recheck.entry(t).or_default().extend(beside.iter().copied());
+                }
+            }
+        }
+        // (Counted once per close: a recheck's findings were counted.)
+        for own in rows.iter().filter(|r| kept.keys().any(|c| c.as_bytes() == r.trace_id.as_slice())) {
             self.metrics.pipeline.findings.fetch_add(own.findings as u64, Ordering::Relaxed);
             self.metrics.pipeline.repairs_applied.fetch_add(own.repairs as u64, Ordering::Relaxed);
         }
@@ -770,7 +829,8 @@ impl Assembler {
     /// what ran beside them, then, while a request turns out to reach
     /// further (a parent whose call encloses more than the closing traces),
     /// with what ran beside the whole request.
-    fn diagnose(&self, closing: &[TraceId]) -> Option<summary::Answered> {
+    /// Also says which traces of the context were still open.
+    fn diagnose(&self, closing: &[TraceId]) -> Option<(summary::Answered, Vec<TraceId>)> {
         let mut seeds = closing.to_vec();
         let mut last = None;
         for _ in 0..MAX_WIDENINGS {
@@ -856,7 +916,8 @@ impl Assembler {
         }
         members.sort_unstable();
         members.dedup();
-        Some(summary::answered(
+        let open: Vec<TraceId> = context.traces.iter().map(|(t, _)| *t).filter(|t| self.open.contains_key(t)).collect();
+        let answered = summary::answered(
             &context.spans,
             &context.traces,
             &members,
@@ -864,7 +925,8 @@ impl Assembler {
             &patches,
             answers,
             self.doctor.config(),
-        ))
+        );
+        Some((answered, open))
     }
 
     /// The spans a diagnosis of the `seeds` reads: the seeds', then those of
@@ -1034,6 +1096,7 @@ impl Assembler {
             }
         }
         self.request_of.remove(&id);
+        self.recheck.remove(&id);
         self.stored.retain(|(t, _), _| *t != id);
         for key in &w.held.keys {
             if let Some(list) = self.keys.get_mut(key) {

@@ -305,12 +305,17 @@ fn an_orphan_joined_by_time_alone_waits_for_its_parents_trace_to_close() {
     assert_eq!(a.watermark(3), 3);
 }
 
+/// Every case of the real-library corpus, delivered one service at a time
+/// (callers first on even seeds, callees first on odd ones) with gaps
+/// between batches that now and then outlast the trace timeout, as a busy
+/// machine delivers them: traces close half-arrived, rivals arrive after a
+/// request was answered, and the stored requests must still end as the
+/// file doctor's. Seeds 8 and 9 once left an orphan unjoined (a request
+/// answered beside half-arrived rivals kept that answer; now it is
+/// diagnosed again once they closed).
 #[test]
-#[ignore]
-fn zz_experiment_every_case_service_at_a_time_with_gaps() {
+fn every_case_one_service_at_a_time_with_late_batches_ends_as_the_file_doctors() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctor/tests/corpus");
-    let seeds: u64 = std::env::var("ZZ_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let mut bad_cases = Vec::new();
     let mut cases = Vec::new();
     for suite in std::fs::read_dir(&root).unwrap().flatten() {
         let Ok(entries) = std::fs::read_dir(suite.path().join("cases")) else { continue };
@@ -321,6 +326,8 @@ fn zz_experiment_every_case_service_at_a_time_with_gaps() {
         }
     }
     cases.sort();
+    assert!(cases.len() > 100, "the corpus is there: {} cases", cases.len());
+    let mut wrong = Vec::new();
     for dir in cases {
         let text = std::fs::read_to_string(dir.join("spans.jsonl")).unwrap();
         let batches: Vec<(String, _)> = text
@@ -328,33 +335,50 @@ fn zz_experiment_every_case_service_at_a_time_with_gaps() {
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 let request = agentrace_model::otlp::decode_json(l.as_bytes(), &Default::default()).unwrap().request;
-                let svc = format!("{:?}", request.resource_spans.first().and_then(|r| r.resource.as_ref()).and_then(|r| r.attributes.iter().find(|a| a.key == "service.name")).map(|a| a.value.clone()));
-                (svc, request)
+                let service = request
+                    .resource_spans
+                    .first()
+                    .and_then(|r| r.resource.as_ref())
+                    .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                    .map(|a| format!("{:?}", a.value))
+                    .unwrap_or_default();
+                (service, request)
             })
             .collect();
-        let spans: Vec<Span> = batches.iter().flat_map(|b| pack(&b.1, &crate::wire::Encoded::new(&b.1))).flat_map(|p| p.span.unpack()).collect();
-        let doctor = Doctor::new(DoctorConfig::default());
-        let file: std::collections::BTreeMap<_, _> = doctor
+        let spans: Vec<Span> = batches
+            .iter()
+            .flat_map(|(_, b)| pack(b, &crate::wire::Encoded::new(b)))
+            .flat_map(|p| p.span.unpack())
+            .collect();
+        let file: std::collections::BTreeMap<_, _> = Doctor::new(DoctorConfig::default())
             .analyse(&spans)
             .request_answers()
             .into_iter()
             .map(|a| ((a.request.trace_id.as_bytes().to_vec(), a.request.span_id.as_bytes().to_vec()), a))
             .collect();
         let mut services: Vec<String> = Vec::new();
-        for (s, _) in &batches { if !services.contains(s) { services.push(s.clone()); } }
-        for seed in 0..seeds {
+        for (s, _) in &batches {
+            if !services.contains(s) {
+                services.push(s.clone());
+            }
+        }
+        for seed in [8u64, 9] {
             let mut order = services.clone();
-            if seed % 2 == 1 { order.reverse(); }
-            let (mut a, _) = assembler(PipelineConfig { trace_timeout: Duration::from_millis(300), ..PipelineConfig::default() });
+            if seed % 2 == 1 {
+                order.reverse();
+            }
+            let (mut a, _) =
+                assembler(PipelineConfig { trace_timeout: Duration::from_millis(300), ..PipelineConfig::default() });
             let mut now = Instant::now();
             let mut rounds = Vec::new();
             let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let mut seq = 0;
-            for svc in &order {
-                for (_, b) in batches.iter().filter(|(s, _)| s == svc) {
+            for service in &order {
+                for (_, b) in batches.iter().filter(|(s, _)| s == service) {
                     seq += 1;
                     a.add(seq, pack(b, &crate::wire::Encoded::new(b)), now);
                     rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    // One batch in six comes 200–600 ms late (the timeout is 300 ms).
                     let gap = if (rng >> 33) % 6 == 0 { 200 + (rng >> 45) % 400 } else { (rng >> 40) % 80 };
                     now += Duration::from_millis(gap);
                     rounds.push(a.close_due(now, false));
@@ -364,14 +388,28 @@ fn zz_experiment_every_case_service_at_a_time_with_gaps() {
             }
             rounds.push(a.close_due(now + Duration::from_secs(1), false));
             let live = stored(&rounds);
-            if !live.keys().eq(file.keys()) || file.iter().any(|(k, w)| live.get(k) != Some(w)) {
+            if live != file {
                 let mut what = String::new();
-                for (k, w) in &file { if live.get(k) != Some(w) { what += &format!("\n  file {} {} traces {:?} findings {}; live {:?}", w.request.service, w.request.name, w.request.original_traces, w.findings.len(), live.get(k).map(|l| (l.request.original_traces.clone(), l.findings.len()))); } }
-                for (k, l) in &live { if !file.contains_key(k) { what += &format!("\n  live only {} {} traces {:?}", l.request.service, l.request.name, l.request.original_traces); } }
-                bad_cases.push(format!("{} seed {seed}:{what}", dir.display()));
-                break;
+                for (k, w) in &file {
+                    if live.get(k) != Some(w) {
+                        what += &format!(
+                            "\n  file: {} / {} of traces {:?}; live: {:?}",
+                            w.request.service,
+                            w.request.name,
+                            w.request.original_traces,
+                            live.get(k).map(|l| &l.request.original_traces)
+                        );
+                    }
+                }
+                for (k, l) in live.iter().filter(|(k, _)| !file.contains_key(*k)) {
+                    what += &format!(
+                        "\n  live only: {} / {} of traces {:?} ({:?})",
+                        l.request.service, l.request.name, l.request.original_traces, k
+                    );
+                }
+                wrong.push(format!("{} (seed {seed}):{what}", dir.display()));
             }
         }
     }
-    assert!(bad_cases.is_empty(), "{}", bad_cases.join("\n"));
+    assert!(wrong.is_empty(), "{} deliveries end unlike the file doctor:\n{}", wrong.len(), wrong.join("\n"));
 }
