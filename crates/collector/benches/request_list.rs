@@ -83,6 +83,7 @@ fn row(n: u64, mix: &mut Mix) -> RequestRow {
         trace_ids: (0..traces).map(|t| id(n * 3 + t, 0xc0)).collect(),
         spans: 5 + (mix.next() % 200) as i64,
         agents,
+        models: vec![format!("model-{}", n % 8)],
         input_tokens: (mix.next() % 15_000) as i64,
         output_tokens: (mix.next() % 5_000) as i64,
         cost_usd: 0.01,

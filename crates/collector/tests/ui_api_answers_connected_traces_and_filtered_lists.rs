@@ -252,7 +252,8 @@ fn no_request_behind_means_every_answer_can_be_read() {
 
 /// The list sorts by any of its numbers and pages by offset; each row names
 /// its findings by kind (with the first message), and says what failed; the
-/// pickers' names and a session's totals come from the stored requests.
+/// pickers' names (services, agents, models) and a session's totals come
+/// from the stored requests, and a model picks the requests that used it.
 #[test]
 fn the_request_list_sorts_pages_and_names_what_broke() {
     let collector = support::start(|c| c.pipeline.trace_timeout = std::time::Duration::from_millis(200));
@@ -291,6 +292,11 @@ fn the_request_list_sorts_pages_and_names_what_broke() {
     for agent in ["executor", "planner", "orchestrator"] {
         assert!(facets["agents"].as_array().unwrap().iter().any(|a| a == agent), "{agent}: {facets}");
     }
+    assert_eq!(facets["models"], serde_json::json!(["claude-3-5-sonnet-20241022", "gpt-4o", "gpt-4o-mini"]));
+    // By model: the worker's gpt-4o-mini ran only in the broken flow, gpt-4o in both.
+    assert_eq!(request_ids(&requests(&collector, "model=gpt-4o-mini")), [flow.planner.as_str()]);
+    assert_eq!(request_ids(&requests(&collector, "model=claude-3-5-sonnet-20241022")), [flow.healthy.as_str()]);
+    assert_eq!(requests(&collector, "model=gpt-4o").len(), 2);
 
     let (_, sessions) = support::get_json(&format!("{}/api/agentrace/sessions", collector.api()));
     let q = sessions["sessions"].as_array().unwrap().iter().find(|s| s["id"] == "sess-q").expect("sess-q listed");

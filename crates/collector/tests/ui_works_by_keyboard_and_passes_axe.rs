@@ -182,7 +182,10 @@ fn the_request_list_pages_sorts_filters_and_opens_any_trace_id() {
     assert_eq!(shortest[0], "900 ms", "{shortest:?}");
     browser.screenshot("request-list-sorted");
 
-    // The pickers hold the data's services and agents.
+    // The pickers hold the data's services, agents and models.
+    let models = browser
+        .execute("return [...document.querySelectorAll('select[name=model] option')].map(o => o.value)", json!([]));
+    assert!(models.as_array().unwrap().iter().any(|s| s == "gpt-4o-mini"), "{models}");
     let services = browser
         .execute("return [...document.querySelectorAll('select[name=service] option')].map(o => o.value)", json!([]));
     assert!(services.as_array().unwrap().iter().any(|s| s == "gateway"), "{services}");

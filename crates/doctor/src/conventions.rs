@@ -607,6 +607,8 @@ pub struct UsageTotals {
     pub cost_usd: f64,
     /// Agents named (`gen_ai.agent.name`, `agent.name`), sorted.
     pub agents: std::collections::BTreeSet<String>,
+    /// Models of the LLM calls (the response's model, else the request's), sorted.
+    pub models: std::collections::BTreeSet<String>,
     /// The first session named (`session.id`, `gen_ai.conversation.id`, …).
     pub session: Option<String>,
     /// Spans that record an error.
@@ -658,6 +660,9 @@ pub fn usage_totals(spans: &[Span], prices: &crate::PriceTable) -> UsageTotals {
             if let Some(m) = texts.opt(f.model) {
                 t.cost_usd +=
                     prices.call_cost(m, u.input, u.cached_input, u.cache_write_input, u.output).map_or(0.0, |c| c.usd);
+                if !t.models.contains(m) {
+                    t.models.insert(m.to_owned());
+                }
             }
         }
         t.errors += u64::from(f.error);

@@ -382,10 +382,10 @@ async fn list_sessions(
     Ok(axum::Json(json!({ "sessions": sessions })).into_response())
 }
 
-/// The root services and agents of stored requests, for the UI's pickers.
+/// The root services, agents and models of stored requests, for the UI's pickers.
 async fn facets(State(state): State<ConnectedState>) -> Result<Response, ApiError> {
-    let (services, agents) = state.store.read(|conn| query::request_facets(conn, MAX_FACETS)).await?;
-    Ok(axum::Json(json!({ "services": services, "agents": agents })).into_response())
+    let facets = state.store.read(|conn| query::request_facets(conn, MAX_FACETS)).await?;
+    Ok(axum::Json(facets).into_response())
 }
 
 /// Names in each picker, at most.
@@ -396,6 +396,7 @@ const MAX_FACETS: usize = 1000;
 struct RequestParams {
     service: Option<String>,
     agent: Option<String>,
+    model: Option<String>,
     session: Option<String>,
     findings: Option<bool>,
     broken: Option<bool>,
@@ -428,6 +429,7 @@ async fn list_requests(
     let mut filter = query::RequestFilter {
         service: non_empty(params.service),
         agent: non_empty(params.agent),
+        model: non_empty(params.model),
         session: non_empty(params.session),
         findings: params.findings.unwrap_or(false),
         broken: params.broken.unwrap_or(false),

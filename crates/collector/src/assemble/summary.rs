@@ -81,6 +81,16 @@ fn request_row(answer: RequestAnswer, rows: &[AnalysisRow]) -> RequestRow {
             .map(|row| row.spans)
             .sum(),
         agents: r.agents.clone(),
+        models: {
+            let mut models: Vec<String> = rows
+                .iter()
+                .filter(|row| r.original_traces.iter().any(|t| t.as_bytes() == row.trace_id.as_slice()))
+                .flat_map(|row| row.models.iter().cloned())
+                .collect();
+            models.sort_unstable();
+            models.dedup();
+            models
+        },
         input_tokens: clamp(r.usage.input_tokens),
         output_tokens: clamp(r.usage.output_tokens),
         cost_usd: r.usage.cost_usd,
@@ -146,6 +156,7 @@ fn summarise(
         errors: clamp(usage.errors),
         repairs: repairs.iter().filter(|r| r.applied).count() as i64,
         connected_trace_id: connected_trace.as_bytes().to_vec(),
+        models: usage.models.into_iter().collect(),
     };
     (row, out)
 }

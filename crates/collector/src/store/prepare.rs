@@ -142,6 +142,8 @@ pub struct AnalysisRow {
     pub repairs: i64,
     /// The trace ID it belongs to once connected (its own when not repaired).
     pub connected_trace_id: Vec<u8>,
+    /// Models of its LLM calls (for its request's row; not a column).
+    pub models: Vec<String>,
 }
 
 /// What the live diagnosis says about one connected request: a row of the
@@ -170,6 +172,8 @@ pub struct RequestRow {
     pub spans: i64,
     /// The agents that worked in it.
     pub agents: Vec<String>,
+    /// The models its LLM calls used.
+    pub models: Vec<String>,
     /// LLM input tokens.
     pub input_tokens: i64,
     /// LLM output tokens.

@@ -612,15 +612,28 @@ pub fn session_totals(conn: &Connection, session: &str) -> Result<SessionTotals,
     })?)
 }
 
-/// The root services and agents of stored requests, for the list's
-/// pickers: at most `max` of each, in name order.
-pub fn request_facets(conn: &Connection, max: usize) -> Result<(Vec<String>, Vec<String>), StoreError> {
+/// The root services, agents and models of stored requests, for the
+/// list's pickers: at most `max` of each, in name order.
+pub fn request_facets(conn: &Connection, max: usize) -> Result<RequestFacets, StoreError> {
     let mut services =
         conn.prepare_cached("SELECT DISTINCT root_service FROM requests ORDER BY root_service LIMIT ?1")?;
     let services = services.query_map([max as i64], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
     let mut agents = conn.prepare_cached("SELECT DISTINCT agent FROM request_agents ORDER BY agent LIMIT ?1")?;
     let agents = agents.query_map([max as i64], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
-    Ok((services, agents))
+    let mut models = conn.prepare_cached("SELECT DISTINCT model FROM request_models ORDER BY model LIMIT ?1")?;
+    let models = models.query_map([max as i64], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+    Ok(RequestFacets { services, agents, models })
+}
+
+/// The names the request list's pickers offer.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct RequestFacets {
+    /// Root services.
+    pub services: Vec<String>,
+    /// Agents.
+    pub agents: Vec<String>,
+    /// LLM models.
+    pub models: Vec<String>,
 }
 
 /// Up to `want` sessions, most recently active first. Walks `span_keys`
@@ -819,6 +832,8 @@ pub struct RequestFilter {
     pub service: Option<String>,
     /// An agent that worked in the request.
     pub agent: Option<String>,
+    /// A model one of its LLM calls used.
+    pub model: Option<String>,
     /// The request's session.
     pub session: Option<String>,
     /// Only requests with findings.
@@ -1027,6 +1042,12 @@ pub fn requests(
     if let Some(v) = &filter.service {
         let n = bind(&mut params, SqlValue::Text(v.clone()));
         clauses.push(format!("r.root_service = ?{n}"));
+    }
+    if let Some(v) = &filter.model {
+        let n = bind(&mut params, SqlValue::Text(v.clone()));
+        clauses.push(format!(
+            "EXISTS (SELECT 1 FROM request_models m WHERE m.request_id = r.request_id AND m.model = ?{n})"
+        ));
     }
     if let Some(v) = &filter.session {
         let n = bind(&mut params, SqlValue::Text(v.clone()));

@@ -133,6 +133,13 @@ pub(crate) fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
              PRIMARY KEY (agent, start_ns, request_id)
          ) WITHOUT ROWID;
          CREATE INDEX IF NOT EXISTS request_agents_by_request ON request_agents (request_id);
+         CREATE TABLE IF NOT EXISTS request_models (
+             model TEXT NOT NULL,
+             start_ns INTEGER NOT NULL,
+             request_id BLOB NOT NULL,
+             PRIMARY KEY (model, start_ns, request_id)
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS request_models_by_request ON request_models (request_id);
          CREATE TABLE IF NOT EXISTS span_patches (
              trace_id BLOB NOT NULL,
              span_id BLOB NOT NULL,
@@ -309,6 +316,10 @@ impl Writer {
             )?;
             let mut drop_request = tx.prepare_cached("DELETE FROM requests WHERE request_id = ?1")?;
             let mut drop_request_agents = tx.prepare_cached("DELETE FROM request_agents WHERE request_id = ?1")?;
+            let mut drop_request_models = tx.prepare_cached("DELETE FROM request_models WHERE request_id = ?1")?;
+            let mut insert_request_model = tx.prepare_cached(
+                "INSERT OR IGNORE INTO request_models (model, start_ns, request_id) VALUES (?1, ?2, ?3)",
+            )?;
             let mut drop_request_traces = tx.prepare_cached("DELETE FROM request_traces WHERE request_id = ?1")?;
             let mut insert_request_agent = tx.prepare_cached(
                 "INSERT OR IGNORE INTO request_agents (agent, start_ns, request_id) VALUES (?1, ?2, ?3)",
@@ -430,6 +441,7 @@ impl Writer {
                 for id in &batch.retired_requests {
                     drop_request.execute(params![id])?;
                     drop_request_agents.execute(params![id])?;
+                    drop_request_models.execute(params![id])?;
                     drop_request_traces.execute(params![id])?;
                 }
                 // A request's agents and traces are written anew; two
@@ -439,6 +451,7 @@ impl Writer {
                 for r in &batch.requests {
                     if !cleared.contains(&r.request_id.as_slice()) {
                         drop_request_agents.execute(params![r.request_id])?;
+                        drop_request_models.execute(params![r.request_id])?;
                         drop_request_traces.execute(params![r.request_id])?;
                         cleared.push(&r.request_id);
                     }
@@ -467,6 +480,9 @@ impl Writer {
                     ])?;
                     for agent in &r.agents {
                         insert_request_agent.execute(params![agent, r.start_ns, r.request_id])?;
+                    }
+                    for model in &r.models {
+                        insert_request_model.execute(params![model, r.start_ns, r.request_id])?;
                     }
                     for t in &r.trace_ids {
                         upsert_request_trace.execute(params![t, r.request_id])?;
@@ -595,10 +611,11 @@ impl Writer {
             let mut patches = tx.prepare(
                 "DELETE FROM span_patches WHERE trace_id IN (SELECT trace_id FROM request_traces WHERE request_id = ?1)",
             )?;
-            let mut rows: Vec<rusqlite::Statement<'_>> = ["request_agents", "request_traces", "requests"]
-                .iter()
-                .map(|table| tx.prepare(&format!("DELETE FROM {table} WHERE request_id = ?1")))
-                .collect::<rusqlite::Result<_>>()?;
+            let mut rows: Vec<rusqlite::Statement<'_>> =
+                ["request_agents", "request_models", "request_traces", "requests"]
+                    .iter()
+                    .map(|table| tx.prepare(&format!("DELETE FROM {table} WHERE request_id = ?1")))
+                    .collect::<rusqlite::Result<_>>()?;
             for id in &gone {
                 analyses += patches.execute([id])?;
                 for statement in &mut rows {

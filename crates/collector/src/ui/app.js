@@ -186,7 +186,7 @@
 
   async function traceListView(params) {
     const mine = generation;
-    const facets = await api('/api/agentrace/facets').catch(() => ({ services: [], agents: [] }));
+    const facets = await api('/api/agentrace/facets').catch(() => ({ services: [], agents: [], models: [] }));
     if (mine !== generation) return;
     const form = el('form', { class: 'filters', 'aria-label': 'filter the requests' });
     const inputs = {};
@@ -199,6 +199,7 @@
     };
     picker('service', 'Service', facets.services || []);
     picker('agent', 'Agent', facets.agents || []);
+    picker('model', 'Model', facets.models || []);
     inputs.session = field('Session', el('input', { type: 'text', name: 'session', value: params.get('session') || '' }));
     inputs.q = field('Root name contains', el('input', { type: 'text', name: 'q', value: params.get('q') || '' }));
     inputs.min_duration = field('Min duration (e.g. 250ms)', el('input', { type: 'text', name: 'min_duration', value: params.get('min_duration') || '', size: 8 }));
@@ -236,7 +237,7 @@
     form.addEventListener('submit', (e) => {
       e.preventDefault();
       const out = {};
-      for (const key of ['service', 'agent', 'session', 'q', 'min_duration', 'range']) out[key] = inputs[key].value.trim();
+      for (const key of ['service', 'agent', 'model', 'session', 'q', 'min_duration', 'range']) out[key] = inputs[key].value.trim();
       for (const key of ['start', 'end']) out[key] = out.range === 'custom' && inputs[key].value ? new Date(inputs[key].value).toISOString() : '';
       for (const key of ['errors', 'findings', 'broken']) out[key] = inputs[key].checked ? 'true' : '';
       out.page = '';
@@ -275,7 +276,7 @@
     main().replaceChildren(el('h1', null, 'Requests'), form, opener, el('div', { class: 'table-scroll' }, table), pager);
 
     const query = new URLSearchParams();
-    for (const key of ['service', 'agent', 'session', 'q', 'min_duration', 'errors', 'findings', 'broken', 'start', 'end']) {
+    for (const key of ['service', 'agent', 'model', 'session', 'q', 'min_duration', 'errors', 'findings', 'broken', 'start', 'end']) {
       if (params.get(key)) query.set(key, params.get(key));
     }
     if (sort !== 'start') query.set('sort', sort);
