@@ -131,7 +131,9 @@ fn sort_by_duration(browser: &Browser, order: &str) -> Vec<String> {
     browser.click("button.sort[data-sort=duration]");
     browser.wait_for(
         &format!("sorted by duration, {order}"),
-        &format!("return document.querySelector('th[aria-sort={order}] [data-sort=duration]') !== null"),
+        &format!(
+            "return document.body.dataset.ready === 'list' && document.querySelector('th[aria-sort={order}] [data-sort=duration]') !== null"
+        ),
         WAIT,
     );
     browser

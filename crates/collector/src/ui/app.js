@@ -1283,22 +1283,29 @@
   function agentGraph(d, selectAgent) {
     if (!d.agents.length) return el('p', { class: 'muted' }, 'No agents recognised.');
     const holder = el('div', { class: 'graph-holder' });
+    // Laid out for the pane's width once it has one, and again only when a
+    // new width changes how many agents fit on a line (a hidden tab has no
+    // width: nothing is redrawn for it).
+    let perLine = 0;
     const draw = () => {
-      const paneWidth = holder.clientWidth || 400;
-      holder.replaceChildren(agentSvg(d, selectAgent, paneWidth));
+      const width = holder.clientWidth;
+      if (!width) return;
+      const fit = agentsPerLine(width);
+      if (fit === perLine) return;
+      perLine = fit;
+      holder.replaceChildren(agentSvg(d, selectAgent, width));
     };
-    // Laid out once the pane has a width, and again when it changes.
     requestAnimationFrame(draw);
-    if (window.ResizeObserver) {
-      let width = 0;
-      new ResizeObserver(() => { if (holder.clientWidth !== width) { width = holder.clientWidth; draw(); } }).observe(holder);
-    }
+    if (window.ResizeObserver) new ResizeObserver(draw).observe(holder);
     return holder;
   }
 
+  const NODE_W = 168; const NODE_GAP = 28; const GRAPH_PAD = 12;
+  const agentsPerLine = (width) => Math.max(1, Math.floor((width - 2 * GRAPH_PAD + NODE_GAP) / (NODE_W + NODE_GAP)));
+
   function agentSvg(d, selectAgent, paneWidth) {
-    const W = 168; const H = 74; const GX = 28; const GY = 54; const PAD = 12;
-    const perLine = Math.max(1, Math.floor((paneWidth - 2 * PAD + GX) / (W + GX)));
+    const W = NODE_W; const H = 74; const GX = NODE_GAP; const GY = 54; const PAD = GRAPH_PAD;
+    const perLine = agentsPerLine(paneWidth);
     const byDepth = new Map();
     for (const a of d.agents) {
       if (!byDepth.has(a.depth)) byDepth.set(a.depth, []);
