@@ -1058,9 +1058,19 @@
     return wrap;
   }
 
+  // An attribute key that wraps after its dots, not inside a word.
+  function keyNode(k) {
+    const node = el('th', { scope: 'row', class: 'k' });
+    String(k).split('.').forEach((part, i) => {
+      if (i) node.append('.', el('wbr'));
+      node.append(part);
+    });
+    return node;
+  }
+
   function kvTable(pairs) {
     if (!pairs.length) return el('p', { class: 'muted' }, 'none');
-    return el('table', { class: 'kv' }, el('tbody', null, pairs.map(([k, v]) => el('tr', null, el('th', { scope: 'row', class: 'k' }, k), el('td', { class: 'mono' }, valueNode(String(v)))))));
+    return el('table', { class: 'kv' }, el('tbody', null, pairs.map(([k, v]) => el('tr', null, keyNode(k), el('td', { class: 'mono' }, valueNode(String(v)))))));
   }
   const attrPairs = (attrs) => (attrs || []).map((kv) => [kv.key, anyText(kv.value)]);
   const KINDS = ['unspecified', 'internal', 'server', 'client', 'producer', 'consumer'];
