@@ -495,6 +495,14 @@ pub struct Assembler {
     /// can make a join ambiguous that the whole picture makes; without
     /// this, a request diagnosed beside half-arrived rivals kept that answer.
     recheck: HashMap<TraceId, HashSet<TraceId>>,
+    /// For each held trace, the traces of stored requests whose answer
+    /// rests on rivals (a join, a break, or a member that moved) and was
+    /// worked out with it in the context: when it reopens (a late span)
+    /// and closes again, they are diagnosed again. A rival seen without
+    /// its late parent can have made a join ambiguous.
+    beside: HashMap<TraceId, HashSet<TraceId>>,
+    /// Window traces a late span reopened, until they close again.
+    reopened: HashSet<TraceId>,
     /// Traces the last [`Assembler::close_due`] closed whose answers are not
     /// yet durable: still counted as open until [`Assembler::stored`], so
     /// that "no open traces" means every answer can be read.
@@ -520,6 +528,8 @@ impl Assembler {
             stored: HashMap::new(),
             buffered: 0,
             recheck: HashMap::new(),
+            beside: HashMap::new(),
+            reopened: HashSet::new(),
             unstored: 0,
             want_patches: true,
         }
@@ -546,7 +556,13 @@ impl Assembler {
                 Some(t) => t,
                 None => {
                     // A late span of a trace in the window reopens it whole.
-                    let earlier = self.window.remove(&trace).map(|w| w.held).unwrap_or_else(Held::new);
+                    let earlier = match self.window.remove(&trace) {
+                        Some(w) => {
+                            self.reopened.insert(trace);
+                            w.held
+                        }
+                        None => Held::new(),
+                    };
                     self.open.entry(trace).or_insert(OpenTrace {
                         held: earlier,
                         first_seq: seq,
@@ -753,7 +769,7 @@ impl Assembler {
             // (No request holds a closing trace: nothing to write.)
             return;
         }
-        let Some(Ok(Some((answer, open_in_context)))) = diagnosed else {
+        let Some(Ok(Some((answer, context_traces)))) = diagnosed else {
             // Not relied upon: the doctor is fuzzed on sender-shaped span
             // sets (`fuzz/fuzz_targets/doctor_analyse.rs`). Should a bug slip
             // through, it costs these traces their repairs, is counted, and
@@ -765,6 +781,8 @@ impl Assembler {
             );
             return;
         };
+        let open_in_context: Vec<TraceId> =
+            context_traces.iter().copied().filter(|t| self.open.contains_key(t)).collect();
         let summary::Answered { rows, patches, requests, members, hashes, .. } = answer;
         self.stored.extend(hashes);
         self.metrics.pipeline.traces_closed.fetch_add(kept.len() as u64, Ordering::Relaxed);
@@ -801,6 +819,7 @@ impl Assembler {
         // one of these: the old request's row goes.
         let mut retired: Vec<Vec<u8>> = closing.iter().map(|c| c.as_bytes().to_vec()).collect();
         let written: HashSet<&[u8]> = requests.iter().map(|r| r.request_id.as_slice()).collect();
+        let mut moved: HashSet<TraceId> = HashSet::new();
         for m in &members {
             let request_id = requests
                 .iter()
@@ -809,7 +828,11 @@ impl Assembler {
                 .unwrap_or(*m);
             // The request it left is rewritten here when this diagnosis saw
             // it; a row that is not rewritten is not dropped either.
-            if let Some(old) = self.request_of.insert(*m, request_id)
+            let old = self.request_of.insert(*m, request_id);
+            if old.is_some_and(|old| old != request_id) {
+                moved.insert(*m);
+            }
+            if let Some(old) = old
                 && old != request_id
                 && written.contains(old.as_bytes().as_slice())
                 && !retired.contains(&old.as_bytes().to_vec())
@@ -818,6 +841,30 @@ impl Assembler {
             }
             if *m != request_id && !retired.contains(&m.as_bytes().to_vec()) {
                 retired.push(m.as_bytes().to_vec());
+            }
+        }
+        if !all {
+            // A trace that reopened is whole again: what was answered beside
+            // it before, without its late spans, is looked at again.
+            for id in kept.keys() {
+                if self.reopened.remove(id)
+                    && let Some(deps) = self.beside.remove(id)
+                {
+                    for m in deps {
+                        if self.window.contains_key(&m) && !closing.contains(&m) {
+                            self.recheck.entry(m).or_default();
+                        }
+                    }
+                }
+            }
+            for r in &requests {
+                let traces: Vec<TraceId> = r.trace_ids.iter().filter_map(|t| TraceId::from_slice(t).ok()).collect();
+                if !(traces.len() > 1 || r.broken > 0 || traces.iter().any(|t| moved.contains(t))) {
+                    continue;
+                }
+                for c in context_traces.iter().filter(|c| !traces.contains(c)) {
+                    self.beside.entry(*c).or_default().extend(traces.iter().copied());
+                }
             }
         }
         // A closing trace's own rooted requests are written here, so it is
@@ -829,7 +876,7 @@ impl Assembler {
     /// what ran beside them, then, while a request turns out to reach
     /// further (a parent whose call encloses more than the closing traces),
     /// with what ran beside the whole request.
-    /// Also says which traces of the context were still open.
+    /// Also says which traces its context held.
     fn diagnose(&self, closing: &[TraceId]) -> Option<(summary::Answered, Vec<TraceId>)> {
         let mut seeds = closing.to_vec();
         let mut last = None;
@@ -916,7 +963,7 @@ impl Assembler {
         }
         members.sort_unstable();
         members.dedup();
-        let open: Vec<TraceId> = context.traces.iter().map(|(t, _)| *t).filter(|t| self.open.contains_key(t)).collect();
+        let traces: Vec<TraceId> = context.traces.iter().map(|(t, _)| *t).collect();
         let answered = summary::answered(
             &context.spans,
             &context.traces,
@@ -926,7 +973,7 @@ impl Assembler {
             answers,
             self.doctor.config(),
         );
-        Some((answered, open))
+        Some((answered, traces))
     }
 
     /// The spans a diagnosis of the `seeds` reads: the seeds', then those of
@@ -1097,6 +1144,8 @@ impl Assembler {
         }
         self.request_of.remove(&id);
         self.recheck.remove(&id);
+        self.beside.remove(&id);
+        self.reopened.remove(&id);
         self.stored.retain(|(t, _), _| *t != id);
         for key in &w.held.keys {
             if let Some(list) = self.keys.get_mut(key) {
