@@ -163,6 +163,16 @@ struct ViewParams {
     spans: Option<bool>,
 }
 
+impl ViewParams {
+    /// The connected view as OTLP JSON, unless `spans=false` left it out.
+    fn spans_of(
+        &self,
+        view: &[Span],
+    ) -> Option<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest> {
+        (self.spans != Some(false)).then(|| Span::to_request(view))
+    }
+}
+
 async fn get_trace(
     State(state): State<ConnectedState>,
     Path(trace_id): Path<String>,
@@ -178,7 +188,7 @@ async fn get_trace(
     let request = diagnosis.requests.first().map(|r| r.trace_id.to_string());
     // Serialized straight from the diagnosis: a 10,000-span answer built
     // as a `serde_json::Value` first spent more time in maps than in the doctor.
-    let spans = (params.spans != Some(false)).then(|| Span::to_request(&view));
+    let spans = params.spans_of(&view);
     Ok(axum::Json(TraceAnswer { trace_id: id.to_string(), request_id: request, diagnosis: &diagnosis, spans })
         .into_response())
 }
@@ -216,7 +226,7 @@ async fn get_session(
         return Err(ApiError::not_found(format!("session {session} not found")));
     }
     let (diagnosis, view) = state.doctor.analyse_with_view(&spans);
-    let spans = (params.spans != Some(false)).then(|| Span::to_request(&view));
+    let spans = params.spans_of(&view);
     Ok(axum::Json(SessionAnswer { session, diagnosis: &diagnosis, spans }).into_response())
 }
 
