@@ -102,6 +102,10 @@ use crate::diagnosis::{Evidence, Finding, FindingKind, Repair};
 const SCAN_CAP: usize = 512;
 /// How many earlier producers a consumer root is compared with.
 const PRODUCER_CAP: usize = 64;
+/// How much longer than an enclosing call a root may last, in nanoseconds:
+/// each side times its span on its own clock, which skew shifts but barely
+/// stretches, so a caller lasts at least as long as what it waited for.
+const DURATION_SLACK: u64 = 1_000_000;
 
 /// The outcome of the repair pass.
 pub(crate) struct Repaired {
@@ -990,7 +994,11 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 // the call encloses it on the clock as read: with time the only
                 // tie, no skew allowance.
                 let same_session = session.is_some() && ix.session_of(p) == session;
-                let encloses = ix.end(p) + skew >= end;
+                // A skewed clock is shifted, not stretched: a call encloses
+                // the root only if it also lasted as long (a 3 ms call inside
+                // a 120 ms turn of the same session is no caller of it).
+                let lasts = ix.end(p) - ix.start(p) + DURATION_SLACK >= end - start;
+                let encloses = ix.end(p) + skew >= end && lasts;
                 let strictly = ix.start(p) <= start && ix.end(p) >= end;
                 let fits = match (by, same_session) {
                     (Some(_), _) => true,
