@@ -22,7 +22,8 @@ for suite in "${suites[@]}"; do
     if [ ! -x "$venv/bin/python" ]; then
         python3 -m venv "$venv"
     fi
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/$suite/requirements.txt"
+    # No byte-compiling of every installed module: a case imports a fraction of them.
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-compile -r "$ROOT/$suite/requirements.txt"
     echo "corpus: recording $suite"
     rm -rf "${OUT:?}/$suite"
     PYTHONPATH="$PWD/$ROOT/harness" "$venv/bin/python" "$ROOT/$suite/make.py" --out "$OUT/$suite/cases"

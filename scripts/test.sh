@@ -16,7 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+started=$(date +%s)
+# Each step's heading says how far into the run it starts.
+step() { printf '\n== [%s s] %s\n' "$(( $(date +%s) - started ))" "$*"; }
 
 step "Python test environment (.venv)"
 if [ ! -x .venv/bin/python ]; then
@@ -69,23 +71,42 @@ export CLIPPY_ARGS="-Dwarnings"
 cargo test --workspace --all-features --all-targets --no-run
 
 step "tests"
-# Every test binary runs even when one fails, so one failure hides no other.
+# Every test of every binary runs even when one fails, so one failure hides no other. With
+# cargo-nextest (on this kind of machine; `cargo install cargo-nextest` elsewhere) they share
+# one pool (.config/nextest.toml): tests that mostly wait on timeouts, brokers and browsers run
+# beside each other instead of one binary after another. The same `--all-targets` as the build
+# above reuses its binaries; benches are built (and linted) there but not run here.
 status=0
-cargo test --workspace --all-features --no-fail-fast || status=$?
-
-step "doctor on the fresh recording of the corpus"
-if wait "$corpus_pid"; then
-    # `--workspace --all-features`, as above: the same feature set reuses the
-    # test binaries just built instead of compiling the crates again.
-    fresh() { AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh" cargo test --workspace --all-features --test "$1" -- --ignored; }
-    fresh real_libraries_are_diagnosed_truthfully || status=$?
-    fresh agent_frameworks_are_read_as_they_record || status=$?
-    # The same fresh cases through a running collector: the live answer must
-    # be the file doctor's, request by request.
-    fresh live_answers_equal_the_file_doctors || status=$?
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --all-features --all-targets -E 'not kind(bench)' || status=$?
+    step "doc tests"
+    cargo test --workspace --all-features --doc || status=$?
 else
+    echo "cargo-nextest is not installed: running the test binaries one after another"
+    cargo test --workspace --all-features --no-fail-fast || status=$?
+fi
+
+step "doctor on the fresh recording of the corpus (waiting for the recording to end)"
+if wait "$corpus_pid"; then
+    corpus_pid=""
+    # The same fresh cases through the file doctor and through a running collector, whose
+    # live answer must be the file doctor's, request by request.
+    export AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh"
+    fresh_tests=(real_libraries_are_diagnosed_truthfully agent_frameworks_are_read_as_they_record live_answers_equal_the_file_doctors)
+    if cargo nextest --version >/dev/null 2>&1; then
+        filter=$(printf 'binary(%s) | ' "${fresh_tests[@]}")
+        cargo nextest run --workspace --all-features --all-targets --run-ignored only -E "${filter% | }" || status=$?
+    else
+        for t in "${fresh_tests[@]}"; do
+            cargo test --workspace --all-features --test "$t" -- --ignored || status=$?
+        done
+    fi
+else
+    corpus_pid=""
     echo "recording the corpus failed; its log:" >&2
     tail -50 target/corpus-fresh.log >&2
     status=1
 fi
+
+step "done: $([ "$status" = 0 ] && echo "every step passed" || echo "FAILED (exit $status): see the failures listed above")"
 exit "$status"

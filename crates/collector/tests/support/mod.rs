@@ -404,6 +404,10 @@ pub fn wait_for(secs: u64, what: &str, mut ready: impl FnMut() -> bool) {
 #[allow(dead_code)]
 pub fn node_project() -> PathBuf {
     let dir = workspace_root().join("crates/collector/tests/node");
+    // Tests in other processes (cargo-nextest runs each in its own) may ask at
+    // the same time, and `npm ci` starts by deleting node_modules: one at a time.
+    let lock = std::fs::File::create(std::env::temp_dir().join("agentrace-tests-npm.lock")).unwrap();
+    lock.lock().unwrap();
     let installed = ["@perses-dev/tempo-plugin", "axe-core"].iter().all(|p| dir.join("node_modules").join(p).is_dir());
     if !installed {
         let out = std::process::Command::new("npm")
