@@ -68,17 +68,19 @@ step "lints, while building every target"
 # about 10 of the 27 minutes this command took on 2 cores.
 export RUSTC_WORKSPACE_WRAPPER="${RUSTC_WORKSPACE_WRAPPER:-$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)}"
 export CLIPPY_ARGS="-Dwarnings"
-cargo test --workspace --all-features --all-targets --no-run
+# What `cargo test` builds (unit and integration tests, binaries, and the examples as the
+# binaries some tests run), then the benches, which are linted and built but not run.
+cargo test --workspace --all-features --no-run
+cargo test --workspace --all-features --benches --no-run
 
 step "tests"
 # Every test of every binary runs even when one fails, so one failure hides no other. With
 # cargo-nextest (on this kind of machine; `cargo install cargo-nextest` elsewhere) they share
 # one pool (.config/nextest.toml): tests that mostly wait on timeouts, brokers and browsers run
-# beside each other instead of one binary after another. The same `--all-targets` as the build
-# above reuses its binaries; benches are built (and linted) there but not run here.
+# beside each other instead of one binary after another, from the binaries built above.
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --all-features --all-targets -E 'not kind(bench)' || status=$?
+    cargo nextest run --workspace --all-features || status=$?
     step "doc tests"
     cargo test --workspace --all-features --doc || status=$?
 else
@@ -95,7 +97,7 @@ if wait "$corpus_pid"; then
     fresh_tests=(real_libraries_are_diagnosed_truthfully agent_frameworks_are_read_as_they_record live_answers_equal_the_file_doctors)
     if cargo nextest --version >/dev/null 2>&1; then
         filter=$(printf 'binary(%s) | ' "${fresh_tests[@]}")
-        cargo nextest run --workspace --all-features --all-targets --run-ignored only -E "${filter% | }" || status=$?
+        cargo nextest run --workspace --all-features --run-ignored only -E "${filter% | }" || status=$?
     else
         for t in "${fresh_tests[@]}"; do
             cargo test --workspace --all-features --test "$t" -- --ignored || status=$?
