@@ -461,6 +461,21 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             }
         }
     }
+    // A client call around the client call that reached a server (an agent
+    // framework's `invoke_agent` CLIENT span over its HTTP client's span)
+    // reached that server too: it is no call out that an orphan may answer.
+    for i in 0..n {
+        let mut c = i;
+        while server_child[c]
+            && ix.spans[c].kind == SpanKind::Client
+            && let Some(p) = ix.parent[c]
+            && ix.spans[p as usize].kind == SpanKind::Client
+            && !server_child[p as usize]
+        {
+            server_child[p as usize] = true;
+            c = p as usize;
+        }
+    }
     let roots: Vec<Ix> =
         (0..n as Ix).filter(|&i| ix.parent[i as usize].is_none() && !ix.missing_parent[i as usize]).collect();
     let trace_end: Vec<u64> =
