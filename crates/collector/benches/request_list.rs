@@ -106,7 +106,7 @@ fn store() -> (tempfile::TempDir, Store) {
     while n < REQUESTS {
         let rows: Vec<RequestRow> = (n..(n + 5_000).min(REQUESTS)).map(|i| row(i, &mut mix)).collect();
         n += rows.len() as u64;
-        let durable = store.submit(PreparedBatch::analysis(Vec::new(), rows, Vec::new())).unwrap();
+        let durable = store.submit(PreparedBatch::analysis(Vec::new(), Vec::new(), rows, Vec::new())).unwrap();
         runtime.block_on(durable).unwrap();
     }
     (dir, store)

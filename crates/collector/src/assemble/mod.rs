@@ -298,8 +298,10 @@ fn run(
         }
         next_tick = now + tick;
         let closed = assembler.close_due(now, stopping);
-        if !closed.patches.is_empty() || !closed.requests.is_empty() || !closed.retired_requests.is_empty() {
-            let batch = PreparedBatch::analysis(closed.patches, closed.requests, closed.retired_requests);
+        if !closed.rows.is_empty() || !closed.requests.is_empty() || !closed.retired_requests.is_empty() {
+            // Every trace with a row had its patches worked out anew.
+            let repatched = closed.rows.iter().map(|r| r.trace_id.clone()).collect();
+            let batch = PreparedBatch::analysis(closed.patches, repatched, closed.requests, closed.retired_requests);
             let written = match store.submit(batch) {
                 Ok(durable) => runtime.block_on(durable).map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -382,16 +384,19 @@ struct Held {
     services: Vec<Arc<str>>,
     start: u64,
     end: u64,
+    /// Spans with no parent: none while the trace's root has not arrived.
+    roots: usize,
 }
 
 impl Held {
     fn new() -> Held {
-        Held { spans: Vec::new(), keys: HashSet::new(), services: Vec::new(), start: u64::MAX, end: 0 }
+        Held { spans: Vec::new(), keys: HashSet::new(), services: Vec::new(), start: u64::MAX, end: 0, roots: 0 }
     }
 
     fn push(&mut self, p: Packed) {
         self.start = self.start.min(p.span.start);
         self.end = self.end.max(p.span.end);
+        self.roots += p.span.roots;
         self.keys.extend(p.keys);
         let service = p.span.service();
         if !self.services.iter().any(|s| **s == *service) {
@@ -606,7 +611,7 @@ impl Assembler {
             .iter()
             .filter(|(_, t)| {
                 let quiet = now.duration_since(t.last_arrival) >= timeout
-                    && t.waits_for.is_none_or(|parent| !self.open.contains_key(&parent));
+                    && t.waits_for.is_none_or(|parent| !self.unfinished(parent));
                 all || quiet || now.duration_since(t.opened) >= max_age
             })
             .map(|(id, t)| (t.opened, *id))
@@ -723,20 +728,39 @@ impl Assembler {
                 return;
             }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.diagnose(&closing)));
-            // A trace whose orphan only time joins to a trace still open
-            // waits for that trace to close: its request is not complete,
-            // and a rival or the true parent may still arrive. Deciding
-            // now could export a join that the whole picture would not
-            // make (past `max_trace_age`, or on shutdown, it is decided).
+            // A trace whose orphan only time joins waits while the picture
+            // around it may still grow: the parent's trace still open (or
+            // closed before its root arrived), or another trace of its
+            // context that ran beside it. Until then a rival, the true
+            // parent, or the consumer that took the producer's message may
+            // still arrive, and deciding now could export a join that the
+            // whole picture would not make (past `max_trace_age`, or on
+            // shutdown, it is decided).
             let waiting: Vec<(TraceId, TraceId)> = match &result {
-                Ok(Some((answer, _))) if !all => answer
+                Ok(Some((answer, context))) if !all => answer
                     .time_only_joins
                     .iter()
-                    .filter(|(orphan, parent)| {
-                        self.open.contains_key(parent)
-                            && kept.get(orphan).is_some_and(|k| now.duration_since(k.1) < self.config.max_trace_age)
+                    .filter(|(orphan, _)| {
+                        kept.get(orphan).is_some_and(|k| now.duration_since(k.1) < self.config.max_trace_age)
                     })
-                    .copied()
+                    .filter_map(|&(orphan, parent)| {
+                        if self.unfinished(parent) {
+                            return Some((orphan, parent));
+                        }
+                        let h = self.held(orphan)?;
+                        context
+                            .iter()
+                            .copied()
+                            // (Open and not itself waiting: two orphans
+                            // beside each other never wait on each other.)
+                            .filter(|&c| c != orphan && self.open.get(&c).is_some_and(|t| t.waits_for.is_none()))
+                            .find(|&c| {
+                                self.held(c).is_some_and(|o| {
+                                    o.start <= h.end.saturating_add(SKEW_NS) && o.end.saturating_add(SKEW_NS) >= h.start
+                                })
+                            })
+                            .map(|c| (orphan, c))
+                    })
                     .collect(),
                 _ => Vec::new(),
             };
@@ -1098,6 +1122,13 @@ impl Assembler {
     /// The time the held traces among `traces` span.
     fn reach(&self, traces: &[TraceId]) -> (u64, u64) {
         traces.iter().filter_map(|t| self.held(*t)).fold((u64::MAX, 0), |(a, b), h| (a.min(h.start), b.max(h.end)))
+    }
+
+    /// Whether a trace may still grow: open, or closed by a quiet spell
+    /// before its root arrived (a request whose root span ends last, after
+    /// a wait longer than the trace timeout, is closed meanwhile).
+    fn unfinished(&self, id: TraceId) -> bool {
+        self.open.contains_key(&id) || self.window.get(&id).is_some_and(|w| w.held.roots == 0)
     }
 
     fn held(&self, id: TraceId) -> Option<&Held> {

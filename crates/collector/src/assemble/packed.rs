@@ -24,6 +24,8 @@ pub struct PackedSpan {
     pub(crate) start: u64,
     pub(crate) end: u64,
     pub(crate) count: usize,
+    /// How many of them have no parent: the trace's root is among them.
+    pub(crate) roots: usize,
     /// Length-delimited OTLP spans, LZ4 with the size prepended.
     block: Box<[u8]>,
     resource: Arc<Resource>,
@@ -74,7 +76,7 @@ pub fn pack(request: &ExportTraceServiceRequest, encoded: &Encoded) -> Vec<Packe
             for (s, range) in ss.spans.iter().zip(&enc_ss.spans) {
                 let Ok(trace_id) = TraceId::from_slice(&s.trace_id) else { continue };
                 let i = *index.entry(trace_id).or_insert_with(|| {
-                    groups.push((trace_id, Vec::new(), u64::MAX, 0, 0, Vec::new()));
+                    groups.push((trace_id, Vec::new(), u64::MAX, 0, 0, 0, Vec::new()));
                     groups.len() - 1
                 });
                 let g = &mut groups[i];
@@ -82,19 +84,21 @@ pub fn pack(request: &ExportTraceServiceRequest, encoded: &Encoded) -> Vec<Packe
                 g.2 = g.2.min(s.start_time_unix_nano);
                 g.3 = g.3.max(s.end_time_unix_nano.max(s.start_time_unix_nano));
                 g.4 += 1;
+                g.5 += usize::from(s.parent_span_id.is_empty());
                 for k in join_keys(&s.attributes) {
-                    if !g.5.contains(&k) {
-                        g.5.push(k);
+                    if !g.6.contains(&k) {
+                        g.6.push(k);
                     }
                 }
             }
-            for (trace_id, plain, start, end, count, keys) in groups {
+            for (trace_id, plain, start, end, count, roots, keys) in groups {
                 out.push(Packed {
                     span: PackedSpan {
                         trace_id,
                         start,
                         end,
                         count,
+                        roots,
                         block: lz4_flex::block::compress_prepend_size(&plain).into_boxed_slice(),
                         resource: Arc::clone(&resource),
                         scope: Arc::clone(&scope),
@@ -108,8 +112,8 @@ pub fn pack(request: &ExportTraceServiceRequest, encoded: &Encoded) -> Vec<Packe
 }
 
 /// Spans of one trace being packed: trace, plain bytes, start, end,
-/// count, keys.
-type Group = (TraceId, Vec<u8>, u64, u64, usize, Vec<(KeyKind, String)>);
+/// count, roots, keys.
+type Group = (TraceId, Vec<u8>, u64, u64, usize, usize, Vec<(KeyKind, String)>);
 
 /// The keys the pipeline follows from a span to the traces of its
 /// relatives: the one vocabulary's session and join keys, less the weak

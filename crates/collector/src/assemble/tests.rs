@@ -305,6 +305,77 @@ fn an_orphan_joined_by_time_alone_waits_for_its_parents_trace_to_close() {
     assert_eq!(a.watermark(3), 3);
 }
 
+/// A job queue and a thread pool, as the demo with propagation off sends them: the planner's
+/// `send` (trace 1), the consumer that took its message (trace 2, whose root ends last), and a
+/// pool job of the consumer's service that lost its context (trace 3).
+fn queue_then_pool_job() -> (Vec<Packed>, Vec<Packed>, Vec<Packed>, Vec<Packed>) {
+    let with_session = |mut s: Span| {
+        s.attributes.set("session.id", "s-1");
+        s
+    };
+    let root = with_session(span(1, 1, None, "invoke_agent planner", "planner", 0, 1000));
+    let mut send = with_session(span(1, 2, Some(1), "send jobs.budgeter", "planner", 10, 20));
+    send.kind = SpanKind::Producer;
+    send.attributes.set("messaging.message.id", "m-1");
+    send.attributes.set("messaging.destination.name", "jobs.budgeter");
+    let mut process = with_session(span(2, 3, None, "process jobs.budgeter", "budgeter", 50, 900));
+    process.kind = SpanKind::Consumer;
+    process.attributes.set("messaging.message.id", "m-1");
+    process.attributes.set("messaging.destination.name", "jobs.budgeter");
+    let agent = with_session(span(2, 4, Some(3), "invoke_agent budgeter", "budgeter", 60, 890));
+    let early = with_session(span(2, 5, Some(4), "chat gpt-4o-mini", "budgeter", 70, 100));
+    let job = with_session(span(3, 6, None, "retrieval travel-guide", "budgeter", 110, 130));
+    (packed(&[root, send]), packed(&[early]), packed(&[process, agent]), packed(&[job]))
+}
+
+#[test]
+fn an_orphan_joined_by_time_alone_waits_for_the_traces_beside_it() {
+    let (mut a, metrics) = assembler(config());
+    let t0 = Instant::now();
+    let (planner, consumer_early, consumer_late, job) = queue_then_pool_job();
+    a.add(1, planner, t0);
+    a.add(2, consumer_early, t0);
+    a.add(3, job, t0);
+    // The consumer's trace keeps receiving spans; its root, which carries
+    // the message ID, ends last and arrives after the job's trace is quiet.
+    let more = span(2, 7, Some(4), "execute_tool estimate_budget", "budgeter", 140, 160);
+    a.add(4, packed(&[more]), t0 + Duration::from_millis(80));
+    // The store, as the pipeline writes it: a trace's patches replaced
+    // whole whenever it has a row; what an exporter would send for the
+    // job's span once the watermark passes its request.
+    let mut patches: std::collections::HashMap<(Vec<u8>, Vec<u8>), String> = Default::default();
+    let mut exported = None;
+    let mut rounds = Vec::new();
+    let mut consumer_late = Some(consumer_late);
+    for (at, late) in [(150, false), (200, true), (350, false), (500, false), (700, false)] {
+        let now = t0 + Duration::from_millis(at);
+        if late {
+            a.add(5, consumer_late.take().unwrap(), now);
+            continue;
+        }
+        let closed = a.close_due(now, false);
+        for row in &closed.rows {
+            patches.retain(|(t, _), _| *t != row.trace_id);
+        }
+        for p in &closed.patches {
+            patches.insert((p.trace_id.clone(), p.span_id.clone()), p.patch.clone());
+        }
+        if exported.is_none() && a.watermark(5) >= 3 {
+            exported = Some(patches.get(&(vec![3; 16], vec![6; 8])).cloned());
+        }
+        rounds.push(closed);
+    }
+    // Seen without the consumer, the planner's producer looked like one
+    // whose message nobody took, and the job like its far side: a guess by
+    // time alone. The job waited for the consumer's trace instead.
+    assert_eq!(metrics.pipeline.traces_deferred.load(Ordering::Relaxed), 1);
+    assert_eq!(exported, Some(None), "the job's span goes out as it was sent");
+    let stored = stored(&rounds);
+    let requests: Vec<Vec<u8>> = stored.keys().map(|(id, _)| id.clone()).collect();
+    assert_eq!(requests, vec![vec![1; 16], vec![3; 16]], "the request and the job on its own");
+    assert_eq!(stored[&(vec![1; 16], vec![1; 8])].request.original_traces.len(), 2, "queue hop joined");
+}
+
 /// Every case of the real-library corpus, delivered one service at a time
 /// (callers first on even seeds, callees first on odd ones) with gaps
 /// between batches that now and then outlast the trace timeout, as a busy

@@ -66,6 +66,10 @@ pub struct PreparedBatch {
     pub(crate) replay_dead_letters: Option<i64>,
     /// Per-span rewrites for exporters (repairs, rollups), to keep.
     pub(crate) patches: Vec<PatchRow>,
+    /// Traces whose spans' rewrites `patches` holds in full: their stored
+    /// rewrites go first (a diagnosis that undid a join leaves no patch
+    /// for the span it had moved, and the old one must not stay).
+    pub(crate) repatched: Vec<Vec<u8>>,
     pub(crate) requests: Vec<RequestRow>,
     /// Request rows to drop before the new ones are written: every request
     /// of these connected trace IDs (requests that joined another, and
@@ -255,10 +259,11 @@ impl PreparedBatch {
     /// requests' rows and their spans' patches.
     pub fn analysis(
         patches: Vec<PatchRow>,
+        repatched: Vec<Vec<u8>>,
         requests: Vec<RequestRow>,
         retired_requests: Vec<Vec<u8>>,
     ) -> PreparedBatch {
-        PreparedBatch { patches, requests, retired_requests, ..Default::default() }
+        PreparedBatch { patches, repatched, requests, retired_requests, ..Default::default() }
     }
 
     /// Prepares a request that [`agentrace_model::otlp::validate`] has

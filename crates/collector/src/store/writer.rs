@@ -328,6 +328,7 @@ impl Writer {
                 tx.prepare_cached("INSERT OR REPLACE INTO request_traces (trace_id, request_id) VALUES (?1, ?2)")?;
             let mut upsert_patch = tx
                 .prepare_cached("INSERT OR REPLACE INTO span_patches (trace_id, span_id, patch) VALUES (?1, ?2, ?3)")?;
+            let mut clear_patches = tx.prepare_cached("DELETE FROM span_patches WHERE trace_id = ?1")?;
             for job in jobs {
                 let batch = &job.batch;
                 let mut resource_ids = Vec::with_capacity(batch.resources.len());
@@ -434,6 +435,9 @@ impl Writer {
                     )?;
                     outcome.inserted +=
                         tx.execute("DELETE FROM dead_letters WHERE exporter = ?1", params![exporter])? as u64;
+                }
+                for t in &batch.repatched {
+                    clear_patches.execute(params![t])?;
                 }
                 for p in &batch.patches {
                     upsert_patch.execute(params![p.trace_id, p.span_id, p.patch])?;
@@ -661,6 +665,32 @@ mod tests {
         create_schema(&conn).unwrap();
         let again: i64 = conn.query_row("SELECT received_ns FROM chunks WHERE id = 1", [], |r| r.get(0)).unwrap();
         assert_eq!(again, received);
+    }
+
+    #[test]
+    fn a_trace_diagnosed_again_keeps_only_its_new_patches() {
+        use crate::store::{PatchRow, PreparedBatch, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::StorageConfig { data_dir: dir.path().to_owned(), ..Default::default() };
+        let store = Store::open(&config, 1_000, Arc::new(Metrics::default())).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let write = |patches: Vec<PatchRow>, repatched: Vec<Vec<u8>>| {
+            let durable = store.submit(PreparedBatch::analysis(patches, repatched, Vec::new(), Vec::new())).unwrap();
+            runtime.block_on(durable).unwrap();
+        };
+        let patch = |trace: u8, span: u8, body: &str| PatchRow {
+            trace_id: vec![trace; 16],
+            span_id: vec![span; 8],
+            patch: body.to_owned(),
+        };
+        // A first diagnosis moved span 6 of trace 3 and rolled up span 1 of trace 1.
+        write(vec![patch(3, 6, "joined"), patch(1, 1, "rollup")], vec![vec![3; 16], vec![1; 16]]);
+        // A later one, with more of the picture, left trace 3 as sent.
+        write(Vec::new(), vec![vec![3; 16]]);
+        let conn = Connection::open(store.path()).unwrap();
+        let stored = crate::store::query::patches(&conn, &[vec![1; 16], vec![3; 16]]).unwrap();
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert_eq!(stored[&(vec![1; 16], vec![1; 8])], "rollup", "a trace not diagnosed again keeps its patches");
     }
 
     #[test]
