@@ -65,6 +65,9 @@ const LOOK_BACK_NS: u64 = 30_000_000_000;
 
 /// Clocks of two services may disagree by this much.
 const SKEW_NS: u64 = 1_000_000_000;
+/// How many trace timeouts after it closed a trace without its root still
+/// holds back an orphan that only time joins to it.
+const ROOTLESS_WAIT: u32 = 4;
 
 /// Traces closed by one diagnosis, at most.
 const MAX_BATCH_TRACES: usize = 256;
@@ -611,7 +614,7 @@ impl Assembler {
             .iter()
             .filter(|(_, t)| {
                 let quiet = now.duration_since(t.last_arrival) >= timeout
-                    && t.waits_for.is_none_or(|parent| !self.unfinished(parent));
+                    && t.waits_for.is_none_or(|parent| !self.unfinished(parent, now));
                 all || quiet || now.duration_since(t.opened) >= max_age
             })
             .map(|(id, t)| (t.opened, *id))
@@ -744,7 +747,7 @@ impl Assembler {
                         kept.get(orphan).is_some_and(|k| now.duration_since(k.1) < self.config.max_trace_age)
                     })
                     .filter_map(|&(orphan, parent)| {
-                        if self.unfinished(parent) {
+                        if self.unfinished(parent, now) {
                             return Some((orphan, parent));
                         }
                         let h = self.held(orphan)?;
@@ -1126,9 +1129,15 @@ impl Assembler {
 
     /// Whether a trace may still grow: open, or closed by a quiet spell
     /// before its root arrived (a request whose root span ends last, after
-    /// a wait longer than the trace timeout, is closed meanwhile).
-    fn unfinished(&self, id: TraceId) -> bool {
-        self.open.contains_key(&id) || self.window.get(&id).is_some_and(|w| w.held.roots == 0)
+    /// a wait longer than the trace timeout, is closed meanwhile). A root
+    /// may also never come (a caller that propagates but exports nothing),
+    /// and a waiting orphan holds every exporter back, so a rootless trace
+    /// counts for a few trace timeouts only.
+    fn unfinished(&self, id: TraceId, now: Instant) -> bool {
+        self.open.contains_key(&id)
+            || self.window.get(&id).is_some_and(|w| {
+                w.held.roots == 0 && now.duration_since(w.closed) < self.config.trace_timeout * ROOTLESS_WAIT
+            })
     }
 
     fn held(&self, id: TraceId) -> Option<&Held> {

@@ -305,6 +305,54 @@ fn an_orphan_joined_by_time_alone_waits_for_its_parents_trace_to_close() {
     assert_eq!(a.watermark(3), 3);
 }
 
+#[test]
+fn an_orphan_joined_by_time_alone_waits_for_a_parents_root_for_a_few_timeouts() {
+    for root_comes in [true, false] {
+        let (mut a, metrics) = assembler(config());
+        let t0 = Instant::now();
+        let (parent, job) = pool_job();
+        let (root, step): (Vec<Packed>, Vec<Packed>) = parent
+            .into_iter()
+            .map(|p| {
+                // Split the request's batch: the root span ends last and comes later.
+                let spans = p.span.unpack();
+                let (r, s): (Vec<Span>, Vec<Span>) = spans.into_iter().partition(|s| s.parent_span_id.is_none());
+                (packed(&r), packed(&s))
+            })
+            .fold((Vec::new(), Vec::new()), |(mut r, mut s), (a, b)| {
+                r.extend(a);
+                s.extend(b);
+                (r, s)
+            });
+        a.add(1, step, t0);
+        a.add(2, job, t0);
+        // Both quiet: the request's trace closes without its root, and the
+        // job, which only time joins to it, waits.
+        a.close_due(t0 + Duration::from_millis(150), false);
+        assert_eq!(metrics.pipeline.traces_deferred.load(Ordering::Relaxed), 1, "root comes: {root_comes}");
+        assert_eq!(a.watermark(2), 1, "the job's request is held back");
+        if root_comes {
+            a.add(3, root, t0 + Duration::from_millis(300));
+            a.close_due(t0 + Duration::from_millis(350), false);
+            assert_eq!(a.watermark(3), 1, "the job waits for the reopened trace");
+            let mut requests = Vec::new();
+            for at in [450, 600] {
+                requests.extend(a.close_due(t0 + Duration::from_millis(at), false).requests);
+            }
+            let job_request = requests.iter().rev().find(|r| r.trace_ids.contains(&vec![2; 16])).expect("decided");
+            assert_eq!(job_request.trace_ids.len(), 2, "joined with the whole request in view");
+            assert_eq!(a.watermark(3), 3);
+        } else {
+            // A root that never comes holds the job back four trace
+            // timeouts after its trace closed, no longer.
+            a.close_due(t0 + Duration::from_millis(500), false);
+            assert_eq!(a.watermark(2), 1);
+            a.close_due(t0 + Duration::from_millis(600), false);
+            assert_eq!(a.watermark(2), 2, "decided once the wait is over");
+        }
+    }
+}
+
 /// A job queue and a thread pool, as the demo with propagation off sends them: the planner's
 /// `send` (trace 1), the consumer that took its message (trace 2, whose root ends last), and a
 /// pool job of the consumer's service that lost its context (trace 3).
