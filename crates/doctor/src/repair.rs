@@ -925,7 +925,12 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         {
             // A tool server's root inside a call of the same tool made by
             // another service (a gateway that forwards without `_meta`).
-            let encloses = |p: Ix| ix.start(p) <= start + skew && end <= ix.end(p) + skew;
+            // (Shifted, not stretched: the call lasted at least as long.)
+            let encloses = |p: Ix| {
+                ix.start(p) <= start + skew
+                    && end <= ix.end(p) + skew
+                    && ix.end(p) - ix.start(p) + DURATION_SLACK >= end - start
+            };
             let mut c: Vec<Ix> = (0..n as Ix)
                 .filter(|&p| {
                     let pf = &ix.facts[p as usize];

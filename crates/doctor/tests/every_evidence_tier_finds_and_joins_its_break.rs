@@ -73,3 +73,49 @@ fn a_busy_replica_of_the_same_service_is_not_blamed_for_lost_context() {
     let request = d.requests.iter().find(|q| q.original_traces.contains(&r.parent_trace_id)).expect("request");
     assert_eq!(request.session.as_deref(), Some("sess-c"), "joined to its own instance's work, not sess-d's replica");
 }
+
+/// A tool server's root inside a call of the same tool made by another service (a gateway that
+/// forwards without `_meta`) is joined to it; a short call of that tool that lies inside the
+/// root is no caller, however close the two start and end: a skewed clock is shifted, not
+/// stretched.
+#[test]
+fn an_enclosing_tool_call_must_last_as_long_as_the_root() {
+    use std::sync::Arc;
+
+    use agentrace_doctor::{Config, Doctor};
+    use agentrace_model::{Resource, Span, SpanId, SpanKind, TraceId};
+
+    const MS: u64 = 1_000_000;
+    let spans = |call: (u64, u64)| {
+        let at = |s: &mut Span, service: &str, (start, end): (u64, u64)| {
+            s.resource = Arc::new(Resource::for_service(service));
+            s.start_unix_nano = 1_700_000_000_000 * MS + start * MS;
+            s.end_unix_nano = 1_700_000_000_000 * MS + end * MS;
+        };
+        let tool = |s: &mut Span| {
+            s.attributes.set("gen_ai.operation.name", "execute_tool");
+            s.attributes.set("gen_ai.tool.name", "search_docs");
+        };
+        let (a, b) = (TraceId::new([1; 16]).unwrap(), TraceId::new([2; 16]).unwrap());
+        let mut root = Span::new(a, SpanId::new([1; 8]).unwrap(), None, "POST /run");
+        root.kind = SpanKind::Server;
+        at(&mut root, "gateway", (0, 1000));
+        let mut forward = Span::new(a, SpanId::new([2; 8]).unwrap(), root.span_id.into(), "execute_tool search_docs");
+        tool(&mut forward);
+        at(&mut forward, "gateway", call);
+        let mut server = Span::new(b, SpanId::new([3; 8]).unwrap(), None, "execute_tool search_docs");
+        server.kind = SpanKind::Server;
+        tool(&mut server);
+        at(&mut server, "tools", (250, 400));
+        vec![root, forward, server]
+    };
+    let doctor = Doctor::new(Config::default());
+    // The forwarding call encloses the server's root: joined.
+    let d = doctor.analyse(&spans((240, 460)));
+    let joined: Vec<_> = d.repairs.iter().filter(|r| r.applied).map(|r| r.evidence).collect();
+    assert_eq!(joined, [Evidence::EnclosingToolCall], "{:#?}", d.repairs);
+    // A 3 ms call that starts 50 ms into the 150 ms root, inside the skew allowance at both
+    // ends: not its caller.
+    let d = doctor.analyse(&spans((300, 303)));
+    assert!(d.repairs.iter().all(|r| !r.applied), "{:#?}", d.repairs);
+}
