@@ -107,6 +107,13 @@ const PRODUCER_CAP: usize = 64;
 /// stretches, so a caller lasts at least as long as what it waited for.
 const DURATION_SLACK: u64 = 1_000_000;
 
+/// Whether call `p` encloses the interval `start..end` of another service's
+/// root once its clock is shifted by at most `skew`: a skewed clock is
+/// shifted, not stretched, so the call must also have lasted as long.
+fn encloses_shifted(ix: &Index, p: Ix, start: u64, end: u64, skew: u64) -> bool {
+    ix.start(p) <= start + skew && end <= ix.end(p) + skew && ix.end(p) - ix.start(p) + DURATION_SLACK >= end - start
+}
+
 /// The outcome of the repair pass.
 pub(crate) struct Repaired {
     pub repairs: Vec<Repair>,
@@ -925,12 +932,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         {
             // A tool server's root inside a call of the same tool made by
             // another service (a gateway that forwards without `_meta`).
-            // (Shifted, not stretched: the call lasted at least as long.)
-            let encloses = |p: Ix| {
-                ix.start(p) <= start + skew
-                    && end <= ix.end(p) + skew
-                    && ix.end(p) - ix.start(p) + DURATION_SLACK >= end - start
-            };
+            let encloses = |p: Ix| encloses_shifted(ix, p, start, end, skew);
             let mut c: Vec<Ix> = (0..n as Ix)
                 .filter(|&p| {
                     let pf = &ix.facts[p as usize];
@@ -1014,11 +1016,9 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 // the call encloses it on the clock as read: with time the only
                 // tie, no skew allowance.
                 let same_session = session.is_some() && ix.session_of(p) == session;
-                // A skewed clock is shifted, not stretched: a call encloses
-                // the root only if it also lasted as long (a 3 ms call inside
-                // a 120 ms turn of the same session is no caller of it).
-                let lasts = ix.end(p) - ix.start(p) + DURATION_SLACK >= end - start;
-                let encloses = ix.end(p) + skew >= end && lasts;
+                // (A 3 ms call inside a 120 ms turn of the same session is
+                // no caller of it, however close their ends.)
+                let encloses = encloses_shifted(ix, p, start, end, skew);
                 let strictly = ix.start(p) <= start && ix.end(p) >= end;
                 let fits = match (by, same_session) {
                     (Some(_), _) => true,

@@ -415,6 +415,11 @@ impl Held {
     fn len(&self) -> usize {
         self.spans.iter().map(|p| p.count).sum()
     }
+
+    /// Whether it ran during `start..end`, give or take the skew allowance.
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start <= end.saturating_add(SKEW_NS) && self.end.saturating_add(SKEW_NS) >= start
+    }
 }
 
 struct OpenTrace {
@@ -757,11 +762,7 @@ impl Assembler {
                             // (Open and not itself waiting: two orphans
                             // beside each other never wait on each other.)
                             .filter(|&c| c != orphan && self.open.get(&c).is_some_and(|t| t.waits_for.is_none()))
-                            .find(|&c| {
-                                self.held(c).is_some_and(|o| {
-                                    o.start <= h.end.saturating_add(SKEW_NS) && o.end.saturating_add(SKEW_NS) >= h.start
-                                })
-                            })
+                            .find(|&c| self.held(c).is_some_and(|o| o.overlaps(h.start, h.end)))
                             .map(|c| (orphan, c))
                     })
                     .collect(),
@@ -821,11 +822,7 @@ impl Assembler {
                 let beside: Vec<TraceId> = open_in_context
                     .iter()
                     .copied()
-                    .filter(|o| {
-                        self.held(*o).is_some_and(|h| {
-                            h.start <= end.saturating_add(SKEW_NS) && h.end.saturating_add(SKEW_NS) >= start
-                        })
-                    })
+                    .filter(|o| self.held(*o).is_some_and(|h| h.overlaps(start, end)))
                     .collect();
                 if beside.is_empty() {
                     continue;

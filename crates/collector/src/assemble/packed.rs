@@ -76,22 +76,30 @@ pub fn pack(request: &ExportTraceServiceRequest, encoded: &Encoded) -> Vec<Packe
             for (s, range) in ss.spans.iter().zip(&enc_ss.spans) {
                 let Ok(trace_id) = TraceId::from_slice(&s.trace_id) else { continue };
                 let i = *index.entry(trace_id).or_insert_with(|| {
-                    groups.push((trace_id, Vec::new(), u64::MAX, 0, 0, 0, Vec::new()));
+                    groups.push(Group {
+                        trace_id,
+                        plain: Vec::new(),
+                        start: u64::MAX,
+                        end: 0,
+                        count: 0,
+                        roots: 0,
+                        keys: Vec::new(),
+                    });
                     groups.len() - 1
                 });
                 let g = &mut groups[i];
-                g.1.extend_from_slice(encoded.span(range));
-                g.2 = g.2.min(s.start_time_unix_nano);
-                g.3 = g.3.max(s.end_time_unix_nano.max(s.start_time_unix_nano));
-                g.4 += 1;
-                g.5 += usize::from(s.parent_span_id.is_empty());
+                g.plain.extend_from_slice(encoded.span(range));
+                g.start = g.start.min(s.start_time_unix_nano);
+                g.end = g.end.max(s.end_time_unix_nano.max(s.start_time_unix_nano));
+                g.count += 1;
+                g.roots += usize::from(s.parent_span_id.is_empty());
                 for k in join_keys(&s.attributes) {
-                    if !g.6.contains(&k) {
-                        g.6.push(k);
+                    if !g.keys.contains(&k) {
+                        g.keys.push(k);
                     }
                 }
             }
-            for (trace_id, plain, start, end, count, roots, keys) in groups {
+            for Group { trace_id, plain, start, end, count, roots, keys } in groups {
                 out.push(Packed {
                     span: PackedSpan {
                         trace_id,
@@ -111,9 +119,18 @@ pub fn pack(request: &ExportTraceServiceRequest, encoded: &Encoded) -> Vec<Packe
     out
 }
 
-/// Spans of one trace being packed: trace, plain bytes, start, end,
-/// count, roots, keys.
-type Group = (TraceId, Vec<u8>, u64, u64, usize, usize, Vec<(KeyKind, String)>);
+/// Spans of one trace being packed.
+struct Group {
+    trace_id: TraceId,
+    /// Their encoded bytes, one after another.
+    plain: Vec<u8>,
+    start: u64,
+    end: u64,
+    count: usize,
+    /// Those without a parent.
+    roots: usize,
+    keys: Vec<(KeyKind, String)>,
+}
 
 /// The keys the pipeline follows from a span to the traces of its
 /// relatives: the one vocabulary's session and join keys, less the weak
