@@ -1163,6 +1163,25 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         }
     }
 
+    // A call reaches one server. A root that started before the call did
+    // fits it only by the skew allowance; when another orphan started inside
+    // that call on the clock as read, that one is the call's server, and the
+    // call is no candidate for the earlier root (a health probe just before
+    // an agent's first call to the same address).
+    let mut unskewed: std::collections::HashSet<Ix, FastHash> = Default::default();
+    for p in proposals.iter().flatten().filter(|p| p.evidence == Evidence::EnclosingClient) {
+        let start = ix.start(p.orphan);
+        unskewed.extend(p.candidates.iter().copied().filter(|&c| ix.start(c) <= start));
+    }
+    for slot in proposals.iter_mut() {
+        let Some(p) = slot.as_mut().filter(|p| p.evidence == Evidence::EnclosingClient) else { continue };
+        let start = ix.start(p.orphan);
+        p.candidates.retain(|&c| ix.start(c) <= start || !unskewed.contains(&c));
+        if p.candidates.is_empty() {
+            *slot = None;
+        }
+    }
+
     // A step that handed a job to a pool waits for it. A later orphan that
     // fits the same step and starts while that job runs is a second job of
     // the step only if the step fans out: a map over a pool runs one
