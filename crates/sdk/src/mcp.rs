@@ -104,18 +104,21 @@ where
 pub struct TracedService<S, T> {
     inner: S,
     tracer: T,
-    propagator: W3CPropagator,
+    // `None`: the installed propagator (see `install_global_propagator`), read per request.
+    propagator: Option<W3CPropagator>,
 }
 
 impl<S, T> TracedService<S, T> {
     /// Wraps `inner` (any `rmcp` server handler), recording spans with `tracer`.
     pub fn new(inner: S, tracer: T) -> Self {
-        TracedService { inner, tracer, propagator: W3CPropagator::new() }
+        TracedService { inner, tracer, propagator: None }
     }
 
-    /// Uses `propagator` to read `_meta` and headers (for example, with an inbound-baggage policy).
+    /// Uses `propagator` to read `_meta` and headers instead of the installed one (by default,
+    /// the one [`install_global_propagator`](crate::propagation::install_global_propagator) set,
+    /// with its inbound-baggage policy).
     pub fn with_propagator(mut self, propagator: W3CPropagator) -> Self {
-        self.propagator = propagator;
+        self.propagator = Some(propagator);
         self
     }
 
@@ -130,11 +133,24 @@ where
     T: Tracer,
     T::Span: Send + Sync + 'static,
 {
-    fn start_server_span(&self, method: String, tool: Option<String>, context: &RequestContext<RoleServer>) -> Context {
+    fn start_server_span(
+        &self,
+        method: Cow<'static, str>,
+        tool: Option<String>,
+        context: &RequestContext<RoleServer>,
+    ) -> Context {
+        let installed;
+        let propagator = match &self.propagator {
+            Some(p) => p,
+            None => {
+                installed = crate::propagation::installed_propagator();
+                &installed
+            }
+        };
         let parts = context.extensions.get::<http::request::Parts>();
-        let meta_cx = self.propagator.extract_with_context(&Context::new(), &MetaExtractor(&context.meta.0.0));
+        let meta_cx = propagator.extract_with_context(&Context::new(), &MetaExtractor(&context.meta.0.0));
         let transport_cx = parts
-            .map(|p| self.propagator.extract_with_context(&Context::new(), &HeaderExtractor(&p.headers)))
+            .map(|p| propagator.extract_with_context(&Context::new(), &HeaderExtractor(&p.headers)))
             .unwrap_or_default();
         let meta_sc = meta_cx.span().span_context().clone();
         let transport_sc = transport_cx.span().span_context().clone();
@@ -168,7 +184,7 @@ where
         }
         let name: Cow<'static, str> = match tool {
             Some(tool) => format!("{method} {tool}").into(),
-            None => method.into(),
+            None => method,
         };
         let span = SpanBuilder::from_name(name)
             .with_kind(SpanKind::Server)
@@ -217,268 +233,193 @@ async fn finish_classified<R>(
     result
 }
 
-// Generated from rmcp 3.11's own delegating `ServerHandler` impl for `Box<T>` (every method of
-// the trait, forwarded), with each request method wrapped in a SERVER span. rmcp's HTTP server
-// takes a `ServerHandler`, not a `Service`, so the wrapper must be one; regenerate on an rmcp bump.
-#[rustfmt::skip]
-#[allow(deprecated)] // forwards the legacy methods too, as rmcp's own wrappers do
+// rmcp's HTTP server takes a `ServerHandler`, not a `Service`, so the wrapper must be one, and a
+// handler wrapper must name every method of the trait (rmcp's own `Box`/`Arc` wrappers do, through
+// a macro it does not export). The two tables below are that list, one line per method, and the
+// span code is written once: a request method starts a SERVER span named by rmcp's own method
+// constant and runs the inner handler with it current; the others are forwarded unchanged. The
+// test `every_server_handler_method_is_forwarded` reads the `ServerHandler` of the rmcp that
+// `cargo` resolved and fails on a method missing here, so an rmcp bump that adds one says which
+// line to add instead of silently answering with the trait's default.
 mod delegate {
-use std::borrow::Cow;
-use std::future::Future;
+    use std::borrow::Cow;
+    use std::future::Future;
 
-use opentelemetry::trace::Tracer;
-use rmcp::ErrorData as McpError;
-use rmcp::handler::server::ServerHandler;
-use rmcp::model::*;
-use rmcp::service::{MaybeSendFuture, NotificationContext, RequestContext, RoleServer, SubscriptionContext};
+    use opentelemetry::trace::Tracer;
+    use rmcp::ErrorData as McpError;
+    use rmcp::handler::server::ServerHandler;
+    use rmcp::model::*;
+    use rmcp::service::{MaybeSendFuture, NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 
-use super::{TracedService, finish, finish_tool};
+    use super::{TracedService, finish, finish_tool};
 
-impl<S, T> ServerHandler for TracedService<S, T>
-where
-    S: ServerHandler,
-    T: Tracer + Send + Sync + 'static,
-    T::Span: Send + Sync + 'static,
-{
-    fn ping(
-        &self,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<(), McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("ping".into(), None, &context); finish(cx, self.inner.ping(context)) }
+    /// `ServerHandler` for [`TracedService`] from three lists: request methods (`name(arguments
+    /// before the context) -> result = rmcp's method constant`), each in a SERVER span; methods
+    /// written out after them (named in `written`); and methods forwarded as they are. It also
+    /// names them all in `FORWARDED`, for the completeness test.
+    macro_rules! traced_server_handler {
+        (
+            requests { $($name:ident($($arg:ident: $ty:ty),*) -> $out:ty = $method:ty;)* }
+            forwarded { $($fname:ident($($farg:ident: $fty:ty),*) -> $fout:ty;)* }
+            written { $($wname:ident),* }
+            $($written:tt)*
+        ) => {
+            #[cfg(test)]
+            pub(super) const FORWARDED: &[&str] =
+                &[$(stringify!($name),)* $(stringify!($fname),)* $(stringify!($wname),)*];
+
+            #[allow(deprecated)] // forwards the legacy methods too, as rmcp's own wrappers do
+            impl<S, T> ServerHandler for TracedService<S, T>
+            where
+                S: ServerHandler,
+                T: Tracer + Send + Sync + 'static,
+                T::Span: Send + Sync + 'static,
+            {
+                $(
+                    fn $name(
+                        &self,
+                        $($arg: $ty,)*
+                        context: RequestContext<RoleServer>,
+                    ) -> impl Future<Output = Result<$out, McpError>> + MaybeSendFuture + '_ {
+                        let method = Cow::Borrowed(<$method as ConstString>::VALUE);
+                        let cx = self.start_server_span(method, None, &context);
+                        finish(cx, self.inner.$name($($arg,)* context))
+                    }
+                )*
+
+                $(
+                    fn $fname(&self, $($farg: $fty),*) -> $fout {
+                        self.inner.$fname($($farg),*)
+                    }
+                )*
+
+                $($written)*
+            }
+        };
     }
 
-    fn initialize(
-        &self,
-        request: InitializeRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<InitializeResult, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("initialize".into(), None, &context); finish(cx, self.inner.initialize(request, context)) }
-    }
+    traced_server_handler! {
+        requests {
+            ping() -> () = PingRequestMethod;
+            initialize(request: InitializeRequestParams) -> InitializeResult = InitializeResultMethod;
+            discover() -> DiscoverResult = DiscoverRequestMethod;
+            complete(request: CompleteRequestParams) -> CompleteResult = CompleteRequestMethod;
+            set_level(request: SetLevelRequestParams) -> () = SetLevelRequestMethod;
+            get_prompt(request: GetPromptRequestParams) -> GetPromptResponse = GetPromptRequestMethod;
+            list_prompts(request: Option<PaginatedRequestParams>) -> ListPromptsResult = ListPromptsRequestMethod;
+            list_resources(request: Option<PaginatedRequestParams>) -> ListResourcesResult = ListResourcesRequestMethod;
+            list_resource_templates(request: Option<PaginatedRequestParams>) -> ListResourceTemplatesResult
+                = ListResourceTemplatesRequestMethod;
+            read_resource(request: ReadResourceRequestParams) -> ReadResourceResponse = ReadResourceRequestMethod;
+            subscribe(request: SubscribeRequestParams) -> () = SubscribeRequestMethod;
+            unsubscribe(request: UnsubscribeRequestParams) -> () = UnsubscribeRequestMethod;
+            list_tools(request: Option<PaginatedRequestParams>) -> ListToolsResult = ListToolsRequestMethod;
+            get_task(request: GetTaskParams) -> GetTaskResult = GetTaskMethod;
+            update_task(request: UpdateTaskParams) -> () = UpdateTaskMethod;
+            cancel_task(request: CancelTaskParams) -> () = CancelTaskMethod;
+            list_skills(request: Option<PaginatedRequestParams>) -> ListSkillsResult = ListSkillsRequestMethod;
+            get_skill(request: GetSkillRequestParams) -> GetSkillResult = GetSkillRequestMethod;
+            read_resource_directory(request: ReadResourceDirectoryRequestParams) -> ReadResourceDirectoryResult
+                = ReadResourceDirectoryRequestMethod;
+        }
+        forwarded {
+            negotiate_initialize(request: &InitializeRequestParams) -> Result<InitializeResult, McpError>;
+            supported_protocol_versions() -> Cow<'static, [ProtocolVersion]>;
+            accepted_subscription_filter(requested: &SubscriptionFilter) -> Option<SubscriptionFilter>;
+            // A subscription stream is not a request with a reply: no span of its own.
+            listen(context: SubscriptionContext) -> impl Future<Output = Result<(), McpError>> + MaybeSendFuture + '_;
+            get_tool(name: &str) -> Option<Tool>;
+            on_cancelled(notification: CancelledNotificationParam, context: NotificationContext<RoleServer>)
+                -> impl Future<Output = ()> + MaybeSendFuture + '_;
+            on_progress(notification: ProgressNotificationParam, context: NotificationContext<RoleServer>)
+                -> impl Future<Output = ()> + MaybeSendFuture + '_;
+            on_initialized(context: NotificationContext<RoleServer>) -> impl Future<Output = ()> + MaybeSendFuture + '_;
+            on_roots_list_changed(context: NotificationContext<RoleServer>)
+                -> impl Future<Output = ()> + MaybeSendFuture + '_;
+            on_custom_notification(notification: CustomNotification, context: NotificationContext<RoleServer>)
+                -> impl Future<Output = ()> + MaybeSendFuture + '_;
+            get_info() -> ServerConfig;
+        }
+        written { call_tool, on_custom_request }
 
-    fn negotiate_initialize(
-        &self,
-        request: &InitializeRequestParams,
-    ) -> Result<InitializeResult, McpError> {
-        self.inner.negotiate_initialize(request)
-    }
+        // A tool call's span also names the tool, and a tool's error result fails it.
+        fn call_tool(
+            &self,
+            request: CallToolRequestParams,
+            context: RequestContext<RoleServer>,
+        ) -> impl Future<Output = Result<CallToolResponse, McpError>> + MaybeSendFuture + '_ {
+            let method = Cow::Borrowed(<CallToolRequestMethod as ConstString>::VALUE);
+            let cx = self.start_server_span(method, Some(request.name.to_string()), &context);
+            finish_tool(cx, self.inner.call_tool(request, context))
+        }
 
-    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        self.inner.supported_protocol_versions()
+        // A custom request is named by its own method.
+        fn on_custom_request(
+            &self,
+            request: CustomRequest,
+            context: RequestContext<RoleServer>,
+        ) -> impl Future<Output = Result<CustomResult, McpError>> + MaybeSendFuture + '_ {
+            let cx = self.start_server_span(Cow::Owned(request.method.to_string()), None, &context);
+            finish(cx, self.inner.on_custom_request(request, context))
+        }
     }
-
-    fn discover(
-        &self,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<DiscoverResult, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("server/discover".into(), None, &context); finish(cx, self.inner.discover(context)) }
-    }
-
-    fn complete(
-        &self,
-        request: CompleteRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<CompleteResult, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("completion/complete".into(), None, &context); finish(cx, self.inner.complete(request, context)) }
-    }
-
-    fn set_level(
-        &self,
-        request: SetLevelRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<(), McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("logging/setLevel".into(), None, &context); finish(cx, self.inner.set_level(request, context)) }
-    }
-
-    fn get_prompt(
-        &self,
-        request: GetPromptRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<GetPromptResponse, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("prompts/get".into(), None, &context); finish(cx, self.inner.get_prompt(request, context)) }
-    }
-
-    fn list_prompts(
-        &self,
-        request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<ListPromptsResult, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("prompts/list".into(), None, &context); finish(cx, self.inner.list_prompts(request, context)) }
-    }
-
-    fn list_resources(
-        &self,
-        request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<ListResourcesResult, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("resources/list".into(), None, &context); finish(cx, self.inner.list_resources(request, context)) }
-    }
-
-    fn list_resource_templates(
-        &self,
-        request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<ListResourceTemplatesResult, McpError>> + MaybeSendFuture + '_
-    {
-        { let cx = self.start_server_span("resources/templates/list".into(), None, &context); finish(cx, self.inner.list_resource_templates(request, context)) }
-    }
-
-    fn read_resource(
-        &self,
-        request: ReadResourceRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<ReadResourceResponse, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("resources/read".into(), None, &context); finish(cx, self.inner.read_resource(request, context)) }
-    }
-
-    fn accepted_subscription_filter(
-        &self,
-        requested: &SubscriptionFilter,
-    ) -> Option<SubscriptionFilter> {
-        self.inner.accepted_subscription_filter(requested)
-    }
-
-    fn listen(
-        &self,
-        context: SubscriptionContext,
-    ) -> impl Future<Output = Result<(), McpError>> + MaybeSendFuture + '_ {
-        self.inner.listen(context)
-    }
-
-    fn subscribe(
-        &self,
-        request: SubscribeRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<(), McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("resources/subscribe".into(), None, &context); finish(cx, self.inner.subscribe(request, context)) }
-    }
-
-    fn unsubscribe(
-        &self,
-        request: UnsubscribeRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<(), McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("resources/unsubscribe".into(), None, &context); finish(cx, self.inner.unsubscribe(request, context)) }
-    }
-
-    fn call_tool(
-        &self,
-        request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<CallToolResponse, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("tools/call".into(), Some(request.name.to_string()), &context); finish_tool(cx, self.inner.call_tool(request, context)) }
-    }
-
-    fn list_tools(
-        &self,
-        request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<ListToolsResult, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("tools/list".into(), None, &context); finish(cx, self.inner.list_tools(request, context)) }
-    }
-
-    fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.inner.get_tool(name)
-    }
-
-    fn on_custom_request(
-        &self,
-        request: CustomRequest,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<CustomResult, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span(request.method.to_string(), None, &context); finish(cx, self.inner.on_custom_request(request, context)) }
-    }
-
-    fn on_cancelled(
-        &self,
-        notification: CancelledNotificationParam,
-        context: NotificationContext<RoleServer>,
-    ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
-        self.inner.on_cancelled(notification, context)
-    }
-
-    fn on_progress(
-        &self,
-        notification: ProgressNotificationParam,
-        context: NotificationContext<RoleServer>,
-    ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
-        self.inner.on_progress(notification, context)
-    }
-
-    fn on_initialized(
-        &self,
-        context: NotificationContext<RoleServer>,
-    ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
-        self.inner.on_initialized(context)
-    }
-
-    fn on_roots_list_changed(
-        &self,
-        context: NotificationContext<RoleServer>,
-    ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
-        self.inner.on_roots_list_changed(context)
-    }
-
-    fn on_custom_notification(
-        &self,
-        notification: CustomNotification,
-        context: NotificationContext<RoleServer>,
-    ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
-        self.inner.on_custom_notification(notification, context)
-    }
-
-    fn get_info(&self) -> ServerConfig {
-        self.inner.get_info()
-    }
-
-    fn get_task(
-        &self,
-        request: GetTaskParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<GetTaskResult, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("tasks/get".into(), None, &context); finish(cx, self.inner.get_task(request, context)) }
-    }
-
-    fn update_task(
-        &self,
-        request: UpdateTaskParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<(), McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("tasks/update".into(), None, &context); finish(cx, self.inner.update_task(request, context)) }
-    }
-
-    fn cancel_task(
-        &self,
-        request: CancelTaskParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<(), McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("tasks/cancel".into(), None, &context); finish(cx, self.inner.cancel_task(request, context)) }
-    }
-
-    fn list_skills(
-        &self,
-        request: Option<PaginatedRequestParams>,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<ListSkillsResult, McpError>> + MaybeSendFuture + '_
-    {
-        { let cx = self.start_server_span("skills/list".into(), None, &context); finish(cx, self.inner.list_skills(request, context)) }
-    }
-
-    fn get_skill(
-        &self,
-        request: GetSkillRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<GetSkillResult, McpError>> + MaybeSendFuture + '_ {
-        { let cx = self.start_server_span("skills/get".into(), None, &context); finish(cx, self.inner.get_skill(request, context)) }
-    }
-
-    fn read_resource_directory(
-        &self,
-        request: ReadResourceDirectoryRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<ReadResourceDirectoryResult, McpError>>
-    + MaybeSendFuture
-    + '_ {
-        { let cx = self.start_server_span("resources/directory/read".into(), None, &context); finish(cx, self.inner.read_resource_directory(request, context)) }
 }
-}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    /// The source of `rmcp`'s `handler/server.rs` in the build `cargo` resolved.
+    fn rmcp_server_handler_source() -> String {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let out = Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .output()
+            .expect("cargo metadata runs");
+        assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+        let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata is JSON");
+        let manifest = meta["packages"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .find(|p| p["name"] == "rmcp")
+            .and_then(|p| p["manifest_path"].as_str())
+            .expect("rmcp is a dependency");
+        let path = PathBuf::from(manifest).with_file_name("src/handler/server.rs");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The methods of rmcp's `ServerHandler`, read from the macro that declares them (doc
+    /// examples, which are comments, aside).
+    fn server_handler_methods(source: &str) -> BTreeSet<String> {
+        let start = source
+            .find("macro_rules! server_handler_methods")
+            .expect("rmcp declares ServerHandler's methods in a macro");
+        let body = &source[start..];
+        let end = body[1..].find("macro_rules!").map_or(body.len(), |i| i + 1);
+        body[..end]
+            .lines()
+            .map(str::trim_start)
+            .filter(|line| !line.starts_with("//"))
+            .filter_map(|line| line.strip_prefix("fn ").or_else(|| line.strip_prefix("async fn ")))
+            .filter_map(|rest| rest.split(['(', '<']).next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    // A handler wrapper that misses a method answers that request with the trait's default (most
+    // often "method not found") whatever the wrapped handler does: this fails instead, naming it.
+    #[test]
+    fn every_server_handler_method_is_forwarded() {
+        let theirs = server_handler_methods(&rmcp_server_handler_source());
+        assert!(theirs.contains("call_tool") && theirs.contains("get_info"), "parsed rmcp's ServerHandler: {theirs:?}");
+        let ours: BTreeSet<String> = super::delegate::FORWARDED.iter().map(|s| (*s).to_owned()).collect();
+        let missing: Vec<_> = theirs.difference(&ours).collect();
+        let gone: Vec<_> = ours.difference(&theirs).collect();
+        assert!(missing.is_empty(), "rmcp's ServerHandler has methods TracedService does not forward: {missing:?}");
+        assert!(gone.is_empty(), "TracedService lists methods rmcp's ServerHandler no longer has: {gone:?}");
+    }
 }

@@ -2,7 +2,8 @@
 //! `install_global_propagator` holds at every boundary the crate carries
 //! context over, not only where a propagator is passed explicitly: HTTP
 //! headers (and the tower layer), envelopes, MCP `_meta`, the environment,
-//! NATS, AMQP, Kafka and Redis. A caller's `user.id=admin` does not get in;
+//! NATS, AMQP, Kafka and Redis, and the MCP server wrapper made without a
+//! propagator of its own. A caller's `user.id=admin` does not get in;
 //! its trace and the allowed `session.id` do.
 //!
 //! One test in its own binary: the policy is process-global.
@@ -97,7 +98,68 @@ fn every_carrier_applies_the_installed_inbound_baggage_policy() {
         got.push(("Redis stream fields", seen(&agentrace::carrier::redis::extract_from_entry(&entry))));
     }
 
+    #[cfg(feature = "mcp")]
+    got.push(("MCP server (TracedService)", mcp::tool_sees(&cx)));
+
     for (carrier, seen) in &got {
         assert_eq!(seen, &want, "{carrier}");
+    }
+}
+
+/// An rmcp server wrapped in `TracedService` (no propagator of its own), called in process over
+/// a pipe by our `call_tool`: what its tool sees as the current context.
+#[cfg(feature = "mcp")]
+mod mcp {
+    use std::sync::{Arc, Mutex};
+
+    use agentrace::mcp::{TracedService, call_tool};
+    use opentelemetry::Context;
+    use opentelemetry::context::FutureExt as _;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ServerCapabilities, ServerConfig};
+    use rmcp::service::{RequestContext, RoleServer};
+    use rmcp::{ErrorData, ServerHandler, ServiceExt};
+
+    type Seen = Arc<Mutex<Option<(String, Vec<String>)>>>;
+
+    struct Recorder(Seen);
+
+    impl ServerHandler for Recorder {
+        async fn call_tool(
+            &self,
+            _request: CallToolRequestParams,
+            _context: RequestContext<RoleServer>,
+        ) -> Result<CallToolResponse, ErrorData> {
+            *self.0.lock().unwrap() = Some(super::seen(&Context::current()));
+            Ok(CallToolResult::success(vec![]).into())
+        }
+
+        fn get_info(&self) -> ServerConfig {
+            ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        }
+    }
+
+    pub fn tool_sees(cx: &Context) -> (String, Vec<String>) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let provider = SdkTracerProvider::builder().build();
+            let seen: Seen = Arc::default();
+            let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+            let server = TracedService::new(Recorder(seen.clone()), provider.tracer("server"));
+            let server = tokio::spawn(async move {
+                let running = server.serve(tokio::io::split(server_io)).await.expect("server starts");
+                running.waiting().await
+            });
+            let client = ().serve(tokio::io::split(client_io)).await.expect("client connects");
+            call_tool(&provider.tracer("client"), client.peer(), CallToolRequestParams::new("whoami"), None)
+                .with_context(cx.clone())
+                .await
+                .expect("tools/call whoami");
+            client.cancel().await.unwrap();
+            let _ = server.await;
+            let seen = seen.lock().unwrap().take();
+            seen.expect("the tool ran")
+        })
     }
 }
