@@ -10,6 +10,56 @@
 //!
 //! Over stdio there are no headers: `_meta` is the only carrier per request, and the child
 //! process's environment (see [`crate::carrier::env`]) carries the context it was started in.
+//!
+//! ```
+//! use agentrace::mcp::{TracedService, call_tool};
+//! use opentelemetry::trace::{SpanKind, TracerProvider as _};
+//! use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+//! use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock};
+//! use rmcp::model::{ServerCapabilities, ServerConfig};
+//! use rmcp::service::{RequestContext, RoleServer};
+//! use rmcp::{ErrorData, ServerHandler, ServiceExt};
+//!
+//! // Any rmcp server handler.
+//! struct Echo;
+//! impl ServerHandler for Echo {
+//!     async fn call_tool(
+//!         &self,
+//!         request: CallToolRequestParams,
+//!         _: RequestContext<RoleServer>,
+//!     ) -> Result<CallToolResponse, ErrorData> {
+//!         Ok(CallToolResult::success(vec![ContentBlock::text(request.name.to_string())]).into())
+//!     }
+//!     fn get_info(&self) -> ServerConfig {
+//!         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let exporter = InMemorySpanExporter::default();
+//! let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+//! let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+//!
+//! // The server side: the handler wrapped, served over any transport (a pipe here).
+//! let server = TracedService::new(Echo, provider.tracer("tools"));
+//! tokio::spawn(async move {
+//!     let running = server.serve(tokio::io::split(server_io)).await.expect("server starts");
+//!     running.waiting().await
+//! });
+//!
+//! // The client side: a CLIENT span around the call, its context in the request's `_meta`.
+//! let client = ().serve(tokio::io::split(client_io)).await.unwrap();
+//! let tracer = provider.tracer("agent");
+//! call_tool(&tracer, client.peer(), CallToolRequestParams::new("search"), None).await.unwrap();
+//! client.cancel().await.unwrap();
+//!
+//! let spans = exporter.get_finished_spans().unwrap();
+//! let of = |kind: SpanKind| spans.iter().find(|s| s.name == "tools/call search" && s.span_kind == kind);
+//! let (client_span, server_span) = (of(SpanKind::Client).unwrap(), of(SpanKind::Server).unwrap());
+//! assert_eq!(server_span.parent_span_id, client_span.span_context.span_id());
+//! # }
+//! ```
 
 use std::borrow::Cow;
 
