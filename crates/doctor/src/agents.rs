@@ -126,7 +126,14 @@ pub(crate) fn analyse(
                 }
             }
             // Embedding calls cost tokens too; they are retrieval by category.
-            Category::Retrieval => true,
+            // Two conventions on one call (an OpenInference EMBEDDING span over
+            // the client library's own span) bill it once: the outer one, when
+            // it carries tokens.
+            Category::Retrieval => !parent.is_some_and(|p| {
+                let pf = &ix.facts[p as usize];
+                parent_category == Some(Category::Retrieval)
+                    && (pf.input_tokens.is_some() || pf.output_tokens.is_some())
+            }),
             _ => false,
         };
         if counts_tokens && tokens {

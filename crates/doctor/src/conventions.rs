@@ -74,7 +74,8 @@ impl Category {
 pub(crate) enum BadOutput {
     /// Structured output that does not parse (truncated or malformed JSON).
     Malformed,
-    /// The tool answered with an error payload (MCP `isError: true`).
+    /// The tool answered with an error payload (MCP `isError: true`, or an
+    /// `error` member that says what went wrong).
     ErrorPayload,
 }
 
@@ -98,6 +99,15 @@ pub(crate) fn judge_output(text: &str) -> Option<BadOutput> {
             serde_json::Value::Object(map) => {
                 if map.get("isError").and_then(|e| e.as_bool()) == Some(true) {
                     return Some(BadOutput::ErrorPayload);
+                }
+                // `{"error": "…"}` or `{"error": {…}}`: a tool that caught its
+                // failure and answered with it (an empty or null member is none).
+                match map.get("error") {
+                    Some(serde_json::Value::String(e)) if !e.trim().is_empty() => {
+                        return Some(BadOutput::ErrorPayload);
+                    }
+                    Some(serde_json::Value::Object(e)) if !e.is_empty() => return Some(BadOutput::ErrorPayload),
+                    _ => {}
                 }
                 for key in ["content", "text", "output", "result", "data"] {
                     if let Some(found) = map.get(key).and_then(|x| inner(x, depth + 1)) {

@@ -269,6 +269,7 @@ fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
             // A search or retrieval tool that fails is a retrieval failure.
             let tool_name = ix.texts.opt(facts.tool_name).unwrap_or(span.name.as_str());
             let category = match facts.category() {
+                _ if is_failed_handoff(ix, tree, e) => Category::Handoff,
                 Category::Tool if is_retrieval_tool(tool_name) => Category::Retrieval,
                 c => c,
             };
@@ -304,7 +305,7 @@ fn describe_unusable(ix: &Index, tree: &Tree, t: u32) -> Failure {
     let facts = &ix.facts[t as usize];
     let tool = ix.texts.opt(facts.tool_name).unwrap_or(span.name.as_str());
     let what = match facts.bad_output {
-        Some(crate::conventions::BadOutput::ErrorPayload) => "an error payload (`isError`)",
+        Some(crate::conventions::BadOutput::ErrorPayload) => "an error payload (`isError`, or an `error` member)",
         _ => "structured output that does not parse (truncated or malformed JSON)",
     };
     let category = Category::Tool;
@@ -324,6 +325,26 @@ fn describe_unusable(ix: &Index, tree: &Tree, t: u32) -> Failure {
         surfaced_at: None,
         chain,
     }
+}
+
+/// A failed step that hands the work to another agent: a hand-off span
+/// (`gen_ai.operation.name` or `traceloop.span.kind` `handoff`; the OpenAI
+/// Agents SDK's `handoff to {agent}` under OpenInference and
+/// `{from} → {to}.handoff` under OpenLLMetry), or one agent's invocation of
+/// another that failed before the callee did anything (no span under it):
+/// the agent could not be invoked.
+fn is_failed_handoff(ix: &Index, tree: &Tree, e: u32) -> bool {
+    let (facts, name) = (&ix.facts[e as usize], ix.spans[e as usize].name.as_str());
+    if facts.hands_off || name.starts_with("handoff to ") || name.ends_with(".handoff") {
+        return true;
+    }
+    let Some(parent) = tree.parent[e as usize] else { return false };
+    let (callee, caller) = (tree.agent[e as usize], tree.agent[parent as usize]);
+    facts.category() == Category::Agent
+        && facts.agent_name.is_some()
+        && callee != caller
+        && tree.agent_sources.get(caller as usize).is_some_and(|s| *s != crate::conventions::AgentSource::Service)
+        && tree.children(e).iter().all(|&c| !tree.is_real(c))
 }
 
 /// Tools that search or retrieve: their failures are retrieval failures.

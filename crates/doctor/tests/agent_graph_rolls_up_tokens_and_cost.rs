@@ -195,3 +195,25 @@ fn each_request_holds_the_hand_offs_its_own_spans_made() {
         assert_eq!(summed, graph, "{name}");
     }
 }
+
+#[test]
+fn an_embedding_call_recorded_by_two_conventions_is_billed_once() {
+    use agentrace_model::SpanKind;
+    // OpenInference's EMBEDDING span over the client library's own `embeddings` span, both with
+    // the call's usage: the outer one is billed; a lone inner one would be.
+    let mut spans = agent_with_calls(&[("text-embedding-3-small", &[("gen_ai.usage.input_tokens", 40)])]);
+    spans[1].name = "embeddings text-embedding-3-small".into();
+    spans[1].attributes.set("gen_ai.operation.name", "embeddings");
+    let mut outer = spans[1].clone();
+    outer.span_id = agentrace_model::SpanId::new([9; 8]).expect("non-zero");
+    outer.name = "OpenAIEmbeddings".into();
+    outer.kind = SpanKind::Internal;
+    outer.attributes.set("openinference.span.kind", "EMBEDDING");
+    outer.start_unix_nano -= 1_000;
+    outer.end_unix_nano += 1_000;
+    spans[1].parent_span_id = Some(outer.span_id);
+    spans.push(outer);
+    let d = agentrace_doctor::Doctor::default().analyse(&spans);
+    let analyst = d.agents.iter().find(|a| a.name == "analyst").expect("the agent");
+    assert_eq!(analyst.input_tokens, 40, "{analyst:?}");
+}

@@ -56,3 +56,116 @@ fn an_error_whose_message_repeats_its_type_is_said_once() {
         assert!(!f.summary.contains("RateLimitError: RateLimitError"), "{}", f.summary);
     }
 }
+
+/// A span built by hand: name, parent (an index into the request), attributes, whether it failed.
+type Step<'a> = (&'a str, Option<usize>, &'a [(&'a str, &'a str)], bool);
+
+/// A request of the `triage` agent: spans built by hand, one after another on the clock, each
+/// inside its parent.
+fn request(spans: &[Step]) -> Vec<agentrace_model::Span> {
+    use agentrace_model::span::StatusCode;
+    use agentrace_model::{Resource, Span, SpanId, TraceId};
+    use std::sync::Arc;
+    let trace = TraceId::new([9; 16]).expect("non-zero");
+    let resource = Arc::new(Resource::for_service("support"));
+    let mut out: Vec<Span> = Vec::new();
+    for (k, (name, parent, attributes, error)) in spans.iter().enumerate() {
+        let parent_id = parent.map(|p| out[p].span_id);
+        let mut s = Span::new(trace, SpanId::new([k as u8 + 1; 8]).expect("non-zero"), parent_id, name);
+        // Nested by depth: each span starts after and ends before its parent.
+        let depth = std::iter::successors(*parent, |&p| spans[p].1).count() as u64;
+        s.start_unix_nano = 1_000_000_000 + k as u64 * 1_000_000 + depth;
+        s.end_unix_nano = 2_000_000_000 - k as u64 * 1_000_000 - depth;
+        s.resource = Arc::clone(&resource);
+        for (key, value) in attributes.iter() {
+            s.attributes.set(*key, *value);
+        }
+        if *error {
+            s.status_code = StatusCode::Error;
+            s.status_message = "boom".into();
+        }
+        out.push(s);
+    }
+    out
+}
+
+const TRIAGE: &[(&str, &str)] = &[("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", "triage")];
+
+#[test]
+fn a_hand_off_that_fails_is_a_handoff_failure() {
+    // The OpenAI Agents SDK's hand-off span as OpenInference names it, and as OpenLLMetry does.
+    for (name, attributes) in [
+        ("handoff to researcher", &[("openinference.span.kind", "TOOL")][..]),
+        ("triage → researcher.handoff", &[("traceloop.span.kind", "handoff")][..]),
+    ] {
+        let spans = request(&[
+            ("POST /chat", None, &[], false),
+            ("triage", Some(0), TRIAGE, true),
+            (name, Some(1), attributes, true),
+        ]);
+        let d = agentrace_doctor::Doctor::default().analyse(&spans);
+        let f = d.failure.expect("failure");
+        assert_eq!((f.category, f.name.as_str()), (Category::Handoff, name), "{}", f.summary);
+    }
+}
+
+#[test]
+fn an_agent_that_could_not_be_invoked_is_a_handoff_failure_and_one_that_failed_at_work_is_not() {
+    let researcher: &[(&str, &str)] = &[("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", "researcher")];
+    let chat: &[(&str, &str)] = &[("gen_ai.operation.name", "chat"), ("gen_ai.request.model", "gpt-4o")];
+    // Nothing ran under the researcher's invocation: it could not be invoked.
+    let spans = request(&[
+        ("POST /chat", None, &[], false),
+        ("invoke_agent triage", Some(0), TRIAGE, true),
+        ("invoke_agent researcher", Some(1), researcher, true),
+    ]);
+    let f = agentrace_doctor::Doctor::default().analyse(&spans).failure.expect("failure");
+    assert_eq!((f.category, f.name.as_str()), (Category::Handoff, "invoke_agent researcher"), "{}", f.summary);
+    // The researcher ran (a model call under it) and then failed: its own failure.
+    let spans = request(&[
+        ("POST /chat", None, &[], false),
+        ("invoke_agent triage", Some(0), TRIAGE, true),
+        ("invoke_agent researcher", Some(1), researcher, true),
+        ("chat gpt-4o", Some(2), chat, false),
+    ]);
+    let f = agentrace_doctor::Doctor::default().analyse(&spans).failure.expect("failure");
+    assert_eq!((f.category, f.name.as_str()), (Category::Agent, "invoke_agent researcher"), "{}", f.summary);
+    // The request's own first agent failing at once is that agent's failure, not a hand-off.
+    let spans = request(&[("POST /chat", None, &[], false), ("invoke_agent triage", Some(0), TRIAGE, true)]);
+    let f = agentrace_doctor::Doctor::default().analyse(&spans).failure.expect("failure");
+    assert_eq!(f.category, Category::Agent, "{}", f.summary);
+}
+
+#[test]
+fn a_tool_that_answers_with_an_error_member_fails_the_request() {
+    let tool = |output: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("gen_ai.operation.name", "execute_tool"),
+            ("gen_ai.tool.name", "lookup"),
+            ("gen_ai.tool.call.result", output),
+        ]
+    };
+    for (output, fails) in [
+        (r#"{"error": "upstream timed out"}"#, true),
+        (r#"{"error": {"code": 503, "message": "unavailable"}}"#, true),
+        (r#"{"error": null, "rows": [1, 2]}"#, false),
+        (r#"{"error": "", "rows": []}"#, false),
+        (r#"{"rows": [1, 2]}"#, false),
+    ] {
+        let t = tool(output);
+        let spans = request(&[
+            ("POST /chat", None, &[], false),
+            ("triage", Some(0), TRIAGE, false),
+            ("execute_tool lookup", Some(1), &t, false),
+        ]);
+        let d = agentrace_doctor::Doctor::default().analyse(&spans);
+        match (fails, d.failure) {
+            (true, Some(f)) => {
+                assert_eq!((f.category, f.name.as_str()), (Category::Tool, "execute_tool lookup"), "{output}");
+                assert!(f.summary.contains("error payload"), "{output}: {}", f.summary);
+            }
+            (false, None) => {}
+            (fails, got) => panic!("{output}: expected a failure {fails}, got {got:?}"),
+        }
+    }
+}
