@@ -171,8 +171,10 @@ pub enum AgentSource {
     /// pydantic-ai's own `agent_name`.
     PydanticAi,
     /// OpenInference: an AGENT span, `graph.node.id`.
+    #[serde(rename = "openinference")]
     OpenInference,
     /// A LangGraph node (`metadata.langgraph_node`).
+    #[serde(rename = "langgraph")]
     LangGraph,
     /// OpenLLMetry/Traceloop: `traceloop.span.kind = agent` and its entity name.
     Traceloop,

@@ -283,10 +283,25 @@ pub fn score_agents(case: &Case, d: &Diagnosis) -> Option<AgentScore> {
         .filter(|e| named.contains_key(e.from.as_str()) && named.contains_key(e.to.as_str()))
         .map(|e| (e.from.as_str(), e.to.as_str()))
         .collect();
+    // Each framework's agents are named by the convention it records them in, and the JSON says
+    // which (an agent named another way would be a guess that happened to match).
+    let conventions: &[&str] = match case.truth.suite.as_str() {
+        "autogen" => &["autogen", "gen_ai"],
+        "langgraph" => &["langgraph"],
+        "openai_agents" => &["gen_ai", "openinference", "traceloop"],
+        "openai_v2" => &["gen_ai"],
+        "pydantic_ai" => &["pydantic_ai"],
+        "smolagents" => &["openinference"],
+        _ => &[],
+    };
     for a in truth {
         match named.get(a.name.as_str()) {
             Some(got) => {
                 s.recognised += 1;
+                let source = serde_json::to_value(got.source).ok().and_then(|v| v.as_str().map(str::to_owned));
+                if !conventions.is_empty() && !source.as_deref().is_some_and(|c| conventions.contains(&c)) {
+                    s.problems.push(format!("{}: named by {source:?}, not by {conventions:?}", a.name));
+                }
                 // Tokens are what the issue holds exact; a call that failed
                 // before any usage is counted by the doctor and not by the
                 // stand-in, so call counts are reported, not required.
