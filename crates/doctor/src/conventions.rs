@@ -767,6 +767,8 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "gen_ai.usage.output_tokens.reasoning" => put_i64(&mut reasoning, 3, value),
             "gen_ai.agent.name" => put(&mut agent, 0, text(value)),
             "agent.name" => put(&mut agent, 1, text(value)),
+            // Only an ID: the agent is named by it (a name, when recorded, wins).
+            "gen_ai.agent.id" => put(&mut agent, 4, text(value)),
             "agent_name" => pydantic_agent = value.as_str(),
             "gen_ai.handoff.to_agent" => handoff_to = value.as_str(),
             "recipient_agent_type" => autogen_recipient = value.as_str(),
@@ -1113,6 +1115,18 @@ mod tests {
             s.attributes.set(*k, v.clone());
         }
         s
+    }
+
+    #[test]
+    fn an_agent_recorded_only_by_its_id_is_named_by_it() {
+        let mut texts = Texts::default();
+        let op = ("gen_ai.operation.name", Value::from("invoke_agent"));
+        let only_id = span(&[op.clone(), ("gen_ai.agent.id", "asst_42".into())]);
+        let f = read(&only_id, &mut texts);
+        assert_eq!(texts.opt(f.agent_name), Some("asst_42"));
+        let both = span(&[op, ("gen_ai.agent.id", "asst_42".into()), ("gen_ai.agent.name", "planner".into())]);
+        let f = read(&both, &mut texts);
+        assert_eq!(texts.opt(f.agent_name), Some("planner"));
     }
 
     #[test]
