@@ -77,6 +77,26 @@ pub(crate) enum BadOutput {
     /// The tool answered with an error payload (MCP `isError: true`, or an
     /// `error` member that says what went wrong).
     ErrorPayload,
+    /// The tool answered with nothing (empty text or an empty JSON value).
+    /// Unusable only where the same tool answered with structured output
+    /// earlier in the request (see `failure.rs`): some tools rightly return
+    /// nothing.
+    Empty,
+}
+
+/// Whether a tool's output text claims to be JSON: it opens with `{"`, `{}`,
+/// `[{`, `["`, `[[` or `[]`.
+fn opens_like_json(t: &str) -> bool {
+    let t = t.trim_start();
+    let mut chars = t.chars();
+    let first = chars.next();
+    let next = chars.find(|c| !c.is_whitespace());
+    matches!((first, next), (Some('{'), Some('"' | '}')) | (Some('['), Some('{' | '"' | '[' | ']')))
+}
+
+/// Whether a tool's output says nothing: empty, or an empty JSON value.
+fn is_empty_output(t: &str) -> bool {
+    matches!(t.trim(), "" | "{}" | "[]" | "null" | "\"\"" | "None")
 }
 
 /// Judges a tool's recorded output. Only text that opens like JSON (`{"`,
@@ -84,13 +104,6 @@ pub(crate) enum BadOutput {
 /// wrappers that carry the tool's text (`content`, `text`, `output`) are
 /// looked into.
 pub(crate) fn judge_output(text: &str) -> Option<BadOutput> {
-    fn opens_like_json(t: &str) -> bool {
-        let t = t.trim_start();
-        let mut chars = t.chars();
-        let first = chars.next();
-        let next = chars.find(|c| !c.is_whitespace());
-        matches!((first, next), (Some('{'), Some('"' | '}')) | (Some('['), Some('{' | '"' | '[' | ']')))
-    }
     fn inner(v: &serde_json::Value, depth: usize) -> Option<BadOutput> {
         if depth > 6 {
             return None;
@@ -315,6 +328,9 @@ pub(crate) struct Facts {
     /// parse, or an MCP result flagged `isError`, though the span itself
     /// recorded no error.
     pub bad_output: Option<BadOutput>,
+    /// A tool span whose recorded output is structured (JSON that parses and
+    /// holds something): a later empty answer of the same tool is unusable.
+    pub structured_output: bool,
     /// A model call the model refused or a content filter stopped
     /// (`finish_reasons` of `content_filter`, a `refusal` in the output).
     pub refused: bool,
@@ -928,7 +944,12 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
         f.refused = finish_refused || output_value.is_some_and(output_has_refusal);
     }
     if matches!(category, Category::Tool | Category::Retrieval) && !f.error {
-        f.bad_output = tool_output.or(output_value).and_then(judge_output);
+        let output = tool_output.or(output_value);
+        f.bad_output = output.and_then(judge_output);
+        if f.bad_output.is_none() {
+            f.structured_output = output.is_some_and(|t| opens_like_json(t) && !is_empty_output(t));
+            f.bad_output = output.filter(|t| is_empty_output(t)).map(|_| BadOutput::Empty);
+        }
     }
     if tool_name.is_none() && category == Category::Tool {
         // The `mcp` SDK names its client span `MCP send tools/call {tool}`

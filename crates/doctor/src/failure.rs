@@ -11,7 +11,7 @@
 use crate::assemble::Index;
 use crate::config::Config;
 use crate::connect::Tree;
-use crate::conventions::Category;
+use crate::conventions::{BadOutput, Category};
 use crate::diagnosis::{ChainLink, Failure, Retry};
 
 pub(crate) struct Failures {
@@ -99,7 +99,14 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
     // causal error is its failure.
     let mut unusable: Vec<Option<u32>> = vec![None; len];
     for &node in &tree.order {
-        if tree.is_real(node) && ix.facts[node as usize].bad_output.is_some() {
+        if !tree.is_real(node) {
+            continue;
+        }
+        let bad = match ix.facts[node as usize].bad_output {
+            Some(BadOutput::Empty) => answered_before(ix, tree, node),
+            bad => bad.is_some(),
+        };
+        if bad {
             let root = tree.root_of[node as usize] as usize;
             let key = |n: u32| (tree.end[n as usize], tree.start[n as usize], tree.span_id(ix, n));
             if unusable[root].is_none_or(|best| key(node) < key(best)) {
@@ -116,6 +123,23 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
         }
     }
     Failures { per_request, causal, retries }
+}
+
+/// Whether the tool of `node`, which answered with nothing, answered with
+/// structured output earlier in the same request (same tool, same service,
+/// ended before `node` started): then the empty answer is not what it gives.
+fn answered_before(ix: &Index, tree: &Tree, node: u32) -> bool {
+    let n = node as usize;
+    let tool = |m: usize| ix.texts.opt(ix.facts[m].tool_name).unwrap_or(ix.spans[m].name.as_str());
+    tree.order.iter().map(|&m| m as usize).any(|m| {
+        m != n
+            && tree.is_real(m as u32)
+            && tree.root_of[m] == tree.root_of[n]
+            && ix.facts[m].structured_output
+            && ix.service[m] == ix.service[n]
+            && tree.end[m] <= tree.start[n]
+            && tool(m) == tool(n)
+    })
 }
 
 /// The failed retrieval or tool step that made the call on the way to the
@@ -305,7 +329,8 @@ fn describe_unusable(ix: &Index, tree: &Tree, t: u32) -> Failure {
     let facts = &ix.facts[t as usize];
     let tool = ix.texts.opt(facts.tool_name).unwrap_or(span.name.as_str());
     let what = match facts.bad_output {
-        Some(crate::conventions::BadOutput::ErrorPayload) => "an error payload (`isError`, or an `error` member)",
+        Some(BadOutput::ErrorPayload) => "an error payload (`isError`, or an `error` member)",
+        Some(BadOutput::Empty) => "nothing, where it had answered with structured output before",
         _ => "structured output that does not parse (truncated or malformed JSON)",
     };
     let category = Category::Tool;

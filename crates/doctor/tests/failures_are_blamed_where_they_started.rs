@@ -169,3 +169,38 @@ fn a_tool_that_answers_with_an_error_member_fails_the_request() {
         }
     }
 }
+
+#[test]
+fn a_tool_that_answers_with_nothing_after_answering_with_data_fails_the_request() {
+    let tool = |output: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("gen_ai.operation.name", "execute_tool"),
+            ("gen_ai.tool.name", "lookup"),
+            ("gen_ai.tool.call.result", output),
+        ]
+    };
+    let (data, empty) = (tool(r#"{"rows": [1, 2]}"#), tool(""));
+    let run = |first: &[(&str, &str)], second: &[(&str, &str)]| {
+        let mut spans = request(&[
+            ("POST /chat", None, &[], false),
+            ("triage", Some(0), TRIAGE, false),
+            ("execute_tool lookup", Some(1), first, false),
+            ("execute_tool lookup", Some(1), second, false),
+        ]);
+        // One call after the other.
+        (spans[2].start_unix_nano, spans[2].end_unix_nano) = (1_100_000_000, 1_200_000_000);
+        (spans[3].start_unix_nano, spans[3].end_unix_nano) = (1_300_000_000, 1_400_000_000);
+        agentrace_doctor::Doctor::default().analyse(&spans).failure
+    };
+    let f = run(&data, &empty).expect("the empty answer after a structured one fails the request");
+    assert_eq!(
+        (f.category, f.span_id),
+        (Category::Tool, agentrace_model::SpanId::new([4; 8]).unwrap()),
+        "{}",
+        f.summary
+    );
+    assert!(f.summary.contains("returned nothing"), "{}", f.summary);
+    // A tool that always answers with nothing, or answered with nothing first, is not judged.
+    assert!(run(&empty, &empty).is_none());
+    assert!(run(&empty, &data).is_none());
+}
