@@ -4,7 +4,8 @@
 # It sets up the real parts the tests use, then runs formatting, lints and
 # every test in the workspace:
 #   - .venv: the official OpenTelemetry Python SDK and friends, from PyPI
-#     (scripts/requirements-test.txt);
+#     (scripts/requirements-test.txt), and .venv-zipkin-proto for the Zipkin protobuf exporter,
+#     which pins protobuf 3 (scripts/requirements-zipkin-proto.txt);
 #   - brokers (NATS, Redis, RabbitMQ) from Debian, started on loopback by
 #     scripts/services.sh and stopped again when this script exits;
 #   - Chromium and ChromeDriver from Debian, for the web UI's browser tests
@@ -25,6 +26,11 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+# The Zipkin protobuf exporter pins protobuf 3: a venv of its own.
+if [ ! -x .venv-zipkin-proto/bin/python ]; then
+    python3 -m venv .venv-zipkin-proto
+fi
+.venv-zipkin-proto/bin/pip install --quiet --disable-pip-version-check --no-compile -r scripts/requirements-zipkin-proto.txt
 
 corpus_pid=""
 cleanup() {

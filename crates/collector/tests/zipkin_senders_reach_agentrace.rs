@@ -1,6 +1,7 @@
 //! Claims about the Zipkin v2 receiver: spans sent by the OpenTelemetry
-//! Python SDK's Zipkin exporter (`opentelemetry-exporter-zipkin-json`, a
-//! real Zipkin sender) are stored and come back from the API as OTLP, as
+//! Python SDK's Zipkin exporters (`opentelemetry-exporter-zipkin-json` and
+//! `…-zipkin-proto-http`, real Zipkin senders of both encodings) are stored
+//! and come back from the API as OTLP, as
 //! the OpenTelemetry Collector's Zipkin receiver would have made them: the
 //! service as the resource, kinds, parents, status, events and the scope;
 //! a bad body is a 400 that says what was wrong, and loses nothing stored;
@@ -10,12 +11,28 @@ mod support;
 
 use std::process::Command;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::Value;
 
-fn send(endpoint: &str) -> Vec<Value> {
+/// Sends the script's spans with the Python SDK's Zipkin exporter for `protocol` (`json`, or
+/// `proto` from the venv `scripts/test.sh` makes for it); what the SDK recorded.
+fn send(endpoint: &str, protocol: &str) -> Vec<Value> {
     let script = support::workspace_root().join("crates/collector/tests/python/send_zipkin.py");
-    let out = Command::new(support::python()).arg(script).args(["--endpoint", endpoint]).output().unwrap();
+    let python = match protocol {
+        "proto" => {
+            let path = support::workspace_root().join(".venv-zipkin-proto/bin/python");
+            assert!(
+                path.exists(),
+                "{} not found: run scripts/test.sh (or `python3 -m venv .venv-zipkin-proto && \
+                 .venv-zipkin-proto/bin/pip install -r scripts/requirements-zipkin-proto.txt`)",
+                path.display()
+            );
+            path
+        }
+        _ => support::python(),
+    };
+    let out = Command::new(python).arg(script).args(["--endpoint", endpoint, "--protocol", protocol]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "zipkin sender failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_str(&stdout).unwrap();
@@ -30,7 +47,26 @@ fn hex(bytes: &[u8]) -> String {
 fn python_zipkin_spans_come_back_as_otlp() {
     let collector = support::start(|c| c.receivers.zipkin.endpoint = Some("127.0.0.1:0".parse().unwrap()));
     let zipkin = collector.zipkin().expect("the Zipkin receiver listens when configured");
-    let sent = send(&format!("{zipkin}/api/v2/spans"));
+    let (trace_id, stored) = sent_spans_come_back(&collector, &format!("{zipkin}/api/v2/spans"), "json", 4.0);
+    rejects_bad_bodies(&collector, &zipkin, &trace_id, &stored);
+}
+
+#[test]
+fn python_zipkin_protobuf_spans_come_back_as_otlp() {
+    let collector = support::start(|c| c.receivers.zipkin.endpoint = Some("127.0.0.1:0".parse().unwrap()));
+    let zipkin = collector.zipkin().expect("the Zipkin receiver listens when configured");
+    sent_spans_come_back(&collector, &format!("{zipkin}/api/v2/spans"), "proto", 4.0);
+}
+
+/// Sends with the `protocol` exporter to `endpoint` and checks each span as the collector
+/// stored it against what the SDK recorded; the trace's ID and what was stored.
+fn sent_spans_come_back(
+    collector: &support::Running,
+    endpoint: &str,
+    protocol: &str,
+    accepted_after: f64,
+) -> (String, ExportTraceServiceRequest) {
+    let sent = send(endpoint, protocol);
     assert_eq!(sent.len(), 4);
     let trace_id = sent[0]["trace_id"].as_str().unwrap();
     let stored = support::fetch_trace(&collector.api(), trace_id);
@@ -80,9 +116,12 @@ fn python_zipkin_spans_come_back_as_otlp() {
     }
     let accepted =
         support::metric(&collector.api(), "otelcol_receiver_accepted_spans{receiver=\"zipkin\",transport=\"http\"}");
-    assert_eq!(accepted, 4.0);
+    assert_eq!(accepted, accepted_after);
+    (trace_id.to_owned(), stored)
+}
 
-    // A bad body says what was wrong and loses nothing.
+/// A bad body says what was wrong and loses nothing.
+fn rejects_bad_bodies(collector: &support::Running, zipkin: &str, trace_id: &str, stored: &ExportTraceServiceRequest) {
     let client = reqwest::blocking::Client::new();
     let response = client
         .post(format!("{zipkin}/api/v2/spans"))
@@ -100,7 +139,7 @@ fn python_zipkin_spans_come_back_as_otlp() {
         .send()
         .unwrap();
     assert_eq!(response.status().as_u16(), 415);
-    assert_eq!(support::fetch_trace(&collector.api(), trace_id), stored);
+    assert_eq!(&support::fetch_trace(&collector.api(), trace_id), stored);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 """Send spans to agentrace's Zipkin receiver with the OpenTelemetry Python SDK's Zipkin exporter.
 
 Used by the collector's Zipkin test as a real Zipkin sender: spans go through
-`opentelemetry-exporter-zipkin-json` (Zipkin v2 JSON, POST /api/v2/spans).
+`opentelemetry-exporter-zipkin-json` (Zipkin v2 JSON, POST /api/v2/spans) or, with
+`--protocol proto`, `opentelemetry-exporter-zipkin-proto-http` (Zipkin v2 protobuf; it pins
+protobuf 3, so it lives in a venv of its own, `.venv-zipkin-proto`).
 Prints, as JSON on stdout, what the test compares with what the collector
 stores: each span's IDs, name, kind, parent, status and events, as the SDK
 recorded them.
@@ -13,7 +15,6 @@ import argparse
 import json
 import sys
 
-from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -41,7 +42,12 @@ class Checked:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoint", required=True, help="http://host:port/api/v2/spans")
+    parser.add_argument("--protocol", choices=["json", "proto"], default="json")
     args = parser.parse_args()
+    if args.protocol == "proto":
+        from opentelemetry.exporter.zipkin.proto.http import ZipkinExporter
+    else:
+        from opentelemetry.exporter.zipkin.json import ZipkinExporter
     provider = TracerProvider(resource=Resource.create({"service.name": "zipkin-planner", "service.instance.id": "z-1"}))
     memory = InMemorySpanExporter()
     sender = Checked(ZipkinExporter(endpoint=args.endpoint))
