@@ -62,6 +62,26 @@ fn the_demo_follows_otel_variables_and_refuses_an_endpoint_that_would_lose_its_s
         assert!(Instant::now() < deadline, "no span of {prefix}-1 reached the collector named by the variable");
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // The signal's own variable, the whole URL, winning over a generic one that leads nowhere,
+    // with gzip-compressed bodies: the spans arrive.
+    let prefix = demo::prefix("traces-env");
+    let traces = format!("{}/v1/traces", server.http);
+    let (ok, stdout, stderr) = demo_cmd(
+        &["--requests", "1", "--session-prefix", &prefix, "--ui", &server.api],
+        &[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "20000"),
+        ],
+    );
+    assert!(ok, "{stdout}\n{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while demo::session_spans(&server, &format!("{prefix}-1")).is_empty() {
+        assert!(Instant::now() < deadline, "no span of {prefix}-1 reached the collector named by the variable");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

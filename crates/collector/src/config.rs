@@ -493,6 +493,34 @@ pub struct ExporterConfig {
     /// refuse new spans with a retryable answer rather than drop any.
     #[serde(default = "default_queue_bytes", deserialize_with = "de_bytes")]
     pub max_queue_bytes: u64,
+    /// How request bodies are compressed on the wire: `none` (the
+    /// OpenTelemetry default) or `gzip`.
+    #[serde(default)]
+    pub compression: ExportCompression,
+}
+
+/// The compression of an exporter's requests, named as
+/// `OTEL_EXPORTER_OTLP_COMPRESSION` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportCompression {
+    /// Bodies as they are.
+    #[default]
+    None,
+    /// gzip: `Content-Encoding: gzip` over HTTP, the `grpc-encoding: gzip`
+    /// message compression over gRPC.
+    Gzip,
+}
+
+impl std::str::FromStr for ExportCompression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(ExportCompression::None),
+            "gzip" => Ok(ExportCompression::Gzip),
+            other => Err(format!("unknown OTLP compression {other:?}; use gzip or none")),
+        }
+    }
 }
 
 impl ExporterConfig {
@@ -510,6 +538,7 @@ impl ExporterConfig {
             timeout: default_export_timeout(),
             max_backoff: default_max_backoff(),
             max_queue_bytes: default_queue_bytes(),
+            compression: ExportCompression::None,
         }
     }
 }
@@ -522,7 +551,8 @@ impl ExporterConfig {
     /// protocol from `…_TRACES_PROTOCOL` or `…_PROTOCOL` (default
     /// `http/protobuf`, as the SDKs), headers from `…_TRACES_HEADERS` or
     /// `…_HEADERS` (`k=v,k2=v2`, values percent-encoded), the timeout from
-    /// `…_TRACES_TIMEOUT` or `…_TIMEOUT` (milliseconds). `None` when no
+    /// `…_TRACES_TIMEOUT` or `…_TIMEOUT` (milliseconds), the compression from
+    /// `…_TRACES_COMPRESSION` or `…_COMPRESSION` (`gzip` or `none`). `None` when no
     /// endpoint is set; an error says which variable is wrong.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Option<ExporterConfig>, ConfigError> {
         let get = |name: &str| {
@@ -563,6 +593,10 @@ impl ExporterConfig {
                 .parse()
                 .map_err(|_| ConfigError::Invalid(format!("{name}: {raw:?} is not a number of milliseconds")))?;
             exporter.timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some((name, raw)) = get("COMPRESSION") {
+            exporter.compression =
+                raw.trim().parse().map_err(|e: String| ConfigError::Invalid(format!("{name}: {e}")))?;
         }
         Ok(Some(exporter))
     }
@@ -833,7 +867,7 @@ mod tests {
     #[test]
     fn exporters_read_as_the_example_shows_them() {
         let c = Config::from_yaml(
-            "exporters:\n  - endpoint: http://tempo:4317\n    protocol: grpc\n    repair: link\n    content: hash\n    max_backoff: 5s\n  - endpoint: http://jaeger:4318\n    protocol: http/json\n",
+            "exporters:\n  - endpoint: http://tempo:4317\n    protocol: grpc\n    repair: link\n    content: hash\n    max_backoff: 5s\n    compression: gzip\n  - endpoint: http://jaeger:4318\n    protocol: http/json\n",
         )
         .unwrap();
         assert_eq!(c.exporters[0].protocol, ExportProtocol::Grpc);
@@ -842,6 +876,10 @@ mod tests {
         assert_eq!(c.exporters[0].max_backoff, Duration::from_secs(5));
         assert_eq!(c.exporters[1].protocol, ExportProtocol::HttpJson);
         assert_eq!(c.exporters[1].repair, ExportRepair::Reparent);
+        assert_eq!(
+            (c.exporters[0].compression, c.exporters[1].compression),
+            (ExportCompression::Gzip, ExportCompression::None)
+        );
         let err = Config::from_yaml("exporters:\n  - endpoint: tempo:4317\n").unwrap_err().to_string();
         assert!(err.contains("must be an http:// URL"), "{err}");
         let err = Config::from_yaml("pipeline:\n  enabled: false\nexporters:\n  - endpoint: http://t:4317\n")
@@ -934,5 +972,19 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("milliseconds"), "{err}");
+        assert_eq!(e.compression, ExportCompression::None, "none unless asked, as the SDKs");
+        let e = ExporterConfig::from_env(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(e.compression, ExportCompression::Gzip);
+        let err = ExporterConfig::from_env(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"), "{err}");
     }
 }

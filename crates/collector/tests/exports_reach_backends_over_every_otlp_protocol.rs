@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use agentrace_collector::config::{ExportProtocol, ExportRepair, ExporterConfig};
+use agentrace_collector::config::{ExportCompression, ExportProtocol, ExportRepair, ExporterConfig};
 use support::{python_send, wait_for};
 
 fn span_count(api: &str, trace_id: &str) -> usize {
@@ -21,12 +21,22 @@ fn span_count(api: &str, trace_id: &str) -> usize {
 
 #[test]
 fn every_protocol_delivers_every_span() {
+    every_protocol_delivers_every_span_compressed(ExportCompression::None);
+}
+
+#[test]
+fn every_protocol_delivers_every_span_gzip_compressed() {
+    every_protocol_delivers_every_span_compressed(ExportCompression::Gzip);
+}
+
+fn every_protocol_delivers_every_span_compressed(compression: ExportCompression) {
     let grpc = support::start(|_| {});
     let proto = support::start(|_| {});
     let json = support::start(|_| {});
     let exporter = |endpoint: String, protocol, repair| {
         let mut e = ExporterConfig::new(endpoint, protocol);
         e.repair = repair;
+        e.compression = compression;
         e
     };
     let agentrace = support::start(|c| {

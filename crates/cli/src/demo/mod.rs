@@ -117,10 +117,13 @@ fn requests(prefix: &str, count: u32) -> Vec<RequestPlan> {
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// OTLP/HTTP endpoint of the collector; spans are posted as protobuf to URL/v1/traces.
-    /// `OTEL_EXPORTER_OTLP_HEADERS` (e.g. `Authorization=Bearer%20TOKEN`) is honoured, and
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL` must be `http/protobuf` when set.
-    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT", default_value = "http://127.0.0.1:4318")]
-    endpoint: String,
+    /// Without it, as an OpenTelemetry SDK: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the whole
+    /// URL), else `OTEL_EXPORTER_OTLP_ENDPOINT`, else http://127.0.0.1:4318.
+    /// `OTEL_EXPORTER_OTLP_HEADERS` (e.g. `Authorization=Bearer%20TOKEN`), `_TIMEOUT` and
+    /// `_COMPRESSION` (gzip) are honoured, and `OTEL_EXPORTER_OTLP_PROTOCOL` must be
+    /// `http/protobuf` when set.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
     /// Where trace context is carried: on (one trace per request), off (the article's orphans),
     /// partial (only --broken-hop is broken).
     #[arg(long, value_enum, default_value_t = Propagation::Off)]
@@ -148,7 +151,8 @@ pub struct DemoArgs {
 /// it is no OTLP/HTTP receiver (an OTLP/gRPC port answers an HTTP/1.1 POST with 200 and a
 /// `grpc-status`, which the exporter would count as delivered), or it wants a token. An empty
 /// export request is sent, as any OTLP/HTTP receiver accepts one.
-fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
+fn check_endpoint(traces: &str) -> anyhow::Result<()> {
+    let endpoint = traces;
     for var in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
         if let Ok(protocol) = std::env::var(var)
             && !protocol.is_empty()
@@ -173,9 +177,9 @@ fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
              OTEL_EXPORTER_OTLP_ENDPOINT) at one"
         );
     }
-    let target = telemetry::traces_url(endpoint);
+    let target = traces;
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    let mut probe = client.post(&target).header("content-type", "application/x-protobuf").body(Vec::new());
+    let mut probe = client.post(target).header("content-type", "application/x-protobuf").body(Vec::new());
     for (name, value) in env_headers() {
         probe = probe.header(name, value);
     }
@@ -223,7 +227,8 @@ pub(crate) fn init_logging() {
 /// Runs the demo: the requests, then a flush, then what to look at.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     init_logging();
-    check_endpoint(&args.endpoint)?;
+    let traces = telemetry::traces_target(args.endpoint.as_deref(), |name| std::env::var(name).ok());
+    check_endpoint(&traces)?;
     install_global_propagator(W3CPropagator::new());
     let plan = Plan { propagation: args.propagation, broken: args.broken_hop };
     let prefix = args.session_prefix.clone().unwrap_or_else(|| {
@@ -237,7 +242,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // Providers are built and shut down outside the runtime (see `telemetry`).
     let mut providers: HashMap<&'static str, SdkTracerProvider> = HashMap::new();
     for service in std::iter::once(agents::ORCHESTRATOR).chain(agents::SPECIALISTS.iter().map(|s| s.name)) {
-        providers.insert(service, telemetry::provider(&args.endpoint, service)?);
+        providers.insert(service, telemetry::provider(&traces, service)?);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -245,7 +250,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start tokio")?;
     let started = Instant::now();
-    let outcome = runtime.block_on(run_requests(&args, plan, &requests, exe, &providers));
+    let outcome = runtime.block_on(run_requests(&args, &traces, plan, &requests, exe, &providers));
     drop(runtime);
     for (service, provider) in &providers {
         telemetry::shutdown(provider, service);
@@ -255,8 +260,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (lost, why) = telemetry::lost();
     if lost > 0 {
         bail!(
-            "{lost} span(s) did not reach {} ({}); the collector has an incomplete picture of this run",
-            args.endpoint,
+            "{lost} span(s) did not reach {traces} ({}); the collector has an incomplete picture of this run",
             why.unwrap_or_else(|| "no reason given".to_owned())
         );
     }
@@ -271,6 +275,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_requests(
     args: &DemoArgs,
+    traces: &str,
     plan: Plan,
     requests: &[RequestPlan],
     exe: std::path::PathBuf,
@@ -280,7 +285,7 @@ async fn run_requests(
     let shared = Arc::new(agents::Shared {
         plan,
         queue: queue.clone(),
-        endpoint: args.endpoint.clone(),
+        endpoint: traces.to_owned(),
         exe,
         index: Arc::new(index::VectorIndex::travel_guide()),
         replies: Mutex::new(HashMap::new()),

@@ -70,18 +70,33 @@ pub fn traces_url(endpoint: &str) -> String {
     format!("{}/v1/traces", endpoint.trim_end_matches('/'))
 }
 
-/// A tracer provider for `service` that exports to `endpoint` (the OTLP/HTTP base URL).
+/// Where the demo posts its spans, as an OpenTelemetry SDK decides it: the `--endpoint` flag (a
+/// base URL), else `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the whole URL), else
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (a base), else the collector's default OTLP/HTTP port; read
+/// through `var`.
+pub fn traces_target(flag: Option<&str>, var: impl Fn(&str) -> Option<String>) -> String {
+    let set = |name: &str| var(name).filter(|v| !v.trim().is_empty()).map(|v| v.trim().to_owned());
+    match (flag, set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), set("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        (Some(flag), _, _) => traces_url(flag),
+        (None, Some(whole), _) => whole,
+        (None, None, Some(base)) => traces_url(&base),
+        (None, None, None) => traces_url("http://127.0.0.1:4318"),
+    }
+}
+
+/// A tracer provider for `service` that posts to `traces` (the whole OTLP/HTTP URL, see
+/// [`traces_target`]); the timeout and compression come from `OTEL_EXPORTER_OTLP_*`, as for
+/// any OpenTelemetry SDK.
 ///
 /// The resource names the service but no instance (`service.instance.id`), as most agent
 /// services do not: the doctor then treats a timing-only join inside the service as a guess.
-pub fn provider(endpoint: &str, service: &str) -> anyhow::Result<SdkTracerProvider> {
+pub fn provider(traces: &str, service: &str) -> anyhow::Result<SdkTracerProvider> {
     let exporter = SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(traces_url(endpoint))
-        .with_timeout(Duration::from_secs(5))
+        .with_endpoint(traces)
         .build()
-        .with_context(|| format!("cannot build the OTLP exporter for {endpoint}"))?;
+        .with_context(|| format!("cannot build the OTLP exporter for {traces}"))?;
     // Export every 100 ms, not every 5 s: the agents' spans then reach the collector about when
     // the tool server's do (it flushes as it exits), and a live collector that closes traces
     // after a short timeout sees an orphan and the span that names its caller together.
@@ -103,4 +118,27 @@ pub fn shutdown(provider: &SdkTracerProvider, service: &str) {
         tracing::warn!("demo: flushing the spans of {service} failed: {err}");
     }
     let _ = provider.shutdown();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_then_the_signal_variable_then_the_generic_one_name_where_spans_go() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        };
+        let both = env(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://tempo:4318/otlp/v1/traces"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318/"),
+        ]);
+        assert_eq!(traces_target(Some("http://flag:4318"), both), "http://flag:4318/v1/traces");
+        assert_eq!(traces_target(None, both), "http://tempo:4318/otlp/v1/traces");
+        assert_eq!(
+            traces_target(None, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318/")])),
+            "http://base:4318/v1/traces"
+        );
+        assert_eq!(traces_target(None, env(&[])), "http://127.0.0.1:4318/v1/traces");
+    }
 }

@@ -46,8 +46,9 @@ pub const TOOL_CALL_ID_META: &str = "gen_ai.tool.call.id";
 /// The flags of the hidden `agentrace demo-mcp-server`.
 #[derive(Debug, clap::Args)]
 pub struct McpServerArgs {
-    /// OTLP/HTTP endpoint for the server's own spans.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4318")]
+    /// The OTLP/HTTP URL the server posts its own spans to (`…/v1/traces`, as the demo resolved
+    /// it).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:4318/v1/traces")]
     endpoint: String,
 }
 
