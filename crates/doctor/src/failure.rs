@@ -117,12 +117,42 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
     let mut per_request = Vec::new();
     for &root in &tree.roots {
         if let Some(e) = first[root as usize] {
-            per_request.push((tree.end[e as usize], describe(ix, tree, e, config)));
+            // A step tried again and again, failing each time (a rate limit
+            // that exhausted its retries): the request gave up at the last
+            // attempt, which is the one blamed, with the count.
+            let attempts = failed_attempts(ix, tree, &causal, e);
+            let blamed = attempts.last().copied().unwrap_or(e);
+            let mut failure = describe(ix, tree, blamed, config);
+            if attempts.len() > 1 {
+                failure.summary.push_str(&format!(" (attempt {n} of {n}: every attempt failed)", n = attempts.len()));
+            }
+            per_request.push((tree.end[blamed as usize], failure));
         } else if let Some(t) = unusable[root as usize] {
             per_request.push((tree.end[t as usize], describe_unusable(ix, tree, t)));
         }
     }
     Failures { per_request, causal, retries }
+}
+
+/// The attempts of the step that failed at `e`: `e` and its siblings of the
+/// same name and service that failed too, in start order; `e` alone when it
+/// was not tried again.
+fn failed_attempts(ix: &Index, tree: &Tree, causal: &[bool], e: u32) -> Vec<u32> {
+    let Some(parent) = tree.parent[e as usize] else { return vec![e] };
+    let n = e as usize;
+    let mut attempts: Vec<u32> = tree
+        .children(parent)
+        .iter()
+        .copied()
+        .filter(|&c| {
+            tree.is_real(c)
+                && causal[c as usize]
+                && ix.spans[c as usize].name == ix.spans[n].name
+                && ix.service[c as usize] == ix.service[n]
+        })
+        .collect();
+    attempts.sort_by_key(|&c| (tree.start[c as usize], c));
+    if attempts.is_empty() { vec![e] } else { attempts }
 }
 
 /// Whether the tool of `node`, which answered with nothing, answered with

@@ -204,3 +204,51 @@ fn a_tool_that_answers_with_nothing_after_answering_with_data_fails_the_request(
     assert!(run(&empty, &empty).is_none());
     assert!(run(&empty, &data).is_none());
 }
+
+/// A request whose `chat gpt-4o` call was tried three times, one after another: `failed[k]` says
+/// whether attempt `k` failed with a rate limit.
+fn three_attempts(failed: [bool; 3]) -> Vec<agentrace_model::Span> {
+    let chat: &[(&str, &str)] = &[("gen_ai.operation.name", "chat"), ("gen_ai.request.model", "gpt-4o")];
+    let mut spans = request(&[
+        ("POST /chat", None, &[], false),
+        ("triage", Some(0), TRIAGE, failed.iter().all(|f| *f)),
+        ("chat gpt-4o", Some(1), chat, failed[0]),
+        ("chat gpt-4o", Some(1), chat, failed[1]),
+        ("chat gpt-4o", Some(1), chat, failed[2]),
+    ]);
+    for (k, s) in spans[2..].iter_mut().enumerate() {
+        s.start_unix_nano = 1_100_000_000 + k as u64 * 200_000_000;
+        s.end_unix_nano = s.start_unix_nano + 100_000_000;
+        if s.status_code == agentrace_model::span::StatusCode::Error {
+            s.attributes.set("error.type", "RateLimitError");
+        }
+    }
+    spans
+}
+
+#[test]
+fn a_rate_limit_recovered_by_a_retry_is_a_retry_with_its_cost_not_the_failure() {
+    let d = agentrace_doctor::Doctor::default().analyse(&three_attempts([true, false, false]));
+    assert!(d.failure.is_none(), "{:?}", d.failure);
+    assert_eq!(d.retries.len(), 1, "{:?}", d.retries);
+    let r = &d.retries[0];
+    assert_eq!(
+        (r.name.as_str(), r.category, r.error_type.as_deref()),
+        ("chat gpt-4o", Category::Llm, Some("RateLimitError"))
+    );
+    assert_eq!(r.retried_by, agentrace_model::SpanId::new([4; 8]).unwrap());
+    assert_eq!(r.cost_ms, 200.0, "from the failed attempt's start to the retry's");
+}
+
+#[test]
+fn a_rate_limit_that_exhausted_its_retries_fails_the_request_at_the_last_attempt() {
+    let f = agentrace_doctor::Doctor::default().analyse(&three_attempts([true, true, true])).failure.expect("failure");
+    assert_eq!(
+        (f.category, f.span_id),
+        (Category::Llm, agentrace_model::SpanId::new([5; 8]).unwrap()),
+        "{}",
+        f.summary
+    );
+    assert!(f.summary.contains("attempt 3 of 3: every attempt failed"), "{}", f.summary);
+    assert_eq!(f.error_type.as_deref(), Some("RateLimitError"));
+}
