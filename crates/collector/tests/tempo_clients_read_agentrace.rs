@@ -82,6 +82,36 @@ fn the_perses_tempo_client_searches_fetches_and_lists_tags() {
     assert_eq!(got["serviceNames"]["tagValues"], serde_json::json!([{"type": "string", "value": "py-orchestrator"}]));
     assert_eq!(got["spanNames"]["tagValues"], serde_json::json!([{"type": "string", "value": "chat gpt-4o"}]));
 
+    // A regex, `||` and duration bounds find the traces whose spans match, as the spans sent say.
+    let traces_with = |matches: &dyn Fn(&str) -> bool| -> Vec<String> {
+        let mut ids: Vec<String> = sent
+            .request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .filter(|s| matches(&s.name))
+            .map(|s| trimmed(&agentrace_model::ids::to_hex(&s.trace_id)).to_owned())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let found = |name: &str| -> Vec<String> {
+        let traces = got[name]["traces"].as_array().unwrap_or_else(|| panic!("{name}: {}", got[name]));
+        let mut ids: Vec<String> = traces.iter().map(|t| t["traceID"].as_str().unwrap().to_owned()).collect();
+        ids.sort_unstable();
+        ids
+    };
+    let tools = traces_with(&|n| n.starts_with("execute_tool"));
+    assert!(!tools.is_empty());
+    assert_eq!(found("regex"), tools);
+    let either = traces_with(&|n| n == "execute_tool search" || n.starts_with("chat "));
+    assert!(either.len() >= tools.len());
+    assert_eq!(found("either"), either);
+    assert_eq!(found("shortSpans"), traces_with(&|n| n.starts_with("chat ")));
+    assert_eq!(found("longSpans"), Vec::<String>::new());
+
     // A query it cannot read is a 400 that says where.
     let error = got["badQuery"]["error"].as_str().unwrap_or_else(|| panic!("{}", got["badQuery"]));
     assert!(error.contains("invalid TraceQL at character 6: expected a value"), "{error}");

@@ -40,5 +40,10 @@ await call('tags', () => tempo.searchTags({ scope: 'resource', ...window }, opts
 await call('allTags', () => tempo.searchTags({ ...window }, opts));
 await call('serviceNames', () => tempo.searchTagValues({ tag: 'resource.service.name', q: '{}', ...window }, opts));
 await call('spanNames', () => tempo.searchTagValues({ tag: 'name', q: '{span.gen_ai.operation.name="chat"}', ...window }, opts));
+// The rest of what Grafana's query builder writes: a regex, `||`, duration bounds.
+await call('regex', () => tempo.search({ q: '{name=~"execute_tool.*"}', ...window, limit: 20 }, opts));
+await call('either', () => tempo.search({ q: '{name="execute_tool search" || name=~"chat .*"}', ...window, limit: 20 }, opts));
+await call('shortSpans', () => tempo.search({ q: '{name=~"chat .*" && duration < 1h}', ...window, limit: 20 }, opts));
+await call('longSpans', () => tempo.search({ q: '{duration > 1h}', ...window, limit: 20 }, opts));
 await call('badQuery', () => tempo.search({ q: '{name=}', ...window }, opts));
 console.log(JSON.stringify(out));
