@@ -258,6 +258,25 @@ fn describe(ix: &Index, tree: &Tree, e: u32, config: &Config) -> Failure {
         (None, Some(m)) => m.clone(),
         (None, None) => "error status without a message".to_owned(),
     };
+    // An agent that failed right after starting a hand-off, with nothing
+    // started after it (the OpenAI Agents SDK records the hand-off span as
+    // OK and the error on the agent's span, and OpenInference leaves the
+    // span named `handoff`, its target never set): the hand-off failed.
+    if let Some(h) = unfinished_handoff(ix, tree, e) {
+        let hs = ix.spans[h as usize];
+        return Failure {
+            category: Category::Handoff,
+            trace_id: hs.trace_id,
+            span_id: hs.span_id,
+            summary: format!("hand-off `{}` from `{}` ({}) failed: {what}", hs.name, span.name, span.service_name()),
+            name: hs.name.clone(),
+            service: hs.service_name().to_owned(),
+            error_type,
+            message,
+            surfaced_at: Some(span.span_id),
+            chain: chain_to(ix, tree, h),
+        };
+    }
     let tool = if facts.is_parse_error(&ix.texts, &span.name) && facts.category() != Category::Tool {
         blamed_tool(ix, tree, e, config)
     } else {
@@ -382,6 +401,33 @@ fn describe_unusable(ix: &Index, tree: &Tree, t: u32) -> Failure {
     }
 }
 
+/// Whether a span is a hand-off: `gen_ai.operation.name` or
+/// `traceloop.span.kind` `handoff`, or the OpenAI Agents SDK's hand-off span
+/// as OpenInference names it (`handoff`, `handoff to {agent}`) or OpenLLMetry
+/// does (`{from} → {to}.handoff`).
+fn is_handoff_span(ix: &Index, n: u32) -> bool {
+    let name = ix.spans[n as usize].name.as_str();
+    ix.facts[n as usize].hands_off || name == "handoff" || name.starts_with("handoff to ") || name.ends_with(".handoff")
+}
+
+/// The hand-off that the failed agent span `e` started last, when nothing
+/// under `e` (at any depth: the SDK wraps a turn's steps in a `turn` span)
+/// started after it: the agent failed handing the work over.
+fn unfinished_handoff(ix: &Index, tree: &Tree, e: u32) -> Option<u32> {
+    if tree.category(ix, e) != Category::Agent {
+        return None;
+    }
+    let mut last: Option<u32> = None;
+    let mut stack: Vec<u32> = tree.children(e).to_vec();
+    while let Some(n) = stack.pop() {
+        if tree.is_real(n) && last.is_none_or(|l| (tree.start[n as usize], n) > (tree.start[l as usize], l)) {
+            last = Some(n);
+        }
+        stack.extend_from_slice(tree.children(n));
+    }
+    last.filter(|&l| is_handoff_span(ix, l))
+}
+
 /// A failed step that hands the work to another agent: a hand-off span
 /// (`gen_ai.operation.name` or `traceloop.span.kind` `handoff`; the OpenAI
 /// Agents SDK's `handoff to {agent}` under OpenInference and
@@ -389,8 +435,8 @@ fn describe_unusable(ix: &Index, tree: &Tree, t: u32) -> Failure {
 /// another that failed before the callee did anything (no span under it):
 /// the agent could not be invoked.
 fn is_failed_handoff(ix: &Index, tree: &Tree, e: u32) -> bool {
-    let (facts, name) = (&ix.facts[e as usize], ix.spans[e as usize].name.as_str());
-    if facts.hands_off || name.starts_with("handoff to ") || name.ends_with(".handoff") {
+    let facts = &ix.facts[e as usize];
+    if is_handoff_span(ix, e) {
         return true;
     }
     let Some(parent) = tree.parent[e as usize] else { return false };

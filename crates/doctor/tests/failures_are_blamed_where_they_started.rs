@@ -252,3 +252,29 @@ fn a_rate_limit_that_exhausted_its_retries_fails_the_request_at_the_last_attempt
     assert!(f.summary.contains("attempt 3 of 3: every attempt failed"), "{}", f.summary);
     assert_eq!(f.error_type.as_deref(), Some("RateLimitError"));
 }
+
+#[test]
+fn an_agent_that_failed_handing_over_blames_the_hand_off_it_started() {
+    // As the OpenAI Agents SDK records a refused hand-off under OpenInference: the `handoff` span
+    // (its target never set) is OK and last in the agent's turn; the agent's span has the error.
+    let agent: &[(&str, &str)] = &[("openinference.span.kind", "AGENT"), ("graph.node.id", "triage")];
+    let chat: &[(&str, &str)] = &[("openinference.span.kind", "LLM")];
+    let handoff: &[(&str, &str)] = &[("openinference.span.kind", "TOOL"), ("input.value", "triage")];
+    let mut spans = request(&[
+        ("POST /chat", None, &[], true),
+        ("triage", Some(0), agent, true),
+        ("turn", Some(1), &[], false),
+        ("response", Some(2), chat, false),
+        ("handoff", Some(2), handoff, false),
+    ]);
+    (spans[3].start_unix_nano, spans[3].end_unix_nano) = (1_100_000_000, 1_500_000_000);
+    (spans[4].start_unix_nano, spans[4].end_unix_nano) = (1_600_000_000, 1_700_000_000);
+    let f = agentrace_doctor::Doctor::default().analyse(&spans).failure.expect("failure");
+    assert_eq!((f.category, f.name.as_str()), (Category::Handoff, "handoff"), "{}", f.summary);
+    assert_eq!(f.surfaced_at, Some(spans[1].span_id), "the agent's span is where it surfaced");
+    // The same agent failing after its model call, the hand-off done before: the agent's failure.
+    (spans[3].start_unix_nano, spans[4].start_unix_nano) = (1_600_000_000, 1_100_000_000);
+    spans[4].end_unix_nano = 1_200_000_000;
+    let f = agentrace_doctor::Doctor::default().analyse(&spans).failure.expect("failure");
+    assert_eq!((f.category, f.name.as_str()), (Category::Agent, "triage"), "{}", f.summary);
+}

@@ -18,6 +18,9 @@ in an SQLiteSession. The model is the stand-in, through the SDK's AsyncOpenAI cl
                                       which does not carry contextvars into the worker thread
     --docs-fault none|truncated|down  search_docs for a query about the nightly export: returns
                                       a truncated JSON document (no exception), or raises
+    --handoff-fault none|refused      triage's hand-off to the researcher, for a question about the
+                                      nightly export: its on_handoff callback raises (the
+                                      researcher cannot take it), so the researcher never runs
 """
 
 import argparse
@@ -38,6 +41,7 @@ parser.add_argument("--instrumentation", choices=["openinference", "openllmetry"
 parser.add_argument("--api", choices=["responses", "chat"], required=True)
 parser.add_argument("--runner", choices=["async", "executor"], required=True)
 parser.add_argument("--docs-fault", choices=["none", "truncated", "down"], default="none")
+parser.add_argument("--handoff-fault", choices=["none", "refused"], default="none")
 args = parser.parse_args()
 
 SERVICE = "support-agents"
@@ -70,6 +74,7 @@ from agents import (  # noqa: E402
     Runner,
     SQLiteSession,
     function_tool,
+    handoff,
 )
 from fastapi import FastAPI  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
@@ -118,9 +123,15 @@ def build_agents(client):
         tools=[search_docs, writer.as_tool(tool_name="draft_answer",
                                            tool_description="Have the writer draft the answer from notes.")],
     )
+    def take_over(context):
+        """The researcher's admission: for the nightly export it cannot take the conversation."""
+        if args.handoff_fault == "refused" and "nightly export" in str(context.context or ""):
+            record.note(args.out, side="handoff-failure", target="researcher", span=record.current_ids())
+            raise PermissionError("researcher cannot take the conversation: its queue for tenant acme is closed")
+
     triage = Agent(name="triage", model=model("gpt-4.1-mini", client),
                    instructions="You are the triage agent. Hand every product question to the researcher.",
-                   handoffs=[researcher])
+                   handoffs=[handoff(researcher, on_handoff=take_over)])
     return triage
 
 
@@ -156,7 +167,8 @@ def run_config(session_id):
 
 async def answer(session_id, text):
     with using_session(session_id):
-        result = await Runner.run(triage, text, session=SQLiteSession(session_id, DB),
+        # The turn's text as the run's context: what the hand-off's admission reads.
+        result = await Runner.run(triage, text, context=text, session=SQLiteSession(session_id, DB),
                                   run_config=run_config(session_id), hooks=TurnHooks(session_id, text))
     return result.final_output
 
@@ -169,7 +181,7 @@ def answer_sync(session_id, text):
     if not hasattr(per_thread, "triage"):
         per_thread.triage = build_agents(new_client())
     with using_session(session_id):
-        result = Runner.run_sync(per_thread.triage, text, session=SQLiteSession(session_id, DB),
+        result = Runner.run_sync(per_thread.triage, text, context=text, session=SQLiteSession(session_id, DB),
                                  run_config=run_config(session_id), hooks=TurnHooks(session_id, text))
     return result.final_output
 

@@ -76,6 +76,8 @@ def make_policy(fault):
     the writer agent as its tool draft_answer, then answers; writer drafts. `fault`:
       rate-limit   the researcher's first call of the case is answered 429 once (then retried)
       llm-error    the researcher's first call of the 2nd request is answered 400 (the request fails)
+      rate-limit-exhausted  the researcher's first call of the 2nd request is answered 429 every
+                   time: the OpenAI client's retries run out and the request fails
     A search result that is not valid JSON, or a tool error, is answered with an apology."""
     state = {"rate_limited": False}
 
@@ -89,6 +91,8 @@ def make_policy(fault):
         if not results.get("search_docs"):
             if fault == "rate-limit" and not state["rate_limited"]:
                 state["rate_limited"] = True
+                return {"error": 429, "message": "Rate limit reached for requests per min. Please try again."}
+            if fault == "rate-limit-exhausted" and "nightly export" in call["last_user"]:
                 return {"error": 429, "message": "Rate limit reached for requests per min. Please try again."}
             if fault == "llm-error" and "nightly export" in call["last_user"]:
                 return {"error": 400, "message": "This model's maximum context length is 8192 tokens; "

@@ -26,7 +26,7 @@ from llm_standin import StandIn  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-BASE = dict(instrumentation="openinference", api="responses", runner="async", docs_fault="none",
+BASE = dict(instrumentation="openinference", api="responses", runner="async", docs_fault="none", handoff_fault="none",
             llm_fault=None, sessions=1, healthy=True, failure=None, tokens_in_spans=True)
 FLOW = ("`triage` hands off to `researcher` (handoff), which calls the function tool search_docs, then "
         "the `writer` agent as its tool draft_answer (Agent.as_tool), then answers")
@@ -93,6 +93,29 @@ CASES = {
                                 "exception event"),
         description=f"as agents_handoff_healthy with one session of 2 turns: {FLOW}; in turn 2 the researcher's "
                     "first model call gets HTTP 400 (context length), the run raises and the service answers 500."),
+    "agents_rate_limit_exhausted_request_fails": dict(
+        BASE, llm_fault="rate-limit-exhausted",
+        failure=dict(side="llm-call", category="llm",
+                     why="the researcher's model call in turn 2 was answered 429 on every attempt; the OpenAI "
+                         "client's two retries ran out, openai.RateLimitError propagated out of Runner.run and the "
+                         "request failed with HTTP 500",
+                     visible_as="one `response` LLM span with status ERROR (the client retries inside it, so the "
+                                "attempts are not spans of their own), its `researcher` AGENT span ERROR; the FastAPI "
+                                "SERVER span is ERROR (500)"),
+        description=f"as agents_handoff_healthy with one session of 2 turns: {FLOW}; in turn 2 the researcher's "
+                    "first model call is rate-limited on every attempt, the client gives up after its retries, the "
+                    "run raises and the service answers 500."),
+    "agents_handoff_refused_request_fails": dict(
+        BASE, handoff_fault="refused",
+        failure=dict(side="handoff-failure", category="handoff",
+                     why="triage handed the turn-2 question (the nightly export) to the researcher, whose admission "
+                         "(the hand-off's on_handoff callback) raised PermissionError: the researcher never ran, "
+                         "Runner.run raised and the request failed with HTTP 500",
+                     visible_as="the `handoff to researcher` span is the innermost span with an error, under the "
+                                "`triage` AGENT span; no `researcher` agent span in turn 2; the FastAPI SERVER span "
+                                "is ERROR (500)"),
+        description=f"as agents_handoff_healthy with one session of 2 turns: {FLOW}; in turn 2 the hand-off to the "
+                    "researcher is refused (on_handoff raises), the run raises and the service answers 500."),
     "agents_run_sync_executor_broken": dict(
         BASE, sessions=2, runner="executor", healthy=False,
         description=f"as agents_handoff_healthy (2 concurrent sessions of 2 turns, {FLOW}), but the FastAPI handler "
@@ -275,7 +298,8 @@ def run_case(out, name, spec):
             sock = bound_socket()
             proc, log = launch(["agent_service.py", "--out", case_dir, "--fd", str(sock.fileno()), "--llm",
                                 llm.base_url, "--instrumentation", spec["instrumentation"], "--api", spec["api"],
-                                "--runner", spec["runner"], "--docs-fault", spec["docs_fault"]],
+                                "--runner", spec["runner"], "--docs-fault", spec["docs_fault"],
+                                "--handoff-fault", spec["handoff_fault"]],
                                case_dir, "support-agents", pass_fds=[sock.fileno()])
             port = sock.getsockname()[1]
             sock.close()
@@ -294,7 +318,8 @@ def run_case(out, name, spec):
                 print(f"--- {name} {path}:\n{text[-3000:]}", file=sys.stderr)
             os.remove(os.path.join(case_dir, "parts", path))
     statuses = [status for answers in results for status, _ in answers]
-    expect_500 = 1 if spec["llm_fault"] == "llm-error" else 0
+    fails = spec["llm_fault"] in ("llm-error", "rate-limit-exhausted") or spec["handoff_fault"] == "refused"
+    expect_500 = 1 if fails else 0
     assert statuses.count(500) == expect_500 and statuses.count(200) == len(statuses) - expect_500, results
     notes = record.notes(case_dir)
     versions = record.versions("openai-agents", "openai", "opentelemetry-sdk", "opentelemetry-instrumentation-fastapi",
@@ -323,6 +348,8 @@ def run_case(out, name, spec):
     if spec["failure"]:
         f = spec["failure"]
         hits = [n for n in notes if n["side"] == f["side"] and (f["side"] != "llm-call" or n["status"] >= 400)]
+        # Retried attempts of one call are noted once each, under the same span.
+        hits = list({tuple(n["span"]): n for n in hits}.values())
         assert len(hits) == 1, hits
         span = by_id[hits[0]["span"][1]]
         truth["failure"] = {"span_name": span["name"], "span_id": span["spanId"], "category": f["category"],
