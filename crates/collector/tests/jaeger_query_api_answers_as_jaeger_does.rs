@@ -338,3 +338,31 @@ fn a_broken_hop_is_one_trace_when_asked_and_a_dependency_either_way() {
         ])
     );
 }
+
+#[test]
+fn a_collector_set_to_answer_connected_requests_does_so_unless_a_query_asks_otherwise() {
+    // `api.jaeger_connected: true`: Grafana and Jaeger UI, which add no parameter of ours, see
+    // the repaired request; `connected=false` still gives the trace as it arrived.
+    let collector = support::start(|c| {
+        c.pipeline.trace_timeout = std::time::Duration::from_millis(200);
+        c.api.jaeger_connected = true;
+    });
+    let broken = support::doctor_fixture("broken_queue_message_id.json");
+    let (mut gateway, mut worker) = (String::new(), String::new());
+    for span in broken.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+        match span.name.as_str() {
+            "POST /chat" => gateway = hex(&span.trace_id),
+            "process tasks" => worker = hex(&span.trace_id),
+            _ => {}
+        }
+    }
+    support::send_otlp(&collector, &broken);
+    let api = collector.api();
+    support::wait_for(60, "the request to be diagnosed", || {
+        support::get_json(&format!("{api}/api/agentrace/requests/{worker}")).0 == 200
+    });
+    assert_eq!(trace_ids(&data(&collector, &format!("/api/traces/{worker}"))), [gateway.clone()]);
+    assert_eq!(trace_ids(&data(&collector, &format!("/api/traces/{worker}?connected=false"))), [worker.clone()]);
+    let found = data(&collector, "/api/traces?service=worker&start=1767225600000000&end=1767225601000000");
+    assert_eq!(trace_ids(&found), [gateway]);
+}
