@@ -227,6 +227,29 @@ fn python_sdk_spans_read_back_in_jaegers_model() {
     let (status, body) =
         support::get_json(&format!("{}/api/v3/trace-summaries?query.serviceName=nobody&{window}", collector.api()));
     assert_eq!((status, body), (200, serde_json::json!({"summaries": []})));
+    // Jaeger UI's Tags field, on a key with no index of ours: matched on the spans, as Jaeger's
+    // own storage matches it. The two requests have the failing tool's span; no trace has it OK.
+    let tagged = |tags: &str| {
+        let (status, body) = support::get_json(&format!(
+            "{}/api/v3/trace-summaries?query.serviceName=py-orchestrator&{window}&query.attributes={}",
+            collector.api(),
+            tags.replace('{', "%7B").replace('}', "%7D").replace('"', "%22").replace(':', "%3A").replace(',', "%2C")
+        ));
+        assert_eq!(status, 200, "{body}");
+        let mut ids: Vec<String> =
+            body["summaries"].as_array().unwrap().iter().map(|s| s["traceId"].as_str().unwrap().to_owned()).collect();
+        ids.sort();
+        ids
+    };
+    let mut requests: Vec<String> = summaries
+        .iter()
+        .filter(|s| s["rootOperationName"] == "invoke_agent orchestrator")
+        .map(|s| s["traceId"].as_str().unwrap().to_owned())
+        .collect();
+    requests.sort();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(tagged(r#"{"gen_ai.tool.name":"search","otel.status_code":"ERROR"}"#), requests);
+    assert_eq!(tagged(r#"{"gen_ai.tool.name":"search","otel.status_code":"OK"}"#), Vec::<String>::new());
     let (status, body) =
         support::get_json(&format!("{}/api/v3/traces?query.serviceName=nobody&{window}", collector.api()));
     assert_eq!(status, 404);

@@ -332,21 +332,8 @@ async fn find_traces(State(state): State<JaegerState>, RawQuery(raw): RawQuery) 
                 }
                 return Ok((out, missing));
             }
-            let wanted = search.store.limit;
-            let mut candidates = search.store.clone();
-            if !search.tags.is_empty() {
-                candidates.limit = (wanted * CANDIDATES_PER_RESULT).min(MAX_CANDIDATES);
-            }
-            let ids = query::search(conn, &candidates)?;
             let mut out = Vec::new();
-            for id in ids {
-                if out.len() >= wanted {
-                    break;
-                }
-                let request = query::load_traces(conn, std::slice::from_ref(&id))?;
-                if !search.tags.is_empty() && !matches(&request, &search) {
-                    continue;
-                }
+            for (id, request) in search_with_tags(conn, &search.store, &search.tags)? {
                 let Ok(trace_id) = TraceId::from_slice(&id) else { continue };
                 if connected {
                     out.extend(trace_json(conn, &doctor, trace_id, true, search.raw)?);
@@ -405,10 +392,38 @@ fn trace_json(
     Ok(traces)
 }
 
+/// The traces a search finds, newest first, each loaded: the store's index
+/// narrows them (service, operation, times, the indexed keys), and the
+/// `tags` it has no index for are matched on the spans themselves, reading
+/// up to [`CANDIDATES_PER_RESULT`] recent candidates per trace returned.
+/// Jaeger's v1 search and api_v3's both search so.
+pub(crate) fn search_with_tags(
+    conn: &Connection,
+    store: &SearchQuery,
+    tags: &[(String, String)],
+) -> Result<Vec<(Vec<u8>, ExportTraceServiceRequest)>, StoreError> {
+    let wanted = store.limit;
+    let mut candidates = store.clone();
+    if !tags.is_empty() {
+        candidates.limit = (wanted * CANDIDATES_PER_RESULT).min(MAX_CANDIDATES);
+    }
+    let mut out = Vec::new();
+    for id in query::search(conn, &candidates)? {
+        if out.len() >= wanted {
+            break;
+        }
+        let request = query::load_traces(conn, std::slice::from_ref(&id))?;
+        if !tags.is_empty() && !matches(&request, store, tags) {
+            continue;
+        }
+        out.push((id, request));
+    }
+    Ok(out)
+}
+
 /// Whether some span of the trace has every tag of the search, with the
 /// search's service, operation and duration.
-fn matches(request: &ExportTraceServiceRequest, search: &Search) -> bool {
-    let q = &search.store;
+fn matches(request: &ExportTraceServiceRequest, q: &SearchQuery, tags: &[(String, String)]) -> bool {
     request.resource_spans.iter().any(|rs| {
         let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
         let service = resource.iter().find(|kv| kv.key == "service.name").and_then(|kv| kv.value.as_ref());
@@ -420,7 +435,7 @@ fn matches(request: &ExportTraceServiceRequest, search: &Search) -> bool {
             q.operation.as_deref().is_none_or(|op| span.name == op)
                 && q.duration_min_ns.is_none_or(|d| duration >= d)
                 && q.duration_max_ns.is_none_or(|d| duration <= d)
-                && search.tags.iter().all(|(k, v)| span_has_tag(span, resource, k, v))
+                && tags.iter().all(|(k, v)| span_has_tag(span, resource, k, v))
         })
     })
 }

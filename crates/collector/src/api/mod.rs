@@ -141,8 +141,15 @@ async fn find_traces(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> 
     let request = state
         .store
         .read(move |conn| {
-            let ids = query::search(conn, &search)?;
-            query::load_traces(conn, &ids)
+            if search.attributes.is_empty() {
+                let ids = query::search(conn, &search.store)?;
+                return query::load_traces(conn, &ids);
+            }
+            let mut request = ExportTraceServiceRequest::default();
+            for (_, trace) in jaeger::search_with_tags(conn, &search.store, &search.attributes)? {
+                request.resource_spans.extend(trace.resource_spans);
+            }
+            Ok(request)
         })
         .await?;
     if request.resource_spans.is_empty() {
@@ -159,7 +166,12 @@ async fn find_trace_summaries(State(state): State<ApiState>, RawQuery(raw): RawQ
     let rows = state
         .store
         .read(move |conn| {
-            let ids = query::search(conn, &search)?;
+            let ids: Vec<Vec<u8>> = if search.attributes.is_empty() {
+                query::search(conn, &search.store)?
+            } else {
+                let found = jaeger::search_with_tags(conn, &search.store, &search.attributes)?;
+                found.into_iter().map(|(id, _)| id).collect()
+            };
             ids.iter().map(|id| Ok((id.clone(), query::span_outlines(conn, id)?))).collect::<Result<Vec<_>, _>>()
         })
         .await?;

@@ -5,19 +5,27 @@
 //! (`1.5s`, `250ms`), `query.searchDepth` (or the snake_case aliases
 //! `query.service_name`, … that jaeger-query also takes), and attributes either as
 //! `query.attributes[key]=value` or `query.attributes={"key":"value"}`.
-//! Only the indexed session and join keys can be searched by attribute;
-//! another key is refused with a message listing those that can.
+//! An attribute on an indexed session or join key narrows the store's
+//! search; every attribute is also matched on the spans themselves, as
+//! Jaeger's own storage matches them (see `jaeger::search_with_tags`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use agentrace_model::keys::{Slot, attributes_of};
 
 use super::ApiError;
 use crate::store::{KeyKind, SearchQuery};
 
+/// An api_v3 search: what the store's index narrows, and every attribute
+/// asked for, matched on the spans.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Search {
+    pub store: SearchQuery,
+    pub attributes: Vec<(String, String)>,
+}
+
 /// Parses a raw query string into a search.
-pub(crate) fn parse(raw: &str, default_depth: usize) -> Result<SearchQuery, ApiError> {
+pub(crate) fn parse(raw: &str, default_depth: usize) -> Result<Search, ApiError> {
     let mut query = SearchQuery { limit: default_depth, ..SearchQuery::default() };
+    let mut attributes: Vec<(String, String)> = Vec::new();
     for (key, value) in form_pairs(raw) {
         if value.is_empty() {
             continue;
@@ -46,43 +54,31 @@ pub(crate) fn parse(raw: &str, default_depth: usize) -> Result<SearchQuery, ApiE
                         serde_json::Value::String(s) => s,
                         other => other.to_string(),
                     };
-                    query.attributes.push((searchable(&k)?, text));
+                    attributes.push((k, text));
                 }
             }
             k if k.starts_with("query.attributes[") && k.ends_with(']') => {
-                let name = &k["query.attributes[".len()..k.len() - 1];
-                query.attributes.push((searchable(name)?, value));
+                attributes.push((k["query.attributes[".len()..k.len() - 1].to_owned(), value));
             }
             _ => {}
         }
     }
-    // Each filter is a join in the store's query (SQLite joins at most 64
-    // tables); a search needs a handful.
-    if query.attributes.len() > MAX_ATTRIBUTE_FILTERS {
+    // Each filter is matched on every candidate's spans, and an indexed one
+    // is a join in the store's query (SQLite joins at most 64 tables); a
+    // search needs a handful.
+    if attributes.len() > MAX_ATTRIBUTE_FILTERS {
         return Err(ApiError::bad_request(format!(
             "{} attribute filters: at most {MAX_ATTRIBUTE_FILTERS} per search",
-            query.attributes.len()
+            attributes.len()
         )));
     }
-    Ok(query)
+    query.attributes =
+        attributes.iter().filter_map(|(k, v)| KeyKind::searched_by(k).map(|kind| (kind, v.clone()))).collect();
+    Ok(Search { store: query, attributes })
 }
 
 /// Attribute filters one search may combine.
 pub(crate) const MAX_ATTRIBUTE_FILTERS: usize = 16;
-
-/// The key an attribute is searched under: the session and join keys of
-/// the one vocabulary, by any of their names.
-fn searchable(name: &str) -> Result<KeyKind, ApiError> {
-    KeyKind::searched_by(name).ok_or_else(|| {
-        let names: Vec<&str> =
-            [Slot::Session, Slot::Conversation, Slot::User, Slot::Message, Slot::ToolCall, Slot::RpcId]
-                .into_iter()
-                .flat_map(attributes_of)
-                .copied()
-                .collect();
-        ApiError::bad_request(format!("attribute {name:?} is not searchable; searchable: {}", names.join(", ")))
-    })
-}
 
 pub(crate) fn rfc3339_nanos(key: &str, value: &str) -> Result<i64, ApiError> {
     let t: SystemTime = humantime::parse_rfc3339_weak(value)
@@ -123,10 +119,13 @@ mod tests {
             20,
         )
         .unwrap();
+        assert_eq!(q.attributes, [("session.id".to_owned(), "s-1".to_owned())]);
+        let q = q.store;
         assert_eq!(q.service.as_deref(), Some("planner"));
         assert_eq!(q.start_min_ns, Some(1_795_514_400_000_000_000));
         assert_eq!(q.duration_min_ns, Some(1_500_000_000));
         assert_eq!(q.limit, 5);
+        // An indexed key narrows the store's search too.
         assert_eq!(q.attributes, vec![(KeyKind::Session, "s-1".to_owned())]);
         // As Jaeger UI 2.x writes them.
         let q = parse(
@@ -134,7 +133,8 @@ mod tests {
              &query.startTimeMax=2026-11-24T11%3A00%3A00.000Z&query.durationMax=2s&query.searchDepth=7",
             20,
         )
-        .unwrap();
+        .unwrap()
+        .store;
         assert_eq!((q.service.as_deref(), q.operation.as_deref()), (Some("planner"), Some("chat")));
         assert_eq!(
             (q.start_min_ns, q.start_max_ns),
@@ -152,8 +152,11 @@ mod tests {
         let e = parse(&many.join("&"), 20).unwrap_err();
         assert!(format!("{e:?}").contains("at most 16 per search"), "{e:?}");
         assert!(parse(&many[..MAX_ATTRIBUTE_FILTERS].join("&"), 20).is_ok());
-        let e = parse("query.attributes%5Bhttp.method%5D=GET", 20).unwrap_err();
-        assert!(e.message.contains("not searchable"), "{}", e.message);
+        // Any attribute may be asked for, as Jaeger UI's Tags field sends it; only indexed keys
+        // narrow the store's search, the rest are matched on the spans.
+        let q = parse("query.attributes%5Bhttp.method%5D=GET", 20).unwrap();
+        assert_eq!(q.attributes, [("http.method".to_owned(), "GET".to_owned())]);
+        assert!(q.store.attributes.is_empty());
         assert!(percent_decode("a%2").ends_with("%2"));
     }
 }
