@@ -303,9 +303,7 @@ fn flag(key: &str, value: &str) -> Result<bool, JaegerError> {
 }
 
 fn parse_trace_id(text: &str) -> Result<TraceId, JaegerError> {
-    // Jaeger IDs may drop leading zeros.
-    let padded = format!("{text:0>32}");
-    TraceId::from_hex(&padded).map_err(|e| JaegerError::bad_request(format!("malformed trace ID {text:?}: {e}")))
+    super::trace_id_from_text(text).map_err(|e| JaegerError::bad_request(format!("malformed trace ID {e}")))
 }
 
 fn now_us() -> i64 {

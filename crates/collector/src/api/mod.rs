@@ -126,8 +126,17 @@ fn otlp_result(request: ExportTraceServiceRequest) -> Response {
     axum::Json(body).into_response()
 }
 
+/// A trace ID as the query APIs take it: hex, its leading zeros optional
+/// (Jaeger and Tempo both write IDs without them).
+pub(crate) fn trace_id_from_text(text: &str) -> Result<TraceId, String> {
+    if text.is_empty() || text.len() > 32 {
+        return Err(format!("{text:?} is not 1 to 32 hex digits"));
+    }
+    TraceId::from_hex(&format!("{text:0>32}")).map_err(|e| format!("{text:?}: {e}"))
+}
+
 async fn get_trace(State(state): State<ApiState>, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
-    let id = TraceId::from_hex(&trace_id).map_err(|e| ApiError::bad_request(format!("invalid trace id: {e}")))?;
+    let id = trace_id_from_text(&trace_id).map_err(|e| ApiError::bad_request(format!("invalid trace id {e}")))?;
     let key = id.as_bytes().to_vec();
     let request = state.store.read(move |conn| query::load_traces(conn, &[key])).await?;
     if request.resource_spans.is_empty() {
@@ -207,6 +216,8 @@ fn trace_summary(trace_id: &[u8], spans: &[query::SpanOutline]) -> Option<serde_
         }
         v
     };
+    // By name, as jaeger-query lists them.
+    services.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let errors: u64 = services.iter().map(|(_, _, e)| e).sum();
     let mut summary = json!({
         "traceId": agentrace_model::ids::to_hex(trace_id),

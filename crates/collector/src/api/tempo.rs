@@ -127,11 +127,8 @@ fn params(raw: Option<&str>) -> Vec<(String, String)> {
 }
 
 fn trace_id(text: &str) -> Result<TraceId, TempoError> {
-    if text.is_empty() || text.len() > 32 {
-        return Err(bad(format!("invalid trace id {text:?}: up to 32 hex digits")));
-    }
-    // Tempo left-pads a short ID with zeros.
-    TraceId::from_hex(&format!("{text:0>32}")).map_err(|e| bad(format!("invalid trace id {text:?}: {e}")))
+    // Tempo left-pads a short ID with zeros, as the helper does.
+    super::trace_id_from_text(text).map_err(|e| bad(format!("invalid trace id {e}")))
 }
 
 fn wants_protobuf(headers: &HeaderMap) -> bool {
