@@ -77,10 +77,10 @@ pub(crate) enum BadOutput {
     /// The tool answered with an error payload (MCP `isError: true`, or an
     /// `error` member that says what went wrong).
     ErrorPayload,
-    /// The tool answered with nothing (empty text or an empty JSON value).
-    /// Unusable only where the same tool answered with structured output
-    /// earlier in the request (see `failure.rs`): some tools rightly return
-    /// nothing.
+    /// The tool answered with empty text. Unusable only where the same tool
+    /// answered with structured output earlier in the request (see
+    /// `failure.rs`). An empty JSON value (`[]`, `{}`, `null`) is an answer:
+    /// a search that finds nothing, a lookup of something absent.
     Empty,
 }
 
@@ -94,9 +94,9 @@ fn opens_like_json(t: &str) -> bool {
     matches!((first, next), (Some('{'), Some('"' | '}')) | (Some('['), Some('{' | '"' | '[' | ']')))
 }
 
-/// Whether a tool's output says nothing: empty, or an empty JSON value.
+/// Whether a tool's output is empty text (also as a JSON string, `""`).
 fn is_empty_output(t: &str) -> bool {
-    matches!(t.trim(), "" | "{}" | "[]" | "null" | "\"\"" | "None")
+    matches!(t.trim(), "" | "\"\"")
 }
 
 /// Judges a tool's recorded output. Only text that opens like JSON (`{"`,
@@ -104,7 +104,12 @@ fn is_empty_output(t: &str) -> bool {
 /// wrappers that carry the tool's text (`content`, `text`, `output`) are
 /// looked into.
 pub(crate) fn judge_output(text: &str) -> Option<BadOutput> {
-    fn inner(v: &serde_json::Value, depth: usize) -> Option<BadOutput> {
+    // `answer`: `v` is the tool's answer itself, or what a wrapper that
+    // carries the answer holds (MCP's `content` items, LangChain's
+    // `content`), not data inside it: an `error` member counts only there,
+    // so a listing of failed jobs (`[{"job": "nightly", "error": "disk
+    // full"}]`) is data, not the tool's failure.
+    fn inner(v: &serde_json::Value, depth: usize, answer: bool) -> Option<BadOutput> {
         if depth > 6 {
             return None;
         }
@@ -116,22 +121,31 @@ pub(crate) fn judge_output(text: &str) -> Option<BadOutput> {
                 // `{"error": "…"}` or `{"error": {…}}`: a tool that caught its
                 // failure and answered with it (an empty or null member is none).
                 match map.get("error") {
-                    Some(serde_json::Value::String(e)) if !e.trim().is_empty() => {
+                    Some(serde_json::Value::String(e)) if answer && !e.trim().is_empty() => {
                         return Some(BadOutput::ErrorPayload);
                     }
-                    Some(serde_json::Value::Object(e)) if !e.is_empty() => return Some(BadOutput::ErrorPayload),
+                    Some(serde_json::Value::Object(e)) if answer && !e.is_empty() => {
+                        return Some(BadOutput::ErrorPayload);
+                    }
                     _ => {}
                 }
-                for key in ["content", "text", "output", "result", "data"] {
-                    if let Some(found) = map.get(key).and_then(|x| inner(x, depth + 1)) {
+                for (key, carries_answer) in
+                    [("content", true), ("text", true), ("output", true), ("result", false), ("data", false)]
+                {
+                    if let Some(found) = map.get(key).and_then(|x| inner(x, depth + 1, answer && carries_answer)) {
                         return Some(found);
                     }
                 }
                 None
             }
-            serde_json::Value::Array(items) => items.iter().take(16).find_map(|x| inner(x, depth + 1)),
+            // A list holds the answer's items, not the answer, unless they are
+            // typed content blocks (MCP's `{"type": "text", "text": …}`).
+            serde_json::Value::Array(items) => items
+                .iter()
+                .take(16)
+                .find_map(|x| inner(x, depth + 1, answer && x.get("type").is_some_and(|t| t.is_string()))),
             serde_json::Value::String(s) if opens_like_json(s) => match serde_json::from_str(s) {
-                Ok(v) => inner(&v, depth + 1),
+                Ok(v) => inner(&v, depth + 1, answer),
                 Err(_) => Some(BadOutput::Malformed),
             },
             _ => None,
@@ -141,7 +155,7 @@ pub(crate) fn judge_output(text: &str) -> Option<BadOutput> {
         return None;
     }
     match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => inner(&v, 0),
+        Ok(v) => inner(&v, 0, true),
         Err(_) => Some(BadOutput::Malformed),
     }
 }
@@ -720,6 +734,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut database = false;
     let mut keys = KeySet::new();
     let mut agent = None;
+    let mut agent_id = None;
     let mut model = None;
     let mut input = None;
     let mut output = None;
@@ -783,8 +798,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             "gen_ai.usage.output_tokens.reasoning" => put_i64(&mut reasoning, 3, value),
             "gen_ai.agent.name" => put(&mut agent, 0, text(value)),
             "agent.name" => put(&mut agent, 1, text(value)),
-            // Only an ID: the agent is named by it (a name, when recorded, wins).
-            "gen_ai.agent.id" => put(&mut agent, 4, text(value)),
+            "gen_ai.agent.id" => agent_id = text(value),
             "agent_name" => pydantic_agent = value.as_str(),
             "gen_ai.handoff.to_agent" => handoff_to = value.as_str(),
             "recipient_agent_type" => autogen_recipient = value.as_str(),
@@ -938,6 +952,15 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     {
         agent = Some((6, Cow::Borrowed(recipient)));
         source = Some(AgentSource::AutoGen);
+    }
+    // Only an ID (`gen_ai.agent.id`) on an agent span, nothing else naming
+    // the agent (not even its span's name): the ID names it.
+    if agent.is_none()
+        && category == Category::Agent
+        && let Some(id) = agent_id.filter(|i: &Cow<str>| !i.is_empty())
+    {
+        agent = Some((7, id));
+        source = Some(AgentSource::GenAi);
     }
     f.agent_source = source.filter(|_| agent.is_some());
     if category == Category::Llm {
@@ -1140,6 +1163,12 @@ mod tests {
 
     #[test]
     fn an_agent_recorded_only_by_its_id_is_named_by_it() {
+        // The span's name names it first (`invoke_agent planner`, id a per-instance handle).
+        let mut texts = Texts::default();
+        let mut named = span(&[("gen_ai.operation.name", "invoke_agent".into()), ("gen_ai.agent.id", "a-7f3".into())]);
+        named.name = "invoke_agent planner".into();
+        let f = read(&named, &mut texts);
+        assert_eq!(texts.opt(f.agent_name), Some("planner"));
         let mut texts = Texts::default();
         let op = ("gen_ai.operation.name", Value::from("invoke_agent"));
         let only_id = span(&[op.clone(), ("gen_ai.agent.id", "asst_42".into())]);
@@ -1369,6 +1398,18 @@ mod tests {
         );
         assert_eq!(judge_output("[INFO] done, 3 rows"), None);
         assert_eq!(judge_output("plain text answer"), None);
+        // An `error` member is the tool's failure only in the answer itself (or the text of an
+        // MCP content block), not in the data it returns.
+        assert_eq!(judge_output(r#"{"error": "upstream timed out"}"#), Some(BadOutput::ErrorPayload));
+        assert_eq!(
+            judge_output(r#"{"content":[{"type":"text","text":"{\"error\": \"no such city\"}"}]}"#),
+            Some(BadOutput::ErrorPayload)
+        );
+        assert_eq!(judge_output(r#"[{"job": "nightly", "error": "disk full"}]"#), None);
+        assert_eq!(judge_output(r#"{"result": {"failed": [{"job": "x", "error": "disk full"}]}}"#), None);
+        assert_eq!(judge_output(r#"{"data": {"error": "in a row"}}"#), None);
+        assert_eq!(judge_output(r#"{"content": "[{\"job\": \"nightly\", \"error\": \"disk full\"}]"}"#), None);
+        assert_eq!(judge_output(r#"{"error": null, "rows": []}"#), None);
     }
 
     #[test]

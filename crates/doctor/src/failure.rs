@@ -98,12 +98,13 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
     // span recorded an error: the first such output of a request with no
     // causal error is its failure.
     let mut unusable: Vec<Option<u32>> = vec![None; len];
+    let answered = StructuredAnswers::of(ix, tree);
     for &node in &tree.order {
         if !tree.is_real(node) {
             continue;
         }
         let bad = match ix.facts[node as usize].bad_output {
-            Some(BadOutput::Empty) => answered_before(ix, tree, node),
+            Some(BadOutput::Empty) => answered.before(ix, tree, node),
             bad => bad.is_some(),
         };
         if bad {
@@ -120,7 +121,7 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
             // A step tried again and again, failing each time (a rate limit
             // that exhausted its retries): the request gave up at the last
             // attempt, which is the one blamed, with the count.
-            let attempts = failed_attempts(ix, tree, &causal, e);
+            let attempts = failed_attempts(ix, tree, &causal, &recovered, e);
             let blamed = attempts.last().copied().unwrap_or(e);
             let mut failure = describe(ix, tree, blamed, config);
             if attempts.len() > 1 {
@@ -134,42 +135,70 @@ pub(crate) fn analyse(ix: &Index, tree: &Tree, config: &Config) -> Failures {
     Failures { per_request, causal, retries }
 }
 
-/// The attempts of the step that failed at `e`: `e` and its siblings of the
-/// same name and service that failed too, in start order; `e` alone when it
-/// was not tried again.
-fn failed_attempts(ix: &Index, tree: &Tree, causal: &[bool], e: u32) -> Vec<u32> {
-    let Some(parent) = tree.parent[e as usize] else { return vec![e] };
+/// The attempts of the step that failed first at `e`: `e` and the siblings
+/// after it of the same name and service that failed too, one after another
+/// (each starting once the one before ended), none recovered by a later
+/// success; in start order. `e` alone when it was not tried again. Steps of
+/// no known kind (plain HTTP calls, all named `POST`) are not told apart by
+/// name, so they are never attempts of each other.
+fn failed_attempts(ix: &Index, tree: &Tree, causal: &[bool], recovered: &[bool], e: u32) -> Vec<u32> {
     let n = e as usize;
-    let mut attempts: Vec<u32> = tree
+    let Some(parent) = tree.parent[n] else { return vec![e] };
+    if tree.category(ix, e) == Category::Other {
+        return vec![e];
+    }
+    let mut later: Vec<u32> = tree
         .children(parent)
         .iter()
         .copied()
         .filter(|&c| {
-            tree.is_real(c)
-                && causal[c as usize]
+            c != e
+                && tree.is_real(c)
                 && ix.spans[c as usize].name == ix.spans[n].name
                 && ix.service[c as usize] == ix.service[n]
+                && tree.start[c as usize] >= tree.start[n]
         })
         .collect();
-    attempts.sort_by_key(|&c| (tree.start[c as usize], c));
-    if attempts.is_empty() { vec![e] } else { attempts }
+    later.sort_by_key(|&c| (tree.start[c as usize], c));
+    let mut attempts = vec![e];
+    for c in later {
+        let previous = attempts[attempts.len() - 1];
+        if !causal[c as usize] || recovered[c as usize] || tree.start[c as usize] < tree.end[previous as usize] {
+            break;
+        }
+        attempts.push(c);
+    }
+    attempts
 }
 
-/// Whether the tool of `node`, which answered with nothing, answered with
-/// structured output earlier in the same request (same tool, same service,
-/// ended before `node` started): then the empty answer is not what it gives.
-fn answered_before(ix: &Index, tree: &Tree, node: u32) -> bool {
-    let n = node as usize;
-    let tool = |m: usize| ix.texts.opt(ix.facts[m].tool_name).unwrap_or(ix.spans[m].name.as_str());
-    tree.order.iter().map(|&m| m as usize).any(|m| {
-        m != n
-            && tree.is_real(m as u32)
-            && tree.root_of[m] == tree.root_of[n]
-            && ix.facts[m].structured_output
-            && ix.service[m] == ix.service[n]
-            && tree.end[m] <= tree.start[n]
-            && tool(m) == tool(n)
-    })
+/// Where each tool answered with structured output first, per request,
+/// service and tool: an empty answer after one is not what the tool gives.
+struct StructuredAnswers<'a>(std::collections::HashMap<(u32, &'a str, &'a str), u64>);
+
+impl<'a> StructuredAnswers<'a> {
+    fn of(ix: &'a Index, tree: &Tree) -> Self {
+        let mut first = std::collections::HashMap::new();
+        for &m in &tree.order {
+            if !tree.is_real(m) || !ix.facts[m as usize].structured_output {
+                continue;
+            }
+            let end = first.entry(Self::key(ix, tree, m)).or_insert(u64::MAX);
+            *end = (*end).min(tree.end[m as usize]);
+        }
+        StructuredAnswers(first)
+    }
+
+    fn key(ix: &'a Index, tree: &Tree, m: u32) -> (u32, &'a str, &'a str) {
+        let m = m as usize;
+        let tool = ix.texts.opt(ix.facts[m].tool_name).unwrap_or(ix.spans[m].name.as_str());
+        (tree.root_of[m], ix.service[m], tool)
+    }
+
+    /// Whether the tool of `node` answered with structured output in its
+    /// request before `node` started.
+    fn before(&self, ix: &'a Index, tree: &Tree, node: u32) -> bool {
+        self.0.get(&Self::key(ix, tree, node)).is_some_and(|&end| end <= tree.start[node as usize])
+    }
 }
 
 /// The failed retrieval or tool step that made the call on the way to the

@@ -203,6 +203,11 @@ fn a_tool_that_answers_with_nothing_after_answering_with_data_fails_the_request(
     // A tool that always answers with nothing, or answered with nothing first, is not judged.
     assert!(run(&empty, &empty).is_none());
     assert!(run(&empty, &data).is_none());
+    // An empty JSON value is an answer: a search that found nothing, a lookup of something absent.
+    for nothing in ["[]", "{}", "null"] {
+        let none = tool(nothing);
+        assert!(run(&data, &none).is_none(), "{nothing}");
+    }
 }
 
 /// A request whose `chat gpt-4o` call was tried three times, one after another: `failed[k]` says
@@ -251,6 +256,24 @@ fn a_rate_limit_that_exhausted_its_retries_fails_the_request_at_the_last_attempt
     );
     assert!(f.summary.contains("attempt 3 of 3: every attempt failed"), "{}", f.summary);
     assert_eq!(f.error_type.as_deref(), Some("RateLimitError"));
+}
+
+#[test]
+fn attempts_are_counted_only_while_they_fail_one_after_another() {
+    // Failed, recovered by the second, failed again: the third failed alone.
+    let d = agentrace_doctor::Doctor::default().analyse(&three_attempts([true, false, true]));
+    let f = d.failure.expect("failure");
+    assert_eq!(f.span_id, agentrace_model::SpanId::new([5; 8]).unwrap(), "{}", f.summary);
+    assert!(!f.summary.contains("attempt"), "{}", f.summary);
+    assert_eq!(d.retries.len(), 1, "the first, recovered by the second");
+    // Three calls at once that all fail are three calls, not retries: the first to end is blamed.
+    let mut spans = three_attempts([true, true, true]);
+    for s in &mut spans[2..] {
+        (s.start_unix_nano, s.end_unix_nano) = (1_100_000_000, s.end_unix_nano + 600_000_000);
+    }
+    spans[3].end_unix_nano -= 1;
+    let f = agentrace_doctor::Doctor::default().analyse(&spans).failure.expect("failure");
+    assert!(!f.summary.contains("attempt"), "{}", f.summary);
 }
 
 #[test]

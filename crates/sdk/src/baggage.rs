@@ -267,7 +267,8 @@ mod tests {
         let cx = Context::new().with_baggage([
             KeyValue::new("user.ie", "1"),
             KeyValue::new("user.id", "2"),
-            KeyValue::new("tenant.region.XXXXXXX.name", "3"),
+            // Same length, first and last eight bytes: only the full compare tells them apart.
+            KeyValue::new("tenant.rXXXXX.primary.name", "3"),
             KeyValue::new("tenant.region.primary.name", "4"),
             KeyValue::new("session.idx", "5"),
             KeyValue::new("b", "6"),

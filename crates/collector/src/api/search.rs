@@ -5,17 +5,19 @@
 //! (`1.5s`, `250ms`), `query.searchDepth` (or the snake_case aliases
 //! `query.service_name`, … that jaeger-query also takes), and attributes either as
 //! `query.attributes[key]=value` or `query.attributes={"key":"value"}`.
-//! An attribute on an indexed session or join key narrows the store's
-//! search; every attribute is also matched on the spans themselves, as
-//! Jaeger's own storage matches them (see `jaeger::search_with_tags`).
+//! An attribute on an indexed session or join key is searched in the
+//! store's index (under every name the key goes by); any other attribute is
+//! matched on the spans themselves, as Jaeger's own storage matches them
+//! (see `jaeger::search_with_tags`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::ApiError;
 use crate::store::{KeyKind, SearchQuery};
 
-/// An api_v3 search: what the store's index narrows, and every attribute
-/// asked for, matched on the spans.
+/// An api_v3 search: what the store's index narrows (the indexed keys
+/// among the attributes included), and the attributes it has no index for,
+/// matched on the spans.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Search {
     pub store: SearchQuery,
@@ -72,9 +74,17 @@ pub(crate) fn parse(raw: &str, default_depth: usize) -> Result<Search, ApiError>
             attributes.len()
         )));
     }
-    query.attributes =
-        attributes.iter().filter_map(|(k, v)| KeyKind::searched_by(k).map(|kind| (kind, v.clone()))).collect();
-    Ok(Search { store: query, attributes })
+    // A key of the one vocabulary is searched in the store's index, under
+    // every name it goes by (`session.id` finds `langfuse.session.id` too);
+    // only the others are matched on the spans.
+    let mut on_spans = Vec::new();
+    for (k, v) in attributes {
+        match KeyKind::searched_by(&k) {
+            Some(kind) => query.attributes.push((kind, v)),
+            None => on_spans.push((k, v)),
+        }
+    }
+    Ok(Search { store: query, attributes: on_spans })
 }
 
 /// Attribute filters one search may combine.
@@ -119,13 +129,12 @@ mod tests {
             20,
         )
         .unwrap();
-        assert_eq!(q.attributes, [("session.id".to_owned(), "s-1".to_owned())]);
+        assert!(q.attributes.is_empty(), "an indexed key is the index's to match: {:?}", q.attributes);
         let q = q.store;
         assert_eq!(q.service.as_deref(), Some("planner"));
         assert_eq!(q.start_min_ns, Some(1_795_514_400_000_000_000));
         assert_eq!(q.duration_min_ns, Some(1_500_000_000));
         assert_eq!(q.limit, 5);
-        // An indexed key narrows the store's search too.
         assert_eq!(q.attributes, vec![(KeyKind::Session, "s-1".to_owned())]);
         // As Jaeger UI 2.x writes them.
         let q = parse(
