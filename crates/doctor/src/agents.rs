@@ -111,29 +111,26 @@ pub(crate) fn analyse(
             request.0.tool_calls += 1;
         }
         let tokens = facts.input_tokens.is_some() || facts.output_tokens.is_some();
+        // Model calls bill tokens, embedding calls too (retrieval by
+        // category). Two conventions on one call (an OpenInference LLM or
+        // EMBEDDING span over the client library's own span) bill it once:
+        // the outermost span of the nest, when it carries tokens.
         let counts_tokens = match category {
-            Category::Llm => {
-                if let Some(p) = parent.filter(|_| parent_category == Some(Category::Llm)) {
+            Category::Llm | Category::Retrieval => {
+                if let Some(p) = parent.filter(|_| parent_category == Some(category)) {
                     let top = llm_top[p as usize];
                     llm_top[n] = top;
                     !top_has_tokens[top as usize]
                 } else {
                     llm_top[n] = node;
                     top_has_tokens[n] = tokens;
-                    own[agent as usize].llm_calls += 1;
-                    request.0.llm_calls += 1;
+                    if category == Category::Llm {
+                        own[agent as usize].llm_calls += 1;
+                        request.0.llm_calls += 1;
+                    }
                     true
                 }
             }
-            // Embedding calls cost tokens too; they are retrieval by category.
-            // Two conventions on one call (an OpenInference EMBEDDING span over
-            // the client library's own span) bill it once: the outer one, when
-            // it carries tokens.
-            Category::Retrieval => !parent.is_some_and(|p| {
-                let pf = &ix.facts[p as usize];
-                parent_category == Some(Category::Retrieval)
-                    && (pf.input_tokens.is_some() || pf.output_tokens.is_some())
-            }),
             _ => false,
         };
         if counts_tokens && tokens {

@@ -213,7 +213,20 @@ fn an_embedding_call_recorded_by_two_conventions_is_billed_once() {
     outer.end_unix_nano += 1_000;
     spans[1].parent_span_id = Some(outer.span_id);
     spans.push(outer);
-    let d = agentrace_doctor::Doctor::default().analyse(&spans);
-    let analyst = d.agents.iter().find(|a| a.name == "analyst").expect("the agent");
-    assert_eq!(analyst.input_tokens, 40, "{analyst:?}");
+    let billed = |spans: &[agentrace_model::Span]| {
+        let d = agentrace_doctor::Doctor::default().analyse(spans);
+        d.agents.iter().find(|a| a.name == "analyst").expect("the agent").input_tokens
+    };
+    assert_eq!(billed(&spans), 40);
+    // Three deep (a framework's span over OpenInference's over the library's): still once.
+    let mut top = spans[2].clone();
+    top.span_id = agentrace_model::SpanId::new([10; 8]).expect("non-zero");
+    top.name = "retrieve".into();
+    top.start_unix_nano -= 1_000;
+    top.end_unix_nano += 1_000;
+    spans[2].parent_span_id = Some(top.span_id);
+    spans.push(top);
+    assert_eq!(billed(&spans), 40);
+    // The library's span alone is billed.
+    assert_eq!(billed(&agent_with_calls(&[("text-embedding-3-small", &[("gen_ai.usage.input_tokens", 40)])])), 40);
 }

@@ -65,22 +65,21 @@ pub const EXPORT_EVERY: Duration = Duration::from_millis(100);
 /// `service.namespace` of every demo service, so they are easy to filter in a shared backend.
 pub const NAMESPACE: &str = "agentrace-demo";
 
-/// The URL spans are posted to, for an OTLP/HTTP base endpoint.
-pub fn traces_url(endpoint: &str) -> String {
-    format!("{}/v1/traces", endpoint.trim_end_matches('/'))
-}
-
 /// Where the demo posts its spans, as an OpenTelemetry SDK decides it: the `--endpoint` flag (a
 /// base URL), else `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (the whole URL), else
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` (a base), else the collector's default OTLP/HTTP port; read
 /// through `var`.
 pub fn traces_target(flag: Option<&str>, var: impl Fn(&str) -> Option<String>) -> String {
-    let set = |name: &str| var(name).filter(|v| !v.trim().is_empty()).map(|v| v.trim().to_owned());
-    match (flag, set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), set("OTEL_EXPORTER_OTLP_ENDPOINT")) {
-        (Some(flag), _, _) => traces_url(flag),
-        (None, Some(whole), _) => whole,
-        (None, None, Some(base)) => traces_url(&base),
-        (None, None, None) => traces_url("http://127.0.0.1:4318"),
+    let base = |endpoint: &str| format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    if let Some(flag) = flag {
+        return base(flag);
+    }
+    // The collector's own reading of the endpoint variables (the demo speaks OTLP/HTTP only: a
+    // protocol set otherwise is its check's to refuse, with advice).
+    let env = |name: &str| if name.ends_with("_ENDPOINT") { var(name) } else { None };
+    match agentrace_collector::config::ExporterConfig::from_env(env) {
+        Ok(Some(exporter)) => exporter.endpoint,
+        _ => base("http://127.0.0.1:4318"),
     }
 }
 
