@@ -136,15 +136,13 @@ fn an_agent_that_could_not_be_invoked_is_a_handoff_failure_and_one_that_failed_a
     assert_eq!(f.category, Category::Agent, "{}", f.summary);
 }
 
+/// The attributes of an `execute_tool lookup` span that answered `output`.
+fn tool(output: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![("gen_ai.operation.name", "execute_tool"), ("gen_ai.tool.name", "lookup"), ("gen_ai.tool.call.result", output)]
+}
+
 #[test]
 fn a_tool_that_answers_with_an_error_member_fails_the_request() {
-    let tool = |output: &'static str| -> Vec<(&'static str, &'static str)> {
-        vec![
-            ("gen_ai.operation.name", "execute_tool"),
-            ("gen_ai.tool.name", "lookup"),
-            ("gen_ai.tool.call.result", output),
-        ]
-    };
     for (output, fails) in [
         (r#"{"error": "upstream timed out"}"#, true),
         (r#"{"error": {"code": 503, "message": "unavailable"}}"#, true),
@@ -172,13 +170,6 @@ fn a_tool_that_answers_with_an_error_member_fails_the_request() {
 
 #[test]
 fn a_tool_that_answers_with_nothing_after_answering_with_data_fails_the_request() {
-    let tool = |output: &'static str| -> Vec<(&'static str, &'static str)> {
-        vec![
-            ("gen_ai.operation.name", "execute_tool"),
-            ("gen_ai.tool.name", "lookup"),
-            ("gen_ai.tool.call.result", output),
-        ]
-    };
     let (data, empty) = (tool(r#"{"rows": [1, 2]}"#), tool(""));
     let run = |first: &[(&str, &str)], second: &[(&str, &str)]| {
         let mut spans = request(&[

@@ -151,8 +151,7 @@ pub struct DemoArgs {
 /// it is no OTLP/HTTP receiver (an OTLP/gRPC port answers an HTTP/1.1 POST with 200 and a
 /// `grpc-status`, which the exporter would count as delivered), or it wants a token. An empty
 /// export request is sent, as any OTLP/HTTP receiver accepts one.
-fn check_endpoint(traces: &str) -> anyhow::Result<()> {
-    let endpoint = traces;
+fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
     for var in ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"] {
         if let Ok(protocol) = std::env::var(var)
             && !protocol.is_empty()
@@ -177,9 +176,8 @@ fn check_endpoint(traces: &str) -> anyhow::Result<()> {
              OTEL_EXPORTER_OTLP_ENDPOINT) at one"
         );
     }
-    let target = traces;
     let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    let mut probe = client.post(target).header("content-type", "application/x-protobuf").body(Vec::new());
+    let mut probe = client.post(endpoint).header("content-type", "application/x-protobuf").body(Vec::new());
     for (name, value) in env_headers() {
         probe = probe.header(name, value);
     }
@@ -191,7 +189,7 @@ fn check_endpoint(traces: &str) -> anyhow::Result<()> {
     };
     let status = response.status();
     if response.headers().contains_key("grpc-status") {
-        bail!("{endpoint} answered as a gRPC server (grpc-status on POST {target}): {not_otlp}");
+        bail!("{endpoint} answered as a gRPC server (grpc-status on a POST): {not_otlp}");
     }
     match status.as_u16() {
         200..=299 => Ok(()),
@@ -199,7 +197,7 @@ fn check_endpoint(traces: &str) -> anyhow::Result<()> {
             "{endpoint} refused the demo's spans ({status}): it wants a token; set \
              OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20<token>"
         ),
-        _ => bail!("{endpoint} refused an OTLP/HTTP export (POST {target}: {status}): {not_otlp}"),
+        _ => bail!("{endpoint} refused an OTLP/HTTP export ({status}): {not_otlp}"),
     }
 }
 
