@@ -13,7 +13,7 @@ use std::process::Command;
 use agentrace_collector::config::{ExportProtocol, ExportRepair, ExporterConfig};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use support::{Backend, free_port, spans_of, wait_for};
+use support::{Backend, spans_of, wait_for};
 
 struct Sent {
     orchestrator: String,
@@ -49,7 +49,7 @@ fn hex(bytes: &[u8]) -> String {
 fn run(repair: ExportRepair) -> (Sent, Vec<(String, Span)>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("received.hex");
-    let backend = Backend::start(free_port(), &out, 0);
+    let backend = Backend::start(0, &out, 0);
     let mut exporter = ExporterConfig::new(backend.endpoint(), ExportProtocol::Grpc);
     exporter.repair = repair;
     let agentrace = support::start(|c| {
@@ -133,7 +133,7 @@ fn link_mode_keeps_ids_and_links_orphans_to_their_parents() {
 fn a_pass_through_forwards_redacted_spans_as_they_arrived_and_keeps_none() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("received.hex");
-    let backend = Backend::start(free_port(), &out, 0);
+    let backend = Backend::start(0, &out, 0);
     let mut exporter = ExporterConfig::new(backend.endpoint(), ExportProtocol::Grpc);
     exporter.repair = ExportRepair::Off;
     let agentrace = support::start(|c| {

@@ -97,8 +97,7 @@ fn a_batch_the_backend_refuses_for_good_is_kept_and_can_be_replayed() {
     // The backend refuses the first export for good (INVALID_ARGUMENT), as
     // one over its tenant's quota would; the batch is kept, not dropped.
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let backend = support::Backend::start_with(port, &dir.path().join("got.hex"), &["--reject", "1"]);
+    let backend = support::Backend::start_with(0, &dir.path().join("got.hex"), &["--reject", "1"]);
     let agentrace = support::start(|c| {
         c.pipeline.trace_timeout = Duration::from_millis(200);
         let mut e = ExporterConfig::new(backend.endpoint(), ExportProtocol::Grpc);

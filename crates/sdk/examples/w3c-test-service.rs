@@ -6,7 +6,8 @@
 //! headers. Spans are exported over OTLP as the `OTEL_*` variables say.
 //!
 //! Run: `cargo run -p agentrace --example w3c-test-service 127.0.0.1:5000`, then in the
-//! harness's `test/` folder: `python test.py http://127.0.0.1:5000/test`.
+//! harness's `test/` folder: `python test.py http://127.0.0.1:5000/test`. With port 0 it binds a
+//! free port and prints the URL to drive on its first line.
 
 #[path = "common/otlp.rs"]
 mod otlp;
@@ -61,6 +62,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = App { tracer: telemetry.tracer("w3c-test-service"), http: reqwest::Client::new() };
     let router = axum::Router::new().route("/test", post(test)).layer(ExtractContextLayer::new()).with_state(app);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+    // Port 0 binds a free port: the line says which (a test reads it).
+    let local = listener.local_addr()?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("listening on http://{local}/test");
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -3,9 +3,7 @@
 //! context. (The full harness is run by hand; this keeps the example honest in `cargo test`.)
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::routing::post;
@@ -21,27 +19,23 @@ impl Drop for Service {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn start() -> (Service, String, String, Seen) {
+    use std::io::BufRead;
     let exe = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("examples/w3c-test-service");
     assert!(exe.exists(), "{} missing: `cargo test -p agentrace` builds the examples", exe.display());
-    let port = free_port();
-    let child = std::process::Command::new(exe)
-        .arg(format!("127.0.0.1:{port}"))
+    // Port 0: the service binds a free port itself and says which, so no other test's server can
+    // take the port between choosing it and binding it.
+    let mut child = std::process::Command::new(exe)
+        .arg("127.0.0.1:0")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9") // nothing listens: export is not under test
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let service = Service(child);
-    let url = format!("http://127.0.0.1:{port}/test");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url =
+        line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("the service said {line:?}")).to_owned();
     let seen: Seen = Arc::default();
     let s = seen.clone();
     let app = axum::Router::new().route(

@@ -41,17 +41,20 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True, help="0: a free port, reported on stdout")
     parser.add_argument("--out", required=True)
     parser.add_argument("--refuse", type=int, default=0)
     parser.add_argument("--reject", type=int, default=0)
     args = parser.parse_args()
     out = open(args.out, "a", encoding="ascii")
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[("grpc.max_receive_message_length", 64 << 20)])
+    # gRPC shares a port with any other SO_REUSEPORT socket by default: off, so that a port taken
+    # by another test's server is an error here, not two servers answering by turns.
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(out, args.refuse, args.reject), server)
-    server.add_insecure_port(f"127.0.0.1:{args.port}")
+    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
     server.start()
-    print("ready", flush=True)
+    print("ready", port, flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()

@@ -311,8 +311,9 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Starts it on `port`, appending what it receives to `out`; the first
-    /// `refuse` requests are answered UNAVAILABLE.
+    /// Starts it on `port` (0: a free port it binds itself, so no other
+    /// process can take it between choosing and binding), appending what it
+    /// receives to `out`; the first `refuse` requests are answered UNAVAILABLE.
     pub fn start(port: u16, out: &Path, refuse: u32) -> Backend {
         Backend::start_with(port, out, &["--refuse", &refuse.to_string()])
     }
@@ -330,7 +331,10 @@ impl Backend {
             .expect("python backend starts");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready", "backend did not start");
+        let port = match line.trim().strip_prefix("ready ").map(str::parse::<u16>) {
+            Some(Ok(bound)) if bound != 0 && (port == 0 || bound == port) => bound,
+            _ => panic!("backend did not start on port {port}: it said {line:?}"),
+        };
         Backend { child, out: out.to_owned(), port }
     }
 

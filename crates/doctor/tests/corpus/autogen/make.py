@@ -110,12 +110,16 @@ def start(cmd, out_dir, name):
     return proc, port, log
 
 
-def free_port():
-    """A free port for a server that binds its own socket (the gRPC host)."""
-    sock = bound_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+def reserved_port():
+    """A free port for a server that binds its own socket (the gRPC host), and the socket that keeps
+    it: bound with SO_REUSEPORT and never listening, it keeps every other process off the port
+    until it is closed (a port chosen, released and bound later can be taken in between by anything
+    on the machine), while the gRPC host, which binds with SO_REUSEPORT by default, binds beside it
+    and alone receives the connections. Close it once the host listens."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
 
 
 def wait_port(address, timeout=60):
@@ -398,9 +402,11 @@ def run_case(out, name, spec):
                 procs.append((script, log))
                 assert script.wait(timeout=120) == 0, "the script failed; see its log"
             elif spec["app"] == "grpc":
-                address = f"127.0.0.1:{free_port()}"
+                reservation, port = reserved_port()
+                address = f"127.0.0.1:{port}"
                 procs.append(launch(["grpc_host.py", "--address", address], case_dir, "grpc-host"))
                 wait_port(address)
+                reservation.close()
                 ready = os.path.join(case_dir, "parts", "worker.ready")
                 procs.append(launch(["agent_service.py", "--app", "grpc-worker", "--host", address,
                                      "--ready", ready, *common], case_dir, "agent-worker"))

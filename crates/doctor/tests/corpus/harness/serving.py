@@ -19,9 +19,10 @@ def bound_socket():
     return sock
 
 
-def serve(app, fd, tp):
-    """Serves `app` with uvicorn on the listening socket `fd` (bound by the case's driver) until
-    SIGINT; then flushes `tp` and exits at once."""
+def serve(app, fd, tp=None):
+    """Serves `app` with uvicorn on the listening socket `fd` (bound by the case's driver, so that
+    nothing else on the machine can take the port between the driver choosing it and this process
+    serving) until SIGINT; then flushes `tp` (if the process traces) and exits at once."""
     import uvicorn
 
     sock = socket.socket(fileno=fd)
@@ -30,7 +31,8 @@ def serve(app, fd, tp):
         asyncio.run(server.serve(sockets=[sock]))
     except KeyboardInterrupt:
         pass
-    tp.shutdown()
+    if tp is not None:
+        tp.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -17,10 +17,11 @@ import httpx2
 
 import record
 from _suite import tracing
+from serving import serve
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)
-ap.add_argument("--port", type=int, required=True)
+ap.add_argument("--fd", type=int, required=True, help="the listening socket the driver bound and handed over")
 ap.add_argument("--backend", required=True, help="the backend's streamable-HTTP URL")
 ap.add_argument("--backend-port", type=int, required=True)
 args = ap.parse_args()
@@ -117,4 +118,4 @@ async def shipping_eta(order_id: str) -> dict:
 
 if __name__ == "__main__":
     connect()
-    mcp.run("streamable-http", host="127.0.0.1", port=args.port)
+    serve(mcp.streamable_http_app(host="127.0.0.1"), args.fd, tp)

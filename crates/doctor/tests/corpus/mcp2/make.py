@@ -36,6 +36,7 @@ sys.path.insert(0, HARNESS)
 
 import record  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
+from serving import bound_socket  # noqa: E402
 
 SUITE = "mcp2"
 VERSIONS = ("mcp", "opentelemetry-sdk", "opentelemetry-processor-baggage", "openai",
@@ -124,12 +125,6 @@ CASES = [
 
 # ------------------------------------------------------------------ processes ---
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def env():
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([HARNESS, HERE] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else []))
@@ -138,11 +133,18 @@ def env():
 
 
 class Proc:
-    def __init__(self, case_dir, name, argv):
+    def __init__(self, case_dir, name, argv, sock=None):
+        """Starts `argv`; with `sock`, the process inherits it (`--fd N` is added) and serves on it."""
         self.log = os.path.join(case_dir, "parts", f"log-{name}.txt")
         self.f = open(self.log, "w")
+        fds = ()
+        if sock is not None:
+            argv = [*argv, "--fd", str(sock.fileno())]
+            fds = (sock.fileno(),)
         self.p = subprocess.Popen([sys.executable, *argv], stdout=self.f, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, env=env(), cwd=HERE)
+                                  stdin=subprocess.DEVNULL, env=env(), cwd=HERE, pass_fds=fds)
+        if sock is not None:
+            sock.close()  # the process holds the port now
 
     def wait_port(self, port, timeout=20):
         deadline = time.time() + timeout
@@ -167,8 +169,7 @@ class Proc:
         self.f.close()
 
     def tail(self):
-        self.f.flush()
-        with open(self.log) as f:
+        with open(self.log) as f:  # the process writes the log; it may be closed here already
             return f.read()[-4000:]
 
 
@@ -383,24 +384,26 @@ def run_case(case, out_root, llm):
     try:
         waits = []
         if case["transport"] == "http":
-            port = free_port()
+            sock = bound_socket()
+            port = sock.getsockname()[1]
             server = Proc(case_dir, "server", [os.path.join(HERE, "tools_server.py"), "--out", case_dir,
-                                               "--transport", "http", "--port", str(port), *case.get("server_args", [])])
+                                               "--transport", "http", *case.get("server_args", [])], sock)
             procs.append(server)
             waits.append((server, port))
             target = f"http://127.0.0.1:{port}/mcp"
             if case.get("gateway"):
-                gport = free_port()
+                sock = bound_socket()
+                gport = sock.getsockname()[1]
                 gateway = Proc(case_dir, "gateway", [os.path.join(HERE, "gateway.py"), "--out", case_dir,
-                                                     "--port", str(gport), "--backend", target,
-                                                     "--backend-port", str(port)])
+                                                     "--backend", target, "--backend-port", str(port)], sock)
                 procs.append(gateway)
                 waits.append((gateway, gport))
                 target = f"http://127.0.0.1:{gport}/mcp"
             if case.get("proxy"):
-                pport = free_port()
+                sock = bound_socket()
+                pport = sock.getsockname()[1]
                 proxy = Proc(case_dir, "proxy", [os.path.join(HERE, "meta_proxy.py"), "--out", case_dir,
-                                                 "--port", str(pport), "--upstream", target])
+                                                 "--upstream", target], sock)
                 procs.append(proxy)
                 waits.append((proxy, pport))
                 target = f"http://127.0.0.1:{pport}/mcp"

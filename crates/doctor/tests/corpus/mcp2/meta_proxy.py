@@ -12,17 +12,17 @@ import json
 import uuid
 
 import httpx2
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 import record
+from serving import serve
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)
-ap.add_argument("--port", type=int, required=True)
+ap.add_argument("--fd", type=int, required=True, help="the listening socket the driver bound and handed over")
 ap.add_argument("--upstream", required=True)
 args = ap.parse_args()
 
@@ -63,4 +63,4 @@ async def forward(request: Request):
 app = Starlette(routes=[Route("/mcp", forward, methods=["GET", "POST", "DELETE"])])
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    serve(app, args.fd)

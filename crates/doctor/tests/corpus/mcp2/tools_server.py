@@ -24,11 +24,12 @@ from opentelemetry import trace
 
 import record
 from _suite import hexid, tracing
+from serving import serve
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)
 ap.add_argument("--transport", choices=("stdio", "http"), default="stdio")
-ap.add_argument("--port", type=int, default=0)
+ap.add_argument("--fd", type=int, help="HTTP: the listening socket the driver bound and handed over")
 ap.add_argument("--service", default="shop-tools")
 ap.add_argument("--fx-executor", action="store_true")
 ap.add_argument("--no-sdk-otel", action="store_true")
@@ -120,4 +121,4 @@ if __name__ == "__main__":
     if args.transport == "stdio":
         mcp.run()
     else:
-        mcp.run("streamable-http", host="127.0.0.1", port=args.port)
+        serve(mcp.streamable_http_app(host="127.0.0.1"), args.fd, tp)

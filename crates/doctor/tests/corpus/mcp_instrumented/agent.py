@@ -31,6 +31,7 @@ import time
 
 import record
 from llm_standin import StandIn
+from serving import bound_socket
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -168,12 +169,6 @@ def policy(call):
     return {"text": "Here is the weather: " + "; ".join(str(m.get("content")) for m in tool_results)}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def openai_tools(listed):
     return [{"type": "function", "function": {"name": t.name, "description": t.description or "",
                                               "parameters": t.inputSchema}} for t in listed.tools]
@@ -247,12 +242,14 @@ async def main():
         if args.transport == "stdio":
             answers = await asyncio.gather(*(handle_request(llm, None, None, u, k) for k, u in enumerate(users)))
         else:
-            port = free_port()
+            sock = bound_socket()
+            port = sock.getsockname()[1]
             log = open(os.path.join(OUT, "parts", "server-http.log"), "a")
             server = subprocess.Popen(
                 [sys.executable, os.path.join(HERE, "tools_server.py"), "--out", OUT, "--lib", SERVER_LIB,
-                 "--transport", args.transport, "--port", str(port), "--label", "shared"],
-                stdout=log, stderr=log, env=dict(os.environ))
+                 "--transport", args.transport, "--fd", str(sock.fileno()), "--label", "shared"],
+                stdout=log, stderr=log, env=dict(os.environ), pass_fds=[sock.fileno()])
+            sock.close()  # the server holds the port now
             try:
                 deadline = time.monotonic() + 20
                 while True:

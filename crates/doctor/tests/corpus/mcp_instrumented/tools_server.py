@@ -2,7 +2,7 @@
 in its own process, with its own TracerProvider (service.name "weather-tools").
 
     tools_server.py --out CASE_DIR --lib openllmetry|openinference|none --transport stdio|streamable-http|sse
-                    [--port N] [--label SESSION_LABEL]
+                    [--fd N] [--label SESSION_LABEL]
 
 `--lib none` is the field mistake of the broken cases: the server's author set up OpenTelemetry
 (provider, baggage processor, spans of their own) but never installed the MCP instrumentation,
@@ -26,7 +26,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)
 ap.add_argument("--lib", required=True, choices=["openllmetry", "openinference", "none"])
 ap.add_argument("--transport", default="stdio", choices=["stdio", "streamable-http", "sse"])
-ap.add_argument("--port", type=int, default=0)
+ap.add_argument("--fd", type=int, help="HTTP and SSE: the listening socket the agent bound and handed over")
 ap.add_argument("--label", default=os.environ.get("MCP_SESSION_LABEL", "shared"))
 args = ap.parse_args()
 OUT = args.out
@@ -68,7 +68,7 @@ elif args.lib == "openinference":
 from mcp.server.fastmcp import Context, FastMCP  # noqa: E402
 
 tracer = trace.get_tracer("weather_tools")
-mcp = FastMCP("weather-tools", host="127.0.0.1", port=args.port, log_level="WARNING")
+mcp = FastMCP("weather-tools", host="127.0.0.1", log_level="WARNING")
 
 FORECASTS = {"paris": (18, "light rain"), "oslo": (4, "snow"), "lima": (22, "overcast")}
 
@@ -109,7 +109,14 @@ async def celsius_to_fahrenheit(celsius: float, ctx: Context) -> str:
 
 if __name__ == "__main__":
     try:
-        mcp.run(args.transport)
+        if args.transport == "stdio":
+            mcp.run(args.transport)
+        else:
+            # FastMCP's own app, served on the socket the agent bound (so that nothing else on the
+            # machine can take the port between the agent choosing it and this server listening).
+            from serving import serve
+
+            serve(mcp.sse_app() if args.transport == "sse" else mcp.streamable_http_app(), args.fd, tp)
     finally:
         tp.shutdown()
         sys.stderr.flush()
