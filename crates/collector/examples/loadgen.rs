@@ -6,8 +6,19 @@
 //! attributes). `--connections` clients send concurrently, each waiting for
 //! its acknowledgement before sending again, for `--duration`. It reports
 //! acknowledged spans/s, acknowledgement latency percentiles, refusals, and,
-//! given `--server-pid`, the server's peak RSS. Requests belong to 16
-//! sessions (one per pre-encoded template), or to `--sessions N` when given.
+//! given `--server-pid`, the server's peak RSS.
+//!
+//! `--shape` says what the traffic looks like to the join index and the
+//! session state. `agents` (the default) is real agent traffic: a new trace
+//! per request, its session drawn from `--sessions` (default 5000), a
+//! message ID shared by each producer and its consumer, a tool call ID on
+//! each tool span, every ID new on every request, and every span's times
+//! those of its sending (so time indexes grow as they do in production).
+//! `adversarial` gives every span its own message, tool call and MCP session
+//! IDs, none of them shared, and every request its own session: the most
+//! keys the index and session state can be given. `templates` is the shape
+//! of the figures before 2026-12-01 (16 pre-encoded requests whose join keys,
+//! session and timestamps repeat on every send), kept to compare with them.
 //!
 //! ```sh
 //! cargo build --release -p agentrace-cli --bin agentrace
@@ -16,7 +27,45 @@
 //! taskset -c 1 target/release/examples/loadgen --connections 4 --duration 20s --server-pid $!
 //! ```
 //!
-//! Last figures (2026-11-25; 2-vCPU Debian VM, Intel Xeon, rustc 1.95,
+//! Traffic shapes (2026-12-01; 2-vCPU Debian VM, AMD EPYC, rustc 1.95,
+//! release build, HEAD 16729bd; server `TOKIO_WORKER_THREADS=1 taskset -c
+//! 0`, fresh data dir per run; generator `taskset -c 1`, 4 connections,
+//! closed loop, 6 s; server CPU from `/proc/PID/stat` from the start of the
+//! run until it is idle again; bytes written from `/proc/PID/io` `wchar`;
+//! two rounds, every row of a round in the same minutes):
+//!
+//! | configuration, shape | acknowledged | refused (retryable) | spans per server CPU-second | written per span | peak RSS |
+//! |---|---|---|---|---|---|
+//! | full (redact, pipeline, store), agents | 44.3k–46.4k/s | 55k–64k/s | 22.4k–23.8k | 2.4–2.5 KB | 288–298 MiB |
+//! | full, adversarial | 37.3k–38.4k/s | 43k–47k/s | 22.7k–23.6k | 2.8–2.9 KB | 342 MiB |
+//! | full, templates (the old shape) | 27.9k–29.3k/s | 0 | 21.5k–21.7k | 11.4–11.6 KB | 228–236 MiB |
+//! | store only (`pipeline.enabled: false`), agents | 94.0k–99.8k/s | 0 | 97.4k–101.0k | 2.3 KB | 111–116 MiB |
+//! | store only, adversarial | 75.0k–78.6k/s | 0 | 77.3k–78.9k | 2.9 KB | 111–112 MiB |
+//! | store only, templates | 34.9k–38.5k/s | 0 | 39.5k–43.0k | 12.3–12.5 KB | 115 MiB |
+//! | pass-through to the blackhole, agents, 8 conn. | 183.8k–187.5k/s | 0 | 182.6k–185.6k | 1.1 KB | 123–125 MiB |
+//!
+//! What they say. (1) The old shape's fixed timestamps sent every request
+//! to the same places of the time indexes: 11–12 KB written per span
+//! against 2.3 KB with real times, so the store alone was measured at 0.4×
+//! what it does. (2) With real traffic the live pipeline is the limit: the
+//! store alone does 4.2× the full pipeline's spans per CPU-second, and a
+//! closed-loop sender at full speed is refused ("the live pipeline is N
+//! spans behind") while the store could keep up: the issue's "never
+//! refusing while the store keeps up" is NOT met. Each span is diagnosed
+//! about 6–8 times (`agentrace_pipeline_diagnosed_spans_total` over spans
+//! received: 7.9× at 10k spans/s offered, 480k for 60.8k): every closing
+//! batch is diagnosed with up to 128 neighbour traces (the same service's
+//! traces nearest in time, which the doctor needs to tell a service's
+//! entry points from work that lost its caller), and decoding those spans
+//! again (prost, LZ4) and reading their attributes (`conventions::read`,
+//! memory-bound on each attribute key's own allocation) lead the pipeline
+//! thread's profile. (3) Adversarial keys cost no more than real ones with
+//! the pipeline on (0.95–1.0×) and 0.8× with the store alone (one index
+//! row per key and trace). (4) Neither shape gets a finding or a repair:
+//! both are healthy traffic, and the pipeline says so (0 findings, 0
+//! repairs applied at 10k spans/s offered, every trace closed).
+//!
+//! Earlier figures (2026-11-25; 2-vCPU Debian VM, Intel Xeon, rustc 1.95,
 //! release build with mimalloc; server `TOKIO_WORKER_THREADS=1 taskset -c 0`
 //! so every server thread shares one core, fresh data dir; generator, and
 //! the blackhole backend (`examples/blackhole.rs`), `taskset -c 1`; 100
@@ -40,11 +89,11 @@
 //! acknowledged, 1.0× per server CPU-second (199k–204k). Full pipeline 150k spans/s: 0.17×, not met.
 //! SQLite's span index (WAL frames, B-tree inserts) was 70 % of the store
 //! path's CPU before; the pipeline adds decoding every span again for the
-//! doctor and the connected view's copies. This generator's spans all carry
-//! its template's timestamps, so every trace of a session overlaps every
-//! other and each closing trace is diagnosed with eight of them (about 900
-//! spans; `agentrace_pipeline_diagnosed_spans_total`): a real session's
-//! requests rarely overlap, so this overstates the doctor's share.
+//! doctor and the connected view's copies. This generator's spans then all
+//! carried its template's timestamps (now `--shape templates`), so every
+//! trace of a session overlapped every other and each closing trace was
+//! diagnosed with eight of them (about 900 spans;
+//! `agentrace_pipeline_diagnosed_spans_total`).
 //!
 //! Memory: with `--trace-timeout 300s` every span stays buffered; RSS grew
 //! 59 MiB for 93,800 buffered spans, 648 bytes per span including the
@@ -106,7 +155,22 @@ struct Args {
     duration: Duration,
     rate: Option<u64>,
     server_pid: Option<u32>,
-    sessions: Option<u64>,
+    sessions: u64,
+    shape: Shape,
+}
+
+/// What the spans of a request look like, for the pipeline's join index and session state.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Shape {
+    /// Real agent traffic: one trace per request, its session drawn from `--sessions`, a message
+    /// ID shared by each producer/consumer pair, a tool call ID on each tool span, every ID new.
+    Agents,
+    /// Every span carries its own message, tool call and MCP session IDs, and every request its
+    /// own session: the most keys the join index and session state can be given.
+    Adversarial,
+    /// The generator's shape before the realistic one (kept to compare figures with old runs):
+    /// each template's join keys and session repeat on every request sent from it (16 sessions).
+    Templates,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -117,7 +181,8 @@ fn parse_args() -> Result<Args, String> {
         duration: Duration::from_secs(20),
         rate: None,
         server_pid: None,
-        sessions: None,
+        sessions: 5000,
+        shape: Shape::Agents,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -133,17 +198,32 @@ fn parse_args() -> Result<Args, String> {
             }
             "--rate" => args.rate = Some(value()?.parse().map_err(|e| format!("--rate: {e}"))?),
             "--server-pid" => args.server_pid = Some(value()?.parse().map_err(|e| format!("--server-pid: {e}"))?),
-            "--sessions" => args.sessions = Some(value()?.parse().map_err(|e| format!("--sessions: {e}"))?),
+            "--sessions" => args.sessions = value()?.parse().map_err(|e| format!("--sessions: {e}"))?,
+            "--shape" => {
+                args.shape = match value()?.as_str() {
+                    "agents" => Shape::Agents,
+                    "adversarial" => Shape::Adversarial,
+                    "templates" => Shape::Templates,
+                    other => return Err(format!("--shape: {other:?} is not agents, adversarial or templates")),
+                }
+            }
             "--help" | "-h" => {
                 println!(
                     "loadgen [--endpoint URL] [--connections N] [--spans-per-request N] [--duration 20s] \
-                     [--rate SPANS_PER_SEC] [--server-pid PID] [--sessions N]\n\n\
+                     [--rate SPANS_PER_SEC] [--server-pid PID] [--sessions N] \
+                     [--shape agents|adversarial|templates]\n\n\
                      Sends OTLP/gRPC export requests of agent-shaped spans and reports acknowledged \
                      spans/s, latency percentiles, refusals and the server's peak RSS.\n\
                      Without --rate each connection sends its next request when the last is \
                      acknowledged (closed loop). --rate sets an offered load in spans/s over all \
                      connections, sent whether or not earlier requests were answered (open loop, \
-                     up to 256 in flight per connection): use it to overload the server."
+                     up to 256 in flight per connection): use it to overload the server.\n\n\
+                     --shape agents (default): a new trace per request, its session drawn from \
+                     --sessions (default 5000), a message ID shared by each producer/consumer pair \
+                     and a tool call ID on each tool span, all new on every request. adversarial: \
+                     every span with its own message, tool call and MCP session IDs, and a new \
+                     session per request. templates: the old shape (join keys and session repeated \
+                     per template, 16 templates)."
                 );
                 std::process::exit(0);
             }
@@ -165,12 +245,22 @@ fn i(v: i64) -> any_value::Value {
     any_value::Value::IntValue(v)
 }
 
+/// The 16 hex digits standing for the request in a template's IDs, replaced on each send.
+fn stamp(variant: u64) -> String {
+    format!("{:016x}", 0xfeed_face_0000_0000 | variant)
+}
+
 /// About twenty attributes, as an instrumented agent service would set
 /// them: ten common to every span (agent, session, conversation), ten
 /// specific to the operation. Join keys (`messaging.message.id`,
 /// `gen_ai.tool.call.id`, MCP ids) appear only on the spans that carry them
-/// in real systems.
-fn attributes(op: &str, seq: u64, k: usize, session: &str) -> Vec<KeyValue> {
+/// in real systems (`Shape::Agents`: a message ID on the producer and on its
+/// consumer, the span after it), or on every span (`Shape::Adversarial`).
+fn attributes(op: &str, variant: u64, k: usize, session: &str, shape: Shape) -> Vec<KeyValue> {
+    let id = |k: usize| match shape {
+        Shape::Templates => format!("{variant}-{k}"),
+        Shape::Agents | Shape::Adversarial => format!("{}-{k}", stamp(variant)),
+    };
     let mut a = vec![
         kv("gen_ai.operation.name", s(op)),
         kv("gen_ai.agent.name", s(["planner", "researcher", "writer"][k % 3])),
@@ -179,11 +269,22 @@ fn attributes(op: &str, seq: u64, k: usize, session: &str) -> Vec<KeyValue> {
         kv("app.agent.delegation.depth", i((k % 4) as i64)),
         kv("session.id", s(session)),
         kv("gen_ai.conversation.id", s(session)),
-        kv("user.id", s("user-42")),
-        kv("code.function.name", s("agents.run_step")),
-        kv("thread.id", i(7)),
     ];
-    let id = format!("{seq}-{k}");
+    if shape == Shape::Adversarial {
+        // Three join keys of its own on every span, in place of three plain attributes.
+        a.push(kv("messaging.message.id", s(&format!("msg-{}", id(k)))));
+        a.push(kv("gen_ai.tool.call.id", s(&format!("call-{}", id(k)))));
+        a.push(kv("mcp.session.id", s(&format!("mcp-{}", id(k)))));
+    } else {
+        a.push(kv("user.id", s("user-42")));
+        a.push(kv("code.function.name", s("agents.run_step")));
+        a.push(kv("thread.id", i(7)));
+    }
+    // The consumer reads the message its producer (the span before it) sent.
+    let message = match (shape, op) {
+        (Shape::Agents, "process") => id(k - 1),
+        _ => id(k),
+    };
     let specific: [(&str, any_value::Value); 10] = match op {
         "chat" => [
             ("gen_ai.provider.name", s("openai")),
@@ -194,12 +295,24 @@ fn attributes(op: &str, seq: u64, k: usize, session: &str) -> Vec<KeyValue> {
             ("gen_ai.request.temperature", any_value::Value::DoubleValue(0.2)),
             ("gen_ai.request.max_tokens", i(1024)),
             ("gen_ai.response.finish_reasons", s("stop")),
-            ("gen_ai.response.id", s(&format!("chatcmpl-{id}"))),
+            ("gen_ai.response.id", s(&format!("chatcmpl-{}", id(k)))),
             ("server.address", s("api.openai.com")),
+        ],
+        "execute_tool" if shape == Shape::Adversarial => [
+            ("gen_ai.tool.name", s("web_search")),
+            ("gen_ai.tool.description", s("Searches the web")),
+            ("gen_ai.tool.type", s("function")),
+            ("mcp.method.name", s("tools/call")),
+            ("mcp.protocol.version", s("2026-07-28")),
+            ("jsonrpc.request.id", i(k as i64)),
+            ("rpc.system", s("jsonrpc")),
+            ("server.address", s("127.0.0.1")),
+            ("server.port", i(8931)),
+            ("network.transport", s("pipe")),
         ],
         "execute_tool" => [
             ("gen_ai.tool.name", s("web_search")),
-            ("gen_ai.tool.call.id", s(&format!("call-{id}"))),
+            ("gen_ai.tool.call.id", s(&format!("call-{}", id(k)))),
             ("gen_ai.tool.type", s("function")),
             ("mcp.method.name", s("tools/call")),
             ("mcp.session.id", s(session)),
@@ -212,7 +325,10 @@ fn attributes(op: &str, seq: u64, k: usize, session: &str) -> Vec<KeyValue> {
         "send" | "process" => [
             ("messaging.system", s("rabbitmq")),
             ("messaging.destination.name", s("tasks")),
-            ("messaging.message.id", s(&format!("msg-{id}"))),
+            (
+                if shape == Shape::Adversarial { "messaging.message.conversation_id" } else { "messaging.message.id" },
+                s(&format!("msg-{message}")),
+            ),
             ("messaging.operation.type", s(op)),
             ("messaging.operation.name", s(if op == "send" { "publish" } else { "deliver" })),
             ("messaging.client.id", s("worker-3")),
@@ -238,9 +354,10 @@ fn attributes(op: &str, seq: u64, k: usize, session: &str) -> Vec<KeyValue> {
     a
 }
 
-/// One request of agent-shaped spans; `seq` makes IDs unique.
-fn request(seq: u64, n: usize) -> ExportTraceServiceRequest {
+/// The template request of `variant`: its IDs are rewritten on every send.
+fn request(variant: u64, n: usize, shape: Shape) -> ExportTraceServiceRequest {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let seq = variant;
     let mut trace_id = [0u8; 16];
     trace_id[..8].copy_from_slice(&seq.to_be_bytes());
     trace_id[8..].copy_from_slice(&(seq ^ 0x9e37_79b9_7f4a_7c15).to_be_bytes());
@@ -248,8 +365,12 @@ fn request(seq: u64, n: usize) -> ExportTraceServiceRequest {
     let session = format!("session-{:010}", seq % 1000);
     let spans = (0..n)
         .map(|k| {
-            let kind = [1, 3, 3, 4, 5, 2][k % 6];
-            let op = ["invoke_agent", "chat", "execute_tool", "send", "process", "retrieval"][k % 6];
+            // Every producer has its consumer (the span after it): a last span that would be a
+            // producer left alone is a retrieval instead, as a message nobody received is what a
+            // broken queue hop looks like.
+            let which = if k % 6 == 3 && k + 1 == n && shape != Shape::Templates { 5 } else { k % 6 };
+            let kind = [1, 3, 3, 4, 5, 2][which];
+            let op = ["invoke_agent", "chat", "execute_tool", "send", "process", "retrieval"][which];
             let mut span_id = [0u8; 8];
             span_id.copy_from_slice(&((seq << 16) | k as u64 | 1 << 63).to_be_bytes());
             let parent = if k == 0 { Vec::new() } else { ((seq << 16) | 1 << 63).to_be_bytes().to_vec() };
@@ -261,7 +382,7 @@ fn request(seq: u64, n: usize) -> ExportTraceServiceRequest {
                 kind,
                 start_time_unix_nano: now + k as u64 * 1_000_000,
                 end_time_unix_nano: now + k as u64 * 1_000_000 + 800_000,
-                attributes: attributes(op, seq, k, &session),
+                attributes: attributes(op, variant, k, &session, shape),
                 status: Some(Status { code: if k % 50 == 49 { 2 } else { 0 }, message: String::new() }),
                 ..Default::default()
             }
@@ -296,41 +417,88 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// A pre-encoded request whose trace ID is patched per send, so that the
-/// generator spends its time sending, not encoding: it must never be the
-/// bottleneck it is measuring.
+/// A pre-encoded request whose trace ID, session and join keys are patched
+/// per send, so that the generator spends its time sending, not encoding: it
+/// must never be the bottleneck it is measuring.
 struct Template {
     bytes: Vec<u8>,
     offsets: Vec<usize>,
-    /// Where the template's session number is, when `--sessions` rewrites it.
+    /// Where the template's session number is.
     session_offsets: Vec<usize>,
+    /// Where the template's stamp is, in every ID of the request.
+    stamp_offsets: Vec<usize>,
+    /// Where each span's start and end time is, with the template's value
+    /// (moved to the time of sending, so that time indexes grow as they do
+    /// with real traffic instead of receiving every request at one point).
+    time_offsets: Vec<(usize, u64)>,
+    /// The template's first start time.
+    base_ns: u64,
+    shape: Shape,
+}
+
+/// Every place `needle` occurs in `haystack`.
+fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
+    haystack.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect()
+}
+
+/// A well-mixed function of `x` (SplitMix64's finaliser): sessions drawn in no order.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 impl Template {
-    fn new(variant: u64, n: usize) -> Template {
-        let req = request(variant, n);
+    fn new(variant: u64, n: usize, shape: Shape) -> Template {
+        let req = request(variant, n, shape);
         let marker = req.resource_spans[0].scope_spans[0].spans[0].trace_id.clone();
         let bytes = req.encode_to_vec();
-        let offsets = bytes.windows(marker.len()).enumerate().filter(|(_, w)| *w == marker).map(|(i, _)| i).collect();
+        let offsets = find_all(&bytes, &marker);
         let session = format!("session-{:010}", variant % 1000).into_bytes();
-        let session_offsets = bytes
-            .windows(session.len())
-            .enumerate()
-            .filter(|(_, w)| *w == session.as_slice())
-            .map(|(i, _)| i + "session-".len())
-            .collect();
-        Template { bytes, offsets, session_offsets }
+        let session_offsets = find_all(&bytes, &session).into_iter().map(|i| i + "session-".len()).collect();
+        let stamp_offsets = match shape {
+            Shape::Templates => Vec::new(),
+            Shape::Agents | Shape::Adversarial => find_all(&bytes, stamp(variant).as_bytes()),
+        };
+        let spans = &req.resource_spans[0].scope_spans[0].spans;
+        let base_ns = spans[0].start_time_unix_nano;
+        let time_offsets = match shape {
+            Shape::Templates => Vec::new(),
+            Shape::Agents | Shape::Adversarial => spans
+                .iter()
+                .flat_map(|sp| [sp.start_time_unix_nano, sp.end_time_unix_nano])
+                .flat_map(|t| find_all(&bytes, &t.to_le_bytes()).into_iter().map(move |o| (o, t)))
+                .collect(),
+        };
+        if shape != Shape::Templates {
+            assert_eq!(time_offsets.len(), 2 * n, "each span's start and end found once in the template");
+        }
+        Template { bytes, offsets, session_offsets, stamp_offsets, time_offsets, base_ns, shape }
     }
 
-    /// Request `seq`, of session `seq % sessions` when given (else the
-    /// template's own: 16 sessions in all).
-    fn render(&self, seq: u64, sessions: Option<u64>) -> Bytes {
+    /// Request `seq`: its own trace ID and IDs, and its session (`Agents`:
+    /// one of `sessions`, drawn; `Adversarial`: its own; `Templates`: the
+    /// template's, 16 in all).
+    fn render(&self, seq: u64, sessions: u64) -> Bytes {
         let mut out = self.bytes.clone();
-        if let Some(n) = sessions {
-            let digits = format!("{:010}", seq % n.max(1));
+        let session = match self.shape {
+            Shape::Agents => Some(mix(seq) % sessions.max(1)),
+            Shape::Adversarial => Some(seq % 10_000_000_000),
+            Shape::Templates => None,
+        };
+        if let Some(session) = session {
+            let digits = format!("{session:010}");
             for &o in &self.session_offsets {
                 out[o..o + 10].copy_from_slice(digits.as_bytes());
             }
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        for &(o, t) in &self.time_offsets {
+            out[o..o + 8].copy_from_slice(&(t + now.saturating_sub(self.base_ns)).to_le_bytes());
+        }
+        let stamp = format!("{seq:016x}");
+        for &o in &self.stamp_offsets {
+            out[o..o + 16].copy_from_slice(stamp.as_bytes());
         }
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&seq.to_be_bytes());
@@ -399,7 +567,8 @@ async fn main() {
         Arc::new(AtomicU64::new(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64));
     let stop = Arc::new(AtomicBool::new(false));
     let per_conn_rate = args.rate.map(|r| r as f64 / args.connections as f64);
-    let templates: Arc<Vec<Template>> = Arc::new((0..16).map(|v| Template::new(v, args.spans_per_request)).collect());
+    let templates: Arc<Vec<Template>> =
+        Arc::new((0..16).map(|v| Template::new(v, args.spans_per_request, args.shape)).collect());
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
         let channel = match tonic::transport::Channel::from_shared(args.endpoint.clone()) {
@@ -498,6 +667,15 @@ async fn main() {
     println!("duration            {elapsed:.1} s");
     println!("connections         {}", args.connections);
     println!("spans per request   {}", args.spans_per_request);
+    println!(
+        "shape               {:?} ({} sessions)",
+        args.shape,
+        match args.shape {
+            Shape::Agents => args.sessions.to_string(),
+            Shape::Adversarial => "one per request".into(),
+            Shape::Templates => "16".into(),
+        }
+    );
     if let Some(rate) = args.rate {
         println!("offered             {rate} spans/s");
     }
