@@ -534,3 +534,45 @@ fn every_case_one_service_at_a_time_with_late_batches_ends_as_the_file_doctors()
     }
     assert!(wrong.is_empty(), "{} deliveries end unlike the file doctor:\n{}", wrong.len(), wrong.join("\n"));
 }
+
+/// Two healthy requests of one service that ran at the same time, one
+/// quiet sooner than the other: the first is answered while the second is
+/// still open beside it, and is not diagnosed again when that one closes
+/// (nothing was found on it and nothing joined it, so no rival can change
+/// its answer; under load every request has an open trace beside it, and
+/// looking again doubled the pipeline's work). Both end as the file
+/// doctor's answers.
+#[test]
+fn a_healthy_request_answered_beside_an_open_one_is_not_diagnosed_again() {
+    let (mut a, metrics) = assembler(config());
+    let t0 = Instant::now();
+    let request = |trace: u8| {
+        let mut root = span(trace, 1, None, "POST /ask", "agent", 0, 400);
+        root.kind = SpanKind::Server;
+        let mut chat = span(trace, 2, Some(1), "chat gpt-4o", "agent", 10, 390);
+        chat.kind = SpanKind::Client;
+        chat.attributes.set("gen_ai.operation.name", "chat");
+        chat.attributes.set("gen_ai.request.model", "gpt-4o");
+        vec![root, chat]
+    };
+    let (first, second) = (request(1), request(2));
+    let spans: Vec<Span> = first.iter().chain(&second).cloned().collect();
+    a.add(1, packed(&first), t0);
+    a.add(2, packed(&second[..1]), t0);
+    // The second request's last span arrives later: it is open when the first closes.
+    a.add(3, packed(&second[1..]), t0 + Duration::from_millis(80));
+    let mut rounds = vec![a.close_due(t0 + Duration::from_millis(120), false)];
+    assert!(rounds[0].rows.iter().any(|r| r.trace_id == vec![1; 16]), "the first request is answered");
+    assert!(a.open.contains_key(&TraceId::new([2; 16]).unwrap()), "with the second still open");
+    rounds.push(a.close_due(t0 + Duration::from_millis(250), false));
+    rounds.push(a.close_due(t0 + Duration::from_millis(400), false));
+    assert_eq!(metrics.pipeline.requests_rechecked.load(Ordering::Relaxed), 0);
+    let file: Vec<_> = Doctor::new(DoctorConfig::default())
+        .analyse(&spans)
+        .request_answers()
+        .into_iter()
+        .map(|a| (a.request.trace_id.as_bytes().to_vec(), a.request.span_id.as_bytes().to_vec()))
+        .collect();
+    let live: Vec<_> = stored(&rounds).into_keys().collect();
+    assert_eq!(live, file);
+}
