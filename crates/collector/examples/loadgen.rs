@@ -66,7 +66,7 @@
 //! repairs applied at 10k spans/s offered, every trace closed).
 //!
 //! A healthy request is diagnosed once (same day and method; old = 2ebef65,
-//! new = the commit after it, release binaries run alternately). A request
+//! new = a9126ed, release binaries run alternately). A request
 //! answered while traces beside it were still open was diagnosed again
 //! once they closed, so under load every request was diagnosed twice; now
 //! only a request whose answer rests on those rivals is (it joined several
