@@ -1,0 +1,93 @@
+//! What each step of a span's road costs, per span: decoding the OTLP
+//! request, redacting it, encoding it once for the store and the exporters,
+//! packing it for the live pipeline, unpacking a held trace for a
+//! diagnosis, and diagnosing it alone and with the neighbours a closing
+//! batch is diagnosed with. The spans are the load generator's
+//! (`benches/support/agent_spans.rs`, `--shape agents`): one request of 100
+//! agent spans of about 20 attributes each. Criterion reports time per
+//! request; the figures below are per span (÷ 100).
+//!
+//! Last figures (`cargo bench -p agentrace-collector --bench span_path --
+//! --warm-up-time 2 --measurement-time 5`, bench profile, 2-vCPU Debian VM,
+//! AMD EPYC, rustc 1.95, 2026-12-01, nothing else running), criterion's
+//! median, and the ratio to decoding, the step every span takes:
+//!
+//! | step, one request of 100 agent spans | per span | ratio |
+//! |---|---|---|
+//! | decode (OTLP protobuf) | 2.56 µs | 1.0 |
+//! | clone the decoded request (what redact is given) | 1.07 µs | 0.42 |
+//! | redact (default policy), its clone taken off | 0.94 µs | 0.37 |
+//! | encode once (`wire::Encoded`) | 0.76 µs | 0.29 |
+//! | pack (LZ4 per trace) | 0.35 µs | 0.14 |
+//! | unpack a held trace | 2.45 µs (2.90 µs before the decoded strings were taken over instead of copied, same session: 0.84×) | 0.96 |
+//! | diagnose the request alone | 0.56 µs | 0.22 |
+//! | diagnose it with five requests beside it (600 spans) | 0.51 µs per span read, 3.06 µs per span of the request | 0.20 |
+//!
+//! A span received by the full pipeline is decoded, redacted, encoded,
+//! packed, and then unpacked and diagnosed once for each diagnosis whose
+//! context holds its trace (5 on average at 10k spans/s offered,
+//! `agentrace_pipeline_diagnosed_spans_total` over spans received; see
+//! `examples/loadgen.rs`): unpacking, times five, is the largest part of
+//! the 30 µs a span costs the live collector; the doctor's own reading and
+//! reasoning is a fifth of what decoding the spans for it costs.
+
+#![allow(missing_docs)]
+
+#[path = "support/agent_spans.rs"]
+mod agent_spans;
+
+use std::hint::black_box;
+
+use agent_spans::{Shape, request};
+use agentrace_collector::assemble::pack;
+use agentrace_collector::config::{ContentAction, RedactionConfig};
+use agentrace_collector::redact::Redactor;
+use agentrace_collector::wire::Encoded;
+use agentrace_doctor::{Config as DoctorConfig, Doctor};
+use agentrace_model::Span;
+use agentrace_model::otlp::{Limits, decode_protobuf};
+use criterion::{Criterion, criterion_group, criterion_main};
+use prost::Message;
+
+const SPANS: usize = 100;
+
+fn span_path(c: &mut Criterion) {
+    let req = request(1, SPANS, Shape::Agents);
+    let bytes = req.encode_to_vec();
+    let limits = Limits::default();
+    let redactor = Redactor::new(&RedactionConfig::default()).expect("the default policy");
+    let encoded = Encoded::new(&req);
+    let packed = pack(&req, &encoded);
+    let spans: Vec<Span> = packed.iter().flat_map(|p| p.packed().unpack()).collect();
+    assert_eq!(spans.len(), SPANS);
+    // The request and five others that ran beside it (other traces, sessions).
+    let context: Vec<Span> = (1..=6)
+        .map(|v| request(v, SPANS, Shape::Agents))
+        .flat_map(|r| pack(&r, &Encoded::new(&r)))
+        .flat_map(|p| p.packed().unpack())
+        .collect();
+    let doctor = Doctor::new(DoctorConfig::default());
+
+    let mut g = c.benchmark_group("one request of 100 agent spans");
+    g.bench_function("decode (OTLP protobuf)", |b| {
+        b.iter(|| decode_protobuf(black_box(&bytes), &limits).expect("decodes"))
+    });
+    g.bench_function("clone (what redact is given)", |b| b.iter(|| black_box(&req).clone()));
+    g.bench_function("redact (default policy), with its clone", |b| {
+        b.iter(|| redactor.redact(black_box(&req).clone(), ContentAction::Drop))
+    });
+    g.bench_function("encode once (wire::Encoded)", |b| b.iter(|| Encoded::new(black_box(&req))));
+    g.bench_function("pack (LZ4 per trace)", |b| b.iter(|| pack(black_box(&req), &encoded)));
+    g.bench_function("unpack (a held trace, for a diagnosis)", |b| {
+        b.iter(|| packed.iter().flat_map(|p| p.packed().unpack()).collect::<Vec<_>>())
+    });
+    g.bench_function("diagnose (the request alone)", |b| b.iter(|| doctor.analyse(black_box(&spans))));
+    g.finish();
+
+    let mut g = c.benchmark_group("six requests of 100 agent spans");
+    g.bench_function("diagnose (a request with five beside it)", |b| b.iter(|| doctor.analyse(black_box(&context))));
+    g.finish();
+}
+
+criterion_group!(benches, span_path);
+criterion_main!(benches);
