@@ -19,17 +19,25 @@
 //! | redact (default policy), its clone taken off | 0.94 µs | 0.37 |
 //! | encode once (`wire::Encoded`) | 0.76 µs | 0.29 |
 //! | pack (LZ4 per trace) | 0.35 µs | 0.14 |
-//! | unpack a held trace | 2.45 µs (2.90 µs before the decoded strings were taken over instead of copied, same session: 0.84×) | 0.96 |
+//! | unpack a held trace | 2.90 µs | 1.13 |
 //! | diagnose the request alone | 0.56 µs | 0.22 |
 //! | diagnose it with five requests beside it (600 spans) | 0.51 µs per span read, 3.06 µs per span of the request | 0.20 |
 //!
 //! A span received by the full pipeline is decoded, redacted, encoded,
 //! packed, and then unpacked and diagnosed once for each diagnosis whose
-//! context holds its trace (5 on average at 10k spans/s offered,
+//! context holds its trace (about 8 times at 10k spans/s offered,
 //! `agentrace_pipeline_diagnosed_spans_total` over spans received; see
-//! `examples/loadgen.rs`): unpacking, times five, is the largest part of
-//! the 30 µs a span costs the live collector; the doctor's own reading and
+//! `examples/loadgen.rs`): unpacking, times eight, is the largest part of
+//! the 40 µs a span costs the live collector; the doctor's own reading and
 //! reasoning is a fifth of what decoding the spans for it costs.
+//!
+//! Tried and dropped: converting the decoded OTLP span into the model by
+//! taking its strings over instead of copying them made unpacking 0.84×
+//! here (2.45 µs), but the live collector did not gain (server CPU per
+//! span 40.5–45.3 µs against 39.5–44.3 µs, five rounds each, alternately):
+//! the strings the doctor then reads lie scattered among the freed decoded
+//! structures instead of one after another. A row here is a step alone, on
+//! warm caches; only the load generator says what the collector gains.
 
 #![allow(missing_docs)]
 

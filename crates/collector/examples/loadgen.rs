@@ -65,30 +65,26 @@
 //! both are healthy traffic, and the pipeline says so (0 findings, 0
 //! repairs applied at 10k spans/s offered, every trace closed).
 //!
-//! A healthy request is diagnosed once (same day and method; old = 2ebef65,
-//! new = a9126ed, release binaries run alternately). A request
-//! answered while traces beside it were still open was diagnosed again
-//! once they closed, so under load every request was diagnosed twice; now
-//! only a request whose answer rests on those rivals is (it joined several
-//! traces, a trace of it moved, or something was found on it). Spans
-//! diagnosed per span received, 10k spans/s offered for 6 s: 8.0 → 5.0
-//! (`agentrace_pipeline_traces_rechecked_total` 598 → 0; 0 findings and 0
-//! repairs either way).
-//!
-//! | configuration, shape | old | new | new/old |
-//! |---|---|---|---|
-//! | full, agents, 15k spans/s offered, 10 s: server CPU per span | 37.8–40.8 µs | 29.4–30.4 µs | 1.25–1.39× less |
-//! | full, agents, closed loop: spans per server CPU-second | 27.2k–29.3k | 31.5k–31.8k | 1.09–1.16× |
-//! | full, adversarial, closed loop: spans per server CPU-second | 23.7k–23.9k | 26.9k–27.5k | 1.13–1.16× |
-//!
-//! Closed loop, the collector still refuses (about 54k of 100k spans/s
-//! offered). What is left: every closing batch is diagnosed with up to 128
-//! neighbour traces, each decoded again. Tried and dropped: keeping decoded
-//! traces for the next diagnoses (an LRU of 20k spans) took decoding from
-//! 49 % to 36 % of the pipeline thread but reading those spans, cold in
-//! the cache, cost what decoding saved (37–44 µs against 38–43 µs); taking
-//! the decoded protobuf's strings over instead of copying them, no change
-//! (38.8–41.7 µs against 38.8–40.5 µs).
+//! Tried and dropped (same day and method, old and new release binaries run
+//! alternately): (1) diagnosing a healthy request once. A request answered
+//! while traces beside it are still open is diagnosed again when they
+//! close; under load that is every request, and spans diagnosed per span
+//! received fell from 8.0 to 5.0 when only requests with joins or findings
+//! were (server CPU per span at 15k spans/s offered 37.8–40.8 →
+//! 29.4–30.4 µs). But a healthy request can gain a finding from a rival
+//! still arriving that the rival's own close cannot write (a job that
+//! outlived a caller whose root came late): the live answer differed from
+//! the file doctor's (`assemble::tests::a_job_that_outlived_a_caller_still_arriving_ends_as_the_file_doctors`).
+//! (2) Keeping decoded traces for the next diagnoses (an LRU of 20k spans)
+//! took decoding from 49 % to 36 % of the pipeline thread, but reading
+//! spans cold in the CPU cache cost what decoding saved (37–44 µs against
+//! 38–43 µs). (3) Batches of closing traces twice as large
+//! (`max_context_spans / 2`): 31–33 → 24–25 µs per span, not applied, since
+//! fewer neighbour traces per batch can leave a rival out of a context and
+//! no test measures the live answers under load yet. (4) Taking the decoded
+//! protobuf's strings over instead of copying them when a held trace is
+//! unpacked: 0.84× the unpack alone (`benches/span_path.rs`), no gain at
+//! the server (40.5–45.3 µs per span against 39.5–44.3, five rounds each).
 //!
 //! Earlier figures (2026-11-25; 2-vCPU Debian VM, Intel Xeon, rustc 1.95,
 //! release build with mimalloc; server `TOKIO_WORKER_THREADS=1 taskset -c 0`

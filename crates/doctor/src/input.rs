@@ -52,7 +52,7 @@ pub fn spans_from_bytes(bytes: &[u8], limits: &Limits) -> Result<Read, InputErro
             return Ok(Read::default());
         }
         let decoded = otlp::decode_protobuf(bytes, limits).map_err(InputError::Undecodable)?;
-        return Ok(Read { spans: Span::from_request_owned(decoded.request), rejected: decoded.rejected_spans });
+        return Ok(Read { spans: Span::from_request(&decoded.request), rejected: decoded.rejected_spans });
     }
     let mut read = Read::default();
     if let Ok((spans, rejected)) = decode_one(bytes, limits) {
@@ -76,15 +76,15 @@ pub fn spans_from_bytes(bytes: &[u8], limits: &Limits) -> Result<Read, InputErro
 fn decode_one(bytes: &[u8], limits: &Limits) -> Result<(Vec<Span>, u64), DecodeError> {
     match otlp::decode_json(bytes, limits) {
         Ok(d) if !d.request.resource_spans.is_empty() || !looks_enveloped(bytes) => {
-            Ok((Span::from_request_owned(d.request), d.rejected_spans))
+            Ok((Span::from_request(&d.request), d.rejected_spans))
         }
         first => match serde_json::from_slice::<serde_json::Value>(bytes) {
             Ok(serde_json::Value::Object(mut map)) if map.contains_key("result") => {
                 let inner = serde_json::to_vec(&map.remove("result").unwrap_or_default())?;
                 let d = otlp::decode_json(&inner, limits)?;
-                Ok((Span::from_request_owned(d.request), d.rejected_spans))
+                Ok((Span::from_request(&d.request), d.rejected_spans))
             }
-            _ => first.map(|d| (Span::from_request_owned(d.request), d.rejected_spans)),
+            _ => first.map(|d| (Span::from_request(&d.request), d.rejected_spans)),
         },
     }
 }

@@ -254,56 +254,42 @@ impl Span {
     /// invalid parent ID (wrong length or all zeros) is read as "no parent",
     /// which is what OTLP receivers in the field do.
     pub fn from_otlp(span: &OtlpSpan, resource: &Arc<Resource>, scope: &Arc<Scope>) -> Result<Span, crate::IdError> {
-        // IDs first: a span refused for them is not copied.
-        TraceId::from_slice(&span.trace_id)?;
-        SpanId::from_slice(&span.span_id)?;
-        Span::from_otlp_owned(span.clone(), resource, scope)
-    }
-
-    /// As [`Span::from_otlp`], taking the span's strings and attributes over
-    /// instead of copying them (the pipeline decodes a held span and
-    /// converts it at once: the decoded copy is never used again).
-    pub fn from_otlp_owned(
-        span: OtlpSpan,
-        resource: &Arc<Resource>,
-        scope: &Arc<Scope>,
-    ) -> Result<Span, crate::IdError> {
         let trace_id = TraceId::from_slice(&span.trace_id)?;
         let span_id = SpanId::from_slice(&span.span_id)?;
         let parent_span_id = SpanId::from_slice(&span.parent_span_id).ok();
-        let status = span.status.unwrap_or_default();
+        let status = span.status.clone().unwrap_or_default();
         Ok(Span {
             trace_id,
             span_id,
             parent_span_id,
-            trace_state: span.trace_state,
+            trace_state: span.trace_state.clone(),
             flags: span.flags,
-            name: span.name,
+            name: span.name.clone(),
             kind: SpanKind::from_i32(span.kind),
             start_unix_nano: span.start_time_unix_nano,
             end_unix_nano: span.end_time_unix_nano,
-            attributes: Attributes::from_otlp_owned(span.attributes),
+            attributes: Attributes::from_otlp(&span.attributes),
             dropped_attributes_count: span.dropped_attributes_count,
             events: span
                 .events
-                .into_iter()
+                .iter()
                 .map(|e| Event {
-                    name: e.name,
+                    name: e.name.clone(),
                     time_unix_nano: e.time_unix_nano,
-                    attributes: Attributes::from_otlp_owned(e.attributes),
+                    attributes: Attributes::from_otlp(&e.attributes),
                     dropped_attributes_count: e.dropped_attributes_count,
                 })
                 .collect(),
             dropped_events_count: span.dropped_events_count,
             links: span
                 .links
-                .into_iter()
+                .iter()
                 .filter_map(|l| {
                     Some(Link {
                         trace_id: TraceId::from_slice(&l.trace_id).ok()?,
                         span_id: SpanId::from_slice(&l.span_id).ok()?,
-                        trace_state: l.trace_state,
-                        attributes: Attributes::from_otlp_owned(l.attributes),
+                        trace_state: l.trace_state.clone(),
+                        attributes: Attributes::from_otlp(&l.attributes),
                         dropped_attributes_count: l.dropped_attributes_count,
                         flags: l.flags,
                     })
@@ -365,18 +351,12 @@ impl Span {
     /// Flattens an export request into spans. Spans with invalid IDs are
     /// skipped; [`crate::otlp`] validation reports them before this point.
     pub fn from_request(request: &ExportTraceServiceRequest) -> Vec<Span> {
-        Span::from_request_owned(request.clone())
-    }
-
-    /// As [`Span::from_request`], taking the request's strings over instead
-    /// of copying them.
-    pub fn from_request_owned(request: ExportTraceServiceRequest) -> Vec<Span> {
         let mut out = Vec::new();
-        for rs in request.resource_spans {
+        for rs in &request.resource_spans {
             let resource = Arc::new(resource_from_otlp(rs.resource.as_ref(), &rs.schema_url));
-            for ss in rs.scope_spans {
+            for ss in &rs.scope_spans {
                 let scope = Arc::new(scope_from_otlp(ss.scope.as_ref(), &ss.schema_url));
-                out.extend(ss.spans.into_iter().filter_map(|s| Span::from_otlp_owned(s, &resource, &scope).ok()));
+                out.extend(ss.spans.iter().filter_map(|s| Span::from_otlp(s, &resource, &scope).ok()));
             }
         }
         out

@@ -86,26 +86,20 @@ impl Value {
 
     /// Converts from OTLP's `AnyValue`.
     pub fn from_otlp(value: Option<&AnyValue>) -> Value {
-        Value::from_otlp_owned(value.cloned())
-    }
-
-    /// Converts from OTLP's `AnyValue`, taking its strings over instead of
-    /// copying them.
-    pub fn from_otlp_owned(value: Option<AnyValue>) -> Value {
-        let Some(inner) = value.and_then(|v| v.value) else {
+        let Some(inner) = value.and_then(|v| v.value.as_ref()) else {
             return Value::Empty;
         };
         match inner {
-            any_value::Value::StringValue(s) => Value::Str(s),
-            any_value::Value::BoolValue(b) => Value::Bool(b),
-            any_value::Value::IntValue(i) => Value::Int(i),
-            any_value::Value::DoubleValue(d) => Value::Double(d),
-            any_value::Value::BytesValue(b) => Value::Bytes(b),
+            any_value::Value::StringValue(s) => Value::Str(s.clone()),
+            any_value::Value::BoolValue(b) => Value::Bool(*b),
+            any_value::Value::IntValue(i) => Value::Int(*i),
+            any_value::Value::DoubleValue(d) => Value::Double(*d),
+            any_value::Value::BytesValue(b) => Value::Bytes(b.clone()),
             any_value::Value::ArrayValue(a) => {
-                Value::Array(a.values.into_iter().map(|v| Value::from_otlp_owned(Some(v))).collect())
+                Value::Array(a.values.iter().map(|v| Value::from_otlp(Some(v))).collect())
             }
             any_value::Value::KvlistValue(kv) => {
-                Value::Map(kv.values.into_iter().map(|kv| (kv.key, Value::from_otlp_owned(kv.value))).collect())
+                Value::Map(kv.values.iter().map(|kv| (kv.key.clone(), Value::from_otlp(kv.value.as_ref()))).collect())
             }
             // String-table indices belong to the profiles signal; a trace
             // span carrying one has no table to resolve it against.
@@ -220,11 +214,6 @@ impl Attributes {
     /// Converts from OTLP key-values.
     pub fn from_otlp(kvs: &[KeyValue]) -> Attributes {
         Attributes(kvs.iter().map(|kv| (kv.key.clone(), Value::from_otlp(kv.value.as_ref()))).collect())
-    }
-
-    /// Converts from OTLP key-values, taking their strings over.
-    pub fn from_otlp_owned(kvs: Vec<KeyValue>) -> Attributes {
-        Attributes(kvs.into_iter().map(|kv| (kv.key, Value::from_otlp_owned(kv.value))).collect())
     }
 
     /// Converts to OTLP key-values.

@@ -92,7 +92,7 @@ fn session_of(span: &Span) -> Option<(String, bool)> {
 }
 
 fn spans_of(conn: &Connection, ids: &[Vec<u8>]) -> Result<Vec<Span>, StoreError> {
-    Ok(Span::from_request_owned(query::load_traces(conn, ids)?))
+    Ok(Span::from_request(&query::load_traces(conn, ids)?))
 }
 
 /// How far before a request a trace that ran beside it may have started,

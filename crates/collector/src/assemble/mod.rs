@@ -325,15 +325,6 @@ fn run(
     }
 }
 
-/// Whether a request's answer rests on traces that ran beside it: it
-/// joined several traces, a trace of it moved from another request, or
-/// something was found on it (a break, a suggested join). The same test
-/// says which requests are looked at again when a trace beside them
-/// reopens.
-fn rests_on_rivals(r: &RequestRow, traces: &[TraceId], moved: &HashSet<TraceId>) -> bool {
-    traces.len() > 1 || r.broken > 0 || r.findings > 0 || r.repairs > 0 || traces.iter().any(|t| moved.contains(t))
-}
-
 /// The lowest and highest valid trace IDs, as bounds of time ranges.
 /// A hash of a request's answer, to tell whether a diagnosis changed it.
 pub(crate) fn answer_hash(answer: &agentrace_doctor::RequestAnswer) -> u64 {
@@ -511,10 +502,9 @@ pub struct Assembler {
     /// A hash of each stored request's answer, by (connected trace, root).
     stored: HashMap<(TraceId, agentrace_model::SpanId), u64>,
     buffered: usize,
-    /// Held traces of stored requests whose answer rests on rivals (see
-    /// `rests_on_rivals`) and was worked out while traces that ran beside
-    /// them were still open: each waits for those traces, then its request
-    /// is diagnosed again in its own context. A rival that was still arriving
+    /// Held traces of stored requests whose answer was worked out while
+    /// traces that ran beside them were still open: each waits for those
+    /// traces, then its request is diagnosed again in its own context. A rival that was still arriving
     /// can make a join ambiguous that the whole picture makes; without
     /// this, a request diagnosed beside half-arrived rivals kept that answer.
     recheck: HashMap<TraceId, HashSet<TraceId>>,
@@ -824,6 +814,24 @@ impl Assembler {
         let summary::Answered { rows, patches, requests, members, hashes, .. } = answer;
         self.stored.extend(hashes);
         self.metrics.pipeline.traces_closed.fetch_add(kept.len() as u64, Ordering::Relaxed);
+        if !open_in_context.is_empty() && !all {
+            for r in &requests {
+                let traces: Vec<TraceId> = r.trace_ids.iter().filter_map(|t| TraceId::from_slice(t).ok()).collect();
+                let (start, end) = self.reach(&traces);
+                // The still-open traces that ran beside it: its possible rivals.
+                let beside: Vec<TraceId> = open_in_context
+                    .iter()
+                    .copied()
+                    .filter(|o| self.held(*o).is_some_and(|h| h.overlaps(start, end)))
+                    .collect();
+                if beside.is_empty() {
+                    continue;
+                }
+                for t in traces.into_iter().filter(|t| self.window.contains_key(t)) {
+                    self.recheck.entry(t).or_default().extend(beside.iter().copied());
+                }
+            }
+        }
         // (Counted once per close: a recheck's findings were counted.)
         for own in rows.iter().filter(|r| kept.keys().any(|c| c.as_bytes() == r.trace_id.as_slice())) {
             self.metrics.pipeline.findings.fetch_add(own.findings as u64, Ordering::Relaxed);
@@ -859,32 +867,6 @@ impl Assembler {
                 retired.push(m.as_bytes().to_vec());
             }
         }
-        if !open_in_context.is_empty() && !all {
-            for r in &requests {
-                let traces: Vec<TraceId> = r.trace_ids.iter().filter_map(|t| TraceId::from_slice(t).ok()).collect();
-                // A request of one trace that nothing was found on and nothing
-                // joined rests on no rival: what the open traces may still
-                // bring is theirs to tell when they close (a join to or from
-                // it rewrites this request's row then). Looking at every
-                // request again doubled the pipeline's work under load.
-                if !rests_on_rivals(r, &traces, &moved) {
-                    continue;
-                }
-                let (start, end) = self.reach(&traces);
-                // The still-open traces that ran beside it: its possible rivals.
-                let beside: Vec<TraceId> = open_in_context
-                    .iter()
-                    .copied()
-                    .filter(|o| self.held(*o).is_some_and(|h| h.overlaps(start, end)))
-                    .collect();
-                if beside.is_empty() {
-                    continue;
-                }
-                for t in traces.into_iter().filter(|t| self.window.contains_key(t)) {
-                    self.recheck.entry(t).or_default().extend(beside.iter().copied());
-                }
-            }
-        }
         if !all {
             // A trace that reopened is whole again: what was answered beside
             // it before, without its late spans, is looked at again.
@@ -901,7 +883,7 @@ impl Assembler {
             }
             for r in &requests {
                 let traces: Vec<TraceId> = r.trace_ids.iter().filter_map(|t| TraceId::from_slice(t).ok()).collect();
-                if !rests_on_rivals(r, &traces, &moved) {
+                if !(traces.len() > 1 || r.broken > 0 || traces.iter().any(|t| moved.contains(t))) {
                     continue;
                 }
                 for c in context_traces.iter().filter(|c| !traces.contains(c)) {

@@ -60,7 +60,7 @@ impl PackedSpan {
         let mut rest: &[u8] = &plain;
         while !rest.is_empty() {
             let Ok(otlp) = OtlpSpan::decode_length_delimited(&mut rest) else { break };
-            if let Ok(span) = Span::from_otlp_owned(otlp, &self.resource, &self.scope) {
+            if let Ok(span) = Span::from_otlp(&otlp, &self.resource, &self.scope) {
                 out.push(span);
             }
         }

@@ -535,44 +535,40 @@ fn every_case_one_service_at_a_time_with_late_batches_ends_as_the_file_doctors()
     assert!(wrong.is_empty(), "{} deliveries end unlike the file doctor:\n{}", wrong.len(), wrong.join("\n"));
 }
 
-/// Two healthy requests of one service that ran at the same time, one
-/// quiet sooner than the other: the first is answered while the second is
-/// still open beside it, and is not diagnosed again when that one closes
-/// (nothing was found on it and nothing joined it, so no rival can change
-/// its answer; under load every request has an open trace beside it, and
-/// looking again doubled the pipeline's work). Both end as the file
-/// doctor's answers.
+/// A job that lost its caller's context and outlived it: it closes while
+/// the caller's trace is open with only a child arrived, so nothing seemed
+/// to run in its instance when it started; the caller's root arrives later
+/// and ends long before the job does. With the caller whole, the file
+/// doctor says the job lost its context (a suggestion, not a join), and
+/// the job's own request row must end saying so too, though the caller's
+/// close cannot rewrite it (the job reaches far past the caller). This is
+/// why a healthy request answered beside open traces is diagnosed again
+/// when they close: skipping that (tried, 1.3x less CPU per span under
+/// load) left this job's row healthy.
 #[test]
-fn a_healthy_request_answered_beside_an_open_one_is_not_diagnosed_again() {
-    let (mut a, metrics) = assembler(config());
+fn a_job_that_outlived_a_caller_still_arriving_ends_as_the_file_doctors() {
+    let (mut a, _) = assembler(config());
     let t0 = Instant::now();
-    let request = |trace: u8| {
-        let mut root = span(trace, 1, None, "POST /ask", "agent", 0, 400);
-        root.kind = SpanKind::Server;
-        let mut chat = span(trace, 2, Some(1), "chat gpt-4o", "agent", 10, 390);
-        chat.kind = SpanKind::Client;
-        chat.attributes.set("gen_ai.operation.name", "chat");
-        chat.attributes.set("gen_ai.request.model", "gpt-4o");
-        vec![root, chat]
-    };
-    let (first, second) = (request(1), request(2));
-    let spans: Vec<Span> = first.iter().chain(&second).cloned().collect();
-    a.add(1, packed(&first), t0);
-    a.add(2, packed(&second[..1]), t0);
-    // The second request's last span arrives later: it is open when the first closes.
-    a.add(3, packed(&second[1..]), t0 + Duration::from_millis(80));
+    let caller_root = span(2, 1, None, "agent turn", "agent", 0, 1000);
+    let caller_chat = span(2, 2, Some(1), "chat gpt-4o", "agent", 10, 100);
+    let job_root = span(1, 3, None, "summarise", "agent", 500, 2500);
+    let job_work = span(1, 4, Some(3), "work", "agent", 600, 2400);
+    let spans = vec![caller_root.clone(), caller_chat.clone(), job_root.clone(), job_work.clone()];
+    a.add(1, packed(&[job_root, job_work]), t0);
+    a.add(2, packed(&[caller_chat]), t0 + Duration::from_millis(80));
     let mut rounds = vec![a.close_due(t0 + Duration::from_millis(120), false)];
-    assert!(rounds[0].rows.iter().any(|r| r.trace_id == vec![1; 16]), "the first request is answered");
-    assert!(a.open.contains_key(&TraceId::new([2; 16]).unwrap()), "with the second still open");
-    rounds.push(a.close_due(t0 + Duration::from_millis(250), false));
-    rounds.push(a.close_due(t0 + Duration::from_millis(400), false));
-    assert_eq!(metrics.pipeline.requests_rechecked.load(Ordering::Relaxed), 0);
-    let file: Vec<_> = Doctor::new(DoctorConfig::default())
+    a.add(3, packed(&[caller_root]), t0 + Duration::from_millis(150));
+    rounds.push(a.close_due(t0 + Duration::from_millis(300), false));
+    rounds.push(a.close_due(t0 + Duration::from_secs(1), false));
+    let file: std::collections::BTreeMap<_, _> = Doctor::new(DoctorConfig::default())
         .analyse(&spans)
         .request_answers()
         .into_iter()
-        .map(|a| (a.request.trace_id.as_bytes().to_vec(), a.request.span_id.as_bytes().to_vec()))
+        .map(|a| ((a.request.trace_id.as_bytes().to_vec(), a.request.span_id.as_bytes().to_vec()), a))
         .collect();
-    let live: Vec<_> = stored(&rounds).into_keys().collect();
-    assert_eq!(live, file);
+    let live = stored(&rounds);
+    assert_eq!(live.keys().collect::<Vec<_>>(), file.keys().collect::<Vec<_>>());
+    for (key, want) in &file {
+        assert_eq!(serde_json::to_value(&live[key]).unwrap(), serde_json::to_value(want).unwrap(), "request {key:?}");
+    }
 }
