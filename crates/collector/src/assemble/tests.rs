@@ -174,6 +174,17 @@ fn corpus_batches(case: &str) -> Vec<Vec<Packed>> {
         .collect()
 }
 
+/// The file doctor's answers for `spans` (as `assembler()` configures the
+/// pipeline's doctor), keyed as [`stored`] keys the live ones.
+fn file_answers(spans: &[Span]) -> std::collections::BTreeMap<(Vec<u8>, Vec<u8>), agentrace_doctor::RequestAnswer> {
+    Doctor::new(DoctorConfig::default())
+        .analyse(spans)
+        .request_answers()
+        .into_iter()
+        .map(|a| ((a.request.trace_id.as_bytes().to_vec(), a.request.span_id.as_bytes().to_vec()), a))
+        .collect()
+}
+
 /// The request rows the store would hold after applying every round's
 /// output in order, keyed by (request, root), as answers.
 fn stored(rounds: &[Closed]) -> std::collections::BTreeMap<(Vec<u8>, Vec<u8>), agentrace_doctor::RequestAnswer> {
@@ -206,14 +217,7 @@ proptest::proptest! {
             .flatten()
             .flat_map(|p| p.span.unpack())
             .collect();
-        // As `assembler()` configures the pipeline's doctor.
-        let doctor = Doctor::new(DoctorConfig::default());
-        let file: std::collections::BTreeMap<_, _> = doctor
-            .analyse(&spans)
-            .request_answers()
-            .into_iter()
-            .map(|a| ((a.request.trace_id.as_bytes().to_vec(), a.request.span_id.as_bytes().to_vec()), a))
-            .collect();
+        let file = file_answers(&spans);
 
         let mut indexed: Vec<(u64, Vec<Packed>)> =
             batches.into_iter().enumerate().map(|(i, b)| (order[i % order.len()] ^ i as u64, b)).collect();
@@ -471,12 +475,7 @@ fn every_case_one_service_at_a_time_with_late_batches_ends_as_the_file_doctors()
             .flat_map(|(_, b)| pack(b, &crate::wire::Encoded::new(b)))
             .flat_map(|p| p.span.unpack())
             .collect();
-        let file: std::collections::BTreeMap<_, _> = Doctor::new(DoctorConfig::default())
-            .analyse(&spans)
-            .request_answers()
-            .into_iter()
-            .map(|a| ((a.request.trace_id.as_bytes().to_vec(), a.request.span_id.as_bytes().to_vec()), a))
-            .collect();
+        let file = file_answers(&spans);
         let mut services: Vec<String> = Vec::new();
         for (s, _) in &batches {
             if !services.contains(s) {
@@ -560,12 +559,7 @@ fn a_job_that_outlived_a_caller_still_arriving_ends_as_the_file_doctors() {
     a.add(3, packed(&[caller_root]), t0 + Duration::from_millis(150));
     rounds.push(a.close_due(t0 + Duration::from_millis(300), false));
     rounds.push(a.close_due(t0 + Duration::from_secs(1), false));
-    let file: std::collections::BTreeMap<_, _> = Doctor::new(DoctorConfig::default())
-        .analyse(&spans)
-        .request_answers()
-        .into_iter()
-        .map(|a| ((a.request.trace_id.as_bytes().to_vec(), a.request.span_id.as_bytes().to_vec()), a))
-        .collect();
+    let file = file_answers(&spans);
     let live = stored(&rounds);
     assert_eq!(live.keys().collect::<Vec<_>>(), file.keys().collect::<Vec<_>>());
     for (key, want) in &file {
