@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Real brokers for the end-to-end tests: NATS, Redis and RabbitMQ on loopback, on ports chosen
+# Real servers for the end-to-end tests: NATS, Redis, RabbitMQ and PostgreSQL on loopback, on ports chosen
 # free when they start, so they collide with nothing else on the machine. The tests find them
 # through the environment that `env` prints:
 #
 #   scripts/services.sh start   install what is missing (Debian packages), start, wait until ready
 #   eval "$(scripts/services.sh env)"
-#                               AGENTRACE_NATS_URL, AGENTRACE_REDIS_URL, AGENTRACE_AMQP_URL and
-#                               REDIS_URL (the Celery corpus) for this shell
+#                               AGENTRACE_NATS_URL, AGENTRACE_REDIS_URL, AGENTRACE_AMQP_URL,
+#                               AGENTRACE_POSTGRES_URL (a server whose tests each make their own
+#                               database) and REDIS_URL (the Celery corpus) for this shell
 #   scripts/services.sh stop    stop what `start` started
 #   scripts/services.sh status  say which are accepting connections
 #
@@ -30,9 +31,10 @@ choose_ports() {
   AMQP_PORT="$(free_port)"
   RABBIT_DIST_PORT="$(free_port)"
   EPMD_PORT="$(free_port)"
+  PG_PORT="$(free_port)"
   mkdir -p "$DIR"
-  printf 'NATS_PORT=%s\nREDIS_PORT=%s\nAMQP_PORT=%s\nRABBIT_DIST_PORT=%s\nEPMD_PORT=%s\n' \
-    "$NATS_PORT" "$REDIS_PORT" "$AMQP_PORT" "$RABBIT_DIST_PORT" "$EPMD_PORT" >"$PORTS"
+  printf 'NATS_PORT=%s\nREDIS_PORT=%s\nAMQP_PORT=%s\nRABBIT_DIST_PORT=%s\nEPMD_PORT=%s\nPG_PORT=%s\n' \
+    "$NATS_PORT" "$REDIS_PORT" "$AMQP_PORT" "$RABBIT_DIST_PORT" "$EPMD_PORT" "$PG_PORT" >"$PORTS"
 }
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -52,6 +54,7 @@ install_missing() {
   command -v nats-server >/dev/null || missing+=(nats-server)
   command -v redis-server >/dev/null || missing+=(redis-server)
   [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
+  pg_bin >/dev/null || missing+=(postgresql)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
     # Debian's postinst would try to start the system services; we run our own instances. Leave
@@ -61,7 +64,7 @@ install_missing() {
       printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
     fi
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server redis-server rabbitmq-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
     return 0
   fi
@@ -96,6 +99,42 @@ start_rabbit() {
   nohup /usr/lib/rabbitmq/bin/rabbitmq-server >"$DIR/rabbitmq.log" 2>&1 &
 }
 
+# Debian's PostgreSQL server binaries (initdb, postgres, pg_ctl), newest major version.
+pg_bin() {
+  local d
+  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
+}
+
+# PostgreSQL refuses to run as root: the cluster belongs to Debian's postgres user, in our
+# directory, with trust authentication on loopback and its socket beside its data.
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+start_postgres() {
+  listening "$PG_PORT" && { echo "postgresql already running"; return; }
+  local bin data="$DIR/postgres"
+  bin="$(pg_bin)"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    rm -rf "$data"
+    mkdir -p "$data"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$data"; fi
+    as_postgres "$bin/initdb" -D "$data" -U agentrace --auth=trust -E UTF8 --locale=C.UTF-8 >"$DIR/postgres-initdb.log" 2>&1
+  fi
+  : >"$DIR/postgres.log"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$DIR/postgres.log"; fi
+  # Sized for the tests: a few collectors' connections each, no durability tuning.
+  as_postgres "$bin/pg_ctl" -D "$data" -l "$DIR/postgres.log" -w -t 60 \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $data -c max_connections=200" start >/dev/null
+}
+
+stop_postgres() {
+  local data="$DIR/postgres" bin
+  bin="$(pg_bin)" || return 0
+  if [ -f "$data/postmaster.pid" ]; then
+    as_postgres "$bin/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 && echo "postgresql stopped"
+  fi
+}
+
 stop_pidfile() { # name
   local f="$DIR/$1.pid"
   if [ -f "$f" ]; then
@@ -115,6 +154,7 @@ print_env() {
   echo "export AGENTRACE_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/"
   echo "export AGENTRACE_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f"
   echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+  echo "export AGENTRACE_POSTGRES_URL=postgres://agentrace@127.0.0.1:$PG_PORT/postgres"
 }
 
 any_running() {
@@ -122,6 +162,7 @@ any_running() {
   for s in nats redis rabbitmq; do
     [ -f "$DIR/$s.pid" ] && kill -0 "$(cat "$DIR/$s.pid")" 2>/dev/null && return 0
   done
+  [ -f "$DIR/postgres/postmaster.pid" ] && return 0
   return 1
 }
 
@@ -135,14 +176,17 @@ case "${1:-}" in
     start_nats
     start_redis
     start_rabbit
+    start_postgres
     wait_for nats "$NATS_PORT" 20
     wait_for redis "$REDIS_PORT" 20
     wait_for rabbitmq "$AMQP_PORT" 90
+    wait_for postgresql "$PG_PORT" 60
     ;;
   stop)
     stop_pidfile nats
     stop_pidfile redis
     stop_pidfile rabbitmq
+    stop_postgres
     # epmd outlives the node it served; it is ours (own port), so stop it too.
     if [ -n "${EPMD_PORT:-}" ] && command -v epmd >/dev/null; then
       ERL_EPMD_PORT="$EPMD_PORT" epmd -kill >/dev/null 2>&1 || true
@@ -154,7 +198,7 @@ case "${1:-}" in
     ;;
   status)
     [ -f "$PORTS" ] || { echo "no services started"; exit 0; }
-    for s in "nats $NATS_PORT" "redis $REDIS_PORT" "rabbitmq $AMQP_PORT"; do
+    for s in "nats $NATS_PORT" "redis $REDIS_PORT" "rabbitmq $AMQP_PORT" "postgresql ${PG_PORT:-0}"; do
       set -- $s
       if listening "$2"; then echo "$1 up on $2"; else echo "$1 down"; fi
     done

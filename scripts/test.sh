@@ -6,8 +6,9 @@
 #   - .venv: the official OpenTelemetry Python SDK and friends, from PyPI
 #     (scripts/requirements-test.txt), and .venv-zipkin-proto for the Zipkin protobuf exporter,
 #     which pins protobuf 3 (scripts/requirements-zipkin-proto.txt);
-#   - brokers (NATS, Redis, RabbitMQ) from Debian, started on loopback by
-#     scripts/services.sh and stopped again when this script exits;
+#   - brokers (NATS, Redis, RabbitMQ) and a PostgreSQL server from Debian, started on loopback
+#     by scripts/services.sh and stopped again when this script exits; the API's and the live
+#     pipeline's tests run once more with the store in PostgreSQL, and several collectors share one;
 #   - Chromium and ChromeDriver from Debian, for the web UI's browser tests
 #     (crates/collector/tests/ui_*.rs; screenshots in target/ui-screenshots/);
 #   - the doctor's real-library corpus, recorded afresh (scripts/corpus.sh: one venv per suite
@@ -40,7 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 if [ -x scripts/services.sh ]; then
-    step "services (brokers on loopback, on free ports)"
+    step "services (brokers and PostgreSQL on loopback, on free ports)"
     scripts/services.sh start
     # Their URLs, for the tests and the corpus recording below.
     eval "$(scripts/services.sh env)"
@@ -92,6 +93,26 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     echo "cargo-nextest is not installed: running the test binaries one after another"
     cargo test --workspace --all-features --no-fail-fast || status=$?
+fi
+
+step "the store's readers, the live pipeline and several collectors over PostgreSQL (storage.backend: postgres)"
+# The same API and live-pipeline tests again, each collector on a database of its own on the
+# server of scripts/services.sh (AGENTRACE_TEST_STORE=postgres), then several `agentrace serve`
+# processes sharing one. The SQLite-only store tests (its file, its size retention) are not here.
+pg_tests=(jaeger_query_api_answers_as_jaeger_does tempo_clients_read_agentrace
+    ui_api_answers_connected_traces_and_filtered_lists python_sdk_spans_come_back_losslessly
+    rust_sdk_spans_come_back_losslessly zipkin_senders_reach_agentrace live_answers_equal_the_file_doctors
+    bad_input_gets_a_clear_error_and_loses_nothing)
+if cargo nextest --version >/dev/null 2>&1; then
+    pg_args=()
+    for t in "${pg_tests[@]}"; do pg_args+=(--test "$t"); done
+    AGENTRACE_TEST_STORE=postgres cargo nextest run -p agentrace-collector --all-features "${pg_args[@]}" || status=$?
+    cargo nextest run -p agentrace-cli --all-features --run-ignored only --test collectors_share_one_postgres || status=$?
+else
+    for t in "${pg_tests[@]}"; do
+        AGENTRACE_TEST_STORE=postgres cargo test -p agentrace-collector --all-features --test "$t" || status=$?
+    done
+    cargo test -p agentrace-cli --all-features --test collectors_share_one_postgres -- --ignored || status=$?
 fi
 
 step "doctor on the fresh recording of the corpus (waiting for the recording to end)"

@@ -20,6 +20,11 @@ pub struct ServeArgs {
     /// Directory for the embedded store [default: ./agentrace-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep the store in this PostgreSQL database instead of the SQLite file, shared with every
+    /// collector given the same URL (storage.backend: postgres), e.g.
+    /// postgres://agentrace@db.internal:5432/agentrace.
+    #[arg(long, value_name = "URL")]
+    postgres_url: Option<String>,
     /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
     #[arg(long, value_name = "ADDR")]
     otlp_grpc_addr: Option<SocketAddr>,
@@ -67,6 +72,10 @@ impl ServeArgs {
         };
         if let Some(dir) = self.data_dir {
             config.storage.data_dir = dir;
+        }
+        if let Some(url) = self.postgres_url {
+            config.storage.backend = agentrace_collector::config::StorageBackend::Postgres;
+            config.storage.postgres.url = Some(url);
         }
         if let Some(addr) = self.otlp_grpc_addr {
             config.receivers.otlp.grpc_endpoint = Some(addr);
@@ -171,7 +180,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     runtime.block_on(async move {
-        let data_dir = config.storage.data_dir.clone();
+        let data = config.storage.describe();
         let own_metrics = config.telemetry.metrics.clone();
         let collector = Collector::start(config).await?;
         if let Err(e) = crate::self_metrics::start(&own_metrics, Arc::clone(&collector.metrics)) {
@@ -184,7 +193,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             show(collector.http_addr),
             collector.zipkin_addr.map(|a| format!("{a}  (POST /api/v2/spans)")).unwrap_or_else(|| "off".into()),
             collector.api_addr.map(|a| format!("http://{a}")).unwrap_or_else(|| "off".into()),
-            data_dir.display(),
+            data,
         );
         if demo {
             start_demo(collector.http_addr, collector.api_addr);

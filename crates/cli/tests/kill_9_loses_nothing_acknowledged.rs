@@ -10,12 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-use prost::Message;
-
 mod support;
 
 const SPANS_PER_REQUEST: usize = 50;
@@ -36,59 +30,13 @@ fn start(data_dir: &std::path::Path, backend: &str) -> support::Server {
 fn assert_whole(api: &str, traces: &[u64], what: &str) {
     let client = reqwest::blocking::Client::new();
     for trace in traces {
-        let url = format!("{api}/api/v3/traces/{}", trace_hex(*trace));
+        let url = format!("{api}/api/v3/traces/{}", support::crash_trace_hex(*trace, 1));
         let r = client.get(&url).send().unwrap();
         assert_eq!(r.status(), 200, "{what}: acknowledged trace {trace} lost");
         let body: serde_json::Value = r.json().unwrap();
         let spans = body["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap().len();
         assert_eq!(spans, SPANS_PER_REQUEST, "{what}: trace {trace} came back partial");
     }
-}
-
-/// Span times are recent: the default retention (7 days) would otherwise
-/// delete them on restart, which is retention working, not a loss.
-fn request(trace: u64) -> Vec<u8> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let mut trace_id = [0u8; 16];
-    trace_id[..8].copy_from_slice(&trace.to_be_bytes());
-    trace_id[15] = 1;
-    let spans = (0..SPANS_PER_REQUEST)
-        .map(|i| Span {
-            trace_id: trace_id.to_vec(),
-            span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
-            name: format!("step {i}"),
-            kind: 1,
-            start_time_unix_nano: now + i as u64,
-            end_time_unix_nano: now + i as u64 + 500,
-            attributes: (0..20)
-                .map(|a| KeyValue {
-                    key: format!("attr.{a}"),
-                    value: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("value-{a}-{i}"))) }),
-                    key_strindex: 0,
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue { value: Some(any_value::Value::StringValue("crash-test".into())) }),
-                    key_strindex: 0,
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
-fn trace_hex(trace: u64) -> String {
-    format!("{trace:016x}{}", "00000000000000".to_owned() + "01")
 }
 
 #[test]
@@ -112,7 +60,7 @@ fn kill_9_mid_stream_loses_nothing_acknowledged() {
                         let sent = client
                             .post(&url)
                             .header("content-type", "application/x-protobuf")
-                            .body(request(trace))
+                            .body(support::crash_request(trace, 1, SPANS_PER_REQUEST))
                             .send();
                         match sent {
                             Ok(r) if r.status() == 200 => acked.lock().unwrap().push(trace),
@@ -149,7 +97,7 @@ fn kill_9_mid_stream_loses_nothing_acknowledged() {
     ]);
     let server = start(dir.path(), &backend_url);
     let acknowledged = acked.lock().unwrap().clone();
-    let last = trace_hex(*acknowledged.iter().max().unwrap());
+    let last = support::crash_trace_hex(*acknowledged.iter().max().unwrap(), 1);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let client = reqwest::blocking::Client::new();
     while client.get(format!("{}/api/v3/traces/{last}", backend.api)).send().unwrap().status() != 200 {

@@ -114,7 +114,9 @@ fn store() -> (tempfile::TempDir, Store) {
 
 fn bench(c: &mut Criterion) {
     let (_dir, store) = store();
-    let conn = rusqlite::Connection::open_with_flags(store.path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let conn = agentrace_collector::store::Db::sqlite(
+        rusqlite::Connection::open_with_flags(store.path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap(),
+    );
     let filters: Vec<(&str, RequestFilter)> = vec![
         ("no filter (baseline)", RequestFilter::default()),
         ("service", RequestFilter { service: Some("service-7".into()), ..Default::default() }),

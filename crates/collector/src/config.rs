@@ -232,6 +232,12 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Which engine holds the store: `sqlite` (default), the embedded file
+    /// under `data_dir`, or `postgres`, one database that several
+    /// collectors share (`storage.postgres`).
+    pub backend: StorageBackend,
+    /// The PostgreSQL database, when `backend` is `postgres`.
+    pub postgres: PostgresConfig,
     /// Directory holding `agentrace.db`; created if missing.
     pub data_dir: PathBuf,
     /// How hard a commit waits for the disk. `normal` (default): an
@@ -249,11 +255,68 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: StorageBackend::Sqlite,
+            postgres: PostgresConfig::default(),
             data_dir: PathBuf::from("agentrace-data"),
             synchronous: Synchronous::Normal,
             retention: RetentionConfig::default(),
             keep_spans: true,
         }
+    }
+}
+
+impl StorageConfig {
+    /// Where the store is, for a person: the SQLite file's directory, or
+    /// the PostgreSQL server and database (never the password).
+    pub fn describe(&self) -> String {
+        match self.backend {
+            StorageBackend::Sqlite => self.data_dir.display().to_string(),
+            StorageBackend::Postgres => {
+                let Some(parsed) = self.postgres.url.as_deref().and_then(|u| u.parse::<postgres::Config>().ok()) else {
+                    return "PostgreSQL (no valid storage.postgres.url)".into();
+                };
+                let hosts: Vec<String> = parsed
+                    .get_hosts()
+                    .iter()
+                    .zip(parsed.get_ports().iter().chain(std::iter::repeat(&5432)))
+                    .map(|(h, p)| match h {
+                        postgres::config::Host::Tcp(h) => format!("{h}:{p}"),
+                        postgres::config::Host::Unix(path) => format!("{}:{p}", path.display()),
+                    })
+                    .collect();
+                format!("PostgreSQL {}/{}", hosts.join(","), parsed.get_dbname().unwrap_or("(user's database)"))
+            }
+        }
+    }
+}
+
+/// The engine that holds the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageBackend {
+    /// The embedded SQLite file under `storage.data_dir`.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database, shared by every collector pointed at it.
+    Postgres,
+}
+
+/// The PostgreSQL database of `storage.backend: postgres`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// A `postgres://user:password@host:port/database?options` URL (or a
+    /// `host=… user=…` string), as libpq takes it. TLS is not supported yet:
+    /// `sslmode=require` is refused; use a loopback or private network.
+    pub url: Option<String>,
+    /// Reader connections kept open for the API (each API request that
+    /// reads holds one while it reads).
+    pub pool_size: usize,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig { url: None, pool_size: 8 }
     }
 }
 
@@ -748,6 +811,30 @@ impl Config {
                 "storage.keep_spans is false and no exporter is configured: spans would go nowhere".into(),
             ));
         }
+        if self.storage.backend == StorageBackend::Postgres {
+            let Some(url) = self.storage.postgres.url.as_deref() else {
+                return Err(ConfigError::Invalid(
+                    "storage.backend is postgres but storage.postgres.url is not set (postgres://user@host:5432/db)"
+                        .into(),
+                ));
+            };
+            let parsed = url.parse::<postgres::Config>().map_err(|e| {
+                ConfigError::Invalid(format!("storage.postgres.url is not a PostgreSQL connection string: {e}"))
+            })?;
+            if parsed.get_ssl_mode() == postgres::config::SslMode::Require {
+                return Err(ConfigError::Invalid(
+                    "storage.postgres.url asks for sslmode=require, but TLS to PostgreSQL is not supported yet".into(),
+                ));
+            }
+            if self.storage.postgres.pool_size == 0 {
+                return Err(ConfigError::Invalid("storage.postgres.pool_size must be above zero".into()));
+            }
+            if !self.exporters.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "exporters are not supported with storage.backend: postgres yet (several collectors would each send every queued batch); forward from one collector on SQLite, or from an OpenTelemetry Collector in front".into(),
+                ));
+            }
+        }
         if self.storage.retention.interval.is_zero() {
             return Err(ConfigError::Invalid("storage.retention.interval must be above zero".into()));
         }
@@ -897,6 +984,30 @@ mod tests {
             assert!(err.contains("auth.bearer_token is empty"), "{err}");
         }
         assert!(Config::from_yaml("auth:\n  bearer_token: s3cret\n").is_ok());
+    }
+
+    #[test]
+    fn a_postgres_store_says_what_it_lacks() {
+        let ok = Config::from_yaml(
+            "storage:\n  backend: postgres\n  postgres:\n    url: postgres://agentrace:pw@db.internal:6432/traces\n",
+        )
+        .unwrap();
+        assert_eq!(ok.storage.backend, StorageBackend::Postgres);
+        assert_eq!(ok.storage.postgres.pool_size, 8);
+        // Where the store is, without the password.
+        assert_eq!(ok.storage.describe(), "PostgreSQL db.internal:6432/traces");
+        for (yaml, says) in [
+            ("storage:\n  backend: postgres\n", "storage.postgres.url is not set"),
+            ("storage:\n  backend: postgres\n  postgres:\n    url: 'postgres://h/d?sslmode=require'\n", "TLS"),
+            ("storage:\n  backend: postgres\n  postgres:\n    url: 'postgres://h/d?bogus=1'\n", "not a PostgreSQL"),
+            (
+                "storage:\n  backend: postgres\n  postgres:\n    url: postgres://h/d\nexporters:\n  - endpoint: http://t:4317\n",
+                "exporters are not supported with storage.backend: postgres",
+            ),
+        ] {
+            let err = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(err.contains(says), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -60,3 +60,55 @@ where
     std::thread::spawn(move || for _ in lines {});
     Server { child, http: http.unwrap(), api: api.unwrap(), grpc: grpc.unwrap() }
 }
+
+/// One OTLP/HTTP protobuf request of `spans` spans of twenty attributes, all
+/// of trace number `trace` (its ID ends in `tag`), for tests that count what
+/// was acknowledged. Span times are recent: the default retention (7 days)
+/// would otherwise delete them on a restart, which is retention working,
+/// not a loss.
+pub fn crash_request(trace: u64, tag: u8, spans: usize) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut trace_id = [0u8; 16];
+    trace_id[..8].copy_from_slice(&trace.to_be_bytes());
+    trace_id[15] = tag;
+    let text = |s: String| Some(AnyValue { value: Some(any_value::Value::StringValue(s)) });
+    let spans = (0..spans)
+        .map(|i| Span {
+            trace_id: trace_id.to_vec(),
+            span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
+            name: format!("step {i}"),
+            kind: 1,
+            start_time_unix_nano: now + i as u64,
+            end_time_unix_nano: now + i as u64 + 500,
+            attributes: (0..20)
+                .map(|a| KeyValue { key: format!("attr.{a}"), value: text(format!("value-{a}-{i}")), key_strindex: 0 })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: text("crash-test".into()),
+                    key_strindex: 0,
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// The hex trace ID of [`crash_request`]'s trace number `trace`.
+pub fn crash_trace_hex(trace: u64, tag: u8) -> String {
+    format!("{trace:016x}00000000000000{tag:02x}")
+}

@@ -30,6 +30,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::store::Db;
 use agentrace_doctor::{Config, Diagnosis, Doctor, RepairMode};
 use agentrace_model::keys::{KeyKind, KeySet};
 use agentrace_model::{Span, SpanId, TraceId};
@@ -37,7 +38,6 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -91,7 +91,7 @@ fn session_of(span: &Span) -> Option<(String, bool)> {
     KeySet::of_span(span).session().map(|(s, conversation)| (s.to_owned(), conversation))
 }
 
-fn spans_of(conn: &Connection, ids: &[Vec<u8>]) -> Result<Vec<Span>, StoreError> {
+fn spans_of(conn: &Db, ids: &[Vec<u8>]) -> Result<Vec<Span>, StoreError> {
     Ok(Span::from_request(&query::load_traces(conn, ids)?))
 }
 
@@ -105,7 +105,7 @@ const MAX_NEAR_TRACES: usize = 128;
 /// The spans a diagnosis of trace `key`'s request reads: the request's
 /// traces as the live pipeline stored it, their sessions' and join keys'
 /// traces, and the traces that ran beside them.
-pub(crate) fn context_of(conn: &Connection, key: &[u8]) -> Result<Vec<Span>, StoreError> {
+pub(crate) fn context_of(conn: &Db, key: &[u8]) -> Result<Vec<Span>, StoreError> {
     let members = query::request_members(conn, key)?;
     let mut spans = spans_of(conn, &members)?;
     if spans.is_empty() {

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::store::Db;
 use agentrace_doctor::Doctor;
 use agentrace_model::{Span, TraceId};
 use axum::Router;
@@ -37,7 +38,6 @@ use http::StatusCode;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{Span as OtlpSpan, span::SpanKind, status::StatusCode as OtlpStatus};
-use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -372,13 +372,7 @@ async fn get_trace(
 /// One trace in Jaeger's model: as it arrived, or the connected view of
 /// the request that holds it (every arrived piece under the request's
 /// trace ID, the repaired hops as parents).
-fn trace_json(
-    conn: &Connection,
-    doctor: &Doctor,
-    id: TraceId,
-    connected: bool,
-    raw: bool,
-) -> Result<Vec<Value>, StoreError> {
+fn trace_json(conn: &Db, doctor: &Doctor, id: TraceId, connected: bool, raw: bool) -> Result<Vec<Value>, StoreError> {
     if !connected {
         return Ok(to_jaeger(&query::load_traces(conn, &[id.as_bytes().to_vec()])?, raw));
     }
@@ -396,7 +390,7 @@ fn trace_json(
 /// up to [`CANDIDATES_PER_RESULT`] recent candidates per trace returned.
 /// Jaeger's v1 search and api_v3's both search so.
 pub(crate) fn search_with_tags(
-    conn: &Connection,
+    conn: &Db,
     store: &SearchQuery,
     tags: &[(String, String)],
 ) -> Result<Vec<(Vec<u8>, ExportTraceServiceRequest)>, StoreError> {

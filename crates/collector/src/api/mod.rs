@@ -338,9 +338,10 @@ async fn replay_dead_letters(
     let found = state
         .store
         .read(move |conn| {
-            use rusqlite::OptionalExtension;
-            let id: Option<i64> =
-                conn.query_row("SELECT id FROM exporters WHERE name = ?1", [&wanted], |r| r.get(0)).optional()?;
+            let id = match conn.opt_row("SELECT id FROM exporters WHERE name = ?1", &[&wanted])? {
+                Some(row) => Some(row.int(0)?),
+                None => None,
+            };
             match id {
                 Some(id) => Ok(Some((id, query::dead_letter_totals(conn, id)?))),
                 None => Ok(None),

@@ -16,8 +16,10 @@
 //! service, name) and an index of session and join keys.
 
 mod checkpoint;
+mod postgres;
 mod prepare;
 pub mod query;
+pub mod sql;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -29,9 +31,10 @@ pub use agentrace_model::keys::KeyKind;
 pub use prepare::{AnalysisRow, PatchRow, PreparedBatch, QueuedExport, RequestRow, indexed_keys};
 pub use query::{SearchQuery, TraceSummary};
 use rusqlite::Connection;
+pub use sql::Db;
 use tokio::sync::oneshot;
 
-use crate::config::{StorageConfig, Synchronous};
+use crate::config::{PostgresConfig, StorageBackend, StorageConfig, Synchronous};
 use crate::metrics::Metrics;
 
 /// Why the store failed. Receivers answer a retryable "unavailable"; the API
@@ -41,6 +44,9 @@ pub enum StoreError {
     /// SQLite reported an error (disk full, I/O error, corrupt file…).
     #[error("store error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error (connection lost, a constraint, a full disk…).
+    #[error("store error (PostgreSQL): {}", postgres_message(.0))]
+    Postgres(#[from] ::postgres::Error),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -60,6 +66,25 @@ pub enum StoreError {
     /// nothing of it was acknowledged, and the senders retry.
     #[error("the store could not write: {0}")]
     Write(String),
+}
+
+/// A PostgreSQL error with what the server or the driver said under it
+/// (the driver's own text names only the step that failed).
+fn postgres_message(e: &::postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{}: {}", db.severity(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
 }
 
 /// Why a batch was not taken. Retryable: the sender should wait and resend.
@@ -94,10 +119,12 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
+    /// The shared database, when the store is PostgreSQL.
+    postgres: Option<PostgresConfig>,
     jobs: Mutex<Option<mpsc::SyncSender<WriteJob>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<Db>>,
     pending: Arc<AtomicU64>,
     max_pending: u64,
     metrics: Arc<Metrics>,
@@ -107,6 +134,9 @@ impl Store {
     /// Opens (creating if needed) the store under `config.data_dir`, and
     /// starts its writer thread.
     pub fn open(config: &StorageConfig, max_pending_spans: usize, metrics: Arc<Metrics>) -> Result<Store, StoreError> {
+        if config.backend == StorageBackend::Postgres {
+            return Store::open_postgres(config, max_pending_spans, metrics);
+        }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StoreError::DataDir { path: config.data_dir.clone(), source })?;
         let path = config.data_dir.join("agentrace.db");
@@ -118,24 +148,12 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = checkpoint::spawn(open_connection(&path, config.synchronous)?)
             .map_err(|e| StoreError::Corrupt(format!("cannot start the checkpoint thread: {e}")))?;
-        // Jobs are counted in requests, spans in `pending`; the channel only
-        // needs to be big enough never to be the limit.
-        let (tx, rx) = mpsc::sync_channel::<WriteJob>(max_pending_spans.max(1024));
-        let pending = Arc::new(AtomicU64::new(0));
-        let writer = writer::Writer::new(
-            conn,
-            path.clone(),
-            config.retention.clone(),
-            Arc::clone(&pending),
-            Arc::clone(&metrics),
-        );
-        let handle = std::thread::Builder::new()
-            .name("agentrace-store-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+        let writer = writer::Writer::new(conn, path.clone(), config.retention.clone());
+        let (tx, handle, pending) = spawn_writer(writer, config, max_pending_spans, &metrics)?;
         let store = Store {
             inner: Arc::new(Inner {
                 path,
+                postgres: None,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 checkpointer: Mutex::new(Some(checkpointer)),
@@ -148,7 +166,41 @@ impl Store {
         Ok(store)
     }
 
-    /// The database file.
+    /// Connects to the shared PostgreSQL database, brings its schema up to
+    /// date, and starts the writer thread on a connection of its own.
+    fn open_postgres(
+        config: &StorageConfig,
+        max_pending_spans: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
+        let pg = config.postgres.clone();
+        let client = postgres::off_runtime(|| -> Result<_, StoreError> {
+            let mut client = postgres::connect(&pg)?;
+            postgres::migrate(&mut client)?;
+            postgres::PgWriter::new(client, pg.clone(), config.retention.clone())
+        })?;
+        if config.retention.max_bytes.is_some() {
+            tracing::info!(
+                "storage.retention.max_bytes is not applied with the postgres backend (max_age is): size the database's disk for max_age"
+            );
+        }
+        let (tx, handle, pending) = spawn_writer(client, config, max_pending_spans, &metrics)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: config.data_dir.join("agentrace.db"),
+                postgres: Some(pg),
+                jobs: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                checkpointer: Mutex::new(None),
+                readers: Mutex::new(Vec::new()),
+                pending,
+                max_pending: max_pending_spans as u64,
+                metrics,
+            }),
+        })
+    }
+
+    /// The database file (SQLite).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -192,19 +244,24 @@ impl Store {
     /// Runs a read on a pooled reader connection, off the async runtime.
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => open_reader(&inner.path)?,
+            let conn = match (pooled, &inner.postgres) {
+                (Some(c), _) => c,
+                (None, None) => Db::sqlite(open_reader(&inner.path)?),
+                (None, Some(pg)) => Db::postgres(sql::PgConn::new(postgres::connect(pg)?)),
             };
             let result = f(&conn);
-            let mut readers = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if readers.len() < 8 {
-                readers.push(conn);
+            let keep = inner.postgres.as_ref().map(|pg| pg.pool_size).unwrap_or(8);
+            // A connection the server closed is not kept.
+            if !conn.is_closed() {
+                let mut readers = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+                if readers.len() < keep {
+                    readers.push(conn);
+                }
             }
             result
         })
@@ -215,6 +272,7 @@ impl Store {
     /// Stops accepting writes, lets the writer commit what it has, and waits for it.
     pub fn close(&self) {
         self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.inner.drop_readers();
         if let Some(handle) = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = handle.join();
         }
@@ -226,6 +284,13 @@ impl Store {
 
     /// The ID under which exporter `name` keeps its queue, created on first use.
     pub fn register_exporter(&self, name: &str) -> Result<i64, StoreError> {
+        if let Some(pg) = &self.inner.postgres {
+            return postgres::off_runtime(|| {
+                let mut client = postgres::connect(pg)?;
+                client.execute("INSERT INTO exporters (name) VALUES ($1) ON CONFLICT DO NOTHING", &[&name])?;
+                Ok(client.query_one("SELECT id FROM exporters WHERE name = $1", &[&name])?.get(0))
+            });
+        }
         let conn = open_connection(&self.inner.path, Synchronous::Normal)?;
         conn.execute("INSERT OR IGNORE INTO exporters (name) VALUES (?1)", [name])?;
         Ok(conn.query_row("SELECT id FROM exporters WHERE name = ?1", [name], |r| r.get(0))?)
@@ -234,6 +299,23 @@ impl Store {
     /// Spans currently pending.
     pub fn pending(&self) -> u64 {
         self.inner.pending.load(Ordering::Acquire)
+    }
+}
+
+impl Inner {
+    /// Closes the pooled readers. A PostgreSQL client must not be dropped
+    /// on a thread of the async runtime (it stops a runtime of its own).
+    fn drop_readers(&self) {
+        let readers = std::mem::take(&mut *self.readers.lock().unwrap_or_else(|p| p.into_inner()));
+        if self.postgres.is_some() && !readers.is_empty() {
+            postgres::off_runtime(move || drop(readers));
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.drop_readers();
     }
 }
 
@@ -246,6 +328,29 @@ pub enum SubmitError {
     /// The store cannot write.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+type Spawned = (mpsc::SyncSender<WriteJob>, std::thread::JoinHandle<()>, Arc<AtomicU64>);
+
+/// Starts the writer thread on `engine`: the job channel it reads, its
+/// handle, and the count of spans pending in it.
+fn spawn_writer<E: writer::Engine + Send + 'static>(
+    engine: E,
+    config: &StorageConfig,
+    max_pending_spans: usize,
+    metrics: &Arc<Metrics>,
+) -> Result<Spawned, StoreError> {
+    // Jobs are counted in requests, spans in `pending`; the channel only
+    // needs to be big enough never to be the limit.
+    let (tx, rx) = mpsc::sync_channel::<WriteJob>(max_pending_spans.max(1024));
+    let pending = Arc::new(AtomicU64::new(0));
+    let (retention, writer_pending, writer_metrics) =
+        (config.retention.clone(), Arc::clone(&pending), Arc::clone(metrics));
+    let handle = std::thread::Builder::new()
+        .name("agentrace-store-writer".into())
+        .spawn(move || writer::run(engine, rx, &retention, &writer_pending, &writer_metrics))
+        .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+    Ok((tx, handle, pending))
 }
 
 fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {

@@ -6,13 +6,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::prepare::Chunk;
+use super::sql::{Bind, Db};
+use super::{KeyKind, StoreError};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use rusqlite::{Connection, OptionalExtension, params_from_iter, types::Value as SqlValue};
 
-use super::prepare::Chunk;
-use super::{KeyKind, StoreError};
+/// A parameter list built as a query is, each value owned.
+type Params = Vec<Box<dyn Bind>>;
+
+fn bound(params: &Params) -> Vec<&dyn Bind> {
+    params.iter().map(|p| p.as_ref()).collect()
+}
 
 /// A search over stored spans, as Jaeger's `FindTraces` takes it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,9 +59,9 @@ pub struct TraceSummary {
 }
 
 /// Trace IDs matching a search, newest first.
-pub fn search(conn: &Connection, query: &SearchQuery) -> Result<Vec<Vec<u8>>, StoreError> {
+pub fn search(db: &Db, query: &SearchQuery) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut sql = String::from("SELECT s.trace_id, MAX(s.start_ns) AS latest FROM spans s");
-    let mut params: Vec<SqlValue> = Vec::new();
+    let mut params: Params = Vec::new();
     let mut clauses: Vec<String> = Vec::new();
     for (i, (key, value)) in query.attributes.iter().enumerate() {
         sql.push_str(&format!(
@@ -63,58 +69,56 @@ pub fn search(conn: &Connection, query: &SearchQuery) -> Result<Vec<Vec<u8>>, St
             params.len() + 1,
             params.len() + 2
         ));
-        params.push(SqlValue::Integer(*key as i64));
-        params.push(SqlValue::Text(value.clone()));
+        params.push(Box::new(*key as i64));
+        params.push(Box::new(value.clone()));
     }
-    let mut add = |clause: &str, value: SqlValue| {
+    let mut add = |clause: &str, value: Box<dyn Bind>| {
         params.push(value);
         clauses.push(clause.replace('?', &format!("?{}", params.len())));
     };
     if let Some(service) = &query.service {
-        add("s.service = ?", SqlValue::Text(service.clone()));
+        add("s.service = ?", Box::new(service.clone()));
     }
     if let Some(operation) = &query.operation {
-        add("s.name = ?", SqlValue::Text(operation.clone()));
+        add("s.name = ?", Box::new(operation.clone()));
     }
     if let Some(t) = query.start_min_ns {
-        add("s.start_ns >= ?", SqlValue::Integer(t));
+        add("s.start_ns >= ?", Box::new(t));
     }
     if let Some(t) = query.start_max_ns {
-        add("s.start_ns <= ?", SqlValue::Integer(t));
+        add("s.start_ns <= ?", Box::new(t));
     }
     if let Some(d) = query.duration_min_ns {
-        add("s.end_ns - s.start_ns >= ?", SqlValue::Integer(d));
+        add("s.end_ns - s.start_ns >= ?", Box::new(d));
     }
     if let Some(d) = query.duration_max_ns {
-        add("s.end_ns - s.start_ns <= ?", SqlValue::Integer(d));
+        add("s.end_ns - s.start_ns <= ?", Box::new(d));
     }
     if !clauses.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&clauses.join(" AND "));
     }
-    params.push(SqlValue::Integer(query.limit.max(1) as i64));
+    params.push(Box::new(query.limit.max(1) as i64));
     sql.push_str(&format!(" GROUP BY s.trace_id ORDER BY latest DESC LIMIT ?{}", params.len()));
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(params), |r| r.get::<_, Vec<u8>>(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    db.blobs(&sql, &bound(&params))
 }
 
 /// Summaries of the given traces, in the given order.
-pub fn summaries(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<Vec<TraceSummary>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT MIN(start_ns), MAX(end_ns), COUNT(*), SUM(status_code = 2) FROM spans WHERE trace_id = ?1",
-    )?;
+pub fn summaries(db: &Db, trace_ids: &[Vec<u8>]) -> Result<Vec<TraceSummary>, StoreError> {
     let mut out = Vec::with_capacity(trace_ids.len());
     for id in trace_ids {
-        let summary = stmt.query_row([id], |r| {
-            Ok(TraceSummary {
-                trace_id: agentrace_model::ids::to_hex(id),
-                start_ns: r.get::<_, Option<i64>>(0)?.unwrap_or(0),
-                end_ns: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
-                spans: r.get(2)?,
-                errors: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
-            })
-        })?;
+        let r = db.row(
+            "SELECT MIN(start_ns), MAX(end_ns), COUNT(*), SUM(CASE WHEN status_code = 2 THEN 1 ELSE 0 END)
+             FROM spans WHERE trace_id = ?1",
+            &[id],
+        )?;
+        let summary = TraceSummary {
+            trace_id: agentrace_model::ids::to_hex(id),
+            start_ns: r.opt_int(0)?.unwrap_or(0),
+            end_ns: r.opt_int(1)?.unwrap_or(0),
+            spans: r.int(2)?,
+            errors: r.opt_int(3)?.unwrap_or(0),
+        };
         if summary.spans > 0 {
             out.push(summary);
         }
@@ -123,15 +127,14 @@ pub fn summaries(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<Vec<TraceSu
 }
 
 /// Trace IDs having a span whose indexed `key` is one of `keys` with `value`.
-pub fn trace_ids_by_key(conn: &Connection, keys: &[KeyKind], value: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+pub fn trace_ids_by_key(db: &Db, keys: &[KeyKind], value: &str) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut out: Vec<Vec<u8>> = Vec::new();
-    let mut stmt = conn.prepare_cached(
-        "SELECT trace_id, MIN(start_ns) AS first FROM span_keys WHERE key = ?1 AND value = ?2
-         GROUP BY trace_id ORDER BY first",
-    )?;
     for key in keys {
-        for id in stmt.query_map(rusqlite::params![*key as u8, value], |r| r.get::<_, Vec<u8>>(0))? {
-            let id = id?;
+        for id in db.blobs(
+            "SELECT trace_id, MIN(start_ns) AS first FROM span_keys WHERE key = ?1 AND value = ?2
+             GROUP BY trace_id ORDER BY first",
+            &[&(*key as i64), &value],
+        )? {
             if !out.contains(&id) {
                 out.push(id);
             }
@@ -149,9 +152,9 @@ const MAX_SESSION_TRACES: usize = 1000;
 /// that lost trace context usually lost the session baggage with it, so
 /// without this the orphaned half of a hand-off would never be found by
 /// session. Bounded at `MAX_SESSION_TRACES` traces.
-pub fn session_trace_ids(conn: &Connection, keys: &[KeyKind], session: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-    let traces = trace_ids_by_key(conn, keys, session)?;
-    follow_join_keys(conn, traces)
+pub fn session_trace_ids(db: &Db, keys: &[KeyKind], session: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    let traces = trace_ids_by_key(db, keys, session)?;
+    follow_join_keys(db, traces)
 }
 
 /// The traces one trace belongs with: itself, the traces of the sessions
@@ -161,30 +164,30 @@ pub fn session_trace_ids(conn: &Connection, keys: &[KeyKind], session: &str) -> 
 /// still found from its producer's side, and the other way round. Bounded
 /// like [`session_trace_ids`].
 pub fn related_trace_ids(
-    conn: &Connection,
+    db: &Db,
     keys: &[KeyKind],
     trace_id: &[u8],
     sessions: &[String],
 ) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut traces = vec![trace_id.to_vec()];
     for session in sessions {
-        for id in trace_ids_by_key(conn, keys, session)? {
+        for id in trace_ids_by_key(db, keys, session)? {
             if !traces.contains(&id) && traces.len() < MAX_SESSION_TRACES {
                 traces.push(id);
             }
         }
     }
-    follow_join_keys(conn, traces)
+    follow_join_keys(db, traces)
 }
 
 /// The arrived traces of the request that holds `trace_id`, as the live
 /// pipeline last stored it; just the trace when no request holds it yet.
-pub fn request_members(conn: &Connection, trace_id: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn request_members(db: &Db, trace_id: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut out = db.blobs(
         "SELECT m.trace_id FROM request_traces t JOIN request_traces m ON m.request_id = t.request_id
          WHERE t.trace_id = ?1 ORDER BY m.trace_id",
+        &[&trace_id],
     )?;
-    let mut out: Vec<Vec<u8>> = stmt.query_map([trace_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
     if !out.iter().any(|t| t == trace_id) {
         out.push(trace_id.to_vec());
     }
@@ -194,43 +197,26 @@ pub fn request_members(conn: &Connection, trace_id: &[u8]) -> Result<Vec<Vec<u8>
 /// Traces with a span that started between `from_ns` and `to_ns`, those
 /// starting nearest `near_ns` first, at most `limit`: what ran beside a
 /// request, for a diagnosis on read that looks where the live one looked.
-pub fn traces_near(
-    conn: &Connection,
-    from_ns: i64,
-    to_ns: i64,
-    near_ns: i64,
-    limit: usize,
-) -> Result<Vec<Vec<u8>>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn traces_near(db: &Db, from_ns: i64, to_ns: i64, near_ns: i64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+    db.blobs(
         "SELECT trace_id FROM
-             (SELECT trace_id, start_ns FROM spans WHERE start_ns BETWEEN ?1 AND ?2 LIMIT 50000)
+             (SELECT trace_id, start_ns FROM spans WHERE start_ns BETWEEN ?1 AND ?2 LIMIT 50000) AS beside
          GROUP BY trace_id ORDER BY ABS(MIN(start_ns) - ?3) LIMIT ?4",
-    )?;
-    let rows = stmt.query_map(rusqlite::params![from_ns, to_ns, near_ns, limit as i64], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        &[&from_ns, &to_ns, &near_ns, &(limit as i64)],
+    )
 }
 
 /// Adds, repeatedly, the traces that share a join key with one already in
 /// `traces`, up to [`MAX_SESSION_TRACES`].
-fn follow_join_keys(conn: &Connection, mut traces: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, StoreError> {
-    let mut joins = conn.prepare_cached(
-        "SELECT DISTINCT other.trace_id FROM span_keys mine
-         JOIN span_keys other ON other.key = mine.key AND other.value = mine.value
-         WHERE mine.trace_id = ?1 AND mine.key IN (?2, ?3, ?4) AND other.trace_id != ?1",
-    )?;
+fn follow_join_keys(db: &Db, mut traces: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut next = 0;
     while next < traces.len() && traces.len() < MAX_SESSION_TRACES {
-        let found: Vec<Vec<u8>> = joins
-            .query_map(
-                rusqlite::params![
-                    traces[next],
-                    KeyKind::Message as u8,
-                    KeyKind::McpRequest as u8,
-                    KeyKind::ToolCall as u8
-                ],
-                |r| r.get(0),
-            )?
-            .collect::<Result<_, _>>()?;
+        let found = db.blobs(
+            "SELECT DISTINCT other.trace_id FROM span_keys mine
+             JOIN span_keys other ON other.key = mine.key AND other.value = mine.value
+             WHERE mine.trace_id = ?1 AND mine.key IN (?2, ?3, ?4) AND other.trace_id != ?1",
+            &[&traces[next], &(KeyKind::Message as i64), &(KeyKind::McpRequest as i64), &(KeyKind::ToolCall as i64)],
+        )?;
         for id in found {
             if !traces.contains(&id) && traces.len() < MAX_SESSION_TRACES {
                 traces.push(id);
@@ -242,17 +228,16 @@ fn follow_join_keys(conn: &Connection, mut traces: Vec<Vec<u8>>) -> Result<Vec<V
 }
 
 /// Every service that has sent a span, sorted.
-pub fn services(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT DISTINCT service FROM operations ORDER BY service")?;
-    let rows = stmt.query_map([], |r| r.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn services(db: &Db) -> Result<Vec<String>, StoreError> {
+    db.texts("SELECT DISTINCT service FROM operations ORDER BY service", &[])
 }
 
 /// Span names and kinds of one service, sorted.
-pub fn operations(conn: &Connection, service: &str) -> Result<Vec<(String, i32)>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT name, kind FROM operations WHERE service = ?1 ORDER BY name, kind")?;
-    let rows = stmt.query_map([service], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+pub fn operations(db: &Db, service: &str) -> Result<Vec<(String, i32)>, StoreError> {
+    db.rows("SELECT name, kind FROM operations WHERE service = ?1 ORDER BY name, kind", &[&service])?
+        .iter()
+        .map(|r| Ok((r.text(0)?, r.int(1)? as i32)))
+        .collect()
 }
 
 /// What a trace list needs of a span, without decoding it.
@@ -275,22 +260,24 @@ pub struct SpanOutline {
 }
 
 /// The outline of every span of a trace, from the store's columns.
-pub fn span_outlines(conn: &Connection, trace_id: &[u8]) -> Result<Vec<SpanOutline>, StoreError> {
-    let mut stmt = conn.prepare_cached(
+pub fn span_outlines(db: &Db, trace_id: &[u8]) -> Result<Vec<SpanOutline>, StoreError> {
+    db.rows(
         "SELECT span_id, parent_span_id, service, name, start_ns, end_ns, status_code FROM spans WHERE trace_id = ?1",
-    )?;
-    let rows = stmt.query_map([trace_id], |r| {
+        &[&trace_id],
+    )?
+    .iter()
+    .map(|r| {
         Ok(SpanOutline {
-            span_id: r.get(0)?,
-            parent_span_id: r.get(1)?,
-            service: r.get(2)?,
-            name: r.get(3)?,
-            start_ns: r.get(4)?,
-            end_ns: r.get(5)?,
-            error: r.get::<_, i64>(6)? == 2,
+            span_id: r.blob(0)?,
+            parent_span_id: r.opt_blob(1)?,
+            service: r.text(2)?,
+            name: r.text(3)?,
+            start_ns: r.int(4)?,
+            end_ns: r.int(5)?,
+            error: r.int(6)? == 2,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
+    .collect()
 }
 
 /// Calls between services among the spans that started in
@@ -298,13 +285,13 @@ pub fn span_outlines(conn: &Connection, trace_id: &[u8]) -> Result<Vec<SpanOutli
 /// as it arrived or as an applied repair of the live diagnosis joined it,
 /// is of another service. Keyed by (caller's service, callee's service).
 pub fn service_calls(
-    conn: &Connection,
+    db: &Db,
     from_ns: i64,
     to_ns: i64,
     max_spans: i64,
 ) -> Result<BTreeMap<(String, String), u64>, StoreError> {
     let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut arrived = conn.prepare_cached(
+    let arrived = db.rows(
         "SELECT p.service, c.service, COUNT(*) FROM
              (SELECT trace_id, parent_span_id, service FROM spans
               WHERE start_ns BETWEEN ?1 AND ?2 AND parent_span_id IS NOT NULL
@@ -312,26 +299,28 @@ pub fn service_calls(
          JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
          WHERE p.service != c.service
          GROUP BY p.service, c.service",
+        &[&from_ns, &to_ns, &max_spans],
     )?;
-    let rows = arrived.query_map(rusqlite::params![from_ns, to_ns, max_spans], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-    })?;
-    for row in rows {
-        let (parent, child, n) = row?;
+    for row in arrived {
+        let (parent, child, n) = (row.text(0)?, row.text(1)?, row.int(2)?);
         *out.entry((parent, child)).or_default() += n.max(0) as u64;
     }
     // The hops that lost their context: the repairs each request's answer applied.
-    let mut service = conn.prepare_cached("SELECT service FROM spans WHERE trace_id = ?1 AND span_id = ?2")?;
-    let mut service_of = |trace: &serde_json::Value, span: &serde_json::Value| -> Result<Option<String>, StoreError> {
+    let service_of = |trace: &serde_json::Value, span: &serde_json::Value| -> Result<Option<String>, StoreError> {
         let (Some(trace), Some(span)) = (trace.as_str(), span.as_str()) else { return Ok(None) };
         let (Ok(trace), Ok(span)) =
             (agentrace_model::TraceId::from_hex(trace), agentrace_model::SpanId::from_hex(span))
         else {
             return Ok(None);
         };
-        Ok(service.query_row(rusqlite::params![trace.as_bytes(), span.as_bytes()], |r| r.get(0)).optional()?)
+        db.opt_row(
+            "SELECT service FROM spans WHERE trace_id = ?1 AND span_id = ?2",
+            &[&trace.as_bytes().as_slice(), &span.as_bytes().as_slice()],
+        )?
+        .map(|r| r.text(0))
+        .transpose()
     };
-    for answer in stored_answers(conn, from_ns, to_ns, max_spans, true)? {
+    for answer in stored_answers(db, from_ns, to_ns, max_spans, true)? {
         for repair in answer["repairs"].as_array().into_iter().flatten().filter(|r| r["applied"] == true) {
             let child = service_of(&repair["trace_id"], &repair["span_id"])?;
             let parent = service_of(&repair["parent_trace_id"], &repair["parent_span_id"])?;
@@ -349,18 +338,17 @@ pub fn service_calls(
 /// newest first, at most `max` (only those with an applied repair when
 /// `repaired`).
 fn stored_answers(
-    conn: &Connection,
+    db: &Db,
     from_ns: i64,
     to_ns: i64,
     max: i64,
     repaired: bool,
 ) -> Result<Vec<serde_json::Value>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT answer FROM requests WHERE start_ns BETWEEN ?1 AND ?2 AND (?4 = 0 OR repairs > 0)
+    let texts = db.texts(
+        "SELECT answer FROM requests WHERE start_ns BETWEEN ?1 AND ?2 AND (CAST(?4 AS BIGINT) = 0 OR repairs > 0)
          ORDER BY start_ns DESC LIMIT ?3",
+        &[&from_ns, &to_ns, &max, &i64::from(repaired)],
     )?;
-    let texts: Vec<String> =
-        stmt.query_map(rusqlite::params![from_ns, to_ns, max, repaired], |r| r.get(0))?.collect::<Result<_, _>>()?;
     Ok(texts.into_iter().filter_map(|t| serde_json::from_str(&t).ok()).collect())
 }
 
@@ -368,13 +356,13 @@ fn stored_answers(
 /// `[from_ns, to_ns]` (the newest `max_requests` of them), as each
 /// request's stored answer records them. Keyed by (from, to).
 pub fn agent_calls(
-    conn: &Connection,
+    db: &Db,
     from_ns: i64,
     to_ns: i64,
     max_requests: i64,
 ) -> Result<BTreeMap<(String, String), u64>, StoreError> {
     let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for answer in stored_answers(conn, from_ns, to_ns, max_requests, false)? {
+    for answer in stored_answers(db, from_ns, to_ns, max_requests, false)? {
         for d in answer["request"]["delegations"].as_array().into_iter().flatten() {
             if let (Some(from), Some(to)) = (d["from"].as_str(), d["to"].as_str()) {
                 *out.entry((from.to_owned(), to.to_owned())).or_default() += d["count"].as_u64().unwrap_or(1);
@@ -387,29 +375,25 @@ pub fn agent_calls(
 /// Rebuilds the given traces as one export request: per trace, one
 /// `ResourceSpans` per resource and one `ScopeSpans` per scope, spans in
 /// arrival order.
-pub fn load_traces(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<ExportTraceServiceRequest, StoreError> {
+pub fn load_traces(db: &Db, trace_ids: &[Vec<u8>]) -> Result<ExportTraceServiceRequest, StoreError> {
     let mut out = ExportTraceServiceRequest::default();
     let mut resources: HashMap<i64, ResourceSpans> = HashMap::new();
     let mut scopes: HashMap<i64, ScopeSpans> = HashMap::new();
     let mut chunks: HashMap<i64, Chunk> = HashMap::new();
-    let mut chunk_stmt = conn.prepare_cached("SELECT body FROM chunks WHERE id = ?1")?;
-    let mut spans_stmt = conn.prepare_cached(
-        "SELECT resource_id, scope_id, chunk_id, chunk_index FROM spans WHERE trace_id = ?1 ORDER BY id",
-    )?;
     for trace_id in trace_ids {
         // (resource id) -> index in out.resource_spans, for this trace.
         let mut resource_index: HashMap<i64, usize> = HashMap::new();
         let mut scope_index: HashMap<(i64, i64), usize> = HashMap::new();
-        let mut rows = spans_stmt.query([trace_id])?;
-        while let Some(row) = rows.next()? {
-            let resource_id: i64 = row.get(0)?;
-            let scope_id: i64 = row.get(1)?;
-            let chunk_id: i64 = row.get(2)?;
-            let chunk_index: i64 = row.get(3)?;
+        let rows = db.rows(
+            "SELECT resource_id, scope_id, chunk_id, chunk_index FROM spans WHERE trace_id = ?1 ORDER BY id",
+            &[trace_id],
+        )?;
+        for row in rows {
+            let (resource_id, scope_id, chunk_id, chunk_index) = (row.int(0)?, row.int(1)?, row.int(2)?, row.int(3)?);
             let chunk = match chunks.entry(chunk_id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    let body: Vec<u8> = chunk_stmt.query_row([chunk_id], |r| r.get(0))?;
+                    let body = db.row("SELECT body FROM chunks WHERE id = ?1", &[&chunk_id])?.blob(0)?;
                     e.insert(Chunk::open(&body).map_err(|e| StoreError::Corrupt(format!("chunk {chunk_id}: {e}")))?)
                 }
             };
@@ -425,7 +409,7 @@ pub fn load_traces(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<ExportTra
                     let shell = match resources.get(&resource_id) {
                         Some(r) => r.clone(),
                         None => {
-                            let r = load_shell::<ResourceSpans>(conn, "resources", resource_id)?;
+                            let r = load_shell::<ResourceSpans>(db, "resources", resource_id)?;
                             resources.insert(resource_id, r.clone());
                             r
                         }
@@ -441,7 +425,7 @@ pub fn load_traces(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<ExportTra
                     let shell = match scopes.get(&scope_id) {
                         Some(s) => s.clone(),
                         None => {
-                            let s = load_shell::<ScopeSpans>(conn, "scopes", scope_id)?;
+                            let s = load_shell::<ScopeSpans>(db, "scopes", scope_id)?;
                             scopes.insert(scope_id, s.clone());
                             s
                         }
@@ -460,9 +444,8 @@ pub fn load_traces(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<ExportTra
 
 /// A resource or scope row: the encoded `ResourceSpans` or `ScopeSpans`
 /// shell that spans are put back into.
-fn load_shell<T: Message + Default>(conn: &Connection, table: &str, id: i64) -> Result<T, StoreError> {
-    let body: Vec<u8> =
-        conn.prepare_cached(&format!("SELECT body FROM {table} WHERE id = ?1"))?.query_row([id], |r| r.get(0))?;
+fn load_shell<T: Message + Default>(db: &Db, table: &str, id: i64) -> Result<T, StoreError> {
+    let body = db.row(&format!("SELECT body FROM {table} WHERE id = ?1"), &[&id])?.blob(0)?;
     T::decode(body.as_slice()).map_err(|e| StoreError::Corrupt(format!("{table} row {id}: {e}")))
 }
 
@@ -495,28 +478,29 @@ pub const MAX_SCAN_SPANS: usize = 200_000;
 /// first along `spans_by_start` or `spans_by_service` and stops as soon as
 /// it has `want` traces, so a list page costs the spans of its traces, not
 /// the store's size; bounded at [`MAX_SCAN_SPANS`] rows.
-pub fn recent_trace_ids(conn: &Connection, filter: &RecentFilter, want: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-    let mut params: Vec<SqlValue> = Vec::new();
+pub fn recent_trace_ids(db: &Db, filter: &RecentFilter, want: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut params: Params = Vec::new();
     let mut clauses: Vec<String> = Vec::new();
-    let mut add = |clause: &str, value: SqlValue| {
+    let like = db.like();
+    let mut add = |clause: &str, value: Box<dyn Bind>| {
         params.push(value);
         clauses.push(clause.replace('?', &format!("?{}", params.len())));
     };
     if let Some(service) = &filter.service {
-        add("service = ?", SqlValue::Text(service.clone()));
+        add("service = ?", Box::new(service.clone()));
     }
     if let Some(t) = filter.start_min_ns {
-        add("start_ns >= ?", SqlValue::Integer(t));
+        add("start_ns >= ?", Box::new(t));
     }
     if let Some(t) = filter.start_max_ns {
-        add("start_ns <= ?", SqlValue::Integer(t));
+        add("start_ns <= ?", Box::new(t));
     }
     if filter.errors_only {
-        add("status_code = ?", SqlValue::Integer(2));
+        add("status_code = ?", Box::new(2_i64));
     }
     if let Some(text) = &filter.name_contains {
         let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-        add("name LIKE ? ESCAPE '\\'", SqlValue::Text(format!("%{escaped}%")));
+        add(&format!("name {like} ? ESCAPE '\\'"), Box::new(format!("%{escaped}%")));
     }
     if let Some(within) = &filter.within {
         if within.is_empty() {
@@ -524,7 +508,7 @@ pub fn recent_trace_ids(conn: &Connection, filter: &RecentFilter, want: usize) -
         }
         let mut marks = Vec::with_capacity(within.len());
         for id in within {
-            params.push(SqlValue::Blob(id.clone()));
+            params.push(Box::new(id.clone()));
             marks.push(format!("?{}", params.len()));
         }
         clauses.push(format!("trace_id IN ({})", marks.join(",")));
@@ -535,16 +519,16 @@ pub fn recent_trace_ids(conn: &Connection, filter: &RecentFilter, want: usize) -
         sql.push_str(&clauses.join(" AND "));
     }
     sql.push_str(&format!(" ORDER BY start_ns DESC LIMIT {MAX_SCAN_SPANS}"));
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(params_from_iter(params))?;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    while out.len() < want {
-        let Some(row) = rows.next()? else { break };
-        let id: Vec<u8> = row.get(0)?;
-        if seen.insert(id.clone()) {
-            out.push(id);
-        }
+    if want > 0 {
+        db.each(&sql, &bound(&params), |row| {
+            let id = row.blob(0)?;
+            if seen.insert(id.clone()) {
+                out.push(id);
+            }
+            Ok(out.len() < want)
+        })?;
     }
     Ok(out)
 }
@@ -588,40 +572,39 @@ pub struct SessionTotals {
 }
 
 /// A session's requests added up, along the requests' session index.
-pub fn session_totals(conn: &Connection, session: &str) -> Result<SessionTotals, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT COUNT(*), MIN(start_ns), MAX(start_ns + duration_ns), TOTAL(input_tokens), TOTAL(output_tokens),
-                TOTAL(cost_usd), TOTAL(errors > 0 OR failed), TOTAL(findings), TOTAL(broken)
+pub fn session_totals(db: &Db, session: &str) -> Result<SessionTotals, StoreError> {
+    // SUM of a BIGINT is NUMERIC in PostgreSQL: cast back, as SQLite's sum already is.
+    let r = db.row(
+        "SELECT COUNT(*), MIN(start_ns), MAX(start_ns + duration_ns), CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT),
+                CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT), COALESCE(SUM(cost_usd), 0.0),
+                SUM(CASE WHEN errors > 0 OR failed THEN 1 ELSE 0 END), CAST(COALESCE(SUM(findings), 0) AS BIGINT),
+                CAST(COALESCE(SUM(broken), 0) AS BIGINT)
          FROM requests WHERE session = ?1",
+        &[&session],
     )?;
-    Ok(stmt.query_row([session], |r| {
-        let (first, last): (Option<i64>, Option<i64>) = (r.get(1)?, r.get(2)?);
-        Ok(SessionTotals {
-            requests: r.get(0)?,
-            duration_ms: match (first, last) {
-                (Some(a), Some(b)) => ((b - a) as f64 / 1e3).round() / 1e3,
-                _ => 0.0,
-            },
-            input_tokens: r.get::<_, f64>(3)? as i64,
-            output_tokens: r.get::<_, f64>(4)? as i64,
-            cost_usd: r.get(5)?,
-            errors: r.get::<_, f64>(6)? as i64,
-            findings: r.get::<_, f64>(7)? as i64,
-            broken: r.get::<_, f64>(8)? as i64,
-        })
-    })?)
+    let (first, last) = (r.opt_int(1)?, r.opt_int(2)?);
+    Ok(SessionTotals {
+        requests: r.int(0)?,
+        duration_ms: match (first, last) {
+            (Some(a), Some(b)) => ((b - a) as f64 / 1e3).round() / 1e3,
+            _ => 0.0,
+        },
+        input_tokens: r.int(3)?,
+        output_tokens: r.int(4)?,
+        cost_usd: r.real(5)?,
+        errors: r.opt_int(6)?.unwrap_or(0),
+        findings: r.int(7)?,
+        broken: r.int(8)?,
+    })
 }
 
 /// The root services, agents and models of stored requests, for the
 /// list's pickers: at most `max` of each, in name order.
-pub fn request_facets(conn: &Connection, max: usize) -> Result<RequestFacets, StoreError> {
-    let mut services =
-        conn.prepare_cached("SELECT DISTINCT root_service FROM requests ORDER BY root_service LIMIT ?1")?;
-    let services = services.query_map([max as i64], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
-    let mut agents = conn.prepare_cached("SELECT DISTINCT agent FROM request_agents ORDER BY agent LIMIT ?1")?;
-    let agents = agents.query_map([max as i64], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
-    let mut models = conn.prepare_cached("SELECT DISTINCT model FROM request_models ORDER BY model LIMIT ?1")?;
-    let models = models.query_map([max as i64], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+pub fn request_facets(db: &Db, max: usize) -> Result<RequestFacets, StoreError> {
+    let max = max as i64;
+    let services = db.texts("SELECT DISTINCT root_service FROM requests ORDER BY root_service LIMIT ?1", &[&max])?;
+    let agents = db.texts("SELECT DISTINCT agent FROM request_agents ORDER BY agent LIMIT ?1", &[&max])?;
+    let models = db.texts("SELECT DISTINCT model FROM request_models ORDER BY model LIMIT ?1", &[&max])?;
     Ok(RequestFacets { services, agents, models })
 }
 
@@ -638,42 +621,37 @@ pub struct RequestFacets {
 
 /// Up to `want` sessions, most recently active first. Walks `span_keys`
 /// newest first along its start index, bounded at [`MAX_SCAN_SPANS`] rows.
-pub fn recent_sessions(conn: &Connection, keys: &[KeyKind], want: usize) -> Result<Vec<SessionRow>, StoreError> {
+pub fn recent_sessions(db: &Db, keys: &[KeyKind], want: usize) -> Result<Vec<SessionRow>, StoreError> {
     let marks: Vec<String> = keys.iter().map(|k| (*k as u8).to_string()).collect();
     let sql = format!(
         "SELECT value FROM span_keys WHERE key IN ({}) ORDER BY start_ns DESC LIMIT {MAX_SCAN_SPANS}",
         marks.join(",")
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query([])?;
     let mut ids: Vec<String> = Vec::new();
-    while ids.len() < want {
-        let Some(row) = rows.next()? else { break };
-        let id: String = row.get(0)?;
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
+    if want > 0 {
+        db.each(&sql, &[], |row| {
+            let id = row.text(0)?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+            Ok(ids.len() < want)
+        })?;
     }
-    drop(rows);
     let detail_sql = format!(
         "SELECT MIN(start_ns), MAX(start_ns), COUNT(DISTINCT trace_id) FROM span_keys
          WHERE key IN ({}) AND value = ?1",
         marks.join(",")
     );
-    let mut detail = conn.prepare_cached(&detail_sql)?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let mut row = detail.query_row([&id], |r| {
-            Ok(SessionRow {
-                id: id.clone(),
-                start_unix_nano: r.get::<_, Option<i64>>(0)?.unwrap_or(0),
-                last_unix_nano: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
-                traces: r.get(2)?,
-                totals: SessionTotals::default(),
-            })
-        })?;
-        row.totals = session_totals(conn, &id)?;
-        out.push(row);
+        let r = db.row(&detail_sql, &[&id])?;
+        out.push(SessionRow {
+            start_unix_nano: r.opt_int(0)?.unwrap_or(0),
+            last_unix_nano: r.opt_int(1)?.unwrap_or(0),
+            traces: r.int(2)?,
+            totals: session_totals(db, &id)?,
+            id,
+        });
     }
     Ok(out)
 }
@@ -707,18 +685,18 @@ pub struct QueueWindow {
 }
 
 /// The oldest rows of exporter `exporter` within `window`.
-pub fn queue_peek(conn: &Connection, exporter: i64, window: QueueWindow) -> Result<Vec<QueueRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, seq, spans, body FROM export_queue WHERE exporter = ?1 AND id > ?2 AND seq <= ?3 ORDER BY id LIMIT 1000",
-    )?;
+pub fn queue_peek(db: &Db, exporter: i64, window: QueueWindow) -> Result<Vec<QueueRow>, StoreError> {
     let max_seq = i64::try_from(window.max_seq).unwrap_or(i64::MAX);
-    let mut rows = stmt.query(rusqlite::params![exporter, window.after, max_seq])?;
+    let rows = db.rows(
+        "SELECT id, seq, spans, body FROM export_queue WHERE exporter = ?1 AND id > ?2 AND seq <= ?3 ORDER BY id LIMIT 1000",
+        &[&exporter, &window.after, &max_seq],
+    )?;
     let mut out = Vec::new();
     let (mut spans, mut bytes) = (0, 0);
-    while let Some(row) = rows.next()? {
-        let id: i64 = row.get(0)?;
-        let n: i64 = row.get(2)?;
-        let body: Vec<u8> = row.get(3)?;
+    for row in rows {
+        let id = row.int(0)?;
+        let n = row.int(2)?;
+        let body = row.blob(3)?;
         let encoded = lz4_flex::block::decompress_size_prepended(&body)
             .map_err(|e| StoreError::Corrupt(format!("export queue row {id}: {e}")))?;
         if !out.is_empty() && (spans + n as u64 > window.max_spans || bytes + encoded.len() as u64 > window.max_bytes) {
@@ -726,23 +704,26 @@ pub fn queue_peek(conn: &Connection, exporter: i64, window: QueueWindow) -> Resu
         }
         spans += n as u64;
         bytes += encoded.len() as u64;
-        out.push(QueueRow { id, seq: row.get::<_, i64>(1)? as u64, spans: n as u64, encoded, size: body.len() as u64 });
+        out.push(QueueRow { id, seq: row.int(1)? as u64, spans: n as u64, encoded, size: body.len() as u64 });
     }
     Ok(out)
 }
 
 /// Spans and bytes waiting in exporter `exporter`'s queue.
-pub fn queue_totals(conn: &Connection, exporter: i64) -> Result<(u64, u64), StoreError> {
-    totals(conn, "export_queue", exporter)
+pub fn queue_totals(db: &Db, exporter: i64) -> Result<(u64, u64), StoreError> {
+    totals(db, "export_queue", exporter)
 }
 
 /// Spans and bytes of an exporter's rows in `table` (its queue or its dead letters).
-fn totals(conn: &Connection, table: &str, exporter: i64) -> Result<(u64, u64), StoreError> {
-    let (spans, bytes): (i64, i64) = conn.query_row(
-        &format!("SELECT coalesce(sum(spans), 0), coalesce(sum(length(body)), 0) FROM {table} WHERE exporter = ?1"),
-        [exporter],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+fn totals(db: &Db, table: &str, exporter: i64) -> Result<(u64, u64), StoreError> {
+    let r = db.row(
+        &format!(
+            "SELECT CAST(coalesce(sum(spans), 0) AS BIGINT), CAST(coalesce(sum(length(body)), 0) AS BIGINT)
+             FROM {table} WHERE exporter = ?1"
+        ),
+        &[&exporter],
     )?;
+    let (spans, bytes) = (r.int(0)?, r.int(1)?);
     Ok((spans as u64, bytes as u64))
 }
 
@@ -766,38 +747,37 @@ pub struct DeadLetters {
 }
 
 /// Every exporter's dead letters, by exporter name.
-pub fn dead_letters(conn: &Connection) -> Result<Vec<DeadLetters>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT e.name, d.exporter, count(*), coalesce(sum(d.spans), 0), min(d.at_ns), max(d.at_ns)
-         FROM dead_letters d JOIN exporters e ON e.id = d.exporter GROUP BY d.exporter ORDER BY e.name",
+pub fn dead_letters(db: &Db) -> Result<Vec<DeadLetters>, StoreError> {
+    let rows = db.rows(
+        "SELECT e.name, d.exporter, count(*), CAST(coalesce(sum(d.spans), 0) AS BIGINT), min(d.at_ns), max(d.at_ns)
+         FROM dead_letters d JOIN exporters e ON e.id = d.exporter GROUP BY d.exporter, e.name ORDER BY e.name",
+        &[],
     )?;
-    let mut reasons = conn.prepare_cached("SELECT DISTINCT reason FROM dead_letters WHERE exporter = ?1 LIMIT 5")?;
-    let rows: Vec<(String, i64, i64, i64, i64, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
-        .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(rows.len());
-    for (exporter, id, requests, spans, oldest, newest) in rows {
+    for r in rows {
+        let (exporter, id, requests, spans, oldest, newest) =
+            (r.text(0)?, r.int(1)?, r.int(2)?, r.int(3)?, r.int(4)?, r.int(5)?);
         out.push(DeadLetters {
             exporter,
             requests: requests.max(0) as u64,
             spans: spans.max(0) as u64,
             oldest_unix_nano: oldest,
             newest_unix_nano: newest,
-            reasons: reasons.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?,
+            reasons: db.texts("SELECT DISTINCT reason FROM dead_letters WHERE exporter = ?1 LIMIT 5", &[&id])?,
         });
     }
     Ok(out)
 }
 
 /// Spans and bytes in an exporter's dead letters.
-pub fn dead_letter_totals(conn: &Connection, exporter: i64) -> Result<(u64, u64), StoreError> {
-    totals(conn, "dead_letters", exporter)
+pub fn dead_letter_totals(db: &Db, exporter: i64) -> Result<(u64, u64), StoreError> {
+    totals(db, "dead_letters", exporter)
 }
 
 /// Highest `seq` in any queue (0 when empty), so a restarted collector
 /// numbers on from there.
-pub fn queue_max_seq(conn: &Connection) -> Result<u64, StoreError> {
-    let seq: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM export_queue", [], |r| r.get(0))?;
+pub fn queue_max_seq(db: &Db) -> Result<u64, StoreError> {
+    let seq = db.row("SELECT coalesce(max(seq), 0) FROM export_queue", &[])?.int(0)?;
     Ok(seq as u64)
 }
 
@@ -805,13 +785,11 @@ pub fn queue_max_seq(conn: &Connection) -> Result<u64, StoreError> {
 pub type Patches = HashMap<(Vec<u8>, Vec<u8>), String>;
 
 /// Patches of the given traces' spans.
-pub fn patches(conn: &Connection, trace_ids: &[Vec<u8>]) -> Result<Patches, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT span_id, patch FROM span_patches WHERE trace_id = ?1")?;
+pub fn patches(db: &Db, trace_ids: &[Vec<u8>]) -> Result<Patches, StoreError> {
     let mut out = HashMap::new();
     for trace_id in trace_ids {
-        let mut rows = stmt.query([trace_id])?;
-        while let Some(row) = rows.next()? {
-            out.insert((trace_id.clone(), row.get(0)?), row.get(1)?);
+        for row in db.rows("SELECT span_id, patch FROM span_patches WHERE trace_id = ?1", &[trace_id])? {
+            out.insert((trace_id.clone(), row.blob(0)?), row.text(1)?);
         }
     }
     Ok(out)
@@ -1011,7 +989,7 @@ pub struct RequestListRow {
 /// filter is served by an index (start, session, service, agent, partial
 /// indexes for findings and errors), so a page never scans the table.
 pub fn requests(
-    conn: &Connection,
+    db: &Db,
     filter: &RequestFilter,
     limit: usize,
     with_answer: bool,
@@ -1022,35 +1000,34 @@ pub fn requests(
                 r.answer, r.root_span_id
          FROM requests r",
     );
-    let mut params: Vec<SqlValue> = vec![SqlValue::Integer(i64::from(with_answer))];
+    let mut params: Params = Vec::new();
     let mut clauses: Vec<String> = Vec::new();
-    let bind = |params: &mut Vec<SqlValue>, v: SqlValue| {
+    let bind = |params: &mut Params, v: Box<dyn Bind>| {
         params.push(v);
         params.len()
     };
     if let Some(agent) = &filter.agent {
-        let n = bind(&mut params, SqlValue::Text(agent.clone()));
+        let n = bind(&mut params, Box::new(agent.clone()));
         sql.push_str(&format!(" JOIN request_agents a ON a.request_id = r.request_id AND a.agent = ?{n}"));
     }
     if let Some(t) = &filter.trace_id {
-        let n = bind(&mut params, SqlValue::Blob(t.clone()));
+        let n = bind(&mut params, Box::new(t.clone()));
         clauses.push(format!(
-            "r.request_id IN (SELECT request_id FROM request_traces WHERE trace_id = ?{n}
-                              UNION SELECT ?{n})"
+            "(r.request_id = ?{n} OR r.request_id IN (SELECT request_id FROM request_traces WHERE trace_id = ?{n}))"
         ));
     }
     if let Some(v) = &filter.service {
-        let n = bind(&mut params, SqlValue::Text(v.clone()));
+        let n = bind(&mut params, Box::new(v.clone()));
         clauses.push(format!("r.root_service = ?{n}"));
     }
     if let Some(v) = &filter.model {
-        let n = bind(&mut params, SqlValue::Text(v.clone()));
+        let n = bind(&mut params, Box::new(v.clone()));
         clauses.push(format!(
             "EXISTS (SELECT 1 FROM request_models m WHERE m.request_id = r.request_id AND m.model = ?{n})"
         ));
     }
     if let Some(v) = &filter.session {
-        let n = bind(&mut params, SqlValue::Text(v.clone()));
+        let n = bind(&mut params, Box::new(v.clone()));
         clauses.push(format!("r.session = ?{n}"));
     }
     if filter.findings {
@@ -1063,29 +1040,29 @@ pub fn requests(
         clauses.push("(r.errors > 0 OR r.failed)".into());
     }
     if let Some(v) = filter.min_duration_ns {
-        let n = bind(&mut params, SqlValue::Integer(v));
+        let n = bind(&mut params, Box::new(v));
         clauses.push(format!("r.duration_ns >= ?{n}"));
     }
     if let Some(v) = filter.min_tokens {
-        let n = bind(&mut params, SqlValue::Integer(v));
+        let n = bind(&mut params, Box::new(v));
         clauses.push(format!("r.input_tokens + r.output_tokens >= ?{n}"));
     }
     if let Some(v) = filter.start_min_ns {
-        let n = bind(&mut params, SqlValue::Integer(v));
+        let n = bind(&mut params, Box::new(v));
         clauses.push(format!("r.start_ns >= ?{n}"));
     }
     if let Some(v) = filter.start_max_ns {
-        let n = bind(&mut params, SqlValue::Integer(v));
+        let n = bind(&mut params, Box::new(v));
         clauses.push(format!("r.start_ns <= ?{n}"));
     }
     if let Some(v) = &filter.name_contains {
-        let n = bind(&mut params, SqlValue::Text(format!("%{}%", v.replace('%', "\\%").replace('_', "\\_"))));
-        clauses.push(format!("r.root_name LIKE ?{n} ESCAPE '\\'"));
+        let n = bind(&mut params, Box::new(format!("%{}%", v.replace('%', "\\%").replace('_', "\\_"))));
+        clauses.push(format!("r.root_name {} ?{n} ESCAPE '\\'", db.like()));
     }
     if let Some((start, id, root)) = &filter.before {
-        let a = bind(&mut params, SqlValue::Integer(*start));
-        let b = bind(&mut params, SqlValue::Blob(id.clone()));
-        let c = bind(&mut params, SqlValue::Blob(root.clone()));
+        let a = bind(&mut params, Box::new(*start));
+        let b = bind(&mut params, Box::new(id.clone()));
+        let c = bind(&mut params, Box::new(root.clone()));
         let by = if filter.agent.is_some() { "a" } else { "r" };
         clauses.push(format!(
             "({by}.start_ns < ?{a} OR ({by}.start_ns = ?{a} AND ({by}.request_id < ?{b} OR ({by}.request_id = ?{b} AND r.root_span_id < ?{c}))))"
@@ -1095,8 +1072,8 @@ pub fn requests(
         sql.push_str(" WHERE ");
         sql.push_str(&clauses.join(" AND "));
     }
-    let n = bind(&mut params, SqlValue::Integer(limit as i64));
-    let offset = bind(&mut params, SqlValue::Integer(filter.offset.min(MAX_OFFSET) as i64));
+    let n = bind(&mut params, Box::new(limit as i64));
+    let offset = bind(&mut params, Box::new(filter.offset.min(MAX_OFFSET) as i64));
     let dir = if filter.ascending { "ASC" } else { "DESC" };
     if filter.sort == RequestSort::Start {
         // With an agent, the walk is down that agent's index (agent, start,
@@ -1113,54 +1090,46 @@ pub fn requests(
             filter.sort.column()
         ));
     }
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(params), |r| {
-        let id: Vec<u8> = r.get(0)?;
-        let agents: String = r.get(7)?;
-        let answer: String = r.get(16)?;
-        let root: Vec<u8> = r.get(17)?;
+    let rows = db.rows(&sql, &bound(&params))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id = r.blob(0)?;
+        let agents = r.text(7)?;
+        let answer = r.text(16)?;
+        let root = r.blob(17)?;
         let (finding_kinds, failure) = answer_outline(&answer);
-        Ok(RequestListRow {
+        let trace_ids = db
+            .blobs("SELECT trace_id FROM request_traces WHERE request_id = ?1 ORDER BY trace_id", &[&id])?
+            .iter()
+            .map(|t| hex(t))
+            .collect();
+        out.push(RequestListRow {
             request_id: hex(&id),
             root_span_id: hex(&root),
-            trace_ids: Vec::new(),
-            start_unix_nano: r.get(1)?,
-            duration_ms: (r.get::<_, i64>(2)? as f64 / 1e3).round() / 1e3,
-            root_service: r.get(3)?,
-            root_name: r.get(4)?,
-            session: r.get(5)?,
-            spans: r.get(6)?,
+            trace_ids,
+            start_unix_nano: r.int(1)?,
+            duration_ms: (r.int(2)? as f64 / 1e3).round() / 1e3,
+            root_service: r.text(3)?,
+            root_name: r.text(4)?,
+            session: r.opt_text(5)?,
+            spans: r.int(6)?,
             agents: serde_json::from_str(&agents).unwrap_or_default(),
-            input_tokens: r.get(8)?,
-            output_tokens: r.get(9)?,
-            cost_usd: r.get(10)?,
-            findings: r.get(11)?,
-            broken: r.get(12)?,
-            errors: r.get(13)?,
-            failed: r.get(14)?,
-            repairs: r.get(15)?,
+            input_tokens: r.int(8)?,
+            output_tokens: r.int(9)?,
+            cost_usd: r.real(10)?,
+            findings: r.int(11)?,
+            broken: r.int(12)?,
+            errors: r.int(13)?,
+            failed: r.bool(14)?,
+            repairs: r.int(15)?,
             finding_kinds,
             failure,
             answer: if with_answer { serde_json::from_str(&answer).ok() } else { None },
-        })
-    })?;
-    let mut out = rows.collect::<Result<Vec<_>, _>>()?;
-    let mut members =
-        conn.prepare_cached("SELECT trace_id FROM request_traces WHERE request_id = ?1 ORDER BY trace_id")?;
-    for row in &mut out {
-        let id = unhex(&row.request_id);
-        row.trace_ids = members
-            .query_map([id], |r| r.get::<_, Vec<u8>>(0))?
-            .map(|t| t.map(|t| hex(&t)))
-            .collect::<Result<_, _>>()?;
+        });
     }
     Ok(out)
 }
 
 fn hex(bytes: &[u8]) -> String {
     agentrace_model::ids::to_hex(bytes)
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len() / 2).filter_map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()).collect()
 }

@@ -1,9 +1,13 @@
 //! The writer thread: group commit, then acknowledgements, then retention.
+//!
+//! The loop ([`run`]) is the same for both engines; what a commit does is
+//! the [`Engine`]'s: SQLite's ([`Writer`]) here, PostgreSQL's in
+//! [`super::postgres`].
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
@@ -164,12 +168,105 @@ fn now_ns() -> i64 {
     i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// What a store engine does for the writer thread.
+pub(crate) trait Engine {
+    /// Writes the jobs in one transaction; an outcome per job, or why
+    /// nothing was written (said to the senders, who retry).
+    fn write(&mut self, jobs: &[WriteJob]) -> Result<Vec<WriteOutcome>, String>;
+    /// Deletes what retention says must go; how many spans went.
+    fn apply_retention(&mut self) -> Result<u64, String>;
+    /// Bytes the store takes, for `/metrics`.
+    fn store_bytes(&mut self) -> u64;
+}
+
+/// The writer thread's loop: takes every job waiting (up to
+/// `MAX_SPANS_PER_COMMIT` spans), commits them together, answers each, and
+/// runs retention between commits, until the job channel closes.
+pub(crate) fn run<E: Engine>(
+    mut engine: E,
+    jobs: mpsc::Receiver<WriteJob>,
+    retention: &RetentionConfig,
+    pending: &AtomicU64,
+    metrics: &Metrics,
+) {
+    let mut next_retention = Instant::now();
+    let mut next_size = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= next_retention {
+            if retention.max_age.is_some() || retention.max_bytes.is_some() {
+                match engine.apply_retention() {
+                    Ok(deleted) => {
+                        metrics.retention_ran();
+                        if deleted > 0 {
+                            // Freed space is reused by later writes before the store grows.
+                            metrics.retention_deleted(deleted);
+                            tracing::info!(deleted, "retention deleted spans");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "retention failed; will retry"),
+                }
+            }
+            next_retention = now + retention.interval;
+        }
+        if now >= next_size {
+            metrics.set_store_bytes(engine.store_bytes());
+            next_size = now + Duration::from_secs(1);
+        }
+        let first = match jobs.recv_timeout(next_retention.min(next_size).saturating_duration_since(now)) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch = vec![first];
+        let mut spans = batch[0].batch.len();
+        while spans < MAX_SPANS_PER_COMMIT {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    spans += job.batch.len();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        commit(&mut engine, batch, spans as u64, pending, metrics);
+    }
+    metrics.set_store_bytes(engine.store_bytes());
+}
+
+/// Commits one group and answers each of its senders.
+fn commit<E: Engine>(engine: &mut E, jobs: Vec<WriteJob>, spans: u64, pending: &AtomicU64, metrics: &Metrics) {
+    let span =
+        tracing::info_span!("store.commit", requests = jobs.len(), spans, otel.status_code = tracing::field::Empty);
+    let _entered = span.enter();
+    let result = engine.write(&jobs);
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    } else {
+        metrics.commit();
+    }
+    let left = pending.fetch_sub(spans, Ordering::AcqRel) - spans;
+    metrics.set_pending(left);
+    match result {
+        Ok(outcomes) => {
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let _ = job.ack.send(Ok(outcome));
+            }
+        }
+        Err(message) => {
+            tracing::error!(error = %message, spans, "store write failed; the senders will retry");
+            for job in jobs {
+                let _ = job.ack.send(Err(message.clone()));
+            }
+        }
+    }
+}
+
+/// The SQLite engine: one connection in WAL mode.
 pub(crate) struct Writer {
     conn: Connection,
     path: PathBuf,
     retention: RetentionConfig,
-    pending: Arc<AtomicU64>,
-    metrics: Arc<Metrics>,
     resource_ids: HashMap<Vec<u8>, i64>,
     scope_ids: HashMap<Vec<u8>, i64>,
     operations: HashSet<(String, String, i32)>,
@@ -177,19 +274,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(
-        conn: Connection,
-        path: PathBuf,
-        retention: RetentionConfig,
-        pending: Arc<AtomicU64>,
-        metrics: Arc<Metrics>,
-    ) -> Writer {
+    pub(crate) fn new(conn: Connection, path: PathBuf, retention: RetentionConfig) -> Writer {
         Writer {
             conn,
             path,
             retention,
-            pending,
-            metrics,
             resource_ids: HashMap::new(),
             scope_ids: HashMap::new(),
             operations: HashSet::new(),
@@ -197,80 +286,7 @@ impl Writer {
         }
     }
 
-    pub(crate) fn run(mut self, jobs: mpsc::Receiver<WriteJob>) {
-        let mut next_retention = Instant::now();
-        let mut next_size = Instant::now();
-        loop {
-            let now = Instant::now();
-            if now >= next_retention {
-                if (self.retention.max_age.is_some() || self.retention.max_bytes.is_some())
-                    && let Err(e) = self.apply_retention()
-                {
-                    tracing::error!(error = %e, "retention failed; will retry");
-                }
-                next_retention = now + self.retention.interval;
-            }
-            if now >= next_size {
-                self.metrics.set_store_bytes(self.store_bytes());
-                next_size = now + Duration::from_secs(1);
-            }
-            let first = match jobs.recv_timeout(next_retention.min(next_size).saturating_duration_since(now)) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            let mut batch = vec![first];
-            let mut spans = batch[0].batch.len();
-            while spans < MAX_SPANS_PER_COMMIT {
-                match jobs.try_recv() {
-                    Ok(job) => {
-                        spans += job.batch.len();
-                        batch.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit(batch, spans as u64);
-        }
-        self.metrics.set_store_bytes(self.store_bytes());
-    }
-
-    fn commit(&mut self, jobs: Vec<WriteJob>, spans: u64) {
-        let span =
-            tracing::info_span!("store.commit", requests = jobs.len(), spans, otel.status_code = tracing::field::Empty);
-        let _entered = span.enter();
-        let result = self.write(&jobs);
-        if result.is_err() {
-            span.record("otel.status_code", "ERROR");
-        }
-        if result.is_err() {
-            // The transaction rolled back: IDs cached during it may not exist.
-            self.resource_ids.clear();
-            self.scope_ids.clear();
-            self.operations.clear();
-            self.next_chunk_id = None;
-        } else {
-            self.metrics.commit();
-        }
-        let left = self.pending.fetch_sub(spans, Ordering::AcqRel) - spans;
-        self.metrics.set_pending(left);
-        match result {
-            Ok(outcomes) => {
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.ack.send(Ok(outcome));
-                }
-            }
-            Err(e) => {
-                let message = write_failure(&e);
-                tracing::error!(error = %message, spans, "store write failed; the senders will retry");
-                for job in jobs {
-                    let _ = job.ack.send(Err(message.clone()));
-                }
-            }
-        }
-    }
-
-    fn write(&mut self, jobs: &[WriteJob]) -> rusqlite::Result<Vec<WriteOutcome>> {
+    fn write_all(&mut self, jobs: &[WriteJob]) -> rusqlite::Result<Vec<WriteOutcome>> {
         let mut next_chunk_id = match self.next_chunk_id {
             Some(id) => id,
             None => self.conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM chunks", [], |r| r.get(0))?,
@@ -500,7 +516,7 @@ impl Writer {
         Ok(outcomes)
     }
 
-    fn store_bytes(&self) -> u64 {
+    fn file_bytes(&self) -> u64 {
         let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let mut wal = self.path.clone().into_os_string();
         wal.push("-wal");
@@ -523,7 +539,7 @@ impl Writer {
     /// received (its chunk's `received_ns`), and a span goes only once its
     /// own start is past the cutoff too: a span dated a year back that
     /// arrived a minute ago is kept for `max_age`, like any other.
-    fn apply_retention(&mut self) -> rusqlite::Result<()> {
+    fn retain(&mut self) -> rusqlite::Result<u64> {
         let mut deleted = 0u64;
         if let Some(max_age) = self.retention.max_age {
             let cutoff = now_ns().saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
@@ -561,13 +577,7 @@ impl Writer {
                 }
             }
         }
-        self.metrics.retention_ran();
-        if deleted > 0 {
-            // Freed pages are reused by later writes before the file grows.
-            self.metrics.retention_deleted(deleted);
-            tracing::info!(deleted, "retention deleted spans");
-        }
-        Ok(())
+        Ok(deleted)
     }
 
     /// Deletes one batch of spans that started before `cutoff` and arrived
@@ -575,53 +585,18 @@ impl Writer {
     /// spans; returns how many spans went, and how many other rows.
     fn delete_before(&mut self, cutoff: i64, last: i64) -> rusqlite::Result<(u64, u64)> {
         let tx = self.conn.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM spans WHERE id IN
-                 (SELECT id FROM spans WHERE start_ns < ?1 AND chunk_id <= ?2 ORDER BY start_ns LIMIT 10000)",
-            [cutoff, last],
-        )?;
-        // A key row goes with its span (kept spans keep their keys).
-        let keys = tx.execute(
-            "DELETE FROM span_keys WHERE rowid IN
-                 (SELECT k.rowid FROM span_keys k WHERE k.start_ns < ?1 AND NOT EXISTS
-                     (SELECT 1 FROM spans s WHERE s.trace_id = k.trace_id AND s.span_id = k.span_id)
-                  ORDER BY k.start_ns LIMIT 100000)",
-            [cutoff],
-        )?;
-        // A chunk goes once every span in it is past both cutoffs, so no
-        // remaining span row can point at a deleted chunk.
-        let chunks = tx.execute(
-            "DELETE FROM chunks WHERE id IN
-                 (SELECT id FROM chunks WHERE max_start_ns < ?1 AND id <= ?2 ORDER BY id LIMIT 1000)",
-            [cutoff, last],
-        )?;
-        // The live diagnosis goes with its spans: a request whose arrived
-        // traces have no span left. Patches first (their traces are found
-        // through the request they belong to), the requests' own rows last
-        // (the others find their rows through them).
-        // Which requests go is decided once: the query joins spans, and
-        // each table below deletes the same set.
+        let n = tx.execute(retention::SPANS, [cutoff, last])?;
+        let keys = tx.execute(&retention::keys("rowid"), [cutoff])?;
+        let chunks = tx.execute(retention::CHUNKS, [cutoff, last])?;
         let gone: Vec<Vec<u8>> = tx
-            .prepare(
-                "SELECT DISTINCT r.request_id FROM requests r WHERE r.start_ns < ?1 AND NOT EXISTS
-                     (SELECT 1 FROM request_traces t JOIN spans s ON s.trace_id = t.trace_id
-                      WHERE t.request_id = r.request_id)
-                 ORDER BY r.start_ns LIMIT 10000",
-            )?
+            .prepare(retention::GONE_REQUESTS)?
             .query_map([cutoff], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         let mut analyses = 0;
         {
-            let mut patches = tx.prepare(
-                "DELETE FROM span_patches WHERE trace_id IN (SELECT trace_id FROM request_traces WHERE request_id = ?1)",
-            )?;
             let mut rows: Vec<rusqlite::Statement<'_>> =
-                ["request_agents", "request_models", "request_traces", "requests"]
-                    .iter()
-                    .map(|table| tx.prepare(&format!("DELETE FROM {table} WHERE request_id = ?1")))
-                    .collect::<rusqlite::Result<_>>()?;
+                retention::REQUEST_ROWS.iter().map(|sql| tx.prepare(sql)).collect::<rusqlite::Result<_>>()?;
             for id in &gone {
-                analyses += patches.execute([id])?;
                 for statement in &mut rows {
                     analyses += statement.execute([id])?;
                 }
@@ -630,6 +605,74 @@ impl Writer {
         tx.commit()?;
         Ok((n as u64, (keys + chunks + analyses) as u64))
     }
+}
+
+impl Engine for Writer {
+    fn write(&mut self, jobs: &[WriteJob]) -> Result<Vec<WriteOutcome>, String> {
+        let result = self.write_all(jobs);
+        if let Err(e) = &result {
+            // The transaction rolled back: IDs cached during it may not exist.
+            self.resource_ids.clear();
+            self.scope_ids.clear();
+            self.operations.clear();
+            self.next_chunk_id = None;
+            return Err(write_failure(e));
+        }
+        result.map_err(|e| write_failure(&e))
+    }
+
+    fn apply_retention(&mut self) -> Result<u64, String> {
+        self.retain().map_err(|e| e.to_string())
+    }
+
+    fn store_bytes(&mut self) -> u64 {
+        self.file_bytes()
+    }
+}
+
+/// Retention's deletes, the same on both engines (`?N` placeholders; see
+/// [`super::sql::dollars`]). Each deletes one batch, so no transaction
+/// holds the store for long.
+pub(crate) mod retention {
+    /// Spans that started before `?1` and arrived in a chunk up to `?2`.
+    pub(crate) const SPANS: &str = "DELETE FROM spans WHERE id IN
+         (SELECT id FROM spans WHERE start_ns < ?1 AND chunk_id <= ?2 ORDER BY start_ns LIMIT 10000)";
+
+    /// Key rows whose span is gone (kept spans keep their keys), found by
+    /// the engine's row address (`rowid`, `ctid`).
+    pub(crate) fn keys(row: &str) -> String {
+        format!(
+            "DELETE FROM span_keys WHERE {row} IN
+                 (SELECT k.{row} FROM span_keys k WHERE k.start_ns < ?1 AND NOT EXISTS
+                     (SELECT 1 FROM spans s WHERE s.trace_id = k.trace_id AND s.span_id = k.span_id)
+                  ORDER BY k.start_ns LIMIT 100000)"
+        )
+    }
+
+    /// Chunks every span of which is past both cutoffs, so no remaining
+    /// span row can point at a deleted chunk.
+    pub(crate) const CHUNKS: &str = "DELETE FROM chunks WHERE id IN
+         (SELECT id FROM chunks WHERE max_start_ns < ?1 AND id <= ?2 ORDER BY id LIMIT 1000)";
+
+    /// The live diagnosis goes with its spans: the requests none of whose
+    /// arrived traces has a span left (first column), decided once, since
+    /// each table of [`REQUEST_ROWS`] deletes the same set.
+    pub(crate) const GONE_REQUESTS: &str = "SELECT DISTINCT r.request_id, r.start_ns FROM requests r
+         WHERE r.start_ns < ?1 AND NOT EXISTS
+             (SELECT 1 FROM request_traces t JOIN spans s ON s.trace_id = t.trace_id
+              WHERE t.request_id = r.request_id)
+         ORDER BY r.start_ns LIMIT 10000";
+
+    /// A gone request's rows: patches first (their traces are found through
+    /// the request they belong to), the request's own row last (the others
+    /// find their rows through it).
+    pub(crate) const REQUEST_ROWS: [&str; 5] = [
+        "DELETE FROM span_patches WHERE trace_id IN (SELECT trace_id FROM request_traces WHERE request_id = ?1)",
+        "DELETE FROM request_agents WHERE request_id = ?1",
+        "DELETE FROM request_models WHERE request_id = ?1",
+        "DELETE FROM request_traces WHERE request_id = ?1",
+        "DELETE FROM requests WHERE request_id = ?1",
+    ];
 }
 
 /// What a failed commit says to senders and operators: a full disk is a
@@ -672,7 +715,7 @@ mod tests {
         use crate::store::{PatchRow, PreparedBatch, Store};
         let dir = tempfile::tempdir().unwrap();
         let config = crate::config::StorageConfig { data_dir: dir.path().to_owned(), ..Default::default() };
-        let store = Store::open(&config, 1_000, Arc::new(Metrics::default())).unwrap();
+        let store = Store::open(&config, 1_000, std::sync::Arc::new(Metrics::default())).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let write = |patches: Vec<PatchRow>, repatched: Vec<Vec<u8>>| {
             let durable = store.submit(PreparedBatch::analysis(patches, repatched, Vec::new(), Vec::new())).unwrap();
@@ -687,8 +730,8 @@ mod tests {
         write(vec![patch(3, 6, "joined"), patch(1, 1, "rollup")], vec![vec![3; 16], vec![1; 16]]);
         // A later one, with more of the picture, left trace 3 as sent.
         write(Vec::new(), vec![vec![3; 16]]);
-        let conn = Connection::open(store.path()).unwrap();
-        let stored = crate::store::query::patches(&conn, &[vec![1; 16], vec![3; 16]]).unwrap();
+        let db = crate::store::Db::sqlite(Connection::open(store.path()).unwrap());
+        let stored = crate::store::query::patches(&db, &[vec![1; 16], vec![3; 16]]).unwrap();
         assert_eq!(stored.len(), 1, "{stored:?}");
         assert_eq!(stored[&(vec![1; 16], vec![1; 8])], "rollup", "a trace not diagnosed again keeps its patches");
     }

@@ -18,11 +18,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
-/// A collector running on its own runtime, with its data in a temp dir.
+/// A collector running on its own runtime, with its data in a temp dir
+/// (or a database of its own, under `AGENTRACE_TEST_STORE=postgres`).
 pub struct Running {
     pub runtime: tokio::runtime::Runtime,
     pub collector: Option<Collector>,
     pub dir: tempfile::TempDir,
+    pub database: Option<TestDatabase>,
 }
 
 impl Running {
@@ -49,7 +51,66 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
+        self.database.take();
     }
+}
+
+/// A PostgreSQL database made for one test on the server of
+/// `scripts/services.sh` (`AGENTRACE_POSTGRES_URL`), dropped with it.
+pub struct TestDatabase {
+    /// The server's URL, to its maintenance database.
+    server: String,
+    /// This database's name.
+    pub name: String,
+    /// The URL a collector connects to.
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// A new, empty database.
+    pub fn create() -> TestDatabase {
+        let server = std::env::var("AGENTRACE_POSTGRES_URL").unwrap_or_else(|_| {
+            panic!("AGENTRACE_POSTGRES_URL is not set: run `scripts/services.sh start && eval \"$(scripts/services.sh env)\"` first")
+        });
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!("t_{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let base = server.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap_or_else(|| server.clone());
+        let url = format!("{base}/{name}");
+        let (s, n) = (server.clone(), name.clone());
+        std::thread::spawn(move || {
+            let mut client =
+                postgres::Client::connect(&s, postgres::NoTls).expect("the test PostgreSQL server answers");
+            client.batch_execute(&format!("DROP DATABASE IF EXISTS {n}")).unwrap();
+            client.batch_execute(&format!("CREATE DATABASE {n}")).unwrap();
+        })
+        .join()
+        .unwrap();
+        TestDatabase { server, name, url }
+    }
+
+    /// A client to the database (on the calling thread: not inside a runtime).
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut client) = postgres::Client::connect(&server, postgres::NoTls) {
+                let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        })
+        .join();
+    }
+}
+
+/// Whether the tests' collectors keep their store in PostgreSQL
+/// (`AGENTRACE_TEST_STORE=postgres`) rather than the SQLite default: the
+/// test command runs the API's tests once each way.
+pub fn on_postgres() -> bool {
+    std::env::var("AGENTRACE_TEST_STORE").is_ok_and(|v| v == "postgres")
 }
 
 /// Starts a collector on 127.0.0.1 with ephemeral ports; `tweak` adjusts the config.
@@ -65,10 +126,16 @@ pub fn start(tweak: impl FnOnce(&mut Config)) -> Running {
     start_with(config, dir)
 }
 
-pub fn start_with(config: Config, dir: tempfile::TempDir) -> Running {
+pub fn start_with(mut config: Config, dir: tempfile::TempDir) -> Running {
+    let database = on_postgres().then(|| {
+        let database = TestDatabase::create();
+        config.storage.backend = agentrace_collector::config::StorageBackend::Postgres;
+        config.storage.postgres.url = Some(database.url.clone());
+        database
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let collector = runtime.block_on(Collector::start(config)).expect("collector starts");
-    Running { runtime, collector: Some(collector), dir }
+    Running { runtime, collector: Some(collector), dir, database }
 }
 
 pub fn workspace_root() -> PathBuf {

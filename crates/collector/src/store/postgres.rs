@@ -1,0 +1,595 @@
+//! The shared store: PostgreSQL, for several collectors behind one balancer
+//! (`storage.backend: postgres`).
+//!
+//! The same place on the data's road as the SQLite file: the writer thread
+//! ([`super::writer::run`]) commits every pending request in one
+//! transaction and acknowledges them after `COMMIT` returns, so an
+//! acknowledged span is in the database whatever happens to the collector
+//! afterwards. Span rows and join-key rows go in by binary `COPY` (spans
+//! through a staging table, so that a client's retry of spans already
+//! stored, by this collector or another, is counted and skipped as on
+//! SQLite); everything else a commit writes is a row per request.
+//!
+//! The schema is versioned ([`MIGRATIONS`]): each collector applies what
+//! is missing at start-up, one at a time under an advisory lock. The
+//! columns are SQLite's, with PostgreSQL's types; reads run the same
+//! queries ([`super::sql`]).
+//!
+//! Not yet: retention by dropping time partitions (rows are deleted, as on
+//! SQLite, and `retention.max_bytes` is not applied), TLS to the server,
+//! and export queues leased between collectors (exporters are refused with
+//! this backend).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{ToSql, Type};
+use postgres::{Client, NoTls};
+use sha2::{Digest, Sha256};
+
+use super::sql::dollars;
+use super::writer::{Engine, retention};
+use super::{StoreError, WriteJob, WriteOutcome};
+use crate::config::{PostgresConfig, RetentionConfig};
+
+/// Schema versions, applied in order; a collector applies those above the
+/// database's version and records each. Never edit one that has shipped:
+/// add the next.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TABLE resources (
+         id BIGSERIAL PRIMARY KEY,
+         hash BYTEA NOT NULL UNIQUE,
+         body BYTEA NOT NULL,
+         service TEXT NOT NULL
+     );
+     CREATE TABLE scopes (
+         id BIGSERIAL PRIMARY KEY,
+         hash BYTEA NOT NULL UNIQUE,
+         body BYTEA NOT NULL
+     );
+     CREATE TABLE spans (
+         id BIGSERIAL PRIMARY KEY,
+         trace_id BYTEA NOT NULL,
+         span_id BYTEA NOT NULL,
+         parent_span_id BYTEA,
+         resource_id BIGINT NOT NULL,
+         scope_id BIGINT NOT NULL,
+         service TEXT NOT NULL,
+         name TEXT NOT NULL,
+         kind BIGINT NOT NULL,
+         start_ns BIGINT NOT NULL,
+         end_ns BIGINT NOT NULL,
+         status_code BIGINT NOT NULL,
+         chunk_id BIGINT NOT NULL,
+         chunk_index BIGINT NOT NULL
+     );
+     CREATE UNIQUE INDEX spans_by_trace ON spans (trace_id, span_id);
+     CREATE INDEX spans_by_start ON spans (start_ns);
+     CREATE INDEX spans_by_service ON spans (service, start_ns);
+     CREATE SEQUENCE chunk_ids;
+     CREATE TABLE chunks (
+         id BIGINT PRIMARY KEY,
+         max_start_ns BIGINT NOT NULL,
+         received_ns BIGINT NOT NULL,
+         body BYTEA NOT NULL
+     );
+     CREATE INDEX chunks_by_start ON chunks (max_start_ns);
+     CREATE INDEX chunks_by_received ON chunks (received_ns);
+     CREATE TABLE span_keys (
+         key BIGINT NOT NULL,
+         value TEXT NOT NULL,
+         trace_id BYTEA NOT NULL,
+         span_id BYTEA NOT NULL,
+         start_ns BIGINT NOT NULL
+     );
+     CREATE INDEX span_keys_by_value ON span_keys (key, value, trace_id);
+     CREATE INDEX span_keys_by_start ON span_keys (start_ns);
+     CREATE TABLE operations (
+         service TEXT NOT NULL,
+         name TEXT NOT NULL,
+         kind BIGINT NOT NULL,
+         PRIMARY KEY (service, name, kind)
+     );
+     CREATE TABLE exporters (
+         id BIGSERIAL PRIMARY KEY,
+         name TEXT NOT NULL UNIQUE
+     );
+     CREATE TABLE export_queue (
+         id BIGSERIAL PRIMARY KEY,
+         exporter BIGINT NOT NULL,
+         seq BIGINT NOT NULL,
+         spans BIGINT NOT NULL,
+         body BYTEA NOT NULL
+     );
+     CREATE INDEX export_queue_by_exporter ON export_queue (exporter, id);
+     CREATE TABLE dead_letters (
+         id BIGSERIAL PRIMARY KEY,
+         exporter BIGINT NOT NULL,
+         seq BIGINT NOT NULL,
+         spans BIGINT NOT NULL,
+         body BYTEA NOT NULL,
+         reason TEXT NOT NULL,
+         at_ns BIGINT NOT NULL
+     );
+     CREATE INDEX dead_letters_by_exporter ON dead_letters (exporter, id);
+     CREATE TABLE requests (
+         request_id BYTEA NOT NULL,
+         root_span_id BYTEA NOT NULL,
+         start_ns BIGINT NOT NULL,
+         duration_ns BIGINT NOT NULL,
+         root_service TEXT NOT NULL,
+         root_name TEXT NOT NULL,
+         session TEXT,
+         traces BIGINT NOT NULL,
+         spans BIGINT NOT NULL,
+         agents TEXT NOT NULL,
+         input_tokens BIGINT NOT NULL,
+         output_tokens BIGINT NOT NULL,
+         cost_usd DOUBLE PRECISION NOT NULL,
+         findings BIGINT NOT NULL,
+         broken BIGINT NOT NULL,
+         errors BIGINT NOT NULL,
+         failed BOOLEAN NOT NULL,
+         repairs BIGINT NOT NULL,
+         answer TEXT NOT NULL,
+         PRIMARY KEY (request_id, root_span_id)
+     );
+     CREATE INDEX requests_by_start ON requests (start_ns);
+     CREATE INDEX requests_by_session ON requests (session, start_ns);
+     CREATE INDEX requests_by_service ON requests (root_service, start_ns);
+     CREATE INDEX requests_with_findings ON requests (start_ns) WHERE findings > 0;
+     CREATE INDEX requests_broken ON requests (start_ns) WHERE broken > 0;
+     CREATE INDEX requests_with_errors ON requests (start_ns) WHERE errors > 0 OR failed;
+     CREATE INDEX requests_by_tokens ON requests ((input_tokens + output_tokens), start_ns);
+     CREATE TABLE request_traces (
+         trace_id BYTEA PRIMARY KEY,
+         request_id BYTEA NOT NULL
+     );
+     CREATE INDEX request_traces_by_request ON request_traces (request_id);
+     CREATE TABLE request_agents (
+         agent TEXT NOT NULL,
+         start_ns BIGINT NOT NULL,
+         request_id BYTEA NOT NULL,
+         PRIMARY KEY (agent, start_ns, request_id)
+     );
+     CREATE INDEX request_agents_by_request ON request_agents (request_id);
+     CREATE TABLE request_models (
+         model TEXT NOT NULL,
+         start_ns BIGINT NOT NULL,
+         request_id BYTEA NOT NULL,
+         PRIMARY KEY (model, start_ns, request_id)
+     );
+     CREATE INDEX request_models_by_request ON request_models (request_id);
+     CREATE TABLE span_patches (
+         trace_id BYTEA NOT NULL,
+         span_id BYTEA NOT NULL,
+         patch TEXT NOT NULL,
+         PRIMARY KEY (trace_id, span_id)
+     );",
+)];
+
+/// The advisory lock collectors take to migrate one at a time ("agentrace" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6167_656e_7472_6163;
+
+/// Runs `f` on a thread of its own. The synchronous PostgreSQL client runs
+/// its own small runtime, which cannot start on a thread that is already
+/// inside the collector's (start-up, shutdown and exporter registration are
+/// called from async code).
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+}
+
+/// A new connection to the configured database.
+pub(crate) fn connect(config: &PostgresConfig) -> Result<Client, StoreError> {
+    let url = config.url.as_deref().ok_or_else(|| StoreError::Corrupt("storage.postgres.url is not set".into()))?;
+    let parsed: postgres::Config =
+        url.parse().map_err(|e| StoreError::Corrupt(format!("storage.postgres.url: {e}")))?;
+    Ok(parsed.connect(NoTls)?)
+}
+
+/// Applies the migrations the database has not had yet.
+pub(crate) fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS agentrace_migrations (version BIGINT PRIMARY KEY, applied_ns BIGINT NOT NULL)",
+    )?;
+    let done: i64 = tx.query_one("SELECT coalesce(max(version), 0) FROM agentrace_migrations", &[])?.get(0);
+    let newest = MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0);
+    if done > newest {
+        return Err(StoreError::Corrupt(format!(
+            "the database's schema is version {done}, newer than this collector's {newest}: upgrade the collector"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > done) {
+        tx.batch_execute(sql)?;
+        tx.execute("INSERT INTO agentrace_migrations (version, applied_ns) VALUES ($1, $2)", &[version, &now_ns()])?;
+        tracing::info!(version, "applied a schema migration to the PostgreSQL store");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn now_ns() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// PostgreSQL's text cannot hold NUL; a name or key that carried one is
+/// kept with U+FFFD in the columns (the span's own bytes keep it as sent).
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') { std::borrow::Cow::Owned(s.replace('\0', "\u{fffd}")) } else { std::borrow::Cow::Borrowed(s) }
+}
+
+fn hash(body: &[u8]) -> Vec<u8> {
+    Sha256::digest(body).to_vec()
+}
+
+/// The PostgreSQL engine of the writer thread.
+pub(crate) struct PgWriter {
+    client: Client,
+    config: PostgresConfig,
+    retention: RetentionConfig,
+    resource_ids: HashMap<Vec<u8>, i64>,
+    scope_ids: HashMap<Vec<u8>, i64>,
+    operations: HashSet<(String, String, i32)>,
+}
+
+const STAGE_SPANS: &str = "CREATE TEMP TABLE IF NOT EXISTS stage_spans (
+    ord BIGINT NOT NULL, trace_id BYTEA NOT NULL, span_id BYTEA NOT NULL, parent_span_id BYTEA,
+    resource_id BIGINT NOT NULL, scope_id BIGINT NOT NULL, service TEXT NOT NULL, name TEXT NOT NULL,
+    kind BIGINT NOT NULL, start_ns BIGINT NOT NULL, end_ns BIGINT NOT NULL, status_code BIGINT NOT NULL,
+    chunk_id BIGINT NOT NULL, chunk_index BIGINT NOT NULL
+) ON COMMIT DELETE ROWS";
+
+const SPAN_TYPES: [Type; 14] = [
+    Type::INT8,
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+];
+
+impl PgWriter {
+    pub(crate) fn new(
+        mut client: Client,
+        config: PostgresConfig,
+        retention: RetentionConfig,
+    ) -> Result<Self, StoreError> {
+        client.batch_execute(STAGE_SPANS)?;
+        Ok(PgWriter {
+            client,
+            config,
+            retention,
+            resource_ids: HashMap::new(),
+            scope_ids: HashMap::new(),
+            operations: HashSet::new(),
+        })
+    }
+
+    /// A new connection when the server closed the last one (a restart, a
+    /// failover): the commit that found it closed failed and was retried by
+    /// its senders; the next one goes to the new connection.
+    fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            let mut client = connect(&self.config)?;
+            client.batch_execute(STAGE_SPANS)?;
+            self.client = client;
+            tracing::info!("reconnected to PostgreSQL");
+        }
+        Ok(())
+    }
+
+    fn write_all(&mut self, jobs: &[WriteJob]) -> Result<Vec<WriteOutcome>, postgres::Error> {
+        let mut tx = self.client.transaction()?;
+        // Resources and scopes, once each (by the hash of their bytes: a
+        // B-tree entry cannot hold a large resource).
+        let mut resource_ids: Vec<Vec<i64>> = Vec::with_capacity(jobs.len());
+        let mut scope_ids: Vec<Vec<i64>> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut ids = Vec::with_capacity(job.batch.resources.len());
+            for (body, service) in &job.batch.resources {
+                let id = match self.resource_ids.get(body) {
+                    Some(id) => *id,
+                    None => {
+                        let id: i64 = tx
+                            .query_one(
+                                "INSERT INTO resources (hash, body, service) VALUES ($1, $2, $3)
+                                 ON CONFLICT (hash) DO UPDATE SET service = excluded.service RETURNING id",
+                                &[&hash(body), body, &text(service)],
+                            )?
+                            .get(0);
+                        if self.resource_ids.len() > 10_000 {
+                            self.resource_ids.clear();
+                        }
+                        self.resource_ids.insert(body.clone(), id);
+                        id
+                    }
+                };
+                ids.push(id);
+            }
+            resource_ids.push(ids);
+            let mut ids = Vec::with_capacity(job.batch.scopes.len());
+            for body in &job.batch.scopes {
+                let id = match self.scope_ids.get(body) {
+                    Some(id) => *id,
+                    None => {
+                        let id: i64 = tx
+                            .query_one(
+                                "INSERT INTO scopes (hash, body) VALUES ($1, $2)
+                                 ON CONFLICT (hash) DO UPDATE SET hash = excluded.hash RETURNING id",
+                                &[&hash(body), body],
+                            )?
+                            .get(0);
+                        if self.scope_ids.len() > 10_000 {
+                            self.scope_ids.clear();
+                        }
+                        self.scope_ids.insert(body.clone(), id);
+                        id
+                    }
+                };
+                ids.push(id);
+            }
+            scope_ids.push(ids);
+        }
+        // A chunk ID for each job with spans, from the shared sequence.
+        let with_spans = jobs.iter().filter(|j| !j.batch.spans.is_empty()).count() as i64;
+        let mut fresh = tx
+            .query("SELECT nextval('chunk_ids') FROM generate_series(1, $1::BIGINT)", &[&with_spans])?
+            .into_iter()
+            .map(|r| r.get::<_, i64>(0));
+        let chunk_ids: Vec<Option<i64>> =
+            jobs.iter().map(|j| if j.batch.spans.is_empty() { None } else { fresh.next() }).collect();
+        // Every span into the staging table, then into `spans` where it is
+        // new; the ones that went in say which jobs were retries.
+        let mut places: Vec<(usize, usize)> = Vec::new();
+        {
+            let sink = tx.copy_in(
+                "COPY stage_spans (ord, trace_id, span_id, parent_span_id, resource_id, scope_id, service, name, kind,
+                     start_ns, end_ns, status_code, chunk_id, chunk_index) FROM STDIN BINARY",
+            )?;
+            let mut w = BinaryCopyInWriter::new(sink, &SPAN_TYPES);
+            for (j, job) in jobs.iter().enumerate() {
+                let batch = &job.batch;
+                let Some(chunk_id) = chunk_ids[j] else { continue };
+                for (i, span) in batch.spans.iter().enumerate() {
+                    let ord = places.len() as i64;
+                    places.push((j, i));
+                    let service = text(&batch.resources[span.resource].1);
+                    let name = text(&span.name);
+                    let row: [&(dyn ToSql + Sync); 14] = [
+                        &ord,
+                        &span.trace_id,
+                        &span.span_id,
+                        &span.parent_span_id,
+                        &resource_ids[j][span.resource],
+                        &scope_ids[j][span.scope],
+                        &service,
+                        &name,
+                        &i64::from(span.kind),
+                        &span.start_ns,
+                        &span.end_ns,
+                        &i64::from(span.status_code),
+                        &chunk_id,
+                        &i64::from(span.chunk_index),
+                    ];
+                    w.write(&row)?;
+                }
+            }
+            w.finish()?;
+        }
+        let inserted: Vec<i64> = tx
+            .query(
+                "WITH pick AS (SELECT DISTINCT ON (trace_id, span_id) * FROM stage_spans ORDER BY trace_id, span_id, ord),
+                 ins AS (INSERT INTO spans (trace_id, span_id, parent_span_id, resource_id, scope_id, service, name, kind,
+                             start_ns, end_ns, status_code, chunk_id, chunk_index)
+                         SELECT trace_id, span_id, parent_span_id, resource_id, scope_id, service, name, kind,
+                             start_ns, end_ns, status_code, chunk_id, chunk_index FROM pick ORDER BY ord
+                         ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING trace_id, span_id)
+                 SELECT pick.ord FROM pick JOIN ins USING (trace_id, span_id)",
+                &[],
+            )?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut outcomes = vec![WriteOutcome::default(); jobs.len()];
+        let mut is_new = vec![false; places.len()];
+        for ord in inserted {
+            if let Some(slot) = usize::try_from(ord).ok().and_then(|o| is_new.get_mut(o)) {
+                *slot = true;
+            }
+        }
+        // Join keys of the new spans (one row per key, value and trace).
+        {
+            let sink = tx.copy_in("COPY span_keys (key, value, trace_id, span_id, start_ns) FROM STDIN BINARY")?;
+            let mut w = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::TEXT, Type::BYTEA, Type::BYTEA, Type::INT8]);
+            let mut written: HashSet<(u8, &str, &[u8])> = HashSet::new();
+            for (&(j, i), &new) in places.iter().zip(&is_new) {
+                if !new {
+                    outcomes[j].duplicates += 1;
+                    continue;
+                }
+                outcomes[j].inserted += 1;
+                let span = &jobs[j].batch.spans[i];
+                for (key, value) in &span.keys {
+                    if written.insert((*key as u8, value.as_str(), span.trace_id.as_slice())) {
+                        w.write(&[&(*key as i64), &text(value), &span.trace_id, &span.span_id, &span.start_ns])?;
+                    }
+                }
+            }
+            w.finish()?;
+        }
+        let received = now_ns();
+        for (j, job) in jobs.iter().enumerate() {
+            let batch = &job.batch;
+            for span in &batch.spans {
+                let op = (batch.resources[span.resource].1.clone(), span.name.clone(), span.kind);
+                if !self.operations.contains(&op) {
+                    tx.execute(
+                        "INSERT INTO operations (service, name, kind) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[&text(&op.0), &text(&op.1), &i64::from(op.2)],
+                    )?;
+                    if self.operations.len() > 100_000 {
+                        self.operations.clear();
+                    }
+                    self.operations.insert(op);
+                }
+            }
+            if let Some(chunk_id) = chunk_ids[j]
+                && outcomes[j].inserted > 0
+            {
+                tx.execute(
+                    "INSERT INTO chunks (id, max_start_ns, received_ns, body) VALUES ($1, $2, $3, $4)",
+                    &[&chunk_id, &batch.chunk_max_start_ns, &received, &batch.chunk],
+                )?;
+            }
+            for t in &batch.repatched {
+                tx.execute("DELETE FROM span_patches WHERE trace_id = $1", &[t])?;
+            }
+            for p in &batch.patches {
+                tx.execute(
+                    "INSERT INTO span_patches (trace_id, span_id, patch) VALUES ($1, $2, $3)
+                     ON CONFLICT (trace_id, span_id) DO UPDATE SET patch = excluded.patch",
+                    &[&p.trace_id, &p.span_id, &text(&p.patch)],
+                )?;
+            }
+            let mut cleared: Vec<&[u8]> = Vec::new();
+            for id in batch.retired_requests.iter().chain(batch.requests.iter().map(|r| &r.request_id)) {
+                if cleared.contains(&id.as_slice()) {
+                    continue;
+                }
+                cleared.push(id);
+                for table in ["request_agents", "request_models", "request_traces"] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE request_id = $1"), &[id])?;
+                }
+            }
+            for id in &batch.retired_requests {
+                tx.execute("DELETE FROM requests WHERE request_id = $1", &[id])?;
+            }
+            for r in &batch.requests {
+                let agents = serde_json::to_string(&r.agents).unwrap_or_else(|_| "[]".into());
+                tx.execute(
+                    "INSERT INTO requests (request_id, start_ns, duration_ns, root_service, root_name, session,
+                         traces, spans, agents, input_tokens, output_tokens, cost_usd, findings, broken, errors, failed,
+                         repairs, answer, root_span_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                     ON CONFLICT (request_id, root_span_id) DO UPDATE SET start_ns = excluded.start_ns,
+                         duration_ns = excluded.duration_ns, root_service = excluded.root_service,
+                         root_name = excluded.root_name, session = excluded.session, traces = excluded.traces,
+                         spans = excluded.spans, agents = excluded.agents, input_tokens = excluded.input_tokens,
+                         output_tokens = excluded.output_tokens, cost_usd = excluded.cost_usd,
+                         findings = excluded.findings, broken = excluded.broken, errors = excluded.errors,
+                         failed = excluded.failed, repairs = excluded.repairs, answer = excluded.answer",
+                    &[
+                        &r.request_id,
+                        &r.start_ns,
+                        &r.duration_ns,
+                        &text(&r.root_service),
+                        &text(&r.root_name),
+                        &r.session.as_deref().map(text),
+                        &(r.trace_ids.len() as i64),
+                        &r.spans,
+                        &text(&agents),
+                        &r.input_tokens,
+                        &r.output_tokens,
+                        &r.cost_usd,
+                        &r.findings,
+                        &r.broken,
+                        &r.errors,
+                        &r.failed,
+                        &r.repairs,
+                        &text(&r.answer),
+                        &r.root_span_id,
+                    ],
+                )?;
+                for agent in &r.agents {
+                    tx.execute(
+                        "INSERT INTO request_agents (agent, start_ns, request_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[&text(agent), &r.start_ns, &r.request_id],
+                    )?;
+                }
+                for model in &r.models {
+                    tx.execute(
+                        "INSERT INTO request_models (model, start_ns, request_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[&text(model), &r.start_ns, &r.request_id],
+                    )?;
+                }
+                for t in &r.trace_ids {
+                    tx.execute(
+                        "INSERT INTO request_traces (trace_id, request_id) VALUES ($1, $2)
+                         ON CONFLICT (trace_id) DO UPDATE SET request_id = excluded.request_id",
+                        &[t, &r.request_id],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Deletes, in batches, the spans received more than `max_age` ago that
+    /// also started before it, then key rows and chunks left without spans,
+    /// then the requests none of whose traces has a span left.
+    fn retain(&mut self) -> Result<u64, postgres::Error> {
+        let Some(max_age) = self.retention.max_age else { return Ok(0) };
+        let cutoff = now_ns().saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
+        let last: i64 =
+            self.client.query_one("SELECT coalesce(max(id), 0) FROM chunks WHERE received_ns < $1", &[&cutoff])?.get(0);
+        let mut deleted = 0u64;
+        loop {
+            let mut tx = self.client.transaction()?;
+            let spans = tx.execute(&dollars(retention::SPANS), &[&cutoff, &last])?;
+            let keys = tx.execute(&dollars(&retention::keys("ctid")), &[&cutoff])?;
+            let chunks = tx.execute(&dollars(retention::CHUNKS), &[&cutoff, &last])?;
+            let gone: Vec<Vec<u8>> =
+                tx.query(&dollars(retention::GONE_REQUESTS), &[&cutoff])?.into_iter().map(|r| r.get(0)).collect();
+            for id in &gone {
+                for sql in retention::REQUEST_ROWS {
+                    tx.execute(&dollars(sql), &[id])?;
+                }
+            }
+            tx.commit()?;
+            deleted += spans;
+            if spans == 0 && keys == 0 && chunks == 0 && gone.is_empty() {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
+impl Engine for PgWriter {
+    fn write(&mut self, jobs: &[WriteJob]) -> Result<Vec<WriteOutcome>, String> {
+        self.reconnect_if_closed().map_err(|e| format!("{e}; cannot reach PostgreSQL"))?;
+        self.write_all(jobs).map_err(|e| {
+            // Rolled back: IDs cached in it may not exist.
+            self.resource_ids.clear();
+            self.scope_ids.clear();
+            self.operations.clear();
+            let e = StoreError::Postgres(e);
+            if self.client.is_closed() { format!("{e}; the connection to PostgreSQL is closed") } else { e.to_string() }
+        })
+    }
+
+    fn apply_retention(&mut self) -> Result<u64, String> {
+        self.reconnect_if_closed().map_err(|e| e.to_string())?;
+        self.retain().map_err(|e| StoreError::Postgres(e).to_string())
+    }
+
+    fn store_bytes(&mut self) -> u64 {
+        self.client
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .map(|r| r.get::<_, i64>(0).max(0) as u64)
+            .unwrap_or(0)
+    }
+}
