@@ -1,9 +1,10 @@
 //! Claim: several `agentrace serve` processes over one PostgreSQL database
 //! (`--postgres-url`) are one collector to their users. A hand-off whose
 //! producer reached one collector and whose orphaned consumer reached
-//! another is connected exactly as one collector that got both connects it;
-//! every collector answers every read alike; and `kill -9` of one mid-stream
-//! loses nothing it acknowledged.
+//! another is connected exactly as one collector that got both connects it:
+//! the same row in the request list (written by the live pipelines) and the
+//! same connected trace (diagnosed on read); every collector answers every
+//! read alike; and `kill -9` of one mid-stream loses nothing it acknowledged.
 //!
 //! Needs the PostgreSQL server of `scripts/services.sh start`
 //! (`AGENTRACE_POSTGRES_URL`); the README's test command starts it and runs
@@ -163,6 +164,16 @@ fn a_hand_off_split_across_collectors_is_connected_as_on_one() {
                 want.1["data"].as_array().unwrap().iter().map(|t| t["traceID"].as_str().unwrap()).collect();
             if trace != first && ids == [first.as_str()] {
                 joined += 1;
+            }
+            // The request list's row of the request the trace is in, as the
+            // live pipelines stored it.
+            let row = get(&format!("{}/api/agentrace/requests/{trace}", one.api));
+            for (i, c) in collectors.iter().enumerate() {
+                let got = get(&format!("{}/api/agentrace/requests/{trace}", c.api));
+                assert_eq!(
+                    got, row,
+                    "{name}: collector {i} lists the request of trace {trace} otherwise than one collector with every side"
+                );
             }
             for (i, c) in collectors.iter().enumerate() {
                 let got = get(&format!("{}/api/traces/{trace}?connected=true", c.api));

@@ -97,11 +97,17 @@ pub enum KeyKind {
     /// A JSON-RPC request ID without an MCP session: a weak key (it repeats
     /// across sessions) that only time makes a join.
     RpcId = 7,
+    /// A span link's trace (lowercase hex), on the linking span: a consumer
+    /// that links to its producer names the other side of its hop. Not an
+    /// attribute: the store indexes it from the span's links, so that a
+    /// collector sharing the store finds a hand-off's other side whichever
+    /// side it holds.
+    Link = 8,
 }
 
 impl KeyKind {
     /// Every kind, in code order.
-    pub const ALL: [KeyKind; 7] = [
+    pub const ALL: [KeyKind; 8] = [
         KeyKind::Session,
         KeyKind::Conversation,
         KeyKind::User,
@@ -109,6 +115,7 @@ impl KeyKind {
         KeyKind::McpRequest,
         KeyKind::ToolCall,
         KeyKind::RpcId,
+        KeyKind::Link,
     ];
 
     /// The kinds that name a session, the user's first.

@@ -30,9 +30,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::store::Db;
 use agentrace_doctor::{Config, Diagnosis, Doctor, RepairMode};
-use agentrace_model::keys::{KeyKind, KeySet};
+use agentrace_model::keys::KeyKind;
 use agentrace_model::{Span, SpanId, TraceId};
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -43,8 +42,8 @@ use serde_json::json;
 
 use super::ApiError;
 use super::search::{duration_nanos, rfc3339_nanos};
+use crate::store::Store;
 use crate::store::query::{self, RecentFilter};
-use crate::store::{Store, StoreError};
 
 /// Rows per list page by default, and at most.
 const DEFAULT_PAGE: usize = 50;
@@ -87,54 +86,6 @@ pub(crate) fn router(store: Store, doctor: Arc<Doctor>, live: bool) -> Router {
 
 /// A span's session, the one vocabulary's way, and whether it is only a
 /// conversation.
-fn session_of(span: &Span) -> Option<(String, bool)> {
-    KeySet::of_span(span).session().map(|(s, conversation)| (s.to_owned(), conversation))
-}
-
-fn spans_of(conn: &Db, ids: &[Vec<u8>]) -> Result<Vec<Span>, StoreError> {
-    Ok(Span::from_request(&query::load_traces(conn, ids)?))
-}
-
-/// How far before a request a trace that ran beside it may have started,
-/// and how many such traces a diagnosis on read looks at, as the live
-/// pipeline does (`assemble`).
-const NEAR_BEFORE_NS: i64 = 90_000_000_000;
-const NEAR_AFTER_NS: i64 = 1_000_000_000;
-const MAX_NEAR_TRACES: usize = 128;
-
-/// The spans a diagnosis of trace `key`'s request reads: the request's
-/// traces as the live pipeline stored it, their sessions' and join keys'
-/// traces, and the traces that ran beside them.
-pub(crate) fn context_of(conn: &Db, key: &[u8]) -> Result<Vec<Span>, StoreError> {
-    let members = query::request_members(conn, key)?;
-    let mut spans = spans_of(conn, &members)?;
-    if spans.is_empty() {
-        return Ok(spans);
-    }
-    let mut sessions: Vec<String> = Vec::new();
-    for span in &spans {
-        if let Some((v, _)) = session_of(span).filter(|(v, _)| !sessions.contains(v)) {
-            sessions.push(v);
-        }
-    }
-    let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0) as i64;
-    let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(0) as i64;
-    let mut others = query::related_trace_ids(conn, &KeyKind::SESSIONS, key, &sessions)?;
-    others.extend(query::traces_near(
-        conn,
-        start.saturating_sub(NEAR_BEFORE_NS),
-        end.saturating_add(NEAR_AFTER_NS),
-        start,
-        MAX_NEAR_TRACES,
-    )?);
-    others.sort();
-    others.dedup();
-    others.retain(|id| !members.contains(id));
-    // The doctor's answer does not depend on the order of its input.
-    spans.extend(spans_of(conn, &others)?);
-    Ok(spans)
-}
-
 /// A trace's answer: the request holding it, diagnosed.
 #[derive(Serialize)]
 struct TraceAnswer<'a> {
@@ -180,7 +131,7 @@ async fn get_trace(
 ) -> Result<Response, ApiError> {
     let id = TraceId::from_hex(&trace_id).map_err(|e| ApiError::bad_request(format!("invalid trace id: {e}")))?;
     let key = id.as_bytes().to_vec();
-    let spans = state.store.read(move |conn| context_of(conn, &key)).await?;
+    let spans = state.store.read(move |conn| query::request_context(conn, &key)).await?;
     // The request that holds the trace, whichever arrived piece the ID names.
     let Some((diagnosis, view)) = state.doctor.analyse_request(&spans, id) else {
         return Err(ApiError::not_found(format!("trace {id} not found")));
@@ -202,7 +153,7 @@ async fn get_trace_context(
 ) -> Result<Response, ApiError> {
     let id = TraceId::from_hex(&trace_id).map_err(|e| ApiError::bad_request(format!("invalid trace id: {e}")))?;
     let key = id.as_bytes().to_vec();
-    let spans = state.store.read(move |conn| context_of(conn, &key)).await?;
+    let spans = state.store.read(move |conn| query::request_context(conn, &key)).await?;
     if !spans.iter().any(|s| s.trace_id == id) {
         return Err(ApiError::not_found(format!("trace {id} not found")));
     }
@@ -219,7 +170,7 @@ async fn get_session(
         .store
         .read(move |conn| {
             let ids = query::session_trace_ids(conn, &KeyKind::SESSIONS, &wanted)?;
-            spans_of(conn, &ids)
+            query::spans_of(conn, &ids)
         })
         .await?;
     if spans.is_empty() {
@@ -295,7 +246,7 @@ fn trace_rows(doctor: &Doctor, traces: &[Vec<Span>]) -> Vec<TraceRow> {
             let trace_id = root.trace_id;
             let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
             let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(start);
-            let session = spans.iter().find_map(|s| session_of(s).map(|(v, _)| v));
+            let session = spans.iter().find_map(|s| query::session_of(s).map(|(v, _)| v));
             Some(TraceRow {
                 trace_id: trace_id.to_string(),
                 session,
@@ -357,7 +308,7 @@ async fn list_traces(
             let mut rows = Vec::new();
             for page in ids.chunks(limit) {
                 let traces: Vec<Vec<Span>> =
-                    page.iter().map(|id| spans_of(conn, std::slice::from_ref(id))).collect::<Result<_, _>>()?;
+                    page.iter().map(|id| query::spans_of(conn, std::slice::from_ref(id))).collect::<Result<_, _>>()?;
                 rows.extend(trace_rows(&doctor, &traces).into_iter().filter(|row| {
                     agent.as_ref().is_none_or(|a| row.agents.contains(a))
                         && (!with_findings || row.findings > 0)

@@ -376,7 +376,7 @@ fn trace_json(conn: &Db, doctor: &Doctor, id: TraceId, connected: bool, raw: boo
     if !connected {
         return Ok(to_jaeger(&query::load_traces(conn, &[id.as_bytes().to_vec()])?, raw));
     }
-    let spans = super::connected::context_of(conn, id.as_bytes())?;
+    let spans = crate::store::query::request_context(conn, id.as_bytes())?;
     let Some((diagnosis, view)) = doctor.analyse_request(&spans, id) else { return Ok(Vec::new()) };
     let request = diagnosis.requests.first().map(|r| r.trace_id).unwrap_or(id);
     let mut traces = to_jaeger(&Span::to_request(&view), raw);

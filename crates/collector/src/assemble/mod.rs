@@ -21,6 +21,7 @@
 //! It must never block a receiver: a full hand-off queue is answered with a
 //! retryable refusal, like a full store.
 
+mod across;
 mod packed;
 mod summary;
 
@@ -300,7 +301,11 @@ fn run(
             continue;
         }
         next_tick = now + tick;
-        let closed = assembler.close_due(now, stopping);
+        let mut closed = assembler.close_due(now, stopping);
+        if store.is_shared() {
+            let holds = |t: &[u8]| TraceId::from_slice(t).is_ok_and(|t| assembler.held(t).is_some());
+            across::settle(&mut closed, &store, &runtime, &assembler.doctor, holds);
+        }
         if !closed.rows.is_empty() || !closed.requests.is_empty() || !closed.retired_requests.is_empty() {
             // Every trace with a row had its patches worked out anew.
             let repatched = closed.rows.iter().map(|r| r.trace_id.clone()).collect();

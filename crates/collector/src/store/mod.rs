@@ -296,6 +296,13 @@ impl Store {
         Ok(conn.query_row("SELECT id FROM exporters WHERE name = ?1", [name], |r| r.get(0))?)
     }
 
+    /// Whether several collectors share the store (PostgreSQL): each
+    /// pipeline then looks in it for the sides of its requests that others
+    /// received.
+    pub fn is_shared(&self) -> bool {
+        self.inner.postgres.is_some()
+    }
+
     /// Spans currently pending.
     pub fn pending(&self) -> u64 {
         self.inner.pending.load(Ordering::Acquire)

@@ -288,7 +288,20 @@ impl PreparedBatch {
                 for (span, range) in ss.spans.into_iter().zip(&enc_ss.spans) {
                     let chunk_index = u32::try_from(batch.spans.len()).unwrap_or(u32::MAX);
                     plain.extend_from_slice(encoded.span(range));
-                    let keys = indexed_keys(&span.attributes);
+                    let mut keys = indexed_keys(&span.attributes);
+                    // The traces it links to (a consumer's producer): the
+                    // other side of a hand-off, for collectors that share the store.
+                    for link in &span.links {
+                        if link.trace_id.len() == 16
+                            && link.trace_id != span.trace_id
+                            && link.trace_id.iter().any(|b| *b != 0)
+                        {
+                            let target = agentrace_model::ids::to_hex(&link.trace_id);
+                            if !keys.iter().any(|(k, v)| *k == KeyKind::Link && *v == target) {
+                                keys.push((KeyKind::Link, target));
+                            }
+                        }
+                    }
                     batch.spans.push(SpanRow {
                         parent_span_id: (!span.parent_span_id.is_empty()).then_some(span.parent_span_id),
                         trace_id: span.trace_id,
@@ -418,6 +431,19 @@ mod tests {
         }
         assert!(chunk.span(50).is_none());
         assert!(batch.chunk.len() < req.encoded_len(), "similar spans compress");
+    }
+
+    #[test]
+    fn a_link_to_another_trace_is_indexed_as_the_other_side_of_a_hop() {
+        use opentelemetry_proto::tonic::trace::v1::span::Link;
+        let mut req = request(3);
+        let spans = &mut req.resource_spans[0].scope_spans[0].spans;
+        let link = |trace: u8| Link { trace_id: vec![trace; 16], span_id: vec![1; 8], ..Default::default() };
+        // To its producer's trace (twice: one key), to its own trace, and to no trace.
+        spans[0].links = vec![link(9), link(9), link(7), Link { trace_id: vec![0; 16], ..link(0) }];
+        let batch = PreparedBatch::from_request(req.clone(), &Encoded::new(&req));
+        assert_eq!(batch.spans[0].keys, vec![(KeyKind::Link, "09".repeat(16))]);
+        assert!(batch.spans[1].keys.is_empty());
     }
 
     #[test]

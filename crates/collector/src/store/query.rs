@@ -206,17 +206,60 @@ pub fn traces_near(db: &Db, from_ns: i64, to_ns: i64, near_ns: i64, limit: usize
     )
 }
 
+/// The traces that share a join key (message, MCP request or tool call
+/// ID) with `trace_id`, not counting itself.
+pub fn join_partners(db: &Db, trace_id: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    db.blobs(
+        "SELECT DISTINCT other.trace_id FROM span_keys mine
+         JOIN span_keys other ON other.key = mine.key AND other.value = mine.value
+         WHERE mine.trace_id = ?1 AND mine.key IN (?2, ?3, ?4) AND other.trace_id != ?1",
+        &[&trace_id, &(KeyKind::Message as i64), &(KeyKind::McpRequest as i64), &(KeyKind::ToolCall as i64)],
+    )
+}
+
+/// The stored traces at the other end of a span link from or to
+/// `trace_id` (a consumer linking to its producer), not counting itself.
+pub fn link_partners(db: &Db, trace_id: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let link = KeyKind::Link as i64;
+    let mut out = db.blobs(
+        "SELECT DISTINCT trace_id FROM span_keys WHERE key = ?1 AND value = ?2 AND trace_id != ?3",
+        &[&link, &agentrace_model::ids::to_hex(trace_id), &trace_id],
+    )?;
+    for target in
+        db.texts("SELECT DISTINCT value FROM span_keys WHERE trace_id = ?1 AND key = ?2", &[&trace_id, &link])?
+    {
+        let Ok(target) = agentrace_model::TraceId::from_hex(&target) else { continue };
+        let target = target.as_bytes().to_vec();
+        if !out.contains(&target)
+            && db.opt_row("SELECT 1 FROM spans WHERE trace_id = ?1 LIMIT 1", &[&target])?.is_some()
+        {
+            out.push(target);
+        }
+    }
+    Ok(out)
+}
+
+/// A trace ID and the ID of the request it was stored as part of.
+pub type Membership = (Vec<u8>, Vec<u8>);
+
+/// The request each of `traces` was last stored as part of; a trace no
+/// request holds yet is left out.
+pub fn stored_requests(db: &Db, traces: &[Vec<u8>]) -> Result<Vec<Membership>, StoreError> {
+    let mut out = Vec::new();
+    for t in traces {
+        if let Some(row) = db.opt_row("SELECT request_id FROM request_traces WHERE trace_id = ?1", &[t])? {
+            out.push((t.clone(), row.blob(0)?));
+        }
+    }
+    Ok(out)
+}
+
 /// Adds, repeatedly, the traces that share a join key with one already in
 /// `traces`, up to [`MAX_SESSION_TRACES`].
 fn follow_join_keys(db: &Db, mut traces: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut next = 0;
     while next < traces.len() && traces.len() < MAX_SESSION_TRACES {
-        let found = db.blobs(
-            "SELECT DISTINCT other.trace_id FROM span_keys mine
-             JOIN span_keys other ON other.key = mine.key AND other.value = mine.value
-             WHERE mine.trace_id = ?1 AND mine.key IN (?2, ?3, ?4) AND other.trace_id != ?1",
-            &[&traces[next], &(KeyKind::Message as i64), &(KeyKind::McpRequest as i64), &(KeyKind::ToolCall as i64)],
-        )?;
+        let found = join_partners(db, &traces[next])?;
         for id in found {
             if !traces.contains(&id) && traces.len() < MAX_SESSION_TRACES {
                 traces.push(id);
@@ -225,6 +268,56 @@ fn follow_join_keys(db: &Db, mut traces: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, S
         next += 1;
     }
     Ok(traces)
+}
+
+/// The session a span carries (`session.id`, or `gen_ai.conversation.id`: `true`).
+pub fn session_of(span: &agentrace_model::Span) -> Option<(String, bool)> {
+    agentrace_model::keys::KeySet::of_span(span).session().map(|(s, conversation)| (s.to_owned(), conversation))
+}
+
+/// The spans of the given traces, in the model's form.
+pub fn spans_of(conn: &Db, ids: &[Vec<u8>]) -> Result<Vec<agentrace_model::Span>, StoreError> {
+    Ok(agentrace_model::Span::from_request(&load_traces(conn, ids)?))
+}
+
+/// How far before a request a trace that ran beside it may have started,
+/// and how many such traces a diagnosis on read looks at, as the live
+/// pipeline does (`assemble`).
+const NEAR_BEFORE_NS: i64 = 90_000_000_000;
+const NEAR_AFTER_NS: i64 = 1_000_000_000;
+const MAX_NEAR_TRACES: usize = 128;
+
+/// The spans a diagnosis of trace `key`'s request reads: the request's
+/// traces as the live pipeline stored it, their sessions' and join keys'
+/// traces, and the traces that ran beside them.
+pub fn request_context(conn: &Db, key: &[u8]) -> Result<Vec<agentrace_model::Span>, StoreError> {
+    let members = request_members(conn, key)?;
+    let mut spans = spans_of(conn, &members)?;
+    if spans.is_empty() {
+        return Ok(spans);
+    }
+    let mut sessions: Vec<String> = Vec::new();
+    for span in &spans {
+        if let Some((v, _)) = session_of(span).filter(|(v, _)| !sessions.contains(v)) {
+            sessions.push(v);
+        }
+    }
+    let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0) as i64;
+    let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(0) as i64;
+    let mut others = related_trace_ids(conn, &KeyKind::SESSIONS, key, &sessions)?;
+    others.extend(traces_near(
+        conn,
+        start.saturating_sub(NEAR_BEFORE_NS),
+        end.saturating_add(NEAR_AFTER_NS),
+        start,
+        MAX_NEAR_TRACES,
+    )?);
+    others.sort();
+    others.dedup();
+    others.retain(|id| !members.contains(id));
+    // The doctor's answer does not depend on the order of its input.
+    spans.extend(spans_of(conn, &others)?);
+    Ok(spans)
 }
 
 /// Every service that has sent a span, sorted.
