@@ -46,7 +46,7 @@ fn kill_9_mid_stream_loses_nothing_acknowledged() {
     let backend_url = format!("http://{backend_addr}");
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
     let next = Arc::new(AtomicU64::new(1));
-    for (round, kill_after_ms) in [(0, 700), (1, 1300), (2, 400)] {
+    for (round, kill_after_ms) in [(0, 300), (1, 900), (2, 50)] {
         let mut server = start(dir.path(), &backend_url);
         let stop = Arc::new(AtomicBool::new(false));
         let senders: Vec<_> = (0..4)
@@ -71,6 +71,9 @@ fn kill_9_mid_stream_loses_nothing_acknowledged() {
                 })
             })
             .collect();
+        // Enough acknowledged to prove something (a busy machine starts
+        // slowly), then a kill at a different moment each round.
+        support::wait_until_acknowledged(&acked, 10 * (round + 1) + 1);
         std::thread::sleep(Duration::from_millis(kill_after_ms));
         server.child.kill().unwrap(); // SIGKILL
         server.child.wait().unwrap();

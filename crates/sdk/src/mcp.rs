@@ -424,8 +424,14 @@ mod tests {
     /// The source of `rmcp`'s `handler/server.rs` in the build `cargo` resolved.
     fn rmcp_server_handler_source() -> String {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        // Only this machine's dependencies: offline, cargo has not fetched
+        // those of other platforms (a crate for Redox, say).
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+        let version = Command::new(rustc).arg("-vV").output().expect("rustc -vV runs");
+        let version = String::from_utf8_lossy(&version.stdout).into_owned();
+        let host = version.lines().find_map(|l| l.strip_prefix("host: ")).expect("rustc names its host").to_owned();
         let out = Command::new(cargo)
-            .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
+            .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", &host, "--manifest-path"])
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
             .output()
             .expect("cargo metadata runs");

@@ -112,3 +112,13 @@ pub fn crash_request(trace: u64, tag: u8, spans: usize) -> Vec<u8> {
 pub fn crash_trace_hex(trace: u64, tag: u8) -> String {
     format!("{trace:016x}00000000000000{tag:02x}")
 }
+
+/// Waits until `acked` holds at least `count` entries (a sender's
+/// acknowledged requests), failing after a minute.
+pub fn wait_until_acknowledged<T>(acked: &std::sync::Mutex<Vec<T>>, count: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while acked.lock().unwrap().len() < count {
+        assert!(std::time::Instant::now() < deadline, "fewer than {count} requests acknowledged within a minute");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
