@@ -98,11 +98,13 @@ fi
 step "the store's readers, the live pipeline and several collectors over PostgreSQL (storage.backend: postgres)"
 # The same API and live-pipeline tests again, each collector on a database of its own on the
 # server of scripts/services.sh (AGENTRACE_TEST_STORE=postgres), then several `agentrace serve`
-# processes sharing one. The SQLite-only store tests (its file, its size retention) are not here.
+# processes sharing one. Not here: the SQLite-only store tests (its file, its size retention), and
+# the restart tests, whose harness gives a restarted collector a new database.
 pg_tests=(jaeger_query_api_answers_as_jaeger_does tempo_clients_read_agentrace
     ui_api_answers_connected_traces_and_filtered_lists python_sdk_spans_come_back_losslessly
     rust_sdk_spans_come_back_losslessly zipkin_senders_reach_agentrace live_answers_equal_the_file_doctors
-    bad_input_gets_a_clear_error_and_loses_nothing)
+    bad_input_gets_a_clear_error_and_loses_nothing exports_reach_backends_over_every_otlp_protocol
+    backend_receives_one_connected_redacted_trace)
 if cargo nextest --version >/dev/null 2>&1; then
     pg_args=()
     for t in "${pg_tests[@]}"; do pg_args+=(--test "$t"); done

@@ -4,7 +4,9 @@
 //! another is connected exactly as one collector that got both connects it:
 //! the same row in the request list (written by the live pipelines) and the
 //! same connected trace (diagnosed on read); every collector answers every
-//! read alike; and `kill -9` of one mid-stream loses nothing it acknowledged.
+//! read alike; `kill -9` of one mid-stream loses nothing it acknowledged;
+//! and their exporters send each queued batch once, those of a collector
+//! that died included.
 //!
 //! Needs the PostgreSQL server of `scripts/services.sh start`
 //! (`AGENTRACE_POSTGRES_URL`); the README's test command starts it and runs
@@ -53,8 +55,25 @@ impl Drop for Database {
 }
 
 fn on_postgres(db: &Database) -> support::Server {
+    on_postgres_with(db, &[])
+}
+
+/// A collector on the shared database (its data directory holds nothing).
+fn on_postgres_with(db: &Database, extra: &[&str]) -> support::Server {
     let dir = tempfile::tempdir().unwrap();
-    support::start(["--postgres-url", &db.url, "--data-dir", dir.path().to_str().unwrap(), "--trace-timeout", "200ms"])
+    let mut args =
+        vec!["--postgres-url", &db.url, "--data-dir", dir.path().to_str().unwrap(), "--trace-timeout", "200ms"];
+    args.extend_from_slice(extra);
+    support::start(args)
+}
+
+/// A counter or gauge of a collector's `/metrics`, summed over its labels.
+fn metric(api: &str, name: &str) -> f64 {
+    let text = reqwest::blocking::get(format!("{api}/metrics")).unwrap().text().unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn get(url: &str) -> (u16, Value) {
@@ -205,6 +224,49 @@ fn a_hand_off_split_across_collectors_is_connected_as_on_one() {
 
 const SPANS_PER_REQUEST: usize = 50;
 
+/// Senders streaming requests of their own traces (IDs tagged `tag`, numbered
+/// from `next`) to collectors' OTLP/HTTP base URLs, one thread each, until
+/// stopped or their collector is gone, recording what was acknowledged.
+struct Stream {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    acked: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Stream {
+    fn start(http: &[&str], tag: u8, next: &Arc<AtomicU64>, acked: &Arc<Mutex<Vec<u64>>>) -> Stream {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = http
+            .iter()
+            .map(|http| {
+                let (url, stop, next, acked) = (format!("{http}/v1/traces"), stop.clone(), next.clone(), acked.clone());
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let trace = next.fetch_add(1, Ordering::Relaxed);
+                        let body = support::crash_request(trace, tag, SPANS_PER_REQUEST);
+                        match client.post(&url).header("content-type", "application/x-protobuf").body(body).send() {
+                            Ok(r) if r.status() == 200 => acked.lock().unwrap().push(trace),
+                            Ok(r) => panic!("unexpected status {} before the kill", r.status()),
+                            Err(_) => break, // the collector is gone
+                        }
+                    }
+                })
+            })
+            .collect();
+        Stream { stop, threads, acked: Arc::clone(acked) }
+    }
+
+    /// Stops the senders; every request acknowledged so far.
+    fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
 #[test]
 #[ignore = "needs PostgreSQL (scripts/services.sh start); the README's test command runs it"]
 fn kill_9_of_one_collector_loses_nothing_it_acknowledged() {
@@ -214,30 +276,8 @@ fn kill_9_of_one_collector_loses_nothing_it_acknowledged() {
     let next = Arc::new(AtomicU64::new(1));
     for (round, kill_after_ms) in [(0, 300), (1, 50)] {
         let mut victim = on_postgres(&db);
-        let stop = Arc::new(AtomicBool::new(false));
         // Half the senders go to the collector that dies, half to the one that stays.
-        let senders: Vec<_> = (0..4)
-            .map(|i| {
-                let http = if i % 2 == 0 { &victim.http } else { &survivor.http };
-                let (url, stop, next, acked) = (format!("{http}/v1/traces"), stop.clone(), next.clone(), acked.clone());
-                std::thread::spawn(move || {
-                    let client = reqwest::blocking::Client::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let trace = next.fetch_add(1, Ordering::Relaxed);
-                        match client
-                            .post(&url)
-                            .header("content-type", "application/x-protobuf")
-                            .body(support::crash_request(trace, 2, SPANS_PER_REQUEST))
-                            .send()
-                        {
-                            Ok(r) if r.status() == 200 => acked.lock().unwrap().push(trace),
-                            Ok(r) => panic!("unexpected status {} before the kill", r.status()),
-                            Err(_) => break, // the collector is gone
-                        }
-                    }
-                })
-            })
-            .collect();
+        let stream = Stream::start(&[&victim.http, &survivor.http, &victim.http, &survivor.http], 2, &next, &acked);
         // Enough acknowledged to prove something (a busy machine starts
         // slowly), then a kill at a different moment each round.
         support::wait_until_acknowledged(&acked, 10 * (round + 1) + 1);
@@ -246,21 +286,66 @@ fn kill_9_of_one_collector_loses_nothing_it_acknowledged() {
         victim.child.wait().unwrap();
         drop(victim);
         std::thread::sleep(Duration::from_millis(200));
-        stop.store(true, Ordering::Relaxed);
-        for s in senders {
-            s.join().unwrap();
-        }
-        let acknowledged = acked.lock().unwrap().clone();
+        let acknowledged = stream.stop();
         assert!(acknowledged.len() > 10 * (round + 1), "round {round}: too few requests went through to prove much");
         // The other collector reads every acknowledged trace whole.
-        let client = reqwest::blocking::Client::new();
-        for trace in &acknowledged {
-            let url = format!("{}/api/v3/traces/{}", survivor.api, support::crash_trace_hex(*trace, 2));
-            let r = client.get(&url).send().unwrap();
-            assert_eq!(r.status(), 200, "round {round}: acknowledged trace {trace} lost");
-            let body: Value = r.json().unwrap();
-            let spans = body["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap().len();
-            assert_eq!(spans, SPANS_PER_REQUEST, "round {round}: trace {trace} came back partial");
-        }
+        support::assert_whole(&survivor.api, &acknowledged, 2, SPANS_PER_REQUEST, &format!("round {round}"));
     }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (scripts/services.sh start); the README's test command runs it"]
+fn each_queued_batch_is_exported_once_and_a_dead_collectors_by_the_others() {
+    let db = Database::create("export");
+    // The backend (another agentrace, on SQLite) is down while the
+    // collectors take traffic, so every batch waits in the shared queue.
+    let backend_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("agentrace.yaml");
+    std::fs::write(&config, "storage:\n  postgres:\n    lease: 2s\n").unwrap();
+    let endpoint = format!("http://{backend_addr}");
+    let exporting = || {
+        on_postgres_with(
+            &db,
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--export-otlp-endpoint",
+                &endpoint,
+                "--export-otlp-protocol",
+                "grpc",
+            ],
+        )
+    };
+    let (a, b) = (exporting(), exporting());
+    let mut victim = exporting();
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let next = Arc::new(AtomicU64::new(1));
+    let stream = Stream::start(&[&a.http, &b.http, &victim.http, &victim.http], 3, &next, &acked);
+    support::wait_until_acknowledged(&acked, 60);
+    victim.child.kill().unwrap(); // SIGKILL, its queue rows still leased to it
+    victim.child.wait().unwrap();
+    drop(victim);
+    std::thread::sleep(Duration::from_millis(100));
+    let acknowledged = stream.stop();
+
+    // The backend comes up: the two live collectors send their own rows,
+    // and the dead one's once its lease has lapsed.
+    let backend_data = tempfile::tempdir().unwrap();
+    let backend = support::start([
+        "--data-dir",
+        backend_data.path().to_str().unwrap(),
+        "--otlp-grpc-addr",
+        &backend_addr,
+        "--trace-timeout",
+        "200ms",
+    ]);
+    let mut client = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    wait_for("the shared export queue to drain into the backend", || {
+        client.query_one("SELECT count(*) FROM export_queue", &[]).unwrap().get::<_, i64>(0) == 0
+    });
+    support::assert_whole(&backend.api, &acknowledged, 3, SPANS_PER_REQUEST, "the backend");
+    // Once each: the backend was never sent a span it already had.
+    assert_eq!(metric(&backend.api, "agentrace_receiver_spans_duplicate_total"), 0.0, "a batch was exported twice");
+    drop((a, b));
 }

@@ -27,18 +27,6 @@ fn start(data_dir: &std::path::Path, backend: &str) -> support::Server {
     ])
 }
 
-fn assert_whole(api: &str, traces: &[u64], what: &str) {
-    let client = reqwest::blocking::Client::new();
-    for trace in traces {
-        let url = format!("{api}/api/v3/traces/{}", support::crash_trace_hex(*trace, 1));
-        let r = client.get(&url).send().unwrap();
-        assert_eq!(r.status(), 200, "{what}: acknowledged trace {trace} lost");
-        let body: serde_json::Value = r.json().unwrap();
-        let spans = body["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap().len();
-        assert_eq!(spans, SPANS_PER_REQUEST, "{what}: trace {trace} came back partial");
-    }
-}
-
 #[test]
 fn kill_9_mid_stream_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,7 +75,7 @@ fn kill_9_mid_stream_loses_nothing_acknowledged() {
 
         // Restart on the same data and check every acknowledged trace.
         let server = start(dir.path(), &backend_url);
-        assert_whole(&server.api, &acknowledged, &format!("round {round}"));
+        support::assert_whole(&server.api, &acknowledged, 1, SPANS_PER_REQUEST, &format!("round {round}"));
     }
 
     // The backend comes up; the queue drains into it.
@@ -119,5 +107,5 @@ fn kill_9_mid_stream_loses_nothing_acknowledged() {
         assert!(std::time::Instant::now() < deadline, "the export queue did not drain into the backend");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_whole(&backend.api, &acknowledged, "backend");
+    support::assert_whole(&backend.api, &acknowledged, 1, SPANS_PER_REQUEST, "backend");
 }

@@ -312,11 +312,16 @@ pub struct PostgresConfig {
     /// Reader connections kept open for the API (each API request that
     /// reads holds one while it reads).
     pub pool_size: usize,
+    /// How long a collector that stopped renewing its heartbeat (renewed
+    /// every second) keeps the export queue rows it leases; then the
+    /// others send them.
+    #[serde(deserialize_with = "de_duration")]
+    pub lease: Duration,
 }
 
 impl Default for PostgresConfig {
     fn default() -> Self {
-        PostgresConfig { url: None, pool_size: 8 }
+        PostgresConfig { url: None, pool_size: 8, lease: Duration::from_secs(30) }
     }
 }
 
@@ -829,9 +834,9 @@ impl Config {
             if self.storage.postgres.pool_size == 0 {
                 return Err(ConfigError::Invalid("storage.postgres.pool_size must be above zero".into()));
             }
-            if !self.exporters.is_empty() {
+            if self.storage.postgres.lease < Duration::from_secs(2) {
                 return Err(ConfigError::Invalid(
-                    "exporters are not supported with storage.backend: postgres yet (several collectors would each send every queued batch); forward from one collector on SQLite, or from an OpenTelemetry Collector in front".into(),
+                    "storage.postgres.lease must be at least 2s: a heartbeat renews it every second".into(),
                 ));
             }
         }
@@ -1001,8 +1006,8 @@ mod tests {
             ("storage:\n  backend: postgres\n  postgres:\n    url: 'postgres://h/d?sslmode=require'\n", "TLS"),
             ("storage:\n  backend: postgres\n  postgres:\n    url: 'postgres://h/d?bogus=1'\n", "not a PostgreSQL"),
             (
-                "storage:\n  backend: postgres\n  postgres:\n    url: postgres://h/d\nexporters:\n  - endpoint: http://t:4317\n",
-                "exporters are not supported with storage.backend: postgres",
+                "storage:\n  backend: postgres\n  postgres:\n    url: postgres://h/d\n    lease: 1s\n",
+                "lease must be at least 2s",
             ),
         ] {
             let err = Config::from_yaml(yaml).unwrap_err().to_string();

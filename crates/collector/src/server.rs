@@ -231,6 +231,11 @@ async fn replay_queued(
 ) -> Result<Vec<(u64, Vec<crate::assemble::Packed>)>, StoreError> {
     let mut replay: std::collections::BTreeMap<u64, (u64, Vec<crate::assemble::Packed>)> = Default::default();
     let mut held = 0u64;
+    if store.is_shared() {
+        // A collector starts under a new name: the rows it queued before are
+        // a stopped collector's, sent as they are by whichever takes them.
+        return Ok(Vec::new());
+    }
     for t in exports.iter().filter(|t| t.config.repair != ExportRepair::Off) {
         let id = t.id;
         let mut after = 0;

@@ -308,9 +308,16 @@ fn judge(cases: &[PathBuf]) {
                         ("shuffled", shuffled(sent.clone(), &name), None),
                         ("reversed, last batch late", sent.iter().rev().cloned().collect(), Some(LATE_BY)),
                     ];
-                    for (order, batches, late) in orders {
+                    // Over PostgreSQL (the test command's second run) one
+                    // order: the orders try the pipeline, which is the same
+                    // code whichever store it writes to; the store's part is
+                    // the same in each.
+                    for (order, batches, late) in orders.into_iter().take(if support::on_postgres() { 1 } else { 2 }) {
                         let got = live(&batches, late);
                         failures.lock().unwrap().extend(differences(&name, order, &file, &got));
+                    }
+                    if support::on_postgres() {
+                        continue;
                     }
                     // Both directions passed on the whole committed corpus
                     // (stop 27); each case takes one, by its name, to keep
@@ -329,9 +336,11 @@ fn judge(cases: &[PathBuf]) {
     });
     let failures = failures.into_inner().unwrap();
     eprintln!(
-        "{} cases, {} requests by the file doctor, each sent in 3 orders: {} differences",
+        "{} cases, {} requests by the file doctor, each sent in {} orders{}: {} differences",
         cases.len(),
         requests.into_inner(),
+        if support::on_postgres() { 1 } else { 3 },
+        if support::on_postgres() { " (store: PostgreSQL)" } else { "" },
         failures.len()
     );
     assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n\n"));

@@ -122,3 +122,17 @@ pub fn wait_until_acknowledged<T>(acked: &std::sync::Mutex<Vec<T>>, count: usize
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Every one of [`crash_request`]'s `traces` (tagged `tag`) can be read
+/// whole, `spans` spans each, from the collector at `api`.
+pub fn assert_whole(api: &str, traces: &[u64], tag: u8, spans: usize, what: &str) {
+    let client = reqwest::blocking::Client::new();
+    for trace in traces {
+        let url = format!("{api}/api/v3/traces/{}", crash_trace_hex(*trace, tag));
+        let r = client.get(&url).send().unwrap();
+        assert_eq!(r.status(), 200, "{what}: acknowledged trace {trace} lost");
+        let body: serde_json::Value = r.json().unwrap();
+        let got = body["result"]["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().unwrap().len();
+        assert_eq!(got, spans, "{what}: trace {trace} came back partial");
+    }
+}

@@ -48,6 +48,7 @@ pub(crate) fn settle(
     store: &Store,
     runtime: &tokio::runtime::Handle,
     doctor: &Doctor,
+    want_patches: bool,
     holds: impl Fn(&[u8]) -> bool,
 ) {
     if closed.requests.is_empty() {
@@ -101,7 +102,7 @@ pub(crate) fn settle(
     match found {
         Ok(splits) => {
             for split in splits {
-                join(closed, split, doctor);
+                join(closed, split, doctor, want_patches);
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the other sides of closed requests from the shared store"),
@@ -109,7 +110,7 @@ pub(crate) fn settle(
 }
 
 /// Replaces the rows of one split request with those of its diagnosis on read.
-fn join(closed: &mut Closed, split: Split, doctor: &Doctor) {
+fn join(closed: &mut Closed, split: Split, doctor: &Doctor, want_patches: bool) {
     let Split { members, mut spans, stored_as } = split;
     // Each trace's spans together, for the rows' ranges.
     spans.sort_by(|a, b| a.trace_id.as_bytes().cmp(b.trace_id.as_bytes()));
@@ -120,7 +121,8 @@ fn join(closed: &mut Closed, split: Split, doctor: &Doctor) {
             _ => traces.push((span.trace_id, i..i + 1)),
         }
     }
-    let diagnosis = doctor.analyse(&spans);
+    let (diagnosis, patches) =
+        if want_patches { doctor.analyse_with_patches(&spans) } else { (doctor.analyse(&spans), Vec::new()) };
     let answers: Vec<_> = diagnosis
         .request_answers()
         .into_iter()
@@ -133,8 +135,14 @@ fn join(closed: &mut Closed, split: Split, doctor: &Doctor) {
     joined.sort_unstable();
     joined.dedup();
     let new_ids: Vec<Vec<u8>> = answers.iter().map(|a| a.request.trace_id.as_bytes().to_vec()).collect();
-    let answered = summary::answered(&spans, &traces, &joined, &diagnosis, &[], answers, doctor.config());
+    let answered = summary::answered(&spans, &traces, &joined, &diagnosis, &patches, answers, doctor.config());
     let is_joined = |t: &[u8]| joined.iter().any(|j| j.as_bytes() == t);
+    // The exporters' patches of every joined trace are written anew (its
+    // row says so), those of the other sides included.
+    closed.rows.retain(|r| !is_joined(&r.trace_id));
+    closed.patches.retain(|p| !is_joined(&p.trace_id));
+    closed.rows.extend(answered.rows);
+    closed.patches.extend(answered.patches);
     // The pipeline's rows for these traces go; so do the requests the
     // other sides were stored as, where they are not the new ones.
     closed.requests.retain(|r| !r.trace_ids.iter().any(|t| is_joined(t)));

@@ -304,7 +304,7 @@ fn run(
         let mut closed = assembler.close_due(now, stopping);
         if store.is_shared() {
             let holds = |t: &[u8]| TraceId::from_slice(t).is_ok_and(|t| assembler.held(t).is_some());
-            across::settle(&mut closed, &store, &runtime, &assembler.doctor, holds);
+            across::settle(&mut closed, &store, &runtime, &assembler.doctor, assembler.want_patches, holds);
         }
         if !closed.rows.is_empty() || !closed.requests.is_empty() || !closed.retired_requests.is_empty() {
             // Every trace with a row had its patches worked out anew.

@@ -95,7 +95,15 @@ async fn run(
         }
         let max_seq = if repair == ExportRepair::Off { u64::MAX } else { pipeline.watermark() };
         let window = query::QueueWindow { after: 0, max_seq, max_spans, max_bytes: target.config.max_batch_bytes };
-        let rows = match store.read(move |c| query::queue_peek(c, id, window)).await {
+        // With a shared store, the rows this collector may send are leased to it.
+        let me = store.is_shared().then(|| store.instance().to_owned());
+        let rows = match store
+            .read(move |c| match &me {
+                Some(me) => query::queue_lease(c, id, window, me),
+                None => query::queue_peek(c, id, window),
+            })
+            .await
+        {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %e, exporter = %target.metrics.name, "cannot read the export queue");

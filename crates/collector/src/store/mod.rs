@@ -121,6 +121,10 @@ struct Inner {
     path: PathBuf,
     /// The shared database, when the store is PostgreSQL.
     postgres: Option<PostgresConfig>,
+    /// This collector's name among those sharing it (export leases).
+    instance: String,
+    /// Keeps that name alive in the shared store (PostgreSQL).
+    heartbeat: Mutex<Option<postgres::Heartbeat>>,
     jobs: Mutex<Option<mpsc::SyncSender<WriteJob>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
@@ -154,6 +158,8 @@ impl Store {
             inner: Arc::new(Inner {
                 path,
                 postgres: None,
+                instance: String::new(),
+                heartbeat: Mutex::new(None),
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 checkpointer: Mutex::new(Some(checkpointer)),
@@ -174,10 +180,11 @@ impl Store {
         metrics: Arc<Metrics>,
     ) -> Result<Store, StoreError> {
         let pg = config.postgres.clone();
+        let instance = postgres::instance_name();
         let client = postgres::off_runtime(|| -> Result<_, StoreError> {
             let mut client = postgres::connect(&pg)?;
             postgres::migrate(&mut client)?;
-            postgres::PgWriter::new(client, pg.clone(), config.retention.clone())
+            postgres::PgWriter::new(client, pg.clone(), instance.clone(), config.retention.clone())
         })?;
         if config.retention.max_bytes.is_some() {
             tracing::info!(
@@ -185,10 +192,14 @@ impl Store {
             );
         }
         let (tx, handle, pending) = spawn_writer(client, config, max_pending_spans, &metrics)?;
+        let heartbeat = postgres::Heartbeat::spawn(pg.clone(), instance.clone())
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the heartbeat thread: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path: config.data_dir.join("agentrace.db"),
                 postgres: Some(pg),
+                instance,
+                heartbeat: Mutex::new(Some(heartbeat)),
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 checkpointer: Mutex::new(None),
@@ -280,6 +291,8 @@ impl Store {
             drop(stop);
             let _ = handle.join();
         }
+        // Last: the rows this collector leases go to the others once it has stopped.
+        drop(self.inner.heartbeat.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 
     /// The ID under which exporter `name` keeps its queue, created on first use.
@@ -301,6 +314,11 @@ impl Store {
     /// received.
     pub fn is_shared(&self) -> bool {
         self.inner.postgres.is_some()
+    }
+
+    /// This collector's name among those sharing the store (empty on SQLite).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
     }
 
     /// Spans currently pending.

@@ -15,10 +15,16 @@
 //! columns are SQLite's, with PostgreSQL's types; reads run the same
 //! queries ([`super::sql`]).
 //!
+//! Export queues are shared: a row is leased by the collector that queued
+//! it, which sends it, while that collector's heartbeat (`collectors`,
+//! renewed every second for `storage.postgres.lease` by a thread of its
+//! own, [`Heartbeat`]) is current; then any
+//! other collector's exporter takes it over (`FOR UPDATE SKIP LOCKED`, see
+//! [`super::query::queue_lease`]). A batch is sent by one collector at a
+//! time, and none is stranded by a collector that died.
+//!
 //! Not yet: retention by dropping time partitions (rows are deleted, as on
-//! SQLite, and `retention.max_bytes` is not applied), TLS to the server,
-//! and export queues leased between collectors (exporters are refused with
-//! this backend).
+//! SQLite, and `retention.max_bytes` is not applied) and TLS to the server.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,9 +42,10 @@ use crate::config::{PostgresConfig, RetentionConfig};
 /// Schema versions, applied in order; a collector applies those above the
 /// database's version and records each. Never edit one that has shipped:
 /// add the next.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE resources (
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE resources (
          id BIGSERIAL PRIMARY KEY,
          hash BYTEA NOT NULL UNIQUE,
          body BYTEA NOT NULL,
@@ -168,7 +175,18 @@ const MIGRATIONS: &[(i64, &str)] = &[(
          patch TEXT NOT NULL,
          PRIMARY KEY (trace_id, span_id)
      );",
-)];
+    ),
+    (
+        2,
+        // Export queues shared by several collectors: each row is leased by
+        // the collector that sends it (at first, the one that queued it),
+        // and a collector whose heartbeat has lapsed hands its rows on.
+        "CREATE TABLE collectors (id TEXT PRIMARY KEY, alive_until BIGINT NOT NULL);
+         ALTER TABLE export_queue ADD COLUMN queued_by TEXT NOT NULL DEFAULT '';
+         ALTER TABLE export_queue ADD COLUMN leased_by TEXT NOT NULL DEFAULT '';
+         CREATE INDEX export_queue_by_lease ON export_queue (exporter, leased_by, id);",
+    ),
+];
 
 /// The advisory lock collectors take to migrate one at a time ("agentrace" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_6163;
@@ -212,6 +230,70 @@ pub(crate) fn migrate(client: &mut Client) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Says this collector is alive for another `lease`: its export queue rows
+/// stay its own until then.
+fn heartbeat(client: &mut Client, me: &str, config: &PostgresConfig) -> Result<(), postgres::Error> {
+    let until = now_ns().saturating_add(i64::try_from(config.lease.as_nanos()).unwrap_or(i64::MAX));
+    client.execute(
+        "INSERT INTO collectors (id, alive_until) VALUES ($1, $2)
+         ON CONFLICT (id) DO UPDATE SET alive_until = excluded.alive_until",
+        &[&me, &until],
+    )?;
+    Ok(())
+}
+
+/// The thread that keeps this collector's heartbeat current, on a
+/// connection of its own: "alive" means the process runs, however long a
+/// commit takes. Dropping it says the collector stopped, so the rows it
+/// leases go to the others at once.
+pub(crate) struct Heartbeat {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    pub(crate) fn spawn(config: PostgresConfig, me: String) -> std::io::Result<Heartbeat> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new().name("agentrace-heartbeat".into()).spawn(move || {
+            let mut client: Option<Client> = None;
+            loop {
+                if client.as_ref().is_none_or(|c| c.is_closed()) {
+                    client = connect(&config).ok();
+                }
+                if let Some(c) = client.as_mut()
+                    && let Err(e) = heartbeat(c, &me, &config)
+                {
+                    tracing::warn!(error = %StoreError::Postgres(e), "cannot renew this collector's export leases");
+                }
+                match stopped.recv_timeout(std::time::Duration::from_secs(1)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => break,
+                }
+            }
+            if let Some(c) = client.as_mut() {
+                let _ = c.execute("UPDATE collectors SET alive_until = 0 WHERE id = $1", &[&me]);
+            }
+        })?;
+        Ok(Heartbeat { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A name for this collector among those sharing the database, new at
+/// every start: the host, the process and the time.
+pub(crate) fn instance_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    format!("{}-{}-{:x}", if host.is_empty() { "agentrace" } else { &host }, std::process::id(), now_ns())
+}
+
 fn now_ns() -> i64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
@@ -231,6 +313,8 @@ fn hash(body: &[u8]) -> Vec<u8> {
 pub(crate) struct PgWriter {
     client: Client,
     config: PostgresConfig,
+    /// This collector's name among those sharing the database.
+    me: String,
     retention: RetentionConfig,
     resource_ids: HashMap<Vec<u8>, i64>,
     scope_ids: HashMap<Vec<u8>, i64>,
@@ -265,12 +349,15 @@ impl PgWriter {
     pub(crate) fn new(
         mut client: Client,
         config: PostgresConfig,
+        me: String,
         retention: RetentionConfig,
     ) -> Result<Self, StoreError> {
         client.batch_execute(STAGE_SPANS)?;
+        heartbeat(&mut client, &me, &config)?;
         Ok(PgWriter {
             client,
             config,
+            me,
             retention,
             resource_ids: HashMap::new(),
             scope_ids: HashMap::new(),
@@ -453,6 +540,38 @@ impl PgWriter {
                     "INSERT INTO chunks (id, max_start_ns, received_ns, body) VALUES ($1, $2, $3, $4)",
                     &[&chunk_id, &batch.chunk_max_start_ns, &received, &batch.chunk],
                 )?;
+            }
+            // Queued for the exporters with the spans (or alone, for a
+            // pass-through), leased by this collector, which sends them.
+            if batch.queued_only > 0 {
+                outcomes[j].inserted = batch.queued_only as u64;
+            }
+            if batch.queued_only > 0 || outcomes[j].inserted > 0 {
+                for e in &batch.exports {
+                    tx.execute(
+                        "INSERT INTO export_queue (exporter, seq, spans, body, queued_by, leased_by)
+                         VALUES ($1, $2, $3, $4, $5, $5)",
+                        &[&e.exporter, &(e.seq as i64), &i64::from(e.spans), &e.body, &self.me],
+                    )?;
+                }
+            }
+            for id in &batch.dequeue {
+                if let Some(reason) = &batch.dead_letter {
+                    tx.execute(
+                        "INSERT INTO dead_letters (exporter, seq, spans, body, reason, at_ns)
+                         SELECT exporter, seq, spans, body, $2, $3 FROM export_queue WHERE id = $1",
+                        &[id, &text(reason), &now_ns()],
+                    )?;
+                }
+                tx.execute("DELETE FROM export_queue WHERE id = $1", &[id])?;
+            }
+            if let Some(exporter) = batch.replay_dead_letters {
+                tx.execute(
+                    "INSERT INTO export_queue (exporter, seq, spans, body, queued_by, leased_by)
+                     SELECT exporter, seq, spans, body, $2, $2 FROM dead_letters WHERE exporter = $1 ORDER BY id",
+                    &[&exporter, &self.me],
+                )?;
+                outcomes[j].inserted += tx.execute("DELETE FROM dead_letters WHERE exporter = $1", &[&exporter])?;
             }
             for t in &batch.repatched {
                 tx.execute("DELETE FROM span_patches WHERE trace_id = $1", &[t])?;

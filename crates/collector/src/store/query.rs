@@ -784,6 +784,12 @@ pub fn queue_peek(db: &Db, exporter: i64, window: QueueWindow) -> Result<Vec<Que
         "SELECT id, seq, spans, body FROM export_queue WHERE exporter = ?1 AND id > ?2 AND seq <= ?3 ORDER BY id LIMIT 1000",
         &[&exporter, &window.after, &max_seq],
     )?;
+    queue_window(rows, window)
+}
+
+/// Queue rows (id, seq, spans, body) in order, up to the window's size
+/// (at least one).
+fn queue_window(rows: Vec<super::sql::Row>, window: QueueWindow) -> Result<Vec<QueueRow>, StoreError> {
     let mut out = Vec::new();
     let (mut spans, mut bytes) = (0, 0);
     for row in rows {
@@ -800,6 +806,34 @@ pub fn queue_peek(db: &Db, exporter: i64, window: QueueWindow) -> Result<Vec<Que
         out.push(QueueRow { id, seq: row.int(1)? as u64, spans: n as u64, encoded, size: body.len() as u64 });
     }
     Ok(out)
+}
+
+/// The oldest rows of exporter `exporter` that collector `me` may send,
+/// leased to it (a shared store): its own rows within `window` (`seq` is its
+/// own pipeline's numbering), and any row whose collector's heartbeat has
+/// lapsed, which it takes over. Rows another collector is leasing right
+/// now are skipped, not waited for (`FOR UPDATE SKIP LOCKED`).
+pub fn queue_lease(db: &Db, exporter: i64, window: QueueWindow, me: &str) -> Result<Vec<QueueRow>, StoreError> {
+    let max_seq = i64::try_from(window.max_seq).unwrap_or(i64::MAX);
+    let now = i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    )
+    .unwrap_or(i64::MAX);
+    let mut rows = db.rows(
+        // The lessee is checked again on the row as it is when updated: a
+        // row another collector took over since this one's snapshot is not
+        // taken from it.
+        "UPDATE export_queue SET leased_by = ?4 WHERE id IN (
+             SELECT id FROM export_queue WHERE exporter = ?1 AND id > ?2
+                 AND ((leased_by = ?4 AND (queued_by != ?4 OR seq <= ?3))
+                      OR leased_by NOT IN (SELECT id FROM collectors WHERE alive_until >= ?5))
+             ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED)
+           AND (leased_by = ?4 OR leased_by NOT IN (SELECT id FROM collectors WHERE alive_until >= ?5))
+         RETURNING id, seq, spans, body",
+        &[&exporter, &window.after, &max_seq, &me, &now],
+    )?;
+    rows.sort_by_key(|r| r.int(0).unwrap_or(i64::MAX));
+    queue_window(rows, window)
 }
 
 /// Spans and bytes waiting in exporter `exporter`'s queue.
