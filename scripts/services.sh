@@ -7,7 +7,8 @@
 #   eval "$(scripts/services.sh env)"
 #                               AGENTRACE_NATS_URL, AGENTRACE_REDIS_URL, AGENTRACE_AMQP_URL,
 #                               AGENTRACE_POSTGRES_URL (a server whose tests each make their own
-#                               database) and REDIS_URL (the Celery corpus) for this shell
+#                               database; TLS too, with AGENTRACE_POSTGRES_CA's certificate) and
+#                               REDIS_URL (the Celery corpus) for this shell
 #   scripts/services.sh stop    stop what `start` started
 #   scripts/services.sh status  say which are accepting connections
 #
@@ -55,6 +56,7 @@ install_missing() {
   command -v redis-server >/dev/null || missing+=(redis-server)
   [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing+=(rabbitmq-server)
   pg_bin >/dev/null || missing+=(postgresql)
+  command -v openssl >/dev/null || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
     # Debian's postinst would try to start the system services; we run our own instances. Leave
@@ -122,9 +124,23 @@ start_postgres() {
   fi
   : >"$DIR/postgres.log"
   if [ "$(id -u)" = 0 ]; then chown postgres: "$DIR/postgres.log"; fi
+  # TLS for the tests that ask for it: a CA of our own and a certificate for 127.0.0.1 signed
+  # by it; clients that do not ask for TLS connect without it.
+  local tls="$DIR/postgres-tls"
+  if [ ! -f "$tls/server.crt" ]; then
+    rm -rf "$tls" && mkdir -p "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=agentrace test CA" \
+      -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$tls/ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 30 \
+      -extfile "$tls/ext" -out "$tls/server.crt" 2>/dev/null
+    chmod 600 "$tls/server.key"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$tls/server.key" "$tls/server.crt"; fi
+  fi
   # Sized for the tests: a few collectors' connections each, no durability tuning.
   as_postgres "$bin/pg_ctl" -D "$data" -l "$DIR/postgres.log" -w -t 60 \
-    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $data -c max_connections=200" start >/dev/null
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $data -c max_connections=200 -c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key" start >/dev/null
 }
 
 stop_postgres() {
@@ -155,6 +171,7 @@ print_env() {
   echo "export AGENTRACE_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f"
   echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
   echo "export AGENTRACE_POSTGRES_URL=postgres://agentrace@127.0.0.1:$PG_PORT/postgres"
+  echo "export AGENTRACE_POSTGRES_CA=$DIR/postgres-tls/ca.pem"
 }
 
 any_running() {

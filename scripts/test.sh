@@ -105,16 +105,17 @@ pg_tests=(jaeger_query_api_answers_as_jaeger_does tempo_clients_read_agentrace
     rust_sdk_spans_come_back_losslessly zipkin_senders_reach_agentrace live_answers_equal_the_file_doctors
     bad_input_gets_a_clear_error_and_loses_nothing exports_reach_backends_over_every_otlp_protocol
     backend_receives_one_connected_redacted_trace)
+# The whole workspace with a filter, not `-p`: the binaries built above serve (a single package's
+# features would build its dependencies again).
 if cargo nextest --version >/dev/null 2>&1; then
-    pg_args=()
-    for t in "${pg_tests[@]}"; do pg_args+=(--test "$t"); done
-    AGENTRACE_TEST_STORE=postgres cargo nextest run -p agentrace-collector --all-features "${pg_args[@]}" || status=$?
-    cargo nextest run -p agentrace-cli --all-features --run-ignored only --test collectors_share_one_postgres || status=$?
+    filter=$(printf 'binary(%s) | ' "${pg_tests[@]}")
+    AGENTRACE_TEST_STORE=postgres cargo nextest run --workspace --all-features -E "${filter% | }" || status=$?
+    cargo nextest run --workspace --all-features --run-ignored only -E 'binary(collectors_share_one_postgres)' || status=$?
 else
     for t in "${pg_tests[@]}"; do
-        AGENTRACE_TEST_STORE=postgres cargo test -p agentrace-collector --all-features --test "$t" || status=$?
+        AGENTRACE_TEST_STORE=postgres cargo test --workspace --all-features --test "$t" || status=$?
     done
-    cargo test -p agentrace-cli --all-features --test collectors_share_one_postgres -- --ignored || status=$?
+    cargo test --workspace --all-features --test collectors_share_one_postgres -- --ignored || status=$?
 fi
 
 step "doctor on the fresh recording of the corpus (waiting for the recording to end)"

@@ -272,9 +272,12 @@ impl StorageConfig {
         match self.backend {
             StorageBackend::Sqlite => self.data_dir.display().to_string(),
             StorageBackend::Postgres => {
-                let Some(parsed) = self.postgres.url.as_deref().and_then(|u| u.parse::<postgres::Config>().ok()) else {
+                let Some(target) =
+                    self.postgres.url.as_deref().and_then(|u| crate::store::PostgresTarget::parse(u).ok())
+                else {
                     return "PostgreSQL (no valid storage.postgres.url)".into();
                 };
+                let parsed = &target.config;
                 let hosts: Vec<String> = parsed
                     .get_hosts()
                     .iter()
@@ -284,7 +287,8 @@ impl StorageConfig {
                         postgres::config::Host::Unix(path) => format!("{}:{p}", path.display()),
                     })
                     .collect();
-                format!("PostgreSQL {}/{}", hosts.join(","), parsed.get_dbname().unwrap_or("(user's database)"))
+                let tls = if target.tls.is_some() { ", TLS" } else { "" };
+                format!("PostgreSQL {}/{}{tls}", hosts.join(","), parsed.get_dbname().unwrap_or("(user's database)"))
             }
         }
     }
@@ -306,8 +310,11 @@ pub enum StorageBackend {
 #[serde(deny_unknown_fields, default)]
 pub struct PostgresConfig {
     /// A `postgres://user:password@host:port/database?options` URL (or a
-    /// `host=… user=…` string), as libpq takes it. TLS is not supported yet:
-    /// `sslmode=require` is refused; use a loopback or private network.
+    /// `host=… user=…` string), as libpq takes it. `sslmode=require` (or
+    /// `verify-ca`, `verify-full`) connects over TLS and verifies the
+    /// server's certificate against `sslrootcert=/path/ca.pem`, or the
+    /// system's CA certificates; `prefer`, libpq's default, and `disable`
+    /// connect without TLS.
     pub url: Option<String>,
     /// Reader connections kept open for the API (each API request that
     /// reads holds one while it reads).
@@ -823,14 +830,8 @@ impl Config {
                         .into(),
                 ));
             };
-            let parsed = url.parse::<postgres::Config>().map_err(|e| {
-                ConfigError::Invalid(format!("storage.postgres.url is not a PostgreSQL connection string: {e}"))
-            })?;
-            if parsed.get_ssl_mode() == postgres::config::SslMode::Require {
-                return Err(ConfigError::Invalid(
-                    "storage.postgres.url asks for sslmode=require, but TLS to PostgreSQL is not supported yet".into(),
-                ));
-            }
+            crate::store::PostgresTarget::parse(url)
+                .map_err(|e| ConfigError::Invalid(format!("storage.postgres.url: {e}")))?;
             if self.storage.postgres.pool_size == 0 {
                 return Err(ConfigError::Invalid("storage.postgres.pool_size must be above zero".into()));
             }
@@ -1003,7 +1004,14 @@ mod tests {
         assert_eq!(ok.storage.describe(), "PostgreSQL db.internal:6432/traces");
         for (yaml, says) in [
             ("storage:\n  backend: postgres\n", "storage.postgres.url is not set"),
-            ("storage:\n  backend: postgres\n  postgres:\n    url: 'postgres://h/d?sslmode=require'\n", "TLS"),
+            (
+                "storage:\n  backend: postgres\n  postgres:\n    url: 'postgres://h/d?sslmode=require&sslrootcert=/nonexistent.pem'\n",
+                "sslrootcert /nonexistent.pem",
+            ),
+            (
+                "storage:\n  backend: postgres\n  postgres:\n    url: 'postgres://h/d?sslmode=verify-some'\n",
+                "sslmode=verify-some is not one of",
+            ),
             ("storage:\n  backend: postgres\n  postgres:\n    url: 'postgres://h/d?bogus=1'\n", "not a PostgreSQL"),
             (
                 "storage:\n  backend: postgres\n  postgres:\n    url: postgres://h/d\n    lease: 1s\n",

@@ -57,17 +57,23 @@ pub(crate) fn settle(
     let requests: Vec<Vec<Vec<u8>>> = closed.requests.iter().map(|r| r.trace_ids.clone()).collect();
     // Each request's stored partners, then those this collector does not hold.
     let partners = runtime.block_on(store.read(move |db| {
-        let mut out = Vec::with_capacity(requests.len());
-        for members in requests {
-            let mut partners: Vec<Vec<u8>> = Vec::new();
-            for m in &members {
-                partners.extend(query::join_partners(db, m)?);
-                partners.extend(query::link_partners(db, m)?);
-            }
-            partners.retain(|p| !members.contains(p));
-            out.push((members, partners));
-        }
-        Ok::<_, StoreError>(out)
+        let mut all: Vec<Vec<u8>> = requests.iter().flatten().cloned().collect();
+        all.sort();
+        all.dedup();
+        let pairs = query::hand_off_partners(db, &all)?;
+        Ok::<_, StoreError>(
+            requests
+                .into_iter()
+                .map(|members| {
+                    let partners: Vec<Vec<u8>> = pairs
+                        .iter()
+                        .filter(|(t, p)| members.contains(t) && !members.contains(p))
+                        .map(|(_, p)| p.clone())
+                        .collect();
+                    (members, partners)
+                })
+                .collect::<Vec<_>>(),
+        )
     }));
     let split: Vec<Vec<Vec<u8>>> = match partners {
         Ok(p) => p.into_iter().filter(|(_, partners)| partners.iter().any(|p| !holds(p))).map(|(m, _)| m).collect(),

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 pub use agentrace_model::keys::KeyKind;
+pub use postgres::Target as PostgresTarget;
 pub use prepare::{AnalysisRow, PatchRow, PreparedBatch, QueuedExport, RequestRow, indexed_keys};
 pub use query::{SearchQuery, TraceSummary};
 use rusqlite::Connection;
@@ -125,6 +126,9 @@ struct Inner {
     instance: String,
     /// Keeps that name alive in the shared store (PostgreSQL).
     heartbeat: Mutex<Option<postgres::Heartbeat>>,
+    /// Reads running at once, at most (PostgreSQL: `pool_size`, so that
+    /// API load cannot take every connection the server allows).
+    read_slots: Option<Arc<tokio::sync::Semaphore>>,
     jobs: Mutex<Option<mpsc::SyncSender<WriteJob>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
@@ -160,6 +164,7 @@ impl Store {
                 postgres: None,
                 instance: String::new(),
                 heartbeat: Mutex::new(None),
+                read_slots: None,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 checkpointer: Mutex::new(Some(checkpointer)),
@@ -192,6 +197,7 @@ impl Store {
             );
         }
         let (tx, handle, pending) = spawn_writer(client, config, max_pending_spans, &metrics)?;
+        let slots = pg.pool_size;
         let heartbeat = postgres::Heartbeat::spawn(pg.clone(), instance.clone())
             .map_err(|e| StoreError::Corrupt(format!("cannot start the heartbeat thread: {e}")))?;
         Ok(Store {
@@ -200,6 +206,7 @@ impl Store {
                 postgres: Some(pg),
                 instance,
                 heartbeat: Mutex::new(Some(heartbeat)),
+                read_slots: Some(Arc::new(tokio::sync::Semaphore::new(slots))),
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 checkpointer: Mutex::new(None),
@@ -258,14 +265,24 @@ impl Store {
         f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = Arc::clone(&self.inner);
+        let slot = match &inner.read_slots {
+            Some(slots) => Some(
+                Arc::clone(slots)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| StoreError::Corrupt("the store is closed".into()))?,
+            ),
+            None => None,
+        };
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let conn = match (pooled, &inner.postgres) {
                 (Some(c), _) => c,
                 (None, None) => Db::sqlite(open_reader(&inner.path)?),
                 (None, Some(pg)) => Db::postgres(sql::PgConn::new(postgres::connect(pg)?)),
             };
-            let result = f(&conn);
+            let result = conn.snapshot(f);
             let keep = inner.postgres.as_ref().map(|pg| pg.pool_size).unwrap_or(8);
             // A connection the server closed is not kept.
             if !conn.is_closed() {

@@ -41,7 +41,9 @@ use crate::config::{PostgresConfig, RetentionConfig};
 
 /// Schema versions, applied in order; a collector applies those above the
 /// database's version and records each. Never edit one that has shipped:
-/// add the next.
+/// add the next. Text columns sort byte-wise (`COLLATE "C"`), as SQLite
+/// does, whatever the database's locale: lists come in the same order from
+/// either store.
 const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
@@ -49,7 +51,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
          id BIGSERIAL PRIMARY KEY,
          hash BYTEA NOT NULL UNIQUE,
          body BYTEA NOT NULL,
-         service TEXT NOT NULL
+         service TEXT COLLATE \"C\" NOT NULL
      );
      CREATE TABLE scopes (
          id BIGSERIAL PRIMARY KEY,
@@ -63,8 +65,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
          parent_span_id BYTEA,
          resource_id BIGINT NOT NULL,
          scope_id BIGINT NOT NULL,
-         service TEXT NOT NULL,
-         name TEXT NOT NULL,
+         service TEXT COLLATE \"C\" NOT NULL,
+         name TEXT COLLATE \"C\" NOT NULL,
          kind BIGINT NOT NULL,
          start_ns BIGINT NOT NULL,
          end_ns BIGINT NOT NULL,
@@ -86,7 +88,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
      CREATE INDEX chunks_by_received ON chunks (received_ns);
      CREATE TABLE span_keys (
          key BIGINT NOT NULL,
-         value TEXT NOT NULL,
+         value TEXT COLLATE \"C\" NOT NULL,
          trace_id BYTEA NOT NULL,
          span_id BYTEA NOT NULL,
          start_ns BIGINT NOT NULL
@@ -94,14 +96,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
      CREATE INDEX span_keys_by_value ON span_keys (key, value, trace_id);
      CREATE INDEX span_keys_by_start ON span_keys (start_ns);
      CREATE TABLE operations (
-         service TEXT NOT NULL,
-         name TEXT NOT NULL,
+         service TEXT COLLATE \"C\" NOT NULL,
+         name TEXT COLLATE \"C\" NOT NULL,
          kind BIGINT NOT NULL,
          PRIMARY KEY (service, name, kind)
      );
      CREATE TABLE exporters (
          id BIGSERIAL PRIMARY KEY,
-         name TEXT NOT NULL UNIQUE
+         name TEXT COLLATE \"C\" NOT NULL UNIQUE
      );
      CREATE TABLE export_queue (
          id BIGSERIAL PRIMARY KEY,
@@ -117,7 +119,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
          seq BIGINT NOT NULL,
          spans BIGINT NOT NULL,
          body BYTEA NOT NULL,
-         reason TEXT NOT NULL,
+         reason TEXT COLLATE \"C\" NOT NULL,
          at_ns BIGINT NOT NULL
      );
      CREATE INDEX dead_letters_by_exporter ON dead_letters (exporter, id);
@@ -126,12 +128,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
          root_span_id BYTEA NOT NULL,
          start_ns BIGINT NOT NULL,
          duration_ns BIGINT NOT NULL,
-         root_service TEXT NOT NULL,
-         root_name TEXT NOT NULL,
-         session TEXT,
+         root_service TEXT COLLATE \"C\" NOT NULL,
+         root_name TEXT COLLATE \"C\" NOT NULL,
+         session TEXT COLLATE \"C\",
          traces BIGINT NOT NULL,
          spans BIGINT NOT NULL,
-         agents TEXT NOT NULL,
+         agents TEXT COLLATE \"C\" NOT NULL,
          input_tokens BIGINT NOT NULL,
          output_tokens BIGINT NOT NULL,
          cost_usd DOUBLE PRECISION NOT NULL,
@@ -140,7 +142,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
          errors BIGINT NOT NULL,
          failed BOOLEAN NOT NULL,
          repairs BIGINT NOT NULL,
-         answer TEXT NOT NULL,
+         answer TEXT COLLATE \"C\" NOT NULL,
          PRIMARY KEY (request_id, root_span_id)
      );
      CREATE INDEX requests_by_start ON requests (start_ns);
@@ -156,14 +158,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
      );
      CREATE INDEX request_traces_by_request ON request_traces (request_id);
      CREATE TABLE request_agents (
-         agent TEXT NOT NULL,
+         agent TEXT COLLATE \"C\" NOT NULL,
          start_ns BIGINT NOT NULL,
          request_id BYTEA NOT NULL,
          PRIMARY KEY (agent, start_ns, request_id)
      );
      CREATE INDEX request_agents_by_request ON request_agents (request_id);
      CREATE TABLE request_models (
-         model TEXT NOT NULL,
+         model TEXT COLLATE \"C\" NOT NULL,
          start_ns BIGINT NOT NULL,
          request_id BYTEA NOT NULL,
          PRIMARY KEY (model, start_ns, request_id)
@@ -172,7 +174,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
      CREATE TABLE span_patches (
          trace_id BYTEA NOT NULL,
          span_id BYTEA NOT NULL,
-         patch TEXT NOT NULL,
+         patch TEXT COLLATE \"C\" NOT NULL,
          PRIMARY KEY (trace_id, span_id)
      );",
     ),
@@ -202,9 +204,113 @@ pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// A new connection to the configured database.
 pub(crate) fn connect(config: &PostgresConfig) -> Result<Client, StoreError> {
     let url = config.url.as_deref().ok_or_else(|| StoreError::Corrupt("storage.postgres.url is not set".into()))?;
-    let parsed: postgres::Config =
-        url.parse().map_err(|e| StoreError::Corrupt(format!("storage.postgres.url: {e}")))?;
-    Ok(parsed.connect(NoTls)?)
+    let target = Target::parse(url).map_err(|e| StoreError::Corrupt(format!("storage.postgres.url: {e}")))?;
+    Ok(match target.tls {
+        Some(tls) => target.config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))?,
+        None => target.config.connect(NoTls)?,
+    })
+}
+
+/// Where to connect and how to secure it, from a libpq URL or key/value
+/// string. TLS is used when `sslmode` is `require`, `verify-ca` or
+/// `verify-full`, or when `sslrootcert` names the server's CA: the
+/// server's certificate is then always verified (against `sslrootcert`, or
+/// the system's roots), so `require` is as strict as libpq's `verify-full`.
+/// `disable`, `allow` and `prefer` (libpq's default) connect without TLS.
+pub struct Target {
+    /// The driver's connection settings.
+    pub config: postgres::Config,
+    /// The TLS client settings, when the connection is encrypted.
+    pub tls: Option<tokio_rustls::rustls::ClientConfig>,
+}
+
+impl Target {
+    /// Reads a connection string; an error says what was wrong with it.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        // Two options the driver does not know: the CA file, and the
+        // verifying modes (it knows disable, prefer and require).
+        let mut root: Option<String> = None;
+        let mut mode: Option<String> = None;
+        let rewritten = if let Some((base, query)) = url.split_once('?') {
+            let mut kept = Vec::new();
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
+                match k {
+                    "sslrootcert" => root = Some(v),
+                    "sslmode" => mode = Some(v),
+                    _ => kept.push(pair.to_owned()),
+                }
+            }
+            if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }
+        } else if url.contains("://") {
+            url.to_owned()
+        } else {
+            let mut kept = Vec::new();
+            for word in url.split_whitespace() {
+                match word.split_once('=') {
+                    Some(("sslrootcert", v)) => root = Some(v.trim_matches('\'').to_owned()),
+                    Some(("sslmode", v)) => mode = Some(v.trim_matches('\'').to_owned()),
+                    _ => kept.push(word),
+                }
+            }
+            kept.join(" ")
+        };
+        let mut config: postgres::Config =
+            rewritten.parse().map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
+        // A form of the option this reading did not see (`sslmode = require`
+        // in a key/value string) is the driver's: it is not weakened.
+        if mode.is_none() && config.get_ssl_mode() == postgres::config::SslMode::Require {
+            mode = Some("require".into());
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        let encrypt = match mode.as_deref() {
+            None | Some("prefer") | Some("allow") => root.is_some(),
+            Some("disable") => false,
+            Some("require") | Some("verify-ca") | Some("verify-full") => true,
+            Some(other) => {
+                return Err(format!(
+                    "sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                ));
+            }
+        };
+        if !encrypt {
+            config.ssl_mode(postgres::config::SslMode::Disable);
+            return Ok(Target { config, tls: None });
+        }
+        config.ssl_mode(postgres::config::SslMode::Require);
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        match &root {
+            Some(path) => {
+                use rustls_pki_types::pem::PemObject;
+                let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                for cert in certs {
+                    let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                    roots.add(cert).map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+            }
+        }
+        if roots.is_empty() {
+            return Err(match root {
+                Some(path) => format!("sslrootcert {path} holds no certificate"),
+                None => "TLS is asked for but this machine has no CA certificates: set sslrootcert".into(),
+            });
+        }
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let tls = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Target { config, tls: Some(tls) })
+    }
 }
 
 /// Applies the migrations the database has not had yet.
@@ -233,14 +339,21 @@ pub(crate) fn migrate(client: &mut Client) -> Result<(), StoreError> {
 /// Says this collector is alive for another `lease`: its export queue rows
 /// stay its own until then.
 fn heartbeat(client: &mut Client, me: &str, config: &PostgresConfig) -> Result<(), postgres::Error> {
-    let until = now_ns().saturating_add(i64::try_from(config.lease.as_nanos()).unwrap_or(i64::MAX));
+    // On the database's clock, which every collector reads the leases by:
+    // collectors' own clocks may disagree by more than a lease.
+    let lease = i64::try_from(config.lease.as_nanos()).unwrap_or(i64::MAX);
     client.execute(
-        "INSERT INTO collectors (id, alive_until) VALUES ($1, $2)
-         ON CONFLICT (id) DO UPDATE SET alive_until = excluded.alive_until",
-        &[&me, &until],
+        &format!(
+            "INSERT INTO collectors (id, alive_until) VALUES ($1, {DB_NOW_NS} + $2)
+             ON CONFLICT (id) DO UPDATE SET alive_until = excluded.alive_until"
+        ),
+        &[&me, &lease],
     )?;
     Ok(())
 }
+
+/// The database server's clock, Unix nanoseconds, in SQL.
+pub(crate) const DB_NOW_NS: &str = "CAST(extract(epoch FROM clock_timestamp()) * 1000000000 AS BIGINT)";
 
 /// The thread that keeps this collector's heartbeat current, on a
 /// connection of its own: "alive" means the process runs, however long a
@@ -258,7 +371,13 @@ impl Heartbeat {
             let mut client: Option<Client> = None;
             loop {
                 if client.as_ref().is_none_or(|c| c.is_closed()) {
-                    client = connect(&config).ok();
+                    client = match connect(&config) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot reach PostgreSQL to renew this collector's export leases");
+                            None
+                        }
+                    };
                 }
                 if let Some(c) = client.as_mut()
                     && let Err(e) = heartbeat(c, &me, &config)
@@ -566,12 +685,15 @@ impl PgWriter {
                 tx.execute("DELETE FROM export_queue WHERE id = $1", &[id])?;
             }
             if let Some(exporter) = batch.replay_dead_letters {
-                tx.execute(
-                    "INSERT INTO export_queue (exporter, seq, spans, body, queued_by, leased_by)
-                     SELECT exporter, seq, spans, body, $2, $2 FROM dead_letters WHERE exporter = $1 ORDER BY id",
+                // Moved in one statement: a dead letter another collector
+                // adds meanwhile is either moved or left, never deleted
+                // unmoved, and two replays at once do not both move a row.
+                outcomes[j].inserted += tx.execute(
+                    "WITH moved AS (DELETE FROM dead_letters WHERE exporter = $1 RETURNING id, exporter, seq, spans, body)
+                     INSERT INTO export_queue (exporter, seq, spans, body, queued_by, leased_by)
+                     SELECT exporter, seq, spans, body, $2, $2 FROM moved ORDER BY id",
                     &[&exporter, &self.me],
                 )?;
-                outcomes[j].inserted += tx.execute("DELETE FROM dead_letters WHERE exporter = $1", &[&exporter])?;
             }
             for t in &batch.repatched {
                 tx.execute("DELETE FROM span_patches WHERE trace_id = $1", &[t])?;
@@ -690,7 +812,27 @@ impl PgWriter {
 impl Engine for PgWriter {
     fn write(&mut self, jobs: &[WriteJob]) -> Result<Vec<WriteOutcome>, String> {
         self.reconnect_if_closed().map_err(|e| format!("{e}; cannot reach PostgreSQL"))?;
-        self.write_all(jobs).map_err(|e| {
+        // Two collectors' commits can take the same rows' locks in opposite
+        // orders (a resource both upsert, a request both rewrite): the
+        // server aborts one, which is tried again here rather than refused.
+        let mut attempt = 0;
+        let result = loop {
+            let result = self.write_all(jobs);
+            let retry = result.as_ref().err().and_then(|e| e.code()).is_some_and(|c| {
+                *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+            });
+            attempt += 1;
+            if !retry || attempt >= 3 {
+                break result;
+            }
+            // Rolled back: IDs cached in it may not exist.
+            self.resource_ids.clear();
+            self.scope_ids.clear();
+            self.operations.clear();
+            tracing::info!(attempt, "a commit met another collector's; trying it again");
+        };
+        result.map_err(|e| {
             // Rolled back: IDs cached in it may not exist.
             self.resource_ids.clear();
             self.scope_ids.clear();

@@ -217,25 +217,75 @@ pub fn join_partners(db: &Db, trace_id: &[u8]) -> Result<Vec<Vec<u8>>, StoreErro
     )
 }
 
-/// The stored traces at the other end of a span link from or to
-/// `trace_id` (a consumer linking to its producer), not counting itself.
-pub fn link_partners(db: &Db, trace_id: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+/// For each of `traces`, the stored traces at the other end of its
+/// hand-offs: those sharing a message, MCP request or tool call ID with it,
+/// those it links to and those linking to it. As (trace, partner) pairs,
+/// in a few queries whatever the number of traces.
+pub fn hand_off_partners(db: &Db, traces: &[Vec<u8>]) -> Result<Vec<Membership>, StoreError> {
+    let mut out: Vec<Membership> = Vec::new();
     let link = KeyKind::Link as i64;
-    let mut out = db.blobs(
-        "SELECT DISTINCT trace_id FROM span_keys WHERE key = ?1 AND value = ?2 AND trace_id != ?3",
-        &[&link, &agentrace_model::ids::to_hex(trace_id), &trace_id],
-    )?;
-    for target in
-        db.texts("SELECT DISTINCT value FROM span_keys WHERE trace_id = ?1 AND key = ?2", &[&trace_id, &link])?
-    {
-        let Ok(target) = agentrace_model::TraceId::from_hex(&target) else { continue };
-        let target = target.as_bytes().to_vec();
-        if !out.contains(&target)
-            && db.opt_row("SELECT 1 FROM spans WHERE trace_id = ?1 LIMIT 1", &[&target])?.is_some()
-        {
-            out.push(target);
+    for part in traces.chunks(200) {
+        let marks = |from: usize| (from..from + part.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let ids: Vec<&dyn Bind> = part.iter().map(|t| t as &dyn Bind).collect();
+        let keys = [KeyKind::Message as i64, KeyKind::McpRequest as i64, KeyKind::ToolCall as i64];
+        let mut params = ids.clone();
+        params.extend(keys.iter().map(|k| k as &dyn Bind));
+        let n = part.len();
+        for r in db.rows(
+            &format!(
+                "SELECT DISTINCT mine.trace_id, other.trace_id FROM span_keys mine
+                 JOIN span_keys other ON other.key = mine.key AND other.value = mine.value
+                 WHERE mine.trace_id IN ({}) AND mine.key IN (?{}, ?{}, ?{}) AND other.trace_id != mine.trace_id",
+                marks(1),
+                n + 1,
+                n + 2,
+                n + 3
+            ),
+            &params,
+        )? {
+            out.push((r.blob(0)?, r.blob(1)?));
+        }
+        // Linking to one of them: the link's value is the linked trace, in hex.
+        let hexes: Vec<String> = part.iter().map(|t| agentrace_model::ids::to_hex(t)).collect();
+        let mut params: Vec<&dyn Bind> = hexes.iter().map(|h| h as &dyn Bind).collect();
+        params.push(&link);
+        for r in db.rows(
+            &format!(
+                "SELECT DISTINCT value, trace_id FROM span_keys WHERE value IN ({}) AND key = ?{}",
+                marks(1),
+                n + 1
+            ),
+            &params,
+        )? {
+            if let Ok(t) = agentrace_model::TraceId::from_hex(&r.text(0)?) {
+                out.push((t.as_bytes().to_vec(), r.blob(1)?));
+            }
+        }
+        // Linked from one of them, when the linked trace is stored.
+        let mut params = ids.clone();
+        params.push(&link);
+        let mut targets: Vec<Membership> = Vec::new();
+        for r in db.rows(
+            &format!(
+                "SELECT DISTINCT trace_id, value FROM span_keys WHERE trace_id IN ({}) AND key = ?{}",
+                marks(1),
+                n + 1
+            ),
+            &params,
+        )? {
+            if let Ok(t) = agentrace_model::TraceId::from_hex(&r.text(1)?) {
+                targets.push((r.blob(0)?, t.as_bytes().to_vec()));
+            }
+        }
+        for (from, to) in targets {
+            if db.opt_row("SELECT 1 FROM spans WHERE trace_id = ?1 LIMIT 1", &[&to])?.is_some() {
+                out.push((from, to));
+            }
         }
     }
+    out.retain(|(a, b)| a != b);
+    out.sort();
+    out.dedup();
     Ok(out)
 }
 
@@ -486,8 +536,15 @@ pub fn load_traces(db: &Db, trace_ids: &[Vec<u8>]) -> Result<ExportTraceServiceR
             let chunk = match chunks.entry(chunk_id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    let body = db.row("SELECT body FROM chunks WHERE id = ?1", &[&chunk_id])?.blob(0)?;
-                    e.insert(Chunk::open(&body).map_err(|e| StoreError::Corrupt(format!("chunk {chunk_id}: {e}")))?)
+                    // A chunk retention deleted since the span rows were
+                    // read: those spans are gone too.
+                    let Some(body) = db.opt_row("SELECT body FROM chunks WHERE id = ?1", &[&chunk_id])? else {
+                        continue;
+                    };
+                    e.insert(
+                        Chunk::open(&body.blob(0)?)
+                            .map_err(|e| StoreError::Corrupt(format!("chunk {chunk_id}: {e}")))?,
+                    )
                 }
             };
             let bytes = usize::try_from(chunk_index)
@@ -666,12 +723,16 @@ pub struct SessionTotals {
 
 /// A session's requests added up, along the requests' session index.
 pub fn session_totals(db: &Db, session: &str) -> Result<SessionTotals, StoreError> {
-    // SUM of a BIGINT is NUMERIC in PostgreSQL: cast back, as SQLite's sum already is.
+    // Added up as floating point (SQLite's TOTAL), which cannot overflow
+    // where an integer SUM would (a sender's absurd token count is stored
+    // as i64::MAX), and read back saturating.
     let r = db.row(
-        "SELECT COUNT(*), MIN(start_ns), MAX(start_ns + duration_ns), CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT),
-                CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT), COALESCE(SUM(cost_usd), 0.0),
-                SUM(CASE WHEN errors > 0 OR failed THEN 1 ELSE 0 END), CAST(COALESCE(SUM(findings), 0) AS BIGINT),
-                CAST(COALESCE(SUM(broken), 0) AS BIGINT)
+        "SELECT COUNT(*), MIN(start_ns), MAX(start_ns + duration_ns),
+                COALESCE(SUM(CAST(input_tokens AS DOUBLE PRECISION)), 0.0),
+                COALESCE(SUM(CAST(output_tokens AS DOUBLE PRECISION)), 0.0), COALESCE(SUM(cost_usd), 0.0),
+                COALESCE(SUM(CAST(CASE WHEN errors > 0 OR failed THEN 1 ELSE 0 END AS DOUBLE PRECISION)), 0.0),
+                COALESCE(SUM(CAST(findings AS DOUBLE PRECISION)), 0.0),
+                COALESCE(SUM(CAST(broken AS DOUBLE PRECISION)), 0.0)
          FROM requests WHERE session = ?1",
         &[&session],
     )?;
@@ -682,12 +743,12 @@ pub fn session_totals(db: &Db, session: &str) -> Result<SessionTotals, StoreErro
             (Some(a), Some(b)) => ((b - a) as f64 / 1e3).round() / 1e3,
             _ => 0.0,
         },
-        input_tokens: r.int(3)?,
-        output_tokens: r.int(4)?,
+        input_tokens: r.real(3)? as i64,
+        output_tokens: r.real(4)? as i64,
         cost_usd: r.real(5)?,
-        errors: r.opt_int(6)?.unwrap_or(0),
-        findings: r.int(7)?,
-        broken: r.int(8)?,
+        errors: r.real(6)? as i64,
+        findings: r.real(7)? as i64,
+        broken: r.real(8)? as i64,
     })
 }
 
@@ -815,22 +876,24 @@ fn queue_window(rows: Vec<super::sql::Row>, window: QueueWindow) -> Result<Vec<Q
 /// now are skipped, not waited for (`FOR UPDATE SKIP LOCKED`).
 pub fn queue_lease(db: &Db, exporter: i64, window: QueueWindow, me: &str) -> Result<Vec<QueueRow>, StoreError> {
     let max_seq = i64::try_from(window.max_seq).unwrap_or(i64::MAX);
-    let now = i64::try_from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
-    )
-    .unwrap_or(i64::MAX);
+    let now = super::postgres::DB_NOW_NS;
     let mut rows = db.rows(
-        // The lessee is checked again on the row as it is when updated: a
-        // row another collector took over since this one's snapshot is not
-        // taken from it.
-        "UPDATE export_queue SET leased_by = ?4 WHERE id IN (
-             SELECT id FROM export_queue WHERE exporter = ?1 AND id > ?2
-                 AND ((leased_by = ?4 AND (queued_by != ?4 OR seq <= ?3))
-                      OR leased_by NOT IN (SELECT id FROM collectors WHERE alive_until >= ?5))
-             ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED)
-           AND (leased_by = ?4 OR leased_by NOT IN (SELECT id FROM collectors WHERE alive_until >= ?5))
-         RETURNING id, seq, spans, body",
-        &[&exporter, &window.after, &max_seq, &me, &now],
+        // Leases are read on the database's clock. The lessee is checked
+        // again on the row as it is when updated: a row another collector
+        // took over since this statement's snapshot is not taken from it.
+        // A collector whose own heartbeat has lapsed takes nothing: the
+        // others may already be sending its rows.
+        &format!(
+            "UPDATE export_queue SET leased_by = ?4 WHERE id IN (
+                 SELECT id FROM export_queue WHERE exporter = ?1 AND id > ?2
+                     AND ((leased_by = ?4 AND (queued_by != ?4 OR seq <= ?3))
+                          OR leased_by NOT IN (SELECT id FROM collectors WHERE alive_until >= {now}))
+                 ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED)
+               AND (leased_by = ?4 OR leased_by NOT IN (SELECT id FROM collectors WHERE alive_until >= {now}))
+               AND EXISTS (SELECT 1 FROM collectors WHERE id = ?4 AND alive_until >= {now})
+             RETURNING id, seq, spans, body"
+        ),
+        &[&exporter, &window.after, &max_seq, &me],
     )?;
     rows.sort_by_key(|r| r.int(0).unwrap_or(i64::MAX));
     queue_window(rows, window)
@@ -845,12 +908,13 @@ pub fn queue_totals(db: &Db, exporter: i64) -> Result<(u64, u64), StoreError> {
 fn totals(db: &Db, table: &str, exporter: i64) -> Result<(u64, u64), StoreError> {
     let r = db.row(
         &format!(
-            "SELECT CAST(coalesce(sum(spans), 0) AS BIGINT), CAST(coalesce(sum(length(body)), 0) AS BIGINT)
+            "SELECT coalesce(sum(CAST(spans AS DOUBLE PRECISION)), 0.0),
+                    coalesce(sum(CAST(length(body) AS DOUBLE PRECISION)), 0.0)
              FROM {table} WHERE exporter = ?1"
         ),
         &[&exporter],
     )?;
-    let (spans, bytes) = (r.int(0)?, r.int(1)?);
+    let (spans, bytes) = (r.real(0)? as i64, r.real(1)? as i64);
     Ok((spans as u64, bytes as u64))
 }
 
@@ -876,14 +940,14 @@ pub struct DeadLetters {
 /// Every exporter's dead letters, by exporter name.
 pub fn dead_letters(db: &Db) -> Result<Vec<DeadLetters>, StoreError> {
     let rows = db.rows(
-        "SELECT e.name, d.exporter, count(*), CAST(coalesce(sum(d.spans), 0) AS BIGINT), min(d.at_ns), max(d.at_ns)
+        "SELECT e.name, d.exporter, count(*), coalesce(sum(CAST(d.spans AS DOUBLE PRECISION)), 0.0), min(d.at_ns), max(d.at_ns)
          FROM dead_letters d JOIN exporters e ON e.id = d.exporter GROUP BY d.exporter, e.name ORDER BY e.name",
         &[],
     )?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let (exporter, id, requests, spans, oldest, newest) =
-            (r.text(0)?, r.int(1)?, r.int(2)?, r.int(3)?, r.int(4)?, r.int(5)?);
+            (r.text(0)?, r.int(1)?, r.int(2)?, r.real(3)? as i64, r.int(4)?, r.int(5)?);
         out.push(DeadLetters {
             exporter,
             requests: requests.max(0) as u64,

@@ -11,7 +11,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::Type;
 
 use super::StoreError;
@@ -107,6 +106,9 @@ impl Row {
     }
 }
 
+/// Rows one PostgreSQL read fetches at a time.
+const ROWS_PER_PAGE: i32 = 512;
+
 /// Most prepared statements one PostgreSQL reader keeps.
 const MAX_CACHED_STATEMENTS: usize = 256;
 
@@ -153,6 +155,25 @@ impl Db {
         Db(Backend::Postgres(Box::new(RefCell::new(conn))))
     }
 
+    /// Runs `f` as one read: on SQLite in one read transaction, so every
+    /// query of it sees the same snapshot (a retention batch committing
+    /// between two of them is not seen half). On PostgreSQL each query is
+    /// its own (an export lease must commit as it is taken).
+    pub(crate) fn snapshot<T>(&self, f: impl FnOnce(&Db) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match &self.0 {
+            Backend::Sqlite(conn) => {
+                conn.execute_batch("BEGIN")?;
+                let result = f(self);
+                // Read only: nothing to keep or undo; this only ends the snapshot.
+                let ended = conn.execute_batch("COMMIT");
+                let out = result?;
+                ended?;
+                Ok(out)
+            }
+            Backend::Postgres(_) => f(self),
+        }
+    }
+
     /// Whether the server closed the connection (it is not pooled again).
     pub(crate) fn is_closed(&self) -> bool {
         match &self.0 {
@@ -172,24 +193,31 @@ impl Db {
         if self.is_postgres() { "ILIKE" } else { "LIKE" }
     }
 
-    /// Every row of a query.
+    /// Every row of a query (on PostgreSQL one round trip, committed
+    /// at once: a statement that writes, an export lease, keeps it).
     pub fn rows(&self, sql: &str, params: &[&dyn Bind]) -> Result<Vec<Row>, StoreError> {
-        let mut out = Vec::new();
-        self.each(sql, params, |row| {
-            out.push(row);
-            Ok(true)
-        })?;
-        Ok(out)
+        match &self.0 {
+            Backend::Sqlite(_) => {
+                let mut out = Vec::new();
+                self.each(sql, params, |row| {
+                    out.push(row);
+                    Ok(true)
+                })?;
+                Ok(out)
+            }
+            Backend::Postgres(conn) => {
+                let mut conn = conn.borrow_mut();
+                let statement = conn.prepare(sql)?;
+                let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    params.iter().map(|p| *p as &(dyn postgres::types::ToSql + Sync)).collect();
+                conn.client.query(&statement, &params)?.iter().map(pg_row).collect()
+            }
+        }
     }
 
-    /// The first row of a query, if there is one.
+    /// The first row of a query, if there is one (for lookups of one row).
     pub fn opt_row(&self, sql: &str, params: &[&dyn Bind]) -> Result<Option<Row>, StoreError> {
-        let mut out = None;
-        self.each(sql, params, |row| {
-            out = Some(row);
-            Ok(false)
-        })?;
-        Ok(out)
+        Ok(self.rows(sql, params)?.into_iter().next())
     }
 
     /// The first row of a query that always has one (an aggregate).
@@ -209,6 +237,8 @@ impl Db {
 
     /// Runs a query and hands each row to `f` as it is read, until `f`
     /// says stop (returns `false`): a long scan read only as far as needed.
+    /// For reads only (on PostgreSQL it runs in a transaction that pages
+    /// through a portal).
     pub fn each(
         &self,
         sql: &str,
@@ -243,12 +273,24 @@ impl Db {
                 let statement = conn.prepare(sql)?;
                 let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
                     params.iter().map(|p| *p as &(dyn postgres::types::ToSql + Sync)).collect();
-                let mut rows = conn.client.query_raw(&statement, params)?;
-                while let Some(row) = rows.next()? {
-                    if !f(pg_row(&row)?)? {
+                // Through a portal, a page of rows at a time: a scan that
+                // stops early (a list page) reads no further than that page,
+                // where the whole result would otherwise come over the wire.
+                let mut tx = conn.client.transaction()?;
+                let portal = tx.bind(&statement, &params)?;
+                'pages: loop {
+                    let page = tx.query_portal(&portal, ROWS_PER_PAGE)?;
+                    let last = page.len() < ROWS_PER_PAGE as usize;
+                    for row in &page {
+                        if !f(pg_row(row)?)? {
+                            break 'pages;
+                        }
+                    }
+                    if last {
                         break;
                     }
                 }
+                tx.commit()?;
                 Ok(())
             }
         }

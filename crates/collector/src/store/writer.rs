@@ -710,13 +710,19 @@ mod tests {
         assert_eq!(again, received);
     }
 
-    #[test]
-    fn a_trace_diagnosed_again_keeps_only_its_new_patches() {
-        use crate::store::{PatchRow, PreparedBatch, Store};
+    /// A store in a temporary directory, and a runtime to wait on it.
+    fn temp_store() -> (tempfile::TempDir, crate::store::Store, tokio::runtime::Runtime) {
         let dir = tempfile::tempdir().unwrap();
         let config = crate::config::StorageConfig { data_dir: dir.path().to_owned(), ..Default::default() };
-        let store = Store::open(&config, 1_000, std::sync::Arc::new(Metrics::default())).unwrap();
+        let store = crate::store::Store::open(&config, 1_000, std::sync::Arc::new(Metrics::default())).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        (dir, store, runtime)
+    }
+
+    #[test]
+    fn a_trace_diagnosed_again_keeps_only_its_new_patches() {
+        use crate::store::{PatchRow, PreparedBatch};
+        let (_dir, store, runtime) = temp_store();
         let write = |patches: Vec<PatchRow>, repatched: Vec<Vec<u8>>| {
             let durable = store.submit(PreparedBatch::analysis(patches, repatched, Vec::new(), Vec::new())).unwrap();
             runtime.block_on(durable).unwrap();
@@ -734,6 +740,39 @@ mod tests {
         let stored = crate::store::query::patches(&db, &[vec![1; 16], vec![3; 16]]).unwrap();
         assert_eq!(stored.len(), 1, "{stored:?}");
         assert_eq!(stored[&(vec![1; 16], vec![1; 8])], "rollup", "a trace not diagnosed again keeps its patches");
+    }
+
+    #[test]
+    fn a_session_of_absurd_token_counts_adds_up_without_overflowing() {
+        use crate::store::{PreparedBatch, RequestRow};
+        let (_dir, store, runtime) = temp_store();
+        // What a sender's `gen_ai.usage.input_tokens` of 2^70 is stored as, twice.
+        let request = |id: u8| RequestRow {
+            request_id: vec![id; 16],
+            root_span_id: vec![1; 8],
+            start_ns: 1,
+            duration_ns: 1,
+            root_service: "s".into(),
+            root_name: "n".into(),
+            session: Some("sess".into()),
+            trace_ids: vec![vec![id; 16]],
+            spans: 1,
+            agents: Vec::new(),
+            models: Vec::new(),
+            input_tokens: i64::MAX,
+            output_tokens: 1,
+            cost_usd: 0.0,
+            findings: 0,
+            broken: 0,
+            errors: 0,
+            failed: false,
+            repairs: 0,
+            answer: "{}".into(),
+        };
+        let batch = PreparedBatch::analysis(Vec::new(), Vec::new(), vec![request(1), request(2)], Vec::new());
+        runtime.block_on(store.submit(batch).unwrap()).unwrap();
+        let totals = runtime.block_on(store.read(|db| crate::store::query::session_totals(db, "sess"))).unwrap();
+        assert_eq!((totals.requests, totals.input_tokens, totals.output_tokens), (2, i64::MAX, 2));
     }
 
     #[test]
