@@ -115,7 +115,9 @@ if cargo nextest --version >/dev/null 2>&1; then
     filter+=" & !test(past_the_concurrent_request_limit_senders_are_refused_before_their_body_is_read)"
     filter+=" & !test(retention_deletes_the_oldest_spans_past_max_bytes))"
     AGENTRACE_TEST_STORE=postgres cargo nextest run --workspace --all-features -E "$filter" || status=$?
-    cargo nextest run --workspace --all-features --run-ignored only -E 'binary(collectors_share_one_postgres)' || status=$?
+    cargo nextest run --workspace --all-features --run-ignored only \
+        -E 'binary(collectors_share_one_postgres) | (package(agentrace-collector) & kind(lib) & test(/^store::postgres::/))' \
+        || status=$?
 else
     for t in "${pg_tests[@]}"; do
         AGENTRACE_TEST_STORE=postgres cargo test --workspace --all-features --test "$t" || status=$?
@@ -125,6 +127,7 @@ else
         --skip past_the_concurrent_request_limit_senders_are_refused_before_their_body_is_read \
         --skip retention_deletes_the_oldest_spans_past_max_bytes || status=$?
     cargo test --workspace --all-features --test collectors_share_one_postgres -- --ignored || status=$?
+    cargo test -p agentrace-collector --all-features --lib store::postgres -- --ignored || status=$?
 fi
 
 step "doctor on the fresh recording of the corpus (waiting for the recording to end)"

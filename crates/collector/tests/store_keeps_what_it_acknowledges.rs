@@ -180,7 +180,11 @@ fn retention_counts_age_from_receipt_and_keeps_old_dated_spans_it_just_acknowled
         "deleted {:?} after it was acknowledged, before max_age ({max_age:?}) by the collector's clock",
         acknowledged.elapsed()
     );
-    assert_eq!(support::metric(&api, "agentrace_store_retention_deleted_spans_total"), 10.0);
+    // Counted once the pass that deleted them ends (it goes on to the rows
+    // of their requests).
+    let deleted = || support::metric(&api, "agentrace_store_retention_deleted_spans_total");
+    wait_for("the deleted spans to be counted", || deleted() >= 10.0);
+    assert_eq!(deleted(), 10.0);
     let requests = |trace: &str| {
         let (status, body) = support::get_json(&format!("{api}/api/agentrace/requests?q={trace}"));
         assert_eq!(status, 200);

@@ -191,11 +191,6 @@ impl Store {
             postgres::migrate(&mut client)?;
             postgres::PgWriter::new(client, pg.clone(), instance.clone(), config.retention.clone())
         })?;
-        if config.retention.max_bytes.is_some() {
-            tracing::info!(
-                "storage.retention.max_bytes is not applied with the postgres backend (max_age is): size the database's disk for max_age"
-            );
-        }
         let (tx, handle, pending) = spawn_writer(client, config, max_pending_spans, &metrics)?;
         let slots = pg.pool_size;
         let heartbeat = postgres::Heartbeat::spawn(pg.clone(), instance.clone())

@@ -23,8 +23,11 @@
 //! [`super::query::queue_lease`]). A batch is sent by one collector at a
 //! time, and none is stranded by a collector that died.
 //!
-//! Not yet: retention by dropping time partitions (rows are deleted, as on
-//! SQLite, and `retention.max_bytes` is not applied) and TLS to the server.
+//! The tables that grow with the traffic are partitioned by day of
+//! receipt: retention drops whole days (by `max_age`, and the oldest past
+//! `max_bytes`), and deletes rows only in the day the age cutoff falls in.
+//! TLS to the server follows the URL's `sslmode` and `sslrootcert`
+//! ([`Target`]).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,7 +46,11 @@ use crate::config::{PostgresConfig, RetentionConfig};
 /// database's version and records each. Never edit one that has shipped:
 /// add the next. Text columns sort byte-wise (`COLLATE "C"`), as SQLite
 /// does, whatever the database's locale: lists come in the same order from
-/// either store.
+/// either store. What grows with the traffic (`spans`, `chunks`,
+/// `span_keys`) is partitioned by day of receipt ([`PARTITION_NS`]):
+/// retention drops a day whole. A span's uniqueness by trace and span ID,
+/// which a partitioned table cannot hold as an index across days, is kept
+/// by the writer (see `PgWriter::write_all`).
 const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
@@ -59,7 +66,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
          body BYTEA NOT NULL
      );
      CREATE TABLE spans (
-         id BIGSERIAL PRIMARY KEY,
+         id BIGSERIAL NOT NULL,
          trace_id BYTEA NOT NULL,
          span_id BYTEA NOT NULL,
          parent_span_id BYTEA,
@@ -72,27 +79,29 @@ const MIGRATIONS: &[(i64, &str)] = &[
          end_ns BIGINT NOT NULL,
          status_code BIGINT NOT NULL,
          chunk_id BIGINT NOT NULL,
-         chunk_index BIGINT NOT NULL
-     );
-     CREATE UNIQUE INDEX spans_by_trace ON spans (trace_id, span_id);
+         chunk_index BIGINT NOT NULL,
+         received_ns BIGINT NOT NULL
+     ) PARTITION BY RANGE (received_ns);
+     CREATE INDEX spans_by_trace ON spans (trace_id, span_id);
      CREATE INDEX spans_by_start ON spans (start_ns);
      CREATE INDEX spans_by_service ON spans (service, start_ns);
      CREATE SEQUENCE chunk_ids;
      CREATE TABLE chunks (
-         id BIGINT PRIMARY KEY,
+         id BIGINT NOT NULL,
          max_start_ns BIGINT NOT NULL,
          received_ns BIGINT NOT NULL,
          body BYTEA NOT NULL
-     );
+     ) PARTITION BY RANGE (received_ns);
+     CREATE INDEX chunks_by_id ON chunks (id);
      CREATE INDEX chunks_by_start ON chunks (max_start_ns);
-     CREATE INDEX chunks_by_received ON chunks (received_ns);
      CREATE TABLE span_keys (
          key BIGINT NOT NULL,
          value TEXT COLLATE \"C\" NOT NULL,
          trace_id BYTEA NOT NULL,
          span_id BYTEA NOT NULL,
-         start_ns BIGINT NOT NULL
-     );
+         start_ns BIGINT NOT NULL,
+         received_ns BIGINT NOT NULL
+     ) PARTITION BY RANGE (received_ns);
      CREATE INDEX span_keys_by_value ON span_keys (key, value, trace_id);
      CREATE INDEX span_keys_by_start ON span_keys (start_ns);
      CREATE TABLE operations (
@@ -192,6 +201,20 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 /// The advisory lock collectors take to migrate one at a time ("agentrace" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6167_656e_7472_6163;
+
+/// The advisory lock taken to add or drop partitions.
+const PARTITION_LOCK: i64 = MIGRATION_LOCK + 1;
+
+/// Width of a partition of the tables that grow: a day of receipt.
+pub(crate) const PARTITION_NS: i64 = 86_400_000_000_000;
+
+/// Longer than a commit takes from stamping its rows with their time of
+/// receipt to acknowledging them: retention's margin.
+const COMMIT_SLACK_NS: i64 = 5_000_000_000;
+
+/// The tables partitioned by day of receipt; a day's partition of each is
+/// `{table}_d{day}` (days since 1970-01-01, UTC).
+const PARTITIONED: [&str; 3] = ["spans", "chunks", "span_keys"];
 
 /// Runs `f` on a thread of its own. The synchronous PostgreSQL client runs
 /// its own small runtime, which cannot start on a thread that is already
@@ -438,6 +461,8 @@ pub(crate) struct PgWriter {
     resource_ids: HashMap<Vec<u8>, i64>,
     scope_ids: HashMap<Vec<u8>, i64>,
     operations: HashSet<(String, String, i32)>,
+    /// Days whose partitions are known to exist.
+    days: HashSet<i64>,
 }
 
 const STAGE_SPANS: &str = "CREATE TEMP TABLE IF NOT EXISTS stage_spans (
@@ -481,7 +506,31 @@ impl PgWriter {
             resource_ids: HashMap::new(),
             scope_ids: HashMap::new(),
             operations: HashSet::new(),
+            days: HashSet::new(),
         })
+    }
+
+    /// Makes the partitions of day `day` (and of the next, so that midnight
+    /// waits for nothing) unless they are known to exist; one collector at
+    /// a time, in a transaction of its own.
+    fn ensure_partitions(&mut self, day: i64) -> Result<(), postgres::Error> {
+        if self.days.contains(&day) && self.days.contains(&(day + 1)) {
+            return Ok(());
+        }
+        let mut tx = self.client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])?;
+        for d in [day, day + 1] {
+            for table in PARTITIONED {
+                tx.batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {table}_d{d} PARTITION OF {table} FOR VALUES FROM ({}) TO ({})",
+                    d * PARTITION_NS,
+                    (d + 1) * PARTITION_NS
+                ))?;
+            }
+        }
+        tx.commit()?;
+        self.days.extend([day, day + 1]);
+        Ok(())
     }
 
     /// A new connection when the server closed the last one (a restart, a
@@ -498,6 +547,9 @@ impl PgWriter {
     }
 
     fn write_all(&mut self, jobs: &[WriteJob]) -> Result<Vec<WriteOutcome>, postgres::Error> {
+        // Every row of this commit is of the day it is received.
+        let received = now_ns();
+        self.ensure_partitions(received / PARTITION_NS)?;
         let mut tx = self.client.transaction()?;
         // Resources and scopes, once each (by the hash of their bytes: a
         // B-tree entry cannot hold a large resource).
@@ -595,16 +647,28 @@ impl PgWriter {
             }
             w.finish()?;
         }
+        // A span is stored once whichever collector got it first, and on
+        // whichever day: no index across a partitioned table's days can
+        // say so, so the commits that hold a trace's spans take that
+        // trace's lock (in one order, so that two never wait on each other)
+        // and look before they insert.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(encode(trace_id, 'hex'), 0))
+             FROM (SELECT DISTINCT trace_id FROM stage_spans ORDER BY trace_id) AS traces",
+            &[],
+        )?;
         let inserted: Vec<i64> = tx
             .query(
                 "WITH pick AS (SELECT DISTINCT ON (trace_id, span_id) * FROM stage_spans ORDER BY trace_id, span_id, ord),
+                 fresh AS (SELECT * FROM pick p
+                           WHERE NOT EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = p.trace_id AND s.span_id = p.span_id)),
                  ins AS (INSERT INTO spans (trace_id, span_id, parent_span_id, resource_id, scope_id, service, name, kind,
-                             start_ns, end_ns, status_code, chunk_id, chunk_index)
+                             start_ns, end_ns, status_code, chunk_id, chunk_index, received_ns)
                          SELECT trace_id, span_id, parent_span_id, resource_id, scope_id, service, name, kind,
-                             start_ns, end_ns, status_code, chunk_id, chunk_index FROM pick ORDER BY ord
-                         ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING trace_id, span_id)
-                 SELECT pick.ord FROM pick JOIN ins USING (trace_id, span_id)",
-                &[],
+                             start_ns, end_ns, status_code, chunk_id, chunk_index, $1 FROM fresh ORDER BY ord
+                         RETURNING 1)
+                 SELECT ord FROM fresh",
+                &[&received],
             )?
             .into_iter()
             .map(|r| r.get(0))
@@ -618,8 +682,12 @@ impl PgWriter {
         }
         // Join keys of the new spans (one row per key, value and trace).
         {
-            let sink = tx.copy_in("COPY span_keys (key, value, trace_id, span_id, start_ns) FROM STDIN BINARY")?;
-            let mut w = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::TEXT, Type::BYTEA, Type::BYTEA, Type::INT8]);
+            let sink =
+                tx.copy_in("COPY span_keys (key, value, trace_id, span_id, start_ns, received_ns) FROM STDIN BINARY")?;
+            let mut w = BinaryCopyInWriter::new(
+                sink,
+                &[Type::INT8, Type::TEXT, Type::BYTEA, Type::BYTEA, Type::INT8, Type::INT8],
+            );
             let mut written: HashSet<(u8, &str, &[u8])> = HashSet::new();
             for (&(j, i), &new) in places.iter().zip(&is_new) {
                 if !new {
@@ -630,13 +698,19 @@ impl PgWriter {
                 let span = &jobs[j].batch.spans[i];
                 for (key, value) in &span.keys {
                     if written.insert((*key as u8, value.as_str(), span.trace_id.as_slice())) {
-                        w.write(&[&(*key as i64), &text(value), &span.trace_id, &span.span_id, &span.start_ns])?;
+                        w.write(&[
+                            &(*key as i64),
+                            &text(value),
+                            &span.trace_id,
+                            &span.span_id,
+                            &span.start_ns,
+                            &received,
+                        ])?;
                     }
                 }
             }
             w.finish()?;
         }
-        let received = now_ns();
         for (j, job) in jobs.iter().enumerate() {
             let batch = &job.batch;
             for span in &batch.spans {
@@ -782,27 +856,110 @@ impl PgWriter {
     /// Deletes, in batches, the spans received more than `max_age` ago that
     /// also started before it, then key rows and chunks left without spans,
     /// then the requests none of whose traces has a span left.
+    /// The days that have partitions, oldest first.
+    fn partition_days(&mut self) -> Result<Vec<i64>, postgres::Error> {
+        let mut days: Vec<i64> = self
+            .client
+            .query(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = 'spans'::regclass",
+                &[],
+            )?
+            .iter()
+            .filter_map(|r| r.get::<_, String>(0).strip_prefix("spans_d").and_then(|d| d.parse().ok()))
+            .collect();
+        days.sort_unstable();
+        Ok(days)
+    }
+
+    /// Drops day `day`'s partitions; how many spans went with them.
+    fn drop_day(&mut self, day: i64) -> Result<u64, postgres::Error> {
+        let mut tx = self.client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])?;
+        let exists = tx.query_opt("SELECT 1 FROM pg_class WHERE relname = $1", &[&format!("spans_d{day}")])?.is_some();
+        let spans: i64 =
+            if exists { tx.query_one(&format!("SELECT count(*) FROM spans_d{day}"), &[])?.get(0) } else { 0 };
+        for table in PARTITIONED {
+            tx.batch_execute(&format!("DROP TABLE IF EXISTS {table}_d{day}"))?;
+        }
+        tx.commit()?;
+        self.days.remove(&day);
+        Ok(spans.max(0) as u64)
+    }
+
+    /// Retention: every day of receipt wholly older than `max_age` is
+    /// dropped, partition by partition (no row deletes, no bloat left); in
+    /// the day the cutoff falls in, the spans received and started before
+    /// it are deleted in batches, as on SQLite. Past `max_bytes` the oldest
+    /// days go, never today's. Then the requests none of whose traces has a
+    /// span left. A span dated after the cutoff that arrived before it goes
+    /// with its day (SQLite keeps it until its own start is past too).
     fn retain(&mut self) -> Result<u64, postgres::Error> {
-        let Some(max_age) = self.retention.max_age else { return Ok(0) };
-        let cutoff = now_ns().saturating_sub(i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX));
-        let last: i64 =
-            self.client.query_one("SELECT coalesce(max(id), 0) FROM chunks WHERE received_ns < $1", &[&cutoff])?.get(0);
+        let now = now_ns();
+        let today = now / PARTITION_NS;
         let mut deleted = 0u64;
+        let mut cutoff = i64::MIN;
+        if let Some(max_age) = self.retention.max_age {
+            // A commit stamps its rows with its time of receipt before it
+            // writes them and is acknowledged after: the age is counted
+            // with that much to spare, so nothing goes before it is
+            // `max_age` old from its acknowledgement.
+            let age = i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX).saturating_add(COMMIT_SLACK_NS);
+            cutoff = now.saturating_sub(age);
+            for day in self.partition_days()? {
+                if (day + 1).saturating_mul(PARTITION_NS) <= cutoff {
+                    deleted += self.drop_day(day)?;
+                }
+            }
+            loop {
+                let mut tx = self.client.transaction()?;
+                let spans = tx.execute(
+                    "DELETE FROM spans WHERE id IN
+                         (SELECT id FROM spans WHERE received_ns < $1 AND start_ns < $1 LIMIT 10000)",
+                    &[&cutoff],
+                )?;
+                tx.commit()?;
+                deleted += spans;
+                if spans == 0 {
+                    break;
+                }
+            }
+            // A key row and a chunk go with their spans: same receipt, and
+            // no span of the chunk started after its latest start.
+            self.client.execute("DELETE FROM span_keys WHERE received_ns < $1 AND start_ns < $1", &[&cutoff])?;
+            self.client.execute("DELETE FROM chunks WHERE received_ns < $1 AND max_start_ns < $1", &[&cutoff])?;
+        }
+        if let Some(max_bytes) = self.retention.max_bytes {
+            loop {
+                let size: i64 = self.client.query_one("SELECT pg_database_size(current_database())", &[])?.get(0);
+                let oldest = self.partition_days()?.into_iter().next();
+                match oldest {
+                    Some(day) if size.max(0) as u64 > max_bytes && day < today => deleted += self.drop_day(day)?,
+                    _ => break,
+                }
+            }
+        }
+        if deleted == 0 {
+            return Ok(0);
+        }
+        // The live diagnosis goes with its spans: requests that started
+        // before what is left (by the cutoff, or the oldest day kept).
+        let bound = if cutoff > i64::MIN {
+            cutoff
+        } else {
+            self.partition_days()?.first().map_or(now, |d| d.saturating_mul(PARTITION_NS))
+        };
         loop {
             let mut tx = self.client.transaction()?;
-            let spans = tx.execute(&dollars(retention::SPANS), &[&cutoff, &last])?;
-            let keys = tx.execute(&dollars(&retention::keys("ctid")), &[&cutoff])?;
-            let chunks = tx.execute(&dollars(retention::CHUNKS), &[&cutoff, &last])?;
             let gone: Vec<Vec<u8>> =
-                tx.query(&dollars(retention::GONE_REQUESTS), &[&cutoff])?.into_iter().map(|r| r.get(0)).collect();
+                tx.query(&dollars(retention::GONE_REQUESTS), &[&bound])?.into_iter().map(|r| r.get(0)).collect();
             for id in &gone {
                 for sql in retention::REQUEST_ROWS {
                     tx.execute(&dollars(sql), &[id])?;
                 }
             }
             tx.commit()?;
-            deleted += spans;
-            if spans == 0 && keys == 0 && chunks == 0 && gone.is_empty() {
+            if gone.is_empty() {
                 return Ok(deleted);
             }
         }
@@ -852,5 +1009,97 @@ impl Engine for PgWriter {
             .query_one("SELECT pg_database_size(current_database())", &[])
             .map(|r| r.get::<_, i64>(0).max(0) as u64)
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database of its own on the test server (`scripts/services.sh`).
+    fn database(name: &str) -> PostgresConfig {
+        let server = std::env::var("AGENTRACE_POSTGRES_URL").expect("AGENTRACE_POSTGRES_URL names the test server");
+        let name = format!("{name}_{}", std::process::id());
+        let mut admin = Client::connect(&server, NoTls).unwrap();
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let base = server.rsplit_once('/').unwrap().0;
+        PostgresConfig { url: Some(format!("{base}/{name}")), ..PostgresConfig::default() }
+    }
+
+    /// A span (and its chunk and key) received at `received_ns`, written as
+    /// the writer writes them.
+    fn stored(client: &mut Client, id: u8, received_ns: i64, start_ns: i64) {
+        let trace = vec![id; 16];
+        client
+            .execute(
+                "INSERT INTO spans (trace_id, span_id, resource_id, scope_id, service, name, kind, start_ns, end_ns,
+                     status_code, chunk_id, chunk_index, received_ns)
+                 VALUES ($1, $2, 1, 1, 's', 'n', 1, $3, $3, 0, $4, 0, $5)",
+                &[&trace, &vec![1u8; 8], &start_ns, &i64::from(id), &received_ns],
+            )
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO chunks (id, max_start_ns, received_ns, body) VALUES ($1, $2, $3, '\\x00')",
+                &[&i64::from(id), &start_ns, &received_ns],
+            )
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO span_keys (key, value, trace_id, span_id, start_ns, received_ns) VALUES (1, 'sess', $1, $2, $3, $4)",
+                &[&trace, &vec![1u8; 8], &start_ns, &received_ns],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    #[ignore = "needs PostgreSQL (scripts/services.sh start); the README's test command runs it"]
+    fn retention_drops_whole_days_and_deletes_rows_only_where_the_cutoff_falls() {
+        let config = database("retention");
+        let mut client = connect(&config).unwrap();
+        migrate(&mut client).unwrap();
+        let retention = RetentionConfig {
+            max_age: Some(std::time::Duration::from_secs(3600)),
+            max_bytes: None,
+            interval: std::time::Duration::from_secs(30),
+        };
+        let mut writer = PgWriter::new(client, config.clone(), "test".into(), retention).unwrap();
+        let now = now_ns();
+        let today = now / PARTITION_NS;
+        let hour = 3_600_000_000_000;
+        // Three days back, received then; one received two hours ago; one
+        // received a minute ago but dated a year back (kept: age counts
+        // from receipt).
+        writer.ensure_partitions(today - 3).unwrap();
+        writer.ensure_partitions((now - 2 * hour) / PARTITION_NS).unwrap();
+        writer.ensure_partitions(today).unwrap();
+        let mut admin = connect(&config).unwrap();
+        stored(&mut admin, 1, (today - 3) * PARTITION_NS + hour, (today - 3) * PARTITION_NS + hour);
+        stored(&mut admin, 2, now - 2 * hour, now - 2 * hour);
+        stored(&mut admin, 3, now - 60_000_000_000, now - 365 * 24 * hour);
+        let deleted = writer.retain().unwrap();
+        assert_eq!(deleted, 2, "the old day's span and the two-hour-old one");
+        let left: Vec<Vec<u8>> = admin
+            .query("SELECT trace_id FROM spans ORDER BY trace_id", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, vec![vec![3u8; 16]]);
+        let keys: i64 = admin.query_one("SELECT count(*) FROM span_keys", &[]).unwrap().get(0);
+        let chunks: i64 = admin.query_one("SELECT count(*) FROM chunks", &[]).unwrap().get(0);
+        assert_eq!((keys, chunks), (1, 1), "keys and chunks go with their spans");
+        // The old day is gone as tables, not as rows left to vacuum.
+        let old_day: Option<postgres::Row> =
+            admin.query_opt("SELECT 1 FROM pg_class WHERE relname = $1", &[&format!("spans_d{}", today - 3)]).unwrap();
+        assert!(old_day.is_none(), "the partition of a day past max_age is dropped");
+        assert!(writer.partition_days().unwrap().contains(&today));
+        drop(writer);
+        drop(admin);
+        let server = std::env::var("AGENTRACE_POSTGRES_URL").unwrap();
+        let mut c = Client::connect(&server, NoTls).unwrap();
+        let name = config.url.unwrap().rsplit_once('/').unwrap().1.to_owned();
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
     }
 }

@@ -586,7 +586,7 @@ impl Writer {
     fn delete_before(&mut self, cutoff: i64, last: i64) -> rusqlite::Result<(u64, u64)> {
         let tx = self.conn.transaction()?;
         let n = tx.execute(retention::SPANS, [cutoff, last])?;
-        let keys = tx.execute(&retention::keys("rowid"), [cutoff])?;
+        let keys = tx.execute(retention::KEYS, [cutoff])?;
         let chunks = tx.execute(retention::CHUNKS, [cutoff, last])?;
         let gone: Vec<Vec<u8>> = tx
             .prepare(retention::GONE_REQUESTS)?
@@ -630,24 +630,21 @@ impl Engine for Writer {
     }
 }
 
-/// Retention's deletes, the same on both engines (`?N` placeholders; see
-/// [`super::sql::dollars`]). Each deletes one batch, so no transaction
-/// holds the store for long.
+/// Retention's deletes (`?N` placeholders; see [`super::sql::dollars`]).
+/// Spans, keys and chunks are SQLite's (PostgreSQL drops whole days and
+/// deletes by receipt, [`super::postgres`]); the requests' are both
+/// engines'. Each deletes one batch, so no transaction holds the store for
+/// long.
 pub(crate) mod retention {
     /// Spans that started before `?1` and arrived in a chunk up to `?2`.
     pub(crate) const SPANS: &str = "DELETE FROM spans WHERE id IN
          (SELECT id FROM spans WHERE start_ns < ?1 AND chunk_id <= ?2 ORDER BY start_ns LIMIT 10000)";
 
-    /// Key rows whose span is gone (kept spans keep their keys), found by
-    /// the engine's row address (`rowid`, `ctid`).
-    pub(crate) fn keys(row: &str) -> String {
-        format!(
-            "DELETE FROM span_keys WHERE {row} IN
-                 (SELECT k.{row} FROM span_keys k WHERE k.start_ns < ?1 AND NOT EXISTS
-                     (SELECT 1 FROM spans s WHERE s.trace_id = k.trace_id AND s.span_id = k.span_id)
-                  ORDER BY k.start_ns LIMIT 100000)"
-        )
-    }
+    /// Key rows whose span is gone (kept spans keep their keys).
+    pub(crate) const KEYS: &str = "DELETE FROM span_keys WHERE rowid IN
+         (SELECT k.rowid FROM span_keys k WHERE k.start_ns < ?1 AND NOT EXISTS
+             (SELECT 1 FROM spans s WHERE s.trace_id = k.trace_id AND s.span_id = k.span_id)
+          ORDER BY k.start_ns LIMIT 100000)";
 
     /// Chunks every span of which is past both cutoffs, so no remaining
     /// span row can point at a deleted chunk.
