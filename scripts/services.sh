@@ -127,14 +127,17 @@ start_postgres() {
   # TLS for the tests that ask for it: a CA of our own and a certificate for 127.0.0.1 signed
   # by it; clients that do not ask for TLS connect without it.
   local tls="$DIR/postgres-tls"
-  if [ ! -f "$tls/server.crt" ]; then
+  # Made again when missing or within a day of expiring (the directory outlives a `stop`).
+  if ! openssl x509 -checkend 86400 -noout -in "$tls/server.crt" >/dev/null 2>&1; then
     rm -rf "$tls" && mkdir -p "$tls"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=agentrace test CA" \
-      -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$tls/ext"
-    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 30 \
-      -extfile "$tls/ext" -out "$tls/server.crt" 2>/dev/null
+    {
+      openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=agentrace test CA" \
+        -keyout "$tls/ca.key" -out "$tls/ca.pem"
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$tls/server.key" -out "$tls/server.csr"
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$tls/ext"
+      openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 30 \
+        -extfile "$tls/ext" -out "$tls/server.crt"
+    } >"$DIR/postgres-tls.log" 2>&1 || { echo "cannot make the test server's certificate; see $DIR/postgres-tls.log" >&2; return 1; }
     chmod 600 "$tls/server.key"
     if [ "$(id -u)" = 0 ]; then chown postgres: "$tls/server.key" "$tls/server.crt"; fi
   fi

@@ -414,5 +414,11 @@ fn the_shared_store_is_reached_over_tls_when_the_url_asks() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "started against an unverified server: {stderr}");
-    assert!(stderr.contains("UnknownIssuer") || stderr.contains("invalid peer certificate"), "{stderr}");
+    // The system's CAs do not include the test's (or the machine has none): either way it says so.
+    assert!(
+        stderr.contains("UnknownIssuer")
+            || stderr.contains("invalid peer certificate")
+            || stderr.contains("no CA certificates"),
+        "{stderr}"
+    );
 }

@@ -835,9 +835,11 @@ impl Config {
             if self.storage.postgres.pool_size == 0 {
                 return Err(ConfigError::Invalid("storage.postgres.pool_size must be above zero".into()));
             }
-            if self.storage.postgres.lease < Duration::from_secs(2) {
+            if self.storage.postgres.lease < Duration::from_secs(2)
+                || self.storage.postgres.lease > Duration::from_secs(24 * 3600)
+            {
                 return Err(ConfigError::Invalid(
-                    "storage.postgres.lease must be at least 2s: a heartbeat renews it every second".into(),
+                    "storage.postgres.lease must be between 2s (a heartbeat renews it every second) and 24h".into(),
                 ));
             }
         }
@@ -1015,7 +1017,7 @@ mod tests {
             ("storage:\n  backend: postgres\n  postgres:\n    url: 'postgres://h/d?bogus=1'\n", "not a PostgreSQL"),
             (
                 "storage:\n  backend: postgres\n  postgres:\n    url: postgres://h/d\n    lease: 1s\n",
-                "lease must be at least 2s",
+                "lease must be between 2s",
             ),
         ] {
             let err = Config::from_yaml(yaml).unwrap_err().to_string();

@@ -208,6 +208,11 @@ const PARTITION_LOCK: i64 = MIGRATION_LOCK + 1;
 /// Width of a partition of the tables that grow: a day of receipt.
 pub(crate) const PARTITION_NS: i64 = 86_400_000_000_000;
 
+/// The advisory locks that keep a span unique across days: this key space
+/// ("ar" in ASCII), and this many buckets of traces.
+const TRACE_LOCK_SPACE: i32 = 0x6172;
+const TRACE_LOCK_BUCKETS: i64 = 256;
+
 /// Longer than a commit takes from stamping its rows with their time of
 /// receipt to acknowledging them: retention's margin.
 const COMMIT_SLACK_NS: i64 = 5_000_000_000;
@@ -349,6 +354,15 @@ pub(crate) fn migrate(client: &mut Client) -> Result<(), StoreError> {
         return Err(StoreError::Corrupt(format!(
             "the database's schema is version {done}, newer than this collector's {newest}: upgrade the collector"
         )));
+    }
+    if done >= 1 {
+        let partitioned: bool =
+            tx.query_one("SELECT relkind = 'p' FROM pg_class WHERE oid = 'spans'::regclass", &[])?.get(0);
+        if !partitioned {
+            return Err(StoreError::Corrupt(
+                "this database's schema comes from a development build of agentrace (spans not partitioned by day): create a new database".into(),
+            ));
+        }
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > done) {
         tx.batch_execute(sql)?;
@@ -514,22 +528,34 @@ impl PgWriter {
     /// waits for nothing) unless they are known to exist; one collector at
     /// a time, in a transaction of its own.
     fn ensure_partitions(&mut self, day: i64) -> Result<(), postgres::Error> {
-        if self.days.contains(&day) && self.days.contains(&(day + 1)) {
-            return Ok(());
-        }
-        let mut tx = self.client.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])?;
         for d in [day, day + 1] {
-            for table in PARTITIONED {
-                tx.batch_execute(&format!(
-                    "CREATE TABLE IF NOT EXISTS {table}_d{d} PARTITION OF {table} FOR VALUES FROM ({}) TO ({})",
-                    d * PARTITION_NS,
-                    (d + 1) * PARTITION_NS
-                ))?;
+            if self.days.contains(&d) {
+                continue;
+            }
+            // Adding a partition locks its parent table: not for long, and
+            // not behind a long reader (it would hold every writer up).
+            let made = (|| {
+                let mut tx = self.client.transaction()?;
+                tx.batch_execute("SET LOCAL lock_timeout = '2s'")?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])?;
+                for table in PARTITIONED {
+                    tx.batch_execute(&format!(
+                        "CREATE TABLE IF NOT EXISTS {table}_d{d} PARTITION OF {table} FOR VALUES FROM ({}) TO ({})",
+                        d * PARTITION_NS,
+                        (d + 1) * PARTITION_NS
+                    ))?;
+                }
+                tx.commit()
+            })();
+            match made {
+                Ok(()) => {
+                    self.days.insert(d);
+                }
+                // Today's is needed now; tomorrow's is tried again at the next commit.
+                Err(e) if d == day => return Err(e),
+                Err(e) => tracing::warn!(error = %StoreError::Postgres(e), "cannot add tomorrow's partitions yet"),
             }
         }
-        tx.commit()?;
-        self.days.extend([day, day + 1]);
         Ok(())
     }
 
@@ -547,10 +573,14 @@ impl PgWriter {
     }
 
     fn write_all(&mut self, jobs: &[WriteJob]) -> Result<Vec<WriteOutcome>, postgres::Error> {
-        // Every row of this commit is of the day it is received.
-        let received = now_ns();
-        self.ensure_partitions(received / PARTITION_NS)?;
-        let mut tx = self.client.transaction()?;
+        // Receipt times on the database's clock, which every collector and
+        // retention read alike (collectors' clocks may disagree).
+        let started: i64 = self.client.query_one(&format!("SELECT {DB_NOW_NS}"), &[])?.get(0);
+        self.ensure_partitions(started / PARTITION_NS)?;
+        // Read committed whatever the database's default: the look before
+        // each insert (below) must see what committed while it waited.
+        let mut tx =
+            self.client.build_transaction().isolation_level(postgres::IsolationLevel::ReadCommitted).start()?;
         // Resources and scopes, once each (by the hash of their bytes: a
         // B-tree entry cannot hold a large resource).
         let mut resource_ids: Vec<Vec<i64>> = Vec::with_capacity(jobs.len());
@@ -652,11 +682,21 @@ impl PgWriter {
         // say so, so the commits that hold a trace's spans take that
         // trace's lock (in one order, so that two never wait on each other)
         // and look before they insert.
+        // Locks by bucket of traces (at most TRACE_LOCK_BUCKETS a commit, so a
+        // commit of many traces cannot fill the server's lock table), in
+        // bucket order.
         tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(encode(trace_id, 'hex'), 0))
-             FROM (SELECT DISTINCT trace_id FROM stage_spans ORDER BY trace_id) AS traces",
+            &format!(
+                "SELECT pg_advisory_xact_lock({TRACE_LOCK_SPACE}, bucket) FROM
+                     (SELECT DISTINCT (hashtextextended(encode(trace_id, 'hex'), 0) & {}) :: INT AS bucket
+                      FROM stage_spans ORDER BY bucket) AS buckets",
+                TRACE_LOCK_BUCKETS - 1
+            ),
             &[],
         )?;
+        // Stamped once the waits are over, so that a row's age is counted
+        // from as near its acknowledgement as can be.
+        let received: i64 = tx.query_one(&format!("SELECT {DB_NOW_NS}"), &[])?.get(0);
         let inserted: Vec<i64> = tx
             .query(
                 "WITH pick AS (SELECT DISTINCT ON (trace_id, span_id) * FROM stage_spans ORDER BY trace_id, span_id, ord),
@@ -874,11 +914,15 @@ impl PgWriter {
 
     /// Drops day `day`'s partitions; how many spans went with them.
     fn drop_day(&mut self, day: i64) -> Result<u64, postgres::Error> {
-        let mut tx = self.client.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])?;
-        let exists = tx.query_opt("SELECT 1 FROM pg_class WHERE relname = $1", &[&format!("spans_d{day}")])?.is_some();
+        // Counted first, outside the locks (a day nobody writes any more).
+        let exists =
+            self.client.query_opt("SELECT 1 FROM pg_class WHERE relname = $1", &[&format!("spans_d{day}")])?.is_some();
         let spans: i64 =
-            if exists { tx.query_one(&format!("SELECT count(*) FROM spans_d{day}"), &[])?.get(0) } else { 0 };
+            if exists { self.client.query_one(&format!("SELECT count(*) FROM spans_d{day}"), &[])?.get(0) } else { 0 };
+        let mut tx = self.client.transaction()?;
+        // Dropping a partition locks its parent: not behind a long reader.
+        tx.batch_execute("SET LOCAL lock_timeout = '2s'")?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])?;
         for table in PARTITIONED {
             tx.batch_execute(&format!("DROP TABLE IF EXISTS {table}_d{day}"))?;
         }
@@ -895,7 +939,7 @@ impl PgWriter {
     /// span left. A span dated after the cutoff that arrived before it goes
     /// with its day (SQLite keeps it until its own start is past too).
     fn retain(&mut self) -> Result<u64, postgres::Error> {
-        let now = now_ns();
+        let now: i64 = self.client.query_one(&format!("SELECT {DB_NOW_NS}"), &[])?.get(0);
         let today = now / PARTITION_NS;
         let mut deleted = 0u64;
         let mut cutoff = i64::MIN;
@@ -914,7 +958,8 @@ impl PgWriter {
             loop {
                 let mut tx = self.client.transaction()?;
                 let spans = tx.execute(
-                    "DELETE FROM spans WHERE id IN
+                    // The outer condition too, so that only the cutoff's day is read.
+                    "DELETE FROM spans WHERE received_ns < $1 AND start_ns < $1 AND id IN
                          (SELECT id FROM spans WHERE received_ns < $1 AND start_ns < $1 LIMIT 10000)",
                     &[&cutoff],
                 )?;
@@ -975,9 +1020,16 @@ impl Engine for PgWriter {
         let mut attempt = 0;
         let result = loop {
             let result = self.write_all(jobs);
-            let retry = result.as_ref().err().and_then(|e| e.code()).is_some_and(|c| {
-                *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-                    || *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+            let code = result.as_ref().err().and_then(|e| e.code()).cloned();
+            // A partition this collector thought was there, dropped by
+            // another's retention: known partitions are looked up again.
+            if code.as_ref() == Some(&postgres::error::SqlState::CHECK_VIOLATION) {
+                self.days.clear();
+            }
+            let retry = code.is_some_and(|c| {
+                c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                    || c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    || c == postgres::error::SqlState::CHECK_VIOLATION
             });
             attempt += 1;
             if !retry || attempt >= 3 {

@@ -165,7 +165,7 @@ impl Db {
                 conn.execute_batch("BEGIN")?;
                 let result = f(self);
                 // Read only: nothing to keep or undo; this only ends the snapshot.
-                let ended = conn.execute_batch("COMMIT");
+                let ended = conn.execute_batch("COMMIT").or_else(|_| conn.execute_batch("ROLLBACK"));
                 let out = result?;
                 ended?;
                 Ok(out)
@@ -174,10 +174,11 @@ impl Db {
         }
     }
 
-    /// Whether the server closed the connection (it is not pooled again).
+    /// Whether the connection cannot serve another read: the server closed
+    /// it, or a read transaction did not end (it is not pooled again).
     pub(crate) fn is_closed(&self) -> bool {
         match &self.0 {
-            Backend::Sqlite(_) => false,
+            Backend::Sqlite(conn) => !conn.is_autocommit(),
             Backend::Postgres(conn) => conn.borrow().client.is_closed(),
         }
     }
