@@ -461,6 +461,24 @@ fn text(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains('\0') { std::borrow::Cow::Owned(s.replace('\0', "\u{fffd}")) } else { std::borrow::Cow::Borrowed(s) }
 }
 
+/// The ID of a resource or scope row: from `cache` (bounded), else
+/// `upsert`ed and remembered.
+fn row_id(
+    cache: &mut HashMap<Vec<u8>, i64>,
+    body: &[u8],
+    upsert: impl FnOnce() -> Result<i64, postgres::Error>,
+) -> Result<i64, postgres::Error> {
+    if let Some(id) = cache.get(body) {
+        return Ok(*id);
+    }
+    let id = upsert()?;
+    if cache.len() > 10_000 {
+        cache.clear();
+    }
+    cache.insert(body.to_vec(), id);
+    Ok(id)
+}
+
 fn hash(body: &[u8]) -> Vec<u8> {
     Sha256::digest(body).to_vec()
 }
@@ -559,6 +577,13 @@ impl PgWriter {
         Ok(())
     }
 
+    /// After a rollback: IDs cached during it may not exist.
+    fn forget_ids(&mut self) {
+        self.resource_ids.clear();
+        self.scope_ids.clear();
+        self.operations.clear();
+    }
+
     /// A new connection when the server closed the last one (a restart, a
     /// failover): the commit that found it closed failed and was retried by
     /// its senders; the next one goes to the new connection.
@@ -588,46 +613,28 @@ impl PgWriter {
         for job in jobs {
             let mut ids = Vec::with_capacity(job.batch.resources.len());
             for (body, service) in &job.batch.resources {
-                let id = match self.resource_ids.get(body) {
-                    Some(id) => *id,
-                    None => {
-                        let id: i64 = tx
-                            .query_one(
-                                "INSERT INTO resources (hash, body, service) VALUES ($1, $2, $3)
-                                 ON CONFLICT (hash) DO UPDATE SET service = excluded.service RETURNING id",
-                                &[&hash(body), body, &text(service)],
-                            )?
-                            .get(0);
-                        if self.resource_ids.len() > 10_000 {
-                            self.resource_ids.clear();
-                        }
-                        self.resource_ids.insert(body.clone(), id);
-                        id
-                    }
-                };
-                ids.push(id);
+                ids.push(row_id(&mut self.resource_ids, body, || {
+                    Ok(tx
+                        .query_one(
+                            "INSERT INTO resources (hash, body, service) VALUES ($1, $2, $3)
+                             ON CONFLICT (hash) DO UPDATE SET service = excluded.service RETURNING id",
+                            &[&hash(body), body, &text(service)],
+                        )?
+                        .get(0))
+                })?);
             }
             resource_ids.push(ids);
             let mut ids = Vec::with_capacity(job.batch.scopes.len());
             for body in &job.batch.scopes {
-                let id = match self.scope_ids.get(body) {
-                    Some(id) => *id,
-                    None => {
-                        let id: i64 = tx
-                            .query_one(
-                                "INSERT INTO scopes (hash, body) VALUES ($1, $2)
-                                 ON CONFLICT (hash) DO UPDATE SET hash = excluded.hash RETURNING id",
-                                &[&hash(body), body],
-                            )?
-                            .get(0);
-                        if self.scope_ids.len() > 10_000 {
-                            self.scope_ids.clear();
-                        }
-                        self.scope_ids.insert(body.clone(), id);
-                        id
-                    }
-                };
-                ids.push(id);
+                ids.push(row_id(&mut self.scope_ids, body, || {
+                    Ok(tx
+                        .query_one(
+                            "INSERT INTO scopes (hash, body) VALUES ($1, $2)
+                             ON CONFLICT (hash) DO UPDATE SET hash = excluded.hash RETURNING id",
+                            &[&hash(body), body],
+                        )?
+                        .get(0))
+                })?);
             }
             scope_ids.push(ids);
         }
@@ -1035,17 +1042,11 @@ impl Engine for PgWriter {
             if !retry || attempt >= 3 {
                 break result;
             }
-            // Rolled back: IDs cached in it may not exist.
-            self.resource_ids.clear();
-            self.scope_ids.clear();
-            self.operations.clear();
+            self.forget_ids();
             tracing::info!(attempt, "a commit met another collector's; trying it again");
         };
         result.map_err(|e| {
-            // Rolled back: IDs cached in it may not exist.
-            self.resource_ids.clear();
-            self.scope_ids.clear();
-            self.operations.clear();
+            self.forget_ids();
             let e = StoreError::Postgres(e);
             if self.client.is_closed() { format!("{e}; the connection to PostgreSQL is closed") } else { e.to_string() }
         })
