@@ -415,6 +415,13 @@ pub struct PipelineConfig {
     pub max_buffered_spans: usize,
     /// Spans given to one diagnosis (the closed trace and its session), at most.
     pub max_context_spans: usize,
+    /// Decoded spans kept between diagnoses, e.g. `128MiB` (an estimate
+    /// from their encoded size); `0` decodes a held trace for every
+    /// diagnosis that reads it. Held traces stay packed whatever this says;
+    /// under load each is read by several diagnoses in a row, and decoding
+    /// it each time is most of the pipeline's work.
+    #[serde(deserialize_with = "de_bytes")]
+    pub keep_decoded: u64,
     /// A repair is applied at or above this confidence (0 to 1).
     pub apply_threshold: f64,
 }
@@ -428,6 +435,7 @@ impl Default for PipelineConfig {
             session_window: Duration::from_secs(300),
             max_buffered_spans: 200_000,
             max_context_spans: 20_000,
+            keep_decoded: 128 * MIB,
             apply_threshold: 0.8,
         }
     }

@@ -184,6 +184,11 @@ pub struct PipelineMetrics {
     pub repairs_applied: AtomicU64,
     /// Spans given to diagnoses: each closed trace's own and its context's.
     pub diagnosed_spans: AtomicU64,
+    /// Spans decoded for diagnoses (the rest of `diagnosed_spans` were
+    /// read where an earlier diagnosis had decoded them).
+    pub decoded_spans: AtomicU64,
+    /// Bytes of decoded spans kept between diagnoses (an estimate).
+    pub decoded_bytes: AtomicU64,
     /// Diagnoses that panicked (a doctor bug a sender's spans found): their
     /// traces were stored and forwarded unrepaired.
     pub diagnoses_failed: AtomicU64,
@@ -438,6 +443,12 @@ impl Metrics {
                 "Spans held in memory: open traces and the session window.",
                 &p.buffered_spans,
             ),
+            (
+                "agentrace_pipeline_decoded_bytes",
+                "gauge",
+                "Decoded spans kept between diagnoses, in bytes (an estimate; pipeline.keep_decoded bounds it).",
+                &p.decoded_bytes,
+            ),
             ("agentrace_pipeline_traces_closed_total", "counter", "Traces closed and diagnosed.", &p.traces_closed),
             (
                 "agentrace_pipeline_traces_deferred_total",
@@ -476,6 +487,12 @@ impl Metrics {
                 "counter",
                 "Spans given to diagnoses: each closed trace's own and those of its session and joined traces.",
                 &p.diagnosed_spans,
+            ),
+            (
+                "agentrace_pipeline_decoded_spans_total",
+                "counter",
+                "Spans decoded for diagnoses; the rest of those diagnosed were read where an earlier diagnosis had decoded them.",
+                &p.decoded_spans,
             ),
             (
                 "agentrace_pipeline_diagnoses_failed_total",

@@ -85,7 +85,7 @@ fn content_order(a: &Span, b: &Span) -> std::cmp::Ordering {
 }
 
 impl<'a> Index<'a> {
-    pub fn build(input: &'a [Span]) -> Index<'a> {
+    pub fn build(input: &[&'a Span]) -> Index<'a> {
         // Sort integer keys, not spans: one cache line per comparison instead
         // of two pointer chases. Only runs of equal IDs look at content.
         let mut keys: Vec<(u128, u64, u32)> = input
@@ -110,9 +110,9 @@ impl<'a> Index<'a> {
             // Duplicates: keep the least by content.
             let kept = keys[run..end]
                 .iter()
-                .map(|k| &input[k.2 as usize])
+                .map(|k| input[k.2 as usize])
                 .min_by(|a, b| content_order(a, b))
-                .unwrap_or(&input[first as usize]);
+                .unwrap_or(input[first as usize]);
             if trace_keys.last() != Some(&t) {
                 if let Some(open) = traces.last_mut() {
                     let open: &mut Range<Ix> = open;

@@ -15,7 +15,7 @@
 //! under each of their names; as the GenAI conventions define them, they
 //! are parts of the input and output counts, never added to them.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 
@@ -685,12 +685,12 @@ impl Usage {
 }
 
 /// Adds up LLM usage, agents and errors over `spans`, reading each once.
-pub fn usage_totals(spans: &[Span], prices: &crate::PriceTable) -> UsageTotals {
+pub fn usage_totals<S: Borrow<Span>>(spans: &[S], prices: &crate::PriceTable) -> UsageTotals {
     let mut texts = Texts::default();
     let mut t = UsageTotals::default();
     let mut agents: Vec<Sym> = Vec::new();
     for span in spans {
-        let f = read(span, &mut texts);
+        let f = read(span.borrow(), &mut texts);
         if f.category == Some(Category::Llm) {
             let u = Usage::of(&f);
             t.llm_calls += 1;

@@ -78,6 +78,7 @@ pub mod render;
 mod repair;
 mod timing;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -113,9 +114,10 @@ impl Doctor {
 
     /// Diagnoses a set of spans: any number of traces and sessions, in any
     /// order, duplicates allowed. Never fails: what cannot be understood is
-    /// left as it is.
-    pub fn analyse(&self, spans: &[Span]) -> Diagnosis {
-        self.run(spans, false, false).0
+    /// left as it is. The spans may be given by value or by reference (a
+    /// caller that holds decoded spans need not copy them).
+    pub fn analyse<S: Borrow<Span>>(&self, spans: &[S]) -> Diagnosis {
+        self.run(&refs(spans), false, false).0
     }
 
     /// Like [`Doctor::analyse`], and also returns the connected view as
@@ -123,8 +125,8 @@ impl Doctor {
     /// marked as the [`RepairMode`] says, followed by synthetic queue-transit
     /// spans (`agentrace.synthetic = true`). This is what a live pipeline
     /// forwards.
-    pub fn analyse_with_view(&self, spans: &[Span]) -> (Diagnosis, Vec<Span>) {
-        let (diagnosis, view, _) = self.run(spans, true, false);
+    pub fn analyse_with_view<S: Borrow<Span>>(&self, spans: &[S]) -> (Diagnosis, Vec<Span>) {
+        let (diagnosis, view, _) = self.run(&refs(spans), true, false);
         (diagnosis, view)
     }
 
@@ -133,8 +135,8 @@ impl Doctor {
     /// patches an exporter applies (in reparent or link mode), made here
     /// from the repairs themselves, so that no caller reads them back from
     /// the view.
-    pub fn analyse_with_patches(&self, spans: &[Span]) -> (Diagnosis, Vec<Patch>) {
-        let (diagnosis, _, patches) = self.run(spans, false, true);
+    pub fn analyse_with_patches<S: Borrow<Span>>(&self, spans: &[S]) -> (Diagnosis, Vec<Patch>) {
+        let (diagnosis, _, patches) = self.run(&refs(spans), false, true);
         (diagnosis, patches)
     }
 
@@ -146,8 +148,9 @@ impl Doctor {
     /// connected view. A trace with a span whose parent never arrived
     /// holds two requests: both are answered. `None` when no span of
     /// `trace` is in `spans`.
-    pub fn analyse_request(&self, spans: &[Span], trace: TraceId) -> Option<(Diagnosis, Vec<Span>)> {
-        let (full, view, _) = self.run(spans, true, false);
+    pub fn analyse_request<S: Borrow<Span>>(&self, spans: &[S], trace: TraceId) -> Option<(Diagnosis, Vec<Span>)> {
+        let spans = refs(spans);
+        let (full, view, _) = self.run(&spans, true, false);
         let answers: Vec<RequestAnswer> =
             full.request_answers().into_iter().filter(|a| a.request.original_traces.contains(&trace)).collect();
         if answers.is_empty() {
@@ -158,7 +161,7 @@ impl Doctor {
         traces.dedup();
         let roots: Vec<TraceId> = answers.iter().map(|a| a.request.trace_id).collect();
         let ours = |t: &TraceId| traces.binary_search(t).is_ok();
-        let members: Vec<Span> = spans.iter().filter(|s| ours(&s.trace_id)).cloned().collect();
+        let members: Vec<&Span> = spans.iter().copied().filter(|s| ours(&s.trace_id)).collect();
         // Time and agents of the request's own spans; what broke and what
         // was joined as the whole context says.
         let alone = self.analyse(&members);
@@ -212,7 +215,7 @@ impl Doctor {
         Some((diagnosis, view))
     }
 
-    fn run(&self, input: &[Span], want_view: bool, want_patches: bool) -> (Diagnosis, Vec<Span>, Vec<Patch>) {
+    fn run(&self, input: &[&Span], want_view: bool, want_patches: bool) -> (Diagnosis, Vec<Span>, Vec<Patch>) {
         let config = &self.config;
         let ix = assemble::Index::build(input);
         let mut repaired = repair::repair(&ix, config);
@@ -264,6 +267,11 @@ impl Doctor {
         };
         (diagnosis, view, patches)
     }
+}
+
+/// The spans as references, which is how the doctor reads them.
+fn refs<S: Borrow<Span>>(spans: &[S]) -> Vec<&Span> {
+    spans.iter().map(Borrow::borrow).collect()
 }
 
 /// A span's rewrite, by the span's IDs as it arrived.

@@ -688,7 +688,8 @@ mod tests {
         s.add(1, 1, None, "app", "POST /run", SpanKind::Server, (0, 1000), &[])
             .add(1, 2, Some(1), "app", "chat gpt-4o", SpanKind::Client, (10, 400), &chat())
             .add(1, 3, Some(1), "app", "chat gpt-4o", SpanKind::Client, (300, 990), &chat());
-        let ix = crate::assemble::Index::build(&s.0);
+        let refs: Vec<&Span> = s.0.iter().collect();
+        let ix = crate::assemble::Index::build(&refs);
         let config = Config::default();
         let repaired = crate::repair::repair(&ix, &config);
         let tree = crate::connect::build(&ix, &repaired);

@@ -22,11 +22,13 @@
 //! retryable refusal, like a full store.
 
 mod across;
+mod decoded;
 mod packed;
 mod summary;
 
 pub use packed::{Packed, PackedSpan, pack};
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -413,10 +415,6 @@ impl Held {
         self.spans.push(p.span);
     }
 
-    fn unpack(&self) -> Vec<Span> {
-        self.spans.iter().flat_map(PackedSpan::unpack).collect()
-    }
-
     fn len(&self) -> usize {
         self.spans.iter().map(|p| p.count).sum()
     }
@@ -483,10 +481,21 @@ impl Closed {
     }
 }
 
-/// The spans of a diagnosis, and where each trace's lie.
+/// The spans of a diagnosis, trace by trace, and where each trace's lie
+/// among them.
 struct Context {
-    spans: Vec<Span>,
+    parts: Vec<Arc<[Span]>>,
     traces: Vec<(TraceId, Range<usize>)>,
+    len: usize,
+}
+
+impl Context {
+    /// Every span, as the doctor reads them (by reference, not copied).
+    fn spans(&self) -> Vec<&Span> {
+        let mut out = Vec::with_capacity(self.len);
+        out.extend(self.parts.iter().flat_map(|p| p.iter()));
+        out
+    }
 }
 
 /// Traces being assembled, and the window of recently closed ones.
@@ -527,13 +536,14 @@ pub struct Assembler {
     unstored: usize,
     /// Whether an exporter applies patches (else none are worked out).
     want_patches: bool,
+    /// The decoded spans of the traces diagnoses read last.
+    decoded: RefCell<decoded::Decoded>,
 }
 
 impl Assembler {
     /// An empty assembler.
     pub fn new(config: PipelineConfig, doctor: Doctor, metrics: Arc<Metrics>) -> Assembler {
         Assembler {
-            config,
             doctor,
             metrics,
             open: HashMap::new(),
@@ -550,6 +560,8 @@ impl Assembler {
             reopened: HashSet::new(),
             unstored: 0,
             want_patches: true,
+            decoded: RefCell::new(decoded::Decoded::new(usize::try_from(config.keep_decoded).unwrap_or(usize::MAX))),
+            config,
         }
     }
 
@@ -911,11 +923,12 @@ impl Assembler {
         let mut last = None;
         for _ in 0..MAX_WIDENINGS {
             let context = self.context(&seeds);
-            self.metrics.pipeline.diagnosed_spans.fetch_add(context.spans.len() as u64, Ordering::Relaxed);
+            self.metrics.pipeline.diagnosed_spans.fetch_add(context.len as u64, Ordering::Relaxed);
+            let spans = context.spans();
             let (diagnosis, patches) = if self.want_patches {
-                self.doctor.analyse_with_patches(&context.spans)
+                self.doctor.analyse_with_patches(&spans)
             } else {
-                (self.doctor.analyse(&context.spans), Vec::new())
+                (self.doctor.analyse(&spans), Vec::new())
             };
             // Every request a closing trace is part of (two for a trace with
             // a span whose parent never arrived).
@@ -994,7 +1007,7 @@ impl Assembler {
         members.dedup();
         let traces: Vec<TraceId> = context.traces.iter().map(|(t, _)| *t).collect();
         let answered = summary::answered(
-            &context.spans,
+            &context.spans(),
             &context.traces,
             &members,
             &diagnosis,
@@ -1017,20 +1030,29 @@ impl Assembler {
     /// shortly before (producers). Bounded by `max_context_spans`.
     fn context(&self, seeds: &[TraceId]) -> Context {
         let limit = self.config.max_context_spans;
-        let mut out = Context { spans: Vec::new(), traces: Vec::new() };
+        let mut out = Context { parts: Vec::new(), traces: Vec::new(), len: 0 };
         let mut seen: HashSet<TraceId> = HashSet::new();
-        let take = |t: TraceId, out: &mut Context, seen: &mut HashSet<TraceId>, force: bool| -> bool {
+        let mut decoded = self.decoded.borrow_mut();
+        let mut take = |t: TraceId, out: &mut Context, seen: &mut HashSet<TraceId>, force: bool| -> bool {
             if seen.contains(&t) {
                 return false;
             }
             let Some(h) = self.held(t) else { return false };
-            if !force && out.spans.len() + h.len() > limit {
+            if !force && out.len + h.len() > limit {
                 return false;
             }
             seen.insert(t);
-            let from = out.spans.len();
-            out.spans.extend(h.unpack());
-            out.traces.push((t, from..out.spans.len()));
+            let spans = match decoded.read(t, &h.spans) {
+                decoded::Read::Kept(spans) => spans,
+                decoded::Read::Decoded(spans) => {
+                    self.metrics.pipeline.decoded_spans.fetch_add(spans.len() as u64, Ordering::Relaxed);
+                    spans
+                }
+            };
+            let from = out.len;
+            out.len += spans.len();
+            out.traces.push((t, from..out.len));
+            out.parts.push(spans);
             true
         };
         let (mut start, mut end) = (u64::MAX, 0u64);
@@ -1184,6 +1206,7 @@ impl Assembler {
                 }
             }
         }
+        self.decoded.get_mut().forget(id);
         self.request_of.remove(&id);
         self.recheck.remove(&id);
         self.beside.remove(&id);
@@ -1210,6 +1233,7 @@ impl Assembler {
     fn publish_gauges(&self) {
         self.metrics.pipeline.open_traces.store((self.open.len() + self.unstored) as u64, Ordering::Relaxed);
         self.metrics.pipeline.buffered_spans.store(self.buffered as u64, Ordering::Relaxed);
+        self.metrics.pipeline.decoded_bytes.store(self.decoded.borrow().bytes() as u64, Ordering::Relaxed);
     }
 }
 

@@ -32,7 +32,7 @@ pub(crate) struct Answered {
 /// The rows of a request, from a diagnosis over `spans` (whose traces lie
 /// at `traces`), the doctor's answer for the request, and its traces held.
 pub(crate) fn answered(
-    spans: &[Span],
+    spans: &[&Span],
     traces: &[(TraceId, Range<usize>)],
     members: &[TraceId],
     diagnosis: &Diagnosis,
@@ -108,7 +108,7 @@ fn request_row(answer: RequestAnswer, rows: &[AnalysisRow]) -> RequestRow {
 /// no exporter applies them).
 fn summarise(
     id: TraceId,
-    own: &[Span],
+    own: &[&Span],
     diagnosis: &Diagnosis,
     patches: &[DoctorPatch],
     config: &DoctorConfig,
