@@ -576,7 +576,11 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 ix.texts.opt(f.mcp_method).map(|m| format!(", mcp.method.name={m}")).unwrap_or_default(),
                 ix.texts.opt(f.tool_name).map(|m| format!(", tool {m}")).unwrap_or_default(),
             );
-            Some((Evidence::RequestIdInTime, detail, c, 0.9))
+            // A bare small integer and time tie any busy system's calls to
+            // any server's requests: with neither the method nor the tool
+            // named on the server's side, it is only suggested.
+            let named = f.mcp_method.is_some() || f.tool_name.is_some();
+            Some((Evidence::RequestIdInTime, detail, c, if named { 0.9 } else { 0.5 }))
         } else if let Some(id) = f.tool_call_id
             && tool_calls.has(id)
             && let c = tool_calls
@@ -1177,6 +1181,72 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         let Some(p) = slot.as_mut().filter(|p| p.evidence == Evidence::EnclosingClient) else { continue };
         let start = ix.start(p.orphan);
         p.candidates.retain(|&c| ix.start(c) <= start || !unskewed.contains(&c));
+        if p.candidates.is_empty() {
+            *slot = None;
+        }
+    }
+
+    // A call reaches one server, and a message one consumer. A call or a
+    // producer that only time ties to a root (not addressed to it, no
+    // destination or session in common) is no evidence in a busy system,
+    // where every long call encloses other services' work and every message
+    // is followed by some:
+    // - when it fits roots of several services, it names none of them (roots
+    //   of one service may all be the work of the server it reached, each
+    //   span of a handler that lost its context starting a trace of its own);
+    // - an instance that starts more of its roots with nothing fitting them
+    //   than with such a tie starts its work on its own (an agent loop, a
+    //   script, a scheduled job): the tie is chance.
+    let time_only = |p: &Proposal, c: Ix| match p.evidence {
+        Evidence::EnclosingClient => p.base <= 0.5,
+        Evidence::PrecedingProducer => {
+            let o = p.orphan as usize;
+            ix.spans[o].kind != SpanKind::Consumer
+                && ix.facts[o].destination.is_none()
+                && ix.session_of(c).is_none_or(|sess| ix.session_of(p.orphan) != Some(sess))
+        }
+        _ => false,
+    };
+    let by_time = |p: &Proposal| p.candidates.iter().all(|&c| time_only(p, c));
+    let start_key = |r: Ix| ix.instance_of[r as usize];
+    // Instance → (roots nothing fits, roots only time ties).
+    let mut starts: HashMap<u32, (u32, u32), FastHash> = HashMap::default();
+    for (k, &r) in roots.iter().enumerate() {
+        if is_new_work(r) {
+            continue;
+        }
+        let counts = starts.entry(start_key(r)).or_default();
+        match &proposals[k] {
+            // (A root started on purpose, with a link or as an MCP
+            // handshake, is started on the instance's own account too.)
+            None => counts.0 += 1,
+            Some(p) if by_time(p) => counts.1 += 1,
+            Some(_) => {}
+        }
+    }
+    let mut fitted: HashMap<Ix, Vec<&str>, FastHash> = HashMap::default();
+    for p in proposals.iter().flatten() {
+        for &c in p.candidates.iter().filter(|&&c| time_only(p, c)) {
+            let services = fitted.entry(c).or_default();
+            let service = ix.service[p.orphan as usize];
+            if !services.contains(&service) {
+                services.push(service);
+            }
+        }
+    }
+    for slot in proposals.iter_mut() {
+        let Some(p) = slot.as_mut() else { continue };
+        if by_time(p) && starts.get(&start_key(p.orphan)).is_some_and(|&(alone, tied)| alone > tied) {
+            *slot = None;
+            continue;
+        }
+        let keep: Vec<Ix> = p
+            .candidates
+            .iter()
+            .copied()
+            .filter(|&c| !time_only(p, c) || fitted.get(&c).is_none_or(|services| services.len() < 2))
+            .collect();
+        p.candidates = keep;
         if p.candidates.is_empty() {
             *slot = None;
         }
