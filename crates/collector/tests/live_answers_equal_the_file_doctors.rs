@@ -12,6 +12,15 @@
 //! longer than the trace timeout deliver it). Once every trace has closed,
 //! the stored answers must equal the file doctor's in all three.
 //!
+//! Under load (`..._live_under_load`), each case runs among healthy agent
+//! traffic of other services, 150 traces a second over the case's time and
+//! a second and a half either side, sent interleaved with the case's
+//! batches: each closing trace then has more traces beside it than a
+//! diagnosis takes, and traces close in large batches. Every request of
+//! the case must still get the file doctor's answer over everything sent,
+//! which must be its answer over the case alone (the background is other
+//! services' healthy traffic), and no background request may get a finding.
+//!
 //! With `AGENTRACE_FRESH_CORPUS=DIR`, the cases recorded afresh there (by
 //! `scripts/corpus.sh`, as the README's test command does) are judged too.
 //!
@@ -23,7 +32,10 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+#[path = "../benches/support/agent_spans.rs"]
+mod agent_spans;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -180,6 +192,9 @@ fn start(trace_timeout: Duration) -> support::Running {
         c.pipeline.trace_timeout = trace_timeout;
         c.redaction.store_content = ContentAction::Keep;
         c.storage.retention.max_age = None;
+        // Twelve collectors share this process, whose resident memory the
+        // memory limiter reads: one collector's limit is no limit of twelve.
+        c.receivers.otlp.memory_limit = None;
     })
 }
 
@@ -284,62 +299,237 @@ fn differences(
     out
 }
 
-// The figures go to the test's output, for the closing note and the README.
-#[allow(clippy::print_stderr)]
-fn judge(cases: &[PathBuf]) {
+/// Judges every case with `one` (given the case's directory and its name,
+/// `suite/case`), [`PARALLEL`] at once; every difference found.
+fn each_case(cases: &[PathBuf], one: impl Fn(&Path, &str) -> Vec<String> + Sync) -> Vec<String> {
     assert!(!cases.is_empty(), "no corpus cases found");
     let queue = std::sync::Mutex::new(cases.to_vec());
     let failures = std::sync::Mutex::new(Vec::new());
-    let requests = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..PARALLEL {
             scope.spawn(|| {
-                loop {
-                    let Some(case) = queue.lock().unwrap().pop() else { break };
+                while let Some(case) = queue.lock().unwrap().pop() {
                     let name = format!(
                         "{}/{}",
                         case.parent().and_then(|p| p.parent()).and_then(|p| p.file_name()).unwrap().to_string_lossy(),
                         case.file_name().unwrap().to_string_lossy()
                     );
-                    let sent = batches(&case);
-                    let file = offline(&sent);
-                    requests.fetch_add(file.len(), std::sync::atomic::Ordering::Relaxed);
-                    let orders = [
-                        ("shuffled", shuffled(sent.clone(), &name), None),
-                        ("reversed, last batch late", sent.iter().rev().cloned().collect(), Some(LATE_BY)),
-                    ];
-                    // Over PostgreSQL (the test command's second run) one
-                    // order: the orders try the pipeline, which is the same
-                    // code whichever store it writes to; the store's part is
-                    // the same in each.
-                    for (order, batches, late) in orders.into_iter().take(if support::on_postgres() { 1 } else { 2 }) {
-                        let got = live(&batches, late);
-                        failures.lock().unwrap().extend(differences(&name, order, &file, &got));
-                    }
-                    if support::on_postgres() {
-                        continue;
-                    }
-                    // Both directions passed on the whole committed corpus
-                    // (stop 27); each case takes one, by its name, to keep
-                    // the test's time.
-                    let callees_first = name.len() % 2 == 0;
-                    let got = live_one_service_at_a_time(&sent, callees_first);
-                    let order = if callees_first {
-                        "one service at a time, callees first, each after the others closed"
-                    } else {
-                        "one service at a time, callers first, each after the others closed"
-                    };
-                    failures.lock().unwrap().extend(differences(&name, order, &file, &got));
+                    let found = one(&case, &name);
+                    failures.lock().unwrap().extend(found);
                 }
             });
         }
     });
-    let failures = failures.into_inner().unwrap();
+    failures.into_inner().unwrap()
+}
+
+// The figures go to the test's output, for the closing note and the README.
+#[allow(clippy::print_stderr)]
+fn judge(cases: &[PathBuf]) {
+    let requests = std::sync::atomic::AtomicUsize::new(0);
+    let failures = each_case(cases, |case, name| {
+        let mut failures = Vec::new();
+        let sent = batches(case);
+        let file = offline(&sent);
+        requests.fetch_add(file.len(), std::sync::atomic::Ordering::Relaxed);
+        let orders = [
+            ("shuffled", shuffled(sent.clone(), name), None),
+            ("reversed, last batch late", sent.iter().rev().cloned().collect(), Some(LATE_BY)),
+        ];
+        // Over PostgreSQL (the test command's second run) one order: the
+        // orders try the pipeline, which is the same code whichever store it
+        // writes to; the store's part is the same in each.
+        for (order, batches, late) in orders.into_iter().take(if support::on_postgres() { 1 } else { 2 }) {
+            let got = live(&batches, late);
+            failures.extend(differences(name, order, &file, &got));
+        }
+        if support::on_postgres() {
+            return failures;
+        }
+        // Both directions passed on the whole committed corpus (stop 27);
+        // each case takes one, by its name, to keep the test's time.
+        let callees_first = name.len() % 2 == 0;
+        let got = live_one_service_at_a_time(&sent, callees_first);
+        let order = if callees_first {
+            "one service at a time, callees first, each after the others closed"
+        } else {
+            "one service at a time, callers first, each after the others closed"
+        };
+        failures.extend(differences(name, order, &file, &got));
+        failures
+    });
     eprintln!(
         "{} cases, {} requests by the file doctor, each sent in {} orders{}: {} differences",
         cases.len(),
         requests.into_inner(),
         if support::on_postgres() { 1 } else { 3 },
+        if support::on_postgres() { " (store: PostgreSQL)" } else { "" },
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n\n"));
+}
+
+/// Background traces a second, and how far before and after the case they run.
+const BACKGROUND_PER_SECOND: f64 = 150.0;
+const BACKGROUND_AROUND_NS: u64 = 1_500_000_000;
+/// Background traces per export request.
+const BACKGROUND_PER_REQUEST: usize = 25;
+
+/// Healthy agent traffic of other services over the case's time and
+/// [`BACKGROUND_AROUND_NS`] either side: the load generator's agent
+/// requests (six spans each: an agent, a model call, a tool call, a
+/// producer and its consumer, a retrieval; sessions, message and tool call
+/// IDs of their own), spread evenly, in export requests of
+/// [`BACKGROUND_PER_REQUEST`] traces.
+fn background(case: &[ExportTraceServiceRequest]) -> Vec<ExportTraceServiceRequest> {
+    let times = case.iter().flat_map(support::spans).map(|s| (s.start_time_unix_nano, s.end_time_unix_nano));
+    let (lo, hi) = times.fold((u64::MAX, 0), |(lo, hi), (s, e)| (lo.min(s), hi.max(e.max(s))));
+    let (from, to) = (lo.saturating_sub(BACKGROUND_AROUND_NS), hi.saturating_add(BACKGROUND_AROUND_NS));
+    let traces = ((to - from) as f64 / 1e9 * BACKGROUND_PER_SECOND).ceil().max(1.0) as u64;
+    let mut out: Vec<ExportTraceServiceRequest> = Vec::new();
+    for j in 0..traces {
+        let mut r = agent_spans::request(j + 1, 6, agent_spans::Shape::Agents);
+        let at = from + (to - from) / traces * j;
+        let rs = &mut r.resource_spans[0];
+        for a in rs.resource.iter_mut().flat_map(|r| r.attributes.iter_mut()) {
+            if a.key == "service.name" {
+                a.value = Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                    value: Some(agent_spans::s(["background-planner", "background-worker"][j as usize % 2])),
+                });
+            }
+        }
+        let first = rs.scope_spans[0].spans.iter().map(|s| s.start_time_unix_nano).min().unwrap_or(0);
+        for s in rs.scope_spans.iter_mut().flat_map(|ss| ss.spans.iter_mut()) {
+            s.start_time_unix_nano = s.start_time_unix_nano - first + at;
+            s.end_time_unix_nano = s.end_time_unix_nano - first + at;
+        }
+        match out.last_mut() {
+            Some(last) if last.resource_spans.len() < BACKGROUND_PER_REQUEST => {
+                last.resource_spans.extend(r.resource_spans)
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// The case's batches with the background woven between them, evenly.
+fn interleaved(
+    case: &[ExportTraceServiceRequest],
+    background: &[ExportTraceServiceRequest],
+) -> Vec<ExportTraceServiceRequest> {
+    let mut out = Vec::with_capacity(case.len() + background.len());
+    let mut next = 0;
+    for (i, b) in case.iter().enumerate() {
+        let upto = background.len() * (i + 1) / (case.len() + 1);
+        out.extend(background[next..upto].iter().cloned());
+        next = upto;
+        out.push(b.clone());
+    }
+    out.extend(background[next..].iter().cloned());
+    out
+}
+
+/// What the background made the file doctor surer of than the case alone:
+/// a join applied, or a finding on a span that is no broken hop's orphan in
+/// the case's ground truth (`truth.json`).
+fn no_surer(
+    case_name: &str,
+    case: &Path,
+    alone: &BTreeMap<String, RequestAnswer>,
+    with: &BTreeMap<String, RequestAnswer>,
+) -> Vec<String> {
+    let truth: serde_json::Value = std::fs::read_to_string(case.join("truth.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let broken: BTreeSet<String> = truth["broken_hops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["orphan_span_id"].as_str().map(str::to_owned))
+        .collect();
+    let applied = |answers: &BTreeMap<String, RequestAnswer>| -> BTreeSet<String> {
+        answers
+            .values()
+            .flat_map(|a| &a.repairs)
+            .filter(|r| r.applied)
+            .map(|r| format!("{}/{}", r.span_id, r.parent_span_id))
+            .collect()
+    };
+    let found = |answers: &BTreeMap<String, RequestAnswer>| -> BTreeSet<(String, String)> {
+        answers.values().flat_map(|a| &a.findings).map(|f| (format!("{:?}", f.kind), f.span_id.to_string())).collect()
+    };
+    let mut out: Vec<String> = applied(with)
+        .difference(&applied(alone))
+        .map(|j| {
+            format!(
+                "{case_name} [file doctor, with the background]: join {j} applied, which the case alone does not apply"
+            )
+        })
+        .collect();
+    out.extend(found(with).difference(&found(alone)).filter(|(_, span)| !broken.contains(span)).map(|(kind, span)| {
+        format!("{case_name} [file doctor, with the background]: finding {kind} on span {span}, which broke no hop")
+    }));
+    out
+}
+
+/// The trace IDs (hex) of a set of export requests.
+fn trace_ids(batches: &[ExportTraceServiceRequest]) -> BTreeSet<String> {
+    batches.iter().flat_map(support::spans).map(|s| hex(&s.trace_id)).collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// The figures go to the test's output, for the closing note and the README.
+#[allow(clippy::print_stderr)]
+#[test]
+fn every_corpus_case_gets_the_file_doctors_answer_live_under_load() {
+    let corpus = support::workspace_root().join("crates/doctor/tests/corpus");
+    let cases = cases_under(&corpus);
+    let counts = std::sync::Mutex::new((0usize, 0usize, 0usize));
+    let failures = each_case(&cases, |case, name| {
+        let sent = batches(case);
+        let ours = trace_ids(&sent);
+        let behind = background(&sent);
+        let everything: Vec<ExportTraceServiceRequest> = sent.iter().chain(&behind).cloned().collect();
+        let of_case = |answers: BTreeMap<String, RequestAnswer>| -> BTreeMap<String, RequestAnswer> {
+            answers
+                .into_iter()
+                .filter(|(_, a)| a.request.original_traces.iter().any(|t| ours.contains(&t.to_string())))
+                .collect()
+        };
+        let all_file = offline(&everything);
+        let alone = offline(&sent);
+        let file = of_case(all_file.clone());
+        // The premise: other services' healthy traffic may make the doctor
+        // less sure of the case (more candidates, fewer suggestions), never
+        // surer: no join applied that the case alone does not apply, no
+        // finding but on a hop that broke.
+        let mut failures = no_surer(name, case, &alone, &file);
+        let all_live = live(&interleaved(&sent, &behind), None);
+        failures.extend(
+            all_live
+                .iter()
+                .chain(&all_file)
+                .filter(|(_, a)| !a.request.original_traces.iter().any(|t| ours.contains(&t.to_string())))
+                .filter(|(_, a)| !a.findings.is_empty() || !a.repairs.is_empty())
+                .map(|(id, a)| format!("{name} [under load]: background request {id} has findings {:?}", a.findings)),
+        );
+        let got = of_case(all_live);
+        failures.extend(differences(name, "under load", &file, &got));
+        let mut c = counts.lock().unwrap();
+        c.0 += file.len();
+        c.1 += behind.iter().map(|b| b.resource_spans.len()).sum::<usize>();
+        c.2 += behind.iter().flat_map(support::spans).count();
+        failures
+    });
+    let (requests, traces, spans) = counts.into_inner().unwrap();
+    eprintln!(
+        "{} cases, {requests} requests by the file doctor, among {traces} background traces ({spans} spans){}: {} differences",
+        cases.len(),
         if support::on_postgres() { " (store: PostgreSQL)" } else { "" },
         failures.len()
     );

@@ -60,7 +60,7 @@ const MAX_SESSION_CONTEXT_TRACES: usize = 8;
 /// the same service, at most, given to its diagnosis: the context that
 /// lost its baggage (an enclosing client call, a producer, a same-named
 /// rival, the service's own history of entry points). Nearest first.
-const MAX_NEIGHBOUR_TRACES: usize = 128;
+const MAX_NEIGHBOUR_TRACES: usize = 1024;
 
 /// How long before a trace's start a neighbour may have ended and still be
 /// context (the doctor looks that far back for a producer).

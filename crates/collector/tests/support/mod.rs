@@ -359,6 +359,11 @@ pub fn send_otlp(collector: &Running, request: &ExportTraceServiceRequest) {
     assert_eq!(response.status().as_u16(), 200, "OTLP export refused: {:?}", response.text());
 }
 
+/// Every span of a request.
+pub fn spans(request: &ExportTraceServiceRequest) -> impl Iterator<Item = &Span> {
+    request.resource_spans.iter().flat_map(|rs| rs.scope_spans.iter()).flat_map(|ss| ss.spans.iter())
+}
+
 /// Every span of a request, mutable, for a test to bend a fixture.
 pub fn spans_mut(request: &mut ExportTraceServiceRequest) -> impl Iterator<Item = &mut Span> {
     request.resource_spans.iter_mut().flat_map(|rs| rs.scope_spans.iter_mut()).flat_map(|ss| ss.spans.iter_mut())
