@@ -13,13 +13,15 @@
 //! the stored answers must equal the file doctor's in all three.
 //!
 //! Under load (`..._live_under_load`), each case runs among healthy agent
-//! traffic of other services, 150 traces a second over the case's time and
-//! a second and a half either side, sent interleaved with the case's
-//! batches: each closing trace then has more traces beside it than a
-//! diagnosis takes, and traces close in large batches. Every request of
-//! the case must still get the file doctor's answer over everything sent,
-//! which must be its answer over the case alone (the background is other
-//! services' healthy traffic), and no background request may get a finding.
+//! traffic of two other services, 40 traces a second from as long before the
+//! case as it lasts (a second at least) to a second after it, sent
+//! interleaved with the case's batches:
+//! traces close in large batches, and each diagnosis has many more traces
+//! beside it than the case's own. Every request of the case must still get
+//! the file doctor's answer over everything sent; the background may make
+//! the file doctor less sure of the case than the case alone (more
+//! candidates), never surer (no join applied, no finding on a hop that did
+//! not break); and no background request may get a finding.
 //!
 //! With `AGENTRACE_FRESH_CORPUS=DIR`, the cases recorded afresh there (by
 //! `scripts/corpus.sh`, as the README's test command does) are judged too.
@@ -308,7 +310,11 @@ fn each_case(cases: &[PathBuf], one: impl Fn(&Path, &str) -> Vec<String> + Sync)
     std::thread::scope(|scope| {
         for _ in 0..PARALLEL {
             scope.spawn(|| {
-                while let Some(case) = queue.lock().unwrap().pop() {
+                // (Taken in a call of its own: the queue's lock is released
+                // before the case is judged, not held through it, as it would
+                // be by a temporary of the `while let` itself.)
+                let next = || queue.lock().unwrap().pop();
+                while let Some(case) = next() {
                     let name = format!(
                         "{}/{}",
                         case.parent().and_then(|p| p.parent()).and_then(|p| p.file_name()).unwrap().to_string_lossy(),
@@ -370,13 +376,14 @@ fn judge(cases: &[PathBuf]) {
 }
 
 /// Background traces a second, and how far before and after the case they run.
-const BACKGROUND_PER_SECOND: f64 = 150.0;
-const BACKGROUND_AROUND_NS: u64 = 1_500_000_000;
+const BACKGROUND_PER_SECOND: f64 = 40.0;
+const BACKGROUND_AROUND_NS: u64 = 1_000_000_000;
 /// Background traces per export request.
-const BACKGROUND_PER_REQUEST: usize = 25;
+const BACKGROUND_PER_REQUEST: usize = 100;
 
-/// Healthy agent traffic of other services over the case's time and
-/// [`BACKGROUND_AROUND_NS`] either side: the load generator's agent
+/// Healthy agent traffic of other services over the case's time, from as
+/// long before it as it lasts (at least [`BACKGROUND_AROUND_NS`]) to
+/// [`BACKGROUND_AROUND_NS`] after: the load generator's agent
 /// requests (six spans each: an agent, a model call, a tool call, a
 /// producer and its consumer, a retrieval; sessions, message and tool call
 /// IDs of their own), spread evenly, in export requests of
@@ -384,7 +391,11 @@ const BACKGROUND_PER_REQUEST: usize = 25;
 fn background(case: &[ExportTraceServiceRequest]) -> Vec<ExportTraceServiceRequest> {
     let times = case.iter().flat_map(support::spans).map(|s| (s.start_time_unix_nano, s.end_time_unix_nano));
     let (lo, hi) = times.fold((u64::MAX, 0), |(lo, hi), (s, e)| (lo.min(s), hi.max(e.max(s))));
-    let (from, to) = (lo.saturating_sub(BACKGROUND_AROUND_NS), hi.saturating_add(BACKGROUND_AROUND_NS));
+    // The other services were running before the case began, for at least
+    // as long as the case lasts: their history is what tells their own work
+    // from work that lost its caller.
+    let before = BACKGROUND_AROUND_NS.max(hi - lo);
+    let (from, to) = (lo.saturating_sub(before), hi.saturating_add(BACKGROUND_AROUND_NS));
     let traces = ((to - from) as f64 / 1e9 * BACKGROUND_PER_SECOND).ceil().max(1.0) as u64;
     let mut out: Vec<ExportTraceServiceRequest> = Vec::new();
     for j in 0..traces {
