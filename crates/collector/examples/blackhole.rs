@@ -58,7 +58,11 @@ async fn main() {
             }
         }
     });
-    let service = TraceServiceServer::new(Blackhole { spans }).max_decoding_message_size(256 << 20);
+    // (Gzip accepted, as OTLP receivers do: Rotel 0.0.1-alpha10 compresses
+    // whatever its compression flags say.)
+    let service = TraceServiceServer::new(Blackhole { spans })
+        .max_decoding_message_size(256 << 20)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
     tonic::transport::Server::builder()
         .add_service(service)
         .serve(listen.parse().expect("an address like 127.0.0.1:14317"))

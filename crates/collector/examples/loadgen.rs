@@ -92,6 +92,48 @@
 //! unpacked: 0.84× the unpack alone (`benches/span_path.rs`), no gain at
 //! the server (40.5–45.3 µs per span against 39.5–44.3, five rounds each).
 //!
+//! Decoded spans kept, and the baseline measured here (2026-12-01,
+//! later; same VM and method as the table above, 6 s closed loop, agents
+//! shape, two rounds, binaries run alternately in the same minutes). The
+//! baseline is be441de, the build the figures were taken on (the
+//! issue's 6.6k spans per CPU-second were measured on a slower disk):
+//!
+//! | build, configuration | spans per server CPU-second | us per span | peak RSS |
+//! |---|---|---|---|
+//! | be441de (the build), full | 30.3k (both rounds) | 33.0 | 235-239 MiB |
+//! | db8be15 (start of this session), full | 24.5k-28.7k | 34.8-40.9 | 243-254 MiB |
+//! | + decoded spans kept (8d49fa3), full | 30.0k-30.8k | 32.5-33.4 | 365-368 MiB |
+//! | + the doctor's busy-system rules, 1024 neighbours (218ef68), full | 26.3k-30.8k | 32.5-38.0 | 366-367 MiB |
+//! | be441de, pass-through to the gRPC blackhole, 8 conn. | 207.5k-208.7k | 4.8 | 104-107 MiB |
+//! | 579ef9a, pass-through, 8 conn. | 137.1k-144.8k | 6.9-7.3 | 140-143 MiB |
+//! | Rotel 0.0.1-alpha10 (PyPI `rotel`), OTLP/gRPC to the same blackhole | 117.2k-130.7k | 7.7-8.5 | 116-125 MiB |
+//! | Rotel, its in-process blackhole exporter | 211.0k-231.6k | 4.3-4.7 | 51-52 MiB |
+//!
+//! What they say. (1) Keeping the decoded spans of the traces read last
+//! (`pipeline.keep_decoded`, 128 MiB) took decoding from 5.1 decodes per
+//! span received to 2.0 (`agentrace_pipeline_decoded_spans_total` over
+//! received, 280k spans) and the full pipeline about 1.2x; 64 MiB gave
+//! 35.8 us, 256 MiB 33.0 (no better than 128, more memory). The doctor's
+//! reading of each span (`conventions::read`) now leads the pipeline
+//! thread (a third of it). (2) Against the build, the full
+//! pipeline is back at about its cost per span (0.95-1.0x) while doing
+//! more: redaction of every text field, the busy-system rules, cross-
+//! collector joins. (3) The pass-through costs 1.45x what it cost then:
+//! a profile of both under the same load puts the difference in the
+//! redactor's secret regexes (about 13 % of the server against 6 %: keys,
+//! scope names, schema URLs and trace states are searched now, not only
+//! values) and in the walk that bounds a request's decoded size before it
+//! is decoded (`otlp::wire::walk`, 4.7 %), both added as hardening since.
+//! Against Rotel forwarding to the same blackhole (which compresses with
+//! gzip whatever its `--otlp-exporter-compression` says, so the blackhole
+//! accepts gzip now) agentrace's pass-through does 1.05-1.24x its spans
+//! per CPU-second; NOT the 1.3x, and 0.6-0.7x Rotel's in-process
+//! blackhole. (4) Tried and dropped: batches of closing traces twice as
+//! large, with neighbours nearest each seed rather than the batch's first:
+//! 29.9-33.6 us per span, but one of 48 seeded deliveries of one corpus case
+//! lost a join (`every_case_one_service_at_a_time_with_late_batches_ends_as_the_file_doctors`):
+//! which open trace an orphan waits for follows the order of its context.
+//!
 //! Earlier figures (2026-11-25; 2-vCPU Debian VM, Intel Xeon, rustc 1.95,
 //! release build with mimalloc; server `TOKIO_WORKER_THREADS=1 taskset -c 0`
 //! so every server thread shares one core, fresh data dir; generator, and
