@@ -630,7 +630,9 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     // request (a trace per message, joined by links) count as one.
     let mut up = ix.parent.clone();
     for p in proposals.iter().flatten() {
-        if p.candidates.len() == 1 {
+        // (A request ID alone, only suggested, claims nothing: the call may
+        // be another server's, whose orphan it then still fits.)
+        if p.candidates.len() == 1 && p.base >= config.apply_threshold {
             claimed[p.candidates[0] as usize] = true;
             settled_trace[ix.trace_of[p.orphan as usize] as usize] = true;
             up[p.orphan as usize] = Some(p.candidates[0]);
@@ -726,6 +728,21 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             }
         }
     }
+    // What ties a call to a root besides time: the call names the root's
+    // service (`peer.service`), its address is the root's, or both name the
+    // RPC service.
+    let call_tie = |p: Ix, r: Ix| -> Option<&'static str> {
+        let (pf, f) = (&ix.facts[p as usize], &ix.facts[r as usize]);
+        if ix.texts.opt(pf.peer_service).is_some() {
+            Some("peer.service")
+        } else if matches!((pf.address, f.address), (Some(a), Some(b)) if a.matches(b)) {
+            Some("server address")
+        } else if pf.rpc_service.is_some() && f.rpc_service.is_some() {
+            Some("rpc.service")
+        } else {
+            None
+        }
+    };
     let is_free_client = |i: Ix| {
         let i = i as usize;
         // A tool span with nothing under it (the call's work happened, or
@@ -997,22 +1014,10 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 {
                     return;
                 }
-                let address = match (pf.address, f.address) {
-                    (Some(a), Some(b)) => Some(a.matches(b)),
-                    _ => None,
-                };
-                if address == Some(false) {
+                if matches!((pf.address, f.address), (Some(a), Some(b)) if !a.matches(b)) {
                     return;
                 }
-                let by = if peer.is_some() {
-                    Some("peer.service")
-                } else if address == Some(true) {
-                    Some("server address")
-                } else if pf.rpc_service.is_some() && f.rpc_service.is_some() {
-                    Some("rpc.service")
-                } else {
-                    None
-                };
+                let by = call_tie(p, r);
                 // Without an address, only a shared session ties a call to
                 // a server: a busy system has calls in flight everywhere. A
                 // root that is no request by kind (INTERNAL work) inside a call
@@ -1197,13 +1202,12 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     // - an instance that starts more of its roots with nothing fitting them
     //   than with such a tie starts its work on its own (an agent loop, a
     //   script, a scheduled job): the tie is chance.
+    let shares_session = |c: Ix, o: Ix| ix.session_of(o).is_some() && ix.session_of(c) == ix.session_of(o);
     let time_only = |p: &Proposal, c: Ix| match p.evidence {
-        Evidence::EnclosingClient => p.base <= 0.5,
+        Evidence::EnclosingClient => call_tie(c, p.orphan).is_none() && !shares_session(c, p.orphan),
         Evidence::PrecedingProducer => {
             let o = p.orphan as usize;
-            ix.spans[o].kind != SpanKind::Consumer
-                && ix.facts[o].destination.is_none()
-                && ix.session_of(c).is_none_or(|sess| ix.session_of(p.orphan) != Some(sess))
+            ix.spans[o].kind != SpanKind::Consumer && ix.facts[o].destination.is_none() && !shares_session(c, p.orphan)
         }
         _ => false,
     };
@@ -1246,9 +1250,14 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             .copied()
             .filter(|&c| !time_only(p, c) || fitted.get(&c).is_none_or(|services| services.len() < 2))
             .collect();
-        p.candidates = keep;
-        if p.candidates.is_empty() {
+        if keep.is_empty() {
             *slot = None;
+        } else if keep.len() < p.candidates.len() {
+            // Fewer candidates, no more evidence: what is left is suggested.
+            p.candidates = keep;
+            p.hold.get_or_insert_with(|| {
+                "ambiguous: another candidate fits roots of several services by time alone".to_owned()
+            });
         }
     }
 

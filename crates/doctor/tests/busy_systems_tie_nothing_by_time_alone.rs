@@ -145,3 +145,36 @@ fn a_bare_json_rpc_request_id_in_time_is_only_suggested() {
     assert!(d.repairs.iter().all(|r| !r.applied), "only suggested: {:#?}", d.repairs);
     assert!(!d.repairs.is_empty(), "and suggested: {:#?}", d.findings);
 }
+
+#[test]
+fn a_candidate_struck_as_ambiguous_leaves_the_rest_suggested_not_applied() {
+    // Unconsumed messages of two requests, 10 ms apart; a run of one
+    // service starts after both, a run of another after the first only. The
+    // first message fits runs of two services, so it names neither; that
+    // leaves the second as the first run's only candidate, with no more
+    // evidence than before, when two fitted it and neither was applied.
+    let producer = |trace: u64, queue: &str, at: u64| {
+        let root = trace << 8;
+        [
+            span(trace, root, None, "agent-script", "run script", SpanKind::Internal, (0, 1000)),
+            with(
+                span(
+                    trace,
+                    root + 1,
+                    Some(root),
+                    "agent-script",
+                    &format!("publish {queue}"),
+                    SpanKind::Producer,
+                    (at, at + 1),
+                ),
+                &[("messaging.system", "rabbitmq".into()), ("messaging.destination.name", queue.into())],
+            ),
+        ]
+    };
+    let mut spans: Vec<Span> = producer(1, "q1", 300).into_iter().chain(producer(4, "q2", 310)).collect();
+    spans.push(span(2, 0x20, None, "worker-b", "invoke_agent b", SpanKind::Internal, (305, 309)));
+    spans.push(span(3, 0x30, None, "worker-a", "invoke_agent a", SpanKind::Internal, (320, 330)));
+    let d = Doctor::new(Config::default()).analyse(&spans);
+    assert!(d.repairs.iter().all(|r| !r.applied), "{:#?}", d.repairs);
+    assert!(d.requests.iter().all(|r| r.original_traces.len() == 1), "{:#?}", d.requests);
+}

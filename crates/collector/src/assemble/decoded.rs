@@ -13,7 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use agentrace_model::{Span, TraceId};
+use agentrace_model::{Span, TraceId, Value};
 
 use super::packed::PackedSpan;
 
@@ -64,7 +64,7 @@ impl Decoded {
             return Read::Kept(spans);
         }
         let spans: Arc<[Span]> = blocks.iter().flat_map(PackedSpan::unpack).collect();
-        let bytes = blocks.iter().map(PackedSpan::decoded_bytes).sum();
+        let bytes = spans.iter().map(heap_bytes).sum();
         self.forget(id);
         if bytes <= self.max_bytes {
             self.entries.insert(id, Entry { spans: Arc::clone(&spans), blocks: blocks.len(), bytes, tick });
@@ -88,7 +88,7 @@ impl Decoded {
         }
     }
 
-    /// Bytes of decoded spans kept (an estimate, see [`PackedSpan::decoded_bytes`]).
+    /// Bytes of decoded spans kept (an estimate, see [`heap_bytes`]).
     pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -102,6 +102,43 @@ impl Decoded {
             self.order.retain(|(t, id)| entries.get(id).is_some_and(|e| e.tick == *t));
         }
     }
+}
+
+/// About the memory a decoded span takes: the span, its strings, and each
+/// attribute's key and value (with an allocator's rounding per allocation).
+/// For bounding what is kept, not for accounting to the byte.
+fn heap_bytes(span: &Span) -> usize {
+    const ALLOCATION: usize = 16;
+    fn attributes(a: &[(String, Value)]) -> usize {
+        a.iter().map(|(k, v)| std::mem::size_of::<(String, Value)>() + k.len() + ALLOCATION + value(v)).sum()
+    }
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::Str(s) => s.len() + ALLOCATION,
+            Value::Bytes(b) => b.len() + ALLOCATION,
+            Value::Array(items) => {
+                items.iter().map(|i| std::mem::size_of::<Value>() + value(i)).sum::<usize>() + ALLOCATION
+            }
+            Value::Map(map) => attributes(map) + ALLOCATION,
+            _ => 0,
+        }
+    }
+    std::mem::size_of::<Span>()
+        + span.name.len()
+        + span.trace_state.len()
+        + span.status_message.len()
+        + 3 * ALLOCATION
+        + attributes(&span.attributes.0)
+        + span
+            .events
+            .iter()
+            .map(|e| std::mem::size_of_val(e) + e.name.len() + attributes(&e.attributes.0))
+            .sum::<usize>()
+        + span
+            .links
+            .iter()
+            .map(|l| std::mem::size_of_val(l) + l.trace_state.len() + attributes(&l.attributes.0))
+            .sum::<usize>()
 }
 
 #[cfg(test)]
@@ -153,7 +190,7 @@ mod tests {
 
     #[test]
     fn the_least_recently_read_trace_goes_first_and_the_budget_holds() {
-        let one = blocks(1, 10).iter().map(PackedSpan::decoded_bytes).sum::<usize>();
+        let one = blocks(1, 10).iter().flat_map(PackedSpan::unpack).map(|s| heap_bytes(&s)).sum::<usize>();
         let mut d = Decoded::new(2 * one + one / 2);
         let (b1, b2, b3) = (blocks(1, 10), blocks(2, 10), blocks(3, 10));
         d.read(id(1), &b1);

@@ -52,15 +52,6 @@ impl PackedSpan {
         Arc::from(self.resource.service_name())
     }
 
-    /// About how many bytes its spans take decoded: twice their encoded
-    /// size (each string its own allocation, each attribute a pair of
-    /// values) and the spans themselves. For bounding what is kept decoded
-    /// ([`super::decoded`]), not for accounting to the byte.
-    pub fn decoded_bytes(&self) -> usize {
-        let plain = self.block.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        2 * plain + self.count * std::mem::size_of::<Span>()
-    }
-
     /// The spans, decoded. Spans with invalid IDs are skipped (validation
     /// has refused those already, so none are in practice).
     pub fn unpack(&self) -> Vec<Span> {
