@@ -54,6 +54,14 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 /// arrived: not the arrival this test promises. Such a run is sent again
 /// (see [`live`]), never judged.
 const TRACE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The trace timeout of a delivery: twice as long over PostgreSQL, whose
+/// acknowledgements (a `COPY` and a commit each, twelve collectors and the
+/// rest of the test command on one server) once took longer than half of 4 s
+/// three times running (CI run 49).
+fn trace_timeout() -> Duration {
+    if support::on_postgres() { TRACE_TIMEOUT * 2 } else { TRACE_TIMEOUT }
+}
 const LATE_BY: Duration = Duration::from_millis(150);
 
 /// Cases sent at once, each to its own collector. A case spends most of its
@@ -163,24 +171,36 @@ fn live(batches: &[ExportTraceServiceRequest], late: Option<Duration>) -> BTreeM
     panic!("three times the machine could not deliver a case's batches within the trace timeout");
 }
 
-/// One delivery to a fresh collector; `None` when some batch arrived more
-/// than half the trace timeout after the one before (besides `late`).
+/// One delivery to a fresh collector; `None` when some batch of the case
+/// arrived more than half the trace timeout after the case's batch before it
+/// (besides `late`; background requests between them count in the gap).
 fn live_once(batches: &[ExportTraceServiceRequest], late: Option<Duration>) -> Option<BTreeMap<String, RequestAnswer>> {
-    let mut running = start(TRACE_TIMEOUT);
+    let mut running = start(trace_timeout());
     let (last, first) = batches.split_last().expect("a case has spans");
+    let of_case = |b: &ExportTraceServiceRequest| {
+        b.resource_spans.iter().any(|rs| {
+            !rs.resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .any(|a| a.key == "service.name" && format!("{:?}", a.value).contains("background-"))
+        })
+    };
     let mut slowest = Duration::ZERO;
+    let mut since = std::time::Instant::now();
     for b in first {
-        let sent = std::time::Instant::now();
         support::send_otlp(&running, b);
-        slowest = slowest.max(sent.elapsed());
+        if of_case(b) {
+            slowest = slowest.max(since.elapsed());
+            since = std::time::Instant::now();
+        }
     }
     if let Some(late) = late {
         std::thread::sleep(late);
+        since = std::time::Instant::now();
     }
-    let sent = std::time::Instant::now();
     support::send_otlp(&running, last);
-    slowest = slowest.max(sent.elapsed());
-    if slowest > TRACE_TIMEOUT / 2 {
+    slowest = slowest.max(since.elapsed());
+    if slowest > trace_timeout() / 2 {
         running.stop();
         return None;
     }
