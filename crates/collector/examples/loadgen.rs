@@ -104,6 +104,8 @@
 //! | db8be15 (start of this session), full | 24.5k-28.7k | 34.8-40.9 | 243-254 MiB |
 //! | + decoded spans kept (8d49fa3), full | 30.0k-30.8k | 32.5-33.4 | 365-368 MiB |
 //! | + the doctor's busy-system rules, 1024 neighbours (218ef68), full | 26.3k-30.8k | 32.5-38.0 | 366-367 MiB |
+//! | 21dd268 (decoded spans sized as decoded), full, against db8be15 beside it | 30.6k-31.6k (db8be15 28.2k-28.9k) | 31.7-32.7 (34.6-35.4) | 320-324 MiB (246-274) |
+//! | 21dd268, full, adversarial shape, one round | 25.6k (db8be15 24.0k) | 39.0 (41.6) | 429 MiB (352) |
 //! | be441de, pass-through to the gRPC blackhole, 8 conn. | 207.5k-208.7k | 4.8 | 104-107 MiB |
 //! | 579ef9a, pass-through, 8 conn. | 137.1k-144.8k | 6.9-7.3 | 140-143 MiB |
 //! | Rotel 0.0.1-alpha10 (PyPI `rotel`), OTLP/gRPC to the same blackhole | 117.2k-130.7k | 7.7-8.5 | 116-125 MiB |
