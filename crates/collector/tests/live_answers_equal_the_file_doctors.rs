@@ -43,9 +43,10 @@ use std::time::Duration;
 
 use agentrace_collector::config::{Config, ContentAction};
 use agentrace_doctor::{Config as DoctorConfig, Doctor, RequestAnswer};
-use agentrace_model::Span;
 use agentrace_model::otlp::{self, Limits};
+use agentrace_model::{Span, TraceId};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
 
 /// How long a trace stays open after its last span; the late batch of the
 /// second order arrives well within it. On a loaded CI machine, sending a
@@ -182,7 +183,9 @@ fn live_once(batches: &[ExportTraceServiceRequest], late: Option<Duration>) -> O
             !rs.resource
                 .iter()
                 .flat_map(|r| &r.attributes)
-                .any(|a| a.key == "service.name" && format!("{:?}", a.value).contains("background-"))
+                .filter(|a| a.key == "service.name")
+                .filter_map(|a| a.value.as_ref()?.value.as_ref())
+                .any(|v| matches!(v, any_value::Value::StringValue(s) if s.starts_with("background-")))
         })
     };
     let mut slowest = Duration::ZERO;
@@ -505,13 +508,9 @@ fn no_surer(
     out
 }
 
-/// The trace IDs (hex) of a set of export requests.
-fn trace_ids(batches: &[ExportTraceServiceRequest]) -> BTreeSet<String> {
-    batches.iter().flat_map(support::spans).map(|s| hex(&s.trace_id)).collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The trace IDs of a set of export requests.
+fn trace_ids(batches: &[ExportTraceServiceRequest]) -> BTreeSet<TraceId> {
+    batches.iter().flat_map(support::spans).filter_map(|s| TraceId::from_slice(&s.trace_id).ok()).collect()
 }
 
 // The figures go to the test's output, for the closing note and the README.
@@ -527,10 +526,7 @@ fn every_corpus_case_gets_the_file_doctors_answer_live_under_load() {
         let behind = background(&sent);
         let everything: Vec<ExportTraceServiceRequest> = sent.iter().chain(&behind).cloned().collect();
         let of_case = |answers: BTreeMap<String, RequestAnswer>| -> BTreeMap<String, RequestAnswer> {
-            answers
-                .into_iter()
-                .filter(|(_, a)| a.request.original_traces.iter().any(|t| ours.contains(&t.to_string())))
-                .collect()
+            answers.into_iter().filter(|(_, a)| a.request.original_traces.iter().any(|t| ours.contains(t))).collect()
         };
         let all_file = offline(&everything);
         let alone = offline(&sent);
@@ -545,7 +541,7 @@ fn every_corpus_case_gets_the_file_doctors_answer_live_under_load() {
             all_live
                 .iter()
                 .chain(&all_file)
-                .filter(|(_, a)| !a.request.original_traces.iter().any(|t| ours.contains(&t.to_string())))
+                .filter(|(_, a)| !a.request.original_traces.iter().any(|t| ours.contains(t)))
                 .filter(|(_, a)| !a.findings.is_empty() || !a.repairs.is_empty())
                 .map(|(id, a)| format!("{name} [under load]: background request {id} has findings {:?}", a.findings)),
         );

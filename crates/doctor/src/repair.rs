@@ -1212,14 +1212,13 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         _ => false,
     };
     let by_time = |p: &Proposal| p.candidates.iter().all(|&c| time_only(p, c));
-    let start_key = |r: Ix| ix.instance_of[r as usize];
     // Instance → (roots nothing fits, roots only time ties).
     let mut starts: HashMap<u32, (u32, u32), FastHash> = HashMap::default();
     for (k, &r) in roots.iter().enumerate() {
         if is_new_work(r) {
             continue;
         }
-        let counts = starts.entry(start_key(r)).or_default();
+        let counts = starts.entry(ix.instance_of[r as usize]).or_default();
         match &proposals[k] {
             // (A root started on purpose, with a link or as an MCP
             // handshake, is started on the instance's own account too.)
@@ -1240,7 +1239,7 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
     }
     for slot in proposals.iter_mut() {
         let Some(p) = slot.as_mut() else { continue };
-        if by_time(p) && starts.get(&start_key(p.orphan)).is_some_and(|&(alone, tied)| alone > tied) {
+        if by_time(p) && starts.get(&ix.instance_of[p.orphan as usize]).is_some_and(|&(alone, tied)| alone > tied) {
             *slot = None;
             continue;
         }

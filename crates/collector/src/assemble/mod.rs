@@ -30,7 +30,6 @@ pub use packed::{Packed, PackedSpan, pack};
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -481,11 +480,10 @@ impl Closed {
     }
 }
 
-/// The spans of a diagnosis, trace by trace, and where each trace's lie
-/// among them.
+/// The spans of a diagnosis, trace by trace.
 struct Context {
-    parts: Vec<Arc<[Span]>>,
-    traces: Vec<(TraceId, Range<usize>)>,
+    traces: Vec<(TraceId, Arc<[Span]>)>,
+    /// Spans in all.
     len: usize,
 }
 
@@ -493,7 +491,7 @@ impl Context {
     /// Every span, as the doctor reads them (by reference, not copied).
     fn spans(&self) -> Vec<&Span> {
         let mut out = Vec::with_capacity(self.len);
-        out.extend(self.parts.iter().flat_map(|p| p.iter()));
+        out.extend(self.traces.iter().flat_map(|(_, spans)| spans.iter()));
         out
     }
 }
@@ -1006,15 +1004,8 @@ impl Assembler {
         members.sort_unstable();
         members.dedup();
         let traces: Vec<TraceId> = context.traces.iter().map(|(t, _)| *t).collect();
-        let answered = summary::answered(
-            &context.spans(),
-            &context.traces,
-            &members,
-            &diagnosis,
-            &patches,
-            answers,
-            self.doctor.config(),
-        );
+        let answered =
+            summary::answered(&context.traces, &members, &diagnosis, &patches, answers, self.doctor.config());
         Some((answered, traces))
     }
 
@@ -1030,7 +1021,7 @@ impl Assembler {
     /// shortly before (producers). Bounded by `max_context_spans`.
     fn context(&self, seeds: &[TraceId]) -> Context {
         let limit = self.config.max_context_spans;
-        let mut out = Context { parts: Vec::new(), traces: Vec::new(), len: 0 };
+        let mut out = Context { traces: Vec::new(), len: 0 };
         let mut seen: HashSet<TraceId> = HashSet::new();
         let mut decoded = self.decoded.borrow_mut();
         let mut take = |t: TraceId, out: &mut Context, seen: &mut HashSet<TraceId>, force: bool| -> bool {
@@ -1049,10 +1040,8 @@ impl Assembler {
                     spans
                 }
             };
-            let from = out.len;
             out.len += spans.len();
-            out.traces.push((t, from..out.len));
-            out.parts.push(spans);
+            out.traces.push((t, spans));
             true
         };
         let (mut start, mut end) = (u64::MAX, 0u64);

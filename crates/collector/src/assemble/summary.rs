@@ -4,7 +4,6 @@
 //! to their spans.
 
 use std::collections::HashMap;
-use std::ops::Range;
 
 use agentrace_doctor::conventions::usage_totals;
 use agentrace_doctor::{Config as DoctorConfig, Diagnosis, RequestAnswer};
@@ -29,11 +28,10 @@ pub(crate) struct Answered {
     pub time_only_joins: Vec<(TraceId, TraceId)>,
 }
 
-/// The rows of a request, from a diagnosis over `spans` (whose traces lie
-/// at `traces`), the doctor's answer for the request, and its traces held.
-pub(crate) fn answered(
-    spans: &[&Span],
-    traces: &[(TraceId, Range<usize>)],
+/// The rows of a request, from a diagnosis over `traces` (each with its
+/// spans), the doctor's answer for the request, and its traces held.
+pub(crate) fn answered<S: AsRef<[Span]>>(
+    traces: &[(TraceId, S)],
     members: &[TraceId],
     diagnosis: &Diagnosis,
     span_patches: &[DoctorPatch],
@@ -43,10 +41,10 @@ pub(crate) fn answered(
     let mut rows = Vec::new();
     let mut patches = Vec::new();
     for m in members {
-        let Some((_, range)) = traces.iter().find(|(t, _)| t == m) else { continue };
+        let Some((_, own)) = traces.iter().find(|(t, _)| t == m) else { continue };
         let request_id =
             answers.iter().find(|a| a.request.original_traces.contains(m)).map_or(*m, |a| a.request.trace_id);
-        let (row, p) = summarise(*m, &spans[range.clone()], diagnosis, span_patches, config, request_id);
+        let (row, p) = summarise(*m, own.as_ref(), diagnosis, span_patches, config, request_id);
         rows.push(row);
         patches.extend(p);
     }
@@ -108,7 +106,7 @@ fn request_row(answer: RequestAnswer, rows: &[AnalysisRow]) -> RequestRow {
 /// no exporter applies them).
 fn summarise(
     id: TraceId,
-    own: &[&Span],
+    own: &[Span],
     diagnosis: &Diagnosis,
     patches: &[DoctorPatch],
     config: &DoctorConfig,
