@@ -841,32 +841,50 @@ pub struct QueueWindow {
 /// The oldest rows of exporter `exporter` within `window`.
 pub fn queue_peek(db: &Db, exporter: i64, window: QueueWindow) -> Result<Vec<QueueRow>, StoreError> {
     let max_seq = i64::try_from(window.max_seq).unwrap_or(i64::MAX);
-    let rows = db.rows(
+    // Read row by row and stop once the window is full: a queue that fell
+    // behind holds up to a thousand rows here, and reading every body to
+    // send a window of them cost the pass-through a fifth of its CPU.
+    let mut out = QueueWindowRows::new(window);
+    db.each(
         "SELECT id, seq, spans, body FROM export_queue WHERE exporter = ?1 AND id > ?2 AND seq <= ?3 ORDER BY id LIMIT 1000",
         &[&exporter, &window.after, &max_seq],
+        |row| out.push(&row),
     )?;
-    queue_window(rows, window)
+    Ok(out.rows)
 }
 
 /// Queue rows (id, seq, spans, body) in order, up to the window's size
 /// (at least one).
-fn queue_window(rows: Vec<super::sql::Row>, window: QueueWindow) -> Result<Vec<QueueRow>, StoreError> {
-    let mut out = Vec::new();
-    let (mut spans, mut bytes) = (0, 0);
-    for row in rows {
+struct QueueWindowRows {
+    window: QueueWindow,
+    rows: Vec<QueueRow>,
+    spans: u64,
+    bytes: u64,
+}
+
+impl QueueWindowRows {
+    fn new(window: QueueWindow) -> Self {
+        QueueWindowRows { window, rows: Vec::new(), spans: 0, bytes: 0 }
+    }
+
+    /// Takes the next row if it fits; says whether to read on.
+    fn push(&mut self, row: &super::sql::Row) -> Result<bool, StoreError> {
         let id = row.int(0)?;
-        let n = row.int(2)?;
+        let n = row.int(2)? as u64;
+        if !self.rows.is_empty() && self.spans + n > self.window.max_spans {
+            return Ok(false);
+        }
         let body = row.blob(3)?;
         let encoded = lz4_flex::block::decompress_size_prepended(&body)
             .map_err(|e| StoreError::Corrupt(format!("export queue row {id}: {e}")))?;
-        if !out.is_empty() && (spans + n as u64 > window.max_spans || bytes + encoded.len() as u64 > window.max_bytes) {
-            break;
+        if !self.rows.is_empty() && self.bytes + encoded.len() as u64 > self.window.max_bytes {
+            return Ok(false);
         }
-        spans += n as u64;
-        bytes += encoded.len() as u64;
-        out.push(QueueRow { id, seq: row.int(1)? as u64, spans: n as u64, encoded, size: body.len() as u64 });
+        self.spans += n;
+        self.bytes += encoded.len() as u64;
+        self.rows.push(QueueRow { id, seq: row.int(1)? as u64, spans: n, encoded, size: body.len() as u64 });
+        Ok(true)
     }
-    Ok(out)
 }
 
 /// The oldest rows of exporter `exporter` that collector `me` may send,
@@ -896,7 +914,13 @@ pub fn queue_lease(db: &Db, exporter: i64, window: QueueWindow, me: &str) -> Res
         &[&exporter, &window.after, &max_seq, &me],
     )?;
     rows.sort_by_key(|r| r.int(0).unwrap_or(i64::MAX));
-    queue_window(rows, window)
+    let mut out = QueueWindowRows::new(window);
+    for row in &rows {
+        if !out.push(row)? {
+            break;
+        }
+    }
+    Ok(out.rows)
 }
 
 /// Spans and bytes waiting in exporter `exporter`'s queue.
