@@ -21,6 +21,10 @@
 //! and the store and the exporters take nothing else: unredacted data
 //! cannot reach a disk or a socket by mistake.
 
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
@@ -112,7 +116,35 @@ pub struct Redactor {
     any_secret: Option<Regex>,
     secrets: Vec<(String, Regex)>,
     salt: Vec<u8>,
+    /// Names this policy in each thread's [`CLEAN_KEYS`].
+    id: u64,
 }
+
+/// Attribute keys one redactor found no secret in, on this thread.
+///
+/// Every span repeats the same few dozen keys, and searching them was half
+/// of the secret search (keys are searched since a key can be a header
+/// line): a key seen clean is looked up instead. Only keys are kept, never
+/// values (IDs would fill it with strings seen once), and at most
+/// [`CLEAN_KEYS_MAX`] of them, the first seen: a sender that varies its keys
+/// costs a lookup per key and no memory beyond that.
+struct CleanKeys {
+    redactor: u64,
+    keys: HashSet<Box<str>, foldhash::fast::RandomState>,
+}
+
+/// Most keys one thread remembers as clean.
+const CLEAN_KEYS_MAX: usize = 4096;
+/// Longest key remembered (a longer one is searched every time).
+const CLEAN_KEY_MAX_LEN: usize = 128;
+
+thread_local! {
+    static CLEAN_KEYS: RefCell<CleanKeys> =
+        RefCell::new(CleanKeys { redactor: 0, keys: HashSet::with_hasher(foldhash::fast::RandomState::default()) });
+}
+
+/// Redactor IDs, from 1 (0 is no redactor).
+static NEXT_REDACTOR: AtomicU64 = AtomicU64::new(1);
 
 impl Redactor {
     /// Compiles a policy.
@@ -143,6 +175,7 @@ impl Redactor {
             any_secret,
             secrets,
             salt: config.hash_salt.clone().unwrap_or_default().into_bytes(),
+            id: NEXT_REDACTOR.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -260,7 +293,33 @@ impl Redactor {
 
     /// A key can carry a secret as well as its value (`Authorization: Bearer …` as a key).
     fn mask_key_value(&self, kv: &mut KeyValue, depth: usize) -> u64 {
-        u64::from(self.mask(&mut kv.key)) + kv.value.as_mut().map_or(0, |v| self.mask_value(v, depth))
+        u64::from(self.mask_key(&mut kv.key)) + kv.value.as_mut().map_or(0, |v| self.mask_value(v, depth))
+    }
+
+    /// [`Self::mask`] for an attribute key, remembering clean ones.
+    fn mask_key(&self, key: &mut String) -> bool {
+        if key.len() > CLEAN_KEY_MAX_LEN {
+            return self.mask(key);
+        }
+        let known = CLEAN_KEYS.with_borrow_mut(|memo| {
+            if memo.redactor != self.id {
+                memo.redactor = self.id;
+                memo.keys.clear();
+            }
+            memo.keys.contains(key.as_str())
+        });
+        if known {
+            return false;
+        }
+        let masked = self.mask(key);
+        if !masked {
+            CLEAN_KEYS.with_borrow_mut(|memo| {
+                if memo.redactor == self.id && memo.keys.len() < CLEAN_KEYS_MAX {
+                    memo.keys.insert(key.as_str().into());
+                }
+            });
+        }
+        masked
     }
 
     fn mask_value(&self, value: &mut AnyValue, depth: usize) -> u64 {

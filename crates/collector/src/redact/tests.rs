@@ -219,6 +219,43 @@ fn secrets_in_names_versions_keys_bytes_schema_urls_and_trace_states_are_masked(
     assert_eq!(out.report().values_masked, 8, "and the two schema URLs, the scope's name and version");
 }
 
+// Keys found clean are remembered per thread and per policy: a key clean
+// under one policy is still searched under another that calls it a secret,
+// and a remembered key never hides a secret in a value or a new key.
+#[test]
+fn keys_remembered_clean_belong_to_their_policy() {
+    let plain = redactor();
+    let strict = Redactor::new(&RedactionConfig {
+        secret_patterns: vec![crate::config::SecretPattern { name: "tenant".into(), pattern: r"app\.tenant".into() }],
+        ..Default::default()
+    })
+    .unwrap();
+    let span = || Span {
+        attributes: vec![kv("app.tenant", s("acme")), kv("note", s("sk-proj-ABCDEFGHIJKLMNOPQRSTUV"))],
+        ..Default::default()
+    };
+    for round in 0..3 {
+        // The default policy finds the key clean (and remembers it), the value not.
+        let out = plain.redact(request(vec![span()], vec![]), ContentAction::Keep);
+        let keys: Vec<&str> = only_span(&out).attributes.iter().map(|a| a.key.as_str()).collect();
+        assert!(keys.contains(&"app.tenant"), "round {round}: {keys:?}");
+        assert_eq!(int(only_span(&out), VALUES_MASKED), Some(1), "round {round}");
+        // The strict policy, on the same thread, masks the key every time.
+        let out = strict.redact(request(vec![span()], vec![]), ContentAction::Keep);
+        let keys: Vec<&str> = only_span(&out).attributes.iter().map(|a| a.key.as_str()).collect();
+        assert!(keys.contains(&"<redacted:tenant>"), "round {round}: {keys:?}");
+    }
+    // Past the memo's size, keys are still searched.
+    let many: Vec<KeyValue> = (0..CLEAN_KEYS_MAX + 10).map(|i| kv(&format!("k{i}"), s("v"))).collect();
+    plain.redact(request(vec![Span { attributes: many, ..Default::default() }], vec![]), ContentAction::Keep);
+    let late = format!("k{} sk-proj-ABCDEFGHIJKLMNOPQRSTUV", CLEAN_KEYS_MAX + 20);
+    let out = plain.redact(
+        request(vec![Span { attributes: vec![kv(&late, s("v"))], ..Default::default() }], vec![]),
+        ContentAction::Keep,
+    );
+    assert!(only_span(&out).attributes.iter().all(|a| !a.key.contains("sk-proj")));
+}
+
 #[test]
 fn a_bad_pattern_is_refused_with_its_name() {
     let config = RedactionConfig {
