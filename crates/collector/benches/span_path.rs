@@ -53,7 +53,7 @@ use agentrace_collector::redact::Redactor;
 use agentrace_collector::wire::Encoded;
 use agentrace_doctor::{Config as DoctorConfig, Doctor};
 use agentrace_model::Span;
-use agentrace_model::otlp::{Limits, decode_protobuf};
+use agentrace_model::otlp::{Format, Limits, decode_protobuf, decoded_cost};
 use criterion::{Criterion, criterion_group, criterion_main};
 use prost::Message;
 
@@ -79,6 +79,9 @@ fn span_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("one request of 100 agent spans");
     g.bench_function("decode (OTLP protobuf)", |b| {
         b.iter(|| decode_protobuf(black_box(&bytes), &limits).expect("decodes"))
+    });
+    g.bench_function("estimate the decoded size (walk, part of decode)", |b| {
+        b.iter(|| decoded_cost(black_box(&bytes), Format::Protobuf))
     });
     g.bench_function("clone (what redact is given)", |b| b.iter(|| black_box(&req).clone()));
     g.bench_function("redact (default policy), with its clone", |b| {

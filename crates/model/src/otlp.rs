@@ -216,7 +216,7 @@ mod wire {
 
     /// The message a length-delimited field holds, or `None` for strings
     /// and bytes (and fields this walk does not know).
-    fn child(msg: Msg, field: u64) -> Option<Msg> {
+    const fn child(msg: Msg, field: u64) -> Option<Msg> {
         use Msg::*;
         Some(match (msg, field) {
             (Request, 1) => ResourceSpans,
@@ -256,7 +256,42 @@ mod wire {
     /// Deeper than prost decodes (its recursion limit is 100).
     const MAX_DEPTH: usize = 100;
 
+    /// Fields numbered below this are looked up in [`CHILDREN`]; OTLP's
+    /// message fields all are.
+    const FIELDS: usize = 16;
+
+    /// [`child`] for every message and field below [`FIELDS`], as a table:
+    /// the walk runs over every field of every request, and an array index
+    /// costs less than the nested `match` did (5 % of the pass-through).
+    const CHILDREN: [[Option<Msg>; FIELDS]; ALL.len()] = {
+        let mut table = [[None; FIELDS]; ALL.len()];
+        let mut m = 0;
+        while m < ALL.len() {
+            // Rows are indexed by `msg as usize`.
+            assert!(ALL[m] as usize == m);
+            let mut f = 0;
+            while f < FIELDS {
+                table[m][f] = child(ALL[m], f as u64);
+                f += 1;
+            }
+            m += 1;
+        }
+        table
+    };
+
+    #[inline(always)]
     fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+        // Tags and short lengths fit in one byte.
+        let b = *bytes.get(*at)?;
+        if b < 0x80 {
+            *at += 1;
+            return Some(u64::from(b));
+        }
+        varint_long(bytes, at)
+    }
+
+    #[cold]
+    fn varint_long(bytes: &[u8], at: &mut usize) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = *bytes.get(*at)?;
@@ -275,31 +310,34 @@ mod wire {
         if depth > MAX_DEPTH {
             return;
         }
+        let children = &CHILDREN[msg as usize];
         let mut at = 0;
         while at < bytes.len() {
             let Some(key) = varint(bytes, &mut at) else { return };
             let (field, wire_type) = (key >> 3, key & 7);
-            match wire_type {
-                0 => {
-                    if varint(bytes, &mut at).is_none() {
-                        return;
+            // Most fields are length-delimited (messages, strings), then varints.
+            if wire_type == 2 {
+                let Some(len) = varint(bytes, &mut at).and_then(|l| usize::try_from(l).ok()) else { return };
+                let Some(body) = at.checked_add(len).and_then(|end| bytes.get(at..end)) else { return };
+                at += len;
+                let c = usize::try_from(field).ok().and_then(|f| children.get(f).copied().flatten());
+                match c {
+                    Some(c) => {
+                        *cost = cost.saturating_add(size(c));
+                        walk(body, c, depth + 1, cost);
                     }
+                    None => *cost = cost.saturating_add(len),
                 }
-                1 => at += 8,
-                5 => at += 4,
-                2 => {
-                    let Some(len) = varint(bytes, &mut at).and_then(|l| usize::try_from(l).ok()) else { return };
-                    let Some(body) = at.checked_add(len).and_then(|end| bytes.get(at..end)) else { return };
-                    at += len;
-                    match child(msg, field) {
-                        Some(c) => {
-                            *cost = cost.saturating_add(size(c));
-                            walk(body, c, depth + 1, cost);
-                        }
-                        None => *cost = cost.saturating_add(len),
-                    }
+            } else if wire_type == 0 {
+                if varint(bytes, &mut at).is_none() {
+                    return;
                 }
-                _ => return,
+            } else if wire_type == 1 {
+                at += 8;
+            } else if wire_type == 5 {
+                at += 4;
+            } else {
+                return;
             }
         }
     }
