@@ -154,3 +154,41 @@ fn a_pass_through_forwards_redacted_spans_as_they_arrived_and_keeps_none() {
     let (status, _) = support::get_json(&format!("{}/api/v3/traces/{}", agentrace.api(), sent.orchestrator));
     assert_eq!(status, 404, "nothing is kept");
 }
+
+// The pass-through keeps a request's received bytes when nothing changed it,
+// so what the decoder did not read must never ride along: a field unknown to
+// it, holding a key, inside a span sent over OTLP/HTTP, does not reach the
+// backend (which keeps unknown fields: Python's protobuf), while the span does.
+#[test]
+fn a_field_the_decoder_does_not_know_never_reaches_a_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("received.hex");
+    let backend = Backend::start(0, &out, 0);
+    let mut exporter = ExporterConfig::new(backend.endpoint(), ExportProtocol::Grpc);
+    exporter.repair = ExportRepair::Off;
+    let agentrace = support::start(|c| {
+        c.pipeline.enabled = false;
+        c.storage.keep_spans = false;
+        c.exporters = vec![exporter];
+    });
+    let secret = b"sk-proj-UNKNOWNFIELD0123456789";
+    let span = Span { trace_id: vec![7; 16], span_id: vec![8; 8], name: "tool call".into(), ..Default::default() };
+    let mut span_bytes = prost::Message::encode_to_vec(&span);
+    span_bytes.extend_from_slice(&[0xfa, 0x06, secret.len() as u8]); // field 111, length-delimited
+    span_bytes.extend_from_slice(secret);
+    let (mut scope, mut resource, mut body) = (Vec::new(), Vec::new(), Vec::new());
+    prost::encoding::bytes::encode(2, &span_bytes, &mut scope);
+    prost::encoding::bytes::encode(2, &scope, &mut resource);
+    prost::encoding::bytes::encode(1, &resource, &mut body);
+    let sent = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/traces", agentrace.http()))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    wait_for(30, "the span at the backend", || spans_of(&backend.received()).len() == 1);
+    let raw: Vec<u8> = std::fs::read_to_string(&out).unwrap().lines().flat_map(support::hex_decode).collect();
+    assert!(raw.windows(8).any(|w| w == [7; 8]), "the span arrived");
+    assert!(!raw.windows(secret.len()).any(|w| w == secret), "the unknown field was forwarded");
+}

@@ -99,6 +99,11 @@ pub struct Decoded {
     /// Why spans were rejected: the first few reasons, for OTLP's
     /// partial-success `error_message`. Empty when nothing was rejected.
     pub error_message: String,
+    /// Validation changed nothing: no span rejected, no attribute cut, no
+    /// all-zero parent cleared, no empty resource or scope left out. (The
+    /// body may still hold fields the decoder does not know; only
+    /// re-encoding the request tells.)
+    pub as_received: bool,
 }
 
 /// Decodes an OTLP/protobuf `ExportTraceServiceRequest` and validates it.
@@ -447,13 +452,19 @@ pub fn validate(mut request: ExportTraceServiceRequest, limits: &Limits) -> Deco
     // A span ID names one span of its trace: a second span with the same
     // IDs in one request is refused and counted, not silently dropped later.
     let mut seen: std::collections::HashSet<(TraceId, SpanId)> = std::collections::HashSet::new();
+    let mut cut = false;
+    let mut parents_cleared = false;
+    let parts = |r: &ExportTraceServiceRequest| {
+        (r.resource_spans.len(), r.resource_spans.iter().map(|rs| rs.scope_spans.len()).sum::<usize>())
+    };
+    let parts_before = parts(&request);
     for rs in &mut request.resource_spans {
         if let Some(resource) = rs.resource.as_mut() {
-            cap_attributes(&mut resource.attributes, &mut resource.dropped_attributes_count, limits);
+            cut |= cap_attributes(&mut resource.attributes, &mut resource.dropped_attributes_count, limits);
         }
         for ss in &mut rs.scope_spans {
             if let Some(scope) = ss.scope.as_mut() {
-                cap_attributes(&mut scope.attributes, &mut scope.dropped_attributes_count, limits);
+                cut |= cap_attributes(&mut scope.attributes, &mut scope.dropped_attributes_count, limits);
             }
             ss.spans.retain_mut(|span| {
                 let trace_id = match TraceId::from_slice(&span.trace_id) {
@@ -481,6 +492,7 @@ pub fn validate(mut request: ExportTraceServiceRequest, limits: &Limits) -> Deco
                 if !span.parent_span_id.is_empty() {
                     if span.parent_span_id.iter().all(|b| *b == 0) {
                         span.parent_span_id.clear();
+                        parents_cleared = true;
                     } else if span.parent_span_id.len() != SpanId::LEN {
                         let e = format!(
                             "span {:?}: parent span id must be 8 bytes (16 hex digits), got {} bytes",
@@ -499,12 +511,12 @@ pub fn validate(mut request: ExportTraceServiceRequest, limits: &Limits) -> Deco
                     reject(e, &mut reasons);
                     return false;
                 }
-                cap_attributes(&mut span.attributes, &mut span.dropped_attributes_count, limits);
+                cut |= cap_attributes(&mut span.attributes, &mut span.dropped_attributes_count, limits);
                 for event in &mut span.events {
-                    cap_attributes(&mut event.attributes, &mut event.dropped_attributes_count, limits);
+                    cut |= cap_attributes(&mut event.attributes, &mut event.dropped_attributes_count, limits);
                 }
                 for link in &mut span.links {
-                    cap_attributes(&mut link.attributes, &mut link.dropped_attributes_count, limits);
+                    cut |= cap_attributes(&mut link.attributes, &mut link.dropped_attributes_count, limits);
                 }
                 accepted += 1;
                 true
@@ -513,7 +525,9 @@ pub fn validate(mut request: ExportTraceServiceRequest, limits: &Limits) -> Deco
         rs.scope_spans.retain(|ss| !ss.spans.is_empty());
     }
     request.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+    let as_received = rejected == 0 && !cut && !parents_cleared && parts(&request) == parts_before;
     Decoded {
+        as_received,
         request,
         accepted_spans: accepted,
         rejected_spans: rejected,
@@ -525,8 +539,10 @@ pub fn validate(mut request: ExportTraceServiceRequest, limits: &Limits) -> Deco
     }
 }
 
-fn cap_attributes(attributes: &mut Vec<KeyValue>, dropped: &mut u32, limits: &Limits) {
-    if attributes.len() > limits.max_attributes {
+/// Keeps at most `limits.max_attributes`; says whether any were cut.
+fn cap_attributes(attributes: &mut Vec<KeyValue>, dropped: &mut u32, limits: &Limits) -> bool {
+    let over = attributes.len() > limits.max_attributes;
+    if over {
         // The `sensitive` marker decides whether redaction drops an event:
         // it is kept whatever its place, in the last slot kept.
         if limits.max_attributes > 0
@@ -538,6 +554,7 @@ fn cap_attributes(attributes: &mut Vec<KeyValue>, dropped: &mut u32, limits: &Li
         attributes.truncate(limits.max_attributes);
         *dropped = dropped.saturating_add(u32::try_from(extra).unwrap_or(u32::MAX));
     }
+    over
 }
 
 fn too_deep(attributes: &[KeyValue], max: usize) -> Option<String> {

@@ -154,30 +154,30 @@ impl tonic::server::UnaryService<Bytes> for ExportCall {
             let body = request.into_inner();
             let metrics = ingest.metrics().clone();
             metrics.request(Transport::Grpc, body.len());
-            let result = export(&ingest, &body).await;
+            let result = export(&ingest, body).await;
             metrics.latency(Transport::Grpc, started.elapsed());
             result.map(tonic::Response::new)
         })
     }
 }
 
-async fn export(ingest: &Ingest, body: &[u8]) -> Result<ExportTraceServiceResponse, Status> {
+async fn export(ingest: &Ingest, body: Bytes) -> Result<ExportTraceServiceResponse, Status> {
     // Memory for what decoding will take, reserved before anything is
     // decoded and held until the request is stored.
-    let _decoding = match ingest.reserve_decoding(body, otlp::Format::Protobuf) {
+    let _decoding = match ingest.reserve_decoding(&body, otlp::Format::Protobuf) {
         Ok(d) => d,
         Err(ReserveError::TooLarge(e)) => return Err(Status::invalid_argument(e.to_string())),
         Err(ReserveError::Busy(e)) => return Err(retryable(Code::ResourceExhausted, e.to_string())),
     };
     // (The reservation held the decoded cost within the limit.)
-    let decoded = match otlp::decode_estimated(body, otlp::Format::Protobuf, ingest.limits()) {
+    let decoded = match otlp::decode_estimated(&body, otlp::Format::Protobuf, ingest.limits()) {
         Ok(d) => d,
         Err(e) => {
             ingest.metrics().refused_request(RefuseReason::Malformed, 0);
             return Err(Status::invalid_argument(e.to_string()));
         }
     };
-    match ingest.ingest(decoded, Transport::Grpc).await {
+    match ingest.ingest(decoded, Some(body), Transport::Grpc).await {
         Ok(accepted) => Ok(accepted.into_response()),
         Err(e @ IngestError::Busy(_)) => Err(retryable(Code::ResourceExhausted, e.to_string())),
         Err(e @ IngestError::Unavailable(_)) => Err(retryable(Code::Unavailable, e.to_string())),

@@ -113,14 +113,18 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
             return status_response(encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, e);
         }
     };
-    let payload: &[u8] = &payload;
+    // The body as decoded, kept to be stored as it is if nothing changes it.
+    let payload: bytes::Bytes = match payload {
+        std::borrow::Cow::Borrowed(_) => bytes.clone(),
+        std::borrow::Cow::Owned(inflated) => bytes::Bytes::from(inflated),
+    };
     // Memory for what decoding will take, reserved before anything is
     // decoded and held until the request is stored.
     let format = match encoding {
         Encoding::Protobuf => otlp::Format::Protobuf,
         Encoding::Json => otlp::Format::Json,
     };
-    let _decoding = match state.ingest.reserve_decoding(payload, format) {
+    let _decoding = match state.ingest.reserve_decoding(&payload, format) {
         Ok(d) => d,
         Err(ReserveError::TooLarge(e)) => {
             return status_response(encoding, StatusCode::PAYLOAD_TOO_LARGE, 3, e.to_string());
@@ -128,14 +132,15 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
         Err(ReserveError::Busy(e)) => return retry_later(encoding, StatusCode::TOO_MANY_REQUESTS, 8, e.to_string()),
     };
     // (The reservation held the decoded cost within the limit.)
-    let decoded = match otlp::decode_estimated(payload, format, state.ingest.limits()) {
+    let decoded = match otlp::decode_estimated(&payload, format, state.ingest.limits()) {
         Ok(d) => d,
         Err(e) => {
             metrics.refused_request(RefuseReason::Malformed, 0);
             return status_response(encoding, StatusCode::BAD_REQUEST, 3, e.to_string());
         }
     };
-    match state.ingest.ingest(decoded, encoding.transport()).await {
+    let received = (format == otlp::Format::Protobuf).then_some(payload);
+    match state.ingest.ingest(decoded, received, encoding.transport()).await {
         Ok(accepted) => {
             let response = accepted.into_response();
             let body = match encoding {

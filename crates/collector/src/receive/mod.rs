@@ -25,7 +25,7 @@ use crate::assemble::PipelineHandle;
 use crate::config::ContentAction;
 use crate::export::ExportTarget;
 use crate::metrics::{Metrics, RefuseReason, Transport};
-use crate::redact::{Redacted, Redactor};
+use crate::redact::{Redacted, RedactionReport, Redactor};
 use crate::store::{PreparedBatch, QueuedExport, Store, SubmitError};
 use crate::wire::Encoded;
 
@@ -356,8 +356,15 @@ impl Ingest {
         (self.redactor.redact(request, self.store_content), others)
     }
 
-    /// Stores a decoded request and waits until it is durable.
-    pub async fn ingest(&self, decoded: Decoded, transport: Transport) -> Result<Accepted, IngestError> {
+    /// Stores a decoded request and waits until it is durable. `received` is
+    /// the OTLP/protobuf body it was decoded from, if it was one: kept as the
+    /// request's encoding when nothing changed it ([`Encoded::reuse_or_encode`]).
+    pub async fn ingest(
+        &self,
+        decoded: Decoded,
+        received: Option<bytes::Bytes>,
+        transport: Transport,
+    ) -> Result<Accepted, IngestError> {
         self.metrics.received(transport, decoded.accepted_spans + decoded.rejected_spans);
         if decoded.rejected_spans > 0 {
             self.metrics.refused_spans(RefuseReason::InvalidSpan, decoded.rejected_spans);
@@ -371,7 +378,7 @@ impl Ingest {
             spans = n,
             otel.status_code = tracing::field::Empty,
         );
-        let result = tracing::Instrument::instrument(self.keep(decoded, transport), span.clone()).await;
+        let result = tracing::Instrument::instrument(self.keep(decoded, received, transport), span.clone()).await;
         if result.is_err() {
             span.record("otel.status_code", "ERROR");
             self.metrics.refused_on(transport, n);
@@ -380,7 +387,12 @@ impl Ingest {
     }
 
     /// Redacts, stores and queues a request's valid spans.
-    async fn keep(&self, decoded: Decoded, transport: Transport) -> Result<Accepted, IngestError> {
+    async fn keep(
+        &self,
+        decoded: Decoded,
+        received: Option<bytes::Bytes>,
+        transport: Transport,
+    ) -> Result<Accepted, IngestError> {
         let accepted = Accepted { rejected_spans: decoded.rejected_spans, error_message: decoded.error_message };
         if decoded.accepted_spans == 0 {
             return Ok(accepted);
@@ -414,9 +426,11 @@ impl Ingest {
             }
         };
         let seq = reservation.seq();
-        // Encoded once: the store's chunk, the pipeline's blocks and every
-        // exporter that takes what the store takes share these bytes.
-        let encoded = Encoded::new(stored.request());
+        // Encoded once (or not at all, when the body received is the
+        // request as it is now): the store's chunk, the pipeline's blocks and
+        // every exporter that takes what the store takes share these bytes.
+        let unchanged = decoded.as_received && report == RedactionReport::default();
+        let encoded = Encoded::reuse_or_encode(stored.request(), unchanged, received);
         let spans =
             if self.pipeline.is_live() { crate::assemble::pack(stored.request(), &encoded) } else { Vec::new() };
         // One compressed body per content policy, shared by its exporters.
