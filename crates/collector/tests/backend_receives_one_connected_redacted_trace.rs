@@ -129,11 +129,11 @@ fn link_mode_keeps_ids_and_links_orphans_to_their_parents() {
     assert_nothing_sensitive(&sent, &spans, &bytes);
 }
 
-#[test]
-fn a_pass_through_forwards_redacted_spans_as_they_arrived_and_keeps_none() {
+/// A collector that keeps nothing and forwards to a backend writing what it
+/// receives to `received.hex` in the directory returned.
+fn pass_through() -> (tempfile::TempDir, Backend, support::Running) {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("received.hex");
-    let backend = Backend::start(0, &out, 0);
+    let backend = Backend::start(0, &dir.path().join("received.hex"), 0);
     let mut exporter = ExporterConfig::new(backend.endpoint(), ExportProtocol::Grpc);
     exporter.repair = ExportRepair::Off;
     let agentrace = support::start(|c| {
@@ -141,6 +141,12 @@ fn a_pass_through_forwards_redacted_spans_as_they_arrived_and_keeps_none() {
         c.storage.keep_spans = false;
         c.exporters = vec![exporter];
     });
+    (dir, backend, agentrace)
+}
+
+#[test]
+fn a_pass_through_forwards_redacted_spans_as_they_arrived_and_keeps_none() {
+    let (_dir, backend, agentrace) = pass_through();
     let sent = send_broken_flow(&agentrace.grpc());
     wait_for(30, "every span at the backend", || spans_of(&backend.received()).len() >= sent.spans);
     let requests = backend.received();
@@ -161,16 +167,8 @@ fn a_pass_through_forwards_redacted_spans_as_they_arrived_and_keeps_none() {
 // backend (which keeps unknown fields: Python's protobuf), while the span does.
 #[test]
 fn a_field_the_decoder_does_not_know_never_reaches_a_backend() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, backend, agentrace) = pass_through();
     let out = dir.path().join("received.hex");
-    let backend = Backend::start(0, &out, 0);
-    let mut exporter = ExporterConfig::new(backend.endpoint(), ExportProtocol::Grpc);
-    exporter.repair = ExportRepair::Off;
-    let agentrace = support::start(|c| {
-        c.pipeline.enabled = false;
-        c.storage.keep_spans = false;
-        c.exporters = vec![exporter];
-    });
     let secret = b"sk-proj-UNKNOWNFIELD0123456789";
     let span = Span { trace_id: vec![7; 16], span_id: vec![8; 8], name: "tool call".into(), ..Default::default() };
     let mut span_bytes = prost::Message::encode_to_vec(&span);
