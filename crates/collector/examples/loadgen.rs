@@ -150,6 +150,10 @@
 //! | be441de (the build), pass-through | 188.2k-204.5k | 4.9-5.3 | 108-111 MiB |
 //! | Rotel 0.0.1-alpha10, OTLP/gRPC to the same blackhole | 121.1k-125.0k | 8.0-8.3 | 116-117 MiB |
 //! | Rotel, its in-process blackhole exporter | 202.8k-219.0k | 4.6-4.9 | 50-51 MiB |
+//! | aa1c2b3, pass-through, adversarial shape | 190.9k-200.5k | 5.0-5.2 | 126-137 MiB |
+//! | be441de, pass-through, adversarial shape | 190.6k-201.1k | 5.0-5.3 | 107-115 MiB |
+//! | Rotel to the blackhole, adversarial shape | 112.6k-125.6k | 8.0-8.9 | 96-99 MiB |
+//! | Rotel in-process, adversarial shape | 208.3k-211.2k | 4.7-4.8 | 50 MiB |
 //! | aa1c2b3, full pipeline, 4 conn. | 27.7k-27.9k | 35.8-36.1 | 318-333 MiB |
 //! | be441de, full pipeline, 4 conn. | 28.5k-29.6k | 33.8-35.1 | 229-232 MiB |
 //! | aa1c2b3, full, adversarial shape, one round | 22.3k (be441de 21.8k) | 44.7 (46.0) | 441 MiB (331) |
