@@ -137,6 +137,9 @@ fi
 step "doctor on the fresh recording of the corpus (waiting for the recording to end)"
 if wait "$corpus_pid"; then
     corpus_pid=""
+    # A case whose processes hung is recorded again once (crates/doctor/tests/corpus/README.md):
+    # said here, never silent.
+    grep -h "^corpus retry:" target/corpus-fresh.log >&2 || true
     # The same fresh cases through the file doctor and through a running collector, whose
     # live answer must be the file doctor's, request by request.
     export AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh"
@@ -152,7 +155,7 @@ if wait "$corpus_pid"; then
 else
     corpus_pid=""
     echo "recording the corpus failed; its log:" >&2
-    tail -50 target/corpus-fresh.log >&2
+    tail -120 target/corpus-fresh.log >&2
     status=1
 fi
 

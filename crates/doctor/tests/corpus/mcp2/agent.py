@@ -16,15 +16,22 @@ LLM stand-in, and the tool calls it asks for, made on the MCP server through the
 
 import argparse
 import asyncio
+import faulthandler
 import functools
 import json
 import os
+import signal
 import sys
 
 from opentelemetry import baggage, context, trace
 
 import record
 from _suite import tracing
+
+# When the driver finds the agent overran its time, it asks where it waits: SIGUSR1 prints every
+# thread's stack (from the first line on, imports included), SIGUSR2 every asyncio task's.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
+signal.signal(signal.SIGUSR2, lambda *_: None)  # until the event loop runs (main)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)
@@ -137,7 +144,22 @@ async def wait_for_dependencies():
                 await asyncio.sleep(0.1)
 
 
+def dump_tasks():
+    # Asked by the driver when the agent overran its time: where every coroutine waits.
+    # (A task's own stack stops at its outer coroutine: the awaited chain is walked here.)
+    for task in asyncio.all_tasks():
+        print(f"task {task.get_name()}:", file=sys.stderr)
+        coro = task.get_coro()
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+            if frame is not None:
+                print(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}", file=sys.stderr)
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+    sys.stderr.flush()
+
+
 async def main():
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, dump_tasks)
     await wait_for_dependencies()
     users = json.loads(args.users)
     if args.sessions == "startup":
