@@ -413,6 +413,11 @@ pub struct PipelineConfig {
     /// Past it the oldest window traces are evicted, then the oldest open
     /// traces are closed early; both are counted in `/metrics`.
     pub max_buffered_spans: usize,
+    /// Spans accepted while the pipeline is behind, kept in the store's
+    /// backlog until it takes them back, at most; past it senders are told
+    /// to retry. `0` refuses as soon as the pipeline is behind. No backlog
+    /// on a store shared by several collectors.
+    pub max_backlog_spans: u64,
     /// Spans given to one diagnosis (the closed trace and its session), at most.
     pub max_context_spans: usize,
     /// Decoded spans kept between diagnoses, e.g. `128MiB` (an estimate
@@ -434,6 +439,7 @@ impl Default for PipelineConfig {
             max_trace_age: Duration::from_secs(60),
             session_window: Duration::from_secs(300),
             max_buffered_spans: 200_000,
+            max_backlog_spans: 2_000_000,
             max_context_spans: 20_000,
             keep_decoded: 128 * MIB,
             apply_threshold: 0.8,

@@ -194,6 +194,11 @@ pub struct PipelineMetrics {
     pub diagnoses_failed: AtomicU64,
     /// Traces whose request was diagnosed again once traces beside it closed.
     pub requests_rechecked: AtomicU64,
+    /// Requests numbered into the store's backlog because the pipeline was
+    /// behind (see [`crate::assemble::PipelineHandle::reserve`]).
+    pub requests_to_backlog: AtomicU64,
+    /// Spans waiting in the store's backlog for the pipeline (gauge).
+    pub backlog_spans: AtomicU64,
     /// The last number given to an accepted request (see
     /// [`crate::assemble::PipelineHandle::reserve`]).
     pub requests_numbered: AtomicU64,
@@ -442,6 +447,18 @@ impl Metrics {
                 "gauge",
                 "Spans held in memory: open traces and the session window.",
                 &p.buffered_spans,
+            ),
+            (
+                "agentrace_pipeline_backlog_spans",
+                "gauge",
+                "Spans accepted while the pipeline was behind, waiting in the store's backlog to be diagnosed.",
+                &p.backlog_spans,
+            ),
+            (
+                "agentrace_pipeline_requests_to_backlog_total",
+                "counter",
+                "Requests accepted into the store's backlog because the pipeline was behind (instead of refused).",
+                &p.requests_to_backlog,
             ),
             (
                 "agentrace_pipeline_decoded_bytes",

@@ -112,10 +112,18 @@ impl Collector {
         }
         let first_seq = store.read(query::queue_max_seq).await? + 1;
         let pipeline = if config.pipeline.enabled {
-            // Requests still queued for a repairing backend are assembled
-            // again, so that what was open at a crash is diagnosed before
-            // it is sent.
-            let replay = replay_queued(&store, &exports, config.pipeline.max_buffered_spans).await?;
+            // The pipeline's backlog (spans accepted while it was behind)
+            // is a queue of its own; none on a shared store, where a
+            // collector's rows would outlive its numbering.
+            let backlog =
+                if store.is_shared() { None } else { Some(store.register_exporter(crate::assemble::BACKLOG)?) };
+            // Requests still queued for a repairing backend or in the
+            // backlog are assembled again, so that what was open at a crash
+            // is diagnosed before it is sent.
+            let mut queues: Vec<i64> =
+                exports.iter().filter(|t| t.config.repair != ExportRepair::Off).map(|t| t.id).collect();
+            queues.extend(backlog);
+            let replay = replay_queued(&store, &queues, config.pipeline.max_buffered_spans).await?;
             Pipeline::start(
                 config.pipeline.clone(),
                 store.clone(),
@@ -123,6 +131,7 @@ impl Collector {
                 first_seq,
                 replay,
                 exports.iter().any(|t| t.config.repair != ExportRepair::Off),
+                backlog,
                 tokio::runtime::Handle::current(),
             )
             .map_err(|e| StartError::Thread(format!("cannot start the pipeline thread: {e}")))?
@@ -220,13 +229,13 @@ impl Collector {
     }
 }
 
-/// Requests still queued for a repairing backend, newest last, as many as
-/// the pipeline's memory budget holds: the traces that were open when
-/// agentrace last stopped are among the newest. A request queued for
-/// several backends is taken once.
+/// Requests still in `queues` (those of repairing backends and the
+/// pipeline's backlog), newest last, as many as the pipeline's memory
+/// budget holds: the traces that were open when agentrace last stopped are
+/// among the newest. A request in several queues is taken once.
 async fn replay_queued(
     store: &Store,
-    exports: &[ExportTarget],
+    queues: &[i64],
     budget: usize,
 ) -> Result<Vec<(u64, Vec<crate::assemble::Packed>)>, StoreError> {
     let mut replay: std::collections::BTreeMap<u64, (u64, Vec<crate::assemble::Packed>)> = Default::default();
@@ -236,8 +245,7 @@ async fn replay_queued(
         // a stopped collector's, sent as they are by whichever takes them.
         return Ok(Vec::new());
     }
-    for t in exports.iter().filter(|t| t.config.repair != ExportRepair::Off) {
-        let id = t.id;
+    for &id in queues {
         let mut after = 0;
         loop {
             let window = query::QueueWindow { after, max_seq: u64::MAX, max_spans: 100_000, max_bytes: 64 << 20 };

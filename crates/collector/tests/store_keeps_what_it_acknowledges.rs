@@ -1,7 +1,9 @@
 //! Claims about the store behind the receivers: a client retry does not
 //! duplicate spans; when too much is pending the receivers refuse with a
-//! retryable answer and a delay instead of growing memory; retention
-//! deletes by age and by size and nothing else.
+//! retryable answer and a delay instead of growing memory; a live pipeline
+//! that falls behind does not make them refuse (what it cannot take waits
+//! in the store and is diagnosed later); retention deletes by age and by
+//! size and nothing else.
 
 mod support;
 
@@ -63,11 +65,20 @@ fn stall_writer_with_one_request(
     spans: usize,
     trace_byte: u8,
 ) -> (rusqlite::Connection, std::thread::JoinHandle<u16>) {
+    stall_writer_with(collector, request_of(spans, trace_byte, 1), spans)
+}
+
+/// [`stall_writer_with_one_request`] with a request of one's own (`body`, of `spans` spans).
+fn stall_writer_with(
+    collector: &support::Running,
+    body: Vec<u8>,
+    spans: usize,
+) -> (rusqlite::Connection, std::thread::JoinHandle<u16>) {
     let db = collector.collector.as_ref().unwrap().store.path().to_owned();
     let blocker = rusqlite::Connection::open(&db).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let url = format!("{}/v1/traces", collector.http());
-    let first = std::thread::spawn(move || post_protobuf(&url, request_of(spans, trace_byte, 1)).status().as_u16());
+    let first = std::thread::spawn(move || post_protobuf(&url, body).status().as_u16());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (_, health) = support::get_json(&format!("{}/health", collector.api()));
@@ -102,6 +113,195 @@ fn past_the_pending_budget_senders_are_told_to_retry_later() {
         support::metric(&collector.api(), "agentrace_receiver_requests_refused_total{reason=\"backpressure\"}"),
         2.0
     );
+}
+
+/// A span of `service` in trace `[trace; 16]`, ID `[id; 8]`, times in ms
+/// after a minute ago.
+fn agent_span(
+    service: &str,
+    (trace, id, parent): (u8, u8, Option<u8>),
+    name: &str,
+    kind: i32,
+    ms: (u64, u64),
+    attributes: &[(&str, &str)],
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    };
+    let start = now_ns() - 60_000_000_000;
+    let span = Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: name.into(),
+        kind,
+        start_time_unix_nano: start + ms.0 * 1_000_000,
+        end_time_unix_nano: start + ms.1 * 1_000_000,
+        attributes: attributes.iter().map(|(k, v)| kv(k, v)).collect(),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// The spans of several one-span requests in one request.
+fn merged(
+    parts: Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    let mut out = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::default();
+    for p in parts {
+        out.resource_spans.extend(p.resource_spans);
+    }
+    out
+}
+
+#[test]
+fn a_pipeline_behind_keeps_taking_requests_and_diagnoses_them_from_the_store() {
+    // The pipeline takes 10 spans in memory (a quarter of 40). A planner's
+    // trace (its producer span sends message m-1) is held pending by a
+    // stalled disk, so the pipeline is behind; then the worker's trace,
+    // which lost the context (a consumer of m-1, 10 spans), and five other
+    // requests arrive. None is refused: each waits in the store.
+    let collector = support::start(|c| {
+        c.pipeline.max_buffered_spans = 40;
+        c.pipeline.trace_timeout = Duration::from_millis(300);
+    });
+    const PRODUCER: i32 = 4;
+    const CONSUMER: i32 = 5;
+    let message = [("messaging.system", "rabbitmq"), ("messaging.message.id", "m-1"), ("session.id", "s-1")];
+    let planner = merged(vec![
+        agent_span("planner", (0xa1, 1, None), "plan", 1, (0, 500), &[("session.id", "s-1")]),
+        agent_span("planner", (0xa1, 2, Some(1)), "send tasks", PRODUCER, (10, 20), &message),
+    ]);
+    let mut worker = vec![agent_span("worker", (0xb1, 3, None), "process tasks", CONSUMER, (50, 300), &message)];
+    for i in 0..9u8 {
+        worker.push(agent_span("worker", (0xb1, 0x10 + i, Some(3)), "step", 1, (60, 290), &[("session.id", "s-1")]));
+    }
+    let (blocker, first) = stall_writer_with(&collector, planner.encode_to_vec(), 2);
+    let url = format!("{}/v1/traces", collector.http());
+    let mut later = vec![merged(worker).encode_to_vec()];
+    later.extend((0xc1..0xc6u8).map(|b| tree(b, 10)));
+    let senders: Vec<_> = later
+        .into_iter()
+        .map(|body| {
+            let url = url.clone();
+            // One after the other, in order: each is numbered while the first is pending.
+            let sent = std::thread::spawn(move || post_protobuf(&url, body).status().as_u16());
+            std::thread::sleep(Duration::from_millis(20));
+            sent
+        })
+        .collect();
+    wait_for("every request to be pending", || {
+        let (_, health) = support::get_json(&format!("{}/health", collector.api()));
+        health["pendingSpans"] == 62
+    });
+    let api = collector.api();
+    assert_eq!(support::metric(&api, "agentrace_pipeline_requests_to_backlog_total"), 6.0);
+    blocker.execute_batch("COMMIT").unwrap();
+    assert_eq!(first.join().unwrap(), 200);
+    for s in senders {
+        assert_eq!(s.join().unwrap(), 200, "accepted while the pipeline was behind");
+    }
+    assert_eq!(support::metric(&api, "agentrace_receiver_requests_refused_total{reason=\"backpressure\"}"), 0.0);
+
+    // Taken back and diagnosed: the worker's trace joins the planner's
+    // request by the message ID, as it would have from memory.
+    wait_for("the backlog to be diagnosed", || {
+        support::metric(&api, "agentrace_pipeline_requests_behind") == 0.0
+            && support::metric(&api, "agentrace_pipeline_backlog_spans") == 0.0
+    });
+    let (status, body) = support::get_json(&format!("{api}/api/agentrace/requests?limit=50"));
+    assert_eq!(status, 200, "{body}");
+    let rows = body["requests"].as_array().unwrap();
+    let planner_row = rows.iter().find(|r| r["request_id"] == "a1".repeat(16)).expect("the planner's request");
+    assert_eq!(planner_row["trace_ids"], serde_json::json!(["a1".repeat(16), "b1".repeat(16)]), "{planner_row}");
+    assert_eq!(planner_row["spans"], 12);
+    assert_eq!(planner_row["repairs"], 1);
+    for b in 0xc1..0xc6u8 {
+        let id = format!("{b:02x}").repeat(16);
+        assert!(rows.iter().any(|r| r["request_id"] == id.as_str()), "request {id} is listed: {body}");
+    }
+    // What was taken back left the store's backlog.
+    let db = rusqlite::Connection::open(collector.collector.as_ref().unwrap().store.path()).unwrap();
+    let left: i64 = db.query_row("SELECT count(*) FROM export_queue", [], |r| r.get(0)).unwrap();
+    assert_eq!(left, 0);
+}
+
+/// A request of one trace `[trace; 16]` of `spans` spans of service `other`: a root and its children.
+fn tree(trace: u8, spans: u8) -> Vec<u8> {
+    let root = agent_span("other", (trace, 1, None), "request", 1, (0, 100), &[]);
+    merged(
+        (2..=spans).map(|i| agent_span("other", (trace, i, Some(1)), "step", 1, (10, 90), &[])).chain([root]).collect(),
+    )
+    .encode_to_vec()
+}
+
+#[test]
+fn requests_waiting_in_the_backlog_at_a_stop_are_diagnosed_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = |timeout: Duration| {
+        let mut c = agentrace_collector::config::Config::default();
+        c.storage.data_dir = data.clone();
+        let any = "127.0.0.1:0".parse().unwrap();
+        c.receivers.otlp.grpc_endpoint = Some(any);
+        c.receivers.otlp.http_endpoint = Some(any);
+        c.api.endpoint = Some(any);
+        c.pipeline.max_buffered_spans = 40;
+        c.pipeline.trace_timeout = timeout;
+        c
+    };
+    // A first trace of 11 spans stays open for a minute; while it is open the
+    // pipeline takes nothing back from the backlog (that would hold more
+    // than half its memory budget in open traces), so the two requests that
+    // arrived while it was pending are still in the store when it stops.
+    let mut first = support::start_with(config(Duration::from_secs(60)), tempfile::tempdir().unwrap());
+    let (blocker, pending) = stall_writer_with(&first, tree(0xe1, 11), 11);
+    let url = format!("{}/v1/traces", first.http());
+    let senders: Vec<_> = [0xe2, 0xe3u8]
+        .into_iter()
+        .map(|b| {
+            let url = url.clone();
+            std::thread::spawn(move || post_protobuf(&url, tree(b, 10)).status().as_u16())
+        })
+        .collect();
+    wait_for("every request to be pending", || {
+        let (_, health) = support::get_json(&format!("{}/health", first.api()));
+        health["pendingSpans"] == 31
+    });
+    blocker.execute_batch("COMMIT").unwrap();
+    assert_eq!(pending.join().unwrap(), 200);
+    for s in senders {
+        assert_eq!(s.join().unwrap(), 200);
+    }
+    assert_eq!(support::metric(&first.api(), "agentrace_pipeline_backlog_spans"), 20.0);
+    first.stop();
+
+    let second = support::start_with(config(Duration::from_millis(300)), tempfile::tempdir().unwrap());
+    let api = second.api();
+    let listed = |id: String| {
+        let (_, body) = support::get_json(&format!("{api}/api/agentrace/requests?limit=50&trace={id}"));
+        body["requests"].as_array().and_then(|r| r.first()).map(|r| r["spans"].clone())
+    };
+    wait_for("the backlog's requests to be diagnosed", || {
+        listed("e2".repeat(16)) == Some(10.into()) && listed("e3".repeat(16)) == Some(10.into())
+    });
+    assert_eq!(listed("e1".repeat(16)), Some(11.into()), "the open trace was diagnosed at the stop");
+    let db = rusqlite::Connection::open(second.collector.as_ref().unwrap().store.path()).unwrap();
+    wait_for("the backlog rows to be deleted", || {
+        db.query_row("SELECT count(*) FROM export_queue", [], |r| r.get::<_, i64>(0)).unwrap() == 0
+    });
 }
 
 #[test]

@@ -18,8 +18,16 @@
 //! are counted in `/metrics`. A late span of a trace still in the window
 //! reopens it, and the trace is diagnosed again.
 //!
-//! It must never block a receiver: a full hand-off queue is answered with a
-//! retryable refusal, like a full store.
+//! It must never block a receiver, and it does not refuse one while the
+//! store keeps up: past its in-memory hand-off budget a request's spans go
+//! to the store's backlog (a queue row written in the same transaction as
+//! the spans, [`BACKLOG`]) and its number to the pipeline thread, which
+//! reads the backlog back in order, a window at a time, once it has caught
+//! up, and deletes what it has taken. Only past `pipeline.max_backlog_spans`
+//! (or on a store shared by several collectors, where the backlog is off)
+//! is a sender answered with a retryable refusal, like a full store. Rows
+//! of a backlog left at a stop are replayed at the next start like the
+//! queues of repairing exporters.
 
 mod across;
 mod decoded;
@@ -29,7 +37,7 @@ mod summary;
 pub use packed::{Packed, PackedSpan, pack};
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -83,10 +91,32 @@ const MAX_WIDENINGS: usize = 3;
 #[error("the live pipeline is {0} spans behind; retry shortly")]
 pub struct PipelineBusy(usize);
 
+/// The name under which the pipeline's backlog keeps its rows in the
+/// export queue (an exporter's name is its endpoint and protocol, so none
+/// can take it).
+pub const BACKLOG: &str = "agentrace:pipeline-backlog";
+
 struct Arrival {
     seq: u64,
     spans: Vec<Packed>,
     count: usize,
+    /// The spans are in the backlog, not here.
+    deferred: bool,
+    /// Refused by the store, all duplicates, or abandoned: nothing to take.
+    released: bool,
+}
+
+/// Admission to the store's backlog, under the sequencer's lock.
+struct BacklogAdmission {
+    /// The backlog's queue (its exporter ID in the store).
+    exporter: i64,
+    /// Spans numbered into the backlog and not yet taken back or released:
+    /// `/metrics`' gauge, which the pipeline thread brings down.
+    metrics: Arc<Metrics>,
+    max_spans: u64,
+    /// Every request goes to the backlog until the pipeline has taken it all
+    /// back, so that requests reach the pipeline in the order they came.
+    on: bool,
 }
 
 struct Sequencer {
@@ -97,6 +127,7 @@ struct Sequencer {
     /// Spans handed over and not yet taken by the pipeline thread.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
     max_in_flight: usize,
+    backlog: Option<BacklogAdmission>,
 }
 
 /// The receivers' side of the pipeline; cheap to clone.
@@ -108,21 +139,38 @@ pub struct PipelineHandle {
 
 impl PipelineHandle {
     /// Numbers a request whose `count` spans the pipeline will be handed
-    /// once they are durable, or refuses when the pipeline is too far
-    /// behind. The number orders the request's export queue rows against
-    /// [`Self::watermark`]; the reservation must be [`Reservation::deliver`]ed
-    /// or dropped (which releases the number).
+    /// once they are durable. Past the in-memory budget the reservation is
+    /// [`Reservation::backlog`]: the request's spans are to be queued in the
+    /// store's backlog with its other rows; past the backlog's budget too
+    /// (or with no backlog) it is refused. The number orders the request's
+    /// export queue rows against [`Self::watermark`]; the reservation must
+    /// be [`Reservation::deliver`]ed or dropped (which releases the number).
     pub fn reserve(&self, count: usize) -> Result<Reservation, PipelineBusy> {
-        let mut s = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+        let s = &mut *guard;
         let seq = s.next;
+        let mut backlog = None;
         let tx = match &s.tx {
             Some(tx) => {
                 let waiting = s.in_flight.load(Ordering::Acquire);
                 // One request always goes through to an idle pipeline, whatever its size.
-                if waiting > 0 && waiting + count > s.max_in_flight {
-                    return Err(PipelineBusy(waiting));
+                let over = waiting > 0 && waiting + count > s.max_in_flight;
+                match &mut s.backlog {
+                    Some(b) if b.on || over => {
+                        let held = b.metrics.pipeline.backlog_spans.load(Ordering::Acquire);
+                        if held > 0 && held + count as u64 > b.max_spans {
+                            return Err(PipelineBusy(waiting + held as usize));
+                        }
+                        b.on = true;
+                        b.metrics.pipeline.backlog_spans.fetch_add(count as u64, Ordering::AcqRel);
+                        b.metrics.pipeline.requests_to_backlog.fetch_add(1, Ordering::Relaxed);
+                        backlog = Some(b.exporter);
+                    }
+                    _ if over => return Err(PipelineBusy(waiting)),
+                    _ => {
+                        s.in_flight.fetch_add(count, Ordering::AcqRel);
+                    }
                 }
-                s.in_flight.fetch_add(count, Ordering::AcqRel);
                 Some(tx.clone())
             }
             None => None,
@@ -131,7 +179,7 @@ impl PipelineHandle {
         if let Some(m) = &s.metrics {
             m.pipeline.requests_numbered.fetch_max(seq, Ordering::AcqRel);
         }
-        Ok(Reservation { seq, count, tx })
+        Ok(Reservation { seq, count, tx, backlog })
     }
 
     /// Whether spans go to a live pipeline (else [`Self::reserve`] only numbers them).
@@ -152,6 +200,7 @@ pub struct Reservation {
     seq: u64,
     count: usize,
     tx: Option<mpsc::Sender<Arrival>>,
+    backlog: Option<i64>,
 }
 
 impl Reservation {
@@ -160,12 +209,23 @@ impl Reservation {
         self.seq
     }
 
-    /// Hands the durable request's spans to the pipeline.
+    /// The backlog's queue (its exporter ID) when the request's spans are
+    /// to wait in the store for the pipeline: a row of them, numbered
+    /// [`Self::seq`], goes there in the request's write, and nothing is
+    /// handed over in memory.
+    pub fn backlog(&self) -> Option<i64> {
+        self.backlog
+    }
+
+    /// Hands the durable request's spans to the pipeline (only its number,
+    /// when they wait in the backlog).
     pub fn deliver(mut self, spans: Vec<Packed>) {
         if let Some(tx) = self.tx.take() {
             // A stopped pipeline (shutdown) takes nothing: the spans are
             // stored and exported, only not diagnosed live.
-            let _ = tx.send(Arrival { seq: self.seq, spans, count: self.count });
+            let deferred = self.backlog.is_some();
+            let spans = if deferred { Vec::new() } else { spans };
+            let _ = tx.send(Arrival { seq: self.seq, spans, count: self.count, deferred, released: false });
         }
     }
 }
@@ -175,7 +235,8 @@ impl Drop for Reservation {
         // Refused by the store, all duplicates, or the sender went away:
         // the number is released so that the watermark moves past it.
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Arrival { seq: self.seq, spans: Vec::new(), count: self.count });
+            let deferred = self.backlog.is_some();
+            let _ = tx.send(Arrival { seq: self.seq, spans: Vec::new(), count: self.count, deferred, released: true });
         }
     }
 }
@@ -196,6 +257,7 @@ impl Pipeline {
                 tx: None,
                 in_flight: Default::default(),
                 max_in_flight: 0,
+                backlog: None,
             })),
             watermark: Arc::new(AtomicU64::new(u64::MAX)),
         };
@@ -203,8 +265,11 @@ impl Pipeline {
     }
 
     /// Starts the pipeline thread. Requests are numbered from `first_seq`;
-    /// `replay` (requests still queued for export when the collector last
-    /// stopped, with their numbers) is assembled first.
+    /// `replay` (requests still queued for export or in the backlog when
+    /// the collector last stopped, with their numbers) is assembled first.
+    /// `backlog` is the backlog's queue ([`BACKLOG`]'s exporter ID), none
+    /// on a shared store.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         config: PipelineConfig,
         store: Store,
@@ -212,6 +277,7 @@ impl Pipeline {
         first_seq: u64,
         replay: Vec<(u64, Vec<Packed>)>,
         want_patches: bool,
+        backlog: Option<i64>,
         runtime: tokio::runtime::Handle,
     ) -> std::io::Result<Pipeline> {
         // Unbounded: admission is bounded by `reserve`, and a durable
@@ -223,6 +289,7 @@ impl Pipeline {
             ..DoctorConfig::default()
         });
         let max_in_flight = (config.max_buffered_spans / 4).max(1);
+        let max_backlog_spans = config.max_backlog_spans;
         let mut assembler = Assembler::new(config, doctor, Arc::clone(&metrics)).with_patches(want_patches);
         let now = Instant::now();
         for (seq, spans) in replay {
@@ -231,20 +298,35 @@ impl Pipeline {
         let in_flight: Arc<std::sync::atomic::AtomicUsize> = Default::default();
         // Replayed requests wait for their traces to close like new ones.
         let watermark = Arc::new(AtomicU64::new(assembler.watermark(first_seq.saturating_sub(1))));
-        let handle = PipelineHandle {
-            sequencer: Arc::new(Mutex::new(Sequencer {
-                next: first_seq,
-                metrics: Some(Arc::clone(&metrics)),
-                tx: Some(tx),
-                in_flight: Arc::clone(&in_flight),
-                max_in_flight,
-            })),
-            watermark: Arc::clone(&watermark),
-        };
+        let backlog = backlog.filter(|_| max_backlog_spans > 0).map(|exporter| BacklogAdmission {
+            exporter,
+            metrics: Arc::clone(&metrics),
+            max_spans: max_backlog_spans,
+            on: false,
+        });
+        let reader = backlog.as_ref().map(|b| BacklogReader {
+            exporter: b.exporter,
+            waiting: BTreeMap::new(),
+            // Rows a stopped collector left are replayed above; the first
+            // read deletes them.
+            sweep: true,
+            window: max_in_flight,
+        });
+        let sequencer = Arc::new(Mutex::new(Sequencer {
+            next: first_seq,
+            metrics: Some(Arc::clone(&metrics)),
+            tx: Some(tx),
+            in_flight: Arc::clone(&in_flight),
+            max_in_flight,
+            backlog,
+        }));
+        let handle = PipelineHandle { sequencer: Arc::clone(&sequencer), watermark: Arc::clone(&watermark) };
         metrics.pipeline.requests_numbered.store(first_seq.saturating_sub(1), Ordering::Release);
         metrics.pipeline.requests_settled.store(watermark.load(Ordering::Acquire), Ordering::Release);
         let thread = std::thread::Builder::new().name("agentrace-pipeline".into()).spawn(move || {
-            run(assembler, rx, in_flight, store, watermark, first_seq.saturating_sub(1), runtime);
+            let numbers = Numbers { contiguous: first_seq.saturating_sub(1), later: BTreeSet::new() };
+            let taking = Taking { in_flight, numbers, backlog: reader, sequencer };
+            run(assembler, rx, taking, store, watermark, runtime);
         })?;
         Ok(Pipeline { handle, thread: Some(thread) })
     }
@@ -277,26 +359,33 @@ impl Drop for OpenOnExit {
 fn run(
     mut assembler: Assembler,
     rx: mpsc::Receiver<Arrival>,
-    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    mut taking: Taking,
     store: Store,
     watermark: Arc<AtomicU64>,
-    last_seq: u64,
     runtime: tokio::runtime::Handle,
 ) {
-    let mut numbers = Numbers { contiguous: last_seq, later: BTreeSet::new() };
     let _open = OpenOnExit(Arc::clone(&watermark));
     let tick = (assembler.config.trace_timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     let mut next_tick = Instant::now() + tick;
     let mut stopping = false;
+    let mut pace = Pace::Tick;
     loop {
-        match rx.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
+        let to_tick = next_tick.saturating_duration_since(Instant::now());
+        let wait = match pace {
+            Pace::Now => Duration::ZERO,
+            Pace::Soon => to_tick.min(Duration::from_millis(5)),
+            Pace::Tick => to_tick,
+        };
+        match rx.recv_timeout(wait) {
             Ok(a) => {
-                take(a, &in_flight, &mut assembler, &mut numbers);
-                continue_draining(&rx, &in_flight, &mut assembler, &mut numbers);
+                taking.take(a, &mut assembler);
+                continue_draining(&rx, &mut taking, &mut assembler);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => stopping = true,
         }
+        // Rows left at a stop stay for the next start's replay.
+        pace = if stopping { Pace::Tick } else { taking.take_back(&store, &runtime, &mut assembler) };
         let now = Instant::now();
         if now < next_tick && !stopping {
             continue;
@@ -322,7 +411,7 @@ fn run(
             }
         }
         assembler.stored();
-        let settled = assembler.watermark(numbers.contiguous);
+        let settled = assembler.watermark(taking.numbers.contiguous);
         watermark.store(settled, Ordering::Release);
         assembler.metrics.pipeline.requests_settled.store(settled, Ordering::Release);
         if stopping {
@@ -357,30 +446,178 @@ struct Numbers {
     later: BTreeSet<u64>,
 }
 
-fn take(a: Arrival, in_flight: &std::sync::atomic::AtomicUsize, assembler: &mut Assembler, numbers: &mut Numbers) {
-    in_flight.fetch_sub(a.count, Ordering::AcqRel);
-    if a.seq > numbers.contiguous {
-        numbers.later.insert(a.seq);
+impl Numbers {
+    fn take(&mut self, seq: u64) {
+        if seq > self.contiguous {
+            self.later.insert(seq);
+        }
+        while self.later.remove(&(self.contiguous + 1)) {
+            self.contiguous += 1;
+        }
     }
-    while numbers.later.remove(&(numbers.contiguous + 1)) {
-        numbers.contiguous += 1;
-    }
-    if !a.spans.is_empty() {
-        assembler.add(a.seq, a.spans, Instant::now());
+
+    fn taken(&self, seq: u64) -> bool {
+        seq <= self.contiguous || self.later.contains(&seq)
     }
 }
 
-fn continue_draining(
-    rx: &mpsc::Receiver<Arrival>,
-    in_flight: &std::sync::atomic::AtomicUsize,
-    assembler: &mut Assembler,
-    numbers: &mut Numbers,
-) {
+/// The pipeline thread's side of the hand-off: what it has taken, and the
+/// backlog it reads back.
+struct Taking {
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    numbers: Numbers,
+    backlog: Option<BacklogReader>,
+    sequencer: Arc<Mutex<Sequencer>>,
+}
+
+/// Reads the backlog back in the order it was written.
+struct BacklogReader {
+    exporter: i64,
+    /// Requests durable in the backlog and not yet taken back: number → spans.
+    waiting: BTreeMap<u64, usize>,
+    /// Rows may be there that no arrival names (a stopped collector's).
+    sweep: bool,
+    /// Spans taken back at once, about (the in-memory hand-off budget).
+    window: usize,
+}
+
+impl Taking {
+    fn take(&mut self, a: Arrival, assembler: &mut Assembler) {
+        if a.deferred {
+            if let Some(b) = &mut self.backlog {
+                if a.released {
+                    assembler.metrics.pipeline.backlog_spans.fetch_sub(a.count as u64, Ordering::AcqRel);
+                } else {
+                    // Taken once its row is read back.
+                    b.waiting.insert(a.seq, a.count);
+                    return;
+                }
+            }
+        } else {
+            self.in_flight.fetch_sub(a.count, Ordering::AcqRel);
+        }
+        self.numbers.take(a.seq);
+        if !a.spans.is_empty() {
+            assembler.add(a.seq, a.spans, Instant::now());
+        }
+    }
+
+    /// Takes back a window of backlog rows, in order, once what came in
+    /// memory is taken and while open traces hold at most half the memory
+    /// budget (a backlog read back faster than traces close would otherwise
+    /// close them early); deletes the rows taken and those no request waits
+    /// for (released, or left by a stopped collector). Says when to look
+    /// again.
+    fn take_back(&mut self, store: &Store, runtime: &tokio::runtime::Handle, assembler: &mut Assembler) -> Pace {
+        let Some(b) = &mut self.backlog else { return Pace::Tick };
+        if b.waiting.is_empty() && !b.sweep {
+            return Pace::Tick;
+        }
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            // Requests numbered before the backlog began are still being
+            // committed or handed over: they go first.
+            return Pace::Soon;
+        }
+        let open = assembler.open_spans();
+        if open > 0 && open + b.window > assembler.config.max_buffered_spans / 2 {
+            return Pace::Tick;
+        }
+        let (exporter, window) = (b.exporter, b.window as u64);
+        // From the start every time: rows taken back are deleted, and a row
+        // ID may come back once the rows after it are gone.
+        let window =
+            crate::store::query::QueueWindow { after: 0, max_seq: u64::MAX, max_spans: window, max_bytes: 64 << 20 };
+        let rows = match runtime.block_on(store.read(move |c| crate::store::query::queue_peek(c, exporter, window))) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the pipeline's backlog; trying again");
+                return Pace::Tick;
+            }
+        };
+        if rows.is_empty() {
+            b.sweep = false;
+            if !b.waiting.is_empty() {
+                // Durable requests whose rows are gone: their spans are
+                // stored, only not diagnosed live. The watermark moves on.
+                tracing::error!(
+                    requests = b.waiting.len(),
+                    "backlog rows missing; those requests are not diagnosed live"
+                );
+                for (seq, count) in std::mem::take(&mut b.waiting) {
+                    assembler.metrics.pipeline.backlog_spans.fetch_sub(count as u64, Ordering::AcqRel);
+                    self.numbers.take(seq);
+                }
+            }
+        }
+        let mut done = Vec::new();
+        let mut pace = Pace::Now;
+        let now = Instant::now();
+        for row in rows {
+            if let Some(count) = b.waiting.remove(&row.seq) {
+                match row.request().and_then(|request| {
+                    let encoded = crate::wire::Encoded::parse(row.encoded.clone())
+                        .map_err(|e| crate::store::StoreError::Corrupt(format!("backlog row {}: {e}", row.id)))?;
+                    Ok(pack(&request, &encoded))
+                }) {
+                    Ok(spans) => assembler.add(row.seq, spans, now),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a backlog row does not decode; its request is not diagnosed live")
+                    }
+                }
+                assembler.metrics.pipeline.backlog_spans.fetch_sub(count as u64, Ordering::AcqRel);
+                self.numbers.take(row.seq);
+            } else if !self.numbers.taken(row.seq) {
+                // Its request is durable and its number not handed over yet:
+                // the rows after it wait with it.
+                pace = Pace::Soon;
+                break;
+            }
+            done.push(row.id);
+        }
+        if !done.is_empty() {
+            let deleted = match store.submit(PreparedBatch::dequeue(done)) {
+                Ok(durable) => runtime.block_on(durable).map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = deleted {
+                // Read again at the next start and deleted then.
+                tracing::warn!(error = %e, "could not delete backlog rows taken back");
+            }
+        }
+        if b.waiting.is_empty() {
+            // Caught up: requests go through memory again, unless one was
+            // numbered into the backlog meanwhile.
+            let mut s = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(admission) = &mut s.backlog
+                && admission.metrics.pipeline.backlog_spans.load(Ordering::Acquire) == 0
+            {
+                admission.on = false;
+            }
+            if !b.sweep {
+                return Pace::Tick;
+            }
+        }
+        pace
+    }
+}
+
+/// When the pipeline thread looks at its hand-off again.
+#[derive(Clone, Copy)]
+enum Pace {
+    /// At once: there is more to take back.
+    Now,
+    /// In a few milliseconds: a request in the backlog is being handed over.
+    Soon,
+    /// At the next tick.
+    Tick,
+}
+
+fn continue_draining(rx: &mpsc::Receiver<Arrival>, taking: &mut Taking, assembler: &mut Assembler) {
     // Take what is already waiting before closing anything, but not so
     // much that closing waits for ever under load.
     for _ in 0..256 {
         match rx.try_recv() {
-            Ok(a) => take(a, in_flight, assembler, numbers),
+            Ok(a) => taking.take(a, assembler),
             Err(_) => break,
         }
     }
@@ -1217,6 +1454,11 @@ impl Assembler {
     pub fn stored(&mut self) {
         self.unstored = 0;
         self.publish_gauges();
+    }
+
+    /// Spans in open traces.
+    fn open_spans(&self) -> usize {
+        self.open.values().map(|t| t.held.len()).sum()
     }
 
     fn publish_gauges(&self) {

@@ -426,16 +426,22 @@ impl Ingest {
             }
         };
         let seq = reservation.seq();
+        // With the pipeline behind, its spans wait in the store's backlog
+        // (a queue row in this request's write) instead of memory.
+        let backlog = reservation.backlog();
         // Encoded once (or not at all, when the body received is the
         // request as it is now): the store's chunk, the pipeline's blocks and
         // every exporter that takes what the store takes share these bytes.
         let unchanged = decoded.as_received && report == RedactionReport::default();
         let encoded = Encoded::reuse_or_encode(stored.request(), unchanged, received);
-        let spans =
-            if self.pipeline.is_live() { crate::assemble::pack(stored.request(), &encoded) } else { Vec::new() };
+        let spans = if self.pipeline.is_live() && backlog.is_none() {
+            crate::assemble::pack(stored.request(), &encoded)
+        } else {
+            Vec::new()
+        };
         // One compressed body per content policy, shared by its exporters.
         let mut bodies: Vec<Option<(usize, Vec<u8>)>> = vec![None; others.len() + 1];
-        let exports: Vec<QueuedExport> = self
+        let mut exports: Vec<QueuedExport> = self
             .exports
             .iter()
             .map(|t| {
@@ -451,6 +457,12 @@ impl Ingest {
             })
             .collect();
         let queued: Vec<(u64, u64)> = exports.iter().map(|e| (e.spans(), e.size())).collect();
+        if let Some(backlog) = backlog {
+            // The store's own encoding, as the pipeline would have packed it.
+            let (spans, body) =
+                bodies[0].get_or_insert_with(|| (encoded.span_count(), QueuedExport::compress(&encoded)));
+            exports.push(QueuedExport::compressed(backlog, seq, *spans, body.clone()));
+        }
         let batch = if self.keep_spans {
             PreparedBatch::from_redacted(stored, &encoded).with_exports(exports)
         } else {
