@@ -168,13 +168,13 @@ fn merged(
 
 #[test]
 fn a_pipeline_behind_keeps_taking_requests_and_diagnoses_them_from_the_store() {
-    // The pipeline takes 10 spans in memory (a quarter of 40). A planner's
+    // The pipeline takes 100 spans in memory (a quarter of 400). A planner's
     // trace (its producer span sends message m-1) is held pending by a
     // stalled disk, so the pipeline is behind; then the worker's trace,
-    // which lost the context (a consumer of m-1, 10 spans), and five other
+    // which lost the context (a consumer of m-1, 100 spans), and two other
     // requests arrive. None is refused: each waits in the store.
     let collector = support::start(|c| {
-        c.pipeline.max_buffered_spans = 40;
+        c.pipeline.max_buffered_spans = 400;
         c.pipeline.trace_timeout = Duration::from_millis(300);
     });
     const PRODUCER: i32 = 4;
@@ -185,13 +185,13 @@ fn a_pipeline_behind_keeps_taking_requests_and_diagnoses_them_from_the_store() {
         agent_span("planner", (0xa1, 2, Some(1)), "send tasks", PRODUCER, (10, 20), &message),
     ]);
     let mut worker = vec![agent_span("worker", (0xb1, 3, None), "process tasks", CONSUMER, (50, 300), &message)];
-    for i in 0..9u8 {
+    for i in 0..99u8 {
         worker.push(agent_span("worker", (0xb1, 0x10 + i, Some(3)), "step", 1, (60, 290), &[("session.id", "s-1")]));
     }
     let (blocker, first) = stall_writer_with(&collector, planner.encode_to_vec(), 2);
     let url = format!("{}/v1/traces", collector.http());
     let mut later = vec![merged(worker).encode_to_vec()];
-    later.extend((0xc1..0xc6u8).map(|b| tree(b, 10)));
+    later.extend((0xc1..0xc3u8).map(|b| tree(b, 100)));
     let senders: Vec<_> = later
         .into_iter()
         .map(|body| {
@@ -204,10 +204,10 @@ fn a_pipeline_behind_keeps_taking_requests_and_diagnoses_them_from_the_store() {
         .collect();
     wait_for("every request to be pending", || {
         let (_, health) = support::get_json(&format!("{}/health", collector.api()));
-        health["pendingSpans"] == 62
+        health["pendingSpans"] == 302
     });
     let api = collector.api();
-    assert_eq!(support::metric(&api, "agentrace_pipeline_requests_to_backlog_total"), 6.0);
+    assert_eq!(support::metric(&api, "agentrace_pipeline_requests_to_backlog_total"), 3.0);
     blocker.execute_batch("COMMIT").unwrap();
     assert_eq!(first.join().unwrap(), 200);
     for s in senders {
@@ -221,14 +221,17 @@ fn a_pipeline_behind_keeps_taking_requests_and_diagnoses_them_from_the_store() {
         support::metric(&api, "agentrace_pipeline_requests_behind") == 0.0
             && support::metric(&api, "agentrace_pipeline_backlog_spans") == 0.0
     });
+    // Within its memory budget all along: nothing closed early or evicted.
+    assert_eq!(support::metric(&api, "agentrace_pipeline_traces_closed_early_total"), 0.0);
+    assert_eq!(support::metric(&api, "agentrace_pipeline_window_evicted_traces_total"), 0.0);
     let (status, body) = support::get_json(&format!("{api}/api/agentrace/requests?limit=50"));
     assert_eq!(status, 200, "{body}");
     let rows = body["requests"].as_array().unwrap();
     let planner_row = rows.iter().find(|r| r["request_id"] == "a1".repeat(16)).expect("the planner's request");
     assert_eq!(planner_row["trace_ids"], serde_json::json!(["a1".repeat(16), "b1".repeat(16)]), "{planner_row}");
-    assert_eq!(planner_row["spans"], 12);
+    assert_eq!(planner_row["spans"], 102);
     assert_eq!(planner_row["repairs"], 1);
-    for b in 0xc1..0xc6u8 {
+    for b in 0xc1..0xc3u8 {
         let id = format!("{b:02x}").repeat(16);
         assert!(rows.iter().any(|r| r["request_id"] == id.as_str()), "request {id} is listed: {body}");
     }
