@@ -1220,6 +1220,15 @@ impl Assembler {
                 if answers.iter().any(|c| (c.request.trace_id, c.request.span_id) == key) {
                     continue;
                 }
+                // A trace stored as part of a request whose own trace the
+                // window has dropped is seen here without it: that answer
+                // saw more, and stands.
+                let dropped_from = a.request.original_traces.iter().any(|t| {
+                    self.request_of.get(t).is_some_and(|old| *old != a.request.trace_id && self.held(*old).is_none())
+                });
+                if dropped_from {
+                    continue;
+                }
                 let moved = a
                     .request
                     .original_traces
@@ -1433,7 +1442,17 @@ impl Assembler {
             }
         }
         self.decoded.get_mut().forget(id);
-        self.request_of.remove(&id);
+        if let Some(request) = self.request_of.remove(&id) {
+            // The traces answered in one request with it are not diagnosed
+            // again without it: the answer kept saw more than a new one could
+            // (a join to the dropped trace would come undone, and the rows
+            // of the request and of its traces would disagree).
+            let partners: Vec<TraceId> =
+                self.request_of.iter().filter(|&(_, r)| *r == request).map(|(t, _)| *t).collect();
+            for t in partners {
+                self.recheck.remove(&t);
+            }
+        }
         self.recheck.remove(&id);
         self.beside.remove(&id);
         self.reopened.remove(&id);

@@ -107,6 +107,47 @@ fn a_trace_closes_after_its_timeout_and_an_orphan_is_joined_across_the_window() 
 }
 
 #[test]
+fn a_request_answered_whole_is_not_answered_again_without_a_trace_the_window_dropped() {
+    // Room for the hand-off's two traces and a rival beside them; a fourth
+    // trace makes the window drop the oldest, the producer's.
+    let (mut a, metrics) = assembler(PipelineConfig { max_buffered_spans: 8, ..config() });
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let (producer, consumer) = broken_handoff();
+    // A rival in the same session, at the same time, still receiving spans.
+    let rival = |id: u8| {
+        let mut s = span(3, id, if id == 5 { None } else { Some(5) }, "plan", "planner", 100, 400);
+        s.attributes.set("session.id", "s-1");
+        packed(&[s])
+    };
+    a.add(1, producer, t0);
+    a.add(2, rival(5), t0);
+    a.add(3, rival(6), at(80));
+    assert_eq!(a.close_due(at(120), false).requests.len(), 1, "the producer's trace closes alone");
+    a.add(4, consumer, at(130));
+    a.add(5, rival(7), at(200));
+    let joined = a.close_due(at(250), false);
+    let request = joined.requests.iter().find(|r| r.trace_ids.contains(&vec![2; 16])).expect("the consumer's request");
+    assert_eq!(request.request_id, vec![1; 16], "joined to the producer's request");
+    // Answered beside the open rival, the request would be looked at again
+    // once the rival closes; meanwhile the window drops the producer's trace.
+    let filler = packed(&[span(4, 8, None, "other", "other", 0, 10), span(4, 9, Some(8), "step", "other", 1, 9)]);
+    a.add(6, filler, at(260));
+    let mut later = a.close_due(at(270), false).requests;
+    assert_eq!(metrics.pipeline.window_evicted_traces.load(Ordering::Relaxed), 1);
+    assert!(a.held(TraceId::new([1; 16]).unwrap()).is_none(), "the producer's trace was dropped");
+    later.extend(a.close_due(at(500), false).requests);
+    later.extend(a.close_due(at(700), false).requests);
+    // The consumer's trace is not answered again on its own: the stored
+    // answer, with both traces, stands.
+    assert!(
+        later.iter().all(|r| !r.trace_ids.contains(&vec![2; 16])),
+        "the join came undone: {:?}",
+        later.iter().map(|r| (&r.request_id, &r.trace_ids)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn memory_stays_within_budget_and_evictions_are_counted() {
     let (mut a, metrics) = assembler(PipelineConfig { max_buffered_spans: 3, ..config() });
     let t0 = Instant::now();
