@@ -350,7 +350,21 @@ pub fn doctor_fixture(name: &str) -> ExportTraceServiceRequest {
 
 /// Sends `request` to the collector over OTLP/HTTP protobuf and checks it was accepted.
 pub fn send_otlp(collector: &Running, request: &ExportTraceServiceRequest) {
-    let response = reqwest::blocking::Client::new()
+    // One client per test thread, as an exporter keeps one: a blocking
+    // client runs a thread and a runtime of its own, and making one per
+    // batch cost the live-answer tests' senders more than the collector's
+    // answer on a busy machine (a case's batches then arrived further apart
+    // than the test allows).
+    // Idle connections are let go before the collector's own idle limit
+    // (`read_header_timeout`, 10 s) closes them under a request.
+    thread_local! {
+        static CLIENT: reqwest::blocking::Client = reqwest::blocking::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client");
+    }
+    let response = CLIENT
+        .with(|c| c.clone())
         .post(format!("{}/v1/traces", collector.http()))
         .header("content-type", "application/x-protobuf")
         .body(request.encode_to_vec())
