@@ -450,20 +450,38 @@ fn background(case: &[ExportTraceServiceRequest]) -> Vec<ExportTraceServiceReque
     out
 }
 
-/// The case's batches with the background woven between them, evenly.
+/// Background requests sent between two batches of a case, at most: each
+/// takes the sender a round trip, and a case's batches must arrive within
+/// half the trace timeout of each other (CI runs 59-61: a long case's share
+/// of 600-span requests between two of its batches took longer than that
+/// on a busy machine).
+const MAX_BACKGROUND_BETWEEN: usize = 2;
+
+/// The case's batches with the background woven around them: evenly, but
+/// for what would go between two of its batches past
+/// [`MAX_BACKGROUND_BETWEEN`], which goes before its first.
 fn interleaved(
     case: &[ExportTraceServiceRequest],
     background: &[ExportTraceServiceRequest],
 ) -> Vec<ExportTraceServiceRequest> {
-    let mut out = Vec::with_capacity(case.len() + background.len());
-    let mut next = 0;
-    for (i, b) in case.iter().enumerate() {
-        let upto = background.len() * (i + 1) / (case.len() + 1);
-        out.extend(background[next..upto].iter().cloned());
-        next = upto;
-        out.push(b.clone());
+    let n = case.len();
+    let bound = |i: usize| background.len() * i / (n + 1);
+    let mut front: Vec<ExportTraceServiceRequest> = background[..bound(1)].to_vec();
+    let mut between: Vec<&[ExportTraceServiceRequest]> = Vec::with_capacity(n);
+    for i in 1..n {
+        let (from, to) = (bound(i), bound(i + 1));
+        let kept = to - (to - from).min(MAX_BACKGROUND_BETWEEN);
+        front.extend(background[from..kept].iter().cloned());
+        between.push(&background[kept..to]);
     }
-    out.extend(background[next..].iter().cloned());
+    let mut out = front;
+    for (i, b) in case.iter().enumerate() {
+        out.push(b.clone());
+        if let Some(slot) = between.get(i) {
+            out.extend(slot.iter().cloned());
+        }
+    }
+    out.extend(background[bound(n)..].iter().cloned());
     out
 }
 
