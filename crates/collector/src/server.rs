@@ -256,11 +256,10 @@ async fn replay_queued(
                 if replay.contains_key(&row.seq) {
                     continue;
                 }
-                let Ok(request) = row.request() else { continue };
-                // The queue's bytes are the request's one encoding already.
-                let Ok(encoded) = crate::wire::Encoded::parse(row.encoded) else { continue };
-                held += row.spans;
-                replay.insert(row.seq, (row.spans, crate::assemble::pack(&request, &encoded)));
+                let (seq, spans) = (row.seq, row.spans);
+                let Ok(packed) = crate::assemble::pack_queued(row) else { continue };
+                held += spans;
+                replay.insert(seq, (spans, packed));
                 while held > budget as u64 {
                     let Some((_, (spans, _))) = replay.pop_first() else { break };
                     held -= spans;

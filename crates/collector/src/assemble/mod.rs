@@ -34,7 +34,7 @@ mod decoded;
 mod packed;
 mod summary;
 
-pub use packed::{Packed, PackedSpan, pack};
+pub use packed::{Packed, PackedSpan, pack, pack_queued};
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -554,25 +554,25 @@ impl Taking {
         let now = Instant::now();
         for row in rows {
             if let Some(count) = b.waiting.remove(&row.seq) {
-                match row.request().and_then(|request| {
-                    let encoded = crate::wire::Encoded::parse(row.encoded.clone())
-                        .map_err(|e| crate::store::StoreError::Corrupt(format!("backlog row {}: {e}", row.id)))?;
-                    Ok(pack(&request, &encoded))
-                }) {
-                    Ok(spans) => assembler.add(row.seq, spans, now),
+                let (id, seq) = (row.id, row.seq);
+                match pack_queued(row) {
+                    Ok(spans) => assembler.add(seq, spans, now),
                     Err(e) => {
                         tracing::error!(error = %e, "a backlog row does not decode; its request is not diagnosed live")
                     }
                 }
                 assembler.metrics.pipeline.backlog_spans.fetch_sub(count as u64, Ordering::AcqRel);
-                self.numbers.take(row.seq);
-            } else if !self.numbers.taken(row.seq) {
+                self.numbers.take(seq);
+                done.push(id);
+            } else if self.numbers.taken(row.seq) {
+                // Released, or a stopped collector's: nothing waits for it.
+                done.push(row.id);
+            } else {
                 // Its request is durable and its number not handed over yet:
                 // the rows after it wait with it.
                 pace = Pace::Soon;
                 break;
             }
-            done.push(row.id);
         }
         if !done.is_empty() {
             let deleted = match store.submit(PreparedBatch::dequeue(done)) {

@@ -68,6 +68,15 @@ impl PackedSpan {
     }
 }
 
+/// The packed spans of a queued request (an export queue or the pipeline's
+/// backlog), whose bytes are the request's one encoding already.
+pub fn pack_queued(row: crate::store::query::QueueRow) -> Result<Vec<Packed>, crate::store::StoreError> {
+    let request = row.request()?;
+    let encoded = Encoded::parse(row.encoded)
+        .map_err(|e| crate::store::StoreError::Corrupt(format!("export queue row {}: {e}", row.id)))?;
+    Ok(pack(&request, &encoded))
+}
+
 /// Packs every span of a (validated, redacted) request: one block per
 /// trace within each scope. `encoded` is the request's one encoding
 /// ([`crate::wire`]): each span's bytes are copied from it, not encoded again.
