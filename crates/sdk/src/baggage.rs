@@ -282,4 +282,25 @@ mod tests {
         got.sort();
         assert_eq!(got, ["a=7", "tenant.region.primary.name=4", "user.id=2"]);
     }
+
+    // Up to 16 bytes the fingerprint alone decides: a change of any one byte, at any position of
+    // a key of any length, changes it, and keys of different lengths never share one.
+    #[test]
+    fn fingerprints_of_short_keys_are_the_keys() {
+        for len in 0..=16usize {
+            let key: Vec<u8> = (0..len).map(|i| b'a' + i as u8).collect();
+            let print = Fingerprint::of(std::str::from_utf8(&key).unwrap());
+            assert!(print.exact());
+            assert_eq!(print, Fingerprint::of(std::str::from_utf8(&key).unwrap()));
+            for at in 0..len {
+                let mut other = key.clone();
+                other[at] = b'Z';
+                assert_ne!(print, Fingerprint::of(std::str::from_utf8(&other).unwrap()), "len {len}, byte {at}");
+            }
+            let shorter = std::str::from_utf8(&key[..len.saturating_sub(1)]).unwrap();
+            if len > 0 {
+                assert_ne!(print, Fingerprint::of(shorter));
+            }
+        }
+    }
 }
