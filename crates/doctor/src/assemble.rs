@@ -248,6 +248,20 @@ impl<'a> Index<'a> {
         self.spans.len()
     }
 
+    /// What each trace's spans add up to, from the facts read already.
+    pub fn trace_totals(&self, prices: &crate::PriceTable) -> Vec<(TraceId, crate::conventions::UsageTotals)> {
+        self.traces
+            .iter()
+            .map(|r| {
+                let mut sum = crate::conventions::Totaller::default();
+                for f in &self.facts[r.start as usize..r.end as usize] {
+                    sum.add(f, &self.texts, prices);
+                }
+                (self.spans[r.start as usize].trace_id, sum.finish(&self.texts))
+            })
+            .collect()
+    }
+
     /// The span with these IDs, if it arrived.
     pub fn find(&self, trace: TraceId, span: SpanId) -> Option<Ix> {
         let t = self.trace_keys.binary_search(&trace_key(trace)).ok()?;

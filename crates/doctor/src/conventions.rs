@@ -687,12 +687,28 @@ impl Usage {
 /// Adds up LLM usage, agents and errors over `spans`, reading each once.
 pub fn usage_totals<S: Borrow<Span>>(spans: &[S], prices: &crate::PriceTable) -> UsageTotals {
     let mut texts = Texts::default();
-    let mut t = UsageTotals::default();
-    let mut agents: Vec<Sym> = Vec::new();
+    let mut sum = Totaller::default();
     for span in spans {
         let f = read(span.borrow(), &mut texts);
+        sum.add(&f, &texts, prices);
+    }
+    sum.finish(&texts)
+}
+
+/// The one way facts add up to [`UsageTotals`]: over spans read for the purpose
+/// ([`usage_totals`]) or over the facts a diagnosis read already (the live
+/// pipeline's trace rows, without reading each span a second time).
+#[derive(Default)]
+pub(crate) struct Totaller {
+    totals: UsageTotals,
+    agents: Vec<Sym>,
+}
+
+impl Totaller {
+    pub fn add(&mut self, f: &Facts, texts: &Texts, prices: &crate::PriceTable) {
+        let t = &mut self.totals;
         if f.category == Some(Category::Llm) {
-            let u = Usage::of(&f);
+            let u = Usage::of(f);
             t.llm_calls += 1;
             t.input_tokens += u.input;
             t.output_tokens += u.output;
@@ -709,16 +725,19 @@ pub fn usage_totals<S: Borrow<Span>>(spans: &[S], prices: &crate::PriceTable) ->
         }
         t.errors += u64::from(f.error);
         if let Some(a) = f.agent_name
-            && !agents.contains(&a)
+            && !self.agents.contains(&a)
         {
-            agents.push(a);
+            self.agents.push(a);
         }
         if t.session.is_none() {
             t.session = texts.opt(f.session).map(str::to_owned);
         }
     }
-    t.agents = agents.into_iter().map(|a| texts.get(a).to_owned()).collect();
-    t
+
+    pub fn finish(mut self, texts: &Texts) -> UsageTotals {
+        self.totals.agents = self.agents.into_iter().map(|a| texts.get(a).to_owned()).collect();
+        self.totals
+    }
 }
 
 /// Reads a span's attributes and events once into [`Facts`], interning

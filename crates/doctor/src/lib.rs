@@ -92,6 +92,7 @@ pub use diagnosis::{
 };
 pub use pricing::{Cost, ModelPrice, PriceTable};
 
+use crate::conventions::UsageTotals;
 use crate::diagnosis::ms;
 
 /// Runs the analysis with one configuration; cheap to build, reusable, and
@@ -117,7 +118,7 @@ impl Doctor {
     /// left as it is. The spans may be given by value or by reference (a
     /// caller that holds decoded spans need not copy them).
     pub fn analyse<S: Borrow<Span>>(&self, spans: &[S]) -> Diagnosis {
-        self.run(&refs(spans), false, false).0
+        self.run(&refs(spans), false, false, false).0
     }
 
     /// Like [`Doctor::analyse`], and also returns the connected view as
@@ -126,7 +127,7 @@ impl Doctor {
     /// spans (`agentrace.synthetic = true`). This is what a live pipeline
     /// forwards.
     pub fn analyse_with_view<S: Borrow<Span>>(&self, spans: &[S]) -> (Diagnosis, Vec<Span>) {
-        let (diagnosis, view, _) = self.run(&refs(spans), true, false);
+        let (diagnosis, view, _, _) = self.run(&refs(spans), true, false, false);
         (diagnosis, view)
     }
 
@@ -136,8 +137,17 @@ impl Doctor {
     /// from the repairs themselves, so that no caller reads them back from
     /// the view.
     pub fn analyse_with_patches<S: Borrow<Span>>(&self, spans: &[S]) -> (Diagnosis, Vec<Patch>) {
-        let (diagnosis, _, patches) = self.run(&refs(spans), false, true);
+        let (diagnosis, _, patches, _) = self.run(&refs(spans), false, true, false);
         (diagnosis, patches)
+    }
+
+    /// Like [`Doctor::analyse_with_patches`] (patches only when `want_patches`), and also what
+    /// each trace's spans add up to, as [`conventions::usage_totals`] adds them (a duplicate span
+    /// counted once), from the facts the diagnosis read: a live pipeline's trace rows without
+    /// reading every span a second time.
+    pub fn analyse_with_totals<S: Borrow<Span>>(&self, spans: &[S], want_patches: bool) -> DiagnosisWithTotals {
+        let (diagnosis, _, patches, totals) = self.run(&refs(spans), false, want_patches, true);
+        DiagnosisWithTotals { diagnosis, patches, totals }
     }
 
     /// The answer for the request that holds trace `trace`, as the file
@@ -150,7 +160,7 @@ impl Doctor {
     /// `trace` is in `spans`.
     pub fn analyse_request<S: Borrow<Span>>(&self, spans: &[S], trace: TraceId) -> Option<(Diagnosis, Vec<Span>)> {
         let spans = refs(spans);
-        let (full, view, _) = self.run(&spans, true, false);
+        let (full, view, _, _) = self.run(&spans, true, false, false);
         let answers: Vec<RequestAnswer> =
             full.request_answers().into_iter().filter(|a| a.request.original_traces.contains(&trace)).collect();
         if answers.is_empty() {
@@ -215,9 +225,16 @@ impl Doctor {
         Some((diagnosis, view))
     }
 
-    fn run(&self, input: &[&Span], want_view: bool, want_patches: bool) -> (Diagnosis, Vec<Span>, Vec<Patch>) {
+    fn run(
+        &self,
+        input: &[&Span],
+        want_view: bool,
+        want_patches: bool,
+        want_totals: bool,
+    ) -> (Diagnosis, Vec<Span>, Vec<Patch>, TraceTotals) {
         let config = &self.config;
         let ix = assemble::Index::build(input);
+        let totals = if want_totals { ix.trace_totals(&config.prices) } else { Vec::new() };
         let mut repaired = repair::repair(&ix, config);
         let tree = connect::build(&ix, &repaired);
         let mut timing = timing::analyse(&ix, &tree, config);
@@ -265,9 +282,25 @@ impl Doctor {
             sessions,
             requests,
         };
-        (diagnosis, view, patches)
+        (diagnosis, view, patches, totals)
     }
 }
+
+/// A diagnosis, the patches that go with it, and each trace's totals
+/// ([`Doctor::analyse_with_totals`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DiagnosisWithTotals {
+    /// The diagnosis, as [`Doctor::analyse`] gives it.
+    pub diagnosis: Diagnosis,
+    /// Each span's rewrite by its arrived IDs (empty unless asked for).
+    pub patches: Vec<Patch>,
+    /// What each trace's spans add up to, one entry per trace.
+    pub totals: TraceTotals,
+}
+
+/// What each trace's spans add up to, one entry per trace.
+pub type TraceTotals = Vec<(TraceId, UsageTotals)>;
 
 /// The spans as references, which is how the doctor reads them.
 fn refs<S: Borrow<Span>>(spans: &[S]) -> Vec<&Span> {

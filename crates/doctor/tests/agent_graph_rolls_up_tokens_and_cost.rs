@@ -230,3 +230,40 @@ fn an_embedding_call_recorded_by_two_conventions_is_billed_once() {
     // The library's span alone is billed.
     assert_eq!(billed(&agent_with_calls(&[("text-embedding-3-small", &[("gen_ai.usage.input_tokens", 40)])])), 40);
 }
+
+/// The live pipeline's trace rows take each trace's totals from the facts its diagnosis read
+/// (`analyse_with_totals`) instead of reading every span again: over every fixture, they are what
+/// `usage_totals` adds up over the trace's spans, a span sent twice counted once.
+#[test]
+fn trace_totals_from_a_diagnosis_are_the_totals_of_the_traces_spans() {
+    use agentrace_doctor::conventions::usage_totals;
+    use agentrace_doctor::{Config, Doctor};
+    let doctor = Doctor::new(Config::default());
+    let prices = &doctor.config().prices;
+    let mut traces_seen = 0;
+    for name in common::fixture_names() {
+        let mut spans = common::load(&name);
+        // Every fixture's first span again, as an exporter's retry sends it.
+        if let Some(first) = spans.first().cloned() {
+            spans.push(first);
+        }
+        let got = doctor.analyse_with_totals(&spans, false).totals;
+        let mut ids: Vec<_> = spans.iter().map(|s| s.trace_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(got.len(), ids.len(), "{name}: one entry per trace");
+        for id in ids {
+            let mut own: Vec<&agentrace_model::Span> = spans.iter().filter(|s| s.trace_id == id).collect();
+            own.sort_by_key(|s| s.span_id);
+            own.dedup_by_key(|s| s.span_id);
+            let mut want = usage_totals(&own, prices);
+            let (_, mut have) = got.iter().find(|(t, _)| *t == id).cloned().expect("trace has totals");
+            // Both add the same calls; only the sum's order may differ in the last bits.
+            assert!((want.cost_usd - have.cost_usd).abs() < 1e-9, "{name}");
+            (want.cost_usd, have.cost_usd) = (0.0, 0.0);
+            assert_eq!(have, want, "{name}, trace {id}");
+            traces_seen += 1;
+        }
+    }
+    assert!(traces_seen > 20, "{traces_seen}");
+}

@@ -127,8 +127,8 @@ fn join(closed: &mut Closed, split: Split, doctor: &Doctor, want_patches: bool) 
             _ => traces.push((span.trace_id, i..i + 1)),
         }
     }
-    let (diagnosis, patches) =
-        if want_patches { doctor.analyse_with_patches(&spans) } else { (doctor.analyse(&spans), Vec::new()) };
+    let agentrace_doctor::DiagnosisWithTotals { diagnosis, patches, totals, .. } =
+        doctor.analyse_with_totals(&spans, want_patches);
     let answers: Vec<_> = diagnosis
         .request_answers()
         .into_iter()
@@ -142,7 +142,7 @@ fn join(closed: &mut Closed, split: Split, doctor: &Doctor, want_patches: bool) 
     joined.dedup();
     let new_ids: Vec<Vec<u8>> = answers.iter().map(|a| a.request.trace_id.as_bytes().to_vec()).collect();
     let traces: Vec<(TraceId, &[Span])> = traces.into_iter().map(|(t, range)| (t, &spans[range])).collect();
-    let answered = summary::answered(&traces, &joined, &diagnosis, &patches, answers, doctor.config());
+    let answered = summary::answered(&traces, &joined, &diagnosis, &patches, &totals, answers, doctor.config());
     let is_joined = |t: &[u8]| joined.iter().any(|j| j.as_bytes() == t);
     // The exporters' patches of every joined trace are written anew (its
     // row says so), those of the other sides included.

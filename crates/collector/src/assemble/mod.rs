@@ -1160,11 +1160,8 @@ impl Assembler {
             let context = self.context(&seeds);
             self.metrics.pipeline.diagnosed_spans.fetch_add(context.len as u64, Ordering::Relaxed);
             let spans = context.spans();
-            let (diagnosis, patches) = if self.want_patches {
-                self.doctor.analyse_with_patches(&spans)
-            } else {
-                (self.doctor.analyse(&spans), Vec::new())
-            };
+            let agentrace_doctor::DiagnosisWithTotals { diagnosis, patches, totals, .. } =
+                self.doctor.analyse_with_totals(&spans, self.want_patches);
             // Every request a closing trace is part of (two for a trace with
             // a span whose parent never arrived).
             let answers: Vec<_> = diagnosis
@@ -1187,13 +1184,13 @@ impl Assembler {
             let outside: Vec<TraceId> = members.iter().copied().filter(|m| !seeds.contains(m)).collect();
             let (had, wider) = (self.reach(&seeds), self.reach(&members));
             let settled = outside.is_empty() || (wider.0 >= had.0 && wider.1 <= had.1);
-            last = Some((context, diagnosis, patches, answers, members));
+            last = Some((context, diagnosis, patches, totals, answers, members));
             if settled {
                 break;
             }
             seeds.extend(outside);
         }
-        let (context, diagnosis, patches, mut answers, mut members) = last?;
+        let (context, diagnosis, patches, totals, mut answers, mut members) = last?;
         // Requests the closing traces are not part of are written too:
         // - a request that a trace of the written ones was stored as part of
         //   (it lost that trace: its row would be stale);
@@ -1251,7 +1248,7 @@ impl Assembler {
         members.dedup();
         let traces: Vec<TraceId> = context.traces.iter().map(|(t, _)| *t).collect();
         let answered =
-            summary::answered(&context.traces, &members, &diagnosis, &patches, answers, self.doctor.config());
+            summary::answered(&context.traces, &members, &diagnosis, &patches, &totals, answers, self.doctor.config());
         Some((answered, traces))
     }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use agentrace_doctor::conventions::usage_totals;
+use agentrace_doctor::conventions::{UsageTotals, usage_totals};
 use agentrace_doctor::{Config as DoctorConfig, Diagnosis, RequestAnswer};
 use agentrace_model::{Span, SpanId, TraceId};
 
@@ -29,12 +29,14 @@ pub(crate) struct Answered {
 }
 
 /// The rows of a request, from a diagnosis over `traces` (each with its
-/// spans), the doctor's answer for the request, and its traces held.
+/// spans) with each trace's totals as the diagnosis read them, the doctor's
+/// answer for the request, and its traces held.
 pub(crate) fn answered<S: AsRef<[Span]>>(
     traces: &[(TraceId, S)],
     members: &[TraceId],
     diagnosis: &Diagnosis,
     span_patches: &[DoctorPatch],
+    totals: &[(TraceId, UsageTotals)],
     answers: Vec<RequestAnswer>,
     config: &DoctorConfig,
 ) -> Answered {
@@ -44,7 +46,11 @@ pub(crate) fn answered<S: AsRef<[Span]>>(
         let Some((_, own)) = traces.iter().find(|(t, _)| t == m) else { continue };
         let request_id =
             answers.iter().find(|a| a.request.original_traces.contains(m)).map_or(*m, |a| a.request.trace_id);
-        let (row, p) = summarise(*m, own.as_ref(), diagnosis, span_patches, config, request_id);
+        let usage = match totals.iter().find(|(t, _)| t == m) {
+            Some((_, usage)) => usage.clone(),
+            None => usage_totals(own.as_ref(), &config.prices),
+        };
+        let (row, p) = summarise(*m, own.as_ref(), usage, diagnosis, span_patches, request_id);
         rows.push(row);
         patches.extend(p);
     }
@@ -107,9 +113,9 @@ fn request_row(answer: RequestAnswer, rows: &[AnalysisRow]) -> RequestRow {
 fn summarise(
     id: TraceId,
     own: &[Span],
+    usage: UsageTotals,
     diagnosis: &Diagnosis,
     patches: &[DoctorPatch],
-    config: &DoctorConfig,
     request_id: TraceId,
 ) -> (AnalysisRow, Vec<PatchRow>) {
     let mut by_id: HashMap<SpanId, &Span> = HashMap::with_capacity(own.len());
@@ -134,7 +140,6 @@ fn summarise(
         }
     }
 
-    let usage = usage_totals(own, &config.prices);
     let findings: Vec<_> = diagnosis.findings.iter().filter(|f| f.trace_id == id).collect();
     let repairs: Vec<_> = diagnosis.repairs.iter().filter(|r| r.trace_id == id).collect();
     let start = own.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
