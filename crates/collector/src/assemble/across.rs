@@ -142,7 +142,7 @@ fn join(closed: &mut Closed, split: Split, doctor: &Doctor, want_patches: bool) 
     joined.dedup();
     let new_ids: Vec<Vec<u8>> = answers.iter().map(|a| a.request.trace_id.as_bytes().to_vec()).collect();
     let traces: Vec<(TraceId, &[Span])> = traces.into_iter().map(|(t, range)| (t, &spans[range])).collect();
-    let answered = summary::answered(&traces, &joined, &diagnosis, &patches, &totals, answers, doctor.config());
+    let answered = summary::answered(&traces, &joined, &diagnosis, &patches, &totals, answers);
     let is_joined = |t: &[u8]| joined.iter().any(|j| j.as_bytes() == t);
     // The exporters' patches of every joined trace are written anew (its
     // row says so), those of the other sides included.

@@ -1247,8 +1247,7 @@ impl Assembler {
         members.sort_unstable();
         members.dedup();
         let traces: Vec<TraceId> = context.traces.iter().map(|(t, _)| *t).collect();
-        let answered =
-            summary::answered(&context.traces, &members, &diagnosis, &patches, &totals, answers, self.doctor.config());
+        let answered = summary::answered(&context.traces, &members, &diagnosis, &patches, &totals, answers);
         Some((answered, traces))
     }
 

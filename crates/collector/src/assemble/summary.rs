@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use agentrace_doctor::conventions::{UsageTotals, usage_totals};
-use agentrace_doctor::{Config as DoctorConfig, Diagnosis, RequestAnswer};
+use agentrace_doctor::conventions::UsageTotals;
+use agentrace_doctor::{Diagnosis, RequestAnswer};
 use agentrace_model::{Span, SpanId, TraceId};
 
 use crate::export::patch::SpanPatch;
@@ -38,7 +38,6 @@ pub(crate) fn answered<S: AsRef<[Span]>>(
     span_patches: &[DoctorPatch],
     totals: &[(TraceId, UsageTotals)],
     answers: Vec<RequestAnswer>,
-    config: &DoctorConfig,
 ) -> Answered {
     let mut rows = Vec::new();
     let mut patches = Vec::new();
@@ -46,10 +45,8 @@ pub(crate) fn answered<S: AsRef<[Span]>>(
         let Some((_, own)) = traces.iter().find(|(t, _)| t == m) else { continue };
         let request_id =
             answers.iter().find(|a| a.request.original_traces.contains(m)).map_or(*m, |a| a.request.trace_id);
-        let usage = match totals.iter().find(|(t, _)| t == m) {
-            Some((_, usage)) => usage.clone(),
-            None => usage_totals(own.as_ref(), &config.prices),
-        };
+        // Every trace given to the diagnosis has its totals; one without spans adds up to nothing.
+        let usage = totals.iter().find(|(t, _)| t == m).map(|(_, u)| u.clone()).unwrap_or_default();
         let (row, p) = summarise(*m, own.as_ref(), usage, diagnosis, span_patches, request_id);
         rows.push(row);
         patches.extend(p);
