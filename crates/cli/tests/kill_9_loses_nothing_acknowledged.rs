@@ -30,7 +30,12 @@ fn start(data_dir: &std::path::Path, backend: &str) -> support::Server {
 #[test]
 fn kill_9_mid_stream_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let backend_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // The backend's port is held from here until the backend starts: bound but not listening, so
+    // the exporter is refused as by a backend that is down, and no other test's server (ports
+    // picked by the kernel, in parallel) can take it in the minute the rounds last.
+    let hold = tokio::net::TcpSocket::new_v4().unwrap();
+    hold.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let backend_addr = hold.local_addr().unwrap();
     let backend_url = format!("http://{backend_addr}");
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
     let next = Arc::new(AtomicU64::new(1));
@@ -80,6 +85,7 @@ fn kill_9_mid_stream_loses_nothing_acknowledged() {
 
     // The backend comes up; the queue drains into it.
     let backend_dir = tempfile::tempdir().unwrap();
+    drop(hold);
     let backend = support::start([
         "--data-dir".as_ref(),
         backend_dir.path().as_os_str(),
