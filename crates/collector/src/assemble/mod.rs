@@ -864,24 +864,7 @@ impl Assembler {
     /// Closes the traces whose time is up (all of them when `all`),
     /// diagnoses each with its session, and keeps the memory budget.
     pub fn close_due(&mut self, now: Instant, all: bool) -> Closed {
-        let timeout = self.config.trace_timeout;
-        let max_age = self.config.max_trace_age;
-        let mut due: Vec<(Instant, TraceId)> = self
-            .open
-            .iter()
-            .filter(|(_, t)| {
-                let quiet = now.duration_since(t.last_arrival) >= timeout
-                    && t.waits_for.is_none_or(|parent| !self.unfinished(parent, now));
-                all || quiet || now.duration_since(t.opened) >= max_age
-            })
-            .map(|(id, t)| (t.opened, *id))
-            .collect();
-        for (_, id) in &due {
-            let t = &self.open[id];
-            if !all && now.duration_since(t.last_arrival) < timeout {
-                self.metrics.pipeline.traces_closed_at_max_age.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let mut due = self.due(now, all);
         // Over budget: the window goes first, then the oldest open traces
         // close early (closing moves them to the window, which the pass
         // after closing evicts).
@@ -899,27 +882,20 @@ impl Assembler {
             due.push((t.opened, *id));
             self.metrics.pipeline.traces_closed_early.fetch_add(1, Ordering::Relaxed);
         }
-        due.sort();
         let mut out = Closed::default();
-        // Traces closing together are diagnosed together, in batches of a
-        // bounded size: their contexts overlap (they ran at the same time),
-        // so one diagnosis of the union costs about what one of them would,
-        // and each span is diagnosed about once per round however busy the
-        // collector is.
-        let budget = (self.config.max_context_spans / 4).max(1);
-        let mut batch: Vec<TraceId> = Vec::new();
-        let mut size = 0;
-        for (_, id) in &due {
-            let n = self.open.get(id).map_or(0, |t| t.held.len());
-            if !batch.is_empty() && (size + n > budget || batch.len() >= MAX_BATCH_TRACES) {
-                self.close(&std::mem::take(&mut batch), now, all, &mut out);
-                size = 0;
+        self.close_in_batches(&mut due, now, all, &mut out);
+        // A trace that waited for one that closed in this round (an orphan
+        // whose picture was still growing) is due now: it closes in this
+        // round too, not a tick later.
+        let mut closed_ids: HashSet<TraceId> = due.iter().map(|(_, id)| *id).collect();
+        for _ in 0..MAX_WIDENINGS {
+            let mut more: Vec<(Instant, TraceId)> =
+                self.due(now, all).into_iter().filter(|(_, id)| self.open[id].waits_for.is_some()).collect();
+            if more.is_empty() {
+                break;
             }
-            batch.push(*id);
-            size += n;
-        }
-        if !batch.is_empty() {
-            self.close(&batch, now, all, &mut out);
+            closed_ids.extend(more.iter().map(|(_, id)| *id));
+            self.close_in_batches(&mut more, now, all, &mut out);
         }
         // Requests answered beside traces that were still open, once those closed.
         for _ in 0..MAX_WIDENINGS {
@@ -941,13 +917,63 @@ impl Assembler {
                 self.metrics.pipeline.requests_rechecked.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             }
         }
-        self.unstored += due.iter().filter(|(_, id)| !self.open.contains_key(id)).count();
+        self.unstored += closed_ids.iter().filter(|id| !self.open.contains_key(id)).count();
         self.expire_window(now);
         while self.buffered > self.config.max_buffered_spans && self.evict_oldest_window().is_some() {
             self.metrics.pipeline.window_evicted_traces.fetch_add(1, Ordering::Relaxed);
         }
         self.publish_gauges();
         out
+    }
+
+    /// The open traces whose time is up: quiet for the trace timeout (and
+    /// not waiting for a trace still unfinished), or past the maximum age,
+    /// or all of them when `all`. Those closing at their maximum age are
+    /// counted.
+    fn due(&self, now: Instant, all: bool) -> Vec<(Instant, TraceId)> {
+        let timeout = self.config.trace_timeout;
+        let max_age = self.config.max_trace_age;
+        let due: Vec<(Instant, TraceId)> = self
+            .open
+            .iter()
+            .filter(|(_, t)| {
+                let quiet = now.duration_since(t.last_arrival) >= timeout
+                    && t.waits_for.is_none_or(|parent| !self.unfinished(parent, now));
+                all || quiet || now.duration_since(t.opened) >= max_age
+            })
+            .map(|(id, t)| (t.opened, *id))
+            .collect();
+        for (_, id) in &due {
+            let t = &self.open[id];
+            if !all && now.duration_since(t.last_arrival) < timeout {
+                self.metrics.pipeline.traces_closed_at_max_age.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        due
+    }
+
+    /// Closes `due`, oldest first. Traces closing together are diagnosed
+    /// together, in batches of a bounded size: their contexts overlap (they
+    /// ran at the same time), so one diagnosis of the union costs about what
+    /// one of them would, and each span is diagnosed about once per round
+    /// however busy the collector is.
+    fn close_in_batches(&mut self, due: &mut [(Instant, TraceId)], now: Instant, all: bool, out: &mut Closed) {
+        due.sort();
+        let budget = (self.config.max_context_spans / 4).max(1);
+        let mut batch: Vec<TraceId> = Vec::new();
+        let mut size = 0;
+        for (_, id) in due.iter() {
+            let n = self.open.get(id).map_or(0, |t| t.held.len());
+            if !batch.is_empty() && (size + n > budget || batch.len() >= MAX_BATCH_TRACES) {
+                self.close(&std::mem::take(&mut batch), now, all, out);
+                size = 0;
+            }
+            batch.push(*id);
+            size += n;
+        }
+        if !batch.is_empty() {
+            self.close(&batch, now, all, out);
+        }
     }
 
     /// Every request numbered up to the answer is in a closed trace.
