@@ -41,4 +41,4 @@ pub mod zipkin;
 
 pub use ids::{IdError, SpanId, TraceId};
 pub use span::{Event, Link, Resource, Scope, Span, SpanKind, StatusCode};
-pub use value::{Attributes, Value};
+pub use value::{Attributes, Key, Value};

@@ -1,4 +1,10 @@
-//! Attribute values: OTLP's `AnyValue`, owned and easy to match on.
+//! Attribute values: OTLP's `AnyValue`, owned and easy to match on; and
+//! attribute keys, shared between the spans that repeat them.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 
@@ -161,10 +167,147 @@ impl From<f64> for Value {
     }
 }
 
+/// An attribute key.
+///
+/// Spans repeat the same few dozen keys, so a decoded key is shared with the
+/// spans decoded before it on the same thread ([`Key::interned`]) instead of
+/// being allocated again for each: decoding allocates less, a decoded span
+/// takes less memory (the live pipeline keeps more of them between
+/// diagnoses), and a reader of many spans finds their keys in one place.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(Arc<str>);
+
+/// Most keys one thread shares (the first seen); a sender that varies its
+/// keys gets a new allocation per key, as before, and no memory beyond this.
+const SHARED_KEYS_MAX: usize = 4096;
+/// Longest key shared (a longer one is allocated each time).
+const SHARED_KEY_MAX_LEN: usize = 128;
+
+thread_local! {
+    static SHARED_KEYS: RefCell<HashSet<Arc<str>, foldhash::fast::RandomState>> =
+        RefCell::new(HashSet::with_hasher(foldhash::fast::RandomState::default()));
+}
+
+impl Key {
+    /// The key `text`, shared with the earlier keys of the same text decoded
+    /// on this thread.
+    pub fn interned(text: &str) -> Key {
+        if text.len() > SHARED_KEY_MAX_LEN {
+            return Key(Arc::from(text));
+        }
+        SHARED_KEYS.with_borrow_mut(|keys| {
+            if let Some(k) = keys.get(text) {
+                return Key(Arc::clone(k));
+            }
+            let k: Arc<str> = Arc::from(text);
+            if keys.len() < SHARED_KEYS_MAX {
+                keys.insert(Arc::clone(&k));
+            }
+            Key(k)
+        })
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether other keys share this one's text (an interned key, or a
+    /// copied span's): its memory is not this key's alone.
+    pub fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Key {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Key {
+    fn from(text: &str) -> Key {
+        Key(Arc::from(text))
+    }
+}
+
+impl From<String> for Key {
+    fn from(text: String) -> Key {
+        Key(Arc::from(text))
+    }
+}
+
+impl From<&String> for Key {
+    fn from(text: &String) -> Key {
+        Key(Arc::from(text.as_str()))
+    }
+}
+
+impl From<Key> for String {
+    fn from(key: Key) -> String {
+        key.0.to_string()
+    }
+}
+
+impl PartialEq<str> for Key {
+    fn eq(&self, other: &str) -> bool {
+        *self.0 == *other
+    }
+}
+
+impl PartialEq<&str> for Key {
+    fn eq(&self, other: &&str) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<String> for Key {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Key> for str {
+    fn eq(&self, other: &Key) -> bool {
+        *self == *other.0
+    }
+}
+
+impl PartialEq<Key> for &str {
+    fn eq(&self, other: &Key) -> bool {
+        **self == *other.0
+    }
+}
+
 /// An ordered list of attributes. Lookups are linear: spans carry tens of
 /// attributes, where a scan beats hashing.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Attributes(pub Vec<(String, Value)>);
+pub struct Attributes(pub Vec<(Key, Value)>);
 
 impl Attributes {
     /// The value of `key`, if present (the first one, if repeated).
@@ -192,7 +335,7 @@ impl Attributes {
     }
 
     /// Sets `key`, replacing an existing value.
-    pub fn set(&mut self, key: impl Into<String>, value: impl Into<Value>) {
+    pub fn set(&mut self, key: impl Into<Key>, value: impl Into<Value>) {
         let key = key.into();
         let value = value.into();
         match self.0.iter_mut().find(|(k, _)| *k == key) {
@@ -211,19 +354,71 @@ impl Attributes {
         self.0.iter().map(|(k, v)| (k.as_str(), v))
     }
 
-    /// Converts from OTLP key-values.
+    /// Converts from OTLP key-values (their keys shared, see [`Key`]).
     pub fn from_otlp(kvs: &[KeyValue]) -> Attributes {
-        Attributes(kvs.iter().map(|kv| (kv.key.clone(), Value::from_otlp(kv.value.as_ref()))).collect())
+        Attributes(kvs.iter().map(|kv| (Key::interned(&kv.key), Value::from_otlp(kv.value.as_ref()))).collect())
     }
 
     /// Converts to OTLP key-values.
     pub fn to_otlp(&self) -> Vec<KeyValue> {
-        self.0.iter().map(|(k, v)| KeyValue { key: k.clone(), value: Some(v.to_otlp()), key_strindex: 0 }).collect()
+        self.0
+            .iter()
+            .map(|(k, v)| KeyValue { key: k.as_str().to_owned(), value: Some(v.to_otlp()), key_strindex: 0 })
+            .collect()
     }
 }
 
-impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Attributes {
+impl<K: Into<Key>, V: Into<Value>> FromIterator<(K, V)> for Attributes {
     fn from_iter<T: IntoIterator<Item = (K, V)>>(iter: T) -> Self {
         Attributes(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_owned())) }),
+            key_strindex: 0,
+        }
+    }
+
+    #[test]
+    fn decoded_keys_are_shared_between_spans_and_read_as_text() {
+        let a = Attributes::from_otlp(&[kv("gen_ai.operation.name", "chat"), kv("session.id", "s-1")]);
+        let b = Attributes::from_otlp(&[kv("session.id", "s-2")]);
+        // One allocation for the key of both spans.
+        assert!(Arc::ptr_eq(&a.0[1].0.0, &b.0[0].0.0));
+        assert!(b.0[0].0.is_shared());
+        assert_eq!(a.str("session.id"), Some("s-1"));
+        assert_eq!(b.get("session.id"), Some(&Value::Str("s-2".into())));
+        assert_eq!(a.0[0].0, "gen_ai.operation.name");
+        assert_eq!(a.to_otlp(), vec![kv("gen_ai.operation.name", "chat"), kv("session.id", "s-1")]);
+    }
+
+    #[test]
+    fn keys_past_the_bounds_are_their_own() {
+        // A key longer than the bound is never kept for sharing.
+        let long = "k".repeat(SHARED_KEY_MAX_LEN + 1);
+        let (x, y) = (Key::interned(&long), Key::interned(&long));
+        assert!(!Arc::ptr_eq(&x.0, &y.0));
+        assert!(!x.is_shared());
+        assert_eq!(x, y);
+        // A sender that varies its keys fills the table once, then gets
+        // keys of its own: the table does not grow past its bound.
+        std::thread::spawn(|| {
+            for i in 0..SHARED_KEYS_MAX + 100 {
+                Key::interned(&format!("k{i}"));
+            }
+            assert_eq!(SHARED_KEYS.with_borrow(|k| k.len()), SHARED_KEYS_MAX);
+            let late = format!("k{}", SHARED_KEYS_MAX + 50);
+            assert!(!Key::interned(&late).is_shared());
+            assert!(Key::interned("k0").is_shared());
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use agentrace_model::{Span, TraceId, Value};
+use agentrace_model::{Key, Span, TraceId, Value};
 
 use super::packed::PackedSpan;
 
@@ -105,11 +105,20 @@ impl Decoded {
 }
 
 /// About the memory a decoded span takes: the span, its strings, and each
-/// attribute's key and value (with an allocator's rounding per allocation).
+/// attribute's key and value (with an allocator's rounding per allocation;
+/// a key shared with other spans, see [`Key`], is not counted).
 /// For bounding what is kept, not for accounting to the byte.
 fn heap_bytes(span: &Span) -> usize {
     const ALLOCATION: usize = 16;
-    fn attributes(a: &[(String, Value)]) -> usize {
+    fn attributes(a: &[(Key, Value)]) -> usize {
+        a.iter()
+            .map(|(k, v)| {
+                let key = if k.is_shared() { 0 } else { k.len() + ALLOCATION };
+                std::mem::size_of::<(Key, Value)>() + key + value(v)
+            })
+            .sum()
+    }
+    fn map(a: &[(String, Value)]) -> usize {
         a.iter().map(|(k, v)| std::mem::size_of::<(String, Value)>() + k.len() + ALLOCATION + value(v)).sum()
     }
     fn value(v: &Value) -> usize {
@@ -119,7 +128,7 @@ fn heap_bytes(span: &Span) -> usize {
             Value::Array(items) => {
                 items.iter().map(|i| std::mem::size_of::<Value>() + value(i)).sum::<usize>() + ALLOCATION
             }
-            Value::Map(map) => attributes(map) + ALLOCATION,
+            Value::Map(entries) => map(entries) + ALLOCATION,
             _ => 0,
         }
     }
