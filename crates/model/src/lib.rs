@@ -36,6 +36,7 @@ pub mod keys;
 pub mod otlp;
 pub mod patch;
 pub mod span;
+pub mod span_bytes;
 pub mod value;
 pub mod zipkin;
 

@@ -59,7 +59,16 @@ impl PackedSpan {
         let mut out = Vec::with_capacity(self.count);
         let mut rest: &[u8] = &plain;
         while !rest.is_empty() {
-            let Ok(otlp) = OtlpSpan::decode_length_delimited(&mut rest) else { break };
+            let Ok(len) = prost::decode_length_delimiter(&mut rest) else { break };
+            let Some(bytes) = rest.get(..len) else { break };
+            rest = &rest[len..];
+            // Straight into the model; bytes it is not written for take
+            // prost's two steps, as they always did.
+            if let Some(span) = agentrace_model::span_bytes::decode(bytes, &self.resource, &self.scope) {
+                out.push(span);
+                continue;
+            }
+            let Ok(otlp) = OtlpSpan::decode(bytes) else { break };
             if let Ok(span) = Span::from_otlp(&otlp, &self.resource, &self.scope) {
                 out.push(span);
             }
