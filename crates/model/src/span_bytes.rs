@@ -179,7 +179,12 @@ fn entry(bytes: &[u8], depth: usize) -> Option<(&str, Value)> {
                 }
                 value = Some(any_value(r.bytes()?, depth)?);
             }
-            (1..=2, _) => return None,
+            // A string-table index for the key (the profiles signal's):
+            // read for its type, as prost reads it, and not used.
+            (3, VARINT) => {
+                r.varint()?;
+            }
+            (1..=3, _) => return None,
             (_, wire) => r.skip(wire)?,
         }
     }
@@ -500,6 +505,26 @@ mod tests {
                     }
                 },
             )
+    }
+
+    #[test]
+    fn a_known_field_of_the_wrong_type_goes_to_prost() {
+        // A key's string-table index (field 3, an int32) sent as bytes:
+        // prost refuses the span, so the direct decoder must not accept it.
+        let span = OtlpSpan { trace_id: vec![1; 16], span_id: vec![2; 8], ..Default::default() };
+        let mut bytes = span.encode_to_vec();
+        let attribute = [0x0a, 0x01, b'k', 0x1a, 0x01, b'x'];
+        bytes.extend([0x4a, attribute.len() as u8]);
+        bytes.extend(attribute);
+        assert_eq!(two_steps(&bytes), None);
+        assert_eq!(direct(&bytes), None);
+        // As an int32 it is read and not used, by both.
+        let mut bytes = span.encode_to_vec();
+        let attribute = [0x0a, 0x01, b'k', 0x18, 0x07];
+        bytes.extend([0x4a, attribute.len() as u8]);
+        bytes.extend(attribute);
+        assert!(direct(&bytes).is_some());
+        assert_eq!(direct(&bytes), two_steps(&bytes));
     }
 
     proptest! {
