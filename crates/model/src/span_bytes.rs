@@ -22,7 +22,10 @@ use crate::value::{Attributes, Key, Value};
 use crate::{SpanId, TraceId};
 
 /// Deepest nesting of attribute values decoded here (deeper goes to prost).
-pub const MAX_DEPTH: usize = 32;
+/// Each level is three of prost's nested messages at most (a map's entry
+/// and value), and prost refuses a span past 100 of them: at 32 the margin
+/// was one level (a review built the case), so this keeps eight.
+pub const MAX_DEPTH: usize = 24;
 
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
