@@ -44,7 +44,7 @@ pub fn decode(bytes: &[u8], resource: &Arc<Resource>, scope: &Arc<Scope>) -> Opt
     let mut kind = 0i32;
     let (mut start, mut end) = (0u64, 0u64);
     // Lists sized as sent: kept spans hold no spare room.
-    let (n_attributes, n_events, n_links) = r.count_lists([9, 11, 13])?;
+    let [n_attributes, n_events, n_links] = r.count_lists([9, 11, 13])?;
     let mut attributes = Vec::with_capacity(n_attributes);
     let mut events = Vec::with_capacity(n_events);
     let mut links = Vec::with_capacity(n_links);
@@ -113,7 +113,7 @@ pub fn decode(bytes: &[u8], resource: &Arc<Resource>, scope: &Arc<Scope>) -> Opt
 
 fn event(bytes: &[u8]) -> Option<Event> {
     let mut r = Reader { bytes, at: 0 };
-    let attributes = Attributes(Vec::with_capacity(r.count_lists([3, 0, 0])?.0));
+    let attributes = Attributes(Vec::with_capacity(r.count_lists([3])?[0]));
     let mut out = Event { name: String::new(), time_unix_nano: 0, attributes, dropped_attributes_count: 0 };
     let mut name = "";
     while !r.done() {
@@ -136,7 +136,7 @@ fn link(bytes: &[u8]) -> Option<Option<Link>> {
     let mut r = Reader { bytes, at: 0 };
     let (mut trace_id, mut span_id): (&[u8], &[u8]) = (&[], &[]);
     let mut trace_state = "";
-    let mut attributes = Vec::with_capacity(r.count_lists([4, 0, 0])?.0);
+    let mut attributes = Vec::with_capacity(r.count_lists([4])?[0]);
     let (mut dropped, mut flags) = (0u32, 0u32);
     while !r.done() {
         match r.key()? {
@@ -263,11 +263,11 @@ impl<'a> Reader<'a> {
         self.at >= self.bytes.len()
     }
 
-    /// How many length-delimited fields of each of three numbers the
-    /// message holds (0: none), read ahead without moving.
-    fn count_lists(&self, fields: [u32; 3]) -> Option<(usize, usize, usize)> {
+    /// How many length-delimited fields of each of these numbers the
+    /// message holds, read ahead without moving.
+    fn count_lists<const N: usize>(&self, fields: [u32; N]) -> Option<[usize; N]> {
         let mut ahead = Reader { bytes: self.bytes, at: self.at };
-        let mut counts = [0usize; 3];
+        let mut counts = [0usize; N];
         while !ahead.done() {
             let (field, wire) = ahead.key()?;
             ahead.skip(wire)?;
@@ -277,7 +277,7 @@ impl<'a> Reader<'a> {
                 counts[i] += 1;
             }
         }
-        Some((counts[0], counts[1], counts[2]))
+        Some(counts)
     }
 
     fn varint(&mut self) -> Option<u64> {

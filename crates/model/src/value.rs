@@ -226,27 +226,9 @@ impl std::ops::Deref for Key {
     }
 }
 
-impl AsRef<str> for Key {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::borrow::Borrow<str> for Key {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl fmt::Display for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -262,18 +244,6 @@ impl From<String> for Key {
     }
 }
 
-impl From<&String> for Key {
-    fn from(text: &String) -> Key {
-        Key(Arc::from(text.as_str()))
-    }
-}
-
-impl From<Key> for String {
-    fn from(key: Key) -> String {
-        key.0.to_string()
-    }
-}
-
 impl PartialEq<str> for Key {
     fn eq(&self, other: &str) -> bool {
         *self.0 == *other
@@ -283,24 +253,6 @@ impl PartialEq<str> for Key {
 impl PartialEq<&str> for Key {
     fn eq(&self, other: &&str) -> bool {
         *self.0 == **other
-    }
-}
-
-impl PartialEq<String> for Key {
-    fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
-    }
-}
-
-impl PartialEq<Key> for str {
-    fn eq(&self, other: &Key) -> bool {
-        *self == *other.0
-    }
-}
-
-impl PartialEq<Key> for &str {
-    fn eq(&self, other: &Key) -> bool {
-        **self == *other.0
     }
 }
 
