@@ -129,6 +129,7 @@ pub struct Metrics {
     /// Decoded spans refused, by transport (whatever the reason).
     spans_refused_on: [AtomicU64; TRANSPORTS],
     spans_duplicate: AtomicU64,
+    forwarded_undecoded: AtomicU64,
     bytes_received: [AtomicU64; TRANSPORTS],
     requests: [AtomicU64; TRANSPORTS],
     refused_spans: [AtomicU64; RefuseReason::ALL.len()],
@@ -255,6 +256,11 @@ impl Metrics {
     /// Decoded spans that `t` refused (invalid, or the request could not be kept).
     pub fn refused_on(&self, t: Transport, spans: u64) {
         self.spans_refused_on[t.index()].fetch_add(spans, Ordering::Relaxed);
+    }
+
+    /// A request the pass-through forwarded without decoding it.
+    pub fn forwarded_undecoded(&self) {
+        self.forwarded_undecoded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Spans that were already stored (a client retry) and were not written again.
@@ -397,6 +403,13 @@ impl Metrics {
             "counter",
             "Spans acknowledged but not written again because they were already stored (client retries).",
             &self.spans_duplicate,
+        );
+        scalar(
+            &mut out,
+            "agentrace_receiver_requests_forwarded_undecoded_total",
+            "counter",
+            "Requests a pass-through checked at the byte level and forwarded as they arrived, without decoding them.",
+            &self.forwarded_undecoded,
         );
         scalar(&mut out, "agentrace_pending_spans", "gauge", "Spans waiting to be written.", &self.pending_spans);
         scalar(&mut out, "agentrace_store_size_bytes", "gauge", "Bytes the store occupies on disk.", &self.store_bytes);

@@ -161,6 +161,35 @@ fn a_pass_through_forwards_redacted_spans_as_they_arrived_and_keeps_none() {
     assert_eq!(status, 404, "nothing is kept");
 }
 
+// A pass-through forwards what the official Python SDK sends, over gRPC and
+// OTLP/HTTP, without decoding it when nothing in it is to be removed: every
+// export call but the root span's (which holds a sensitive event) takes the
+// fast lane, and the backend gets every span as the SDK encoded it, the root
+// without its sensitive event.
+#[test]
+fn a_pass_through_forwards_clean_requests_undecoded_and_still_redacts_the_rest() {
+    let (_dir, backend, agentrace) = pass_through();
+    let undecoded = || support::metric(&agentrace.api(), "agentrace_receiver_requests_forwarded_undecoded_total");
+    assert_eq!(undecoded(), 0.0);
+    let by_grpc = support::python_send(&["--protocol", "grpc", "--endpoint", &agentrace.grpc(), "--requests", "2"]);
+    let by_http =
+        support::python_send(&["--protocol", "http/protobuf", "--endpoint", &agentrace.http(), "--requests", "1"]);
+    let total = by_grpc.spans + by_http.spans;
+    wait_for(30, "every span at the backend", || spans_of(&backend.received()).len() >= total);
+    // The SDK's exporter sends one span per call (a simple span processor);
+    // each user request has one root, and only the root is redacted.
+    let (requests, roots) = (3, 3);
+    assert_eq!(total, 6 * requests);
+    assert_eq!(undecoded(), (total - roots) as f64, "every call without a sensitive event is forwarded undecoded");
+    let mut got = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::default();
+    for r in backend.received() {
+        got.resource_spans.extend(r.resource_spans);
+    }
+    let mut sent = support::without_sensitive_events(&by_grpc.request);
+    sent.resource_spans.extend(support::without_sensitive_events(&by_http.request).resource_spans);
+    support::assert_same_spans(&sent, &got);
+}
+
 // The pass-through keeps a request's received bytes when nothing changed it,
 // so what the decoder did not read must never ride along: a field unknown to
 // it, holding a key, inside a span sent over OTLP/HTTP, does not reach the

@@ -162,6 +162,10 @@ impl tonic::server::UnaryService<Bytes> for ExportCall {
 }
 
 async fn export(ingest: &Ingest, body: Bytes) -> Result<ExportTraceServiceResponse, Status> {
+    // A pass-through forwards a clean body as it came, never decoded.
+    if let Some(clean) = ingest.clean(&body) {
+        return answer(ingest.ingest_clean(clean, Transport::Grpc).await);
+    }
     // Memory for what decoding will take, reserved before anything is
     // decoded and held until the request is stored.
     let _decoding = match ingest.reserve_decoding(&body, otlp::Format::Protobuf) {
@@ -177,7 +181,11 @@ async fn export(ingest: &Ingest, body: Bytes) -> Result<ExportTraceServiceRespon
             return Err(Status::invalid_argument(e.to_string()));
         }
     };
-    match ingest.ingest(decoded, Some(body), Transport::Grpc).await {
+    answer(ingest.ingest(decoded, Some(body), Transport::Grpc).await)
+}
+
+fn answer(result: Result<super::Accepted, IngestError>) -> Result<ExportTraceServiceResponse, Status> {
+    match result {
         Ok(accepted) => Ok(accepted.into_response()),
         Err(e @ IngestError::Busy(_)) => Err(retryable(Code::ResourceExhausted, e.to_string())),
         Err(e @ IngestError::Unavailable(_)) => Err(retryable(Code::Unavailable, e.to_string())),

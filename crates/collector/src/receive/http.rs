@@ -20,7 +20,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost::Message;
 
 use super::status::RpcStatus;
-use super::{BodyError, InflateError, Ingest, IngestError, RETRY_AFTER, ReserveError, read_body};
+use super::{Accepted, BodyError, InflateError, Ingest, IngestError, RETRY_AFTER, ReserveError, read_body};
 use crate::metrics::{RefuseReason, Transport};
 
 /// The OTLP/HTTP traces path.
@@ -118,6 +118,14 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
         std::borrow::Cow::Borrowed(_) => bytes.clone(),
         std::borrow::Cow::Owned(inflated) => bytes::Bytes::from(inflated),
     };
+    // A pass-through forwards a clean protobuf body as it came, never decoded.
+    let clean = match encoding {
+        Encoding::Protobuf => state.ingest.clean(&payload),
+        Encoding::Json => None,
+    };
+    if let Some(clean) = clean {
+        return answer(encoding, state.ingest.ingest_clean(clean, encoding.transport()).await);
+    }
     // Memory for what decoding will take, reserved before anything is
     // decoded and held until the request is stored.
     let format = match encoding {
@@ -140,7 +148,11 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
         }
     };
     let received = (format == otlp::Format::Protobuf).then_some(payload);
-    match state.ingest.ingest(decoded, received, encoding.transport()).await {
+    answer(encoding, state.ingest.ingest(decoded, received, encoding.transport()).await)
+}
+
+fn answer(encoding: Encoding, result: Result<Accepted, IngestError>) -> Response {
+    match result {
         Ok(accepted) => {
             let response = accepted.into_response();
             let body = match encoding {

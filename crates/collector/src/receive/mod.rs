@@ -5,7 +5,11 @@
 //! [`Ingest`], which redacts it (once per content policy in force), hands
 //! it to the live pipeline, writes it to the store and to every exporter's
 //! disk queue in one transaction, waits until that is durable, and only
-//! then lets the transport acknowledge. Answers follow the OTLP
+//! then lets the transport acknowledge. A pass-through (no spans kept, no
+//! live pipeline) first asks [`Ingest::clean`] whether a protobuf body would
+//! come out of decoding, validation and redaction as it went in; such a body
+//! is queued for the exporters as it arrived, never decoded
+//! ([`crate::redact::CleanBody`]). Answers follow the OTLP
 //! specification: partial success with a count and a reason, invalid
 //! argument for undecodable bodies, and a retryable refusal with a delay
 //! when the store is behind.
@@ -25,7 +29,7 @@ use crate::assemble::PipelineHandle;
 use crate::config::ContentAction;
 use crate::export::ExportTarget;
 use crate::metrics::{Metrics, RefuseReason, Transport};
-use crate::redact::{Redacted, RedactionReport, Redactor};
+use crate::redact::{CleanBody, Redacted, RedactionReport, Redactor};
 use crate::store::{PreparedBatch, QueuedExport, Store, SubmitError};
 use crate::wire::Encoded;
 
@@ -72,6 +76,23 @@ impl Ingest {
                     "unsupported Content-Encoding {other:?}: send gzip or no encoding"
                 )))
             }
+        }
+    }
+}
+
+/// A request on its way to the store and the exporters.
+enum Input {
+    /// Decoded and validated, still to be redacted.
+    Decoded { decoded: Decoded, received: Option<bytes::Bytes> },
+    /// Checked at the byte level, to be forwarded as it arrived.
+    Clean(CleanBody),
+}
+
+impl Input {
+    fn spans(&self) -> u64 {
+        match self {
+            Input::Decoded { decoded, .. } => decoded.accepted_spans,
+            Input::Clean(clean) => clean.spans(),
         }
     }
 }
@@ -356,6 +377,19 @@ impl Ingest {
         (self.redactor.redact(request, self.store_content), others)
     }
 
+    /// A protobuf body this collector may forward as received, never
+    /// decoded: when it keeps no spans and diagnoses none (a pass-through),
+    /// and [`Redactor::clean`] finds that decoding, validating and redacting
+    /// it would change nothing. Then [`Self::ingest_clean`] takes it.
+    pub fn clean(&self, body: &bytes::Bytes) -> Option<CleanBody> {
+        if self.keep_spans || self.pipeline.is_live() {
+            return None;
+        }
+        let content = self.store_content != ContentAction::Keep
+            || self.exports.iter().any(|t| t.config.content != ContentAction::Keep);
+        self.redactor.clean(body.clone(), &self.limits, content)
+    }
+
     /// Stores a decoded request and waits until it is durable. `received` is
     /// the OTLP/protobuf body it was decoded from, if it was one: kept as the
     /// request's encoding when nothing changed it ([`Encoded::reuse_or_encode`]).
@@ -370,7 +404,19 @@ impl Ingest {
             self.metrics.refused_spans(RefuseReason::InvalidSpan, decoded.rejected_spans);
             self.metrics.refused_on(transport, decoded.rejected_spans);
         }
-        let n = decoded.accepted_spans;
+        self.ingest_input(Input::Decoded { decoded, received }, transport).await
+    }
+
+    /// Queues a body the pass-through found clean ([`Self::clean`]) for the
+    /// exporters as it arrived, and waits until that is durable.
+    pub async fn ingest_clean(&self, clean: CleanBody, transport: Transport) -> Result<Accepted, IngestError> {
+        self.metrics.received(transport, clean.spans());
+        self.metrics.forwarded_undecoded();
+        self.ingest_input(Input::Clean(clean), transport).await
+    }
+
+    async fn ingest_input(&self, input: Input, transport: Transport) -> Result<Accepted, IngestError> {
+        let n = input.spans();
         let span = tracing::info_span!(
             "receive",
             otel.kind = "server",
@@ -378,7 +424,7 @@ impl Ingest {
             spans = n,
             otel.status_code = tracing::field::Empty,
         );
-        let result = tracing::Instrument::instrument(self.keep(decoded, received, transport), span.clone()).await;
+        let result = tracing::Instrument::instrument(self.keep(input, transport), span.clone()).await;
         if result.is_err() {
             span.record("otel.status_code", "ERROR");
             self.metrics.refused_on(transport, n);
@@ -387,17 +433,17 @@ impl Ingest {
     }
 
     /// Redacts, stores and queues a request's valid spans.
-    async fn keep(
-        &self,
-        decoded: Decoded,
-        received: Option<bytes::Bytes>,
-        transport: Transport,
-    ) -> Result<Accepted, IngestError> {
-        let accepted = Accepted { rejected_spans: decoded.rejected_spans, error_message: decoded.error_message };
-        if decoded.accepted_spans == 0 {
+    async fn keep(&self, input: Input, transport: Transport) -> Result<Accepted, IngestError> {
+        let n = input.spans();
+        let accepted = match &input {
+            Input::Decoded { decoded, .. } => {
+                Accepted { rejected_spans: decoded.rejected_spans, error_message: decoded.error_message.clone() }
+            }
+            Input::Clean(_) => Accepted::default(),
+        };
+        if n == 0 {
             return Ok(accepted);
         }
-        let n = decoded.accepted_spans;
         if let Some(full) = self
             .exports
             .iter()
@@ -409,13 +455,22 @@ impl Ingest {
                 full.metrics.name
             )));
         }
-        let (stored, others) = self.redact(decoded.request);
-        let report = stored.report();
-        let r = &self.metrics.redaction;
-        r.events_dropped.fetch_add(report.events_dropped, std::sync::atomic::Ordering::Relaxed);
-        r.attributes_dropped.fetch_add(report.attributes_dropped, std::sync::atomic::Ordering::Relaxed);
-        r.attributes_hashed.fetch_add(report.attributes_hashed, std::sync::atomic::Ordering::Relaxed);
-        r.values_masked.fetch_add(report.values_masked, std::sync::atomic::Ordering::Relaxed);
+        // A clean body is forwarded as it came: it has nothing to redact,
+        // and no one here needs it decoded.
+        let (redacted, received) = match input {
+            Input::Decoded { decoded, received } => {
+                let (stored, others) = self.redact(decoded.request);
+                let report = stored.report();
+                let r = &self.metrics.redaction;
+                r.events_dropped.fetch_add(report.events_dropped, std::sync::atomic::Ordering::Relaxed);
+                r.attributes_dropped.fetch_add(report.attributes_dropped, std::sync::atomic::Ordering::Relaxed);
+                r.attributes_hashed.fetch_add(report.attributes_hashed, std::sync::atomic::Ordering::Relaxed);
+                r.values_masked.fetch_add(report.values_masked, std::sync::atomic::Ordering::Relaxed);
+                let unchanged = decoded.as_received && report == RedactionReport::default();
+                (Some((stored, others, unchanged)), received)
+            }
+            Input::Clean(clean) => (None, Some(clean.bytes().clone())),
+        };
         // The pipeline gets the spans once they are durable; a number is
         // reserved now, for the export queue rows written with them.
         let reservation = match self.pipeline.reserve(n as usize) {
@@ -432,12 +487,24 @@ impl Ingest {
         // Encoded once (or not at all, when the body received is the
         // request as it is now): the store's chunk, the pipeline's blocks and
         // every exporter that takes what the store takes share these bytes.
-        let unchanged = decoded.as_received && report == RedactionReport::default();
-        let encoded = Encoded::reuse_or_encode(stored.request(), unchanged, received);
-        let spans = if self.pipeline.is_live() && backlog.is_none() {
-            crate::assemble::pack(stored.request(), &encoded)
-        } else {
-            Vec::new()
+        let (stored, others, encoded) = match (redacted, received) {
+            (Some((stored, others, unchanged)), received) => {
+                let encoded = Encoded::reuse_or_encode(stored.request(), unchanged, received);
+                (Some(stored), others, encoded)
+            }
+            // A clean body's request, resource and scope fields were all
+            // walked as length-delimited: it parses.
+            (None, Some(body)) => match Encoded::parse(body) {
+                Ok(encoded) => (None, Vec::new(), encoded),
+                Err(e) => return Err(IngestError::Unavailable(e.to_string())),
+            },
+            (None, None) => return Ok(accepted),
+        };
+        let spans = match &stored {
+            Some(stored) if self.pipeline.is_live() && backlog.is_none() => {
+                crate::assemble::pack(stored.request(), &encoded)
+            }
+            _ => Vec::new(),
         };
         // One compressed body per content policy, shared by its exporters.
         let mut bodies: Vec<Option<(usize, Vec<u8>)>> = vec![None; others.len() + 1];
@@ -463,10 +530,10 @@ impl Ingest {
                 bodies[0].get_or_insert_with(|| (encoded.span_count(), QueuedExport::compress(&encoded)));
             exports.push(QueuedExport::compressed(backlog, seq, *spans, body.clone()));
         }
-        let batch = if self.keep_spans {
-            PreparedBatch::from_redacted(stored, &encoded).with_exports(exports)
-        } else {
-            PreparedBatch::queue_only(n as usize, exports)
+        let batch = match stored {
+            Some(stored) if self.keep_spans => PreparedBatch::from_redacted(stored, &encoded).with_exports(exports),
+            // Only a pass-through takes clean bodies ([`Self::clean`]).
+            _ => PreparedBatch::queue_only(n as usize, exports),
         };
         let durable = match self.store.submit(batch) {
             Ok(durable) => durable,

@@ -18,8 +18,10 @@
 //!
 //! What was removed is counted on the span (`agentrace.redaction.*`) and in
 //! `/metrics`. The only way to a [`Redacted`] request is [`Redactor::redact`],
-//! and the store and the exporters take nothing else: unredacted data
-//! cannot reach a disk or a socket by mistake.
+//! and the store and the exporters take nothing else, but for a pass-through's
+//! [`CleanBody`], which only [`Redactor::clean`] makes (a body it has searched
+//! at the byte level and found nothing to remove from, `clean.rs`):
+//! unredacted data cannot reach a disk or a socket by mistake.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -32,6 +34,9 @@ use regex::{NoExpand, Regex, RegexSet};
 use sha2::{Digest, Sha256};
 
 use crate::config::{ContentAction, RedactionConfig};
+
+mod clean;
+pub use clean::CleanBody;
 
 /// Attribute a span gets when sensitive events were dropped from it.
 pub const EVENTS_DROPPED: &str = "agentrace.redaction.events_dropped";
@@ -298,28 +303,39 @@ impl Redactor {
 
     /// [`Self::mask`] for an attribute key, remembering clean ones.
     fn mask_key(&self, key: &mut String) -> bool {
+        self.key_has_secret(key) && self.mask(key)
+    }
+
+    /// Whether an attribute key holds a secret, looked up first among the
+    /// keys this thread found clean ([`CLEAN_KEYS`]).
+    fn key_has_secret(&self, key: &str) -> bool {
         if key.len() > CLEAN_KEY_MAX_LEN {
-            return self.mask(key);
+            return self.has_secret(key);
         }
         let known = CLEAN_KEYS.with_borrow_mut(|memo| {
             if memo.redactor != self.id {
                 memo.redactor = self.id;
                 memo.keys.clear();
             }
-            memo.keys.contains(key.as_str())
+            memo.keys.contains(key)
         });
         if known {
             return false;
         }
-        let masked = self.mask(key);
-        if !masked {
+        let secret = self.has_secret(key);
+        if !secret {
             CLEAN_KEYS.with_borrow_mut(|memo| {
                 if memo.redactor == self.id && memo.keys.len() < CLEAN_KEYS_MAX {
-                    memo.keys.insert(key.as_str().into());
+                    memo.keys.insert(key.into());
                 }
             });
         }
-        masked
+        secret
+    }
+
+    /// Whether `text` holds a secret [`Self::mask`] would mask.
+    fn has_secret(&self, text: &str) -> bool {
+        self.any_secret.as_ref().is_some_and(|any| any.is_match(text))
     }
 
     fn mask_value(&self, value: &mut AnyValue, depth: usize) -> u64 {
@@ -352,8 +368,7 @@ impl Redactor {
 
     /// Masks every secret in `text`; says whether there was one.
     fn mask(&self, text: &mut String) -> bool {
-        let Some(any) = &self.any_secret else { return false };
-        if !any.is_match(text) {
+        if !self.has_secret(text) {
             return false;
         }
         for (name, re) in &self.secrets {
@@ -392,3 +407,7 @@ fn int_attribute(key: &str, n: u64) -> KeyValue {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "clean_tests.rs"]
+mod clean_tests;

@@ -279,6 +279,11 @@ fn value_strategy() -> impl Strategy<Value = AnyValue> {
         any::<bool>().prop_map(|b| AnyValue { value: Some(any_value::Value::BoolValue(b)) }),
         prop_oneof![Just("true"), Just("TRUE"), Just(" true "), Just("false")].prop_map(s),
     ];
+    nested(leaf)
+}
+
+/// `leaf` values, and lists and maps of them up to three levels deep.
+pub(super) fn nested(leaf: impl Strategy<Value = AnyValue> + 'static) -> impl Strategy<Value = AnyValue> {
     leaf.prop_recursive(3, 12, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4)
