@@ -287,6 +287,40 @@
 //! 27 %, redaction 11 % (the secret regexes 5 %), the store's writer 16 %
 //! (the export queue's rows), sending to the blackhole 7 %.
 //!
+//! The pass-through's fast lane (2026-12-02, third session; 2-vCPU Debian
+//! VM, Intel Xeon, rustc 1.95, release build; server `TOKIO_WORKER_THREADS=1
+//! taskset -c 0`, `storage.keep_spans: false`, pipeline off, one gRPC
+//! exporter to `examples/blackhole.rs`; blackhole and generator `taskset -c
+//! 1`, 8 connections, 6 s closed loop, `--shape agents`; server CPU from
+//! `/proc` until idle; every row of a round in the same minutes, rounds of
+//! two or three builds alternately):
+//!
+//! | build | spans per server CPU-second | us per span | peak RSS |
+//! |---|---|---|---|
+//! | d513228 (before), four runs | 149.5k-185.7k | 5.4-6.7 | 123-130 MiB |
+//! | 4830d2a (a clean body forwarded undecoded), four runs | 241.3k-281.1k | 3.6-4.2 | 121-124 MiB |
+//! | 4830d2a + keys looked up as bytes, one-byte varints (HEAD), four runs | 275.9k-294.6k | 3.4-3.6 | 121-124 MiB |
+//! | Rotel 0.0.1-alpha10, its in-process blackhole, four runs | 241.5k-267.9k | 3.7-4.1 | 50-52 MiB |
+//! | Rotel, OTLP/gRPC to the same blackhole, two runs | 116.3k-122.2k | 8.2-8.6 | 116-118 MiB |
+//! | d513228, adversarial shape, one run | 142.6k | 7.0 | 135 MiB |
+//! | HEAD, adversarial shape, one run | 270.5k | 3.7 | 129 MiB |
+//!
+//! What they say. A pass-through has no use for a decoded request, so
+//! `Redactor::clean` (`src/redact/clean.rs`) walks the received bytes once
+//! and, when decoding, validation and redaction would change nothing (as on
+//! all of this traffic), the body goes to the export queue as it came:
+//! prost's decoding (27 % of the pass-through before), the redactor's walk
+//! over decoded structures and the decoded-size estimate are gone. HEAD does
+//! 1.17-1.22x Rotel's in-process blackhole in the same rounds (the issue's
+//! "ahead of Rotel's in-process blackhole": met on this VM; 4830d2a alone
+//! gave 1.01-1.06x) and 2.3-2.4x Rotel forwarding to the same blackhole (the
+//! issue's 1.3x: met), while it also searches every string for secrets and
+//! keeps each request in a durable export queue before acknowledging; 1.6-1.9x
+//! d513228. Its profile now: the secret regexes about 11 % (one union of
+//! the policy's patterns, about 30 ns per string; splitting it, or matching
+//! the strings of a request joined, measured no faster), the byte walk 9 %,
+//! LZ4 for the export queue 5 %, copies 6 %.
+//!
 //! Earlier figures (2026-11-25; 2-vCPU Debian VM, Intel Xeon, rustc 1.95,
 //! release build with mimalloc; server `TOKIO_WORKER_THREADS=1 taskset -c 0`
 //! so every server thread shares one core, fresh data dir; generator, and

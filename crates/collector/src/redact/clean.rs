@@ -105,12 +105,28 @@ impl<'a> Fields<'a> {
         Fields { bytes, at: 0 }
     }
 
+    #[inline(always)]
     fn varint(&mut self) -> Option<u64> {
+        // Tags and short lengths fit in one byte.
+        let b = *self.bytes.get(self.at)?;
+        if b < 0x80 {
+            self.at += 1;
+            return Some(u64::from(b));
+        }
+        self.varint_long()
+    }
+
+    #[cold]
+    fn varint_long(&mut self) -> Option<u64> {
         let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
+        for i in 0..10 {
             let b = *self.bytes.get(self.at)?;
             self.at += 1;
-            v |= u64::from(b & 0x7f) << shift;
+            // The tenth byte holds the top bit only (the decoder refuses more).
+            if i == 9 && b > 1 {
+                return None;
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
                 return Some(v);
             }
@@ -123,8 +139,9 @@ impl<'a> Fields<'a> {
         if self.at >= self.bytes.len() {
             return Some(None);
         }
-        let key = self.varint()?;
-        let (field, wire) = (key >> 3, key & 7);
+        // A key past 32 bits is refused by the decoder.
+        let key = u32::try_from(self.varint()?).ok()?;
+        let (field, wire) = (u64::from(key >> 3), key & 7);
         let value = match wire {
             0 => {
                 self.varint()?;
@@ -381,16 +398,20 @@ impl Scan<'_> {
             match (field, value) {
                 (1, Value::Delimited(b)) => {
                     once.first(1)?;
-                    let key = std::str::from_utf8(b).ok()?;
-                    if self.redactor.key_has_secret(key) {
-                        return None;
+                    // A key found clean before is UTF-8 and holds no secret:
+                    // most keys are, and are neither checked nor searched.
+                    if !self.redactor.key_known_clean(b) {
+                        let key = std::str::from_utf8(b).ok()?;
+                        if self.redactor.key_has_secret(key) {
+                            return None;
+                        }
                     }
-                    if list != List::Nested && self.content && self.redactor.is_content(key) {
+                    if list != List::Nested && self.content && self.redactor.is_content_bytes(b) {
                         return None;
                     }
                     // Whatever its value says, the ordinary road decides
                     // whether an event marked sensitive is dropped.
-                    if list == List::Event && key == "sensitive" {
+                    if list == List::Event && b == b"sensitive" {
                         return None;
                     }
                 }

@@ -135,7 +135,9 @@ pub struct Redactor {
 /// costs a lookup per key and no memory beyond that.
 struct CleanKeys {
     redactor: u64,
-    keys: HashSet<Box<str>, foldhash::fast::RandomState>,
+    /// As bytes, so that the pass-through's fast lane looks a key up before
+    /// it has checked it is UTF-8 (a key found here is).
+    keys: HashSet<Box<[u8]>, foldhash::fast::RandomState>,
 }
 
 /// Most keys one thread remembers as clean.
@@ -249,6 +251,13 @@ impl Redactor {
             || self.content_patterns.as_ref().is_some_and(|p| p.is_match(key))
     }
 
+    /// [`Self::is_content`] for a key's bytes (not content when they are
+    /// not UTF-8: the decoder refuses such a key before redaction).
+    fn is_content_bytes(&self, key: &[u8]) -> bool {
+        self.content_keys.iter().any(|k| k.as_bytes() == key)
+            || self.content_patterns.as_ref().is_some_and(|p| std::str::from_utf8(key).is_ok_and(|k| p.is_match(k)))
+    }
+
     /// Applies the content action to a list of attributes and masks secrets
     /// in what is left.
     fn content(&self, attributes: &mut Vec<KeyValue>, action: ContentAction, counts: &mut RedactionReport) {
@@ -309,28 +318,33 @@ impl Redactor {
     /// Whether an attribute key holds a secret, looked up first among the
     /// keys this thread found clean ([`CLEAN_KEYS`]).
     fn key_has_secret(&self, key: &str) -> bool {
-        if key.len() > CLEAN_KEY_MAX_LEN {
-            return self.has_secret(key);
+        if self.key_known_clean(key.as_bytes()) {
+            return false;
         }
-        let known = CLEAN_KEYS.with_borrow_mut(|memo| {
+        let secret = self.has_secret(key);
+        if !secret && key.len() <= CLEAN_KEY_MAX_LEN {
+            CLEAN_KEYS.with_borrow_mut(|memo| {
+                if memo.redactor == self.id && memo.keys.len() < CLEAN_KEYS_MAX {
+                    memo.keys.insert(key.as_bytes().into());
+                }
+            });
+        }
+        secret
+    }
+
+    /// Whether this thread found `key` (an attribute key's bytes) clean
+    /// before, under this policy.
+    fn key_known_clean(&self, key: &[u8]) -> bool {
+        if key.len() > CLEAN_KEY_MAX_LEN {
+            return false;
+        }
+        CLEAN_KEYS.with_borrow_mut(|memo| {
             if memo.redactor != self.id {
                 memo.redactor = self.id;
                 memo.keys.clear();
             }
             memo.keys.contains(key)
-        });
-        if known {
-            return false;
-        }
-        let secret = self.has_secret(key);
-        if !secret {
-            CLEAN_KEYS.with_borrow_mut(|memo| {
-                if memo.redactor == self.id && memo.keys.len() < CLEAN_KEYS_MAX {
-                    memo.keys.insert(key.into());
-                }
-            });
-        }
-        secret
+        })
     }
 
     /// Whether `text` holds a secret [`Self::mask`] would mask.
