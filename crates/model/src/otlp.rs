@@ -284,30 +284,7 @@ mod wire {
         table
     };
 
-    #[inline(always)]
-    fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-        // Tags and short lengths fit in one byte.
-        let b = *bytes.get(*at)?;
-        if b < 0x80 {
-            *at += 1;
-            return Some(u64::from(b));
-        }
-        varint_long(bytes, at)
-    }
-
-    #[cold]
-    fn varint_long(bytes: &[u8], at: &mut usize) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *bytes.get(*at)?;
-            *at += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
+    use crate::span_bytes::varint;
 
     /// Adds what `bytes`, a `msg`, costs once decoded to `cost`; stops at
     /// the first malformed field (the decoder then says what was wrong).

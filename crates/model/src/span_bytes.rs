@@ -27,6 +27,39 @@ use crate::{SpanId, TraceId};
 /// was one level (a review built the case), so this keeps eight.
 pub const MAX_DEPTH: usize = 24;
 
+/// Reads a protobuf varint at `*at`, moving past it; `None` where prost's
+/// decoder refuses one (truncated, or a tenth byte over 1). Every walk of
+/// protobuf bytes in agentrace reads varints here: the decoded-size
+/// estimate, this decoder, and the collector's pass-through check.
+#[inline(always)]
+pub fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    // Tags and short lengths fit in one byte.
+    let b = *bytes.get(*at)?;
+    if b < 0x80 {
+        *at += 1;
+        return Some(u64::from(b));
+    }
+    varint_long(bytes, at)
+}
+
+#[cold]
+fn varint_long(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        // The tenth byte holds the top bit only.
+        if i == 9 && b > 1 {
+            return None;
+        }
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
 const VARINT: u8 = 0;
 const FIXED64: u8 = 1;
 const LEN: u8 = 2;
@@ -280,31 +313,9 @@ impl<'a> Reader<'a> {
         Some(counts)
     }
 
+    #[inline(always)]
     fn varint(&mut self) -> Option<u64> {
-        let b = *self.bytes.get(self.at)?;
-        if b < 0x80 {
-            self.at += 1;
-            return Some(u64::from(b));
-        }
-        self.varint_long()
-    }
-
-    #[cold]
-    fn varint_long(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let b = *self.bytes.get(self.at)?;
-            self.at += 1;
-            // The tenth byte holds the top bit only.
-            if i == 9 && b > 1 {
-                return None;
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
+        varint(self.bytes, &mut self.at)
     }
 
     fn key(&mut self) -> Option<(u32, u8)> {

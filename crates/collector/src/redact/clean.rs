@@ -107,31 +107,7 @@ impl<'a> Fields<'a> {
 
     #[inline(always)]
     fn varint(&mut self) -> Option<u64> {
-        // Tags and short lengths fit in one byte.
-        let b = *self.bytes.get(self.at)?;
-        if b < 0x80 {
-            self.at += 1;
-            return Some(u64::from(b));
-        }
-        self.varint_long()
-    }
-
-    #[cold]
-    fn varint_long(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let b = *self.bytes.get(self.at)?;
-            self.at += 1;
-            // The tenth byte holds the top bit only (the decoder refuses more).
-            if i == 9 && b > 1 {
-                return None;
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
+        agentrace_model::span_bytes::varint(self.bytes, &mut self.at)
     }
 
     /// The next field, `Some(None)` at the end, `None` when malformed.
