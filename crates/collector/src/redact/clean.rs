@@ -62,8 +62,11 @@ impl CleanBody {
     }
 }
 
-/// Deepest nesting walked, whatever the limits say: the walk recurses.
-const MAX_NESTING: usize = 64;
+/// Deepest nesting of lists and maps walked, whatever the limits say. prost
+/// refuses a body nested past 100 messages; a request reaches an attribute's
+/// value through five, and each level of a map adds three (an entry, its
+/// value, the next map), so 24 levels stay 20 messages inside its limit.
+const MAX_NESTING: usize = 24;
 
 impl Redactor {
     /// The body as a [`CleanBody`] when decoding, validating (under

@@ -350,6 +350,32 @@ fn a_content_attribute_is_clean_only_when_every_sink_keeps_content() {
 }
 
 #[test]
+fn a_value_nested_past_the_decoders_limit_is_not_clean_whatever_the_configured_depth() {
+    // An operator may allow deep values; prost still refuses a body nested
+    // past 100 messages, so the fast lane must not forward one.
+    let limits = Limits { max_value_depth: 1000, ..Limits::default() };
+    let nest = |levels: usize| {
+        let mut v = text("leaf");
+        for _ in 0..levels {
+            v = AnyValue {
+                value: Some(any_value::Value::KvlistValue(opentelemetry_proto::tonic::common::v1::KeyValueList {
+                    values: vec![kv("k", v)],
+                })),
+            };
+        }
+        let mut request = agent_spans::request(1, 1, agent_spans::Shape::Agents);
+        request.resource_spans[0].scope_spans[0].spans[0].attributes.push(kv("deep", v));
+        request.encode_to_vec()
+    };
+    assert_eq!(clean(&nest(24), &limits, true), Some(1), "24 levels are walked");
+    assert_eq!(ordinary_road(redactor(), &nest(24), &limits, true), Some(1));
+    for levels in [25, 40] {
+        assert_eq!(clean(&nest(levels), &limits, true), None, "{levels} levels");
+    }
+    assert!(otlp::decode_protobuf(&nest(40), &limits).is_err(), "the decoder refuses 40 levels of maps");
+}
+
+#[test]
 fn a_request_with_no_spans_takes_the_ordinary_road() {
     assert_eq!(clean(&[], &Limits::default(), true), None);
 }
