@@ -97,6 +97,14 @@ impl Input {
     }
 }
 
+/// A request past redaction, before it is encoded for the store.
+enum Ready {
+    /// Redacted for the store (`stored`) and for each other content action.
+    Redacted { stored: Redacted, others: Vec<Redacted>, unchanged: bool, received: Option<bytes::Bytes> },
+    /// A clean body, as it arrived.
+    Clean(Encoded),
+}
+
 /// What an export request came to, for the transport to encode.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Accepted {
@@ -143,6 +151,10 @@ pub struct Ingest {
     memory: MemoryLimiter,
     keep_spans: bool,
     read_timeout: Duration,
+    /// Set when this collector is a pass-through (no spans kept, no live
+    /// pipeline) whose clean bodies skip decoding ([`Self::clean`]): whether
+    /// some sink drops or hashes content attributes.
+    clean_lane: Option<bool>,
     /// The memory requests being decoded may take at once, in KiB.
     decoding: Arc<tokio::sync::Semaphore>,
     decoding_kib: u32,
@@ -275,7 +287,14 @@ impl Ingest {
     ) -> Ingest {
         let admission = Arc::new(tokio::sync::Semaphore::new(max_concurrent_requests));
         let decoding_kib = u32::try_from((sinks.decoding_budget / 1024).max(1)).unwrap_or(u32::MAX);
+        // A pipeline stopped later (at shutdown) only leaves requests on the
+        // ordinary road; one not live now never starts.
+        let clean_lane = (!sinks.keep_spans && !sinks.pipeline.is_live()).then(|| {
+            sinks.store_content != ContentAction::Keep
+                || sinks.exports.iter().any(|t| t.config.content != ContentAction::Keep)
+        });
         Ingest {
+            clean_lane,
             decoding: Arc::new(tokio::sync::Semaphore::new(decoding_kib as usize)),
             decoding_kib,
             store,
@@ -382,11 +401,7 @@ impl Ingest {
     /// and [`Redactor::clean`] finds that decoding, validating and redacting
     /// it would change nothing. Then [`Self::ingest_clean`] takes it.
     pub fn clean(&self, body: &bytes::Bytes) -> Option<CleanBody> {
-        if self.keep_spans || self.pipeline.is_live() {
-            return None;
-        }
-        let content = self.store_content != ContentAction::Keep
-            || self.exports.iter().any(|t| t.config.content != ContentAction::Keep);
+        let content = self.clean_lane?;
         self.redactor.clean(body.clone(), &self.limits, content)
     }
 
@@ -457,7 +472,7 @@ impl Ingest {
         }
         // A clean body is forwarded as it came: it has nothing to redact,
         // and no one here needs it decoded.
-        let (redacted, received) = match input {
+        let ready = match input {
             Input::Decoded { decoded, received } => {
                 let (stored, others) = self.redact(decoded.request);
                 let report = stored.report();
@@ -467,9 +482,14 @@ impl Ingest {
                 r.attributes_hashed.fetch_add(report.attributes_hashed, std::sync::atomic::Ordering::Relaxed);
                 r.values_masked.fetch_add(report.values_masked, std::sync::atomic::Ordering::Relaxed);
                 let unchanged = decoded.as_received && report == RedactionReport::default();
-                (Some((stored, others, unchanged)), received)
+                Ready::Redacted { stored, others, unchanged, received }
             }
-            Input::Clean(clean) => (None, Some(clean.bytes().clone())),
+            // A clean body's request, resource and scope fields were all
+            // walked as length-delimited: it parses.
+            Input::Clean(clean) => match Encoded::parse(clean.bytes().clone()) {
+                Ok(encoded) => Ready::Clean(encoded),
+                Err(e) => return Err(IngestError::Unavailable(e.to_string())),
+            },
         };
         // The pipeline gets the spans once they are durable; a number is
         // reserved now, for the export queue rows written with them.
@@ -487,18 +507,12 @@ impl Ingest {
         // Encoded once (or not at all, when the body received is the
         // request as it is now): the store's chunk, the pipeline's blocks and
         // every exporter that takes what the store takes share these bytes.
-        let (stored, others, encoded) = match (redacted, received) {
-            (Some((stored, others, unchanged)), received) => {
+        let (stored, others, encoded) = match ready {
+            Ready::Redacted { stored, others, unchanged, received } => {
                 let encoded = Encoded::reuse_or_encode(stored.request(), unchanged, received);
                 (Some(stored), others, encoded)
             }
-            // A clean body's request, resource and scope fields were all
-            // walked as length-delimited: it parses.
-            (None, Some(body)) => match Encoded::parse(body) {
-                Ok(encoded) => (None, Vec::new(), encoded),
-                Err(e) => return Err(IngestError::Unavailable(e.to_string())),
-            },
-            (None, None) => return Ok(accepted),
+            Ready::Clean(encoded) => (None, Vec::new(), encoded),
         };
         let spans = match &stored {
             Some(stored) if self.pipeline.is_live() && backlog.is_none() => {
