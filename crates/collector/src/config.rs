@@ -420,7 +420,7 @@ pub struct PipelineConfig {
     pub max_backlog_spans: u64,
     /// Spans given to one diagnosis (the closed trace and its session), at most.
     pub max_context_spans: usize,
-    /// Decoded spans kept between diagnoses, e.g. `128MiB` (an estimate
+    /// Decoded spans kept between diagnoses, e.g. `256MiB` (an estimate
     /// from their encoded size); `0` decodes a held trace for every
     /// diagnosis that reads it. Held traces stay packed whatever this says;
     /// under load each is read by several diagnoses in a row, and decoding
@@ -441,7 +441,7 @@ impl Default for PipelineConfig {
             max_buffered_spans: 200_000,
             max_backlog_spans: 2_000_000,
             max_context_spans: 20_000,
-            keep_decoded: 128 * MIB,
+            keep_decoded: 256 * MIB,
             apply_threshold: 0.8,
         }
     }
