@@ -19,7 +19,7 @@ use super::packed::PackedSpan;
 
 /// Decoded traces, least recently read first.
 pub(super) struct Decoded {
-    entries: HashMap<TraceId, Entry>,
+    entries: HashMap<TraceId, Entry, foldhash::fast::RandomState>,
     /// Reads in order, with the tick of each; an entry read again later has
     /// a newer tick, and its older places here are skipped.
     order: VecDeque<(u64, TraceId)>,
@@ -47,7 +47,7 @@ pub(super) enum Read {
 impl Decoded {
     /// Keeps at most about `max_bytes` of decoded spans (none at 0).
     pub(super) fn new(max_bytes: usize) -> Decoded {
-        Decoded { entries: HashMap::new(), order: VecDeque::new(), tick: 0, bytes: 0, max_bytes }
+        Decoded { entries: HashMap::default(), order: VecDeque::new(), tick: 0, bytes: 0, max_bytes }
     }
 
     /// The spans of trace `id`, whose packed blocks are `blocks`.
