@@ -29,7 +29,7 @@ pub(super) struct Decoded {
 }
 
 struct Entry {
-    spans: Arc<[Span]>,
+    spans: Arc<Vec<Span>>,
     /// How many blocks the trace had when it was decoded.
     blocks: usize,
     bytes: usize,
@@ -39,9 +39,9 @@ struct Entry {
 /// What reading a trace cost.
 pub(super) enum Read {
     /// Its decoded spans were kept.
-    Kept(Arc<[Span]>),
+    Kept(Arc<Vec<Span>>),
     /// It was decoded now.
-    Decoded(Arc<[Span]>),
+    Decoded(Arc<Vec<Span>>),
 }
 
 impl Decoded {
@@ -63,7 +63,11 @@ impl Decoded {
             self.compact();
             return Read::Kept(spans);
         }
-        let spans: Arc<[Span]> = blocks.iter().flat_map(PackedSpan::unpack).collect();
+        // Decoded in place, each block onto the end of one vector the size
+        // of the trace, which the `Arc` then takes without a copy.
+        let mut all = Vec::with_capacity(blocks.iter().map(|b| b.count).sum());
+        blocks.iter().for_each(|b| b.unpack_into(&mut all));
+        let spans = Arc::new(all);
         let bytes = spans.iter().map(heap_bytes).sum();
         self.forget(id);
         if bytes <= self.max_bytes {

@@ -725,7 +725,7 @@ impl Closed {
 
 /// The spans of a diagnosis, trace by trace.
 struct Context {
-    traces: Vec<(TraceId, Arc<[Span]>)>,
+    traces: Vec<(TraceId, Arc<Vec<Span>>)>,
     /// Spans in all.
     len: usize,
 }
@@ -1279,7 +1279,8 @@ impl Assembler {
         members.sort_unstable();
         members.dedup();
         let traces: Vec<TraceId> = context.traces.iter().map(|(t, _)| *t).collect();
-        let answered = summary::answered(&context.traces, &members, &diagnosis, &patches, &totals, answers);
+        let own: Vec<(TraceId, &[Span])> = context.traces.iter().map(|(t, s)| (*t, s.as_slice())).collect();
+        let answered = summary::answered(&own, &members, &diagnosis, &patches, &totals, answers);
         Some((answered, traces))
     }
 

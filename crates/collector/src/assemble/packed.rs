@@ -55,8 +55,14 @@ impl PackedSpan {
     /// The spans, decoded. Spans with invalid IDs are skipped (validation
     /// has refused those already, so none are in practice).
     pub fn unpack(&self) -> Vec<Span> {
-        let Ok(plain) = lz4_flex::block::decompress_size_prepended(&self.block) else { return Vec::new() };
         let mut out = Vec::with_capacity(self.count);
+        self.unpack_into(&mut out);
+        out
+    }
+
+    /// Decodes the spans onto the end of `out`.
+    pub fn unpack_into(&self, out: &mut Vec<Span>) {
+        let Ok(plain) = lz4_flex::block::decompress_size_prepended(&self.block) else { return };
         let mut rest: &[u8] = &plain;
         while !rest.is_empty() {
             let Ok(len) = prost::decode_length_delimiter(&mut rest) else { break };
@@ -73,7 +79,6 @@ impl PackedSpan {
                 out.push(span);
             }
         }
-        out
     }
 }
 
