@@ -321,6 +321,46 @@
 //! the strings of a request joined, measured no faster), the byte walk 9 %,
 //! LZ4 for the export queue 5 %, copies 6 %.
 //!
+//! Memory the full pipeline stops churning (2026-12-02, fourth session;
+//! same VM and method as the table above the fast lane's: full pipeline,
+//! `TOKIO_WORKER_THREADS=1 taskset -c 0`, generator `taskset -c 1`, 4
+//! connections, 6 s closed loop, server CPU until idle 4 s in a row; 342af00,
+//! the build before, and 946f0ca run alternately in the same minutes, four
+//! rounds of agents, two of adversarial; the VM ran 342af00 at 25.8k spans
+//! per CPU-second alone that morning and at 19k-21k in these rounds, so
+//! compare within this table only):
+//!
+//! | build, shape | acknowledged | spans per server CPU-second | us per span | decodes per span received | peak RSS |
+//! |---|---|---|---|---|---|
+//! | 342af00, agents | 24.9k-31.6k/s | 19.3k-20.9k (median 20.0k) | 47.9-51.7 | 1.17-1.69 | 256-286 MiB |
+//! | 946f0ca, agents | 25.6k-40.7k/s | 22.2k-28.2k (median 25.3k) | 35.4-45.0 | 1.00-1.11 | 261-337 MiB |
+//! | 342af00, adversarial | 26.4k-29.6k/s | 17.4k-19.2k | 51.9-57.4 | 1.00-1.01 | 324-359 MiB |
+//! | 946f0ca, adversarial | 19.4k-33.8k/s | 16.9k-21.9k | 45.6-59.0 | 1.00 | 277-385 MiB |
+//!
+//! What they say. 1.26x by the medians with real traffic; adversarial
+//! within the spread (0.97x and 1.14x in its two rounds). Three changes,
+//! each found in a profile of the server under this load: (1) mimalloc's
+//! `no_thp` feature: mimalloc advised its arenas `MADV_HUGEPAGE` and purges
+//! freed memory after a delay, so a region used again was refaulted as a
+//! whole 2 MiB page; `clear_page_erms` under `do_huge_pmd_anonymous_page`
+//! was 11.5 % of the server's CPU, 4 % or less without (the rest is first
+//! touch of the growing working set, and this VM's DAMON reclaim), and
+//! peak RSS fell 20-30 MiB. (2) `pipeline.keep_decoded` at 256 MiB: with
+//! keys shared between spans, 256 MiB holds what 6 s of this load
+//! diagnoses, and each span received is decoded once (2.0 times at 128
+//! MiB in the morning's run at 42k/s acknowledged; 512 MiB gained nothing
+//! more); 10-17 % fewer CPU-seconds per span in alternate runs, for 10-40
+//! MiB more peak RSS. (3) The assembler's trace maps hashed with foldhash
+//! (SipHash was 1.7 %). Decoding a held trace in place (b534e06) saved one
+//! move of every decoded span, not measurable within this VM's spread.
+//! Each span is still diagnosed 5.4-6.1 times; the pipeline thread is
+//! 42-48 % of the server (the doctor's `Index::build` 12-16 %, of which
+//! reading each span's attributes, `conventions::read`, 8 %; the doctor's
+//! repair 5 %; decoding held spans 9-10 %), the store's writer 25-30 %
+//! (SQLite's commits and WAL writes 10-12 %). The 5x is NOT met:
+//! chaining the ratios of the tables above gives roughly 1.6x the issue's
+//! build (be441de), which was not run beside it this time.
+//!
 //! Earlier figures (2026-11-25; 2-vCPU Debian VM, Intel Xeon, rustc 1.95,
 //! release build with mimalloc; server `TOKIO_WORKER_THREADS=1 taskset -c 0`
 //! so every server thread shares one core, fresh data dir; generator, and
