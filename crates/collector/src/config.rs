@@ -424,11 +424,22 @@ pub struct PipelineConfig {
     /// from their encoded size); `0` decodes a held trace for every
     /// diagnosis that reads it. Held traces stay packed whatever this says;
     /// under load each is read by several diagnoses in a row, and decoding
-    /// it each time is most of the pipeline's work.
+    /// it each time is most of the pipeline's work. At most an eighth of
+    /// `receivers.otlp.memory_limit` is used, whatever this says.
     #[serde(deserialize_with = "de_bytes")]
     pub keep_decoded: u64,
     /// A repair is applied at or above this confidence (0 to 1).
     pub apply_threshold: f64,
+}
+
+impl PipelineConfig {
+    /// The decoded spans kept under `memory_limit`: at most an eighth of it,
+    /// so that a cache that never shrinks cannot hold the collector over the
+    /// resident memory at which it refuses senders (the default 256 MiB is
+    /// an eighth of the default 2 GiB limit).
+    pub fn keep_decoded_within(&self, memory_limit: Option<u64>) -> u64 {
+        self.keep_decoded.min(memory_limit.map_or(u64::MAX, |m| m / 8))
+    }
 }
 
 impl Default for PipelineConfig {
@@ -955,6 +966,22 @@ fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoded_spans_kept_take_at_most_an_eighth_of_the_memory_limit() {
+        let kept = |yaml: &str| {
+            let config = Config::from_yaml(yaml).unwrap();
+            config.pipeline.keep_decoded_within(config.receivers.otlp.memory_limit)
+        };
+        // The defaults fit each other: 256 MiB is an eighth of 2 GiB.
+        assert_eq!(kept("{}"), 256 * MIB);
+        // A smaller limit shrinks the default and a larger setting alike.
+        assert_eq!(kept("receivers: {otlp: {memory_limit: 512MiB}}"), 64 * MIB);
+        assert_eq!(kept("receivers: {otlp: {memory_limit: 512MiB}}\npipeline: {keep_decoded: 1GiB}"), 64 * MIB);
+        // A setting under the bound is kept as it is, and no limit bounds nothing.
+        assert_eq!(kept("pipeline: {keep_decoded: 32MiB}"), 32 * MIB);
+        assert_eq!(kept("receivers: {otlp: {memory_limit: null}}\npipeline: {keep_decoded: 1GiB}"), 1024 * MIB);
+    }
 
     #[test]
     fn the_documented_example_loads_and_matches_the_defaults_it_claims() {

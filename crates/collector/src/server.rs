@@ -26,7 +26,7 @@ use tokio_rustls::rustls;
 use std::sync::atomic::Ordering;
 
 use crate::assemble::Pipeline;
-use crate::config::{Config, ConfigError, ExportRepair, TlsConfig};
+use crate::config::{Config, ConfigError, ExportRepair, PipelineConfig, TlsConfig};
 use crate::export::{self, ExportTarget};
 use crate::metrics::{Metrics, RefuseReason};
 use crate::receive::{Ingest, MemoryLimiter, Sinks, grpc, http};
@@ -124,8 +124,12 @@ impl Collector {
                 exports.iter().filter(|t| t.config.repair != ExportRepair::Off).map(|t| t.id).collect();
             queues.extend(backlog);
             let replay = replay_queued(&store, &queues, config.pipeline.max_buffered_spans).await?;
+            let pipeline_config = PipelineConfig {
+                keep_decoded: config.pipeline.keep_decoded_within(receiver.memory_limit),
+                ..config.pipeline.clone()
+            };
             Pipeline::start(
-                config.pipeline.clone(),
+                pipeline_config,
                 store.clone(),
                 Arc::clone(&metrics),
                 first_seq,
