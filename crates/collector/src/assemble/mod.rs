@@ -51,8 +51,8 @@ use crate::metrics::Metrics;
 use crate::store::{AnalysisRow, PatchRow, PreparedBatch, RequestRow, Store};
 
 /// The maps the pipeline thread looks traces up in, by trace ID or join key,
-/// many times per span: hashed with foldhash (randomly seeded per map),
-/// which SipHash cost 1.7 % of the server under load.
+/// many times per span: hashed with foldhash (randomly seeded per map);
+/// SipHash there was 1.7 % of the server under load.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
@@ -1279,8 +1279,7 @@ impl Assembler {
         members.sort_unstable();
         members.dedup();
         let traces: Vec<TraceId> = context.traces.iter().map(|(t, _)| *t).collect();
-        let own: Vec<(TraceId, &[Span])> = context.traces.iter().map(|(t, s)| (*t, s.as_slice())).collect();
-        let answered = summary::answered(&own, &members, &diagnosis, &patches, &totals, answers);
+        let answered = summary::answered(&context.traces, &members, &diagnosis, &patches, &totals, answers);
         Some((answered, traces))
     }
 

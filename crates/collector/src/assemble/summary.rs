@@ -31,7 +31,7 @@ pub(crate) struct Answered {
 /// The rows of a request, from a diagnosis over `traces` (each with its
 /// spans) with each trace's totals as the diagnosis read them, the doctor's
 /// answer for the request, and its traces held.
-pub(crate) fn answered<S: AsRef<[Span]>>(
+pub(crate) fn answered<S: std::ops::Deref<Target: AsRef<[Span]>>>(
     traces: &[(TraceId, S)],
     members: &[TraceId],
     diagnosis: &Diagnosis,
@@ -47,7 +47,7 @@ pub(crate) fn answered<S: AsRef<[Span]>>(
             answers.iter().find(|a| a.request.original_traces.contains(m)).map_or(*m, |a| a.request.trace_id);
         // Every trace given to the diagnosis has its totals; one without spans adds up to nothing.
         let usage = totals.iter().find(|(t, _)| t == m).map(|(_, u)| u.clone()).unwrap_or_default();
-        let (row, p) = summarise(*m, own.as_ref(), usage, diagnosis, span_patches, request_id);
+        let (row, p) = summarise(*m, (**own).as_ref(), usage, diagnosis, span_patches, request_id);
         rows.push(row);
         patches.extend(p);
     }
