@@ -193,7 +193,8 @@ pub struct PipelineMetrics {
     /// Diagnoses that panicked (a doctor bug a sender's spans found): their
     /// traces were stored and forwarded unrepaired.
     pub diagnoses_failed: AtomicU64,
-    /// Traces whose request was diagnosed again once traces beside it closed.
+    /// Traces whose request was diagnosed again once traces beside it
+    /// closed with spans they did not have when it was answered.
     pub requests_rechecked: AtomicU64,
     /// Requests numbered into the store's backlog because the pipeline was
     /// behind (see [`crate::assemble::PipelineHandle::reserve`]).
@@ -507,7 +508,7 @@ impl Metrics {
             (
                 "agentrace_pipeline_traces_rechecked_total",
                 "counter",
-                "Traces whose request was diagnosed again once the traces beside it, still open when it was answered, had closed.",
+                "Traces whose request was diagnosed again once the traces beside it, still open when it was answered, had closed with spans they did not have then.",
                 &p.requests_rechecked,
             ),
             ("agentrace_pipeline_findings_total", "counter", "Findings reported by the live diagnosis.", &p.findings),

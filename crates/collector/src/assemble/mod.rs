@@ -79,6 +79,9 @@ const MAX_NEIGHBOUR_TRACES: usize = 1024;
 /// context (the doctor looks that far back for a producer).
 const LOOK_BACK_NS: u64 = 30_000_000_000;
 
+/// What a recheck waited for changed, whatever it holds now.
+const CHANGED: usize = usize::MAX;
+
 /// Clocks of two services may disagree by this much.
 const SKEW_NS: u64 = 1_000_000_000;
 /// How many trace timeouts after it closed a trace without its root still
@@ -759,10 +762,14 @@ pub struct Assembler {
     buffered: usize,
     /// Held traces of stored requests whose answer was worked out while
     /// traces that ran beside them were still open: each waits for those
-    /// traces, then its request is diagnosed again in its own context. A rival that was still arriving
-    /// can make a join ambiguous that the whole picture makes; without
-    /// this, a request diagnosed beside half-arrived rivals kept that answer.
-    recheck: Map<TraceId, Set<TraceId>>,
+    /// traces (with the spans each held then), then, if any of them gained
+    /// spans meanwhile, its request is diagnosed again in its own context.
+    /// A rival that was still arriving can make a join ambiguous that the
+    /// whole picture makes; without this, a request diagnosed beside
+    /// half-arrived rivals kept that answer. A trace that gained nothing
+    /// since is read again as it was read then: no recheck (under load,
+    /// where every request has open traces beside it, that is most).
+    recheck: Map<TraceId, Map<TraceId, usize>>,
     /// For each held trace, the traces of stored requests whose answer
     /// rests on rivals (a join, a break, or a member that moved) and was
     /// worked out with it in the context: when it reopens (a late span)
@@ -903,24 +910,36 @@ impl Assembler {
             closed_ids.extend(more.iter().map(|(_, id)| *id));
             self.close_in_batches(&mut more, now, all, &mut out);
         }
-        // Requests answered beside traces that were still open, once those closed.
+        // Requests answered beside traces that were still open, once those
+        // closed: in time order, in batches of the same size as closing
+        // traces, each read with what it waited for (a batch of every ready
+        // trace at once left no room in its context for them, and a request
+        // kept the answer it had without its rival).
         for _ in 0..MAX_WIDENINGS {
-            let mut ready: Vec<TraceId> = self
+            let mut ready: Vec<(u64, TraceId)> = self
                 .recheck
                 .iter()
-                .filter(|(t, waits)| !self.open.contains_key(*t) && waits.iter().all(|w| !self.open.contains_key(w)))
-                .map(|(t, _)| *t)
+                .filter(|(t, waits)| !self.open.contains_key(*t) && waits.keys().all(|w| !self.open.contains_key(w)))
+                .map(|(t, _)| (self.held(*t).map_or(0, |h| h.start), *t))
                 .collect();
             if ready.is_empty() {
                 break;
             }
             ready.sort_unstable();
-            for t in &ready {
-                self.recheck.remove(t);
+            let mut waits: Map<TraceId, Vec<TraceId>> = Map::default();
+            for (_, t) in &ready {
+                let Some(w) = self.recheck.remove(t) else { continue };
+                if w.iter().any(|(b, then)| self.held(*b).is_none_or(|h| h.len() != *then)) {
+                    waits.insert(*t, w.into_keys().collect());
+                }
             }
-            for chunk in ready.chunks(MAX_BATCH_TRACES) {
-                self.close(chunk, now, all, &mut out);
-                self.metrics.pipeline.requests_rechecked.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            let ids: Vec<TraceId> = ready.into_iter().map(|(_, t)| t).filter(|t| waits.contains_key(t)).collect();
+            for batch in self.batches(&ids) {
+                let mut waited: Vec<TraceId> = batch.iter().filter_map(|t| waits.get(t)).flatten().copied().collect();
+                waited.sort_unstable();
+                waited.dedup();
+                self.close(&batch, &waited, now, all, &mut out);
+                self.metrics.pipeline.requests_rechecked.fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
         }
         self.unstored += closed_ids.iter().filter(|id| !self.open.contains_key(id)).count();
@@ -965,21 +984,33 @@ impl Assembler {
     /// however busy the collector is.
     fn close_in_batches(&mut self, due: &mut [(Instant, TraceId)], now: Instant, all: bool, out: &mut Closed) {
         due.sort();
+        let ids: Vec<TraceId> = due.iter().map(|(_, id)| *id).collect();
+        for batch in self.batches(&ids) {
+            self.close(&batch, &[], now, all, out);
+        }
+    }
+
+    /// `ids` in order, cut into the batches diagnosed together: a quarter
+    /// of the context's spans at most, so that three quarters are left for
+    /// what ran beside them.
+    fn batches(&self, ids: &[TraceId]) -> Vec<Vec<TraceId>> {
         let budget = (self.config.max_context_spans / 4).max(1);
+        let mut out = Vec::new();
         let mut batch: Vec<TraceId> = Vec::new();
         let mut size = 0;
-        for (_, id) in due.iter() {
-            let n = self.open.get(id).map_or(0, |t| t.held.len());
+        for id in ids {
+            let n = self.held(*id).map_or(0, |h| h.len());
             if !batch.is_empty() && (size + n > budget || batch.len() >= MAX_BATCH_TRACES) {
-                self.close(&std::mem::take(&mut batch), now, all, out);
+                out.push(std::mem::take(&mut batch));
                 size = 0;
             }
             batch.push(*id);
             size += n;
         }
         if !batch.is_empty() {
-            self.close(&batch, now, all, out);
+            out.push(batch);
         }
+        out
     }
 
     /// Every request numbered up to the answer is in a closed trace.
@@ -990,7 +1021,10 @@ impl Assembler {
         }
     }
 
-    fn close(&mut self, ids: &[TraceId], now: Instant, all: bool, out: &mut Closed) {
+    /// Closes `ids` (or diagnoses them again, for those of the window),
+    /// reading the traces in `waited` (what a recheck waited for) right
+    /// after their join-key relatives and sessions.
+    fn close(&mut self, ids: &[TraceId], waited: &[TraceId], now: Instant, all: bool, out: &mut Closed) {
         let _span = tracing::info_span!("pipeline.close", traces = ids.len()).entered();
         let mut closing = Vec::with_capacity(ids.len());
         let mut kept: HashMap<TraceId, (u64, Instant, Instant)> = HashMap::new();
@@ -1019,7 +1053,7 @@ impl Assembler {
             if closing.is_empty() {
                 return;
             }
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.diagnose(&closing)));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.diagnose(&closing, waited)));
             // A trace whose orphan only time joins waits while the picture
             // around it may still grow: the parent's trace still open (or
             // closed before its root arrived), or another trace of its
@@ -1112,7 +1146,11 @@ impl Assembler {
                     continue;
                 }
                 for t in traces.into_iter().filter(|t| self.window.contains_key(t)) {
-                    self.recheck.entry(t).or_default().extend(beside.iter().copied());
+                    let waits = self.recheck.entry(t).or_default();
+                    for &b in &beside {
+                        let held = self.open.get(&b).map_or(CHANGED, |o| o.held.len());
+                        waits.entry(b).or_insert(held);
+                    }
                 }
             }
         }
@@ -1160,7 +1198,7 @@ impl Assembler {
                 {
                     for m in deps {
                         if self.window.contains_key(&m) && !closing.contains(&m) {
-                            self.recheck.entry(m).or_default();
+                            self.recheck.entry(m).or_default().insert(*id, CHANGED);
                         }
                     }
                 }
@@ -1185,11 +1223,11 @@ impl Assembler {
     /// further (a parent whose call encloses more than the closing traces),
     /// with what ran beside the whole request.
     /// Also says which traces its context held.
-    fn diagnose(&self, closing: &[TraceId]) -> Option<(summary::Answered, Vec<TraceId>)> {
+    fn diagnose(&self, closing: &[TraceId], waited: &[TraceId]) -> Option<(summary::Answered, Vec<TraceId>)> {
         let mut seeds = closing.to_vec();
         let mut last = None;
         for _ in 0..MAX_WIDENINGS {
-            let context = self.context(&seeds);
+            let context = self.context(&seeds, waited);
             self.metrics.pipeline.diagnosed_spans.fetch_add(context.len as u64, Ordering::Relaxed);
             let spans = context.spans();
             let agentrace_doctor::DiagnosisWithTotals { diagnosis, patches, totals, .. } =
@@ -1288,12 +1326,13 @@ impl Assembler {
     /// rivals. In order: every trace that shares a join key with them
     /// (message, MCP request, tool call ID; followed transitively; a key on
     /// many traces is no point-to-point join and is not followed), the
-    /// traces of their sessions that overlap them, then neighbours with no
+    /// traces of their sessions that overlap them, the traces a recheck of
+    /// them `waited` for (nearest in start first), then neighbours with no
     /// key in common (an orphan that lost its baggage lost its session
     /// too): traces that ran at the same time, then traces of the same
     /// services (their history of entry points), then traces that ended
     /// shortly before (producers). Bounded by `max_context_spans`.
-    fn context(&self, seeds: &[TraceId]) -> Context {
+    fn context(&self, seeds: &[TraceId], waited: &[TraceId]) -> Context {
         let limit = self.config.max_context_spans;
         let mut out = Context { traces: Vec::new(), len: 0 };
         let mut seen: Set<TraceId> = Set::default();
@@ -1372,6 +1411,14 @@ impl Assembler {
                     }
                 }
             }
+        }
+
+        // What a recheck waited for: the reason it is diagnosed again.
+        let mut waited: Vec<(u64, TraceId)> =
+            waited.iter().filter_map(|&t| self.held(t).map(|h| (h.start.abs_diff(start), t))).collect();
+        waited.sort_unstable();
+        for (_, t) in waited {
+            take(t, &mut out, &mut seen, false);
         }
 
         // Neighbours: at the same time, then the same services, then shortly before.
