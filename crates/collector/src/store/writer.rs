@@ -262,14 +262,27 @@ fn commit<E: Engine>(engine: &mut E, jobs: Vec<WriteJob>, spans: u64, pending: &
     }
 }
 
+/// The writer's maps, keyed by what senders chose (resource and scope
+/// bodies, services, span names): foldhash, seeded per map, as the doctor's
+/// and the assembler's.
+type FoldMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Operations by service or by span name.
+type Ops<V> = FoldMap<String, V>;
+
 /// The SQLite engine: one connection in WAL mode.
 pub(crate) struct Writer {
     conn: Connection,
     path: PathBuf,
     retention: RetentionConfig,
-    resource_ids: HashMap<Vec<u8>, i64>,
-    scope_ids: HashMap<Vec<u8>, i64>,
-    operations: HashSet<(String, String, i32)>,
+    resource_ids: FoldMap<Vec<u8>, i64>,
+    scope_ids: FoldMap<Vec<u8>, i64>,
+    /// The operations written, by service, then span name: their kinds.
+    /// Looked up by the span's own strings, so that a span of a known
+    /// operation costs no copy of them.
+    operations: Ops<Ops<Vec<i32>>>,
+    /// How many (service, name, kind) `operations` holds.
+    operation_count: usize,
     next_chunk_id: Option<i64>,
 }
 
@@ -279,9 +292,10 @@ impl Writer {
             conn,
             path,
             retention,
-            resource_ids: HashMap::new(),
-            scope_ids: HashMap::new(),
-            operations: HashSet::new(),
+            resource_ids: FoldMap::default(),
+            scope_ids: FoldMap::default(),
+            operations: Ops::default(),
+            operation_count: 0,
             next_chunk_id: None,
         }
     }
@@ -295,7 +309,7 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(jobs.len());
         // Session keys repeat on every span of a trace; one row per
         // (key, value, trace) is all a lookup by key needs.
-        let mut keys_written: HashSet<(u8, &str, &[u8])> = HashSet::new();
+        let mut keys_written: HashSet<(u8, &str, &[u8]), foldhash::fast::RandomState> = HashSet::default();
         {
             let mut insert_span = tx.prepare_cached(
                 "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_span_id, resource_id, scope_id, service, name,
@@ -412,13 +426,16 @@ impl Writer {
                             ])?;
                         }
                     }
-                    let op = (service.clone(), span.name.clone(), span.kind);
-                    if !self.operations.contains(&op) {
-                        insert_operation.execute(params![op.0, op.1, op.2])?;
-                        if self.operations.len() > 100_000 {
+                    let known = self.operations.get(service.as_str()).and_then(|names| names.get(span.name.as_str()));
+                    if !known.is_some_and(|kinds| kinds.contains(&span.kind)) {
+                        insert_operation.execute(params![service, span.name, span.kind])?;
+                        if self.operation_count >= 100_000 {
                             self.operations.clear();
+                            self.operation_count = 0;
                         }
-                        self.operations.insert(op);
+                        let names = self.operations.entry(service.clone()).or_default();
+                        names.entry(span.name.clone()).or_default().push(span.kind);
+                        self.operation_count += 1;
                     }
                 }
                 if batch.queued_only > 0 {
@@ -615,6 +632,7 @@ impl Engine for Writer {
             self.resource_ids.clear();
             self.scope_ids.clear();
             self.operations.clear();
+            self.operation_count = 0;
             self.next_chunk_id = None;
             return Err(write_failure(e));
         }
