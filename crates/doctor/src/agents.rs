@@ -61,6 +61,7 @@ pub(crate) fn analyse(
     let mut per_request = vec![(Rollup::default(), BTreeSet::new()); tree.roots.len()];
     let mut request_edges: Vec<BTreeMap<(u32, u32, &'static str), u64>> = vec![BTreeMap::new(); tree.roots.len()];
     let mut request_of: HashMap<u32, usize, FastHash> = HashMap::default();
+    let siblings = Siblings::new(ix, tree);
     let nodes = (0..tree.roots.len()).flat_map(|k| tree.request_nodes(k).iter().map(move |&n| (k, n)));
     for (k, node) in nodes {
         let n = node as usize;
@@ -85,7 +86,7 @@ pub(crate) fn analyse(
             // Graph frameworks say who handed over: the node that routed to
             // this one (LangGraph), or the graph parent (OpenInference); the
             // span tree only shows the graph that runs them side by side.
-            let (from, how) = match handed_over_by(ix, tree, node) {
+            let (from, how) = match handed_over_by(ix, tree, &siblings, node) {
                 Some((from, how)) if from != agent => (from, how),
                 _ => (pa, via(ix, tree, p, node)),
             };
@@ -262,11 +263,69 @@ pub(crate) fn analyse(
     }
 }
 
+/// What [`handed_over_by`] reads among an agent span's siblings, gathered
+/// for every node of the tree in one pass: its children that route to an
+/// agent (`routes_to`), and the grandchildren that may be a sign of a hand-
+/// over (a hand-off span or a tool call in its child's own agent's
+/// subtree, as `(child, grandchild)`), each in the tree's order. Reading
+/// every sibling for every agent span instead was quadratic under a parent
+/// of hundreds of children.
+struct Siblings {
+    routing: Vec<u32>,
+    routing_at: Vec<u32>,
+    signs: Vec<(u32, u32)>,
+    signs_at: Vec<u32>,
+}
+
+impl Siblings {
+    fn new(ix: &Index, tree: &Tree) -> Siblings {
+        let mut s = Siblings {
+            routing: Vec::new(),
+            routing_at: Vec::with_capacity(tree.len() + 1),
+            signs: Vec::new(),
+            signs_at: Vec::with_capacity(tree.len() + 1),
+        };
+        for parent in 0..tree.len() as u32 {
+            s.routing_at.push(s.routing.len() as u32);
+            s.signs_at.push(s.signs.len() as u32);
+            for &c in tree.children(parent).iter().filter(|&&c| tree.is_real(c)) {
+                if ix.facts[c as usize].routes_to.is_some() {
+                    s.routing.push(c);
+                }
+                for &h in tree.children(c) {
+                    if !tree.is_real(h) || tree.agent[h as usize] != tree.agent[c as usize] {
+                        continue;
+                    }
+                    let hf = &ix.facts[h as usize];
+                    if hf.hands_off || hf.category() == Category::Tool {
+                        s.signs.push((c, h));
+                    }
+                }
+            }
+        }
+        s.routing_at.push(s.routing.len() as u32);
+        s.signs_at.push(s.signs.len() as u32);
+        s
+    }
+
+    /// The children of `parent` that route to an agent.
+    fn routing(&self, parent: u32) -> &[u32] {
+        let p = parent as usize;
+        &self.routing[self.routing_at[p] as usize..self.routing_at[p + 1] as usize]
+    }
+
+    /// The `(child, grandchild)` pairs under `parent` that may be a sign.
+    fn signs(&self, parent: u32) -> &[(u32, u32)] {
+        let p = parent as usize;
+        &self.signs[self.signs_at[p] as usize..self.signs_at[p + 1] as usize]
+    }
+}
+
 /// The agent that handed work to the agent span `node`, and how, where a
 /// framework records it: the OpenInference graph parent, the latest
 /// earlier sibling node that routed here (LangGraph `goto`), or a sign in
 /// a sibling agent's own subtree (a hand-off span, a tool call).
-fn handed_over_by(ix: &Index, tree: &Tree, node: u32) -> Option<(u32, &'static str)> {
+fn handed_over_by(ix: &Index, tree: &Tree, siblings: &Siblings, node: u32) -> Option<(u32, &'static str)> {
     if !tree.is_real(node) {
         return None;
     }
@@ -279,8 +338,8 @@ fn handed_over_by(ix: &Index, tree: &Tree, node: u32) -> Option<(u32, &'static s
     let parent = tree.parent[node as usize]?;
     let start = tree.start[node as usize];
     let agent = tree.agent[node as usize];
-    let siblings = tree.children(parent);
     let routed = siblings
+        .routing(parent)
         .iter()
         .copied()
         .filter(|&c| c != node && tree.is_real(c) && tree.start[c as usize] <= start)
@@ -297,32 +356,27 @@ fn handed_over_by(ix: &Index, tree: &Tree, node: u32) -> Option<(u32, &'static s
     // this one started (an agent used as a tool). The latest such sign wins.
     let other_agent = |c: u32| c != node && tree.is_real(c) && tree.agent[c as usize] != agent;
     let next_after = |t: u64| {
-        siblings
+        tree.children(parent)
             .iter()
             .copied()
             .filter(|&s| tree.is_real(s) && ix.facts[s as usize].agent_name.is_some() && tree.start[s as usize] >= t)
             .min_by_key(|&s| (tree.start[s as usize], s))
     };
     let mut best: Option<(u64, u32, &'static str)> = None;
-    for &c in siblings.iter().filter(|&&c| other_agent(c) && tree.start[c as usize] <= start) {
-        for &h in tree.children(c) {
-            if !tree.is_real(h) || tree.agent[h as usize] != tree.agent[c as usize] {
-                continue;
-            }
-            let (hs, he) = (tree.start[h as usize], tree.end[h as usize]);
-            let hf = &ix.facts[h as usize];
-            let sign = if hf.hands_off && hs <= start && hf.routes_to.is_none_or(|t| t == me) {
-                (next_after(hs) == Some(node)).then_some("handoff")
-            } else if hf.category() == Category::Tool && hs <= start && start <= he {
-                Some("tool")
-            } else {
-                None
-            };
-            if let Some(how) = sign
-                && best.is_none_or(|(t, _, _)| hs > t)
-            {
-                best = Some((hs, tree.agent[c as usize], how));
-            }
+    for &(c, h) in siblings.signs(parent).iter().filter(|&&(c, _)| other_agent(c) && tree.start[c as usize] <= start) {
+        let (hs, he) = (tree.start[h as usize], tree.end[h as usize]);
+        let hf = &ix.facts[h as usize];
+        let sign = if hf.hands_off && hs <= start && hf.routes_to.is_none_or(|t| t == me) {
+            (next_after(hs) == Some(node)).then_some("handoff")
+        } else if hf.category() == Category::Tool && hs <= start && start <= he {
+            Some("tool")
+        } else {
+            None
+        };
+        if let Some(how) = sign
+            && best.is_none_or(|(t, _, _)| hs > t)
+        {
+            best = Some((hs, tree.agent[c as usize], how));
         }
     }
     best.map(|(_, from, how)| (from, how))
