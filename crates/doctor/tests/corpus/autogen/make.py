@@ -26,7 +26,17 @@ import uuid
 
 from common import HARNESS, bound_socket, record
 
+from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
+
+# What the case's processes import, once for every case (harness/forkserver.py starts them).
+PRELOAD = ["autogen_agentchat.agents", "autogen_agentchat.conditions", "autogen_agentchat.teams",
+           "autogen_core", "autogen_core.models", "autogen_core.tools", "autogen_ext.models.openai",
+           "autogen_ext.runtimes.grpc", "fastapi", "httpx", "opentelemetry.instrumentation.fastapi",
+           "opentelemetry.instrumentation.httpx", "opentelemetry.instrumentation.openai",
+           "opentelemetry.instrumentation.requests", "opentelemetry.processor.baggage",
+           "opentelemetry.sdk.trace", "pydantic", "requests", "uvicorn"]
+FORKS = None  # the suite's ForkServer, while main() runs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -96,7 +106,7 @@ def policy(call):
 def launch(cmd, out_dir, name, pass_fds=()):
     log = open(os.path.join(out_dir, "parts", f"{name}.log"), "w")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, HARNESS, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, *cmd], stdout=log, stderr=log, env=env, cwd=HERE, pass_fds=pass_fds)
+    proc = FORKS.Popen([sys.executable, *cmd], stdout=log, stderr=log, env=env, cwd=HERE, pass_fds=pass_fds)
     return proc, log
 
 
@@ -469,7 +479,7 @@ def run_case(out, name, spec):
     print(f"{name}: {sum(1 for _ in load_spans(case_dir))} spans, {len(truth['broken_hops'])} broken hops")
 
 
-def main():
+def record_cases():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("cases", nargs="*")
@@ -478,6 +488,12 @@ def main():
         if a.cases and name not in a.cases:
             continue
         run_case(a.out, name, spec)
+
+
+def main():
+    global FORKS
+    with ForkServer(PRELOAD, cwd=HERE) as FORKS:
+        record_cases()
 
 
 if __name__ == "__main__":

@@ -37,10 +37,18 @@ HARNESS = os.path.join(os.path.dirname(HERE), "harness")
 sys.path.insert(0, HARNESS)
 
 import record  # noqa: E402
+from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0")
 SUITE = "celery"
+# What the case's processes import, once for every case (harness/forkserver.py starts them).
+PRELOAD = ["celery", "celery.app.trace", "celery.apps.worker", "celery.backends.redis", "celery.bin.celery",
+           "celery.concurrency.thread", "celery.signals", "celery.worker.consumer", "kombu.transport.redis",
+           "openai", "opentelemetry.instrumentation.celery", "opentelemetry.instrumentation.openai_v2",
+           "opentelemetry.instrumentation.wsgi", "opentelemetry.processor.baggage", "opentelemetry.sdk.trace",
+           "wsgiref.simple_server"]
+FORKS = None  # the suite's ForkServer, while main() runs
 VERSIONS = ("celery", "kombu", "redis", "opentelemetry-sdk", "opentelemetry-instrumentation-celery",
             "opentelemetry-instrumentation-wsgi", "opentelemetry-instrumentation-openai-v2",
             "opentelemetry-processor-baggage", "openai")
@@ -134,7 +142,7 @@ def run_processes(case_dir, worker_env, orch_env, llm, sessions):
     procs = []
     try:
         logs["worker"] = open(os.path.join(tmp, "worker.log"), "w")
-        worker = subprocess.Popen(
+        worker = FORKS.Popen(
             [sys.executable, "-m", "celery", "-A", "worker_main", "worker", "--pool", "threads",
              "--concurrency", "4", "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
              "--without-heartbeat", "-n", f"research-{uuid.uuid4().hex[:6]}@%h"],
@@ -142,7 +150,7 @@ def run_processes(case_dir, worker_env, orch_env, llm, sessions):
             stdout=logs["worker"], stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(worker)
         logs["orchestrator"] = open(os.path.join(tmp, "orchestrator.log"), "w")
-        orch = subprocess.Popen(
+        orch = FORKS.Popen(
             [sys.executable, os.path.join(HERE, "orchestrator.py")],
             cwd=HERE, env=env_for(case_dir, queue, llm, ORCH_PORT_FILE=port_file, **orch_env),
             stdout=logs["orchestrator"], stderr=subprocess.STDOUT, start_new_session=True)
@@ -494,6 +502,12 @@ def main():
     args = ap.parse_args()
     args.out = os.path.abspath(args.out)  # the processes of a case run in this folder
     os.makedirs(args.out, exist_ok=True)
+    global FORKS
+    with ForkServer(PRELOAD, env=dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, HARNESS])), cwd=HERE) as FORKS:
+        record_cases(args)
+
+
+def record_cases(args):
     for spec in CASES:
         if args.case and spec["case"] not in args.case:
             continue

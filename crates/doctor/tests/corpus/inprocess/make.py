@@ -27,6 +27,7 @@ HARNESS = os.path.join(os.path.dirname(HERE), "harness")
 sys.path.insert(0, HARNESS)
 
 import record  # noqa: E402
+from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
 
 SUITE = "inprocess"
@@ -39,6 +40,12 @@ KINDS = ["lost_context", "orphan_root"]
 
 # Model latency of the stand-in, per model name (seconds): what makes requests overlap.
 LATENCY = {"planner": 0.15, "writer": 0.12, "summarizer": 0.25, "reranker": 0.12, "drafter": 1.0}
+
+
+# What the case's processes import, once for every case (harness/forkserver.py starts them): not
+# OpenTelemetry, which service.py configures with OTEL_* variables it sets before importing it.
+PRELOAD = ["aiohttp", "aiohttp.web", "httpx", "httpx2", "openai"]
+FORKS = None  # the suite's ForkServer, while main() runs
 
 
 def policy(call):
@@ -106,7 +113,7 @@ CASES = {
 def run_service(case, case_dir, llm_url, requests):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (HARNESS, os.environ.get("PYTHONPATH")) if p))
     env.pop("OTEL_SEMCONV_STABILITY_OPT_IN", None)
-    proc = subprocess.Popen(
+    proc = FORKS.Popen(
         [sys.executable, os.path.join(HERE, "service.py"), "--case", case, "--out", case_dir, "--llm", llm_url],
         stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -312,7 +319,7 @@ def run_case(case, spec, out):
           f"{truth['hand_offs_kept']} kept", flush=True)
 
 
-def main():
+def record_cases():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("cases", nargs="*")
@@ -320,6 +327,12 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     for case in a.cases or CASES:
         run_case(case, CASES[case], os.path.abspath(a.out))
+
+
+def main():
+    global FORKS
+    with ForkServer(PRELOAD, cwd=HERE) as FORKS:
+        record_cases()
 
 
 if __name__ == "__main__":

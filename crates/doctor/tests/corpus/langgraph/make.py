@@ -24,6 +24,7 @@ import uuid
 
 from common import AGENTS, HARNESS, HERE, agent_of, bound_socket, record
 
+from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
 
 QUESTIONS = {
@@ -34,6 +35,15 @@ QUESTIONS = {
     "audit": "How do I export the audit logs to our SIEM",
     "password": "Print the admin password of the billing database",
 }
+
+# What the case's processes import, once for every case (harness/forkserver.py starts them).
+PRELOAD = ["fastapi", "fastapi.responses", "httpx", "langchain_core.callbacks", "langchain_core.documents",
+           "langchain_core.messages", "langchain_core.retrievers", "langchain_core.tools", "langchain_openai",
+           "langgraph.checkpoint.memory", "langgraph.graph", "langgraph.types",
+           "openinference.instrumentation.langchain", "opentelemetry.instrumentation.fastapi",
+           "opentelemetry.instrumentation.httpx", "opentelemetry.processor.baggage",
+           "opentelemetry.sdk.trace", "uvicorn"]
+FORKS = None  # the suite's ForkServer, while main() runs
 
 CASES = {
     "langgraph_supervisor_healthy": dict(
@@ -124,7 +134,7 @@ def start(cmd, case_dir, name):
     sock = bound_socket()
     log = open(os.path.join(case_dir, "parts", f"{name}.log"), "w")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, HARNESS, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, *cmd, "--fd", str(sock.fileno())], stdout=log, stderr=log, env=env,
+    proc = FORKS.Popen([sys.executable, *cmd, "--fd", str(sock.fileno())], stdout=log, stderr=log, env=env,
                             cwd=HERE, pass_fds=[sock.fileno()])
     port = sock.getsockname()[1]
     sock.close()
@@ -444,7 +454,7 @@ def run_case(out, name, spec):
           f"{time.time() - t0:.1f} s")
 
 
-def main():
+def record_cases():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("cases", nargs="*")
@@ -453,6 +463,12 @@ def main():
         if a.cases and name not in a.cases:
             continue
         run_case(a.out, name, spec)
+
+
+def main():
+    global FORKS
+    with ForkServer(PRELOAD, cwd=HERE) as FORKS:
+        record_cases()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ HARNESS = os.path.join(os.path.dirname(HERE), "harness")
 sys.path.insert(0, HARNESS)
 
 import record  # noqa: E402
+from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
 from serving import bound_socket  # noqa: E402
 
@@ -132,6 +133,13 @@ def env():
     return e
 
 
+# What the case's processes import, once for every case (harness/forkserver.py starts them).
+PRELOAD = ["anyio", "httpx2", "mcp", "mcp.client.stdio", "mcp.server", "openai",
+           "opentelemetry.instrumentation.openai_v2", "opentelemetry.processor.baggage",
+           "opentelemetry.sdk.trace", "pydantic", "starlette.applications", "starlette.requests",
+           "starlette.responses", "starlette.routing", "uvicorn"]
+FORKS = None  # the suite's ForkServer, while main() runs
+
 AGENT_TIMEOUT = 120  # seconds; a case takes 10-40 s, on a machine busy building
 
 
@@ -149,7 +157,7 @@ class Proc:
         if sock is not None:
             argv = [*argv, "--fd", str(sock.fileno())]
             fds = (sock.fileno(),)
-        self.p = subprocess.Popen([sys.executable, *argv], stdout=self.f, stderr=subprocess.STDOUT,
+        self.p = FORKS.Popen([sys.executable, *argv], stdout=self.f, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, env=env(), cwd=HERE, pass_fds=fds)
         if sock is not None:
             sock.close()  # the process holds the port now
@@ -493,7 +501,9 @@ def main():
               f"({sum(h['must_repair'] for h in truth['broken_hops'])} must_repair), {time.time() - t0:.1f}s", flush=True)
 
     # Cases are independent (their own processes, ports and files): a few run at once.
-    with StandIn(policy) as llm, ThreadPoolExecutor(max_workers=a.jobs) as pool:
+    global FORKS
+    with ForkServer(PRELOAD, env=env(), cwd=HERE) as FORKS, StandIn(policy) as llm, \
+            ThreadPoolExecutor(max_workers=a.jobs) as pool:
         for f in [pool.submit(one, c) for c in cases]:
             f.result()
 

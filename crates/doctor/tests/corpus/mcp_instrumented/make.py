@@ -23,9 +23,16 @@ import sys
 import time
 
 import record
+from forkserver import ForkServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUITE = "mcp_instrumented"
+# What the case's processes import, once for every case (harness/forkserver.py starts them).
+PRELOAD = ["anyio", "mcp", "mcp.client.sse", "mcp.client.stdio", "mcp.client.streamable_http",
+           "mcp.server.fastmcp", "mcp.types", "openai", "openinference.instrumentation.mcp",
+           "openinference.instrumentation.openai", "opentelemetry.instrumentation.mcp",
+           "opentelemetry.instrumentation.openai", "opentelemetry.processor.baggage",
+           "opentelemetry.sdk.trace"]
 
 # name: (description, agent.py arguments)
 CASES = {
@@ -183,16 +190,20 @@ def truth_for(case, description, argv, notes, spans):
     }
 
 
-def run_case(out, case):
+def harness_env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.join(HERE, "..", "harness"), os.environ.get("PYTHONPATH", "")]))
+
+
+def run_case(server, out, case):
     description, argv = CASES[case]
     d = os.path.join(out, case)
     shutil.rmtree(d, ignore_errors=True)
     record.case_dir(d)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.join(HERE, "..", "harness"), os.environ.get("PYTHONPATH", "")]))
+    env = harness_env()
     t0 = time.monotonic()
     with open(os.path.join(d, "parts", "agent.log"), "w") as log:
-        proc = subprocess.run([sys.executable, os.path.join(HERE, "agent.py"), "--out", d] + argv,
+        proc = server.run([sys.executable, os.path.join(HERE, "agent.py"), "--out", d] + argv,
                               stdout=log, stderr=subprocess.STDOUT, env=env, timeout=90)
     if proc.returncode != 0:
         with open(os.path.join(d, "parts", "agent.log")) as f:
@@ -209,8 +220,9 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("cases", nargs="*")
     a = ap.parse_args()
-    for case in a.cases or CASES:
-        run_case(a.out, case)
+    with ForkServer(PRELOAD, env=harness_env()) as server:
+        for case in a.cases or CASES:
+            run_case(server, a.out, case)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,15 @@ import uuid
 
 from common import AGENT_TOOLS, HARNESS, agent_of, bound_socket, make_policy, record
 
+from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
+
+# What the case's processes import, once for every case (harness/forkserver.py starts them).
+PRELOAD = ["agents", "fastapi", "fastapi.responses", "httpx", "openai",
+           "openinference.instrumentation.openai_agents", "opentelemetry.instrumentation.fastapi",
+           "opentelemetry.instrumentation.openai_agents", "opentelemetry.processor.baggage",
+           "opentelemetry.sdk.trace", "pydantic", "uvicorn"]
+FORKS = None  # the suite's ForkServer, while main() runs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -133,7 +141,7 @@ QUESTIONS = [
 def launch(cmd, case_dir, name, pass_fds=()):
     log = open(os.path.join(case_dir, "parts", f"{name}.log"), "w")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, HARNESS, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, *cmd], stdout=log, stderr=log, env=env, cwd=HERE, pass_fds=pass_fds)
+    proc = FORKS.Popen([sys.executable, *cmd], stdout=log, stderr=log, env=env, cwd=HERE, pass_fds=pass_fds)
     return proc, log
 
 
@@ -371,7 +379,7 @@ def run_case(out, name, spec):
           f"failure={truth['failure'] and truth['failure']['category']}")
 
 
-def main():
+def record_cases():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("cases", nargs="*")
@@ -380,6 +388,12 @@ def main():
         if a.cases and name not in a.cases:
             continue
         run_case(a.out, name, spec)
+
+
+def main():
+    global FORKS
+    with ForkServer(PRELOAD, cwd=HERE) as FORKS:
+        record_cases()
 
 
 if __name__ == "__main__":

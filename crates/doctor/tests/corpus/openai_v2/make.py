@@ -24,7 +24,15 @@ import uuid
 
 from common import HARNESS, SYSTEM, agent_of, bound_socket, make_policy, record
 
+from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
+
+# What the case's processes import, once for every case (harness/forkserver.py starts them).
+PRELOAD = ["fastapi", "fastapi.responses", "httpx", "openai", "opentelemetry.instrumentation.fastapi",
+           "opentelemetry.instrumentation.httpx", "opentelemetry.instrumentation.openai_v2",
+           "opentelemetry.processor.baggage", "opentelemetry.sdk.trace", "opentelemetry.util.genai.handler",
+           "pydantic", "uvicorn"]
+FORKS = None  # the suite's ForkServer, while main() runs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -100,12 +108,15 @@ QUESTIONS = [
 ]
 
 
+def service_env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, HARNESS, os.environ.get("PYTHONPATH", "")]),
+                # the services record message content on spans (opentelemetry-util-genai), as in staging
+                OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="SPAN_ONLY")
+
+
 def launch(cmd, case_dir, name, pass_fds=()):
     log = open(os.path.join(case_dir, "parts", f"{name}.log"), "w")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, HARNESS, os.environ.get("PYTHONPATH", "")]),
-               # the services record message content on spans (opentelemetry-util-genai), as in staging
-               OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="SPAN_ONLY")
-    proc = subprocess.Popen([sys.executable, *cmd], stdout=log, stderr=log, env=env, cwd=HERE, pass_fds=pass_fds)
+    proc = FORKS.Popen([sys.executable, *cmd], stdout=log, stderr=log, env=service_env(), cwd=HERE, pass_fds=pass_fds)
     return proc, log
 
 
@@ -381,7 +392,7 @@ def run_case(out, name, spec):
           f"failure={truth['failure'] and truth['failure']['category']}")
 
 
-def main():
+def record_cases():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("cases", nargs="*")
@@ -390,6 +401,12 @@ def main():
         if a.cases and name not in a.cases:
             continue
         run_case(a.out, name, spec)
+
+
+def main():
+    global FORKS
+    with ForkServer(PRELOAD, env=service_env(), cwd=HERE) as FORKS:
+        record_cases()
 
 
 if __name__ == "__main__":

@@ -26,7 +26,13 @@ import uuid
 
 from common import HARNESS, bound_socket, build_docs_index, record, telemetry
 
+from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
+
+# What the case's processes import, once for every case (harness/forkserver.py starts them).
+PRELOAD = ["fastapi", "openinference.instrumentation.smolagents", "opentelemetry.instrumentation.fastapi",
+           "opentelemetry.processor.baggage", "opentelemetry.sdk.trace", "pydantic", "smolagents", "uvicorn"]
+FORKS = None  # the suite's ForkServer, while main() runs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUITE = "smolagents"
@@ -167,7 +173,7 @@ def start_service(case_out, spec, llm_url, docs):
     sock = bound_socket()
     log = open(os.path.join(case_out, "parts", "agent-service.log"), "w")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, HARNESS, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen(
+    proc = FORKS.Popen(
         [sys.executable, os.path.join(HERE, "service.py"), "--out", case_out, "--fd", str(sock.fileno()),
          "--llm", llm_url, "--docs", docs, "--endpoint", spec["endpoint"]],
         stdout=log, stderr=log, env=env, cwd=HERE, pass_fds=[sock.fileno()])
@@ -396,7 +402,7 @@ def run_case(name, spec, out_root):
     return truth
 
 
-def main():
+def record_cases():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("cases", nargs="*")
@@ -406,6 +412,12 @@ def main():
         truth = run_case(name, CASES[name], args.out)
         print(f"{name}: {len(truth['broken_hops'])} broken hop(s), failure "
               f"{(truth['failure'] or {}).get('category')}, {time.time() - t0:.1f}s", flush=True)
+
+
+def main():
+    global FORKS
+    with ForkServer(PRELOAD, cwd=HERE) as FORKS:
+        record_cases()
 
 
 if __name__ == "__main__":
