@@ -80,19 +80,52 @@ export CLIPPY_ARGS="-Dwarnings"
 cargo test --workspace --all-features --no-run
 cargo test --workspace --all-features --benches --no-run
 
+status=0
+step "doctor corpus: the fresh recording (waiting for it to end, if it has not)"
+fresh=()
+if wait "$corpus_pid"; then
+    corpus_pid=""
+    # A case whose processes hung is recorded again once (crates/doctor/tests/corpus/README.md):
+    # said here, never silent.
+    grep -h "^corpus retry:" target/corpus-fresh.log >&2 || true
+    # The same fresh cases through the file doctor and through a running collector, whose live
+    # answer must be the file doctor's, request by request: the three tests that the fresh
+    # recording's directory switches on, run beside every other test below.
+    export AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh"
+    fresh=(real_libraries_are_diagnosed_truthfully agent_frameworks_are_read_as_they_record
+        live_answers_equal_the_file_doctors)
+else
+    corpus_pid=""
+    echo "recording the corpus failed; its log:" >&2
+    tail -120 target/corpus-fresh.log >&2
+    status=1
+fi
+
 step "tests"
 # Every test of every binary runs even when one fails, so one failure hides no other. With
 # cargo-nextest (on this kind of machine; `cargo install cargo-nextest` elsewhere) they share
 # one pool (.config/nextest.toml): tests that mostly wait on timeouts, brokers and browsers run
-# beside each other instead of one binary after another, from the binaries built above.
-status=0
+# beside each other instead of one binary after another, from the binaries built above. The
+# ignored tests among them are the fresh corpus's (when it was recorded); the PostgreSQL ones
+# run in the next step.
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --all-features || status=$?
+    if [ ${#fresh[@]} -gt 0 ]; then
+        cargo nextest run --workspace --all-features --run-ignored all \
+            -E "not (binary(collectors_share_one_postgres) | (package(agentrace-collector) & kind(lib) & test(/^store::postgres::/)))" \
+            || status=$?
+    else
+        cargo nextest run --workspace --all-features || status=$?
+    fi
     step "doc tests"
     cargo test --workspace --all-features --doc || status=$?
 else
     echo "cargo-nextest is not installed: running the test binaries one after another"
     cargo test --workspace --all-features --no-fail-fast || status=$?
+    if [ ${#fresh[@]} -gt 0 ]; then
+        for t in "${fresh[@]}"; do
+            cargo test --workspace --all-features --test "$t" -- --ignored || status=$?
+        done
+    fi
 fi
 
 step "the store's readers, the live pipeline and several collectors over PostgreSQL (storage.backend: postgres)"
@@ -137,31 +170,6 @@ else
         --skip retention_deletes_the_oldest_spans_past_max_bytes || status=$?
     cargo test --workspace --all-features --test collectors_share_one_postgres -- --ignored || status=$?
     cargo test -p agentrace-collector --all-features --lib store::postgres -- --ignored || status=$?
-fi
-
-step "doctor on the fresh recording of the corpus (waiting for the recording to end)"
-if wait "$corpus_pid"; then
-    corpus_pid=""
-    # A case whose processes hung is recorded again once (crates/doctor/tests/corpus/README.md):
-    # said here, never silent.
-    grep -h "^corpus retry:" target/corpus-fresh.log >&2 || true
-    # The same fresh cases through the file doctor and through a running collector, whose
-    # live answer must be the file doctor's, request by request.
-    export AGENTRACE_FRESH_CORPUS="$PWD/target/corpus-fresh"
-    fresh_tests=(real_libraries_are_diagnosed_truthfully agent_frameworks_are_read_as_they_record live_answers_equal_the_file_doctors)
-    if cargo nextest --version >/dev/null 2>&1; then
-        filter=$(printf 'binary(%s) | ' "${fresh_tests[@]}")
-        cargo nextest run --workspace --all-features --run-ignored only -E "${filter% | }" || status=$?
-    else
-        for t in "${fresh_tests[@]}"; do
-            cargo test --workspace --all-features --test "$t" -- --ignored || status=$?
-        done
-    fi
-else
-    corpus_pid=""
-    echo "recording the corpus failed; its log:" >&2
-    tail -120 target/corpus-fresh.log >&2
-    status=1
 fi
 
 step "done: $([ "$status" = 0 ] && echo "every step passed" || echo "FAILED (exit $status): see the failures listed above")"
