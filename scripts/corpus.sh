@@ -6,6 +6,8 @@
 #   scripts/corpus.sh [DIR] [SUITE...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh
 OUT="$(realpath -m "${1:-target/corpus-fresh}")"
 shift || true
 ROOT=crates/doctor/tests/corpus
@@ -19,11 +21,8 @@ fi
 mkdir -p "$OUT"
 for suite in "${suites[@]}"; do
     venv=".venv-corpus/$suite"
-    if [ ! -x "$venv/bin/python" ]; then
-        python3 -m venv "$venv"
-    fi
-    # No byte-compiling of every installed module: a case imports a fraction of them.
-    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-compile -r "$ROOT/$suite/requirements.txt"
+    # Not byte-compiled at install: a case imports a fraction of the modules.
+    python_venv "$venv" "$ROOT/$suite/requirements.txt"
     echo "corpus: recording $suite"
     rm -rf "${OUT:?}/$suite"
     PYTHONPATH="$PWD/$ROOT/harness" "$venv/bin/python" "$ROOT/$suite/make.py" --out "$OUT/$suite/cases"

@@ -4,7 +4,8 @@
 # It sets up the real parts the tests use, then runs formatting, lints and
 # every test in the workspace:
 #   - .venv: the official OpenTelemetry Python SDK and friends, from PyPI
-#     (scripts/requirements-test.txt), and .venv-zipkin-proto for the Zipkin protobuf exporter,
+#     (scripts/requirements-test.txt; uv installs every venv here: scripts/venv.sh), and
+#     .venv-zipkin-proto for the Zipkin protobuf exporter,
 #     which pins protobuf 3 (scripts/requirements-zipkin-proto.txt);
 #   - brokers (NATS, Redis, RabbitMQ) and a PostgreSQL server from Debian, started on loopback
 #     by scripts/services.sh and stopped again when this script exits; the API's and the live
@@ -23,15 +24,11 @@ started=$(date +%s)
 step() { printf '\n== [%s s] %s\n' "$(( $(date +%s) - started ))" "$*"; }
 
 step "Python test environment (.venv)"
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
-fi
-.venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+# shellcheck source=scripts/venv.sh
+. scripts/venv.sh
+python_venv .venv scripts/requirements-test.txt --compile
 # The Zipkin protobuf exporter pins protobuf 3: a venv of its own.
-if [ ! -x .venv-zipkin-proto/bin/python ]; then
-    python3 -m venv .venv-zipkin-proto
-fi
-.venv-zipkin-proto/bin/pip install --quiet --disable-pip-version-check --no-compile -r scripts/requirements-zipkin-proto.txt
+python_venv .venv-zipkin-proto scripts/requirements-zipkin-proto.txt
 
 corpus_pid=""
 cleanup() {
