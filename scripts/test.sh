@@ -23,6 +23,36 @@ started=$(date +%s)
 # Each step's heading says how far into the run it starts.
 step() { printf '\n== [%s s] %s\n' "$(( $(date +%s) - started ))" "$*"; }
 
+step "format"
+cargo fmt --all --check
+
+step "lints, while building every target (in the background, beside the set-up below; log in target/build.log)"
+# Clippy's lints with warnings denied, on every target of every workspace crate, as
+# `cargo clippy --workspace --all-targets --all-features -- -D warnings` runs them; but with
+# clippy-driver as the workspace's compiler, the same compilation also builds the test
+# binaries. `cargo clippy` alone would compile every dependency a second time, in check mode:
+# about 10 of the 27 minutes this command took on 2 cores. The build is the longest step; the
+# set-up (venvs, Debian packages, servers), which mostly waits on the network and on dpkg, runs
+# beside it.
+export RUSTC_WORKSPACE_WRAPPER="${RUSTC_WORKSPACE_WRAPPER:-$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)}"
+export CLIPPY_ARGS="-Dwarnings"
+mkdir -p target
+# What `cargo test` builds (unit and integration tests, binaries, and the examples as the
+# binaries some tests run), then the benches, which are linted and built but not run. Its own
+# process group, so that the cleanup stops it when a step fails.
+setsid bash -c 'cargo test --workspace --all-features --no-run &&
+    cargo test --workspace --all-features --benches --no-run' >target/build.log 2>&1 &
+build_pid=$!
+
+corpus_pid=""
+cleanup() {
+    # A failing step must not leave the build or the corpus recording running.
+    [ -n "$build_pid" ] && kill -- "-$build_pid" 2>/dev/null || true
+    [ -n "$corpus_pid" ] && kill -- "-$corpus_pid" 2>/dev/null || true
+    [ -x scripts/services.sh ] && scripts/services.sh stop || true
+}
+trap cleanup EXIT
+
 step "Python test environment (.venv)"
 # shellcheck source=scripts/venv.sh
 . scripts/venv.sh
@@ -30,13 +60,6 @@ python_venv .venv scripts/requirements-test.txt --compile
 # The Zipkin protobuf exporter pins protobuf 3: a venv of its own.
 python_venv .venv-zipkin-proto scripts/requirements-zipkin-proto.txt
 
-corpus_pid=""
-cleanup() {
-    # A failing step must not leave the corpus recording running.
-    [ -n "$corpus_pid" ] && kill -- "-$corpus_pid" 2>/dev/null || true
-    [ -x scripts/services.sh ] && scripts/services.sh stop || true
-}
-trap cleanup EXIT
 if [ -x scripts/services.sh ]; then
     step "services (brokers and PostgreSQL on loopback, on free ports)"
     scripts/services.sh start
@@ -46,10 +69,8 @@ fi
 
 step "doctor corpus: recording every real-library case afresh (in the background; log in target/corpus-fresh.log)"
 # The doctor's claims are tried again on a new run of every case (other IDs, other timings, this
-# machine's load): crates/doctor/tests/corpus/README.md. It runs beside the build below.
-mkdir -p target
+# machine's load): crates/doctor/tests/corpus/README.md. It runs beside the build.
 rm -rf target/corpus-fresh
-# Its own process group, so that the cleanup stops every process it started.
 setsid scripts/corpus.sh target/corpus-fresh >target/corpus-fresh.log 2>&1 &
 corpus_pid=$!
 
@@ -61,21 +82,17 @@ fi
 chromium --version 2>/dev/null | head -1
 chromedriver --version | head -1
 
-step "format"
-cargo fmt --all --check
-
-step "lints, while building every target"
-# Clippy's lints with warnings denied, on every target of every workspace crate, as
-# `cargo clippy --workspace --all-targets --all-features -- -D warnings` runs them; but with
-# clippy-driver as the workspace's compiler, the same compilation also builds the test
-# binaries. `cargo clippy` alone would compile every dependency a second time, in check mode:
-# about 10 of the 27 minutes this command took on 2 cores.
-export RUSTC_WORKSPACE_WRAPPER="${RUSTC_WORKSPACE_WRAPPER:-$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)}"
-export CLIPPY_ARGS="-Dwarnings"
-# What `cargo test` builds (unit and integration tests, binaries, and the examples as the
-# binaries some tests run), then the benches, which are linted and built but not run.
-cargo test --workspace --all-features --no-run
-cargo test --workspace --all-features --benches --no-run
+step "lints and build: waiting for them to end"
+if wait "$build_pid"; then
+    build_pid=""
+    grep "Finished" target/build.log || true
+else
+    build_pid=""
+    # Every line: clippy's findings and compiler errors are in it.
+    cat target/build.log >&2
+    echo "lints or build failed (above)" >&2
+    exit 1
+fi
 
 status=0
 step "doctor corpus: the fresh recording (waiting for it to end, if it has not)"
