@@ -95,6 +95,9 @@ else
 fi
 
 status=0
+# The tests that need PostgreSQL and only it (ignored without it): the PostgreSQL step runs them,
+# the main pool leaves them out.
+postgres_only='binary(collectors_share_one_postgres) | (package(agentrace-collector) & kind(lib) & test(/^store::postgres::/))'
 step "doctor corpus: the fresh recording (waiting for it to end, if it has not)"
 fresh=()
 if wait "$corpus_pid"; then
@@ -125,7 +128,7 @@ step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     if [ ${#fresh[@]} -gt 0 ]; then
         cargo nextest run --workspace --all-features --run-ignored all \
-            -E "not (binary(collectors_share_one_postgres) | (package(agentrace-collector) & kind(lib) & test(/^store::postgres::/)))" \
+            -E "not ($postgres_only)" \
             || status=$?
     else
         cargo nextest run --workspace --all-features || status=$?
@@ -169,7 +172,7 @@ if cargo nextest --version >/dev/null 2>&1; then
     filter="($filter) & !test(/_under_load$/)"
     AGENTRACE_TEST_STORE=postgres cargo nextest run --workspace --all-features -E "$filter" || status=$?
     cargo nextest run --workspace --all-features --run-ignored only \
-        -E 'binary(collectors_share_one_postgres) | (package(agentrace-collector) & kind(lib) & test(/^store::postgres::/))' \
+        -E "$postgres_only" \
         || status=$?
 else
     for t in "${pg_tests[@]}"; do
