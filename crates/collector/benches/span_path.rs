@@ -117,13 +117,13 @@ fn span_path(c: &mut Criterion) {
     let limits = Limits::default();
     let redactor = Redactor::new(&RedactionConfig::default()).expect("the default policy");
     let encoded = Encoded::new(&req);
-    let packed = pack(&req, &encoded);
+    let packed = pack(&encoded);
     let spans: Vec<Span> = packed.iter().flat_map(|p| p.packed().unpack()).collect();
     assert_eq!(spans.len(), SPANS);
     // The request and five others that ran beside it (other traces, sessions).
     let context: Vec<Span> = (1..=6)
         .map(|v| request(v, SPANS, Shape::Agents))
-        .flat_map(|r| pack(&r, &Encoded::new(&r)))
+        .flat_map(|r| pack(&Encoded::new(&r)))
         .flat_map(|p| p.packed().unpack())
         .collect();
     let doctor = Doctor::new(DoctorConfig::default());
@@ -145,7 +145,7 @@ fn span_path(c: &mut Criterion) {
         b.iter(|| redactor.redact(black_box(&req).clone(), ContentAction::Drop))
     });
     g.bench_function("encode once (wire::Encoded)", |b| b.iter(|| Encoded::new(black_box(&req))));
-    g.bench_function("pack (LZ4 per trace)", |b| b.iter(|| pack(black_box(&req), &encoded)));
+    g.bench_function("pack (LZ4 per trace)", |b| b.iter(|| pack(black_box(&encoded))));
     g.bench_function("unpack (a held trace, for a diagnosis)", |b| {
         b.iter(|| packed.iter().flat_map(|p| p.packed().unpack()).collect::<Vec<_>>())
     });

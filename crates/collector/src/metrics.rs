@@ -409,7 +409,7 @@ impl Metrics {
             &mut out,
             "agentrace_receiver_requests_forwarded_undecoded_total",
             "counter",
-            "Requests a pass-through checked at the byte level and forwarded as they arrived, without decoding them.",
+            "Requests checked at the byte level and taken as they arrived, never decoded: stored, diagnosed and forwarded from their bytes.",
             &self.forwarded_undecoded,
         );
         scalar(&mut out, "agentrace_pending_spans", "gauge", "Spans waiting to be written.", &self.pending_spans);

@@ -15,8 +15,10 @@
 
 use std::ops::Range;
 
+use agentrace_model::span_bytes::Fields;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 
 /// A request's protobuf encoding, with where its parts are.
@@ -103,6 +105,20 @@ fn shell(bytes: &[u8], fields: &[Field], skip: u64) -> Vec<u8> {
     out
 }
 
+impl EncodedResource {
+    /// Its resource and schema URL (the shell decoded; empty if it does not decode).
+    pub fn decode_shell(&self) -> ResourceSpans {
+        ResourceSpans::decode(self.shell.as_slice()).unwrap_or_default()
+    }
+}
+
+impl EncodedScope {
+    /// Its scope and schema URL (the shell decoded; empty if it does not decode).
+    pub fn decode_shell(&self) -> ScopeSpans {
+        ScopeSpans::decode(self.shell.as_slice()).unwrap_or_default()
+    }
+}
+
 impl Encoded {
     /// Encodes `request` once.
     pub fn new(request: &ExportTraceServiceRequest) -> Encoded {
@@ -132,6 +148,20 @@ impl Encoded {
             }
             _ => Encoded::new(request),
         }
+    }
+
+    /// The [`Fields`] of the span at `range` (one of [`EncodedScope::spans`]),
+    /// given to `f`: read from its bytes, or, where they need prost's
+    /// decoder, from what it decodes. `None` for bytes that are no span.
+    pub fn span_fields<R>(&self, range: &Range<usize>, f: impl FnOnce(&Fields<'_>) -> R) -> Option<R> {
+        let mut bytes = self.span(range);
+        let len = prost::decode_length_delimiter(&mut bytes).ok()?;
+        let bytes = bytes.get(..len)?;
+        if let Some(fields) = agentrace_model::span_bytes::fields(bytes) {
+            return Some(f(&fields));
+        }
+        let span = opentelemetry_proto::tonic::trace::v1::Span::decode(bytes).ok()?;
+        Some(f(&Fields::of_otlp(&span)))
     }
 
     /// Walks bytes that are already an encoded request (a queue row),

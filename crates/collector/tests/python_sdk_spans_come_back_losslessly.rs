@@ -3,6 +3,8 @@
 //! field: resource, scope, attributes of every type, events, links, status,
 //! trace state, flags; but for what redaction removes: the prompt the
 //! sender recorded as a `sensitive` event is gone, and counted on its span.
+//! Requests that redaction leaves as they are take the byte-level lane (no
+//! decoding), and still come back equal.
 
 mod support;
 
@@ -28,6 +30,11 @@ fn round_trip(protocol: &str) {
         },
     );
     assert_eq!(accepted, 12.0);
+    // The SDK's exporter sends one span per call: every call but the two
+    // whose span holds a prompt event was stored, indexed and diagnosed from
+    // its bytes as received, never decoded, and comes back the same.
+    let undecoded = support::metric(&collector.api(), "agentrace_receiver_requests_forwarded_undecoded_total");
+    assert_eq!(undecoded, 10.0);
 }
 
 #[test]

@@ -56,6 +56,58 @@ fn request_of(n: usize, trace_byte: u8, start_ns: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// A request of one span, with a prompt recorded (which the default policy
+/// drops) or not.
+fn one_span(trace_byte: u8, prompt: bool) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    let mut request = ExportTraceServiceRequest::decode(request_of(1, trace_byte, now_ns()).as_slice()).unwrap();
+    if prompt {
+        request.resource_spans[0].scope_spans[0].spans[0].attributes.push(KeyValue {
+            key: "gen_ai.input.messages".into(),
+            value: Some(AnyValue { value: Some(any_value::Value::StringValue("[\"hi\"]".into())) }),
+            ..Default::default()
+        });
+    }
+    request.encode_to_vec()
+}
+
+// Every request is first checked at the byte level, and one that redaction
+// would leave as it is is stored and diagnosed from its bytes, undecoded.
+// Traffic that is never clean (every request records a prompt the store
+// drops) is not checked on every request once 16 in a row were not clean:
+// one in 16 is, and the first clean one checked opens the lane again.
+// Every span is kept whichever road it took.
+#[test]
+fn the_byte_level_check_is_sampled_while_no_request_passes_it() {
+    let collector = support::start(|_| {});
+    let url = format!("{}/v1/traces", collector.http());
+    let undecoded = || support::metric(&collector.api(), "agentrace_receiver_requests_forwarded_undecoded_total");
+    let mut trace = 0u8;
+    let mut send = |prompt: bool| {
+        trace += 1;
+        assert_eq!(post_protobuf(&url, one_span(trace, prompt)).status(), 200);
+        trace
+    };
+    send(false);
+    assert_eq!(undecoded(), 1.0, "a clean request takes the lane");
+    // 20 misses: the first 17 are checked (16 in a row, then one in 16).
+    for _ in 0..20 {
+        send(true);
+    }
+    // Clean again, but the next 12 fall between the samples: decoded.
+    for _ in 0..12 {
+        send(false);
+    }
+    assert_eq!(undecoded(), 1.0, "between samples every request is decoded");
+    // The 32nd miss in a row is a sample; it is clean, and the lane is open.
+    let last = (0..4).map(|_| send(false)).last().unwrap();
+    assert_eq!(undecoded(), 5.0);
+    for t in 1..=last {
+        assert_eq!(span_count(&collector.api(), &agentrace_model::ids::to_hex(&[t; 16])), 1, "trace {t}");
+    }
+}
+
 /// Takes SQLite's write lock from outside (a stand-in for a slow disk),
 /// sends one request of `spans` spans in the background, and waits until
 /// the collector holds it as pending. Commit the returned connection to

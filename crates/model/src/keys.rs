@@ -45,19 +45,26 @@ const SLOTS: usize = 7;
 /// fill the same slot (0 for the current convention, higher for legacy and
 /// vendor names; the lowest rank on a span wins).
 pub fn slot_of(key: &str) -> Option<(Slot, u8)> {
+    slot_of_bytes(key.as_bytes())
+}
+
+/// [`slot_of`] for a key still in its protobuf bytes: every key of a slot
+/// is ASCII, so bytes that name one are its text, and a reader need not
+/// check the UTF-8 of every other key to find them.
+pub fn slot_of_bytes(key: &[u8]) -> Option<(Slot, u8)> {
     Some(match key {
-        "session.id" => (Slot::Session, 0),
-        "traceloop.association.properties.session_id" => (Slot::Session, 1),
-        "langfuse.session.id" => (Slot::Session, 2),
-        "gen_ai.conversation.id" => (Slot::Conversation, 0),
-        "user.id" => (Slot::User, 0),
-        "messaging.message.id" => (Slot::Message, 0),
-        "messaging.conversation_id" => (Slot::Message, 1),
-        "gen_ai.tool.call.id" => (Slot::ToolCall, 0),
-        "tool_call.id" => (Slot::ToolCall, 1),
-        "mcp.session.id" => (Slot::McpSession, 0),
-        "jsonrpc.request.id" => (Slot::RpcId, 0),
-        "mcp.request.id" => (Slot::RpcId, 1),
+        b"session.id" => (Slot::Session, 0),
+        b"traceloop.association.properties.session_id" => (Slot::Session, 1),
+        b"langfuse.session.id" => (Slot::Session, 2),
+        b"gen_ai.conversation.id" => (Slot::Conversation, 0),
+        b"user.id" => (Slot::User, 0),
+        b"messaging.message.id" => (Slot::Message, 0),
+        b"messaging.conversation_id" => (Slot::Message, 1),
+        b"gen_ai.tool.call.id" => (Slot::ToolCall, 0),
+        b"tool_call.id" => (Slot::ToolCall, 1),
+        b"mcp.session.id" => (Slot::McpSession, 0),
+        b"jsonrpc.request.id" => (Slot::RpcId, 0),
+        b"mcp.request.id" => (Slot::RpcId, 1),
         _ => return None,
     })
 }

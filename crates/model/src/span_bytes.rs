@@ -15,8 +15,10 @@
 //! map), text that is not UTF-8, a span or trace ID of the wrong length,
 //! groups, malformed varints, nesting past [`MAX_DEPTH`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::keys::KeySet;
 use crate::span::{Event, Link, Resource, Scope, Span, SpanKind, StatusCode};
 use crate::value::{Attributes, Key, Value};
 use crate::{SpanId, TraceId};
@@ -142,6 +144,194 @@ pub fn decode(bytes: &[u8], resource: &Arc<Resource>, scope: &Arc<Scope>) -> Opt
         resource: Arc::clone(resource),
         scope: Arc::clone(scope),
     })
+}
+
+/// What the store's rows and the pipeline's blocks take from a span: its
+/// IDs, name, kind, times, status code, indexed keys and the traces its
+/// links name. Read from the bytes by [`fields`], or from prost's
+/// structures by [`Fields::of_otlp`]; both give the same.
+#[derive(Debug, Clone)]
+pub struct Fields<'a> {
+    /// As sent (validated by the receivers: 16 bytes).
+    pub trace_id: &'a [u8],
+    /// As sent (8 bytes).
+    pub span_id: &'a [u8],
+    /// Empty for a root.
+    pub parent_span_id: &'a [u8],
+    /// The span's name.
+    pub name: &'a str,
+    /// OTLP's `SpanKind` number.
+    pub kind: i32,
+    /// Start time, as sent.
+    pub start_unix_nano: u64,
+    /// End time, as sent.
+    pub end_unix_nano: u64,
+    /// OTLP's `Status.code` number (0 when unset).
+    pub status_code: i32,
+    /// The session and join keys of its attributes ([`crate::keys`]):
+    /// text and integer values count.
+    pub keys: KeySet<'a>,
+    /// The trace ID of each of its links, as sent.
+    pub link_trace_ids: Vec<&'a [u8]>,
+}
+
+impl<'a> Fields<'a> {
+    /// The same fields from a span prost decoded.
+    pub fn of_otlp(span: &'a opentelemetry_proto::tonic::trace::v1::Span) -> Fields<'a> {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+        let mut keys = KeySet::new();
+        for kv in &span.attributes {
+            keys.offer(&kv.key, || match kv.value.as_ref()?.value.as_ref()? {
+                V::StringValue(s) => Some(Cow::Borrowed(s.as_str())),
+                V::IntValue(i) => Some(Cow::Owned(i.to_string())),
+                _ => None,
+            });
+        }
+        Fields {
+            trace_id: &span.trace_id,
+            span_id: &span.span_id,
+            parent_span_id: &span.parent_span_id,
+            name: &span.name,
+            kind: span.kind,
+            start_unix_nano: span.start_time_unix_nano,
+            end_unix_nano: span.end_time_unix_nano,
+            status_code: span.status.as_ref().map_or(0, |s| s.code),
+            keys,
+            link_trace_ids: span.links.iter().map(|l| l.trace_id.as_slice()).collect(),
+        }
+    }
+}
+
+/// The [`Fields`] of one `opentelemetry.proto.trace.v1.Span` message (its
+/// bytes without a length prefix), read without decoding the rest: what
+/// prost's decoding and [`Fields::of_otlp`] give, or `None` where the bytes
+/// need prost's decoder (a field this reads sent twice, which protobuf
+/// merges; a wire type prost refuses; text it reads that is not UTF-8).
+/// Its callers read bytes that prost or the pass-through's check
+/// (`Redactor::clean`) accepted already, so what it does not read (the
+/// trace state, events, keys that are none of [`crate::keys`]') it does not
+/// check either: bytes prost refuses may still have fields here.
+pub fn fields(bytes: &[u8]) -> Option<Fields<'_>> {
+    let mut r = Reader { bytes, at: 0 };
+    let mut out = Fields {
+        trace_id: &[],
+        span_id: &[],
+        parent_span_id: &[],
+        name: "",
+        kind: 0,
+        start_unix_nano: 0,
+        end_unix_nano: 0,
+        status_code: 0,
+        keys: KeySet::new(),
+        link_trace_ids: Vec::new(),
+    };
+    // Each singular field read at most once (bit per field number).
+    let mut seen = 0u32;
+    while !r.done() {
+        let (field, wire) = r.key()?;
+        if matches!(field, 1 | 2 | 4 | 5 | 6 | 7 | 8 | 15) {
+            if seen & (1 << field) != 0 {
+                return None;
+            }
+            seen |= 1 << field;
+        }
+        match (field, wire) {
+            (1, LEN) => out.trace_id = r.bytes()?,
+            (2, LEN) => out.span_id = r.bytes()?,
+            (4, LEN) => out.parent_span_id = r.bytes()?,
+            (5, LEN) => out.name = r.str()?,
+            (6, VARINT) => out.kind = r.varint()? as i32,
+            (7, FIXED64) => out.start_unix_nano = r.fixed64()?,
+            (8, FIXED64) => out.end_unix_nano = r.fixed64()?,
+            (9, LEN) => {
+                let (key, value) = raw_entry(r.bytes()?)?;
+                if crate::keys::slot_of_bytes(key).is_some() {
+                    let key = std::str::from_utf8(key).ok()?;
+                    let text = scalar_text(value)?;
+                    out.keys.offer(key, || text);
+                }
+            }
+            (13, LEN) => {
+                let mut l = Reader { bytes: r.bytes()?, at: 0 };
+                let mut trace_id = None;
+                while !l.done() {
+                    match l.key()? {
+                        (1, LEN) if trace_id.is_none() => trace_id = Some(l.bytes()?),
+                        (2..=4, LEN) => l.skip(LEN)?,
+                        (5, VARINT) => l.skip(VARINT)?,
+                        (6, FIXED32) => l.skip(FIXED32)?,
+                        (1..=6, _) => return None,
+                        (_, wire) => l.skip(wire)?,
+                    }
+                }
+                out.link_trace_ids.push(trace_id.unwrap_or(&[]));
+            }
+            (15, LEN) => {
+                let mut s = Reader { bytes: r.bytes()?, at: 0 };
+                let mut code = None;
+                while !s.done() {
+                    match s.key()? {
+                        (2, LEN) => {
+                            s.str()?;
+                        }
+                        (3, VARINT) if code.is_none() => code = Some(s.varint()? as i32),
+                        (2 | 3, _) => return None,
+                        (_, wire) => s.skip(wire)?,
+                    }
+                }
+                out.status_code = code.unwrap_or(0);
+            }
+            (10 | 12 | 14, VARINT) | (3 | 11, LEN) | (16, FIXED32) => r.skip(wire)?,
+            (1..=16, _) => return None,
+            (_, wire) => r.skip(wire)?,
+        }
+    }
+    Some(out)
+}
+
+/// A `KeyValue`'s key and its value's bytes (empty when absent), each sent
+/// at most once.
+fn raw_entry(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut r = Reader { bytes, at: 0 };
+    let (mut key, mut value) = (None, None);
+    while !r.done() {
+        match r.key()? {
+            (1, LEN) if key.is_none() => key = Some(r.bytes()?),
+            (2, LEN) if value.is_none() => value = Some(r.bytes()?),
+            (3, VARINT) => {
+                r.varint()?;
+            }
+            (1..=3, _) => return None,
+            (_, wire) => r.skip(wire)?,
+        }
+    }
+    Some((key.unwrap_or(&[]), value.unwrap_or(&[])))
+}
+
+/// The text of an `AnyValue`'s bytes for [`KeySet`]: a string, or an
+/// integer written out; `Some(None)` for any other value, `None` for bytes
+/// that need prost's decoder (a value sent twice).
+fn scalar_text(bytes: &[u8]) -> Option<Option<Cow<'_, str>>> {
+    let mut r = Reader { bytes, at: 0 };
+    let mut out = None;
+    let mut values = 0;
+    while !r.done() {
+        let (field, wire) = r.key()?;
+        if (1..=8).contains(&field) {
+            values += 1;
+            if values > 1 {
+                return None;
+            }
+        }
+        match (field, wire) {
+            (1, LEN) => out = Some(Cow::Borrowed(r.str()?)),
+            (3, VARINT) => out = Some(Cow::Owned((r.varint()? as i64).to_string())),
+            (2 | 8, VARINT) | (4, FIXED64) | (5..=7, LEN) => r.skip(wire)?,
+            (1..=8, _) => return None,
+            (_, wire) => r.skip(wire)?,
+        }
+    }
+    Some(out)
 }
 
 fn event(bytes: &[u8]) -> Option<Event> {
@@ -394,6 +584,58 @@ mod tests {
         decode(bytes, &resource, &scope).map(|s| format!("{s:?}"))
     }
 
+    /// [`Fields`] as text, to compare.
+    fn fields_text(f: &Fields) -> String {
+        format!(
+            "{:?}",
+            (
+                (f.trace_id, f.span_id, f.parent_span_id, f.name, f.kind),
+                (f.start_unix_nano, f.end_unix_nano, f.status_code),
+                (f.keys.keys(), f.keys.session(), &f.link_trace_ids),
+            )
+        )
+    }
+
+    /// What prost's decoding and [`Fields::of_otlp`] make of `bytes`.
+    fn prost_fields(bytes: &[u8]) -> Option<String> {
+        let otlp = OtlpSpan::decode(bytes).ok()?;
+        Some(fields_text(&Fields::of_otlp(&otlp)))
+    }
+
+    fn direct_fields(bytes: &[u8]) -> Option<String> {
+        fields(bytes).map(|f| fields_text(&f))
+    }
+
+    /// Spans whose attributes include the keyed ones, with text, integer
+    /// and other values.
+    fn keyed_span() -> impl Strategy<Value = OtlpSpan> {
+        let keyed = proptest::collection::vec(
+            (
+                proptest::sample::select(vec![
+                    "session.id",
+                    "langfuse.session.id",
+                    "gen_ai.conversation.id",
+                    "user.id",
+                    "messaging.message.id",
+                    "messaging.conversation_id",
+                    "gen_ai.tool.call.id",
+                    "tool_call.id",
+                    "mcp.session.id",
+                    "jsonrpc.request.id",
+                    "mcp.request.id",
+                ]),
+                proptest::option::of(any_value_tree()),
+            ),
+            0..6,
+        );
+        (otlp_span(), keyed).prop_map(|(mut span, keyed)| {
+            for (key, value) in keyed {
+                span.attributes.push(KeyValue { key: key.to_owned(), value, key_strindex: 0 });
+            }
+            span
+        })
+    }
+
     #[test]
     fn every_span_of_the_doctors_corpus_decodes_as_prost_and_from_otlp_do() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctor/tests/corpus");
@@ -418,6 +660,7 @@ mod tests {
                     let bytes = span.encode_to_vec();
                     let want = two_steps(&bytes);
                     assert!(want.is_some(), "{}: a span the corpus holds is valid", file.display());
+                    assert_eq!(direct_fields(&bytes), prost_fields(&bytes), "{}: its fields", file.display());
                     assert_eq!(direct(&bytes), want, "{}", file.display());
                     spans += 1;
                 }
@@ -521,6 +764,30 @@ mod tests {
             )
     }
 
+    /// `span` encoded, every field sent twice if `repeat` (scalars take the
+    /// last, lists grow, the status merges), `edits` written over it, and
+    /// cut at `cut`.
+    fn damaged(
+        span: &OtlpSpan,
+        repeat: bool,
+        edits: &[(proptest::sample::Index, u8)],
+        cut: proptest::sample::Index,
+    ) -> Vec<u8> {
+        let mut bytes = span.encode_to_vec();
+        if repeat {
+            let again = bytes.clone();
+            bytes.extend(again);
+        }
+        if !bytes.is_empty() {
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = *b;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        bytes
+    }
+
     #[test]
     fn a_known_field_of_the_wrong_type_goes_to_prost() {
         // A key's string-table index (field 3, an int32) sent as bytes:
@@ -559,6 +826,29 @@ mod tests {
             }
         }
 
+        /// Any span prost encodes has the fields prost's decoding gives.
+        #[test]
+        fn an_encoded_spans_fields_are_read_as_prost_reads_them(span in keyed_span()) {
+            let bytes = span.encode_to_vec();
+            prop_assert_eq!(direct_fields(&bytes), prost_fields(&bytes));
+        }
+
+        /// Damaged or repeated bytes: whatever fields are read here, prost
+        /// reads alike when it accepts the bytes (what is refused here goes
+        /// to prost).
+        #[test]
+        fn damaged_bytes_fields_are_read_as_prost_reads_them_or_go_to_it(
+            span in keyed_span(),
+            edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 0..4),
+            cut in any::<proptest::sample::Index>(),
+            repeat in any::<bool>(),
+        ) {
+            let bytes = damaged(&span, repeat, &edits, cut);
+            if let (Some(got), Some(want)) = (direct_fields(&bytes), prost_fields(&bytes)) {
+                prop_assert_eq!(got, want);
+            }
+        }
+
         /// Damaged or reordered bytes: whatever this decoder accepts, the
         /// two steps accept and read alike (what it refuses goes to them).
         #[test]
@@ -568,20 +858,7 @@ mod tests {
             cut in any::<proptest::sample::Index>(),
             repeat in any::<bool>(),
         ) {
-            let mut bytes = span.encode_to_vec();
-            if repeat {
-                // Every field again: scalars take the last, lists grow,
-                // the status merges.
-                let again = bytes.clone();
-                bytes.extend(again);
-            }
-            if !bytes.is_empty() {
-                for (at, b) in &edits {
-                    let i = at.index(bytes.len());
-                    bytes[i] = *b;
-                }
-                bytes.truncate(cut.index(bytes.len() + 1));
-            }
+            let bytes = damaged(&span, repeat, &edits, cut);
             if let Some(got) = direct(&bytes) {
                 prop_assert_eq!(Some(got), two_steps(&bytes));
             }

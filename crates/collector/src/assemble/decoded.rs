@@ -181,7 +181,7 @@ mod tests {
             }],
         };
         let encoded = crate::wire::Encoded::new(&request);
-        pack(&request, &encoded).into_iter().map(|p| p.span).collect()
+        pack(&encoded).into_iter().map(|p| p.span).collect()
     }
 
     fn id(t: u8) -> TraceId {

@@ -3,15 +3,15 @@
 //! and LZ4-compressed as one block, and decoded only when their trace is
 //! diagnosed. Spans of one trace repeat their keys and much of their
 //! values, so a block takes a fraction of the encoded size, and about a
-//! tenth of what decoded spans take.
+//! tenth of what decoded spans take. What the assembler indexes them by
+//! (trace, times, roots, join keys) is read from the request's encoding, as
+//! the store's columns are ([`agentrace_model::span_bytes::fields`]).
 
 use std::sync::Arc;
 
-use agentrace_model::keys::KeyKind;
+use agentrace_model::keys::{KeyKind, KeySet};
 use agentrace_model::span::{resource_from_otlp, scope_from_otlp};
 use agentrace_model::{Resource, Scope, Span, TraceId};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
 use prost::Message;
 
@@ -85,26 +85,34 @@ impl PackedSpan {
 /// The packed spans of a queued request (an export queue or the pipeline's
 /// backlog), whose bytes are the request's one encoding already.
 pub fn pack_queued(row: crate::store::query::QueueRow) -> Result<Vec<Packed>, crate::store::StoreError> {
-    let request = row.request()?;
+    let id = row.id;
     let encoded = Encoded::parse(row.encoded)
-        .map_err(|e| crate::store::StoreError::Corrupt(format!("export queue row {}: {e}", row.id)))?;
-    Ok(pack(&request, &encoded))
+        .map_err(|e| crate::store::StoreError::Corrupt(format!("export queue row {id}: {e}")))?;
+    Ok(pack(&encoded))
 }
 
-/// Packs every span of a (validated, redacted) request: one block per
-/// trace within each scope. `encoded` is the request's one encoding
-/// ([`crate::wire`]): each span's bytes are copied from it, not encoded again.
-pub fn pack(request: &ExportTraceServiceRequest, encoded: &Encoded) -> Vec<Packed> {
+/// Packs every span of a (validated, redacted) request from its one
+/// encoding ([`crate::wire`]): one block per trace within each scope, each
+/// span's bytes copied, its fields read from them, nothing decoded again.
+pub fn pack(encoded: &Encoded) -> Vec<Packed> {
     let mut out: Vec<Packed> = Vec::new();
-    for (rs, enc_rs) in request.resource_spans.iter().zip(encoded.resources()) {
+    for enc_rs in encoded.resources() {
+        let rs = enc_rs.decode_shell();
         let resource = Arc::new(resource_from_otlp(rs.resource.as_ref(), &rs.schema_url));
-        for (ss, enc_ss) in rs.scope_spans.iter().zip(&enc_rs.scopes) {
+        for enc_ss in &enc_rs.scopes {
+            let ss = enc_ss.decode_shell();
             let scope = Arc::new(scope_from_otlp(ss.scope.as_ref(), &ss.schema_url));
             // In order of first appearance.
             let mut groups: Vec<Group> = Vec::new();
             let mut index: std::collections::HashMap<TraceId, usize> = std::collections::HashMap::new();
-            for (s, range) in ss.spans.iter().zip(&enc_ss.spans) {
-                let Ok(trace_id) = TraceId::from_slice(&s.trace_id) else { continue };
+            for range in &enc_ss.spans {
+                let Some(Some((trace_id, start, end, root, keys))) = encoded.span_fields(range, |s| {
+                    let trace_id = TraceId::from_slice(s.trace_id).ok()?;
+                    let end = s.end_unix_nano.max(s.start_unix_nano);
+                    Some((trace_id, s.start_unix_nano, end, s.parent_span_id.is_empty(), join_keys(&s.keys)))
+                }) else {
+                    continue;
+                };
                 let i = *index.entry(trace_id).or_insert_with(|| {
                     groups.push(Group {
                         trace_id,
@@ -119,11 +127,11 @@ pub fn pack(request: &ExportTraceServiceRequest, encoded: &Encoded) -> Vec<Packe
                 });
                 let g = &mut groups[i];
                 g.plain.extend_from_slice(encoded.span(range));
-                g.start = g.start.min(s.start_time_unix_nano);
-                g.end = g.end.max(s.end_time_unix_nano.max(s.start_time_unix_nano));
+                g.start = g.start.min(start);
+                g.end = g.end.max(end);
                 g.count += 1;
-                g.roots += usize::from(s.parent_span_id.is_empty());
-                for k in join_keys(&s.attributes) {
+                g.roots += usize::from(root);
+                for k in keys {
                     if !g.keys.contains(&k) {
                         g.keys.push(k);
                     }
@@ -166,8 +174,8 @@ struct Group {
 /// relatives: the one vocabulary's session and join keys, less the weak
 /// ones (a user's ID is on every trace of theirs; a bare JSON-RPC ID
 /// repeats in every session), which only time makes a join.
-pub(crate) fn join_keys(attributes: &[KeyValue]) -> Vec<(KeyKind, String)> {
-    let mut keys = crate::store::indexed_keys(attributes);
+pub(crate) fn join_keys(keys: &KeySet) -> Vec<(KeyKind, String)> {
+    let mut keys = keys.keys();
     keys.retain(|(kind, _)| !matches!(kind, KeyKind::User | KeyKind::RpcId));
     keys
 }

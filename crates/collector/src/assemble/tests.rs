@@ -25,7 +25,7 @@ fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, service: &str, start_
 /// A planner that sends a task, and a worker that handled it in a trace of its own.
 fn packed(spans: &[Span]) -> Vec<Packed> {
     let request = Span::to_request(spans);
-    pack(&request, &crate::wire::Encoded::new(&request))
+    pack(&crate::wire::Encoded::new(&request))
 }
 
 fn broken_handoff() -> (Vec<Packed>, Vec<Packed>) {
@@ -210,7 +210,7 @@ fn corpus_batches(case: &str) -> Vec<Vec<Packed>> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let request = agentrace_model::otlp::decode_json(l.as_bytes(), &Default::default()).unwrap().request;
-            pack(&request, &crate::wire::Encoded::new(&request))
+            pack(&crate::wire::Encoded::new(&request))
         })
         .collect()
 }
@@ -515,7 +515,7 @@ fn every_case_one_service_at_a_time_with_late_batches_ends_as_the_file_doctors()
             .collect();
         let spans: Vec<Span> = batches
             .iter()
-            .flat_map(|(_, b)| pack(b, &crate::wire::Encoded::new(b)))
+            .flat_map(|(_, b)| pack(&crate::wire::Encoded::new(b)))
             .flat_map(|p| p.span.unpack())
             .collect();
         let file = file_answers(&spans);
@@ -539,7 +539,7 @@ fn every_case_one_service_at_a_time_with_late_batches_ends_as_the_file_doctors()
             for service in &order {
                 for (_, b) in batches.iter().filter(|(s, _)| s == service) {
                     seq += 1;
-                    a.add(seq, pack(b, &crate::wire::Encoded::new(b)), now);
+                    a.add(seq, pack(&crate::wire::Encoded::new(b)), now);
                     rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     // One batch in six comes 200–600 ms late (the timeout is 300 ms).
                     let gap = if (rng >> 33) % 6 == 0 { 200 + (rng >> 45) % 400 } else { (rng >> 40) % 80 };

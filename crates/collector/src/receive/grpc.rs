@@ -162,7 +162,7 @@ impl tonic::server::UnaryService<Bytes> for ExportCall {
 }
 
 async fn export(ingest: &Ingest, body: Bytes) -> Result<ExportTraceServiceResponse, Status> {
-    // A pass-through forwards a clean body as it came, never decoded.
+    // A clean body is taken as it came, never decoded.
     if let Some(clean) = ingest.clean(&body) {
         return answer(ingest.ingest_clean(clean, Transport::Grpc).await);
     }

@@ -118,7 +118,7 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
         std::borrow::Cow::Borrowed(_) => bytes.clone(),
         std::borrow::Cow::Owned(inflated) => bytes::Bytes::from(inflated),
     };
-    // A pass-through forwards a clean protobuf body as it came, never decoded.
+    // A clean protobuf body is taken as it came, never decoded.
     let clean = match encoding {
         Encoding::Protobuf => state.ingest.clean(&payload),
         Encoding::Json => None,

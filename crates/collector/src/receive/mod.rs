@@ -5,11 +5,13 @@
 //! [`Ingest`], which redacts it (once per content policy in force), hands
 //! it to the live pipeline, writes it to the store and to every exporter's
 //! disk queue in one transaction, waits until that is durable, and only
-//! then lets the transport acknowledge. A pass-through (no spans kept, no
-//! live pipeline) first asks [`Ingest::clean`] whether a protobuf body would
-//! come out of decoding, validation and redaction as it went in; such a body
-//! is queued for the exporters as it arrived, never decoded
-//! ([`crate::redact::CleanBody`]). Answers follow the OTLP
+//! then lets the transport acknowledge. Each protobuf body is first asked
+//! ([`Ingest::clean`]) whether it would come out of decoding, validation and
+//! redaction as it went in; such a body is never decoded
+//! ([`crate::redact::CleanBody`]): the store's rows, the pipeline's blocks
+//! and the exporters' queues are all made from its bytes as they arrived
+//! ([`crate::wire`]), which is what the decoded road does too once it has
+//! encoded the redacted request. Answers follow the OTLP
 //! specification: partial success with a count and a reason, invalid
 //! argument for undecodable bodies, and a retryable refusal with a delay
 //! when the store is behind.
@@ -32,6 +34,12 @@ use crate::metrics::{Metrics, RefuseReason, Transport};
 use crate::redact::{CleanBody, Redacted, RedactionReport, Redactor};
 use crate::store::{PreparedBatch, QueuedExport, Store, SubmitError};
 use crate::wire::Encoded;
+
+/// Bodies found not clean in a row after which [`Ingest::clean`] checks
+/// only one in [`CLEAN_SAMPLE`].
+const CLEAN_MISSES_BEFORE_SAMPLING: u32 = 16;
+/// While sampling, one body in this many is checked.
+const CLEAN_SAMPLE: u32 = 16;
 
 /// How long a refused sender is told to wait before retrying.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -84,7 +92,7 @@ impl Ingest {
 enum Input {
     /// Decoded and validated, still to be redacted.
     Decoded { decoded: Decoded, received: Option<bytes::Bytes> },
-    /// Checked at the byte level, to be forwarded as it arrived.
+    /// Checked at the byte level, to be taken as it arrived.
     Clean(CleanBody),
 }
 
@@ -151,10 +159,12 @@ pub struct Ingest {
     memory: MemoryLimiter,
     keep_spans: bool,
     read_timeout: Duration,
-    /// Set when this collector is a pass-through (no spans kept, no live
-    /// pipeline) whose clean bodies skip decoding ([`Self::clean`]): whether
-    /// some sink drops or hashes content attributes.
-    clean_lane: Option<bool>,
+    /// Whether some sink drops or hashes content attributes (then a body
+    /// holding one is not clean, [`Self::clean`]).
+    content_changes: bool,
+    /// Bodies [`Self::clean`] found not clean (or did not check) since the
+    /// last clean one.
+    clean_misses: Arc<std::sync::atomic::AtomicU32>,
     /// The memory requests being decoded may take at once, in KiB.
     decoding: Arc<tokio::sync::Semaphore>,
     decoding_kib: u32,
@@ -289,12 +299,11 @@ impl Ingest {
         let decoding_kib = u32::try_from((sinks.decoding_budget / 1024).max(1)).unwrap_or(u32::MAX);
         // A pipeline stopped later (at shutdown) only leaves requests on the
         // ordinary road; one not live now never starts.
-        let clean_lane = (!sinks.keep_spans && !sinks.pipeline.is_live()).then(|| {
-            sinks.store_content != ContentAction::Keep
-                || sinks.exports.iter().any(|t| t.config.content != ContentAction::Keep)
-        });
+        let content_changes = sinks.store_content != ContentAction::Keep
+            || sinks.exports.iter().any(|t| t.config.content != ContentAction::Keep);
         Ingest {
-            clean_lane,
+            content_changes,
+            clean_misses: Arc::default(),
             decoding: Arc::new(tokio::sync::Semaphore::new(decoding_kib as usize)),
             decoding_kib,
             store,
@@ -396,13 +405,30 @@ impl Ingest {
         (self.redactor.redact(request, self.store_content), others)
     }
 
-    /// A protobuf body this collector may forward as received, never
-    /// decoded: when it keeps no spans and diagnoses none (a pass-through),
-    /// and [`Redactor::clean`] finds that decoding, validating and redacting
-    /// it would change nothing. Then [`Self::ingest_clean`] takes it.
+    /// A protobuf body this collector may take as received, never decoded:
+    /// when [`Redactor::clean`] finds that decoding, validating and
+    /// redacting it would change nothing (for the store and for every
+    /// exporter's content policy). Then [`Self::ingest_clean`] takes it.
+    ///
+    /// Traffic that is never clean (prompts recorded, and a policy that drops
+    /// them) would pay for the check on every request and then be decoded
+    /// anyway: after [`CLEAN_MISSES_BEFORE_SAMPLING`] misses in a row, only
+    /// one body in [`CLEAN_SAMPLE`] is checked, until one is clean again.
     pub fn clean(&self, body: &bytes::Bytes) -> Option<CleanBody> {
-        let content = self.clean_lane?;
-        self.redactor.clean(body.clone(), &self.limits, content)
+        use std::sync::atomic::Ordering::Relaxed;
+        let misses = self.clean_misses.load(Relaxed);
+        if misses >= CLEAN_MISSES_BEFORE_SAMPLING && !misses.is_multiple_of(CLEAN_SAMPLE) {
+            self.clean_misses.fetch_add(1, Relaxed);
+            return None;
+        }
+        let clean = self.redactor.clean(body.clone(), &self.limits, self.content_changes);
+        match clean {
+            Some(_) => self.clean_misses.store(0, Relaxed),
+            None => {
+                self.clean_misses.fetch_add(1, Relaxed);
+            }
+        }
+        clean
     }
 
     /// Stores a decoded request and waits until it is durable. `received` is
@@ -422,8 +448,8 @@ impl Ingest {
         self.ingest_input(Input::Decoded { decoded, received }, transport).await
     }
 
-    /// Queues a body the pass-through found clean ([`Self::clean`]) for the
-    /// exporters as it arrived, and waits until that is durable.
+    /// Stores, queues and hands to the pipeline a body found clean
+    /// ([`Self::clean`]), as it arrived, and waits until that is durable.
     pub async fn ingest_clean(&self, clean: CleanBody, transport: Transport) -> Result<Accepted, IngestError> {
         self.metrics.received(transport, clean.spans());
         self.metrics.forwarded_undecoded();
@@ -470,8 +496,8 @@ impl Ingest {
                 full.metrics.name
             )));
         }
-        // A clean body is forwarded as it came: it has nothing to redact,
-        // and no one here needs it decoded.
+        // A clean body is taken as it came: it has nothing to redact, and
+        // no one here needs it decoded.
         let ready = match input {
             Input::Decoded { decoded, received } => {
                 let (stored, others) = self.redact(decoded.request);
@@ -507,17 +533,17 @@ impl Ingest {
         // Encoded once (or not at all, when the body received is the
         // request as it is now): the store's chunk, the pipeline's blocks and
         // every exporter that takes what the store takes share these bytes.
-        let (stored, others, encoded) = match ready {
+        // A clean body is the request every sink would have got.
+        let (others, encoded) = match ready {
             Ready::Redacted { stored, others, unchanged, received } => {
-                let encoded = Encoded::reuse_or_encode(stored.request(), unchanged, received);
-                (Some(stored), others, encoded)
+                (others, Encoded::reuse_or_encode(stored.request(), unchanged, received))
             }
-            Ready::Clean(encoded) => (None, Vec::new(), encoded),
+            Ready::Clean(encoded) => (Vec::new(), encoded),
         };
-        let spans = match &stored {
-            Some(stored) if self.pipeline.is_live() && backlog.is_none() => {
-                crate::assemble::pack(stored.request(), &encoded)
-            }
+        // The store's rows and the pipeline's blocks are read from these
+        // bytes, not from a decoded request.
+        let spans = match backlog {
+            None if self.pipeline.is_live() => crate::assemble::pack(&encoded),
             _ => Vec::new(),
         };
         // One compressed body per content policy, shared by its exporters.
@@ -544,10 +570,9 @@ impl Ingest {
                 bodies[0].get_or_insert_with(|| (encoded.span_count(), QueuedExport::compress(&encoded)));
             exports.push(QueuedExport::compressed(backlog, seq, *spans, body.clone()));
         }
-        let batch = match stored {
-            Some(stored) if self.keep_spans => PreparedBatch::from_redacted(stored, &encoded).with_exports(exports),
-            // Only a pass-through takes clean bodies ([`Self::clean`]).
-            _ => PreparedBatch::queue_only(n as usize, exports),
+        let batch = match self.keep_spans {
+            true => PreparedBatch::from_encoded(&encoded).with_exports(exports),
+            false => PreparedBatch::queue_only(n as usize, exports),
         };
         let durable = match self.store.submit(batch) {
             Ok(durable) => durable,

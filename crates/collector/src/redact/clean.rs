@@ -1,17 +1,18 @@
-//! The pass-through's fast lane: a request checked at the byte level and
-//! forwarded as received, never decoded.
+//! The fast lane: a request checked at the byte level and taken as
+//! received, never decoded.
 //!
-//! When the collector neither stores spans nor diagnoses them (a pass-through
-//! to the backends, `storage.keep_spans: false` and `pipeline.enabled:
-//! false`), nothing downstream needs a decoded request: the exporters queue
-//! bytes. Decoding it anyway (prost), then validating and redacting a request
-//! that almost always comes out as it went in, was the largest part of the
-//! pass-through's cost. [`Redactor::clean`] walks the received protobuf once,
-//! without allocating per field, and answers whether decoding, validating
-//! ([`agentrace_model::otlp::validate`]) and redacting ([`Redactor::redact`])
-//! it would change nothing. Only then is the body forwarded as it arrived,
-//! as a [`CleanBody`]; any doubt sends it down the ordinary road, which
-//! decodes it, says what was wrong, and masks, drops or rejects what it must.
+//! Nothing downstream of the receivers needs a decoded request: the
+//! exporters queue bytes, and the store's rows and the pipeline's blocks are
+//! read from the request's one encoding ([`crate::wire`]). Decoding it anyway
+//! (prost), then validating and redacting a request that almost always comes
+//! out as it went in, was the largest part of the pass-through's cost, and a
+//! tenth of the full pipeline's. [`Redactor::clean`] walks the received
+//! protobuf once, without allocating per field, and answers whether
+//! decoding, validating ([`agentrace_model::otlp::validate`]) and redacting
+//! ([`Redactor::redact`]) it would change nothing. Only then is the body
+//! taken as it arrived, as a [`CleanBody`]; any doubt sends it down the
+//! ordinary road, which decodes it, says what was wrong, and masks, drops or
+//! rejects what it must.
 //!
 //! So this module restates, at the byte level, rules whose one definition is
 //! elsewhere (validation in `agentrace_model::otlp`, redaction in this

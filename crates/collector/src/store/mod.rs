@@ -29,7 +29,7 @@ use std::time::Duration;
 
 pub use agentrace_model::keys::KeyKind;
 pub use postgres::Target as PostgresTarget;
-pub use prepare::{AnalysisRow, PatchRow, PreparedBatch, QueuedExport, RequestRow, indexed_keys};
+pub use prepare::{AnalysisRow, PatchRow, PreparedBatch, QueuedExport, RequestRow};
 pub use query::{SearchQuery, TraceSummary};
 use rusqlite::Connection;
 pub use sql::Db;

@@ -3,7 +3,9 @@
 //! The expensive part of a write (cutting each span's bytes out of the
 //! request's one encoding, [`crate::wire`], compressing them, picking out
 //! the indexed columns) happens here, outside the writer thread, so the
-//! single writer does nothing but SQLite work.
+//! single writer does nothing but SQLite work. Every column is read from
+//! the encoding ([`agentrace_model::span_bytes::fields`]), so a request
+//! taken as it arrived is never decoded for the store.
 //!
 //! Resources and scopes are stored once each: a resource row holds an
 //! encoded `ResourceSpans` with no scopes (so its `schema_url` is kept), a
@@ -14,13 +16,9 @@
 //! times smaller than its spans, and the store writes that much less. Each
 //! span row keeps its indexed columns and its place in the chunk.
 
-use std::borrow::Cow;
-
-use agentrace_model::keys::{KeyKind, KeySet};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use agentrace_model::keys::KeyKind;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 
-use crate::redact::Redacted;
 use crate::wire::Encoded;
 
 /// One span, ready to insert.
@@ -220,11 +218,65 @@ impl PreparedBatch {
         self.len() == 0
     }
 
-    /// Prepares a redacted request for the store, with its encoding (made
-    /// once, [`crate::wire`]); the receivers have validated it (IDs have the
-    /// right lengths).
-    pub fn from_redacted(request: Redacted, encoded: &Encoded) -> PreparedBatch {
-        PreparedBatch::from_request(request.into_request(), encoded)
+    /// Prepares a redacted request for the store from its encoding (made
+    /// once, [`crate::wire`], or the body as received when nothing changed
+    /// it): every row is read from the bytes, nothing is decoded again. The
+    /// receivers have validated it (IDs have the right lengths).
+    pub fn from_encoded(encoded: &Encoded) -> PreparedBatch {
+        let mut batch = PreparedBatch::default();
+        let mut plain = Vec::with_capacity(encoded.bytes().len());
+        for enc_rs in encoded.resources() {
+            let shell = enc_rs.decode_shell();
+            let service = shell
+                .resource
+                .as_ref()
+                .and_then(|r| string_attr(&r.attributes, "service.name"))
+                .unwrap_or("unknown_service")
+                .to_owned();
+            let resource_index = batch.resources.len();
+            batch.resources.push((enc_rs.shell.clone(), service));
+            for enc_ss in &enc_rs.scopes {
+                let scope_index = batch.scopes.len();
+                batch.scopes.push(enc_ss.shell.clone());
+                for range in &enc_ss.spans {
+                    let chunk_index = u32::try_from(batch.spans.len()).unwrap_or(u32::MAX);
+                    let Some(row) = encoded.span_fields(range, |span| {
+                        let mut keys = span.keys.keys();
+                        // The traces it links to (a consumer's producer): the
+                        // other side of a hand-off, for collectors that share the store.
+                        for link in &span.link_trace_ids {
+                            if link.len() == 16 && *link != span.trace_id && link.iter().any(|b| *b != 0) {
+                                let target = agentrace_model::ids::to_hex(link);
+                                if !keys.iter().any(|(k, v)| *k == KeyKind::Link && *v == target) {
+                                    keys.push((KeyKind::Link, target));
+                                }
+                            }
+                        }
+                        SpanRow {
+                            parent_span_id: (!span.parent_span_id.is_empty()).then(|| span.parent_span_id.to_vec()),
+                            trace_id: span.trace_id.to_vec(),
+                            span_id: span.span_id.to_vec(),
+                            resource: resource_index,
+                            scope: scope_index,
+                            name: span.name.to_owned(),
+                            kind: span.kind,
+                            start_ns: clamp_time(span.start_unix_nano),
+                            end_ns: clamp_time(span.end_unix_nano),
+                            status_code: span.status_code,
+                            chunk_index,
+                            keys,
+                        }
+                    }) else {
+                        continue;
+                    };
+                    plain.extend_from_slice(encoded.span(range));
+                    batch.spans.push(row);
+                }
+            }
+        }
+        batch.chunk_max_start_ns = batch.spans.iter().map(|s| s.start_ns).max().unwrap_or(0);
+        batch.chunk = lz4_flex::block::compress_prepend_size(&plain);
+        batch
     }
 
     /// Also queues the request for exporters, in the same transaction.
@@ -265,64 +317,6 @@ impl PreparedBatch {
     ) -> PreparedBatch {
         PreparedBatch { patches, repatched, requests, retired_requests, ..Default::default() }
     }
-
-    /// Prepares a request that [`agentrace_model::otlp::validate`] has
-    /// already checked (IDs have the right lengths). Only tests and
-    /// [`PreparedBatch::from_redacted`] call it: the store takes redacted data.
-    /// `encoded` is `request`'s encoding: its parts are copied, not encoded again.
-    fn from_request(request: ExportTraceServiceRequest, encoded: &Encoded) -> PreparedBatch {
-        let mut batch = PreparedBatch::default();
-        let mut plain = Vec::with_capacity(encoded.bytes().len());
-        for (rs, enc_rs) in request.resource_spans.into_iter().zip(encoded.resources()) {
-            let service = rs
-                .resource
-                .as_ref()
-                .and_then(|r| string_attr(&r.attributes, "service.name"))
-                .unwrap_or("unknown_service")
-                .to_owned();
-            let resource_index = batch.resources.len();
-            batch.resources.push((enc_rs.shell.clone(), service));
-            for (ss, enc_ss) in rs.scope_spans.into_iter().zip(&enc_rs.scopes) {
-                let scope_index = batch.scopes.len();
-                batch.scopes.push(enc_ss.shell.clone());
-                for (span, range) in ss.spans.into_iter().zip(&enc_ss.spans) {
-                    let chunk_index = u32::try_from(batch.spans.len()).unwrap_or(u32::MAX);
-                    plain.extend_from_slice(encoded.span(range));
-                    let mut keys = indexed_keys(&span.attributes);
-                    // The traces it links to (a consumer's producer): the
-                    // other side of a hand-off, for collectors that share the store.
-                    for link in &span.links {
-                        if link.trace_id.len() == 16
-                            && link.trace_id != span.trace_id
-                            && link.trace_id.iter().any(|b| *b != 0)
-                        {
-                            let target = agentrace_model::ids::to_hex(&link.trace_id);
-                            if !keys.iter().any(|(k, v)| *k == KeyKind::Link && *v == target) {
-                                keys.push((KeyKind::Link, target));
-                            }
-                        }
-                    }
-                    batch.spans.push(SpanRow {
-                        parent_span_id: (!span.parent_span_id.is_empty()).then_some(span.parent_span_id),
-                        trace_id: span.trace_id,
-                        span_id: span.span_id,
-                        resource: resource_index,
-                        scope: scope_index,
-                        name: span.name,
-                        kind: span.kind,
-                        start_ns: clamp_time(span.start_time_unix_nano),
-                        end_ns: clamp_time(span.end_time_unix_nano),
-                        status_code: span.status.map(|s| s.code).unwrap_or(0),
-                        chunk_index,
-                        keys,
-                    });
-                }
-            }
-        }
-        batch.chunk_max_start_ns = batch.spans.iter().map(|s| s.start_ns).max().unwrap_or(0);
-        batch.chunk = lz4_flex::block::compress_prepend_size(&plain);
-        batch
-    }
 }
 
 /// Most bytes a stored chunk may claim to inflate to; a larger claim means
@@ -337,7 +331,7 @@ pub(crate) struct Chunk {
 }
 
 impl Chunk {
-    /// Inflates and splits a chunk as [`PreparedBatch::from_request`] wrote it.
+    /// Inflates and splits a chunk as [`PreparedBatch::from_encoded`] wrote it.
     pub(crate) fn open(compressed: &[u8]) -> Result<Chunk, String> {
         let claimed = compressed.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
         if claimed.is_none_or(|n| n > MAX_CHUNK_BYTES) {
@@ -377,30 +371,10 @@ fn string_attr<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     })
 }
 
-/// Text of a scalar attribute value: IDs sometimes arrive as integers
-/// (`jsonrpc.request.id` is a JSON-RPC id, which may be a number).
-fn scalar_text(kv: &KeyValue) -> Option<String> {
-    match kv.value.as_ref()?.value.as_ref()? {
-        any_value::Value::StringValue(s) => Some(s.clone()),
-        any_value::Value::IntValue(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-/// The session and join keys of an OTLP span's attributes, as the one
-/// vocabulary ([`agentrace_model::keys`]) names them: what the store
-/// indexes and the live pipeline follows.
-pub fn indexed_keys(attributes: &[KeyValue]) -> Vec<(KeyKind, String)> {
-    let mut set = KeySet::new();
-    for kv in attributes {
-        set.offer(&kv.key, || scalar_text(kv).map(Cow::Owned));
-    }
-    set.keys()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     use prost::Message;
 
@@ -424,7 +398,7 @@ mod tests {
     #[test]
     fn a_chunk_gives_back_every_span_byte_for_byte() {
         let req = request(50);
-        let batch = PreparedBatch::from_request(req.clone(), &Encoded::new(&req));
+        let batch = PreparedBatch::from_encoded(&Encoded::new(&req));
         let chunk = Chunk::open(&batch.chunk).unwrap();
         for (i, span) in req.resource_spans[0].scope_spans[0].spans.iter().enumerate() {
             assert_eq!(chunk.span(batch.spans[i].chunk_index as usize).unwrap(), span.encode_to_vec().as_slice());
@@ -441,7 +415,7 @@ mod tests {
         let link = |trace: u8| Link { trace_id: vec![trace; 16], span_id: vec![1; 8], ..Default::default() };
         // To its producer's trace (twice: one key), to its own trace, and to no trace.
         spans[0].links = vec![link(9), link(9), link(7), Link { trace_id: vec![0; 16], ..link(0) }];
-        let batch = PreparedBatch::from_request(req.clone(), &Encoded::new(&req));
+        let batch = PreparedBatch::from_encoded(&Encoded::new(&req));
         assert_eq!(batch.spans[0].keys, vec![(KeyKind::Link, "09".repeat(16))]);
         assert!(batch.spans[1].keys.is_empty());
     }
@@ -449,7 +423,7 @@ mod tests {
     #[test]
     fn a_damaged_chunk_is_an_error_not_a_panic_or_a_huge_allocation() {
         let req = request(5);
-        let batch = PreparedBatch::from_request(req.clone(), &Encoded::new(&req));
+        let batch = PreparedBatch::from_encoded(&Encoded::new(&req));
         let mut huge = batch.chunk.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Chunk::open(&huge).is_err());
