@@ -401,6 +401,55 @@
 //! chaining the tables' ratios gives roughly 1.9x the issue's build
 //! (be441de), which was not run beside it this time.
 //!
+//! Clean requests never decoded (2026-12-03; 2-vCPU Debian VM, Intel Xeon,
+//! rustc 1.95, release build; same method as the tables above: server
+//! `TOKIO_WORKER_THREADS=1 taskset -c 0`, fresh data dir, generator `taskset
+//! -c 1`, 4 connections, 6 s closed loop, server CPU from `/proc` until idle
+//! 4 s in a row; be441de (the issue's build), 78e3f21 (the build before),
+//! dfe03fe and otelite 0.1.156 (`cargo install otelite`, `otelite serve`,
+//! same core and generator) run one after another in each round, three
+//! rounds of agents, one of adversarial; the VM was slower in the first two
+//! rounds, so compare within a round):
+//!
+//! | build, shape | spans per server CPU-second, rounds 1 / 2 / 3 | us per span | peak RSS |
+//! |---|---|---|---|
+//! | be441de, agents | 16.7k / 14.9k / 23.7k | 42-67 | 210-222 MiB |
+//! | 78e3f21, agents | 22.6k / 23.7k / 30.3k | 33-44 | 346-427 MiB |
+//! | dfe03fe, agents | 24.7k / 29.9k / 31.9k | 31-40 | 355-432 MiB |
+//! | otelite, agents | 2.9k / 2.8k / 2.5k | 347-400 | 30 MiB |
+//! | be441de, adversarial | 11.3k | 88 | 283 MiB |
+//! | 78e3f21, adversarial | 18.9k | 53 | 458 MiB |
+//! | dfe03fe, adversarial | 17.5k | 57 | 364 MiB |
+//! | otelite, adversarial | 2.4k | 417 | 30 MiB |
+//!
+//! What they say. The receivers had decoded every request with prost (a
+//! tenth of the server's CPU under this load), redacted the decoded request,
+//! encoded it back when redaction changed something, and read the store's
+//! columns and the pipeline's blocks from the decoded structures. Now the
+//! byte-level check that let a pass-through forward a clean request
+//! undecoded (`Redactor::clean`) runs in every configuration, and both the
+//! store's columns and the pipeline's blocks are read from the request's
+//! one encoding (`agentrace_model::span_bytes::fields`): a clean request
+//! (every request of this traffic) is never decoded before the diagnosis.
+//! Against the build before: 1.05-1.26x with real traffic in these rounds
+//! (and 1.01-1.16x, median 1.04x, in four alternating rounds of the two
+//! alone earlier that morning, the change before its sampling of the check,
+//! which clean traffic never reaches); adversarial within the spread (one round,
+//! 0.93x). The receivers' share of the server fell from 29 % to 26-27 %;
+//! what is left there is the byte check itself (8 %: its walk, UTF-8 and
+//! the secret regexes, which redaction ran before too), the fields read
+//! twice per span (once for the store, once for the pipeline, 4 %) and LZ4
+//! (3 %). Against the issue's build in the same rounds: 1.34-2.01x (median
+//! 1.48x; the issue's 5x: NOT met); against otelite: 8.6-12.7x with real
+//! traffic (median 10.7x; the issue's 10x: met in two rounds of three, NOT
+//! in the first), 7.3x adversarial (one round). otelite did 2.4k-2.9k spans
+//! per CPU-second here, as the issue measured it (2.5k), against 5.7k-6.8k
+//! in the rounds of 2026-12-01 above. Adversarial keys cost 1.4-1.8x real
+//! traffic per span (the issue's "no more than 2x": met). The pipeline
+//! thread is 39-42 % of the server, the store's writer 31-33 %; each span is
+//! diagnosed 4.3-4.6 times (`agentrace_pipeline_diagnosed_spans_total` over
+//! received).
+//!
 //! Earlier figures (2026-11-25; 2-vCPU Debian VM, Intel Xeon, rustc 1.95,
 //! release build with mimalloc; server `TOKIO_WORKER_THREADS=1 taskset -c 0`
 //! so every server thread shares one core, fresh data dir; generator, and
