@@ -2,7 +2,9 @@
 //!
 //! After redaction ([`crate::redact`]) and before anything else, the
 //! receiver encodes the request the store keeps exactly once (protobuf, as
-//! prost writes it), and every path that needs bytes takes them from here:
+//! prost writes it), or takes a clean body as it arrived
+//! ([`crate::redact::CleanBody`]), and every path that needs bytes or
+//! fields takes them from here:
 //! the store's chunk copies each span's bytes ([`crate::store`]), the live
 //! pipeline's per-trace blocks copy them too ([`crate::assemble`]), and
 //! every exporter whose content policy is the store's queues the whole
@@ -125,29 +127,6 @@ impl Encoded {
         // prost writes only length-delimited fields for these messages, so
         // its own output always walks.
         Encoded::parse(request.encode_to_vec()).unwrap_or_else(|_| unreachable!("prost's encoding walks"))
-    }
-
-    /// The body a request arrived in, when it is exactly what encoding
-    /// `request` says: nothing was changed since it was decoded
-    /// (`unchanged`: validation and redaction cut, masked and dropped
-    /// nothing) and it holds nothing the decoder left out. Then the
-    /// received bytes are kept as they are, and the request is not encoded
-    /// again (the largest step after decoding on the pass-through).
-    ///
-    /// Why the length tells: prost writes each field it knows in the fewest
-    /// bytes (shortest varints and length prefixes, no default scalars, each
-    /// field once), so a body is never shorter than its re-encoding, and is
-    /// exactly as long only if every field is one the request holds, written
-    /// once. A field unknown to the decoder (which redaction never saw), a
-    /// field repeated, or a padded varint makes the body longer, and the
-    /// request is encoded afresh as before.
-    pub fn reuse_or_encode(request: &ExportTraceServiceRequest, unchanged: bool, body: Option<Bytes>) -> Encoded {
-        match body {
-            Some(body) if unchanged && request.encoded_len() == body.len() => {
-                Encoded::parse(body).unwrap_or_else(|_| Encoded::new(request))
-            }
-            _ => Encoded::new(request),
-        }
     }
 
     /// The [`Fields`] of the span at `range` (one of [`EncodedScope::spans`]),
@@ -277,76 +256,13 @@ mod tests {
         assert_eq!(Encoded::parse(Vec::new()).unwrap().span_count(), 0);
     }
 
-    /// A request's bytes with `extra` appended inside its first span, and
-    /// the wrappers' lengths written to match.
-    fn with_inside_first_span(req: &ExportTraceServiceRequest, extra: &[u8]) -> Vec<u8> {
-        let rs = &req.resource_spans[0];
-        let ss = &rs.scope_spans[0];
-        let mut span = ss.spans[0].encode_to_vec();
-        span.extend_from_slice(extra);
-        let mut scope = ScopeSpans { spans: vec![], ..ss.clone() }.encode_to_vec();
-        prost::encoding::bytes::encode(2, &span, &mut scope);
-        for other in &ss.spans[1..] {
-            prost::encoding::message::encode(2, other, &mut scope);
-        }
-        let mut resource = ResourceSpans { scope_spans: vec![], ..rs.clone() }.encode_to_vec();
-        prost::encoding::bytes::encode(2, &scope, &mut resource);
-        for other in &rs.scope_spans[1..] {
-            prost::encoding::message::encode(2, other, &mut resource);
-        }
-        let mut out = Vec::new();
-        prost::encoding::bytes::encode(1, &resource, &mut out);
-        for other in &req.resource_spans[1..] {
-            prost::encoding::message::encode(1, other, &mut out);
-        }
-        out
-    }
-
-    // The body a request arrived in is kept as its encoding only when it is
-    // exactly that request: nothing changed since decoding, and nothing in
-    // it that the decoder (and so redaction) did not see.
+    // A body in another field order than prost writes it (as another
+    // encoder may write it) walks: its shells and spans are cut out as they
+    // are, and decode to the request.
     #[test]
-    fn a_received_body_is_kept_only_when_it_is_the_request_exactly() {
+    fn a_body_in_another_field_order_walks() {
         let req = request();
-        let body = Bytes::from(req.encode_to_vec());
-        let kept = Encoded::reuse_or_encode(&req, true, Some(body.clone()));
-        assert_eq!(kept.bytes().as_ptr(), body.as_ptr(), "kept, not copied");
-        assert_eq!(kept.span_count(), 3);
-
-        // Changed by validation or redaction: encoded from the request.
-        let mut changed = req.clone();
-        changed.resource_spans[0].scope_spans[0].spans[0].name = "<redacted:api_key>".into();
-        let enc = Encoded::reuse_or_encode(&changed, false, Some(body.clone()));
-        assert_eq!(enc.bytes(), changed.encode_to_vec().as_slice());
-
-        // A field the decoder does not know, holding a secret, in a span: the
-        // body decodes to the same request but is never kept.
-        let secret = b"sk-proj-ABCDEFGHIJKLMNOPQRSTUV";
-        let mut unknown = vec![0xfa, 0x06, secret.len() as u8]; // field 111, length-delimited
-        unknown.extend_from_slice(secret);
-        let raw = with_inside_first_span(&req, &unknown);
-        let decoded = ExportTraceServiceRequest::decode(raw.as_slice()).unwrap();
-        assert_eq!(decoded, req, "the decoder drops the field");
-        let enc = Encoded::reuse_or_encode(&decoded, true, Some(Bytes::from(raw)));
-        assert_eq!(enc.bytes(), req.encode_to_vec().as_slice());
-        assert!(!enc.bytes().windows(secret.len()).any(|w| w == secret));
-
-        // A field written twice (the decoder keeps the last) or a varint
-        // padded to more bytes than it needs: encoded afresh too.
-        let mut twice = vec![0x2a, 6]; // name (field 5), written before the real one
-        twice.extend_from_slice(b"secret");
-        let raw = with_inside_first_span(&req, &twice);
-        let decoded = ExportTraceServiceRequest::decode(raw.as_slice()).unwrap();
-        let enc = Encoded::reuse_or_encode(&decoded, true, Some(Bytes::from(raw)));
-        assert_eq!(enc.bytes(), decoded.encode_to_vec().as_slice());
-        let padded = [0x30, 0x80, 0x00]; // kind (field 6) = 0 in two bytes
-        let raw = with_inside_first_span(&req, &padded);
-        let decoded = ExportTraceServiceRequest::decode(raw.as_slice()).unwrap();
-        let enc = Encoded::reuse_or_encode(&decoded, true, Some(Bytes::from(raw)));
-        assert_eq!(enc.bytes(), decoded.encode_to_vec().as_slice());
-
-        // Fields in another order than prost writes them: the same request,
-        // as long as its encoding, kept as received.
+        // Fields in another order than prost writes them: the same request.
         let mut reordered = Vec::new();
         for rs in &req.resource_spans {
             let mut inner = Vec::new();
@@ -363,7 +279,7 @@ mod tests {
         }
         let decoded = ExportTraceServiceRequest::decode(reordered.as_slice()).unwrap();
         assert_eq!(decoded, req);
-        let enc = Encoded::reuse_or_encode(&decoded, true, Some(Bytes::from(reordered.clone())));
+        let enc = Encoded::parse(Bytes::from(reordered.clone())).unwrap();
         assert_eq!(enc.bytes(), reordered.as_slice());
         for (rs, er) in req.resource_spans.iter().zip(enc.resources()) {
             let shell = ResourceSpans::decode(er.shell.as_slice()).unwrap();

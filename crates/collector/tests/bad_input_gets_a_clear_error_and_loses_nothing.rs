@@ -194,3 +194,45 @@ fn grpc_bad_input() {
         1.0
     );
 }
+
+/// `n` spans of one trace with nothing in them but valid IDs and a name:
+/// a request with nothing to redact (it takes the byte-level lane), small
+/// to send and large to decode.
+fn small_spans(n: u64) -> Vec<u8> {
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    let spans = (1..=n)
+        .map(|i| Span {
+            trace_id: support::hex_decode(GOOD_TRACE),
+            span_id: i.to_be_bytes().to_vec(),
+            name: "s".into(),
+            ..Default::default()
+        })
+        .collect();
+    support::one_scope(spans).encode_to_vec()
+}
+
+// A collector that keeps spans holds a request it never decodes to the
+// decoded-size limit too (it reads every span into rows and blocks): the
+// same body is refused over both transports whichever road it would take,
+// and nothing of it is stored; one under the limit takes the lane.
+#[test]
+fn a_clean_request_past_the_decoded_limit_is_refused_as_a_decoded_one_is() {
+    let collector = support::start(|c| c.receivers.otlp.max_decoded_bytes = 1024 * 1024);
+    let body = small_spans(10_000);
+    assert!(body.len() < 400 * 1024, "{} bytes sent", body.len());
+    let http = Client::new()
+        .post(format!("{}/v1/traces", collector.http()))
+        .header("content-type", "application/x-protobuf")
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(http.status(), 413);
+    let err = support::grpc_raw(&collector, body).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    let undecoded = || support::metric(&collector.api(), "agentrace_receiver_requests_forwarded_undecoded_total");
+    assert_eq!(undecoded(), 0.0);
+    let (status, _) = support::get_json(&format!("{}/api/v3/traces/{GOOD_TRACE}", collector.api()));
+    assert_eq!(status, 404, "nothing of it is stored");
+    support::grpc_raw(&collector, small_spans(10)).unwrap();
+    assert_eq!(undecoded(), 1.0);
+}

@@ -35,8 +35,7 @@ fn a_client_retry_does_not_duplicate_spans() {
 }
 
 fn request_of(n: usize, trace_byte: u8, start_ns: u64) -> Vec<u8> {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use opentelemetry_proto::tonic::trace::v1::Span;
     let spans = (0..n)
         .map(|i| Span {
             trace_id: vec![trace_byte; 16],
@@ -47,13 +46,7 @@ fn request_of(n: usize, trace_byte: u8, start_ns: u64) -> Vec<u8> {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    support::one_scope(spans).encode_to_vec()
 }
 
 /// A request of one span, with a prompt recorded (which the default policy
@@ -100,7 +93,8 @@ fn the_byte_level_check_is_sampled_while_no_request_passes_it() {
         send(false);
     }
     assert_eq!(undecoded(), 1.0, "between samples every request is decoded");
-    // The 32nd miss in a row is a sample; it is clean, and the lane is open.
+    // After 32 misses in a row the next request is a sample; it is clean,
+    // and the lane is open again.
     let last = (0..4).map(|_| send(false)).last().unwrap();
     assert_eq!(undecoded(), 5.0);
     for t in 1..=last {

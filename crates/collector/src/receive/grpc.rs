@@ -162,16 +162,24 @@ impl tonic::server::UnaryService<Bytes> for ExportCall {
 }
 
 async fn export(ingest: &Ingest, body: Bytes) -> Result<ExportTraceServiceResponse, Status> {
+    // Memory for what the request takes once decoded, reserved before
+    // anything is decoded and held until it is stored. A collector that keeps
+    // or diagnoses spans reserves it for a clean body too, which it reads
+    // into as many rows and blocks (so the same body meets the same limit
+    // whichever road it takes); a pass-through makes nothing of a clean body.
+    let reserve = || match ingest.reserve_decoding(&body, otlp::Format::Protobuf) {
+        Ok(d) => Ok(d),
+        Err(ReserveError::TooLarge(e)) => Err(Status::invalid_argument(e.to_string())),
+        Err(ReserveError::Busy(e)) => Err(retryable(Code::ResourceExhausted, e.to_string())),
+    };
+    let early = if ingest.is_pass_through() { None } else { Some(reserve()?) };
     // A clean body is taken as it came, never decoded.
     if let Some(clean) = ingest.clean(&body) {
         return answer(ingest.ingest_clean(clean, Transport::Grpc).await);
     }
-    // Memory for what decoding will take, reserved before anything is
-    // decoded and held until the request is stored.
-    let _decoding = match ingest.reserve_decoding(&body, otlp::Format::Protobuf) {
-        Ok(d) => d,
-        Err(ReserveError::TooLarge(e)) => return Err(Status::invalid_argument(e.to_string())),
-        Err(ReserveError::Busy(e)) => return Err(retryable(Code::ResourceExhausted, e.to_string())),
+    let _decoding = match early {
+        Some(d) => d,
+        None => reserve()?,
     };
     // (The reservation held the decoded cost within the limit.)
     let decoded = match otlp::decode_estimated(&body, otlp::Format::Protobuf, ingest.limits()) {
@@ -181,7 +189,7 @@ async fn export(ingest: &Ingest, body: Bytes) -> Result<ExportTraceServiceRespon
             return Err(Status::invalid_argument(e.to_string()));
         }
     };
-    answer(ingest.ingest(decoded, Some(body), Transport::Grpc).await)
+    answer(ingest.ingest(decoded, Transport::Grpc).await)
 }
 
 fn answer(result: Result<super::Accepted, IngestError>) -> Result<ExportTraceServiceResponse, Status> {

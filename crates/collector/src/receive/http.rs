@@ -113,10 +113,35 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
             return status_response(encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, 3, e);
         }
     };
-    // The body as decoded, kept to be stored as it is if nothing changes it.
+    // The body as inflated: a clean one is taken as it is.
     let payload: bytes::Bytes = match payload {
         std::borrow::Cow::Borrowed(_) => bytes.clone(),
         std::borrow::Cow::Owned(inflated) => bytes::Bytes::from(inflated),
+    };
+    // Memory for what the request takes once decoded, reserved before
+    // anything is decoded and held until it is stored. A collector that keeps
+    // or diagnoses spans reserves it for a clean body too, which it reads
+    // into as many rows and blocks (so the same body meets the same limit
+    // whichever road it takes); a pass-through makes nothing of a clean body.
+    let format = match encoding {
+        Encoding::Protobuf => otlp::Format::Protobuf,
+        Encoding::Json => otlp::Format::Json,
+    };
+    let reserve = || match state.ingest.reserve_decoding(&payload, format) {
+        Ok(d) => Ok(d),
+        Err(ReserveError::TooLarge(e)) => {
+            Err(Box::new(status_response(encoding, StatusCode::PAYLOAD_TOO_LARGE, 3, e.to_string())))
+        }
+        Err(ReserveError::Busy(e)) => {
+            Err(Box::new(retry_later(encoding, StatusCode::TOO_MANY_REQUESTS, 8, e.to_string())))
+        }
+    };
+    let early = match state.ingest.is_pass_through() {
+        true => None,
+        false => match reserve() {
+            Ok(d) => Some(d),
+            Err(refused) => return *refused,
+        },
     };
     // A clean protobuf body is taken as it came, never decoded.
     let clean = match encoding {
@@ -126,18 +151,9 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
     if let Some(clean) = clean {
         return answer(encoding, state.ingest.ingest_clean(clean, encoding.transport()).await);
     }
-    // Memory for what decoding will take, reserved before anything is
-    // decoded and held until the request is stored.
-    let format = match encoding {
-        Encoding::Protobuf => otlp::Format::Protobuf,
-        Encoding::Json => otlp::Format::Json,
-    };
-    let _decoding = match state.ingest.reserve_decoding(&payload, format) {
+    let _decoding = match early.map_or_else(reserve, Ok) {
         Ok(d) => d,
-        Err(ReserveError::TooLarge(e)) => {
-            return status_response(encoding, StatusCode::PAYLOAD_TOO_LARGE, 3, e.to_string());
-        }
-        Err(ReserveError::Busy(e)) => return retry_later(encoding, StatusCode::TOO_MANY_REQUESTS, 8, e.to_string()),
+        Err(refused) => return *refused,
     };
     // (The reservation held the decoded cost within the limit.)
     let decoded = match otlp::decode_estimated(&payload, format, state.ingest.limits()) {
@@ -147,8 +163,7 @@ async fn receive(state: &HttpState, headers: &HeaderMap, body: Body, encoding: E
             return status_response(encoding, StatusCode::BAD_REQUEST, 3, e.to_string());
         }
     };
-    let received = (format == otlp::Format::Protobuf).then_some(payload);
-    answer(encoding, state.ingest.ingest(decoded, received, encoding.transport()).await)
+    answer(encoding, state.ingest.ingest(decoded, encoding.transport()).await)
 }
 
 fn answer(encoding: Encoding, result: Result<Accepted, IngestError>) -> Response {

@@ -31,7 +31,7 @@ use crate::assemble::PipelineHandle;
 use crate::config::ContentAction;
 use crate::export::ExportTarget;
 use crate::metrics::{Metrics, RefuseReason, Transport};
-use crate::redact::{CleanBody, Redacted, RedactionReport, Redactor};
+use crate::redact::{CleanBody, Redacted, Redactor};
 use crate::store::{PreparedBatch, QueuedExport, Store, SubmitError};
 use crate::wire::Encoded;
 
@@ -91,7 +91,7 @@ impl Ingest {
 /// A request on its way to the store and the exporters.
 enum Input {
     /// Decoded and validated, still to be redacted.
-    Decoded { decoded: Decoded, received: Option<bytes::Bytes> },
+    Decoded(Decoded),
     /// Checked at the byte level, to be taken as it arrived.
     Clean(CleanBody),
 }
@@ -99,7 +99,7 @@ enum Input {
 impl Input {
     fn spans(&self) -> u64 {
         match self {
-            Input::Decoded { decoded, .. } => decoded.accepted_spans,
+            Input::Decoded(decoded) => decoded.accepted_spans,
             Input::Clean(clean) => clean.spans(),
         }
     }
@@ -108,7 +108,7 @@ impl Input {
 /// A request past redaction, before it is encoded for the store.
 enum Ready {
     /// Redacted for the store (`stored`) and for each other content action.
-    Redacted { stored: Redacted, others: Vec<Redacted>, unchanged: bool, received: Option<bytes::Bytes> },
+    Redacted { stored: Redacted, others: Vec<Redacted> },
     /// A clean body, as it arrived.
     Clean(Encoded),
 }
@@ -320,6 +320,12 @@ impl Ingest {
         }
     }
 
+    /// Whether this collector neither keeps spans nor diagnoses them: a
+    /// clean body is then only queued for the exporters, as it came.
+    pub fn is_pass_through(&self) -> bool {
+        !self.keep_spans && !self.pipeline.is_live()
+    }
+
     /// How long a request's body may take to arrive.
     pub fn read_timeout(&self) -> Duration {
         self.read_timeout
@@ -431,21 +437,14 @@ impl Ingest {
         clean
     }
 
-    /// Stores a decoded request and waits until it is durable. `received` is
-    /// the OTLP/protobuf body it was decoded from, if it was one: kept as the
-    /// request's encoding when nothing changed it ([`Encoded::reuse_or_encode`]).
-    pub async fn ingest(
-        &self,
-        decoded: Decoded,
-        received: Option<bytes::Bytes>,
-        transport: Transport,
-    ) -> Result<Accepted, IngestError> {
+    /// Stores a decoded request and waits until it is durable.
+    pub async fn ingest(&self, decoded: Decoded, transport: Transport) -> Result<Accepted, IngestError> {
         self.metrics.received(transport, decoded.accepted_spans + decoded.rejected_spans);
         if decoded.rejected_spans > 0 {
             self.metrics.refused_spans(RefuseReason::InvalidSpan, decoded.rejected_spans);
             self.metrics.refused_on(transport, decoded.rejected_spans);
         }
-        self.ingest_input(Input::Decoded { decoded, received }, transport).await
+        self.ingest_input(Input::Decoded(decoded), transport).await
     }
 
     /// Stores, queues and hands to the pipeline a body found clean
@@ -477,7 +476,7 @@ impl Ingest {
     async fn keep(&self, input: Input, transport: Transport) -> Result<Accepted, IngestError> {
         let n = input.spans();
         let accepted = match &input {
-            Input::Decoded { decoded, .. } => {
+            Input::Decoded(decoded) => {
                 Accepted { rejected_spans: decoded.rejected_spans, error_message: decoded.error_message.clone() }
             }
             Input::Clean(_) => Accepted::default(),
@@ -499,7 +498,7 @@ impl Ingest {
         // A clean body is taken as it came: it has nothing to redact, and
         // no one here needs it decoded.
         let ready = match input {
-            Input::Decoded { decoded, received } => {
+            Input::Decoded(decoded) => {
                 let (stored, others) = self.redact(decoded.request);
                 let report = stored.report();
                 let r = &self.metrics.redaction;
@@ -507,8 +506,7 @@ impl Ingest {
                 r.attributes_dropped.fetch_add(report.attributes_dropped, std::sync::atomic::Ordering::Relaxed);
                 r.attributes_hashed.fetch_add(report.attributes_hashed, std::sync::atomic::Ordering::Relaxed);
                 r.values_masked.fetch_add(report.values_masked, std::sync::atomic::Ordering::Relaxed);
-                let unchanged = decoded.as_received && report == RedactionReport::default();
-                Ready::Redacted { stored, others, unchanged, received }
+                Ready::Redacted { stored, others }
             }
             // A clean body's request, resource and scope fields were all
             // walked as length-delimited: it parses.
@@ -530,14 +528,15 @@ impl Ingest {
         // With the pipeline behind, its spans wait in the store's backlog
         // (a queue row in this request's write) instead of memory.
         let backlog = reservation.backlog();
-        // Encoded once (or not at all, when the body received is the
-        // request as it is now): the store's chunk, the pipeline's blocks and
-        // every exporter that takes what the store takes share these bytes.
-        // A clean body is the request every sink would have got.
+        // Encoded once (or not at all, for a clean body, which is the request
+        // every sink would have got): the store's chunk, the pipeline's blocks
+        // and every exporter that takes what the store takes share these bytes.
         let (others, encoded) = match ready {
-            Ready::Redacted { stored, others, unchanged, received } => {
-                (others, Encoded::reuse_or_encode(stored.request(), unchanged, received))
-            }
+            // Encoded afresh, never the body as received: a body can decode
+            // to this request and still hold what the decoder shadowed (a
+            // field written twice), which redaction never saw; a body that
+            // holds nothing of the kind is clean, and took the lane.
+            Ready::Redacted { stored, others } => (others, Encoded::new(stored.request())),
             Ready::Clean(encoded) => (Vec::new(), encoded),
         };
         // The store's rows and the pipeline's blocks are read from these

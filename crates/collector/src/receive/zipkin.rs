@@ -117,7 +117,7 @@ async fn take(state: &ZipkinState, headers: &HeaderMap, body: Body) -> Response 
             return answer(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    match state.ingest.ingest(decoded, None, Transport::Zipkin).await {
+    match state.ingest.ingest(decoded, Transport::Zipkin).await {
         // Zipkin has no partial success: spans that failed validation are
         // counted in /metrics and named in the log.
         Ok(accepted) => {

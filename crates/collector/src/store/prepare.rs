@@ -219,8 +219,8 @@ impl PreparedBatch {
     }
 
     /// Prepares a redacted request for the store from its encoding (made
-    /// once, [`crate::wire`], or the body as received when nothing changed
-    /// it): every row is read from the bytes, nothing is decoded again. The
+    /// once, [`crate::wire`], or a clean body as it arrived): every row is
+    /// read from the bytes, nothing is decoded again. The
     /// receivers have validated it (IDs have the right lengths).
     pub fn from_encoded(encoded: &Encoded) -> PreparedBatch {
         let mut batch = PreparedBatch::default();

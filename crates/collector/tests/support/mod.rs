@@ -374,6 +374,16 @@ pub fn send_otlp(collector: &Running, request: &ExportTraceServiceRequest) {
 }
 
 /// Every span of a request.
+/// A request of `spans` under one resource and one scope, both empty.
+pub fn one_scope(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+}
+
 pub fn spans(request: &ExportTraceServiceRequest) -> impl Iterator<Item = &Span> {
     request.resource_spans.iter().flat_map(|rs| rs.scope_spans.iter()).flat_map(|ss| ss.spans.iter())
 }
