@@ -45,12 +45,10 @@ setsid bash -c 'cargo test --workspace --all-features --no-run &&
 build_pid=$!
 
 corpus_pid=""
-pg_pid=""
 cleanup() {
     # A failing step must not leave the build or the corpus recording running.
     [ -n "$build_pid" ] && kill -- "-$build_pid" 2>/dev/null || true
     [ -n "$corpus_pid" ] && kill -- "-$corpus_pid" 2>/dev/null || true
-    [ -n "$pg_pid" ] && kill -- "-$pg_pid" 2>/dev/null || true
     [ -x scripts/services.sh ] && scripts/services.sh stop || true
 }
 trap cleanup EXIT
@@ -97,7 +95,7 @@ else
 fi
 
 status=0
-# The tests that need PostgreSQL and only it (ignored without it): the PostgreSQL pool runs them,
+# The tests that need PostgreSQL and only it (ignored without it): the PostgreSQL step runs them,
 # the main pool leaves them out.
 postgres_only='binary(collectors_share_one_postgres) | (package(agentrace-collector) & kind(lib) & test(/^store::postgres::/))'
 step "doctor corpus: the fresh recording (waiting for it to end, if it has not)"
@@ -120,23 +118,46 @@ else
     status=1
 fi
 
-# The same API and live-pipeline tests again with the store in PostgreSQL, each collector on a
-# database of its own on the server of scripts/services.sh (AGENTRACE_TEST_STORE=postgres), then
-# several `agentrace serve` processes sharing one. Not here: the SQLite-only store tests (its file,
-# its size retention), and the restart tests, whose harness gives a restarted collector a new
-# database.
+step "tests"
+# Every test of every binary runs even when one fails, so one failure hides no other. With
+# cargo-nextest (on this kind of machine; `cargo install cargo-nextest` elsewhere) they share
+# one pool (.config/nextest.toml): tests that mostly wait on timeouts, brokers and browsers run
+# beside each other instead of one binary after another, from the binaries built above. The
+# ignored tests among them are the fresh corpus's (when it was recorded); the PostgreSQL ones
+# run in the next step.
+if cargo nextest --version >/dev/null 2>&1; then
+    if [ ${#fresh[@]} -gt 0 ]; then
+        cargo nextest run --workspace --all-features --run-ignored all \
+            -E "not ($postgres_only)" \
+            || status=$?
+    else
+        cargo nextest run --workspace --all-features || status=$?
+    fi
+    step "doc tests"
+    cargo test --workspace --all-features --doc || status=$?
+else
+    echo "cargo-nextest is not installed: running the test binaries one after another"
+    cargo test --workspace --all-features --no-fail-fast || status=$?
+    if [ ${#fresh[@]} -gt 0 ]; then
+        for t in "${fresh[@]}"; do
+            cargo test --workspace --all-features --test "$t" -- --ignored || status=$?
+        done
+    fi
+fi
+
+step "the store's readers, the live pipeline and several collectors over PostgreSQL (storage.backend: postgres)"
+# The same API and live-pipeline tests again, each collector on a database of its own on the
+# server of scripts/services.sh (AGENTRACE_TEST_STORE=postgres), then several `agentrace serve`
+# processes sharing one. Not here: the SQLite-only store tests (its file, its size retention), and
+# the restart tests, whose harness gives a restarted collector a new database.
 pg_tests=(jaeger_query_api_answers_as_jaeger_does tempo_clients_read_agentrace
     ui_api_answers_connected_traces_and_filtered_lists python_sdk_spans_come_back_losslessly
     rust_sdk_spans_come_back_losslessly zipkin_senders_reach_agentrace live_answers_equal_the_file_doctors
     bad_input_gets_a_clear_error_and_loses_nothing exports_reach_backends_over_every_otlp_protocol
     backend_receives_one_connected_redacted_trace)
-
+# The whole workspace with a filter, not `-p`: the binaries built above serve (a single package's
+# features would build its dependencies again).
 if cargo nextest --version >/dev/null 2>&1; then
-    # The PostgreSQL run is a second pool beside the main one: its longest test (the corpus sent
-    # live) mostly waits for traces to close, and run after the main pool it added two minutes
-    # to the suite. Its own process group (stopped by the cleanup if a step fails) and its own log,
-    # printed once it ends. The whole workspace with a filter, not `-p`: the binaries built above
-    # serve (a single package's features would build its dependencies again).
     filter=$(printf 'binary(%s) | ' "${pg_tests[@]}")
     # The store's own tests but those that open its SQLite file or fill it to its size limit (and
     # the pipeline's backlog, which a store shared by several collectors does not have):
@@ -148,45 +169,12 @@ if cargo nextest --version >/dev/null 2>&1; then
     filter+=" & !test(retention_deletes_the_oldest_spans_past_max_bytes))"
     # The corpus under load runs once, on SQLite: it tries the live pipeline, the same code
     # whichever store it writes to.
-    export PG_FILTER="($filter) & !test(/_under_load\$/)" POSTGRES_ONLY="$postgres_only"
-    step "the store's readers, the live pipeline and several collectors over PostgreSQL (storage.backend: postgres; beside the tests below, log in target/postgres-tests.log)"
-    setsid bash -c 'status=0
-        AGENTRACE_TEST_STORE=postgres cargo nextest run --workspace --all-features -E "$PG_FILTER" || status=$?
-        cargo nextest run --workspace --all-features --run-ignored only -E "$POSTGRES_ONLY" || status=$?
-        exit "$status"' >target/postgres-tests.log 2>&1 &
-    pg_pid=$!
-
-    step "tests"
-    # Every test of every binary runs even when one fails, so one failure hides no other. They
-    # share one pool (.config/nextest.toml): tests that mostly wait on timeouts, brokers and
-    # browsers run beside each other instead of one binary after another, from the binaries built
-    # above. The ignored tests among them are the fresh corpus's (when it was recorded); the
-    # PostgreSQL ones run in the pool started above.
-    if [ ${#fresh[@]} -gt 0 ]; then
-        cargo nextest run --workspace --all-features --run-ignored all \
-            -E "not ($postgres_only)" \
-            || status=$?
-    else
-        cargo nextest run --workspace --all-features || status=$?
-    fi
-    step "doc tests"
-    cargo test --workspace --all-features --doc || status=$?
-
-    step "over PostgreSQL: waiting for those tests to end"
-    wait "$pg_pid" || status=$?
-    pg_pid=""
-    cat target/postgres-tests.log
+    filter="($filter) & !test(/_under_load$/)"
+    AGENTRACE_TEST_STORE=postgres cargo nextest run --workspace --all-features -E "$filter" || status=$?
+    cargo nextest run --workspace --all-features --run-ignored only \
+        -E "$postgres_only" \
+        || status=$?
 else
-    # Without cargo-nextest (`cargo install cargo-nextest`), one binary after another.
-    step "tests"
-    echo "cargo-nextest is not installed: running the test binaries one after another"
-    cargo test --workspace --all-features --no-fail-fast || status=$?
-    if [ ${#fresh[@]} -gt 0 ]; then
-        for t in "${fresh[@]}"; do
-            cargo test --workspace --all-features --test "$t" -- --ignored || status=$?
-        done
-    fi
-    step "the store's readers, the live pipeline and several collectors over PostgreSQL (storage.backend: postgres)"
     for t in "${pg_tests[@]}"; do
         AGENTRACE_TEST_STORE=postgres cargo test --workspace --all-features --test "$t" -- --skip _under_load \
             || status=$?
