@@ -53,7 +53,11 @@ fn run(repair: ExportRepair) -> (Sent, Vec<(String, Span)>, Vec<u8>) {
     let mut exporter = ExporterConfig::new(backend.endpoint(), ExportProtocol::Grpc);
     exporter.repair = repair;
     let agentrace = support::start(|c| {
-        c.pipeline.trace_timeout = std::time::Duration::from_millis(300);
+        // The sender exports span by span, each waiting for its acknowledgement (durable, over
+        // PostgreSQL a commit): the timeout must outlast the gap between two of them, which on
+        // a busy 2-core machine was once more than 300 ms, so a trace closed (and was exported
+        // unrepaired) before the span that joins it arrived.
+        c.pipeline.trace_timeout = std::time::Duration::from_secs(2);
         c.exporters = vec![exporter];
     });
     let sent = send_broken_flow(&agentrace.grpc());
