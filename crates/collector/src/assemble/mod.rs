@@ -34,7 +34,7 @@ mod decoded;
 mod packed;
 mod summary;
 
-pub use packed::{Packed, PackedSpan, pack, pack_queued};
+pub use packed::{Packed, PackedSpan, Packer, pack, pack_queued};
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};

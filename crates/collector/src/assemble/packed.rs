@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use agentrace_model::keys::{KeyKind, KeySet};
 use agentrace_model::span::{resource_from_otlp, scope_from_otlp};
+use agentrace_model::span_bytes::Fields;
 use agentrace_model::{Resource, Scope, Span, TraceId};
-use opentelemetry_proto::tonic::trace::v1::Span as OtlpSpan;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as OtlpSpan};
 use prost::Message;
 
 use crate::wire::Encoded;
@@ -95,66 +96,100 @@ pub fn pack_queued(row: crate::store::query::QueueRow) -> Result<Vec<Packed>, cr
 /// encoding ([`crate::wire`]): one block per trace within each scope, each
 /// span's bytes copied, its fields read from them, nothing decoded again.
 pub fn pack(encoded: &Encoded) -> Vec<Packed> {
-    let mut out: Vec<Packed> = Vec::new();
+    let mut packer = Packer::default();
     for enc_rs in encoded.resources() {
-        let rs = enc_rs.decode_shell();
-        let resource = Arc::new(resource_from_otlp(rs.resource.as_ref(), &rs.schema_url));
+        packer.resource(&enc_rs.decode_shell());
         for enc_ss in &enc_rs.scopes {
-            let ss = enc_ss.decode_shell();
-            let scope = Arc::new(scope_from_otlp(ss.scope.as_ref(), &ss.schema_url));
-            // In order of first appearance.
-            let mut groups: Vec<Group> = Vec::new();
-            let mut index: std::collections::HashMap<TraceId, usize> = std::collections::HashMap::new();
+            packer.scope(&enc_ss.decode_shell());
             for range in &enc_ss.spans {
-                let Some(Some((trace_id, start, end, root, keys))) = encoded.span_fields(range, |s| {
-                    let trace_id = TraceId::from_slice(s.trace_id).ok()?;
-                    let end = s.end_unix_nano.max(s.start_unix_nano);
-                    Some((trace_id, s.start_unix_nano, end, s.parent_span_id.is_empty(), join_keys(&s.keys)))
-                }) else {
-                    continue;
-                };
-                let i = *index.entry(trace_id).or_insert_with(|| {
-                    groups.push(Group {
-                        trace_id,
-                        plain: Vec::new(),
-                        start: u64::MAX,
-                        end: 0,
-                        count: 0,
-                        roots: 0,
-                        keys: Vec::new(),
-                    });
-                    groups.len() - 1
-                });
-                let g = &mut groups[i];
-                g.plain.extend_from_slice(encoded.span(range));
-                g.start = g.start.min(start);
-                g.end = g.end.max(end);
-                g.count += 1;
-                g.roots += usize::from(root);
-                for k in keys {
-                    if !g.keys.contains(&k) {
-                        g.keys.push(k);
-                    }
-                }
-            }
-            for Group { trace_id, plain, start, end, count, roots, keys } in groups {
-                out.push(Packed {
-                    span: PackedSpan {
-                        trace_id,
-                        start,
-                        end,
-                        count,
-                        roots,
-                        block: lz4_flex::block::compress_prepend_size(&plain).into_boxed_slice(),
-                        resource: Arc::clone(&resource),
-                        scope: Arc::clone(&scope),
-                    },
-                    keys,
-                });
+                encoded.span_fields(range, |s| packer.span(encoded.span(range), s));
             }
         }
     }
-    out
+    packer.finish()
+}
+
+/// [`pack`] a span at a time, for a caller that walks the request and reads
+/// each span's fields anyway (the store's rows,
+/// [`crate::store::PreparedBatch::from_encoded`]): each span's fields are
+/// then read once for both. Resources, scopes and spans are given in the
+/// request's order.
+#[derive(Default)]
+pub struct Packer {
+    out: Vec<Packed>,
+    resource: Arc<Resource>,
+    scope: Arc<Scope>,
+    /// The current scope's spans by trace, in order of first appearance.
+    groups: Vec<Group>,
+    index: std::collections::HashMap<TraceId, usize>,
+}
+
+impl Packer {
+    /// The spans that follow are of this resource (its shell, decoded).
+    pub fn resource(&mut self, rs: &ResourceSpans) {
+        self.flush();
+        self.resource = Arc::new(resource_from_otlp(rs.resource.as_ref(), &rs.schema_url));
+    }
+
+    /// The spans that follow are of this scope (its shell, decoded).
+    pub fn scope(&mut self, ss: &ScopeSpans) {
+        self.flush();
+        self.scope = Arc::new(scope_from_otlp(ss.scope.as_ref(), &ss.schema_url));
+    }
+
+    /// A span: `bytes` length-delimited, `s` read from them.
+    pub fn span(&mut self, bytes: &[u8], s: &Fields<'_>) {
+        let Ok(trace_id) = TraceId::from_slice(s.trace_id) else { return };
+        let i = *self.index.entry(trace_id).or_insert_with(|| {
+            self.groups.push(Group {
+                trace_id,
+                plain: Vec::new(),
+                start: u64::MAX,
+                end: 0,
+                count: 0,
+                roots: 0,
+                keys: Vec::new(),
+            });
+            self.groups.len() - 1
+        });
+        let g = &mut self.groups[i];
+        g.plain.extend_from_slice(bytes);
+        g.start = g.start.min(s.start_unix_nano);
+        g.end = g.end.max(s.end_unix_nano.max(s.start_unix_nano));
+        g.count += 1;
+        g.roots += usize::from(s.parent_span_id.is_empty());
+        for k in join_keys(&s.keys) {
+            if !g.keys.contains(&k) {
+                g.keys.push(k);
+            }
+        }
+    }
+
+    /// The packed spans of everything given.
+    pub fn finish(mut self) -> Vec<Packed> {
+        self.flush();
+        self.out
+    }
+
+    /// Packs the current scope's groups.
+    fn flush(&mut self) {
+        self.index.clear();
+        for Group { trace_id, plain, start, end, count, roots, keys } in self.groups.drain(..) {
+            self.out.push(Packed {
+                span: PackedSpan {
+                    trace_id,
+                    start,
+                    end,
+                    count,
+                    roots,
+                    block: lz4_flex::block::compress_prepend_size(&plain).into_boxed_slice(),
+                    resource: Arc::clone(&self.resource),
+                    scope: Arc::clone(&self.scope),
+                },
+                keys,
+            });
+        }
+    }
 }
 
 /// Spans of one trace being packed.

@@ -681,3 +681,36 @@ fn a_request_beside_traces_that_gained_nothing_is_not_diagnosed_again() {
     assert_eq!(metrics.pipeline.requests_rechecked.load(Ordering::Relaxed), 0);
     ends_as_the_file_doctor(&rounds, &spans);
 }
+
+/// The receivers pack the pipeline's blocks in the walk that reads the
+/// store's rows: for every request of the corpus (many resources, scopes and
+/// traces per request, content and join keys of every framework), the
+/// blocks are `pack`'s and the rows `from_encoded`'s, byte for byte.
+#[test]
+fn packing_in_the_stores_walk_gives_what_packing_alone_gives() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctor/tests/corpus");
+    let mut requests = 0;
+    for suite in std::fs::read_dir(&root).unwrap().flatten() {
+        let Ok(entries) = std::fs::read_dir(suite.path().join("cases")) else { continue };
+        for case in entries.flatten() {
+            let Ok(text) = std::fs::read_to_string(case.path().join("spans.jsonl")) else { continue };
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let request = agentrace_model::otlp::decode_json(line.as_bytes(), &Default::default()).unwrap().request;
+                let encoded = crate::wire::Encoded::new(&request);
+                let mut packer = Packer::default();
+                let rows = PreparedBatch::from_encoded_packing(&encoded, &mut packer);
+                let together = packer.finish();
+                assert_eq!(format!("{together:?}"), format!("{:?}", pack(&encoded)), "{}", case.path().display());
+                assert_eq!(
+                    format!("{rows:?}"),
+                    format!("{:?}", PreparedBatch::from_encoded(&encoded)),
+                    "{}",
+                    case.path().display()
+                );
+                assert_eq!(together.iter().map(|p| p.span.count).sum::<usize>(), rows.len());
+                requests += 1;
+            }
+        }
+    }
+    assert!(requests > 500, "the corpus is there: {requests} requests");
+}

@@ -541,9 +541,16 @@ impl Ingest {
         };
         // The store's rows and the pipeline's blocks are read from these
         // bytes, not from a decoded request.
-        let spans = match backlog {
-            None if self.pipeline.is_live() => crate::assemble::pack(&encoded),
-            _ => Vec::new(),
+        let live = backlog.is_none() && self.pipeline.is_live();
+        let (rows, spans) = match (self.keep_spans, live) {
+            (true, true) => {
+                let mut packer = crate::assemble::Packer::default();
+                let rows = PreparedBatch::from_encoded_packing(&encoded, &mut packer);
+                (Some(rows), packer.finish())
+            }
+            (true, false) => (Some(PreparedBatch::from_encoded(&encoded)), Vec::new()),
+            (false, true) => (None, crate::assemble::pack(&encoded)),
+            (false, false) => (None, Vec::new()),
         };
         // One compressed body per content policy, shared by its exporters.
         let mut bodies: Vec<Option<(usize, Vec<u8>)>> = vec![None; others.len() + 1];
@@ -569,9 +576,9 @@ impl Ingest {
                 bodies[0].get_or_insert_with(|| (encoded.span_count(), QueuedExport::compress(&encoded)));
             exports.push(QueuedExport::compressed(backlog, seq, *spans, body.clone()));
         }
-        let batch = match self.keep_spans {
-            true => PreparedBatch::from_encoded(&encoded).with_exports(exports),
-            false => PreparedBatch::queue_only(n as usize, exports),
+        let batch = match rows {
+            Some(rows) => rows.with_exports(exports),
+            None => PreparedBatch::queue_only(n as usize, exports),
         };
         let durable = match self.store.submit(batch) {
             Ok(durable) => durable,

@@ -223,10 +223,23 @@ impl PreparedBatch {
     /// read from the bytes, nothing is decoded again. The
     /// receivers have validated it (IDs have the right lengths).
     pub fn from_encoded(encoded: &Encoded) -> PreparedBatch {
+        PreparedBatch::read(encoded, None)
+    }
+
+    /// [`PreparedBatch::from_encoded`], and the live pipeline's blocks
+    /// packed in the same walk: each span's fields are read once for both.
+    pub fn from_encoded_packing(encoded: &Encoded, packer: &mut crate::assemble::Packer) -> PreparedBatch {
+        PreparedBatch::read(encoded, Some(packer))
+    }
+
+    fn read(encoded: &Encoded, mut packer: Option<&mut crate::assemble::Packer>) -> PreparedBatch {
         let mut batch = PreparedBatch::default();
         let mut plain = Vec::with_capacity(encoded.bytes().len());
         for enc_rs in encoded.resources() {
             let shell = enc_rs.decode_shell();
+            if let Some(p) = packer.as_mut() {
+                p.resource(&shell);
+            }
             let service = shell
                 .resource
                 .as_ref()
@@ -238,9 +251,15 @@ impl PreparedBatch {
             for enc_ss in &enc_rs.scopes {
                 let scope_index = batch.scopes.len();
                 batch.scopes.push(enc_ss.shell.clone());
+                if let Some(p) = packer.as_mut() {
+                    p.scope(&enc_ss.decode_shell());
+                }
                 for range in &enc_ss.spans {
                     let chunk_index = u32::try_from(batch.spans.len()).unwrap_or(u32::MAX);
                     let Some(row) = encoded.span_fields(range, |span| {
+                        if let Some(p) = packer.as_mut() {
+                            p.span(encoded.span(range), span);
+                        }
                         let mut keys = span.keys.keys();
                         // The traces it links to (a consumer's producer): the
                         // other side of a hand-off, for collectors that share the store.
