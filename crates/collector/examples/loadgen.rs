@@ -470,6 +470,26 @@
 //! diagnosed 4.3-4.6 times (`agentrace_pipeline_diagnosed_spans_total` over
 //! received).
 //!
+//! Each span's fields read once (2026-12-03, fourth session; same VM and
+//! method; 072b84b, where the store's rows and the pipeline's blocks come
+//! from one walk of the request, beside daf27ad, be441de and otelite, one
+//! after another in each of three rounds):
+//!
+//! | build, shape | spans per server CPU-second, rounds 1 / 2 / 3 | peak RSS |
+//! |---|---|---|
+//! | be441de (the build), agents | 30.4k / 25.4k / 33.8k | 212-229 MiB |
+//! | daf27ad (the build before), agents | 30.5k / 29.9k / 33.5k | 410-449 MiB |
+//! | 072b84b, agents | 38.0k / 33.4k / 32.5k | 442-453 MiB |
+//! | otelite 0.1.156, agents | 2.9k / 3.6k / 2.9k | 30 MiB |
+//!
+//! 072b84b against the build before: 1.25x / 1.12x / 0.97x; against the
+//! issue's build 1.25x / 1.32x / 0.96x (its 5x: NOT met); against otelite
+//! 13.3x / 9.4x / 11.1x (its 10x: met in two rounds of three). The criterion
+//! bench of the two steps (`benches/span_path.rs`) says 0.76x for them, about
+//! 1 us of the 26-40 us a span costs here: within this VM's spread between
+//! rounds. Each span was diagnosed 4.3-4.4 times; the build
+//! diagnosed 2.1-2.4 times per span.
+//!
 //! Earlier figures (2026-11-25; 2-vCPU Debian VM, Intel Xeon, rustc 1.95,
 //! release build with mimalloc; server `TOKIO_WORKER_THREADS=1 taskset -c 0`
 //! so every server thread shares one core, fresh data dir; generator, and
