@@ -34,14 +34,14 @@ step "lints, while building every target (in the background, beside the set-up b
 # about 10 of the 27 minutes this command took on 2 cores. The build is the longest step; the
 # set-up (venvs, Debian packages, servers), which mostly waits on the network and on dpkg, runs
 # beside it.
+export RUSTC_WORKSPACE_WRAPPER="${RUSTC_WORKSPACE_WRAPPER:-$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)}"
+export CLIPPY_ARGS="-Dwarnings"
 # librdkafka (rdkafka-sys, under the SDK's Kafka carrier) is the one C library whose build picks
 # its own optimisation (-O2 -g): 95 CPU-seconds of the dependencies' build, 43 at -O0 without
 # debug info. cc-rs builds the others as the test profile says (-O0, no debug info for
 # dependencies), which this does not change; the tests only read and write message headers
 # with it. Exported for every step: cc-rs's build scripts run again when CFLAGS changes.
 export CFLAGS="${CFLAGS:--O0 -g0}"
-export RUSTC_WORKSPACE_WRAPPER="${RUSTC_WORKSPACE_WRAPPER:-$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)}"
-export CLIPPY_ARGS="-Dwarnings"
 mkdir -p target
 # What `cargo test` builds (unit and integration tests, binaries, and the examples as the
 # binaries some tests run), then the benches, which are linted and built but not run. Its own
