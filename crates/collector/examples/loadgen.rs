@@ -488,7 +488,7 @@
 //! bench of the two steps (`benches/span_path.rs`) says 0.76x for them, about
 //! 1 us of the 26-40 us a span costs here: within this VM's spread between
 //! rounds. Each span was diagnosed 4.3-4.4 times; the build
-//! diagnosed 2.1-2.4 times per span.
+//! diagnosed 2.3-2.7 times per span.
 //!
 //! Earlier figures (2026-11-25; 2-vCPU Debian VM, Intel Xeon, rustc 1.95,
 //! release build with mimalloc; server `TOKIO_WORKER_THREADS=1 taskset -c 0`
