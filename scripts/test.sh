@@ -103,7 +103,7 @@ fi
 status=0
 # The tests that need PostgreSQL and only it (ignored without it): the PostgreSQL step runs them,
 # the main pool leaves them out.
-postgres_only='binary(collectors_share_one_postgres) | (package(agentrace-collector) & kind(lib) & test(/^store::postgres::/))'
+postgres_only='(kind(test) & test(/^collectors_share_one_postgres::/)) | (package(agentrace-collector) & kind(lib) & test(/^store::postgres::/))'
 step "doctor corpus: the fresh recording (waiting for it to end, if it has not)"
 fresh=()
 if wait "$corpus_pid"; then
@@ -146,7 +146,7 @@ else
     cargo test --workspace --all-features --no-fail-fast || status=$?
     if [ ${#fresh[@]} -gt 0 ]; then
         for t in "${fresh[@]}"; do
-            cargo test --workspace --all-features --test "$t" -- --ignored || status=$?
+            cargo test --workspace --all-features --test integration -- --ignored "$t::" || status=$?
         done
     fi
 fi
@@ -164,34 +164,34 @@ pg_tests=(jaeger_query_api_answers_as_jaeger_does tempo_clients_read_agentrace
 # The whole workspace with a filter, not `-p`: the binaries built above serve (a single package's
 # features would build its dependencies again).
 if cargo nextest --version >/dev/null 2>&1; then
-    filter=$(printf 'binary(%s) | ' "${pg_tests[@]}")
+    filter=$(printf 'test(/^%s::/) | ' "${pg_tests[@]}")
     # The store's own tests but those that open its SQLite file or fill it to its size limit (and
     # the pipeline's backlog, which a store shared by several collectors does not have):
     # acknowledged = durable, a retry not duplicated, retention by age.
-    filter+="(binary(store_keeps_what_it_acknowledges) & !test(past_the_pending_budget_senders_are_told_to_retry_later)"
+    filter+="(test(/^store_keeps_what_it_acknowledges::/) & !test(past_the_pending_budget_senders_are_told_to_retry_later)"
     filter+=" & !test(past_the_concurrent_request_limit_senders_are_refused_before_their_body_is_read)"
     filter+=" & !test(a_pipeline_behind_keeps_taking_requests_and_diagnoses_them_from_the_store)"
     filter+=" & !test(requests_waiting_in_the_backlog_at_a_stop_are_diagnosed_after_the_restart)"
     filter+=" & !test(retention_deletes_the_oldest_spans_past_max_bytes))"
     # The corpus under load runs once, on SQLite: it tries the live pipeline, the same code
     # whichever store it writes to.
-    filter="($filter) & !test(/_under_load$/)"
+    filter="kind(test) & ($filter) & !test(/_under_load$/)"
     AGENTRACE_TEST_STORE=postgres cargo nextest run --workspace --all-features -E "$filter" || status=$?
     cargo nextest run --workspace --all-features --run-ignored only \
         -E "$postgres_only" \
         || status=$?
 else
     for t in "${pg_tests[@]}"; do
-        AGENTRACE_TEST_STORE=postgres cargo test --workspace --all-features --test "$t" -- --skip _under_load \
+        AGENTRACE_TEST_STORE=postgres cargo test --workspace --all-features --test integration -- "$t::" --skip _under_load \
             || status=$?
     done
-    AGENTRACE_TEST_STORE=postgres cargo test --workspace --all-features --test store_keeps_what_it_acknowledges -- \
+    AGENTRACE_TEST_STORE=postgres cargo test --workspace --all-features --test integration -- store_keeps_what_it_acknowledges:: \
         --skip past_the_pending_budget_senders_are_told_to_retry_later \
         --skip a_pipeline_behind_keeps_taking_requests_and_diagnoses_them_from_the_store \
         --skip requests_waiting_in_the_backlog_at_a_stop_are_diagnosed_after_the_restart \
         --skip past_the_concurrent_request_limit_senders_are_refused_before_their_body_is_read \
         --skip retention_deletes_the_oldest_spans_past_max_bytes || status=$?
-    cargo test --workspace --all-features --test collectors_share_one_postgres -- --ignored || status=$?
+    cargo test --workspace --all-features --test integration -- --ignored collectors_share_one_postgres:: || status=$?
     cargo test -p agentrace-collector --all-features --lib store::postgres -- --ignored || status=$?
 fi
 

@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use serde_json::Value;
 
-mod support;
+use crate::support;
 
 /// A database of its own on the test server, dropped afterwards.
 struct Database {

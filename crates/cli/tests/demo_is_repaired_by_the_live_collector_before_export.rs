@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 
-mod support;
+use crate::support;
 
 use support::demo;
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 
-mod support;
+use crate::support;
 
 use support::demo;
 

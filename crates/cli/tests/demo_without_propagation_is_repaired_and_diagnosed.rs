@@ -6,7 +6,7 @@
 
 use std::ffi::OsStr;
 
-mod support;
+use crate::support;
 
 use support::demo;
 

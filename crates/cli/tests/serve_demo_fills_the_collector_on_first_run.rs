@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-mod support;
+use crate::support;
 
 #[test]
 fn the_demo_services_and_sessions_appear_without_another_command() {

@@ -12,7 +12,7 @@
 //! to a metrics backend (a receiver built on the official OpenTelemetry
 //! Python protobuf package).
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-mod support;
+use crate::support;
 
 const SLOW_CLIENTS: usize = 16;
 

@@ -4,7 +4,7 @@
 //! `OTEL_EXPORTER_OTLP_HEADERS`-style headers; with TLS configured, the SDK
 //! exports over TLS to both receivers and the API answers over HTTPS.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -6,7 +6,7 @@
 //! content: no sensitive event, no content attribute, no leaked key.
 //! In link mode the IDs stay and the orphans gain `inferred_parent` links.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! nothing stored before is lost. Requests here are hand-made on purpose:
 //! no real SDK sends these bytes.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 

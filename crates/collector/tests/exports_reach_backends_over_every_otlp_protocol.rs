@@ -4,7 +4,7 @@
 //! receivers with their own redaction, which does not hide anything this
 //! test checks.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

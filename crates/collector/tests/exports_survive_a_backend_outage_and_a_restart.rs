@@ -5,7 +5,7 @@
 //! stops between the backend's answer and the queue's delete; this test
 //! counts such duplicates and allows them.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! wrong in Jaeger's error shape; a broken hop's orphan is answered as the
 //! connected request when asked, and the repaired hop is a dependency.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 

@@ -32,7 +32,7 @@
 //! keeps them, so with content dropped both answers would be made from
 //! different spans.
 
-mod support;
+use crate::support;
 
 #[path = "../benches/support/agent_spans.rs"]
 mod agent_spans;

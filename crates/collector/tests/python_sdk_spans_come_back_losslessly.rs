@@ -6,7 +6,7 @@
 //! Requests that redaction leaves as they are take the byte-level lane (no
 //! decoding), and still come back equal.
 
-mod support;
+use crate::support;
 
 fn round_trip(protocol: &str) {
     let collector = support::start(|_| {});

@@ -4,7 +4,7 @@
 //! SDK encoded, but for the `sensitive` events that redaction drops (and
 //! counts on their span).
 
-mod support;
+use crate::support;
 
 use opentelemetry::trace::{
     Link, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState, Tracer, TracerProvider as _,

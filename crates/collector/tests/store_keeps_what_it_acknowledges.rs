@@ -5,7 +5,7 @@
 //! in the store and is diagnosed later); retention deletes by age and by
 //! size and nothing else.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

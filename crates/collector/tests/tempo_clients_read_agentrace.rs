@@ -5,7 +5,7 @@
 //! Grafana's backend gets the trace as protobuf from `/api/v2/traces/{id}`;
 //! an unknown trace and a bad query are answered as Tempo answers them.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! its traces, the stitched ones joined; the trace list answers one row per
 //! trace as received, newest first, and every filter narrows it.
 
-mod support;
+use crate::support;
 
 use opentelemetry_proto::tonic::trace::v1::Status;
 use serde_json::Value;

@@ -4,7 +4,7 @@
 //! Chromium the page asks for the token, keeps asking while it is wrong,
 //! and shows the traces once it is right.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 //! not gain a single element from them either (no `<img>`, no extra
 //! `<script>`, no `<b>`).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -13,7 +13,7 @@
 //!
 //! Screenshots land in `target/ui-screenshots/`.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

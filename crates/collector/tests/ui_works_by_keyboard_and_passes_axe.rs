@@ -11,7 +11,7 @@
 //! theme and the dark one. Screenshots of each screen go to
 //! `target/ui-screenshots/`.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! a bad body is a 400 that says what was wrong, and loses nothing stored;
 //! the receiver is off unless configured.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -10,7 +10,7 @@
 //! usage at all), the failure's span and category are right, and a span
 //! that only waited for another agent's work gives that time to the work.
 
-mod common;
+use crate::common;
 
 use common::corpus;
 

@@ -1,7 +1,7 @@
 //! The agent graph reads tokens under current GenAI, OpenInference and
 //! Traceloop names, prices them, and rolls them up over each subtree.
 
-mod common;
+use crate::common;
 
 use agentrace_doctor::PriceTable;
 

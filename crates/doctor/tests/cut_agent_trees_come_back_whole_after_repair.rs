@@ -3,7 +3,7 @@
 //! where it was; and its answer does not depend on the order spans arrive
 //! in, nor on duplicates.
 
-mod common;
+use crate::common;
 
 use agentrace_doctor::{Config, Doctor, FindingKind};
 use common::synth;

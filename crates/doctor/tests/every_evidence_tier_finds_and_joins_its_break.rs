@@ -1,7 +1,7 @@
 //! Each injected break is found with the right kind, and each evidence tier
 //! joins it to the right parent with the confidence its strength earns.
 
-mod common;
+use crate::common;
 
 use agentrace_doctor::{Evidence, FindingKind};
 

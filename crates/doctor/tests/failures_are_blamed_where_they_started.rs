@@ -1,7 +1,7 @@
 //! The earliest causal error is named with its category and its chain;
 //! a parse error right after a tool call blames the tool.
 
-mod common;
+use crate::common;
 
 use agentrace_doctor::Category;
 

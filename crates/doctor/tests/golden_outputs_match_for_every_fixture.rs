@@ -1,6 +1,6 @@
 //! Every fixture's diagnosis, as JSON and as text, matches its golden file.
 
-mod common;
+use crate::common;
 
 use agentrace_doctor::render::{self, TextOptions};
 

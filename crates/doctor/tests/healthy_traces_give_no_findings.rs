@@ -2,7 +2,7 @@
 //! sessions on shared instances, clocks tens of milliseconds apart — give
 //! no findings, no repairs and no failure.
 
-mod common;
+use crate::common;
 
 #[test]
 fn healthy_traces_give_no_findings() {

@@ -1,7 +1,7 @@
 //! A consumer that started a new trace is joined to the producer that sent
 //! its message: found, repaired, and marked as inferred in the exported view.
 
-mod common;
+use crate::common;
 
 use agentrace_doctor::{Config, Doctor, Evidence, FindingKind, RepairMode};
 use agentrace_model::{SpanKind, Value};

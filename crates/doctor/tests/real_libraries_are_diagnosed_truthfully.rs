@@ -9,7 +9,7 @@
 //! IDs, other timings, a loaded machine) and points `AGENTRACE_FRESH_CORPUS`
 //! at them, so each claim is tried again on a run nobody has seen.
 
-mod common;
+use crate::common;
 
 use common::corpus::{self, Score};
 
