@@ -185,6 +185,9 @@ pub struct PipelineMetrics {
     pub repairs_applied: AtomicU64,
     /// Spans given to diagnoses: each closed trace's own and its context's.
     pub diagnosed_spans: AtomicU64,
+    /// Diagnoses whose context reached `pipeline.max_context_spans` and left
+    /// out a trace it would have read (see `PipelineConfig::max_context_spans`).
+    pub contexts_cut: AtomicU64,
     /// Spans decoded for diagnoses (the rest of `diagnosed_spans` were
     /// read where an earlier diagnosis had decoded them).
     pub decoded_spans: AtomicU64,
@@ -518,6 +521,12 @@ impl Metrics {
                 "counter",
                 "Spans given to diagnoses: each closed trace's own and those of its session and joined traces.",
                 &p.diagnosed_spans,
+            ),
+            (
+                "agentrace_pipeline_contexts_cut_total",
+                "counter",
+                "Diagnoses whose context reached pipeline.max_context_spans and left out traces that ran beside the closing ones: their answers may differ from the file doctor's, which reads every span.",
+                &p.contexts_cut,
             ),
             (
                 "agentrace_pipeline_decoded_spans_total",

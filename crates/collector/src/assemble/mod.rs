@@ -731,6 +731,8 @@ struct Context {
     traces: Vec<(TraceId, Arc<Vec<Span>>)>,
     /// Spans in all.
     len: usize,
+    /// A trace it would have read was left out at `max_context_spans`.
+    cut: bool,
 }
 
 impl Context {
@@ -1229,6 +1231,9 @@ impl Assembler {
         for _ in 0..MAX_WIDENINGS {
             let context = self.context(&seeds, waited);
             self.metrics.pipeline.diagnosed_spans.fetch_add(context.len as u64, Ordering::Relaxed);
+            if context.cut {
+                self.metrics.pipeline.contexts_cut.fetch_add(1, Ordering::Relaxed);
+            }
             let spans = context.spans();
             let agentrace_doctor::DiagnosisWithTotals { diagnosis, patches, totals, .. } =
                 self.doctor.analyse_with_totals(&spans, self.want_patches);
@@ -1334,7 +1339,7 @@ impl Assembler {
     /// shortly before (producers). Bounded by `max_context_spans`.
     fn context(&self, seeds: &[TraceId], waited: &[TraceId]) -> Context {
         let limit = self.config.max_context_spans;
-        let mut out = Context { traces: Vec::new(), len: 0 };
+        let mut out = Context { traces: Vec::new(), len: 0, cut: false };
         let mut seen: Set<TraceId> = Set::default();
         let mut decoded = self.decoded.borrow_mut();
         let mut take = |t: TraceId, out: &mut Context, seen: &mut Set<TraceId>, force: bool| -> bool {
@@ -1343,6 +1348,7 @@ impl Assembler {
             }
             let Some(h) = self.held(t) else { return false };
             if !force && out.len + h.len() > limit {
+                out.cut = true;
                 return false;
             }
             seen.insert(t);

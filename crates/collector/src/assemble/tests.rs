@@ -679,7 +679,31 @@ fn a_request_beside_traces_that_gained_nothing_is_not_diagnosed_again() {
     rounds.push(a.close_due(t0 + Duration::from_millis(300), false));
     rounds.push(a.close_due(t0 + Duration::from_secs(1), false));
     assert_eq!(metrics.pipeline.requests_rechecked.load(Ordering::Relaxed), 0);
+    assert_eq!(metrics.pipeline.contexts_cut.load(Ordering::Relaxed), 0, "every context held what ran beside it");
     ends_as_the_file_doctor(&rounds, &spans);
+}
+
+/// Twelve requests of one service at the same time, closing together: a
+/// context of eight spans holds a batch and few of the others, and each
+/// diagnosis that left one out is counted, since its answer may differ from
+/// the file doctor's; the default context holds them all.
+#[test]
+fn a_context_that_leaves_traces_out_is_counted() {
+    let traffic = |a: &mut Assembler, t0: Instant| {
+        for k in 1..=12u8 {
+            let root = span(k, 1, None, "POST /run", "agent", u64::from(k), 500);
+            let chat = span(k, 2, Some(1), "chat gpt-4o", "agent", u64::from(k) + 1, 400);
+            a.add(u64::from(k), packed(&[root, chat]), t0);
+        }
+        a.close_due(t0 + Duration::from_secs(1), false)
+    };
+    let t0 = Instant::now();
+    let (mut cut, metrics) = assembler(PipelineConfig { max_context_spans: 8, ..config() });
+    assert_eq!(traffic(&mut cut, t0).requests.len(), 12);
+    assert!(metrics.pipeline.contexts_cut.load(Ordering::Relaxed) > 0, "eight spans left traces out");
+    let (mut whole, metrics) = assembler(config());
+    assert_eq!(traffic(&mut whole, t0).requests.len(), 12);
+    assert_eq!(metrics.pipeline.contexts_cut.load(Ordering::Relaxed), 0, "the default holds every trace");
 }
 
 /// The receivers pack the pipeline's blocks in the walk that reads the
