@@ -422,20 +422,29 @@ pub struct PipelineConfig {
     /// batches of a quarter of it), then what ran beside them (traces that
     /// share a join key or session, then neighbours in time and service).
     /// A diagnosis that reaches it leaves traces out and is counted
-    /// (`agentrace_pipeline_contexts_cut_total`); its answer may then differ
-    /// from the file doctor's, which reads every span, and not only by being
-    /// less sure. Measured with the committed corpus under load
-    /// (`live_answers_equal_the_file_doctors`, its background traffic): at
-    /// 400 spans the live answers differed in 84 places, two of them joins
-    /// the live pipeline applied and the file doctor did not; at 2,000, one
-    /// healthy request of the background got an `orphan_root` finding; at
-    /// this default, none (that test cuts no context then). The load
-    /// generator's agent traffic at 40k spans a second on one core cuts
-    /// contexts at this default: 54 to 69 in a 6 s run that closed 2,500 to
-    /// 3,300 traces of 100 spans, in batches of about 50 (so about one cut
+    /// (`agentrace_pipeline_contexts_cut_total`). The doctor is told which
+    /// (when and in which services they ran: `agentrace_doctor::LeftOut`),
+    /// so its answer may be less sure than the file doctor's, which reads
+    /// every span, but never surer: a join by time alone that a left-out
+    /// trace could contest is only suggested, and a break that rests on an
+    /// absence (no entry point of the service, no consumer of a message)
+    /// that a left-out trace could fill is not claimed. Joins by a key both
+    /// sides carry stand. Measured with the whole committed corpus under load
+    /// at 400 spans (the setup of
+    /// `a_live_context_cut_short_is_never_surer_than_the_file_doctor_under_load`,
+    /// which tries every other case; here all 118 cases, 24,226 requests,
+    /// about 1,650 diagnoses cut): before the
+    /// doctor was told, 10 answers were surer than the file doctor's (four
+    /// joins it did not apply, one of them a healthy background request
+    /// joined to a case's producer, and six findings); now none, for about
+    /// 170 answers less sure. At this default that test cuts no context.
+    /// The load generator's agent traffic at 40k spans a second on one core
+    /// cuts contexts at this default: 54 to 69 in a 6 s run that closed 2,500
+    /// to 3,300 traces of 100 spans, in batches of about 50 (so about one cut
     /// per batch), with no finding on that healthy traffic.
     /// Raise it (memory and CPU per diagnosis grow with it) while that
-    /// counter climbs.
+    /// counter climbs and the live answers hold joins that
+    /// `agentrace doctor` over the stored spans applies.
     pub max_context_spans: usize,
     /// Decoded spans kept between diagnoses, e.g. `256MiB` (an estimate
     /// from their encoded size); `0` decodes a held trace for every

@@ -73,6 +73,7 @@ pub mod conventions;
 pub mod diagnosis;
 mod failure;
 pub mod input;
+mod left_out;
 pub mod pricing;
 pub mod render;
 mod repair;
@@ -90,6 +91,7 @@ pub use diagnosis::{
     AgentStats, ChainLink, Delegation, Diagnosis, Evidence, Failure, Finding, FindingKind, Repair, Request,
     RequestAnswer, Retry, Rollup, SessionSummary, Summary, TimeShare, TreeSpan,
 };
+pub use left_out::LeftOut;
 pub use pricing::{Cost, ModelPrice, PriceTable};
 
 use crate::conventions::UsageTotals;
@@ -118,7 +120,7 @@ impl Doctor {
     /// left as it is. The spans may be given by value or by reference (a
     /// caller that holds decoded spans need not copy them).
     pub fn analyse<S: Borrow<Span>>(&self, spans: &[S]) -> Diagnosis {
-        self.run(&refs(spans), false, false, false).0
+        self.run(&refs(spans), false, false, false, &LeftOut::new()).0
     }
 
     /// Like [`Doctor::analyse`], and also returns the connected view as
@@ -127,7 +129,7 @@ impl Doctor {
     /// spans (`agentrace.synthetic = true`). This is what a live pipeline
     /// forwards.
     pub fn analyse_with_view<S: Borrow<Span>>(&self, spans: &[S]) -> (Diagnosis, Vec<Span>) {
-        let (diagnosis, view, _, _) = self.run(&refs(spans), true, false, false);
+        let (diagnosis, view, _, _) = self.run(&refs(spans), true, false, false, &LeftOut::new());
         (diagnosis, view)
     }
 
@@ -137,7 +139,7 @@ impl Doctor {
     /// from the repairs themselves, so that no caller reads them back from
     /// the view.
     pub fn analyse_with_patches<S: Borrow<Span>>(&self, spans: &[S]) -> (Diagnosis, Vec<Patch>) {
-        let (diagnosis, _, patches, _) = self.run(&refs(spans), false, true, false);
+        let (diagnosis, _, patches, _) = self.run(&refs(spans), false, true, false, &LeftOut::new());
         (diagnosis, patches)
     }
 
@@ -146,7 +148,23 @@ impl Doctor {
     /// counted once), from the facts the diagnosis read: a live pipeline's trace rows without
     /// reading every span a second time.
     pub fn analyse_with_totals<S: Borrow<Span>>(&self, spans: &[S], want_patches: bool) -> DiagnosisWithTotals {
-        let (diagnosis, _, patches, totals) = self.run(&refs(spans), false, want_patches, true);
+        self.analyse_with_totals_beside(spans, want_patches, &LeftOut::new())
+    }
+
+    /// Like [`Doctor::analyse_with_totals`], for spans that are not all
+    /// that ran around them: `left_out` says which traces were not given
+    /// (a live pipeline's context cut at its bound). The answer is then
+    /// never surer than with them: a join by time alone that a left-out
+    /// trace could contest is only suggested, and a root that a left-out
+    /// trace of its service could show to be an entry point is not
+    /// reported as broken (see [`LeftOut`]).
+    pub fn analyse_with_totals_beside<S: Borrow<Span>>(
+        &self,
+        spans: &[S],
+        want_patches: bool,
+        left_out: &LeftOut,
+    ) -> DiagnosisWithTotals {
+        let (diagnosis, _, patches, totals) = self.run(&refs(spans), false, want_patches, true, left_out);
         DiagnosisWithTotals { diagnosis, patches, totals }
     }
 
@@ -160,7 +178,7 @@ impl Doctor {
     /// `trace` is in `spans`.
     pub fn analyse_request<S: Borrow<Span>>(&self, spans: &[S], trace: TraceId) -> Option<(Diagnosis, Vec<Span>)> {
         let spans = refs(spans);
-        let (full, view, _, _) = self.run(&spans, true, false, false);
+        let (full, view, _, _) = self.run(&spans, true, false, false, &LeftOut::new());
         let answers: Vec<RequestAnswer> =
             full.request_answers().into_iter().filter(|a| a.request.original_traces.contains(&trace)).collect();
         if answers.is_empty() {
@@ -231,11 +249,12 @@ impl Doctor {
         want_view: bool,
         want_patches: bool,
         want_totals: bool,
+        left_out: &LeftOut,
     ) -> (Diagnosis, Vec<Span>, Vec<Patch>, TraceTotals) {
         let config = &self.config;
         let ix = assemble::Index::build(input);
         let totals = if want_totals { ix.trace_totals(&config.prices) } else { Vec::new() };
-        let mut repaired = repair::repair(&ix, config);
+        let mut repaired = repair::repair(&ix, config, left_out);
         let tree = connect::build(&ix, &repaired);
         let mut timing = timing::analyse(&ix, &tree, config);
         let failures = failure::analyse(&ix, &tree, config);

@@ -95,6 +95,7 @@ use crate::assemble::{FastHash, Index, Ix};
 use crate::config::Config;
 use crate::conventions::{Category, Sym};
 use crate::diagnosis::{Evidence, Finding, FindingKind, Repair};
+use crate::left_out::LeftOut;
 
 /// How many spans an interval query may look at before it gives up and
 /// calls the answer ambiguous; keeps a very busy instance from making the
@@ -409,7 +410,7 @@ fn common_ancestor(ix: &Index, up: &[Option<Ix>], set: &[Ix]) -> Option<Ix> {
     chain.first().copied()
 }
 
-pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
+pub(crate) fn repair(ix: &Index, config: &Config, left_out: &LeftOut) -> Repaired {
     let n = ix.len();
     let skew = config.skew();
 
@@ -1344,6 +1345,33 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
         }
     }
 
+    // Traces left out of this diagnosis (a live context cut at its bound):
+    // a join by time alone that one of them could contest is only
+    // suggested, and a root that one of them could show to be an entry
+    // point of its service is not reported (see [`LeftOut`]).
+    let left = (!left_out.is_empty()).then(|| left_out.view());
+    let history_left_out = |r: Ix| left.as_ref().is_some_and(|l| l.has_service(ix.service[r as usize]));
+    let rival_left_out = |r: Ix, evidence: Evidence| {
+        let by_time = matches!(
+            evidence,
+            Evidence::EnclosingClient
+                | Evidence::EnclosingToolCall
+                | Evidence::PrecedingProducer
+                | Evidence::SameInstance
+                | Evidence::RequestIdInTime
+        );
+        // A producer is unconsumed only if no consumer of its message ran
+        // after it, at any time since.
+        let (from, to) = match evidence {
+            Evidence::PrecedingProducer => (ix.start(r).saturating_sub(skew + QUEUE_WINDOW), u64::MAX),
+            _ => (ix.start(r).saturating_sub(skew), ix.end(r).saturating_add(skew)),
+        };
+        by_time
+            && left.as_ref().is_some_and(|l| {
+                l.overlaps(from, to) || (evidence == Evidence::SameInstance && l.has_service(ix.service[r as usize]))
+            })
+    };
+
     let mut repairs = Vec::new();
     let mut findings = Vec::new();
     let mut applicable: Vec<(usize, Ix, Ix)> = Vec::new();
@@ -1354,8 +1382,12 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
             if deliberate[k] {
                 continue;
             }
+            let absent = lost_unjoined[k].is_some() || no_evidence_mid_session[k];
             if is_tool {
                 findings.push(finding(ix, r, FindingKind::ToolRoot, None, tool_root_message(ix, r, None)));
+            } else if absent && history_left_out(r) {
+                // Broken only if its instance never starts it while idle,
+                // which a left-out trace of its service may show it does.
             } else if let Some(why) = &lost_unjoined[k] {
                 findings.push(finding(ix, r, FindingKind::LostContext, None, lost_unjoined_message(ix, r, why)));
             } else if no_evidence_mid_session[k] {
@@ -1380,6 +1412,11 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 Some(why.clone())
             } else if contested {
                 Some("contested: another orphan fits the same parent".to_owned())
+            } else if rival_left_out(r, p.evidence) {
+                Some(format!(
+                    "traces that ran beside it were left out of this diagnosis ({} of them): one may fit as well",
+                    left_out.len()
+                ))
             } else if confidence < config.apply_threshold {
                 Some(format!("below the apply threshold of {}", config.apply_threshold))
             } else {
@@ -1399,7 +1436,15 @@ pub(crate) fn repair(ix: &Index, config: &Config) -> Repaired {
                 reason,
             });
         }
-        if p.quiet {
+        // The break itself rests on an absence for these two: an entry point
+        // of the instance's own, or a consumer of the producer's message,
+        // may be among the traces left out.
+        let unsure = match p.evidence {
+            Evidence::SameInstance => !is_tool && history_left_out(r),
+            Evidence::PrecedingProducer => rival_left_out(r, p.evidence),
+            _ => false,
+        };
+        if p.quiet || unsure {
             continue;
         }
         let kind = if is_tool {

@@ -691,7 +691,7 @@ mod tests {
         let refs: Vec<&Span> = s.0.iter().collect();
         let ix = crate::assemble::Index::build(&refs);
         let config = Config::default();
-        let repaired = crate::repair::repair(&ix, &config);
+        let repaired = crate::repair::repair(&ix, &config, &crate::LeftOut::new());
         let tree = crate::connect::build(&ix, &repaired);
         assert_eq!(super::PathTree::build(&ix, &tree, config.skew()).moves(), 0);
     }

@@ -18,3 +18,4 @@ mod healthy_traces_give_no_findings;
 mod orphan_consumer_is_joined_to_its_producer;
 mod real_libraries_are_diagnosed_truthfully;
 mod tool_call_ids_in_model_output_join_a_tool_root;
+mod traces_left_out_make_no_answer_surer;

@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use agentrace_doctor::{Config as DoctorConfig, Doctor};
+use agentrace_doctor::{Config as DoctorConfig, Doctor, LeftOut};
 use agentrace_model::keys::KeyKind;
 use agentrace_model::{Span, TraceId};
 
@@ -731,8 +731,9 @@ struct Context {
     traces: Vec<(TraceId, Arc<Vec<Span>>)>,
     /// Spans in all.
     len: usize,
-    /// A trace it would have read was left out at `max_context_spans`.
-    cut: bool,
+    /// The traces it would have read but left out at `max_context_spans`,
+    /// which the doctor weighs (it is never surer for their absence).
+    left_out: LeftOut,
 }
 
 impl Context {
@@ -1231,12 +1232,12 @@ impl Assembler {
         for _ in 0..MAX_WIDENINGS {
             let context = self.context(&seeds, waited);
             self.metrics.pipeline.diagnosed_spans.fetch_add(context.len as u64, Ordering::Relaxed);
-            if context.cut {
+            if !context.left_out.is_empty() {
                 self.metrics.pipeline.contexts_cut.fetch_add(1, Ordering::Relaxed);
             }
             let spans = context.spans();
             let agentrace_doctor::DiagnosisWithTotals { diagnosis, patches, totals, .. } =
-                self.doctor.analyse_with_totals(&spans, self.want_patches);
+                self.doctor.analyse_with_totals_beside(&spans, self.want_patches, &context.left_out);
             // Every request a closing trace is part of (two for a trace with
             // a span whose parent never arrived).
             let answers: Vec<_> = diagnosis
@@ -1339,7 +1340,7 @@ impl Assembler {
     /// shortly before (producers). Bounded by `max_context_spans`.
     fn context(&self, seeds: &[TraceId], waited: &[TraceId]) -> Context {
         let limit = self.config.max_context_spans;
-        let mut out = Context { traces: Vec::new(), len: 0, cut: false };
+        let mut out = Context { traces: Vec::new(), len: 0, left_out: LeftOut::new() };
         let mut seen: Set<TraceId> = Set::default();
         let mut decoded = self.decoded.borrow_mut();
         let mut take = |t: TraceId, out: &mut Context, seen: &mut Set<TraceId>, force: bool| -> bool {
@@ -1348,7 +1349,9 @@ impl Assembler {
             }
             let Some(h) = self.held(t) else { return false };
             if !force && out.len + h.len() > limit {
-                out.cut = true;
+                if seen.insert(t) {
+                    out.left_out.add(&h.services, h.start, h.end);
+                }
                 return false;
             }
             seen.insert(t);
