@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Records the doctor's real-library corpus afresh: every suite under crates/doctor/tests/corpus
 # (one venv per suite, pinned versions from PyPI), every case, into DIR (default
-# target/corpus-fresh). Suites that need Redis read REDIS_URL (scripts/services.sh starts one).
+# target/corpus-fresh). Suites that need a broker read REDIS_URL (Celery) or AGENTRACE_AMQP_URL
+# (RabbitMQ); scripts/services.sh starts both.
 #
 #   scripts/corpus.sh [DIR] [SUITE...]
 set -euo pipefail

@@ -13,8 +13,9 @@
 #   - Chromium and ChromeDriver from Debian, for the web UI's browser tests
 #     (crates/collector/tests/ui_*.rs; screenshots in target/ui-screenshots/);
 #   - the doctor's real-library corpus, recorded afresh (scripts/corpus.sh: one venv per suite
-#     under .venv-corpus/, Celery on the Redis started above) and judged by the doctor's tests,
-#     then sent through a running collector, whose live answer must equal the file doctor's.
+#     under .venv-corpus/, Celery on the Redis and pika on the RabbitMQ started above) and judged
+#     by the doctor's tests, then sent through a running collector, whose live answer must equal
+#     the file doctor's.
 # Nothing is downloaded from anywhere but the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."

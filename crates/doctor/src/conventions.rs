@@ -160,6 +160,19 @@ pub(crate) fn judge_output(text: &str) -> Option<BadOutput> {
     }
 }
 
+/// A RabbitMQ destination as a consumer names it. aio-pika's
+/// instrumentation names a publish's destination `{exchange},{routing key}`
+/// (`,research` on the default exchange, which routes by queue name) and a
+/// delivery's by its queue (`research`); pika's names both by routing key
+/// or queue. The routing key is what both sides share on the default
+/// exchange and on a direct binding of the queue's own name.
+fn amqp_queue(destination: Cow<'_, str>) -> Cow<'_, str> {
+    match destination.split_once(',') {
+        Some((_, key)) if !key.is_empty() => Cow::Owned(key.to_owned()),
+        _ => destination,
+    }
+}
+
 /// An AutoGen address, as autogen-core writes it into `messaging.destination`
 /// and its span names: an agent `{type}.({key})-A` or a topic
 /// `{type}.({source})-T`. A message published to a topic is delivered to
@@ -358,6 +371,11 @@ pub(crate) struct Facts {
     /// Output tokens spent on reasoning, counted inside `output_tokens`.
     pub reasoning_tokens: Option<i64>,
     pub message_id: Option<Sym>,
+    /// A message's correlation ID besides a message ID that differs
+    /// ([`agentrace_model::keys::KeySet::correlation`]).
+    pub correlation_id: Option<Sym>,
+    /// Where a message went or came from; for RabbitMQ, the routing key
+    /// (see [`amqp_queue`]).
     pub destination: Option<Sym>,
     pub mcp_session: Option<Sym>,
     pub jsonrpc_id: Option<Sym>,
@@ -750,6 +768,7 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     let mut mcp_method: Option<&str> = None;
     let mut llm_hint = false;
     let mut messaging = false;
+    let mut rabbitmq = false;
     let mut database = false;
     let mut keys = KeySet::new();
     let mut agent = None;
@@ -833,7 +852,10 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
             }
             "messaging.destination.name" => put(&mut destination, 0, text(value)),
             "messaging.destination" => put(&mut destination, 1, text(value)),
-            "messaging.system" => messaging = true,
+            "messaging.system" => {
+                messaging = true;
+                rabbitmq = value.as_str() == Some("rabbitmq");
+            }
             "gen_ai.tool.name" => put(&mut tool_name, 0, text(value)),
             "mcp.tool.name" => put(&mut tool_name, 1, text(value)),
             "tool.name" => put(&mut tool_name, 2, text(value)),
@@ -1021,8 +1043,9 @@ pub(crate) fn read<'a>(span: &'a Span, texts: &mut Texts<'a>) -> Facts {
     f.jsonrpc_id = intern(keys.take(Slot::RpcId));
     f.tool_call_id = intern(keys.take(Slot::ToolCall));
     f.tool_name = intern(tool_name.map(|(_, v)| v));
+    f.correlation_id = intern(keys.correlation().map(|c| Cow::Owned(c.to_owned())));
     f.message_id = intern(keys.take(Slot::Message));
-    f.destination = intern(destination.map(|(_, v)| v));
+    f.destination = intern(destination.map(|(_, v)| if rabbitmq { amqp_queue(v) } else { v }));
     f.mcp_session = intern(keys.take(Slot::McpSession));
     f.peer_service = intern(raw.peer_service);
     f.rpc_service = intern(raw.rpc_service);

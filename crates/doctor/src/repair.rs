@@ -430,6 +430,11 @@ pub(crate) fn repair(ix: &Index, config: &Config, left_out: &LeftOut) -> Repaire
     let mut consumed = vec![false; ix.texts.len()];
     // Spans that a span of another trace links to.
     let mut linked_in = vec![false; n];
+    // Producers by a correlation ID besides their message ID, and the
+    // consumer spans that received their context, by either (rarer: an
+    // AMQP RPC's spans, Celery's tasks).
+    let mut correlated: HashMap<Sym, Vec<Ix>, FastHash> = HashMap::default();
+    let mut received: HashMap<Sym, Vec<Ix>, FastHash> = HashMap::default();
     for i in 0..n {
         let (s, f) = (ix.spans[i], &ix.facts[i]);
         if let Some(m) = f.message_id {
@@ -437,6 +442,18 @@ pub(crate) fn repair(ix: &Index, config: &Config, left_out: &LeftOut) -> Repaire
                 producers.push(m, i as Ix);
             } else {
                 consumed[m.index()] = true;
+            }
+        }
+        if let Some(c) = f.correlation_id {
+            if s.kind == SpanKind::Producer {
+                correlated.entry(c).or_default().push(i as Ix);
+            } else {
+                consumed[c.index()] = true;
+            }
+        }
+        if s.kind == SpanKind::Consumer && ix.parent[i].is_some() {
+            for k in [f.message_id, f.correlation_id].into_iter().flatten() {
+                received.entry(k).or_default().push(i as Ix);
             }
         }
         if let (Some(a), Some(b), SpanKind::Client) = (f.mcp_session, f.jsonrpc_id, s.kind) {
@@ -517,6 +534,69 @@ pub(crate) fn repair(ix: &Index, config: &Config, left_out: &LeftOut) -> Repaire
 
     // Tiers 1–4: exact join keys.
     let mut proposals: Vec<Option<Proposal>> = Vec::with_capacity(roots.len());
+    // A consumer-side root's message keys (its message ID, then its
+    // correlation ID): the producers that sent one to where it was
+    // received; else the consumer of another service that received it
+    // first, with its context, and sent it on (a relay that re-publishes
+    // the body without its headers; an RPC server whose reply goes out on
+    // an uninstrumented channel), when no producer span sent it on. A key
+    // that some producer carries, to another destination or in the root's
+    // own trace, ends the search there: the first tier that names any
+    // candidate decides, and a weaker tier never overrules it.
+    let by_message = |r: Ix| -> Option<(String, Vec<Ix>, f64)> {
+        let (f, t) = (&ix.facts[r as usize], ix.trace_of[r as usize]);
+        let keys = [(f.message_id, "messaging.message.id"), (f.correlation_id, "messaging.conversation_id")];
+        let keys = keys.into_iter().filter_map(|(k, attr)| Some((k?, attr)));
+        let mut sent_any = false;
+        for (k, attr) in keys.clone() {
+            let sent: Vec<Ix> = producers.get(k).chain(correlated.get(&k).into_iter().flatten().copied()).collect();
+            sent_any |= !sent.is_empty();
+            let c: Vec<Ix> = sent
+                .into_iter()
+                .filter(|&p| {
+                    ix.trace_of[p as usize] != t && compatible(f.destination, ix.facts[p as usize].destination)
+                })
+                .collect();
+            if !c.is_empty() {
+                let detail = format!("{attr}={} on the producer and the consumer", ix.texts.get(k));
+                return Some((detail, innermost_per_trace(ix, c), 0.97));
+            }
+        }
+        let dest = f.destination?;
+        for (k, attr) in keys {
+            let c: Vec<Ix> = received
+                .get(&k)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|&c| {
+                    let cf = &ix.facts[c as usize];
+                    // Received where it was sent (its producer's destination
+                    // agrees), then sent on elsewhere.
+                    let delivered = ix.parent[c as usize].is_some_and(|p| {
+                        ix.spans[p as usize].kind == SpanKind::Producer
+                            && compatible(cf.destination, ix.facts[p as usize].destination)
+                    });
+                    ix.trace_of[c as usize] != t
+                        && ix.service[c as usize] != ix.service[r as usize]
+                        && ix.start(c) <= ix.start(r) + skew
+                        && cf.destination.is_some_and(|d| d != dest)
+                        && delivered
+                })
+                .collect();
+            if !c.is_empty() {
+                let detail = format!(
+                    "{attr}={}: received by {} first, and sent on to {} by no producer span",
+                    ix.texts.get(k),
+                    describe(ix, c[0]),
+                    ix.texts.get(dest)
+                );
+                return Some((detail, innermost_per_trace(ix, c), 0.9));
+            }
+        }
+        sent_any.then(|| (String::new(), Vec::new(), 0.0))
+    };
+
     for &r in &roots {
         let (s, f) = (ix.spans[r as usize], &ix.facts[r as usize]);
         let t = ix.trace_of[r as usize];
@@ -529,17 +609,10 @@ pub(crate) fn repair(ix: &Index, config: &Config, left_out: &LeftOut) -> Repaire
         let proposal = if !links.is_empty() {
             let detail = format!("link to span {}", ix.spans[links[0] as usize].span_id);
             Some((Evidence::Link, detail, links, 0.99))
-        } else if let Some(m) = f.message_id.filter(|_| s.kind != SpanKind::Producer)
-            && producers.has(m)
+        } else if s.kind != SpanKind::Producer
+            && let Some((detail, c, base)) = by_message(r)
         {
-            let dest = f.destination;
-            let c: Vec<Ix> = producers
-                .get(m)
-                .filter(other_trace)
-                .filter(|p| compatible(dest, ix.facts[*p as usize].destination))
-                .collect();
-            let detail = format!("messaging.message.id={} on the producer and the consumer", ix.texts.get(m));
-            Some((Evidence::MessageId, detail, innermost_per_trace(ix, c), 0.97))
+            Some((Evidence::MessageId, detail, c, base))
         } else if let (Some(a), Some(b), SpanKind::Server) = (f.mcp_session, f.jsonrpc_id, s.kind)
             && let Some(list) = mcp_clients.get(&(a, b))
         {

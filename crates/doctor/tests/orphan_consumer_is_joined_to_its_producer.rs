@@ -120,3 +120,74 @@ fn an_ambiguous_join_names_the_key_that_would_make_it_exact() {
     );
     assert_eq!(second.attributes.str("job.id"), Some("job-7f3a"));
 }
+
+/// The fixture's producer and orphan consumer, with a third span beside
+/// them: a consumer of another service that received the same message in
+/// the producer's trace (its child), before the orphan started, from
+/// `received_from`; the producer sent to `sent_to`, the orphan took it
+/// from `research`.
+fn relayed(sent_to: &str, received_from: &str) -> (Vec<agentrace_model::Span>, agentrace_model::Span) {
+    use std::sync::Arc;
+    let mut spans = common::load("broken_queue_message_id");
+    let producer = spans.iter().find(|s| s.kind == SpanKind::Producer).expect("producer").clone();
+    for s in spans.iter_mut() {
+        match s.kind {
+            SpanKind::Producer => s.attributes.set("messaging.destination.name", sent_to),
+            SpanKind::Consumer => s.attributes.set("messaging.destination.name", "research"),
+            _ => {}
+        }
+    }
+    let mut first = producer.clone();
+    first.name = format!("{received_from} receive");
+    first.kind = SpanKind::Consumer;
+    first.span_id = agentrace_model::SpanId::from_hex("00000000000000aa").unwrap();
+    first.parent_span_id = Some(producer.span_id);
+    first.start_unix_nano = producer.end_unix_nano;
+    first.end_unix_nano = producer.end_unix_nano + 1_000_000;
+    first.attributes.set("messaging.destination.name", received_from);
+    first.resource = Arc::new(agentrace_model::Resource::for_service("router"));
+    spans.push(first.clone());
+    (spans, first)
+}
+
+#[test]
+fn a_consumer_whose_message_went_on_without_its_headers_joins_the_one_that_received_it() {
+    // A router received the job where the producer sent it and re-published
+    // its body to `research` without the headers (no producer span of its
+    // own): the worker's orphan joins the router's consumer.
+    let (spans, router) = relayed("router.in", "router.in");
+    let d = Doctor::new(Config::default()).analyse(&spans);
+    let r = d.repairs.iter().find(|r| r.applied).expect("joined");
+    assert_eq!((r.evidence, r.parent_span_id), (Evidence::MessageId, router.span_id), "{r:?}");
+    assert!(r.detail.contains("received by"), "{}", r.detail);
+}
+
+#[test]
+fn a_sibling_consumer_of_a_fan_out_is_no_relay() {
+    // A topic exchange delivered the message to two queues, whose names are
+    // not the routing key the producer recorded: the consumer that kept its
+    // context is a sibling of the orphan, not the one that sent it on.
+    let (spans, sibling) = relayed("orders.created", "billing");
+    let d = Doctor::new(Config::default()).analyse(&spans);
+    assert!(d.repairs.iter().all(|r| r.parent_span_id != sibling.span_id || !r.applied), "{:#?}", d.repairs);
+}
+
+#[test]
+fn an_aio_pika_publish_names_its_queue_after_the_exchange() {
+    // aio-pika's instrumentation records a publish to the default exchange
+    // as `,research` and the delivery as `research`.
+    let mut spans = common::load("broken_queue_message_id");
+    for s in spans.iter_mut().filter(|s| matches!(s.kind, SpanKind::Producer | SpanKind::Consumer)) {
+        s.attributes.set("messaging.system", "rabbitmq");
+        let dest = if s.kind == SpanKind::Producer { ",research" } else { "research" };
+        s.attributes.set("messaging.destination.name", dest);
+    }
+    let d = Doctor::new(Config::default()).analyse(&spans);
+    assert!(d.repairs.iter().any(|r| r.applied && r.evidence == Evidence::MessageId), "{:#?}", d.repairs);
+    // Elsewhere a comma is part of the name.
+    for s in spans.iter_mut().filter(|s| s.kind == SpanKind::Producer) {
+        s.attributes.set("messaging.system", "kafka");
+    }
+    let d = Doctor::new(Config::default()).analyse(&spans);
+    assert!(d.repairs.iter().all(|r| !r.applied), "{:#?}", d.repairs);
+}

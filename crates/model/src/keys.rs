@@ -172,11 +172,20 @@ pub fn mcp_request_value(session: &str, request_id: &str) -> String {
     format!("{session}\u{1f}{request_id}")
 }
 
+/// The attribute that carries a message's correlation ID: Celery's task
+/// id, AMQP's `correlation_id` (pika and aio-pika instrumentations). It
+/// fills [`Slot::Message`] when a span has no `messaging.message.id`, and
+/// is a key of its own when it has one that differs (see
+/// [`KeySet::correlation`]).
+pub const CORRELATION_ID: &str = "messaging.conversation_id";
+
 /// Collects a span's keyed attributes, in any order, keeping the best
 /// ranked value of each slot.
 #[derive(Debug, Default, Clone)]
 pub struct KeySet<'a> {
     slots: [Option<(u8, Cow<'a, str>)>; SLOTS],
+    /// `messaging.conversation_id`, whatever the slot kept.
+    correlation: Option<Cow<'a, str>>,
 }
 
 impl<'a> KeySet<'a> {
@@ -189,6 +198,15 @@ impl<'a> KeySet<'a> {
     /// of ours (empty values are no key).
     pub fn offer(&mut self, key: &str, value: impl FnOnce() -> Option<Cow<'a, str>>) {
         let Some((slot, rank)) = slot_of(key) else { return };
+        if key == CORRELATION_ID {
+            let Some(v) = value().filter(|v| !v.is_empty()) else { return };
+            let current = &mut self.slots[slot as usize];
+            if current.as_ref().is_none_or(|(r, _)| *r > rank) {
+                *current = Some((rank, v.clone()));
+            }
+            self.correlation = Some(v);
+            return;
+        }
         let current = &mut self.slots[slot as usize];
         if current.as_ref().is_some_and(|(r, _)| *r <= rank) {
             return;
@@ -196,6 +214,17 @@ impl<'a> KeySet<'a> {
         if let Some(v) = value().filter(|v| !v.is_empty()) {
             *current = Some((rank, v));
         }
+    }
+
+    /// A message's correlation ID when the span also carries a message ID
+    /// that differs: an RPC over AMQP sends the request and its reply
+    /// under one correlation ID, each message under an ID of its own (one
+    /// the client library makes up when the application sets none), so
+    /// only the correlation ID ties a reply to the request it answers.
+    /// `None` when it is the span's message key already.
+    pub fn correlation(&self) -> Option<&str> {
+        let c = self.correlation.as_deref()?;
+        (self.get(Slot::Message).map(|(_, m)| m) != Some(c)).then_some(c)
     }
 
     /// The keys of a decoded span: text and integer values count (IDs
@@ -237,6 +266,9 @@ impl<'a> KeySet<'a> {
             if let (Some(kind), Some((_, v))) = (KeyKind::of_slot(slot), self.get(slot)) {
                 out.push((kind, v.to_owned()));
             }
+        }
+        if let Some(c) = self.correlation() {
+            out.push((KeyKind::Message, c.to_owned()));
         }
         match (self.get(Slot::McpSession), self.get(Slot::RpcId)) {
             (Some((_, s)), Some((_, r))) => out.push((KeyKind::McpRequest, mcp_request_value(s, r))),
@@ -321,6 +353,21 @@ mod tests {
         );
         assert_eq!(keys(&[("mcp.request.id", "7")]), vec![(KeyKind::RpcId, "7".to_owned())]);
         assert_eq!(keys(&[("messaging.conversation_id", "task-1")]), vec![(KeyKind::Message, "task-1".to_owned())]);
+        // Celery's task id in both: one key.
+        assert_eq!(
+            keys(&[("messaging.conversation_id", "task-1"), ("messaging.message.id", "task-1")]),
+            vec![(KeyKind::Message, "task-1".to_owned())]
+        );
+        // An AMQP reply: its own message ID, and its request's correlation ID.
+        for attrs in [
+            [("messaging.conversation_id", "rpc-7"), ("messaging.message.id", "m-2")],
+            [("messaging.message.id", "m-2"), ("messaging.conversation_id", "rpc-7")],
+        ] {
+            assert_eq!(
+                keys(&attrs),
+                vec![(KeyKind::Message, "m-2".to_owned()), (KeyKind::Message, "rpc-7".to_owned())]
+            );
+        }
         assert!(keys(&[("session.id", "")]).is_empty());
     }
 

@@ -27,9 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,6 +35,7 @@ HARNESS = os.path.join(os.path.dirname(HERE), "harness")
 sys.path.insert(0, HARNESS)
 
 import record  # noqa: E402
+from driver import ask_at_once, dump_logs, hop, stop, wait_for_file  # noqa: E402
 from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
 
@@ -95,30 +94,6 @@ def env_for(case_dir, queue, llm, **extra):
     return env
 
 
-def wait_for_file(path, proc, what, timeout=120):  # generous: shared, busy CI machines
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.exists(path):
-            with open(path) as f:
-                text = f.read().strip()
-            if text:
-                return text
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} was not ready within {timeout} s")
-
-
-def stop(proc, timeout=15):
-    """Waits for a process told to stop; ends it if it does not."""
-    if proc.poll() is None:
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 def forget_queue(queue):
     """Removes what kombu left in the shared Redis for this case's queue (results expire)."""
     try:
@@ -158,35 +133,9 @@ def run_processes(case_dir, worker_env, orch_env, llm, sessions):
         wait_for_file(ready, worker, "celery worker")
         port = int(wait_for_file(port_file, orch, "orchestrator"))
 
-        answers, errors = {}, []
-        barrier = threading.Barrier(len(sessions))
-
-        def user(k, question):
-            session_id = f"sess-{uuid.uuid4().hex[:12]}"
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{port}/chat", method="POST",
-                data=json.dumps({"session_id": session_id, "question": question}).encode(),
-                headers={"content-type": "application/json"})
-            barrier.wait(timeout=10)
-            try:
-                with urllib.request.urlopen(req, timeout=60) as resp:
-                    answers[session_id] = json.loads(resp.read())
-            except Exception as e:  # noqa: BLE001
-                errors.append(f"user {k}: {e!r}")
-
-        users = [threading.Thread(target=user, args=(k, q)) for k, q in enumerate(sessions)]
-        for t in users:
-            t.start()
-        for t in users:
-            t.join(timeout=90)
-        if errors or len(answers) != len(sessions):
-            raise RuntimeError(f"requests failed: {errors}")
-        return answers
+        return ask_at_once(port, sessions)
     except Exception:
-        for name, f in logs.items():
-            f.flush()
-            with open(f.name) as g:
-                sys.stderr.write(f"--- {name} log ---\n{g.read()[-4000:]}\n")
+        dump_logs(logs)
         raise
     finally:
         # Warm shutdowns, both at once: the worker finishes what it runs (a task's CONSUMER span
@@ -279,13 +228,6 @@ def check_healthy(spans):
             raise InconsistentRun(f"healthy case: {s['name']} names a parent that did not arrive")
         if s["service"] == "research-worker" and (not s["parent"] or s["trace"] not in orch_traces):
             raise RuntimeError(f"healthy case: worker span {s['name']} is a root or in its own trace")
-
-
-def hop(label, orphan, parents, must_repair, why, kinds, **extra):
-    h = {"hop": label, "orphan_trace_id": orphan[0], "orphan_span_id": orphan[1],
-         "parent_span_ids": [p[1] for p in parents], "must_repair": must_repair, "why": why, "kinds": kinds}
-    h.update(extra)
-    return h
 
 
 def truth_healthy(case_dir, spans, notes):
