@@ -26,8 +26,7 @@
 //! With a context bound far below a case and its background
 //! (`a_live_context_cut_short_..._under_load`), most diagnoses leave traces
 //! out: the live answers may then be less sure than the file doctor's, never
-//! surer. Every other case is tried so (half the corpus, by name), which
-//! keeps the test command within its time.
+//! surer (every other case, which keeps the test command within its time).
 //!
 //! With `AGENTRACE_FRESH_CORPUS=DIR`, the cases recorded afresh there (by
 //! `scripts/corpus.sh`, as the README's test command does) are judged too.
@@ -461,14 +460,14 @@ const BACKGROUND_AROUND_NS: u64 = 1_000_000_000;
 /// Background traces per export request.
 const BACKGROUND_PER_REQUEST: usize = 100;
 
-/// Healthy agent traffic of other services over the case's time, from as
+/// Healthy agent traffic of other services over the case's time, `per_second` traces a second, from as
 /// long before it as it lasts (at least [`BACKGROUND_AROUND_NS`]) to
 /// [`BACKGROUND_AROUND_NS`] after: the load generator's agent
 /// requests (six spans each: an agent, a model call, a tool call, a
 /// producer and its consumer, a retrieval; sessions, message and tool call
 /// IDs of their own), spread evenly, in export requests of
 /// [`BACKGROUND_PER_REQUEST`] traces.
-fn background(case: &[ExportTraceServiceRequest]) -> Vec<ExportTraceServiceRequest> {
+fn background(case: &[ExportTraceServiceRequest], per_second: f64) -> Vec<ExportTraceServiceRequest> {
     let times = case.iter().flat_map(support::spans).map(|s| (s.start_time_unix_nano, s.end_time_unix_nano));
     let (lo, hi) = times.fold((u64::MAX, 0), |(lo, hi), (s, e)| (lo.min(s), hi.max(e.max(s))));
     // The other services were running before the case began, for at least
@@ -476,7 +475,7 @@ fn background(case: &[ExportTraceServiceRequest]) -> Vec<ExportTraceServiceReque
     // from work that lost its caller.
     let before = BACKGROUND_AROUND_NS.max(hi - lo);
     let (from, to) = (lo.saturating_sub(before), hi.saturating_add(BACKGROUND_AROUND_NS));
-    let traces = ((to - from) as f64 / 1e9 * BACKGROUND_PER_SECOND).ceil().max(1.0) as u64;
+    let traces = ((to - from) as f64 / 1e9 * per_second).ceil().max(1.0) as u64;
     let mut out: Vec<ExportTraceServiceRequest> = Vec::new();
     for j in 0..traces {
         let mut r = agent_spans::request(j + 1, 6, agent_spans::Shape::Agents);
@@ -612,7 +611,7 @@ fn every_corpus_case_gets_the_file_doctors_answer_live_under_load() {
     let failures = each_case(&cases, |case, name| {
         let sent = batches(case);
         let ours = trace_ids(&sent);
-        let behind = background(&sent);
+        let behind = background(&sent, BACKGROUND_PER_SECOND);
         let everything: Vec<ExportTraceServiceRequest> = sent.iter().chain(&behind).cloned().collect();
         let of_case = |answers: BTreeMap<String, RequestAnswer>| -> BTreeMap<String, RequestAnswer> {
             answers.into_iter().filter(|(_, a)| a.request.original_traces.iter().any(|t| ours.contains(t))).collect()
@@ -656,10 +655,13 @@ fn every_corpus_case_gets_the_file_doctors_answer_live_under_load() {
     assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n\n"));
 }
 
-/// The context bound of [`a_live_context_cut_short_is_never_surer_than_the_file_doctor_under_load`]:
-/// a fraction of a case and its background (hundreds to thousands of
-/// spans), so that most of its diagnoses leave traces out.
-const CUT_CONTEXT_SPANS: usize = 400;
+/// The context bound of [`a_live_context_cut_short_is_never_surer_than_the_file_doctor_under_load`],
+/// and its background traces a second: a context of about twenty
+/// background traces, a fraction of what runs beside a case (a hundred
+/// traces and more), so that most diagnoses leave traces out, at a quarter
+/// of the under-load test's background (the cost of the test is in it).
+const CUT_CONTEXT_SPANS: usize = 120;
+const CUT_BACKGROUND_PER_SECOND: f64 = 10.0;
 
 /// Under load past `pipeline.max_context_spans`, a diagnosis is given only
 /// part of what ran beside its traces (the nearest, up to the bound). The
@@ -672,13 +674,13 @@ const CUT_CONTEXT_SPANS: usize = 400;
 #[test]
 fn a_live_context_cut_short_is_never_surer_than_the_file_doctor_under_load() {
     let corpus = support::workspace_root().join("crates/doctor/tests/corpus");
-    // Every other case: each suite is tried, at half the cost of the whole
-    // corpus (a collector per case for the trace timeout and more).
-    let cases: Vec<PathBuf> = cases_under(&corpus).into_iter().skip(1).step_by(2).collect();
+    // Every other case, by name: every suite is tried, at half the cost (a
+    // collector per case, for the trace timeout and more).
+    let cases: Vec<PathBuf> = cases_under(&corpus).into_iter().step_by(2).collect();
     let counts = std::sync::Mutex::new((0usize, 0u64, 0usize));
     let failures = each_case(&cases, |case, name| {
         let sent = batches(case);
-        let behind = background(&sent);
+        let behind = background(&sent, CUT_BACKGROUND_PER_SECOND);
         let everything: Vec<ExportTraceServiceRequest> = sent.iter().chain(&behind).cloned().collect();
         let file = offline(&everything);
         let (live, cut) =
@@ -691,8 +693,12 @@ fn a_live_context_cut_short_is_never_surer_than_the_file_doctor_under_load() {
         let (joins, findings) = surer(&file, &live);
         // A join held leaves the time its orphan filled unaccounted in the
         // caller, and the answer says so (a timing gap, which a healthy
-        // trace may have too): a consequence of being less sure, not a claim.
-        let findings = findings.into_iter().filter(|(kind, _)| kind != "TimingGap");
+        // trace may have too); a discontinuity restates the joins applied
+        // (compared above) at the root of the request they make, which a
+        // join held moves. Both follow from being less sure; neither is a
+        // claim of its own.
+        let findings =
+            findings.into_iter().filter(|(kind, _)| !matches!(kind.as_str(), "TimingGap" | "TraceDiscontinuity"));
         let mut out: Vec<String> = joins
             .into_iter()
             .map(|j| {
