@@ -2,7 +2,9 @@
 //!
 //! Third stop on the road, after [`crate::assemble`]. Every root of every
 //! trace is asked "who called you?". Evidence is tried strongest first —
-//! span links, `messaging.message.id`, (`mcp.session.id`,
+//! span links, `messaging.message.id` or the correlation ID beside it (with
+//! no producer span of it, the consumer of another service that received
+//! it first and sent it on: a relay, an RPC's reply), (`mcp.session.id`,
 //! `jsonrpc.request.id`), `jsonrpc.request.id` with method, tool and time,
 //! `gen_ai.tool.call.id` (also inside a model's kept output), then
 //! heuristics: a same-named tool call of another service, a client call
@@ -36,6 +38,11 @@
 //! - the scan was truncated (too busy to tell), or another orphan fits the
 //!   same client call or producer (contested), or the confidence is below
 //!   the threshold;
+//! - the join is by time alone and a trace left out of the diagnosis
+//!   ([`LeftOut`]: a live context cut at its bound) ran beside the orphan,
+//!   or, for the same instance, in its service; a break that rests on an
+//!   absence such a trace could fill (no entry point of the instance, no
+//!   consumer of the producer's message) is then not claimed either;
 //! - same instance, several requests were at work; the running span ended
 //!   before the orphan (work that outlived its caller); the only candidates
 //!   are themselves orphans; a concurrent span of the chosen one's name fits
