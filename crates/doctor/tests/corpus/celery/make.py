@@ -35,7 +35,7 @@ HARNESS = os.path.join(os.path.dirname(HERE), "harness")
 sys.path.insert(0, HARNESS)
 
 import record  # noqa: E402
-from driver import ask_at_once, dump_logs, hop, stop, wait_for_file  # noqa: E402
+from driver import InconsistentRun, ask_at_once, dump_logs, hop, record_cases, stop, wait_for_file  # noqa: E402
 from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
 
@@ -214,10 +214,6 @@ def enclosing_in_instance(spans, orphan, orphan_traces):
                    and s["trace"] not in orphan_traces
                    and s["kind"] not in ("SPAN_KIND_CLIENT", "SPAN_KIND_PRODUCER")
                    and s["start"] <= o["start"] <= s["end"] and s["end"] + SKEW_NS >= o["end"]})
-
-
-class InconsistentRun(RuntimeError):
-    """A run whose spans contradict what the case sets up (the library lost a span)."""
 
 
 def check_healthy(spans):
@@ -446,30 +442,12 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     global FORKS
     with ForkServer(PRELOAD, env=dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, HARNESS])), cwd=HERE) as FORKS:
-        record_cases(args)
-
-
-def record_cases(args):
-    for spec in CASES:
-        if args.case and spec["case"] not in args.case:
-            continue
-        t0 = time.time()
         # opentelemetry-instrumentation-celery now and then leaves a PRODUCER span unended, or its
         # context current after the publish, when concurrent requests publish the same task: that
         # run is not the case it claims to be (a healthy case with a span that never arrived, a
         # wait opened under the PRODUCER span instead of beside it), so it is recorded again,
         # never scored. Three failed runs in a row are a real failure.
-        for attempt in (1, 2, 3):
-            try:
-                n, hops = run_case(args.out, spec)
-                break
-            except InconsistentRun as e:
-                if attempt == 3:
-                    raise
-                print(f"{spec['case']}: run {attempt} discarded ({e}); recording it again", flush=True)
-        must = sum(h["must_repair"] for h in hops)
-        print(f"{spec['case']}: {n} spans, {len(hops)} broken hops ({must} must_repair), "
-              f"{time.time() - t0:.1f} s", flush=True)
+        record_cases(CASES, run_case, args.out, args.case)
 
 
 if __name__ == "__main__":

@@ -80,3 +80,30 @@ def hop(label, orphan, parents, must_repair, why, kinds, **extra):
          "parent_span_ids": [p[1] for p in parents], "must_repair": must_repair, "why": why, "kinds": kinds}
     h.update(extra)
     return h
+
+
+class InconsistentRun(RuntimeError):
+    """A run whose spans contradict what the case sets up (the library lost a span, or left a
+    context current): it is not the case it claims to be, so it is recorded again, never
+    scored."""
+
+
+def record_cases(cases, run_case, out, only=None):
+    """Runs each case of `cases` (`run_case(out, spec)` → spans, broken hops), or those named in
+    `only`, and says what each recorded. A run found inconsistent is recorded again; three in a
+    row are a real failure."""
+    for spec in cases:
+        if only and spec["case"] not in only:
+            continue
+        t0 = time.time()
+        for attempt in (1, 2, 3):
+            try:
+                n, hops = run_case(out, spec)
+                break
+            except InconsistentRun as e:
+                if attempt == 3:
+                    raise
+                print(f"{spec['case']}: run {attempt} discarded ({e}); recording it again", flush=True)
+        must = sum(h["must_repair"] for h in hops)
+        print(f"{spec['case']}: {n} spans, {len(hops)} broken hops ({must} must_repair), "
+              f"{time.time() - t0:.1f} s", flush=True)

@@ -31,7 +31,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,7 +38,7 @@ HARNESS = os.path.join(os.path.dirname(HERE), "harness")
 sys.path.insert(0, HARNESS)
 
 import record  # noqa: E402
-from driver import ask_at_once, dump_logs, hop, stop, wait_for_file  # noqa: E402
+from driver import InconsistentRun, ask_at_once, dump_logs, hop, record_cases, stop, wait_for_file  # noqa: E402
 from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
 
@@ -185,10 +184,6 @@ def by_event(notes, event, key="key"):
 
 def events(notes, event):
     return [n for n in notes if n["event"] == event]
-
-
-class InconsistentRun(RuntimeError):
-    """A run whose spans contradict what the case sets up."""
 
 
 SKEW_NS = 100_000_000  # allow 100 ms when comparing times
@@ -509,25 +504,7 @@ def main():
     global FORKS
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     with ForkServer(PRELOAD, env=dict(env, PYTHONPATH=os.pathsep.join([HERE, HARNESS])), cwd=HERE) as FORKS:
-        record_cases(args)
-
-
-def record_cases(args):
-    for spec in CASES:
-        if args.case and spec["case"] not in args.case:
-            continue
-        t0 = time.time()
-        for attempt in (1, 2, 3):
-            try:
-                n, hops = run_case(args.out, spec)
-                break
-            except InconsistentRun as e:
-                if attempt == 3:
-                    raise
-                print(f"{spec['case']}: run {attempt} discarded ({e}); recording it again", flush=True)
-        must = sum(h["must_repair"] for h in hops)
-        print(f"{spec['case']}: {n} spans, {len(hops)} broken hops ({must} must_repair), "
-              f"{time.time() - t0:.1f} s", flush=True)
+        record_cases(CASES, run_case, args.out, args.case)
 
 
 if __name__ == "__main__":
