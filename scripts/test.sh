@@ -175,7 +175,7 @@ if cargo nextest --version >/dev/null 2>&1; then
     filter+=" & !test(requests_waiting_in_the_backlog_at_a_stop_are_diagnosed_after_the_restart)"
     filter+=" & !test(retention_deletes_the_oldest_spans_past_max_bytes))"
     # The corpus under load runs once, on SQLite: it tries the live pipeline, the same code
-    # whichever store it writes to.
+    # whichever store it writes to (and the corpus's plain live test takes every other case here).
     filter="kind(test) & ($filter) & !test(/_under_load$/)"
     AGENTRACE_TEST_STORE=postgres cargo nextest run --workspace --all-features -E "$filter" || status=$?
     cargo nextest run --workspace --all-features --run-ignored only \

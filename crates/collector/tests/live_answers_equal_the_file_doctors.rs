@@ -726,7 +726,14 @@ fn a_live_context_cut_short_is_never_surer_than_the_file_doctor_under_load() {
 #[test]
 fn every_corpus_case_gets_the_file_doctors_answer_live() {
     let corpus = support::workspace_root().join("crates/doctor/tests/corpus");
-    judge(&cases_under(&corpus));
+    let cases = cases_under(&corpus);
+    // Over PostgreSQL (the test command's second pass) every other case, by
+    // name: the pipeline is the same code whichever store it writes to, and
+    // what that pass tries (the rows it writes and reads back, requests
+    // split across collectors) every suite's cases try; the whole corpus
+    // there was the pass's longest test (110 s of 126 in CI run 100).
+    let cases = if support::on_postgres() { cases.into_iter().step_by(2).collect() } else { cases };
+    judge(&cases);
 }
 
 #[test]
