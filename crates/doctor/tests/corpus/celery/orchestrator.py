@@ -15,10 +15,9 @@ worker, waiting for the result.
 import json
 import os
 import signal
-import socketserver
 import threading
 import uuid
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import make_server
 
 from celery.signals import before_task_publish
 from opentelemetry import baggage, context, trace
@@ -27,6 +26,8 @@ from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.processor.baggage import ALLOW_ALL_BAGGAGE_KEYS, BaggageSpanProcessor
 
 import record
+from research import TOOLS
+from serving import QuietHandler, ThreadingWSGIServer
 
 CASE_DIR = os.environ["CORPUS_CASE_DIR"]
 SEND = os.environ.get("ORCH_SEND", "import")
@@ -62,15 +63,6 @@ else:
 tracer = trace.get_tracer("orchestrator_agent")
 llm = None
 _chain = threading.local()  # the request's own spans, outermost first (for the ground truth)
-
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "research",
-        "description": "Delegate research on one topic to the research worker.",
-        "parameters": {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]},
-    },
-}]
 
 
 @before_task_publish.connect(weak=False)
@@ -126,15 +118,6 @@ def chat(app_environ, start_response):
     data = json.dumps({"session_id": session_id, "answer": answer}).encode()
     start_response("200 OK", [("content-type", "application/json"), ("content-length", str(len(data)))])
     return [data]
-
-
-class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = False  # server_close() joins the request threads, so their spans have ended
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 def main():

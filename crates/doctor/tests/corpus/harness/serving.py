@@ -1,4 +1,5 @@
-"""Serving a case's web services (FastAPI under uvicorn) on sockets the case's driver bound.
+"""Serving a case's web services: FastAPI under uvicorn on sockets the case's driver bound, and
+WSGI apps on a threading wsgiref server.
 
 Shared by the suites whose services are separate processes: the driver binds a free port with
 `bound_socket()` and hands the listening socket to the service process, which calls `serve()`.
@@ -7,7 +8,9 @@ Shared by the suites whose services are separate processes: the driver binds a f
 import asyncio
 import os
 import socket
+import socketserver
 import sys
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 
 def bound_socket():
@@ -36,3 +39,15 @@ def serve(app, fd, tp=None):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """A WSGI server (wsgiref) with a thread per request, for the suites whose services are WSGI
+    apps under OpenTelemetry's WSGI middleware."""
+
+    daemon_threads = False  # server_close() joins the request threads, so their spans have ended
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass

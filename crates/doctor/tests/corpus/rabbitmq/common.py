@@ -14,15 +14,6 @@ CASE_DIR = os.environ["CORPUS_CASE_DIR"]
 AMQP_URL = os.environ["AGENTRACE_AMQP_URL"]
 JOB_QUEUE = os.environ.get("JOB_QUEUE", "")
 
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "research",
-        "description": "Delegate research on one topic to the research worker.",
-        "parameters": {"type": "object", "properties": {"topic": {"type": "string"}}, "required": ["topic"]},
-    },
-}]
-
 
 def telemetry(service):
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor

@@ -41,6 +41,7 @@ import record  # noqa: E402
 from driver import InconsistentRun, ask_at_once, dump_logs, hop, record_cases, stop, wait_for_file  # noqa: E402
 from forkserver import ForkServer  # noqa: E402
 from llm_standin import StandIn  # noqa: E402
+from research import SESSIONS, policy  # noqa: E402
 
 AMQP_URL = os.environ.get("AGENTRACE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 SUITE = "rabbitmq"
@@ -54,24 +55,6 @@ VERSIONS = ("pika", "aio-pika", "aiormq", "opentelemetry-sdk", "opentelemetry-in
             "opentelemetry-instrumentation-aio-pika", "opentelemetry-instrumentation-wsgi",
             "opentelemetry-instrumentation-aiohttp-server", "opentelemetry-instrumentation-openai-v2",
             "opentelemetry-processor-baggage", "opentelemetry-propagator-b3", "openai", "aiohttp")
-
-# Three users at once, each asking a question that needs one or two research jobs.
-SESSIONS = [
-    "Compare these topics: solid-state batteries; sodium-ion batteries",
-    "Look into this topic: perovskite solar cells",
-    "Compare these topics: green hydrogen; ammonia shipping",
-]
-
-
-def policy(call):
-    """The stand-in LLM: the orchestrator's plan asks for one research call per topic; every
-    other call gets a short text."""
-    if call["tool_names"] and call["last_tool"] is None:
-        topics = call["last_user"].split(":", 1)[1].split(";")
-        return {"tool_calls": [{"name": "research", "arguments": {"topic": t.strip()}} for t in topics]}
-    if call["tool_names"]:
-        return {"text": "Here is what the research found, topic by topic."}
-    return {"text": "Key facts: costs are falling, scale-up is the bottleneck, two pilots ship next year."}
 
 
 # ------------------------------------------------------------------------------- processes ---

@@ -15,19 +15,20 @@ worker over RabbitMQ as an RPC (reply_to + correlation_id), waiting for the repl
 
 import json
 import signal
-import socketserver
 import threading
 import os
 import time
 import uuid
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import make_server
 
 import pika
 from opentelemetry import baggage, context, trace
 from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 
 import record
-from common import AMQP_URL, CASE_DIR, JOB_QUEUE, TOOLS, dedupe, ready, sent_ids, telemetry
+from common import AMQP_URL, CASE_DIR, JOB_QUEUE, dedupe, ready, sent_ids, telemetry
+from research import TOOLS
+from serving import QuietHandler, ThreadingWSGIServer
 
 REPLY = os.environ.get("ORCH_REPLY", "per_request")
 MESSAGE_ID = os.environ.get("ORCH_MESSAGE_ID", "1") == "1"
@@ -186,15 +187,6 @@ def chat(app_environ, start_response):
     data = json.dumps({"session_id": session_id, "answer": answer}).encode()
     start_response("200 OK", [("content-type", "application/json"), ("content-length", str(len(data)))])
     return [data]
-
-
-class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = False  # server_close() joins the request threads, so their spans have ended
-
-
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 def main():

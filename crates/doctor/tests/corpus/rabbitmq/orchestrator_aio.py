@@ -21,7 +21,8 @@ from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
 from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 
 import record
-from common import AMQP_URL, CASE_DIR, JOB_QUEUE, TOOLS, dedupe, ready, sent_ids, telemetry
+from common import AMQP_URL, CASE_DIR, JOB_QUEUE, dedupe, ready, sent_ids, telemetry
+from research import TOOLS
 
 tp = telemetry("orchestrator")
 AioPikaInstrumentor().instrument(tracer_provider=tp)
